@@ -1,0 +1,105 @@
+//! zipkit's HTTP API. `Application::build` wires settings into a running server that tests can
+//! start on port 0.
+
+pub mod routes;
+mod settings;
+mod state;
+
+use std::future::Future;
+use std::net::TcpListener;
+
+use actix_web::{App, HttpServer, web};
+use zipkit_domain::crypto::KeyRing;
+use zipkit_runtime::broker::Broker;
+
+pub use settings::{ApiSettings, Settings};
+pub use state::AppState;
+
+/// A bound, not yet running, API server.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    broker: Broker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    KeyRing(#[from] zipkit_domain::crypto::KeyRingError),
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds the listener and connects (lazily) to PostgreSQL and RabbitMQ. Neither being down
+    /// stops the API from starting; `/readyz` reports them until they are back.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let keyring = KeyRing::from_settings(&settings.crypto)?;
+        let address = format!("{}:{}", settings.api.host, settings.api.port);
+        let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { address, source })?
+            .port();
+        let broker = Broker::start(settings.broker.clone());
+        let state = web::Data::new(AppState {
+            pool: zipkit_domain::db::pool(&settings.database),
+            broker: broker.clone(),
+            keyring,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(routes::configure)
+        })
+        .listen(listener)
+        .map_err(|source| StartError::Bind {
+            address: format!("port {port}"),
+            source,
+        })?
+        // Signals are ours (see `run_until`), so the broker closes after the last request.
+        .disable_signals()
+        .shutdown_timeout(30)
+        .run();
+        tracing::info!(port, "zipkit-api listening");
+        Ok(Self {
+            port,
+            server,
+            broker,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `stop` resolves, then drains in-flight requests and closes the broker.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        tokio::spawn(async move {
+            stop.await;
+            handle.stop(true).await;
+        });
+        let result = self.server.await;
+        self.broker.close().await;
+        tracing::info!("zipkit-api stopped");
+        result
+    }
+}

@@ -1,0 +1,25 @@
+//! The settings the API process reads (see docs/CONFIGURATION.md).
+
+use serde::Deserialize;
+use zipkit_domain::crypto::CryptoSettings;
+use zipkit_domain::db::DatabaseSettings;
+use zipkit_runtime::broker::BrokerSettings;
+use zipkit_runtime::telemetry::TelemetrySettings;
+
+/// `[api]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub api: ApiSettings,
+    pub database: DatabaseSettings,
+    pub broker: BrokerSettings,
+    pub crypto: CryptoSettings,
+    pub telemetry: TelemetrySettings,
+}

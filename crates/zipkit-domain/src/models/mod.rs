@@ -1,0 +1,25 @@
+//! Rows and the queries that read and change them, one module per aggregate.
+//! State changes that can race (claiming or finishing a job) are single conditional UPDATEs.
+
+mod access_token;
+mod account;
+mod bucket;
+mod rotation;
+mod webhook;
+mod zip;
+
+pub use access_token::{AccessToken, NewAccessToken};
+pub use account::{NewUser, Project, User};
+pub use bucket::{Bucket, BucketCredentials, BucketTestResult, NewBucket};
+pub use rotation::{RotationReport, rotate_encryption_keys};
+pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
+pub use zip::{JobError, NewZip, NewZipEntry, Zip, ZipEntry, ZipOutcome};
+
+/// Errors of the model layer: the query failed, or a stored secret would not decrypt.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+}

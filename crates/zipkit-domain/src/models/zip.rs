@@ -1,0 +1,334 @@
+//! Zip jobs and their entries. The row is the truth about a job; the broker message only names it.
+
+use chrono::{DateTime, Duration, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::enums::{Compression, EntryState, OnError, ZipStatus};
+use crate::ids::{BucketId, ProjectId, ZipId};
+use crate::schema::{zip_entries, zips};
+use crate::values::{EntryName, ObjectKey, SourceUrl};
+
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = zips, check_for_backend(diesel::pg::Pg))]
+pub struct Zip {
+    pub id: ZipId,
+    pub project_id: ProjectId,
+    pub bucket_id: BucketId,
+    pub object_key: String,
+    pub status: ZipStatus,
+    pub metadata: serde_json::Value,
+    pub compression: Compression,
+    pub on_error: OnError,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<Vec<u8>>,
+    pub files_total: i32,
+    pub files_done: i32,
+    pub bytes_downloaded: i64,
+    pub bytes_uploaded: i64,
+    pub result_size: Option<i64>,
+    pub result_etag: Option<String>,
+    pub result_entries: Option<i32>,
+    pub error_type: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub error_param: Option<String>,
+    pub attempts: i32,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub upload_id: Option<String>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = zip_entries, check_for_backend(diesel::pg::Pg))]
+pub struct ZipEntry {
+    pub zip_id: ZipId,
+    pub entry_index: i32,
+    pub url: String,
+    pub filename: String,
+    pub state: EntryState,
+    pub size: Option<i64>,
+    pub crc32: Option<i64>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// One source of a new job; both parts already parsed.
+#[derive(Debug, Clone)]
+pub struct NewZipEntry {
+    pub url: SourceUrl,
+    pub filename: EntryName,
+}
+
+/// A job ready to be stored: built from a validated request.
+#[derive(Debug, Clone)]
+pub struct NewZip {
+    pub project_id: ProjectId,
+    pub bucket_id: BucketId,
+    pub key: ObjectKey,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub compression: Compression,
+    pub on_error: OnError,
+    /// The `Idempotency-Key` header and a hash of the request body it came with.
+    pub idempotency: Option<(String, Vec<u8>)>,
+    pub entries: Vec<NewZipEntry>,
+}
+
+/// A failure as the API shows it in `error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    pub error_type: String,
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub enum ZipOutcome {
+    Succeeded {
+        size: i64,
+        etag: String,
+        entries: i32,
+    },
+    Failed(JobError),
+}
+
+// Postgres allows 65,535 bind parameters per statement; an entry row takes four.
+const ENTRY_INSERT_CHUNK: usize = 10_000;
+
+impl Zip {
+    /// Stores the job and all its entries in one transaction.
+    pub async fn create(conn: &mut AsyncPgConnection, new: NewZip) -> QueryResult<Self> {
+        let id = ZipId::new();
+        conn.transaction(async move |conn| {
+            let (idempotency_key, request_hash) = new.idempotency.unzip();
+            let files_total = i32::try_from(new.entries.len()).unwrap_or(i32::MAX);
+            let zip = diesel::insert_into(zips::table)
+                .values((
+                    zips::id.eq(id),
+                    zips::project_id.eq(new.project_id),
+                    zips::bucket_id.eq(new.bucket_id),
+                    zips::object_key.eq(new.key.as_str()),
+                    zips::metadata.eq(serde_json::Value::Object(new.metadata)),
+                    zips::compression.eq(new.compression),
+                    zips::on_error.eq(new.on_error),
+                    zips::idempotency_key.eq(idempotency_key),
+                    zips::request_hash.eq(request_hash),
+                    zips::files_total.eq(files_total),
+                ))
+                .returning(Zip::as_returning())
+                .get_result(conn)
+                .await?;
+            let rows: Vec<_> = new
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(index, entry)| {
+                    (
+                        zip_entries::zip_id.eq(id),
+                        zip_entries::entry_index.eq(i32::try_from(index).unwrap_or(i32::MAX)),
+                        zip_entries::url.eq(entry.url.as_str()),
+                        zip_entries::filename.eq(entry.filename.as_str()),
+                    )
+                })
+                .collect();
+            for chunk in rows.chunks(ENTRY_INSERT_CHUNK) {
+                diesel::insert_into(zip_entries::table)
+                    .values(chunk)
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(zip)
+        })
+        .await
+    }
+
+    /// A job of this project only: another project's job id finds nothing.
+    pub async fn find(
+        conn: &mut AsyncPgConnection,
+        project: ProjectId,
+        id: ZipId,
+    ) -> QueryResult<Option<Self>> {
+        zips::table
+            .find(id)
+            .filter(zips::project_id.eq(project))
+            .select(Zip::as_select())
+            .first(conn)
+            .await
+            .optional()
+    }
+
+    /// For the worker, which acts for whichever project owns the job.
+    pub async fn find_any(conn: &mut AsyncPgConnection, id: ZipId) -> QueryResult<Option<Self>> {
+        zips::table
+            .find(id)
+            .select(Zip::as_select())
+            .first(conn)
+            .await
+            .optional()
+    }
+
+    pub async fn find_by_idempotency_key(
+        conn: &mut AsyncPgConnection,
+        project: ProjectId,
+        key: &str,
+    ) -> QueryResult<Option<Self>> {
+        zips::table
+            .filter(zips::project_id.eq(project))
+            .filter(zips::idempotency_key.eq(key))
+            .select(Zip::as_select())
+            .first(conn)
+            .await
+            .optional()
+    }
+
+    pub async fn entries(conn: &mut AsyncPgConnection, id: ZipId) -> QueryResult<Vec<ZipEntry>> {
+        zip_entries::table
+            .filter(zip_entries::zip_id.eq(id))
+            .order(zip_entries::entry_index.asc())
+            .select(ZipEntry::as_select())
+            .load(conn)
+            .await
+    }
+
+    /// Records that the broker confirmed the job message.
+    pub async fn mark_published(conn: &mut AsyncPgConnection, id: ZipId) -> QueryResult<()> {
+        diesel::update(zips::table.find(id))
+            .filter(zips::published_at.is_null())
+            .set(zips::published_at.eq(diesel::dsl::now))
+            .execute(conn)
+            .await
+            .map(drop)
+    }
+
+    /// Takes the job for `owner` until `now + lease`: only a job not started yet, or one whose
+    /// previous owner's lease ran out. Exactly one of any number of racing workers wins.
+    pub async fn claim(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        owner: &str,
+        lease: Duration,
+    ) -> QueryResult<Option<Self>> {
+        let now = Utc::now();
+        diesel::update(zips::table.find(id))
+            .filter(
+                zips::status.eq(ZipStatus::None).or(zips::status
+                    .eq(ZipStatus::Processing)
+                    .and(zips::lease_expires_at.lt(now))),
+            )
+            .set((
+                zips::status.eq(ZipStatus::Processing),
+                zips::lease_owner.eq(owner),
+                zips::lease_expires_at.eq(now + lease),
+                zips::attempts.eq(zips::attempts + 1),
+                zips::started_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                >("coalesce(started_at, now())")),
+                zips::updated_at.eq(now),
+            ))
+            .returning(Zip::as_returning())
+            .get_result(conn)
+            .await
+            .optional()
+    }
+
+    /// Extends the owner's lease; `false` means the job was taken over, finished or cancelled.
+    pub async fn heartbeat(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        owner: &str,
+        lease: Duration,
+    ) -> QueryResult<bool> {
+        let updated = diesel::update(zips::table.find(id))
+            .filter(zips::status.eq(ZipStatus::Processing))
+            .filter(zips::lease_owner.eq(owner))
+            .set(zips::lease_expires_at.eq(Utc::now() + lease))
+            .execute(conn)
+            .await?;
+        Ok(updated == 1)
+    }
+
+    /// Sets the terminal state, only if `owner` still holds the job; returns the finished row.
+    pub async fn finish(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        owner: &str,
+        outcome: &ZipOutcome,
+    ) -> QueryResult<Option<Self>> {
+        let target = zips::table
+            .find(id)
+            .filter(zips::status.eq(ZipStatus::Processing))
+            .filter(zips::lease_owner.eq(owner));
+        let release = (
+            zips::lease_owner.eq(None::<String>),
+            zips::lease_expires_at.eq(None::<DateTime<Utc>>),
+            zips::finished_at.eq(diesel::dsl::now),
+            zips::updated_at.eq(diesel::dsl::now),
+        );
+        let query = match outcome {
+            ZipOutcome::Succeeded {
+                size,
+                etag,
+                entries,
+            } => {
+                diesel::update(target)
+                    .set((
+                        zips::status.eq(ZipStatus::Succeeded),
+                        zips::result_size.eq(size),
+                        zips::result_etag.eq(etag),
+                        zips::result_entries.eq(entries),
+                        release,
+                    ))
+                    .returning(Zip::as_returning())
+                    .get_result(conn)
+                    .await
+            }
+            ZipOutcome::Failed(error) => {
+                diesel::update(target)
+                    .set((
+                        zips::status.eq(ZipStatus::Failed),
+                        zips::error_type.eq(&error.error_type),
+                        zips::error_code.eq(&error.code),
+                        zips::error_message.eq(&error.message),
+                        zips::error_param.eq(&error.param),
+                        release,
+                    ))
+                    .returning(Zip::as_returning())
+                    .get_result(conn)
+                    .await
+            }
+        };
+        query.optional()
+    }
+
+    /// Cancels a job that has not ended; idempotent (a cancelled job stays cancelled).
+    /// Returns the row as it is afterwards, or `None` when the project has no such job.
+    pub async fn cancel(
+        conn: &mut AsyncPgConnection,
+        project: ProjectId,
+        id: ZipId,
+    ) -> QueryResult<Option<Self>> {
+        let cancelled = diesel::update(zips::table.find(id))
+            .filter(zips::project_id.eq(project))
+            .filter(zips::status.eq_any([ZipStatus::None, ZipStatus::Processing]))
+            .set((
+                zips::status.eq(ZipStatus::Cancelled),
+                zips::finished_at.eq(diesel::dsl::now),
+                zips::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(Zip::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+        match cancelled {
+            Some(zip) => Ok(Some(zip)),
+            None => Self::find(conn, project, id).await,
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The RabbitMQ connection both binaries keep open, and the queue topology they both declare.
+//!
+//! Topology (all durable, on the default exchange):
+//! - `<prefix>.jobs`: work queue; a message rejected without requeue dead-letters to `.dead`.
+//! - `<prefix>.jobs.retry`: delay queue; a message published with a per-message expiration
+//!   returns to `.jobs` when it expires (exponential backoff without a plugin).
+//! - `<prefix>.jobs.dead`: jobs that exhausted their attempts, kept for inspection.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+/// `[broker]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// `amqp://user:password@host:port/vhost` (vhost `/` is `%2f`).
+    pub url: SecretString,
+    /// Prefix of every queue name, so several deployments can share one broker.
+    pub queue_prefix: String,
+    /// Shown in the RabbitMQ management UI.
+    pub connection_name: String,
+    /// Upper bound of the reconnect backoff.
+    pub reconnect_max_secs: u64,
+}
+
+/// The queue names derived from the prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub jobs: String,
+    pub retry: String,
+    pub dead: String,
+}
+
+impl Topology {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            jobs: format!("{prefix}.jobs"),
+            retry: format!("{prefix}.jobs.retry"),
+            dead: format!("{prefix}.jobs.dead"),
+        }
+    }
+
+    /// Declares the queues; idempotent, and identical in both binaries (RabbitMQ refuses a
+    /// redeclaration with other arguments).
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let dead_letter_to = |queue: &str| {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(queue.into()),
+            );
+            args
+        };
+        channel
+            .queue_declare(
+                ShortString::from(self.dead.as_str()),
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(
+                ShortString::from(self.jobs.as_str()),
+                durable,
+                dead_letter_to(&self.dead),
+            )
+            .await?;
+        channel
+            .queue_declare(
+                ShortString::from(self.retry.as_str()),
+                durable,
+                dead_letter_to(&self.jobs),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Opens a connection and declares the topology on it.
+pub async fn connect(settings: &BrokerSettings) -> lapin::Result<(Connection, Channel)> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(settings.connection_name.as_str().into());
+    let connection = Connection::connect(settings.url.expose_secret(), properties).await?;
+    let channel = connection.create_channel().await?;
+    Topology::new(&settings.queue_prefix)
+        .declare(&channel)
+        .await?;
+    Ok((connection, channel))
+}
+
+struct Live {
+    connection: Arc<Connection>,
+    channel: Channel,
+}
+
+struct Inner {
+    live: Mutex<Option<Live>>,
+    stop: watch::Sender<bool>,
+}
+
+/// A supervised broker connection: (re)connects in the background with capped exponential
+/// backoff, so the process starts and keeps serving while RabbitMQ is away.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+    topology: Topology,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("connected", &self.is_connected())
+            .field("topology", &self.topology)
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Starts the supervisor; must be called inside a Tokio runtime.
+    pub fn start(settings: BrokerSettings) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            live: Mutex::new(None),
+            stop,
+        });
+        let broker = Self {
+            inner: Arc::clone(&inner),
+            topology: Topology::new(&settings.queue_prefix),
+        };
+        tokio::spawn(supervise(Arc::downgrade(&inner), settings, stopped));
+        broker
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.live()
+            .is_some_and(|(connection, _)| connection.status().connected())
+    }
+
+    /// A channel with the topology declared, when connected.
+    pub fn channel(&self) -> Option<Channel> {
+        self.live()
+            .filter(|(c, _)| c.status().connected())
+            .map(|(_, channel)| channel)
+    }
+
+    fn live(&self) -> Option<(Arc<Connection>, Channel)> {
+        let guard = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard
+            .as_ref()
+            .map(|l| (Arc::clone(&l.connection), l.channel.clone()))
+    }
+
+    /// Waits until connected, or gives up after `timeout`.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.is_connected() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.is_connected()
+    }
+
+    /// Stops reconnecting and closes the connection politely.
+    pub async fn close(&self) {
+        let _ = self.inner.stop.send(true);
+        let live = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(live) = live {
+            if live.connection.status().connected() {
+                let _ = live.connection.close(200, "shutting down".into()).await;
+            }
+        }
+    }
+}
+
+async fn supervise(
+    inner: std::sync::Weak<Inner>,
+    settings: BrokerSettings,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let max_backoff = Duration::from_secs(settings.reconnect_max_secs.max(1));
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let healthy = {
+            let Some(inner) = inner.upgrade() else { return };
+            let guard = inner
+                .live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard
+                .as_ref()
+                .is_some_and(|l| l.connection.status().connected())
+        };
+        if !healthy {
+            match connect(&settings).await {
+                Ok((connection, channel)) => {
+                    let Some(inner) = inner.upgrade() else { return };
+                    if *stopped.borrow() {
+                        let _ = connection.close(200, "shutting down".into()).await;
+                        return;
+                    }
+                    tracing::info!("connected to the broker");
+                    *inner
+                        .live
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Live {
+                        connection: Arc::new(connection),
+                        channel,
+                    });
+                    backoff = Duration::from_millis(250);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "broker unreachable");
+                    if tokio::time::timeout(backoff, stopped.changed())
+                        .await
+                        .is_ok()
+                    {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(max_backoff);
+                    continue;
+                }
+            }
+        }
+        // Connected: look again shortly (lapin reports a dropped connection through its status).
+        if tokio::time::timeout(Duration::from_millis(500), stopped.changed())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+}

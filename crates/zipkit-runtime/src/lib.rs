@@ -1,0 +1,7 @@
+//! Plumbing both zipkit binaries share: layered settings, telemetry, the broker connection and
+//! its topology, and the shutdown signal.
+
+pub mod broker;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;

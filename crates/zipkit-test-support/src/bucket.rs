@@ -1,0 +1,138 @@
+//! A fresh bucket per test on the local S3-compatible store (s3s-fs), emptied and deleted when
+//! the test ends.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+
+use crate::services::{s3_access_key, s3_endpoint, s3_secret_key};
+use crate::{block_on_cleanup, is_leftover, unique_name};
+
+const PREFIX: &str = "zipkit-test";
+
+#[derive(Debug)]
+pub struct TestBucket {
+    name: String,
+    client: Client,
+}
+
+/// A client for the local store with the harness's credentials.
+pub fn client() -> Client {
+    client_with(&s3_access_key(), &s3_secret_key())
+}
+
+/// A client for the local store with the given credentials (to test wrong ones).
+pub fn client_with(access_key: &str, secret_key: &str) -> Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(s3_endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            access_key,
+            secret_key,
+            None,
+            None,
+            "zipkit-test",
+        ))
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .build();
+    Client::from_conf(config)
+}
+
+async fn delete_bucket(client: &Client, name: &str) -> Result<(), String> {
+    let mut token = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(name)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        for object in page.contents() {
+            if let Some(key) = object.key() {
+                client
+                    .delete_object()
+                    .bucket(name)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| format!("{e:?}"))?;
+            }
+        }
+        match page.next_continuation_token() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    client
+        .delete_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(())
+}
+
+impl TestBucket {
+    /// A new empty bucket; also sweeps buckets left by crashed runs.
+    pub async fn new() -> Self {
+        let client = client();
+        let existing = client.list_buckets().send().await.unwrap_or_else(|e| {
+            panic!(
+                "the S3 store at {} is not reachable ({e:?}); run scripts/services.sh up",
+                s3_endpoint()
+            )
+        });
+        for old in existing.buckets().iter().filter_map(|b| b.name()) {
+            if is_leftover(old, PREFIX, '-') {
+                let _ = delete_bucket(&client, old).await;
+            }
+        }
+        let name = unique_name(PREFIX, '-');
+        client
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .expect("create test bucket");
+        Self { name, client }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The bytes of an object in this bucket.
+    pub async fn get(&self, key: &str) -> Vec<u8> {
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .expect("get object");
+        object
+            .body
+            .collect()
+            .await
+            .expect("read object body")
+            .into_bytes()
+            .to_vec()
+    }
+}
+
+impl Drop for TestBucket {
+    fn drop(&mut self) {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        block_on_cleanup(
+            &name.clone(),
+            async move { delete_bucket(&client, &name).await },
+        );
+    }
+}

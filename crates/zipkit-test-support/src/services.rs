@@ -1,0 +1,50 @@
+//! Where the local services are. `scripts/services.sh` writes the actual values to
+//! `.services/env`; the defaults match services already running on their standard ports.
+
+fn var(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// A superuser connection to the maintenance database, used to create and drop test databases.
+pub fn postgres_admin_url() -> String {
+    var(
+        "ZIPKIT_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    )
+}
+
+/// `amqp://user:password@host:port` without a vhost.
+pub fn amqp_base_url() -> String {
+    var("ZIPKIT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+}
+
+/// The RabbitMQ management API, used to create and delete vhosts.
+pub fn rabbitmq_api_url() -> String {
+    var(
+        "ZIPKIT_TEST_RABBITMQ_API",
+        "http://guest:guest@127.0.0.1:15672",
+    )
+}
+
+/// The S3-compatible store (s3s-fs) and its credentials.
+pub fn s3_endpoint() -> String {
+    var("ZIPKIT_TEST_S3_ENDPOINT", "http://127.0.0.1:9900")
+}
+
+pub fn s3_access_key() -> String {
+    var("ZIPKIT_TEST_S3_ACCESS_KEY", "zipkit-dev")
+}
+
+pub fn s3_secret_key() -> String {
+    var("ZIPKIT_TEST_S3_SECRET_KEY", "zipkit-dev-secret")
+}
+
+/// Replaces the database name of a `postgres://` URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    let mut parsed = url::Url::parse(url).expect("ZIPKIT_TEST_POSTGRES_URL is a URL");
+    parsed.set_path(&format!("/{database}"));
+    parsed.to_string()
+}

@@ -1,0 +1,3 @@
+DROP TABLE zip_parts;
+DROP TABLE zip_entries;
+DROP TABLE zips;
