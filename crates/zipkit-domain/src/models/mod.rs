@@ -10,7 +10,7 @@ mod zip;
 
 pub use access_token::{AccessToken, NewAccessToken};
 pub use account::{NewUser, Project, User};
-pub use bucket::{Bucket, BucketCredentials, BucketTestResult, NewBucket};
+pub use bucket::{Bucket, BucketCredentials, BucketTestResult, DeleteBucketError, NewBucket};
 pub use rotation::{RotationReport, rotate_encryption_keys};
 pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
 pub use zip::{JobError, NewZip, NewZipEntry, Zip, ZipEntry, ZipOutcome};
