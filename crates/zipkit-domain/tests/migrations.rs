@@ -42,18 +42,41 @@ async fn migrations_apply_on_an_empty_database_and_every_down_reverts_its_up() {
     let applied = run_migrations(&url).await.expect("migrations apply");
     assert_eq!(applied.len(), 4, "{applied:?}");
     let first = schema_of(&db).await;
-    for table in ["users", "projects", "project_members", "access_tokens", "buckets", "zips", "zip_entries", "zip_parts", "webhook_endpoints", "webhook_deliveries", "webhook_delivery_attempts"] {
-        assert!(first.iter().any(|c| c.starts_with(&format!("{table}."))), "table {table} missing");
+    for table in [
+        "users",
+        "projects",
+        "project_members",
+        "access_tokens",
+        "buckets",
+        "zips",
+        "zip_entries",
+        "zip_parts",
+        "webhook_endpoints",
+        "webhook_deliveries",
+        "webhook_delivery_attempts",
+    ] {
+        assert!(
+            first.iter().any(|c| c.starts_with(&format!("{table}."))),
+            "table {table} missing"
+        );
     }
 
-    let reverted = revert_all_migrations(&url).await.expect("every down.sql runs");
+    let reverted = revert_all_migrations(&url)
+        .await
+        .expect("every down.sql runs");
     assert_eq!(reverted.len(), 4);
     let left = schema_of(&db).await;
-    assert!(left.is_empty(), "down.sql files left objects behind: {left:?}");
+    assert!(
+        left.is_empty(),
+        "down.sql files left objects behind: {left:?}"
+    );
 
     let reapplied = run_migrations(&url).await.expect("migrations apply again");
     assert_eq!(reapplied, applied);
     assert_eq!(schema_of(&db).await, first, "redo changed the schema");
 
-    assert!(run_migrations(&url).await.expect("no-op run").is_empty(), "nothing left to apply");
+    assert!(
+        run_migrations(&url).await.expect("no-op run").is_empty(),
+        "nothing left to apply"
+    );
 }

@@ -9,8 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use zipkit_domain::crypto::CryptoError;
 use zipkit_domain::enums::ProjectRole;
 use zipkit_domain::models::{
-    AccessToken, Bucket, BucketCredentials, JobError, ModelError, NewBucket, NewWebhookEndpoint, NewZip, NewZipEntry,
-    Project, User, WebhookEndpoint, Zip, ZipOutcome, rotate_encryption_keys,
+    AccessToken, Bucket, BucketCredentials, JobError, ModelError, NewBucket, NewWebhookEndpoint,
+    NewZip, NewZipEntry, Project, User, WebhookEndpoint, Zip, ZipOutcome, rotate_encryption_keys,
 };
 use zipkit_domain::schema::buckets;
 use zipkit_domain::tokens::generate_token;
@@ -43,7 +43,10 @@ fn new_zip(project_id: ProjectId, bucket: &Bucket, names: &[&str]) -> NewZip {
         project_id,
         bucket_id: bucket.id,
         key: ObjectKey::parse("exports/a.zip").unwrap(),
-        metadata: serde_json::Map::from_iter([("order_id".to_owned(), serde_json::json!("order_456"))]),
+        metadata: serde_json::Map::from_iter([(
+            "order_id".to_owned(),
+            serde_json::json!("order_456"),
+        )]),
         compression: Compression::Auto,
         on_error: OnError::Fail,
         idempotency: None,
@@ -65,17 +68,41 @@ async fn a_token_authenticates_only_by_its_own_hash_and_not_after_revocation() {
     let project = Project::create(conn, "Acme").await.unwrap();
     let token = generate_token().unwrap();
     let other = generate_token().unwrap();
-    let stored = AccessToken::create(conn, project.id, "ci", &token).await.unwrap();
+    let stored = AccessToken::create(conn, project.id, "ci", &token)
+        .await
+        .unwrap();
     assert_eq!(stored.prefix, token.display_prefix);
     assert_eq!(stored.token_hash, token.hash.as_bytes());
 
-    let found = AccessToken::authenticate(conn, &token.hash).await.unwrap().expect("own hash finds it");
+    let found = AccessToken::authenticate(conn, &token.hash)
+        .await
+        .unwrap()
+        .expect("own hash finds it");
     assert_eq!(found.id, stored.id);
-    assert!(AccessToken::authenticate(conn, &other.hash).await.unwrap().is_none());
+    assert!(
+        AccessToken::authenticate(conn, &other.hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
-    assert!(AccessToken::revoke(conn, project.id, stored.id).await.unwrap());
-    assert!(!AccessToken::revoke(conn, project.id, stored.id).await.unwrap(), "revoke is idempotent");
-    assert!(AccessToken::authenticate(conn, &token.hash).await.unwrap().is_none());
+    assert!(
+        AccessToken::revoke(conn, project.id, stored.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !AccessToken::revoke(conn, project.id, stored.id)
+            .await
+            .unwrap(),
+        "revoke is idempotent"
+    );
+    assert!(
+        AccessToken::authenticate(conn, &token.hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -83,11 +110,21 @@ async fn last_used_is_written_at_most_once_a_minute() {
     let db = common::database().await;
     let conn = &mut db.connect().await;
     let project = Project::create(conn, "Acme").await.unwrap();
-    let token = AccessToken::create(conn, project.id, "ci", &generate_token().unwrap()).await.unwrap();
+    let token = AccessToken::create(conn, project.id, "ci", &generate_token().unwrap())
+        .await
+        .unwrap();
     let now = chrono::Utc::now();
     assert!(AccessToken::touch(conn, token.id, now).await.unwrap());
-    assert!(!AccessToken::touch(conn, token.id, now + Duration::seconds(30)).await.unwrap());
-    assert!(AccessToken::touch(conn, token.id, now + Duration::seconds(61)).await.unwrap());
+    assert!(
+        !AccessToken::touch(conn, token.id, now + Duration::seconds(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        AccessToken::touch(conn, token.id, now + Duration::seconds(61))
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -99,7 +136,12 @@ async fn a_token_of_another_project_cannot_be_revoked() {
     let token = generate_token().unwrap();
     let stored = AccessToken::create(conn, a.id, "ci", &token).await.unwrap();
     assert!(!AccessToken::revoke(conn, b.id, stored.id).await.unwrap());
-    assert!(AccessToken::authenticate(conn, &token.hash).await.unwrap().is_some());
+    assert!(
+        AccessToken::authenticate(conn, &token.hash)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -108,12 +150,20 @@ async fn bucket_credentials_are_stored_sealed_and_open_for_their_own_row() {
     let conn = &mut db.connect().await;
     let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
     let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket =
-        Bucket::create(conn, &keyring, new_bucket(project.id, "my-archives", "AKIAEXAMPLE1234", "s3cr3t/value")).await.unwrap();
+    let bucket = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(project.id, "my-archives", "AKIAEXAMPLE1234", "s3cr3t/value"),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(bucket.access_key_hint, "…1234");
     assert_eq!(bucket.encryption_key_id, "k1");
-    for stored in [&bucket.access_key_id_ciphertext, &bucket.secret_access_key_ciphertext] {
+    for stored in [
+        &bucket.access_key_id_ciphertext,
+        &bucket.secret_access_key_ciphertext,
+    ] {
         assert!(!String::from_utf8_lossy(stored).contains("AKIAEXAMPLE1234"));
         assert!(!String::from_utf8_lossy(stored).contains("s3cr3t/value"));
     }
@@ -129,9 +179,20 @@ async fn a_credential_ciphertext_copied_to_another_bucket_row_is_rejected() {
     let conn = &mut db.connect().await;
     let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
     let project = Project::create(conn, "Acme").await.unwrap();
-    let victim = Bucket::create(conn, &keyring, new_bucket(project.id, "victim", "AKIAVICTIM", "victim-secret")).await.unwrap();
-    let attacker =
-        Bucket::create(conn, &keyring, new_bucket(project.id, "attacker", "AKIAATTACK", "attack-secret")).await.unwrap();
+    let victim = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(project.id, "victim", "AKIAVICTIM", "victim-secret"),
+    )
+    .await
+    .unwrap();
+    let attacker = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(project.id, "attacker", "AKIAATTACK", "attack-secret"),
+    )
+    .await
+    .unwrap();
 
     // Someone with database access copies the victim's sealed secret into their own row.
     diesel::update(buckets::table.find(attacker.id))
@@ -139,8 +200,14 @@ async fn a_credential_ciphertext_copied_to_another_bucket_row_is_rejected() {
         .execute(conn)
         .await
         .unwrap();
-    let tampered = Bucket::find(conn, project.id, attacker.id).await.unwrap().unwrap();
-    assert!(matches!(tampered.credentials(&keyring), Err(ModelError::Crypto(CryptoError::Rejected))));
+    let tampered = Bucket::find(conn, project.id, attacker.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        tampered.credentials(&keyring),
+        Err(ModelError::Crypto(CryptoError::Rejected))
+    ));
 }
 
 #[tokio::test]
@@ -149,7 +216,13 @@ async fn swapped_or_altered_credential_ciphertexts_are_rejected() {
     let conn = &mut db.connect().await;
     let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
     let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(conn, &keyring, new_bucket(project.id, "bucket-one", "AKIA1", "secret1")).await.unwrap();
+    let bucket = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(project.id, "bucket-one", "AKIA1", "secret1"),
+    )
+    .await
+    .unwrap();
 
     // Access key id and secret swapped within the row.
     diesel::update(buckets::table.find(bucket.id))
@@ -160,8 +233,14 @@ async fn swapped_or_altered_credential_ciphertexts_are_rejected() {
         .execute(conn)
         .await
         .unwrap();
-    let swapped = Bucket::find(conn, project.id, bucket.id).await.unwrap().unwrap();
-    assert!(matches!(swapped.credentials(&keyring), Err(ModelError::Crypto(CryptoError::Rejected))));
+    let swapped = Bucket::find(conn, project.id, bucket.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        swapped.credentials(&keyring),
+        Err(ModelError::Crypto(CryptoError::Rejected))
+    ));
 
     // One bit flipped in the stored secret.
     let mut altered = bucket.secret_access_key_ciphertext.clone();
@@ -174,8 +253,14 @@ async fn swapped_or_altered_credential_ciphertexts_are_rejected() {
         .execute(conn)
         .await
         .unwrap();
-    let flipped = Bucket::find(conn, project.id, bucket.id).await.unwrap().unwrap();
-    assert!(matches!(flipped.credentials(&keyring), Err(ModelError::Crypto(CryptoError::Rejected))));
+    let flipped = Bucket::find(conn, project.id, bucket.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        flipped.credentials(&keyring),
+        Err(ModelError::Crypto(CryptoError::Rejected))
+    ));
 }
 
 #[tokio::test]
@@ -185,12 +270,23 @@ async fn key_rotation_reseals_every_secret_under_the_active_key() {
     let keys = common::random_keys(&["old", "new"]);
     let old = common::keyring("old", &keys);
     let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(conn, &old, new_bucket(project.id, "bucket-one", "AKIAOLD", "old-secret")).await.unwrap();
+    let bucket = Bucket::create(
+        conn,
+        &old,
+        new_bucket(project.id, "bucket-one", "AKIAOLD", "old-secret"),
+    )
+    .await
+    .unwrap();
     let signing = SecretString::from("whsec_test".to_owned());
     let endpoint = WebhookEndpoint::create(
         conn,
         &old,
-        NewWebhookEndpoint { project_id: project.id, url: "https://example.com/hook", description: "", signing_secret: &signing },
+        NewWebhookEndpoint {
+            project_id: project.id,
+            url: "https://example.com/hook",
+            description: "",
+            signing_secret: &signing,
+        },
     )
     .await
     .unwrap();
@@ -198,16 +294,48 @@ async fn key_rotation_reseals_every_secret_under_the_active_key() {
     let new = common::keyring("new", &keys);
     let report = rotate_encryption_keys(conn, &new).await.unwrap();
     assert_eq!((report.buckets, report.webhook_endpoints), (1, 1));
-    assert_eq!(rotate_encryption_keys(conn, &new).await.unwrap().buckets, 0, "a second run has nothing to do");
+    assert_eq!(
+        rotate_encryption_keys(conn, &new).await.unwrap().buckets,
+        0,
+        "a second run has nothing to do"
+    );
 
-    let rotated = Bucket::find(conn, project.id, bucket.id).await.unwrap().unwrap();
+    let rotated = Bucket::find(conn, project.id, bucket.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rotated.encryption_key_id, "new");
-    assert_ne!(rotated.secret_access_key_ciphertext, bucket.secret_access_key_ciphertext);
+    assert_ne!(
+        rotated.secret_access_key_ciphertext,
+        bucket.secret_access_key_ciphertext
+    );
     // Only the new key is needed from now on.
-    let new_only = common::keyring("new", &keys.iter().filter(|(k, _)| *k == "new").map(|(k, v)| (k.clone(), v.clone())).collect());
-    assert_eq!(rotated.credentials(&new_only).unwrap().secret_access_key.expose_secret(), "old-secret");
-    let endpoint = WebhookEndpoint::list(conn, project.id).await.unwrap().into_iter().find(|e| e.id == endpoint.id).unwrap();
-    assert_eq!(endpoint.signing_secret(&new_only).unwrap().expose_secret(), "whsec_test");
+    let new_only = common::keyring(
+        "new",
+        &keys
+            .iter()
+            .filter(|(k, _)| *k == "new")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    assert_eq!(
+        rotated
+            .credentials(&new_only)
+            .unwrap()
+            .secret_access_key
+            .expose_secret(),
+        "old-secret"
+    );
+    let endpoint = WebhookEndpoint::list(conn, project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id == endpoint.id)
+        .unwrap();
+    assert_eq!(
+        endpoint.signing_secret(&new_only).unwrap().expose_secret(),
+        "whsec_test"
+    );
 }
 
 #[tokio::test]
@@ -216,17 +344,48 @@ async fn a_bucket_with_jobs_is_not_deleted_and_the_refusal_counts_them() {
     let conn = &mut db.connect().await;
     let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
     let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(conn, &keyring, new_bucket(project.id, "bucket-one", "AKIA1", "s")).await.unwrap();
-    Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"])).await.unwrap();
-    Zip::create(conn, new_zip(project.id, &bucket, &["b.txt"])).await.unwrap();
+    let bucket = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
+    )
+    .await
+    .unwrap();
+    Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"]))
+        .await
+        .unwrap();
+    Zip::create(conn, new_zip(project.id, &bucket, &["b.txt"]))
+        .await
+        .unwrap();
 
-    let refused = Bucket::delete(conn, project.id, bucket.id).await.unwrap_err();
-    assert_eq!(refused.to_string(), "2 zip job(s) still refer to this bucket; they keep its history");
-    assert!(Bucket::find(conn, project.id, bucket.id).await.unwrap().is_some());
+    let refused = Bucket::delete(conn, project.id, bucket.id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "2 zip job(s) still refer to this bucket; they keep its history"
+    );
+    assert!(
+        Bucket::find(conn, project.id, bucket.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
-    let unused = Bucket::create(conn, &keyring, new_bucket(project.id, "bucket-two", "AKIA2", "s")).await.unwrap();
+    let unused = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(project.id, "bucket-two", "AKIA2", "s"),
+    )
+    .await
+    .unwrap();
     Bucket::delete(conn, project.id, unused.id).await.unwrap();
-    assert!(Bucket::find(conn, project.id, unused.id).await.unwrap().is_none());
+    assert!(
+        Bucket::find(conn, project.id, unused.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -236,16 +395,42 @@ async fn buckets_and_zips_of_another_project_are_invisible() {
     let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
     let a = Project::create(conn, "A").await.unwrap();
     let b = Project::create(conn, "B").await.unwrap();
-    let bucket = Bucket::create(conn, &keyring, new_bucket(a.id, "shared-name", "AKIA1", "s")).await.unwrap();
-    let zip = Zip::create(conn, new_zip(a.id, &bucket, &["a.txt"])).await.unwrap();
+    let bucket = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(a.id, "shared-name", "AKIA1", "s"),
+    )
+    .await
+    .unwrap();
+    let zip = Zip::create(conn, new_zip(a.id, &bucket, &["a.txt"]))
+        .await
+        .unwrap();
 
     assert!(Bucket::find(conn, b.id, bucket.id).await.unwrap().is_none());
-    assert!(Bucket::find_by_name(conn, b.id, Service::S3, "shared-name").await.unwrap().is_none());
-    assert!(Bucket::find_by_name(conn, a.id, Service::R2, "shared-name").await.unwrap().is_none());
-    assert!(Bucket::find_by_name(conn, a.id, Service::S3, "shared-name").await.unwrap().is_some());
+    assert!(
+        Bucket::find_by_name(conn, b.id, Service::S3, "shared-name")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Bucket::find_by_name(conn, a.id, Service::R2, "shared-name")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Bucket::find_by_name(conn, a.id, Service::S3, "shared-name")
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert!(Zip::find(conn, b.id, zip.id).await.unwrap().is_none());
     assert!(Zip::cancel(conn, b.id, zip.id).await.unwrap().is_none());
-    assert!(matches!(Bucket::delete(conn, b.id, bucket.id).await, Err(zipkit_domain::models::DeleteBucketError::NotFound)));
+    assert!(matches!(
+        Bucket::delete(conn, b.id, bucket.id).await,
+        Err(zipkit_domain::models::DeleteBucketError::NotFound)
+    ));
 
     // The database itself refuses a job pointing at another project's bucket.
     let mut foreign = new_zip(b.id, &bucket, &["a.txt"]);
@@ -259,9 +444,17 @@ async fn a_zip_is_stored_with_its_entries_in_order() {
     let conn = &mut db.connect().await;
     let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
     let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(conn, &keyring, new_bucket(project.id, "bucket-one", "AKIA1", "s")).await.unwrap();
+    let bucket = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
+    )
+    .await
+    .unwrap();
     let names = ["z.txt", "docs/résumé.pdf", "a/b/c.bin"];
-    let zip = Zip::create(conn, new_zip(project.id, &bucket, &names)).await.unwrap();
+    let zip = Zip::create(conn, new_zip(project.id, &bucket, &names))
+        .await
+        .unwrap();
     assert_eq!(zip.status, ZipStatus::None);
     assert_eq!(zip.files_total, 3);
     assert_eq!(zip.metadata["order_id"], "order_456");
@@ -273,7 +466,14 @@ async fn a_zip_is_stored_with_its_entries_in_order() {
     assert_eq!(entries[1].url, "https://example.com/1");
 
     Zip::mark_published(conn, zip.id).await.unwrap();
-    assert!(Zip::find(conn, project.id, zip.id).await.unwrap().unwrap().published_at.is_some());
+    assert!(
+        Zip::find(conn, project.id, zip.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .published_at
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -282,10 +482,24 @@ async fn the_database_refuses_entry_names_that_differ_only_in_ascii_case() {
     let conn = &mut db.connect().await;
     let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
     let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(conn, &keyring, new_bucket(project.id, "bucket-one", "AKIA1", "s")).await.unwrap();
-    let result = Zip::create(conn, new_zip(project.id, &bucket, &["Report.pdf", "report.PDF"])).await;
+    let bucket = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
+    )
+    .await
+    .unwrap();
+    let result = Zip::create(
+        conn,
+        new_zip(project.id, &bucket, &["Report.pdf", "report.PDF"]),
+    )
+    .await;
     assert!(result.is_err());
-    let count: i64 = zipkit_domain::schema::zips::table.count().get_result(conn).await.unwrap();
+    let count: i64 = zipkit_domain::schema::zips::table
+        .count()
+        .get_result(conn)
+        .await
+        .unwrap();
     assert_eq!(count, 0, "the transaction left nothing behind");
 }
 
@@ -296,14 +510,30 @@ async fn exactly_one_of_many_racing_workers_claims_a_job() {
     let zip_id = {
         let conn = &mut db.connect().await;
         let project = Project::create(conn, "Acme").await.unwrap();
-        let bucket = Bucket::create(conn, &keyring, new_bucket(project.id, "bucket-one", "AKIA1", "s")).await.unwrap();
-        Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"])).await.unwrap().id
+        let bucket = Bucket::create(
+            conn,
+            &keyring,
+            new_bucket(project.id, "bucket-one", "AKIA1", "s"),
+        )
+        .await
+        .unwrap();
+        Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"]))
+            .await
+            .unwrap()
+            .id
     };
     let mut claims = Vec::new();
     for worker in 0..8 {
         let mut conn = db.connect().await;
         claims.push(tokio::spawn(async move {
-            Zip::claim(&mut conn, zip_id, &format!("worker-{worker}"), Duration::seconds(30)).await.unwrap()
+            Zip::claim(
+                &mut conn,
+                zip_id,
+                &format!("worker-{worker}"),
+                Duration::seconds(30),
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut winners = Vec::new();
@@ -324,23 +554,69 @@ async fn an_expired_lease_can_be_taken_over_and_the_old_owner_can_no_longer_fini
     let conn = &mut db.connect().await;
     let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
     let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(conn, &keyring, new_bucket(project.id, "bucket-one", "AKIA1", "s")).await.unwrap();
-    let zip = Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"])).await.unwrap();
+    let bucket = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
+    )
+    .await
+    .unwrap();
+    let zip = Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"]))
+        .await
+        .unwrap();
 
-    Zip::claim(conn, zip.id, "w1", Duration::seconds(-1)).await.unwrap().expect("first claim");
-    let second = Zip::claim(conn, zip.id, "w2", Duration::seconds(30)).await.unwrap().expect("expired lease is taken over");
+    Zip::claim(conn, zip.id, "w1", Duration::seconds(-1))
+        .await
+        .unwrap()
+        .expect("first claim");
+    let second = Zip::claim(conn, zip.id, "w2", Duration::seconds(30))
+        .await
+        .unwrap()
+        .expect("expired lease is taken over");
     assert_eq!(second.attempts, 2);
-    assert!(Zip::claim(conn, zip.id, "w3", Duration::seconds(30)).await.unwrap().is_none(), "live lease is kept");
-    assert!(!Zip::heartbeat(conn, zip.id, "w1", Duration::seconds(30)).await.unwrap());
-    assert!(Zip::heartbeat(conn, zip.id, "w2", Duration::seconds(30)).await.unwrap());
+    assert!(
+        Zip::claim(conn, zip.id, "w3", Duration::seconds(30))
+            .await
+            .unwrap()
+            .is_none(),
+        "live lease is kept"
+    );
+    assert!(
+        !Zip::heartbeat(conn, zip.id, "w1", Duration::seconds(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        Zip::heartbeat(conn, zip.id, "w2", Duration::seconds(30))
+            .await
+            .unwrap()
+    );
 
-    let done = ZipOutcome::Succeeded { size: 123, etag: "\"abc-1\"".into(), entries: 1 };
-    assert!(Zip::finish(conn, zip.id, "w1", &done).await.unwrap().is_none());
-    let finished = Zip::finish(conn, zip.id, "w2", &done).await.unwrap().expect("owner finishes");
+    let done = ZipOutcome::Succeeded {
+        size: 123,
+        etag: "\"abc-1\"".into(),
+        entries: 1,
+    };
+    assert!(
+        Zip::finish(conn, zip.id, "w1", &done)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let finished = Zip::finish(conn, zip.id, "w2", &done)
+        .await
+        .unwrap()
+        .expect("owner finishes");
     assert_eq!(finished.status, ZipStatus::Succeeded);
     assert_eq!(finished.result_size, Some(123));
     assert!(finished.lease_owner.is_none() && finished.finished_at.is_some());
-    assert!(Zip::claim(conn, zip.id, "w4", Duration::seconds(30)).await.unwrap().is_none(), "finished jobs stay finished");
+    assert!(
+        Zip::claim(conn, zip.id, "w4", Duration::seconds(30))
+            .await
+            .unwrap()
+            .is_none(),
+        "finished jobs stay finished"
+    );
 }
 
 #[tokio::test]
@@ -349,43 +625,112 @@ async fn a_failed_job_keeps_its_error_and_cancel_is_idempotent() {
     let conn = &mut db.connect().await;
     let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
     let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(conn, &keyring, new_bucket(project.id, "bucket-one", "AKIA1", "s")).await.unwrap();
+    let bucket = Bucket::create(
+        conn,
+        &keyring,
+        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
+    )
+    .await
+    .unwrap();
 
-    let failing = Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"])).await.unwrap();
-    Zip::claim(conn, failing.id, "w1", Duration::seconds(30)).await.unwrap().unwrap();
+    let failing = Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"]))
+        .await
+        .unwrap();
+    Zip::claim(conn, failing.id, "w1", Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
     let error = JobError {
         error_type: "invalid_request_error".into(),
         code: "source_not_found".into(),
         message: "the source answered 404".into(),
         param: Some("urls[0]".into()),
     };
-    let failed = Zip::finish(conn, failing.id, "w1", &ZipOutcome::Failed(error)).await.unwrap().unwrap();
+    let failed = Zip::finish(conn, failing.id, "w1", &ZipOutcome::Failed(error))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(failed.status, ZipStatus::Failed);
     assert_eq!(failed.error_code.as_deref(), Some("source_not_found"));
     assert_eq!(failed.error_param.as_deref(), Some("urls[0]"));
-    assert_eq!(Zip::cancel(conn, project.id, failed.id).await.unwrap().unwrap().status, ZipStatus::Failed, "a finished job is not cancelled");
+    assert_eq!(
+        Zip::cancel(conn, project.id, failed.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        ZipStatus::Failed,
+        "a finished job is not cancelled"
+    );
 
-    let pending = Zip::create(conn, new_zip(project.id, &bucket, &["b.txt"])).await.unwrap();
-    assert_eq!(Zip::cancel(conn, project.id, pending.id).await.unwrap().unwrap().status, ZipStatus::Cancelled);
-    assert_eq!(Zip::cancel(conn, project.id, pending.id).await.unwrap().unwrap().status, ZipStatus::Cancelled);
-    assert!(Zip::claim(conn, pending.id, "w1", Duration::seconds(30)).await.unwrap().is_none());
+    let pending = Zip::create(conn, new_zip(project.id, &bucket, &["b.txt"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        Zip::cancel(conn, project.id, pending.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        ZipStatus::Cancelled
+    );
+    assert_eq!(
+        Zip::cancel(conn, project.id, pending.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        ZipStatus::Cancelled
+    );
+    assert!(
+        Zip::claim(conn, pending.id, "w1", Duration::seconds(30))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn users_are_unique_by_email_ignoring_case_and_see_only_their_projects() {
     let db = common::database().await;
     let conn = &mut db.connect().await;
-    let alice = User::create(conn, "Alice@Example.com", "$argon2id$placeholder").await.unwrap();
+    let alice = User::create(conn, "Alice@Example.com", "$argon2id$placeholder")
+        .await
+        .unwrap();
     assert_eq!(alice.email, "alice@example.com");
-    assert!(User::create(conn, "ALICE@example.com", "$argon2id$x").await.is_err());
-    assert_eq!(User::find_by_email(conn, "alice@EXAMPLE.com").await.unwrap().unwrap().id, alice.id);
+    assert!(
+        User::create(conn, "ALICE@example.com", "$argon2id$x")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        User::find_by_email(conn, "alice@EXAMPLE.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        alice.id
+    );
 
     let mine = Project::create(conn, "Mine").await.unwrap();
     let theirs = Project::create(conn, "Theirs").await.unwrap();
-    Project::add_member(conn, mine.id, alice.id, ProjectRole::Owner).await.unwrap();
-    Project::add_member(conn, mine.id, alice.id, ProjectRole::Owner).await.unwrap();
+    Project::add_member(conn, mine.id, alice.id, ProjectRole::Owner)
+        .await
+        .unwrap();
+    Project::add_member(conn, mine.id, alice.id, ProjectRole::Owner)
+        .await
+        .unwrap();
     let projects = alice.projects(conn).await.unwrap();
-    assert_eq!(projects.iter().map(|p| p.id).collect::<Vec<_>>(), vec![mine.id]);
-    assert_eq!(Project::role_of(conn, mine.id, alice.id).await.unwrap(), Some(ProjectRole::Owner));
-    assert_eq!(Project::role_of(conn, theirs.id, alice.id).await.unwrap(), None);
+    assert_eq!(
+        projects.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![mine.id]
+    );
+    assert_eq!(
+        Project::role_of(conn, mine.id, alice.id).await.unwrap(),
+        Some(ProjectRole::Owner)
+    );
+    assert_eq!(
+        Project::role_of(conn, theirs.id, alice.id).await.unwrap(),
+        None
+    );
 }

@@ -71,9 +71,15 @@ pub fn load<T: DeserializeOwned>(sources: &SettingsSources) -> Result<T, Setting
         )
         .build()?;
     // The path-tracking deserializer names the exact key (`database.url`) on any failure.
-    serde_path_to_error::deserialize(config).map_err(|err| SettingsError::Key {
-        key: err.path().to_string(),
-        message: err.inner().to_string(),
+    serde_path_to_error::deserialize(config).map_err(|err| {
+        let key = err.path().to_string();
+        let message = err.inner().to_string();
+        if key == "." {
+            // A missing top-level section: the message names it already.
+            SettingsError::Load(config::ConfigError::Message(message))
+        } else {
+            SettingsError::Key { key, message }
+        }
     })
 }
 

@@ -60,9 +60,10 @@ async fn delete_bucket(client: &Client, name: &str) -> Result<(), String> {
                     .map_err(|e| format!("{e:?}"))?;
             }
         }
-        match page.next_continuation_token() {
-            Some(next) => token = Some(next.to_owned()),
-            None => break,
+        // Some stores return a continuation token on the last page too; `is_truncated` decides.
+        match (page.is_truncated(), page.next_continuation_token()) {
+            (Some(true), Some(next)) => token = Some(next.to_owned()),
+            _ => break,
         }
     }
     client
@@ -129,10 +130,11 @@ impl TestBucket {
 
 impl Drop for TestBucket {
     fn drop(&mut self) {
-        let (client, name) = (self.client.clone(), self.name.clone());
-        block_on_cleanup(
-            &name.clone(),
-            async move { delete_bucket(&client, &name).await },
-        );
+        // A new client: a pooled connection of the test's client belongs to the test's runtime,
+        // which is blocked right here, so using it would wait forever.
+        let name = self.name.clone();
+        block_on_cleanup(&name.clone(), async move {
+            delete_bucket(&client(), &name).await
+        });
     }
 }

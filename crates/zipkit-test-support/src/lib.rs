@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod bucket;
 pub mod database;
+pub mod process;
 pub mod services;
 
 pub use broker::TestBroker;
@@ -53,7 +54,12 @@ where
             .enable_all()
             .build();
         match runtime {
-            Ok(rt) => rt.block_on(fut),
+            // Bounded, so a stuck service can never hang the whole test run.
+            Ok(rt) => rt.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(30), fut)
+                    .await
+                    .unwrap_or_else(|_| Err("timed out after 30 s".into()))
+            }),
             Err(e) => Err(e.to_string()),
         }
     })

@@ -12,9 +12,20 @@ pub async fn database() -> TestDatabase {
 
 /// A key ring of fresh random keys named `ids`, with `active` sealing new secrets.
 pub fn keyring(active: &str, keys: &BTreeMap<String, SecretString>) -> KeyRing {
-    KeyRing::from_settings(&CryptoSettings { active_key: active.to_owned(), keys: keys.clone() }).expect("key ring")
+    KeyRing::from_settings(&CryptoSettings {
+        active_key: active.to_owned(),
+        keys: keys.clone(),
+    })
+    .expect("key ring")
 }
 
 pub fn random_keys(ids: &[&str]) -> BTreeMap<String, SecretString> {
-    ids.iter().map(|id| ((*id).to_owned(), SecretString::from(generate_key().expect("key")))).collect()
+    ids.iter()
+        .map(|id| {
+            (
+                (*id).to_owned(),
+                SecretString::from(generate_key().expect("key")),
+            )
+        })
+        .collect()
 }
