@@ -27,27 +27,9 @@ S3_ACCESS_KEY=zipkit-dev
 S3_SECRET_KEY=zipkit-dev-secret
 S3S_FS_VERSION=0.14.1
 
-log() { printf '[services] %s\n' "$*" >&2; }
-die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-wait_port() { # port seconds what
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do port_open "$1" && return 0; sleep 0.1; done
-  die "$3 did not start listening on 127.0.0.1:$1 within $2 s"
-}
-
-APT_UPDATED=
-apt_install() { # packages...
-  local missing=() p
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "need root to apt-get install ${missing[*]}"
-  log "installing ${missing[*]} (apt-get)"
-  if [ -z "$APT_UPDATED" ]; then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+LOG_TAG=services
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
@@ -55,6 +37,7 @@ pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 postgres_up() {
   if port_open 5432 && [ ! -f "$STATE/pg/own" ]; then
     PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
+    command -v psql >/dev/null || apt_install postgresql-client
     log "PostgreSQL: using the one already on 127.0.0.1:5432"
     return
   fi
@@ -142,17 +125,13 @@ rabbitmq_down() {
 }
 
 # ---------------------------------------------------------------- S3 store
-s3s_fs_bin() {
-  command -v s3s-fs 2>/dev/null || { [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ] && echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"; } || true
-}
-
 s3_up() {
   local bin
-  bin=$(s3s_fs_bin)
+  bin=$(cargo_bin s3s-fs)
   if [ -z "$bin" ]; then
     log "S3: installing s3s-fs $S3S_FS_VERSION (cargo install, a few minutes, once)"
     cargo install "s3s-fs@$S3S_FS_VERSION" --locked --features binary --quiet
-    bin=$(s3s_fs_bin)
+    bin=$(cargo_bin s3s-fs)
   fi
   if ! port_open "$S3_PORT"; then
     mkdir -p "$STATE/s3/data"

@@ -42,11 +42,10 @@ async fn serve_becomes_ready_and_exits_zero_on_sigterm() {
     );
     let mut ready = false;
     for _ in 0..200 {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
-            if r.status() == 200 {
-                ready = true;
-                break;
-            }
+        let answer = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+        if answer.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

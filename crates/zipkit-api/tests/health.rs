@@ -38,7 +38,11 @@ fn settings(database_url: &str, amqp_url: &str) -> Settings {
         },
         crypto: CryptoSettings {
             active_key: "k1".into(),
-            keys: [("k1".to_owned(), SecretString::from(generate_key().unwrap()))].into(),
+            keys: [(
+                "k1".to_owned(),
+                SecretString::from(generate_key().expect("a key")),
+            )]
+            .into(),
         },
         telemetry: TelemetrySettings {
             format: LogFormat::Pretty,

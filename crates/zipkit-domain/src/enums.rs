@@ -76,14 +76,9 @@ macro_rules! text_enum {
 
 text_enum!(
     /// Where a bucket lives.
-    Service as "service" { S3 => "s3", R2 => "r2" }
+    #[derive(Default)]
+    Service as "service" { #[default] S3 => "s3", R2 => "r2" }
 );
-
-impl Default for Service {
-    fn default() -> Self {
-        Self::S3
-    }
-}
 
 text_enum!(
     /// A zip job's lifecycle: `none` → `processing` → `succeeded` | `failed` | `cancelled`.
@@ -105,25 +100,15 @@ impl ZipStatus {
 
 text_enum!(
     /// How entries are compressed: `auto` stores already-compressed types and deflates the rest.
-    Compression as "compression" { Auto => "auto", Store => "store", Deflate => "deflate" }
+    #[derive(Default)]
+    Compression as "compression" { #[default] Auto => "auto", Store => "store", Deflate => "deflate" }
 );
-
-impl Default for Compression {
-    fn default() -> Self {
-        Self::Auto
-    }
-}
 
 text_enum!(
     /// What one bad source does to the job.
-    OnError as "on_error" { Fail => "fail", Skip => "skip" }
+    #[derive(Default)]
+    OnError as "on_error" { #[default] Fail => "fail", Skip => "skip" }
 );
-
-impl Default for OnError {
-    fn default() -> Self {
-        Self::Fail
-    }
-}
 
 text_enum!(
     /// One entry's progress inside a job.
@@ -174,6 +159,13 @@ mod tests {
             OnError::Skip
         );
         assert!(serde_json::from_str::<Service>("\"S3\"").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_api_contract() {
+        assert_eq!(Service::default(), Service::S3);
+        assert_eq!(Compression::default(), Compression::Auto);
+        assert_eq!(OnError::default(), OnError::Fail);
     }
 
     #[test]

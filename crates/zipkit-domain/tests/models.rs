@@ -28,7 +28,7 @@ fn new_bucket(project_id: ProjectId, name: &str, access: &str, secret: &str) -> 
     NewBucket {
         project_id,
         service: Service::S3,
-        name: BucketName::parse(name).unwrap(),
+        name: BucketName::parse(name).expect("valid bucket name"),
         region: "eu-west-1".into(),
         r2_account_id: None,
         endpoint_url: None,
@@ -42,7 +42,7 @@ fn new_zip(project_id: ProjectId, bucket: &Bucket, names: &[&str]) -> NewZip {
     NewZip {
         project_id,
         bucket_id: bucket.id,
-        key: ObjectKey::parse("exports/a.zip").unwrap(),
+        key: ObjectKey::parse("exports/a.zip").expect("valid key"),
         metadata: serde_json::Map::from_iter([(
             "order_id".to_owned(),
             serde_json::json!("order_456"),
@@ -54,8 +54,8 @@ fn new_zip(project_id: ProjectId, bucket: &Bucket, names: &[&str]) -> NewZip {
             .iter()
             .enumerate()
             .map(|(i, name)| NewZipEntry {
-                url: SourceUrl::parse(&format!("https://example.com/{i}")).unwrap(),
-                filename: EntryName::parse(name).unwrap(),
+                url: SourceUrl::parse(&format!("https://example.com/{i}")).expect("valid url"),
+                filename: EntryName::parse(name).expect("valid name"),
             })
             .collect(),
     }

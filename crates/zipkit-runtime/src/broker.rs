@@ -194,10 +194,10 @@ impl Broker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some(live) = live {
-            if live.connection.status().connected() {
-                let _ = live.connection.close(200, "shutting down".into()).await;
-            }
+        if let Some(live) = live
+            && live.connection.status().connected()
+        {
+            let _ = live.connection.close(200, "shutting down".into()).await;
         }
     }
 }

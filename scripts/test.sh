@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every check and every test, from a fresh Debian machine with only the Rust toolchain:
+# starts (or reuses) PostgreSQL, RabbitMQ and the S3 store on loopback, then runs fmt, clippy,
+# the schema drift check and the whole workspace test suite against those real services.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_TAG=test
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+cd "$ROOT"
+
+scripts/services.sh up
+# shellcheck disable=SC1091
+. .services/env
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+log "schema.rs against the migrations"
+scripts/check-schema.sh
+log "cargo test"
+cargo test --workspace --locked
+log "all checks passed"
