@@ -7,6 +7,7 @@ use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use secrecy::SecretString;
 use zipkit_runtime::broker::{self, Broker, BrokerSettings, Topology};
 use zipkit_test_support::TestBroker;
+use zipkit_test_support::process::free_port;
 
 fn settings(url: String) -> BrokerSettings {
     BrokerSettings {
@@ -15,14 +16,6 @@ fn settings(url: String) -> BrokerSettings {
         connection_name: "zipkit-test".into(),
         reconnect_max_secs: 1,
     }
-}
-
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]
@@ -98,7 +91,7 @@ async fn the_supervised_connection_comes_up_and_reports_a_dead_broker_as_down() 
 
     let dead = Broker::start(settings(format!(
         "amqp://guest:guest@127.0.0.1:{}/%2f",
-        closed_port()
+        free_port()
     )));
     assert!(!dead.wait_connected(Duration::from_millis(800)).await);
     assert!(dead.channel().is_none());
