@@ -109,9 +109,8 @@ CONF
     (rabbit_own_env; rabbitmq-server -detached >/dev/null 2>&1)
     touch "$dir/own"
   fi
-  (rabbit_own_env; timeout 90 rabbitmqctl -n "$OWN_RABBIT_NODE" await_startup >/dev/null) ||
-    die "RabbitMQ did not start; see $dir/log"
-  wait_port "$OWN_AMQP_PORT" 30 RabbitMQ
+  # The detached node registers with epmd only after a few seconds, so wait on its ports.
+  wait_port "$OWN_AMQP_PORT" 90 "RabbitMQ (see $dir/log)"
   wait_port "$OWN_MGMT_PORT" 60 "RabbitMQ management"
   AMQP_URL="amqp://guest:guest@127.0.0.1:$OWN_AMQP_PORT"
   MGMT_URL="http://guest:guest@127.0.0.1:$OWN_MGMT_PORT"
