@@ -1,0 +1,37 @@
+# zipkit developer recipes. Each one calls a script in scripts/, which also works without `just`.
+
+# List the recipes.
+default:
+    @just --list
+
+# Start (or reuse) PostgreSQL, RabbitMQ and the S3 store on loopback.
+services-up:
+    scripts/services.sh up
+
+# Stop the services this project started.
+services-down:
+    scripts/services.sh down
+
+# Say which services listen where.
+services-status:
+    scripts/services.sh status
+
+# Every check and test (fmt, clippy, schema drift, cargo test) against the real services.
+test:
+    scripts/test.sh
+
+# The product's main job, end to end.
+demo:
+    scripts/demo.sh
+
+# Fail if schema.rs drifted from migrations/.
+check-schema:
+    scripts/check-schema.sh
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Clippy with warnings as errors.
+lint:
+    cargo clippy --workspace --all-targets --locked -- -D warnings
