@@ -4,9 +4,10 @@ mod common;
 
 use chrono::Duration;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use secrecy::{ExposeSecret, SecretString};
 use zipkit_domain::crypto::CryptoError;
+use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::enums::ProjectRole;
 use zipkit_domain::models::{
     AccessToken, Bucket, BucketCredentials, JobError, ModelError, NewBucket, NewWebhookEndpoint,
@@ -16,6 +17,37 @@ use zipkit_domain::schema::buckets;
 use zipkit_domain::tokens::generate_token;
 use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::{Compression, OnError, ProjectId, Service, ZipStatus};
+use zipkit_test_support::TestDatabase;
+
+/// A fresh database with one project ("Acme") and one S3 bucket ("bucket-one") in it.
+struct Fixture {
+    _db: TestDatabase,
+    conn: AsyncPgConnection,
+    keyring: KeyRing,
+    project: Project,
+    bucket: Bucket,
+}
+
+async fn fixture() -> Fixture {
+    let db = common::database().await;
+    let mut conn = db.connect().await;
+    let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
+    let project = Project::create(&mut conn, "Acme").await.expect("project");
+    let bucket = Bucket::create(
+        &mut conn,
+        &keyring,
+        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
+    )
+    .await
+    .expect("bucket");
+    Fixture {
+        _db: db,
+        conn,
+        keyring,
+        project,
+        bucket,
+    }
+}
 
 fn credentials(access: &str, secret: &str) -> BucketCredentials {
     BucketCredentials {
@@ -340,17 +372,8 @@ async fn key_rotation_reseals_every_secret_under_the_active_key() {
 
 #[tokio::test]
 async fn a_bucket_with_jobs_is_not_deleted_and_the_refusal_counts_them() {
-    let db = common::database().await;
-    let conn = &mut db.connect().await;
-    let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
-    let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(
-        conn,
-        &keyring,
-        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
-    )
-    .await
-    .unwrap();
+    let mut f = fixture().await;
+    let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
     Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"]))
         .await
         .unwrap();
@@ -374,7 +397,7 @@ async fn a_bucket_with_jobs_is_not_deleted_and_the_refusal_counts_them() {
 
     let unused = Bucket::create(
         conn,
-        &keyring,
+        &f.keyring,
         new_bucket(project.id, "bucket-two", "AKIA2", "s"),
     )
     .await
@@ -440,17 +463,8 @@ async fn buckets_and_zips_of_another_project_are_invisible() {
 
 #[tokio::test]
 async fn a_zip_is_stored_with_its_entries_in_order() {
-    let db = common::database().await;
-    let conn = &mut db.connect().await;
-    let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
-    let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(
-        conn,
-        &keyring,
-        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
-    )
-    .await
-    .unwrap();
+    let mut f = fixture().await;
+    let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
     let names = ["z.txt", "docs/résumé.pdf", "a/b/c.bin"];
     let zip = Zip::create(conn, new_zip(project.id, &bucket, &names))
         .await
@@ -478,17 +492,8 @@ async fn a_zip_is_stored_with_its_entries_in_order() {
 
 #[tokio::test]
 async fn the_database_refuses_entry_names_that_differ_only_in_ascii_case() {
-    let db = common::database().await;
-    let conn = &mut db.connect().await;
-    let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
-    let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(
-        conn,
-        &keyring,
-        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
-    )
-    .await
-    .unwrap();
+    let mut f = fixture().await;
+    let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
     let result = Zip::create(
         conn,
         new_zip(project.id, &bucket, &["Report.pdf", "report.PDF"]),
@@ -550,17 +555,8 @@ async fn exactly_one_of_many_racing_workers_claims_a_job() {
 
 #[tokio::test]
 async fn an_expired_lease_can_be_taken_over_and_the_old_owner_can_no_longer_finish() {
-    let db = common::database().await;
-    let conn = &mut db.connect().await;
-    let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
-    let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(
-        conn,
-        &keyring,
-        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
-    )
-    .await
-    .unwrap();
+    let mut f = fixture().await;
+    let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
     let zip = Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"]))
         .await
         .unwrap();
@@ -621,17 +617,8 @@ async fn an_expired_lease_can_be_taken_over_and_the_old_owner_can_no_longer_fini
 
 #[tokio::test]
 async fn a_failed_job_keeps_its_error_and_cancel_is_idempotent() {
-    let db = common::database().await;
-    let conn = &mut db.connect().await;
-    let keyring = common::keyring("k1", &common::random_keys(&["k1"]));
-    let project = Project::create(conn, "Acme").await.unwrap();
-    let bucket = Bucket::create(
-        conn,
-        &keyring,
-        new_bucket(project.id, "bucket-one", "AKIA1", "s"),
-    )
-    .await
-    .unwrap();
+    let mut f = fixture().await;
+    let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
 
     let failing = Zip::create(conn, new_zip(project.id, &bucket, &["a.txt"]))
         .await
