@@ -98,6 +98,20 @@ mod tests {
         assert_eq!(parsed, id);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_uuid_round_trips_as_a_zip_id(bytes in proptest::array::uniform16(proptest::num::u8::ANY)) {
+            let id = ZipId::from_uuid(Uuid::from_bytes(bytes));
+            proptest::prop_assert_eq!(id.to_string().parse::<ZipId>().ok(), Some(id));
+            proptest::prop_assert_eq!(serde_json::from_str::<ZipId>(&serde_json::to_string(&id).unwrap()).ok(), Some(id));
+        }
+
+        #[test]
+        fn text_that_is_not_a_uuid_is_refused(text in "[^0-9a-fA-F-]{1,40}") {
+            proptest::prop_assert!(text.parse::<ZipId>().is_err());
+        }
+    }
+
     #[test]
     fn an_id_rejects_text_that_is_not_a_uuid() {
         assert!("not-a-uuid".parse::<ZipId>().is_err());
