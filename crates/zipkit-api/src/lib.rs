@@ -1,25 +1,35 @@
 //! zipkit's HTTP API. `Application::build` wires settings into a running server that tests can
 //! start on port 0.
 
+pub mod auth;
+pub mod error;
+pub mod publisher;
 pub mod routes;
 mod settings;
 mod state;
+pub mod zips;
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
+use tokio::sync::watch;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_runtime::broker::Broker;
 
 pub use settings::{ApiSettings, Settings};
 pub use state::AppState;
 
+use crate::publisher::JobPublisher;
+use crate::zips::request::Limits;
+
 /// A bound, not yet running, API server.
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     broker: Broker,
+    stop_sweeper: watch::Sender<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +53,8 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     /// Binds the listener and connects (lazily) to PostgreSQL and RabbitMQ. Neither being down
-    /// stops the API from starting; `/readyz` reports them until they are back.
+    /// stops the API from starting; `/readyz` reports them until they are back, and jobs
+    /// accepted meanwhile are published by the sweeper once the broker returns.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let keyring = KeyRing::from_settings(&settings.crypto)?;
         let address = format!("{}:{}", settings.api.host, settings.api.port);
@@ -55,15 +66,34 @@ impl Application {
             .local_addr()
             .map_err(|source| StartError::Bind { address, source })?
             .port();
+
         let broker = Broker::start(settings.broker.clone());
+        let pool = zipkit_domain::db::pool(&settings.database);
+        let publisher = JobPublisher {
+            broker: broker.clone(),
+            pool: pool.clone(),
+        };
+        let (stop_sweeper, sweeper_stopped) = watch::channel(false);
+        let after = Duration::from_secs(settings.api.republish_after_secs);
+        let every = after.clamp(Duration::from_secs(1), Duration::from_secs(5));
+        tokio::spawn(publisher.clone().sweep(after, every, sweeper_stopped));
+
         let state = web::Data::new(AppState {
-            pool: zipkit_domain::db::pool(&settings.database),
+            pool,
             broker: broker.clone(),
             keyring,
+            publisher,
+            limits: Limits {
+                max_urls: settings.api.max_urls,
+            },
         });
+        let max_body = settings.api.max_body_bytes;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(error::extractors::json_config(max_body))
+                .app_data(error::extractors::query_config())
+                .app_data(error::extractors::path_config())
                 .configure(routes::configure)
         })
         .listen(listener)
@@ -80,6 +110,7 @@ impl Application {
             port,
             server,
             broker,
+            stop_sweeper,
         })
     }
 
@@ -98,6 +129,7 @@ impl Application {
             handle.stop(true).await;
         });
         let result = self.server.await;
+        let _ = self.stop_sweeper.send(true);
         self.broker.close().await;
         tracing::info!("zipkit-api stopped");
         result

@@ -13,6 +13,12 @@ pub struct ApiSettings {
     pub host: String,
     /// 0 picks a free port (tests).
     pub port: u16,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most sources one zip job may list.
+    pub max_urls: usize,
+    /// A job whose message the broker has not confirmed after this long is republished.
+    pub republish_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,12 +1,25 @@
 //! What every request handler can reach.
 
 use zipkit_domain::crypto::KeyRing;
-use zipkit_domain::db::PgPool;
+use zipkit_domain::db::{DbError, PgPool, PooledConn};
 use zipkit_runtime::broker::Broker;
+
+use crate::error::ApiError;
+use crate::publisher::JobPublisher;
+use crate::zips::request::Limits;
 
 #[derive(Debug)]
 pub struct AppState {
     pub pool: PgPool,
     pub broker: Broker,
     pub keyring: KeyRing,
+    pub publisher: JobPublisher,
+    pub limits: Limits,
+}
+
+impl AppState {
+    /// A pooled connection; PostgreSQL being away is a 503, not a 500.
+    pub async fn conn(&self) -> Result<PooledConn<'_>, ApiError> {
+        self.pool.get().await.map_err(|e| DbError::from(e).into())
+    }
 }

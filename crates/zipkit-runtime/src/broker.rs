@@ -9,9 +9,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
+use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -91,7 +92,7 @@ impl Topology {
     }
 }
 
-/// Opens a connection and declares the topology on it.
+/// Opens a connection, declares the topology, and returns a channel with publisher confirms on.
 pub async fn connect(settings: &BrokerSettings) -> lapin::Result<(Connection, Channel)> {
     let properties = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.as_str().into());
@@ -100,7 +101,56 @@ pub async fn connect(settings: &BrokerSettings) -> lapin::Result<(Connection, Ch
     Topology::new(&settings.queue_prefix)
         .declare(&channel)
         .await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     Ok((connection, channel))
+}
+
+/// Why a message is not known to be safely in its queue.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    NotConnected,
+    #[error("broker error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused the message")]
+    Nacked,
+    #[error("no queue `{0}` to route the message to")]
+    Unroutable(String),
+    #[error("no confirmation from the broker within {0:?}")]
+    Timeout(Duration),
+}
+
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Publishes a persistent message to `queue` (mandatory) and waits for the broker's confirm:
+/// `Ok` means RabbitMQ has taken responsibility for it.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+) -> Result<(), PublishError> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let properties = properties.with_delivery_mode(2); // persistent
+    let confirm = async {
+        channel
+            .basic_publish("".into(), queue.into(), options, payload, properties)
+            .await?
+            .await
+    };
+    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+        .await
+        .map_err(|_| PublishError::Timeout(CONFIRM_TIMEOUT))??;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable(queue.to_owned())),
+        Confirmation::Nack(_) | Confirmation::NotRequested => Err(PublishError::Nacked),
+    }
 }
 
 struct Live {
@@ -171,6 +221,17 @@ impl Broker {
         guard
             .as_ref()
             .map(|l| (Arc::clone(&l.connection), l.channel.clone()))
+    }
+
+    /// Publishes with confirms on the supervised channel (see `publish_confirmed`).
+    pub async fn publish(
+        &self,
+        queue: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let channel = self.channel().ok_or(PublishError::NotConnected)?;
+        publish_confirmed(&channel, queue, payload, properties).await
     }
 
     /// Waits until connected, or gives up after `timeout`.

@@ -155,6 +155,73 @@ impl TestBroker {
     }
 }
 
+/// A message taken from a queue by a test.
+#[derive(Debug)]
+pub struct Taken {
+    pub body: Vec<u8>,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub persistent: bool,
+}
+
+impl TestBroker {
+    /// Takes (and acks) the next message of `queue` in this vhost, waiting up to `timeout`.
+    pub async fn take(&self, queue: &str, timeout: std::time::Duration) -> Option<Taken> {
+        use lapin::options::BasicGetOptions;
+        let connection =
+            lapin::Connection::connect(&self.url(), lapin::ConnectionProperties::default())
+                .await
+                .expect("connect to the test vhost");
+        let channel = connection.create_channel().await.expect("channel");
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut taken = None;
+        while taken.is_none() && tokio::time::Instant::now() < deadline {
+            match channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+            {
+                Ok(Some(message)) => {
+                    let properties = &message.delivery.properties;
+                    let headers = properties
+                        .headers()
+                        .as_ref()
+                        .map(|table| {
+                            table
+                                .inner()
+                                .iter()
+                                .map(|(k, v)| {
+                                    let text = match v {
+                                        lapin::types::AMQPValue::LongString(s) => s.to_string(),
+                                        other => format!("{other:?}"),
+                                    };
+                                    (k.to_string(), text)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    taken = Some(Taken {
+                        body: message.delivery.data.clone(),
+                        headers,
+                        persistent: *properties.delivery_mode() == Some(2),
+                    });
+                }
+                Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                Err(_) => break,
+            }
+        }
+        let _ = connection.close(200, "done".into()).await;
+        taken
+    }
+
+    /// How many messages wait in `queue` (as the management API last sampled it: give it a moment).
+    pub async fn depth(&self, queue: &str) -> u64 {
+        self.queues()
+            .await
+            .into_iter()
+            .find(|(name, _)| name == queue)
+            .map_or(0, |(_, n)| n)
+    }
+}
+
 impl Drop for TestBroker {
     fn drop(&mut self) {
         let vhost = self.vhost.clone();

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod bucket;
 pub mod database;
 pub mod process;
+pub mod proxy;
 pub mod services;
 
 pub use broker::TestBroker;

@@ -48,3 +48,13 @@ pub fn with_database(url: &str, database: &str) -> String {
     parsed.set_path(&format!("/{database}"));
     parsed.to_string()
 }
+
+/// `host:port` of RabbitMQ's AMQP listener.
+pub fn amqp_host_port() -> String {
+    let url = url::Url::parse(&amqp_base_url()).expect("ZIPKIT_TEST_AMQP_URL is a URL");
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5672)
+    )
+}

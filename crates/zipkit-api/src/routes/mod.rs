@@ -1,10 +1,50 @@
-//! Every route of the API, one module per group, wired in `configure`.
+//! Every route of the API, one module per group, wired in `configure`. The v1 API is served
+//! under both `/v1` and `/api/v1`, as the hosted ZipKit documents both.
 
 mod health;
+mod zips;
 
-use actix_web::web;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+        .route("/readyz", web::get().to(health::readyz))
+        .service(web::scope("/v1").configure(v1))
+        .service(web::scope("/api/v1").configure(v1))
+        .default_service(web::to(route_not_found));
+}
+
+fn v1(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/zips")
+            .route(web::post().to(zips::create))
+            .route(web::get().to(zips::list))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/zips/{uuid}")
+            .route(web::get().to(zips::get))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/zips/{uuid}/cancel")
+            .route(web::post().to(zips::cancel))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(
+        "route_not_found",
+        format!("no route for {} {}", req.method(), req.path()),
+        None,
+    ))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        message: format!("{} is not allowed on {}", req.method(), req.path()),
+    })
 }

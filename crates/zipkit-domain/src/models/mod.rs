@@ -1,7 +1,7 @@
 //! Rows and the queries that read and change them, one module per aggregate.
 //! State changes that can race (claiming or finishing a job) are single conditional UPDATEs.
 
-mod access_token;
+pub mod access_token;
 mod account;
 mod bucket;
 mod rotation;
@@ -13,7 +13,7 @@ pub use account::{NewUser, Project, User};
 pub use bucket::{Bucket, BucketCredentials, BucketTestResult, DeleteBucketError, NewBucket};
 pub use rotation::{RotationReport, rotate_encryption_keys};
 pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
-pub use zip::{JobError, NewZip, NewZipEntry, Zip, ZipEntry, ZipOutcome};
+pub use zip::{JobError, NewZip, NewZipEntry, Zip, ZipEntry, ZipOutcome, ZipPage, ZipWithBucket};
 
 /// Errors of the model layer: the query failed, or a stored secret would not decrypt.
 #[derive(Debug, thiserror::Error)]

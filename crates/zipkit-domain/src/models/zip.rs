@@ -4,9 +4,10 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use crate::enums::Service;
 use crate::enums::{Compression, EntryState, OnError, ZipStatus};
 use crate::ids::{BucketId, ProjectId, ZipId};
-use crate::schema::{zip_entries, zips};
+use crate::schema::{buckets, zip_entries, zips};
 use crate::values::{EntryName, ObjectKey, SourceUrl};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -99,6 +100,21 @@ pub enum ZipOutcome {
     Failed(JobError),
 }
 
+// The foreign key is composite (bucket, project), which print-schema cannot express.
+diesel::joinable!(zips -> buckets (bucket_id));
+
+/// A job with the service and name of its bucket, as the API shows it.
+pub type ZipWithBucket = (Zip, Service, String);
+
+/// Which page of a project's jobs to list, newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct ZipPage {
+    pub status: Option<ZipStatus>,
+    /// Only jobs older than this one (the last id of the previous page).
+    pub starting_after: Option<ZipId>,
+    pub limit: i64,
+}
+
 // Postgres allows 65,535 bind parameters per statement; an entry row takes four.
 const ENTRY_INSERT_CHUNK: usize = 10_000;
 
@@ -186,6 +202,82 @@ impl Zip {
             .first(conn)
             .await
             .optional()
+    }
+
+    /// A job of this project with its bucket's service and name.
+    pub async fn find_with_bucket(
+        conn: &mut AsyncPgConnection,
+        project: ProjectId,
+        id: ZipId,
+    ) -> QueryResult<Option<ZipWithBucket>> {
+        zips::table
+            .inner_join(buckets::table)
+            .filter(zips::id.eq(id))
+            .filter(zips::project_id.eq(project))
+            .select((Zip::as_select(), buckets::service, buckets::name))
+            .first(conn)
+            .await
+            .optional()
+    }
+
+    /// One page of the project's jobs, newest first. `Ok(None)` when `starting_after` names no
+    /// job of this project.
+    pub async fn list(
+        conn: &mut AsyncPgConnection,
+        project: ProjectId,
+        page: ZipPage,
+    ) -> QueryResult<Option<Vec<ZipWithBucket>>> {
+        let mut query = zips::table
+            .inner_join(buckets::table)
+            .filter(zips::project_id.eq(project))
+            .select((Zip::as_select(), buckets::service, buckets::name))
+            .order((zips::created_at.desc(), zips::id.desc()))
+            .limit(page.limit)
+            .into_boxed();
+        if let Some(status) = page.status {
+            query = query.filter(zips::status.eq(status));
+        }
+        if let Some(after) = page.starting_after {
+            let Some(cursor) = Self::find(conn, project, after).await? else {
+                return Ok(None);
+            };
+            query = query.filter(
+                zips::created_at.lt(cursor.created_at).or(zips::created_at
+                    .eq(cursor.created_at)
+                    .and(zips::id.lt(cursor.id))),
+            );
+        }
+        query.load(conn).await.map(Some)
+    }
+
+    /// Entries left out by `on_error: skip`, for the jobs given.
+    pub async fn skipped_entries(
+        conn: &mut AsyncPgConnection,
+        ids: &[ZipId],
+    ) -> QueryResult<Vec<ZipEntry>> {
+        zip_entries::table
+            .filter(zip_entries::zip_id.eq_any(ids))
+            .filter(zip_entries::state.eq(EntryState::Skipped))
+            .select(ZipEntry::as_select())
+            .load(conn)
+            .await
+    }
+
+    /// Jobs whose message the broker has not confirmed, created before `before`, oldest first.
+    pub async fn unpublished(
+        conn: &mut AsyncPgConnection,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> QueryResult<Vec<ZipId>> {
+        zips::table
+            .filter(zips::published_at.is_null())
+            .filter(zips::status.eq(ZipStatus::None))
+            .filter(zips::created_at.lt(before))
+            .order(zips::created_at.asc())
+            .select(zips::id)
+            .limit(limit)
+            .load(conn)
+            .await
     }
 
     pub async fn entries(conn: &mut AsyncPgConnection, id: ZipId) -> QueryResult<Vec<ZipEntry>> {

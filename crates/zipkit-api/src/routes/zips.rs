@@ -1,0 +1,306 @@
+//! `/v1/zips`: create, get, list and cancel zip jobs of the caller's project.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use ring::digest::{SHA256, digest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use zipkit_domain::models::{Bucket, NewZip, Zip, ZipPage, ZipWithBucket};
+use zipkit_domain::{ZipId, ZipStatus};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::zips::request::{parse_body, validate};
+use crate::zips::view::{BucketRef, ZipObject};
+
+const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(raw) = req.headers().get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = raw.to_str().ok().map(str::trim).unwrap_or_default();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::bad_request(
+            "idempotency_key_invalid",
+            format!(
+                "the {IDEMPOTENCY_HEADER} header must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            ),
+            None,
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn parse_zip_id(raw: &str) -> Result<ZipId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(
+            "parameter_invalid",
+            format!("`{raw}` is not a zip uuid"),
+            "uuid".to_owned(),
+        )
+    })
+}
+
+fn zip_not_found(id: impl std::fmt::Display) -> ApiError {
+    ApiError::not_found(
+        "zip_not_found",
+        format!("no zip `{id}` in this project"),
+        "uuid".to_owned(),
+    )
+}
+
+/// The zip objects for rows, with skipped entries loaded in one query.
+async fn objects(
+    conn: &mut diesel_async::AsyncPgConnection,
+    rows: Vec<ZipWithBucket>,
+) -> Result<Vec<ZipObject>, ApiError> {
+    let with_results: Vec<ZipId> = rows
+        .iter()
+        .filter(|(z, _, _)| z.result_size.is_some())
+        .map(|(z, _, _)| z.id)
+        .collect();
+    let mut skipped = if with_results.is_empty() {
+        Vec::new()
+    } else {
+        Zip::skipped_entries(conn, &with_results).await?
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(zip, service, name)| {
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut skipped)
+                .into_iter()
+                .partition(|e| e.zip_id == zip.id);
+            skipped = rest;
+            ZipObject::new(zip, BucketRef { service, name }, mine)
+        })
+        .collect())
+}
+
+async fn object(
+    conn: &mut diesel_async::AsyncPgConnection,
+    caller: Caller,
+    id: ZipId,
+) -> Result<ZipObject, ApiError> {
+    let row = Zip::find_with_bucket(conn, caller.project_id, id)
+        .await?
+        .ok_or_else(|| zip_not_found(id))?;
+    let mut list = objects(conn, vec![row]).await?;
+    list.pop()
+        .ok_or_else(|| ApiError::internal("zip object vanished"))
+}
+
+/// A repeat with the same key: the same job if the body is the same, else a conflict.
+async fn replay(
+    conn: &mut diesel_async::AsyncPgConnection,
+    caller: Caller,
+    existing: Zip,
+    request_hash: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    if existing.request_hash.as_deref() != Some(request_hash) {
+        return Err(ApiError::conflict(
+            "idempotency_key_reused",
+            format!("this {IDEMPOTENCY_HEADER} was already used with a different request body"),
+            None,
+        ));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "data": object(conn, caller, existing.id).await? })))
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let idempotency = idempotency_key(&req)?;
+    let body = body.into_inner();
+    let request_hash = digest(
+        &SHA256,
+        &serde_json::to_vec(&body).map_err(ApiError::internal)?,
+    )
+    .as_ref()
+    .to_vec();
+    let valid = validate(parse_body(body)?, state.limits)?;
+
+    let mut conn = state.conn().await?;
+    if let Some(key) = &idempotency
+        && let Some(existing) =
+            Zip::find_by_idempotency_key(&mut conn, caller.project_id, key).await?
+    {
+        return replay(&mut conn, caller, existing, &request_hash).await;
+    }
+    // Same answer for "no such bucket" and "another project's bucket": nothing is revealed.
+    let bucket = Bucket::find_by_name(
+        &mut conn,
+        caller.project_id,
+        valid.service,
+        &valid.bucket_name,
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::not_found(
+            "bucket_not_found",
+            format!(
+                "no {} bucket named `{}` is configured in this project",
+                valid.service, valid.bucket_name
+            ),
+            "bucket_name".to_owned(),
+        )
+    })?;
+    let new = NewZip {
+        project_id: caller.project_id,
+        bucket_id: bucket.id,
+        key: valid.key,
+        metadata: valid.metadata,
+        compression: valid.compression,
+        on_error: valid.on_error,
+        idempotency: idempotency.clone().map(|key| (key, request_hash.clone())),
+        entries: valid.entries,
+    };
+    let zip = match Zip::create(&mut conn, new).await {
+        Ok(zip) => zip,
+        // Two requests with one key raced; the other one stored its job first.
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
+            if info.constraint_name() == Some("zips_project_idempotency_key_idx") =>
+        {
+            let key = idempotency.as_deref().unwrap_or_default();
+            let existing = Zip::find_by_idempotency_key(&mut conn, caller.project_id, key)
+                .await?
+                .ok_or_else(|| ApiError::internal("idempotent job vanished"))?;
+            return replay(&mut conn, caller, existing, &request_hash).await;
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let traceparent = crate::publisher::traceparent(
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
+    // The job is committed; if the broker is away the sweeper publishes it later.
+    if let Err(err) = state.publisher.publish(zip.id, Some(traceparent)).await {
+        tracing::warn!(zip.id = %zip.id, error = %err, "job stored but not yet published; the sweeper will retry");
+    }
+    let object = ZipObject::new(
+        zip,
+        BucketRef {
+            service: bucket.service,
+            name: bucket.name,
+        },
+        Vec::new(),
+    );
+    Ok(HttpResponse::Accepted().json(json!({ "data": object })))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_zip_id(&path)?;
+    let mut conn = state.conn().await?;
+    Ok(HttpResponse::Ok().json(json!({ "data": object(&mut conn, caller, id).await? })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<i64>,
+    starting_after: Option<String>,
+    status: Option<String>,
+}
+
+pub const DEFAULT_PAGE: i64 = 20;
+pub const MAX_PAGE: i64 = 100;
+
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "parameter_invalid",
+            format!("`limit` must be between 1 and {MAX_PAGE}"),
+            "limit".to_owned(),
+        ));
+    }
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<ZipStatus>)
+        .transpose()
+        .map_err(|e| {
+            ApiError::bad_request(
+                "parameter_invalid",
+                format!("`status`: {e}"),
+                "status".to_owned(),
+            )
+        })?;
+    let starting_after = query
+        .starting_after
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<ZipId>().map_err(|_| {
+                ApiError::bad_request(
+                    "parameter_invalid",
+                    format!("`{raw}` is not a zip uuid"),
+                    "starting_after".to_owned(),
+                )
+            })
+        })
+        .transpose()?;
+    let mut conn = state.conn().await?;
+    // One more than asked tells whether another page follows.
+    let page = ZipPage {
+        status,
+        starting_after,
+        limit: limit + 1,
+    };
+    let mut rows = Zip::list(&mut conn, caller.project_id, page)
+        .await?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "parameter_invalid",
+                "`starting_after` names no zip of this project",
+                "starting_after".to_owned(),
+            )
+        })?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let data = objects(&mut conn, rows).await?;
+    let next = if has_more {
+        data.last().map(|z| z.id)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok()
+        .json(json!({ "object": "list", "data": data, "has_more": has_more, "next_cursor": next })))
+}
+
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_zip_id(&path)?;
+    let mut conn = state.conn().await?;
+    let zip = Zip::cancel(&mut conn, caller.project_id, id)
+        .await?
+        .ok_or_else(|| zip_not_found(id))?;
+    if matches!(zip.status, ZipStatus::Succeeded | ZipStatus::Failed) {
+        return Err(ApiError::conflict(
+            "zip_not_cancellable",
+            format!("the zip already ended with status `{}`", zip.status),
+            "uuid".to_owned(),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "data": object(&mut conn, caller, id).await? })))
+}

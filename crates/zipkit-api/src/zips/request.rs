@@ -1,0 +1,426 @@
+//! `POST /v1/zips`: the body as sent, and its validation into the domain's `NewZip` parts.
+//! Every refusal names the exact parameter (`urls[3].filename`), and nothing is stored or
+//! published unless all of it is valid.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use zipkit_domain::models::NewZipEntry;
+use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
+use zipkit_domain::{Compression, OnError, Service};
+
+use crate::error::ApiError;
+
+/// The body exactly as the contract defines it; anything else is refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateZipBody {
+    pub urls: Vec<UrlItem>,
+    pub bucket_name: String,
+    pub key: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub compression: Option<String>,
+    #[serde(default)]
+    pub on_error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlItem {
+    pub url: String,
+    pub filename: String,
+}
+
+/// Limits on a create request, from `[api]` settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_urls: usize,
+}
+
+/// Metadata bounds (as Stripe's): enough for ids and labels, never a payload store.
+pub const MAX_METADATA_KEYS: usize = 50;
+pub const MAX_METADATA_KEY_CHARS: usize = 40;
+pub const MAX_METADATA_VALUE_CHARS: usize = 500;
+
+/// A create request that passed every check; the bucket is resolved separately (it needs the caller).
+#[derive(Debug)]
+pub struct ValidZip {
+    pub entries: Vec<NewZipEntry>,
+    pub bucket_name: String,
+    pub service: Service,
+    pub key: ObjectKey,
+    pub metadata: Map<String, Value>,
+    pub compression: Compression,
+    pub on_error: OnError,
+}
+
+/// Deserializes the JSON body into `CreateZipBody`, naming the parameter on failure.
+pub fn parse_body(value: Value) -> Result<CreateZipBody, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.inner().to_string();
+        let at = |field: &str| {
+            if path == "." {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            }
+        };
+        if let Some(field) = quoted(&message, "missing field `") {
+            ApiError::bad_request(
+                "parameter_missing",
+                format!("`{}` is required", at(field)),
+                at(field),
+            )
+        } else if let Some(field) = quoted(&message, "unknown field `") {
+            ApiError::bad_request(
+                "parameter_unknown",
+                format!("`{}` is not a known parameter", at(field)),
+                at(field),
+            )
+        } else if path == "." {
+            ApiError::bad_request(
+                "parameter_invalid",
+                format!("the body must be a JSON object: {message}"),
+                None,
+            )
+        } else {
+            ApiError::bad_request("parameter_invalid", format!("`{path}`: {message}"), path)
+        }
+    })
+}
+
+fn quoted<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message.strip_prefix(prefix)?.split('`').next()
+}
+
+pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiError> {
+    if body.urls.is_empty() {
+        return Err(ApiError::bad_request(
+            "urls_empty",
+            "`urls` must list at least one source",
+            "urls".to_owned(),
+        ));
+    }
+    if body.urls.len() > limits.max_urls {
+        return Err(ApiError::bad_request(
+            "urls_too_many",
+            format!(
+                "`urls` lists {} sources; the limit is {}",
+                body.urls.len(),
+                limits.max_urls
+            ),
+            "urls".to_owned(),
+        ));
+    }
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(body.urls.len());
+    let mut entries = Vec::with_capacity(body.urls.len());
+    for (i, item) in body.urls.into_iter().enumerate() {
+        let url = SourceUrl::parse(&item.url).map_err(|e| {
+            ApiError::bad_request(
+                "url_invalid",
+                format!("`urls[{i}].url` {e}"),
+                format!("urls[{i}].url"),
+            )
+        })?;
+        let filename = EntryName::parse(&item.filename).map_err(|e| {
+            ApiError::bad_request(
+                "filename_invalid",
+                format!("`urls[{i}].filename` {e}"),
+                format!("urls[{i}].filename"),
+            )
+        })?;
+        if let Some(first) = seen.insert(filename.collision_key(), i) {
+            return Err(ApiError::bad_request(
+                "filename_duplicate",
+                format!(
+                    "`urls[{i}].filename` would overwrite `urls[{first}].filename` when extracted \
+                     (names must differ in more than letter case or Unicode normalization)"
+                ),
+                format!("urls[{i}].filename"),
+            ));
+        }
+        entries.push(NewZipEntry { url, filename });
+    }
+    let key = ObjectKey::parse(&body.key).map_err(|e| {
+        ApiError::bad_request("key_invalid", format!("`key` {e}"), "key".to_owned())
+    })?;
+    let service = match body.service.as_deref() {
+        None => Service::default(),
+        Some(s) => s.parse().map_err(|e| {
+            ApiError::bad_request(
+                "service_invalid",
+                format!("`service`: {e}"),
+                "service".to_owned(),
+            )
+        })?,
+    };
+    let compression = match body.compression.as_deref() {
+        None => Compression::default(),
+        Some(s) => s.parse().map_err(|e| {
+            ApiError::bad_request(
+                "compression_invalid",
+                format!("`compression`: {e}"),
+                "compression".to_owned(),
+            )
+        })?,
+    };
+    let on_error = match body.on_error.as_deref() {
+        None => OnError::default(),
+        Some(s) => s.parse().map_err(|e| {
+            ApiError::bad_request(
+                "on_error_invalid",
+                format!("`on_error`: {e}"),
+                "on_error".to_owned(),
+            )
+        })?,
+    };
+    let metadata = validate_metadata(body.metadata)?;
+    if body.bucket_name.is_empty() {
+        return Err(ApiError::bad_request(
+            "bucket_name_invalid",
+            "`bucket_name` must not be empty",
+            "bucket_name".to_owned(),
+        ));
+    }
+    Ok(ValidZip {
+        entries,
+        bucket_name: body.bucket_name,
+        service,
+        key,
+        metadata,
+        compression,
+        on_error,
+    })
+}
+
+fn validate_metadata(metadata: Option<Value>) -> Result<Map<String, Value>, ApiError> {
+    let invalid =
+        |message: String, param: String| ApiError::bad_request("metadata_invalid", message, param);
+    let map = match metadata {
+        None | Some(Value::Null) => return Ok(Map::new()),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(invalid(
+                "`metadata` must be an object of strings".into(),
+                "metadata".into(),
+            ));
+        }
+    };
+    if map.len() > MAX_METADATA_KEYS {
+        return Err(invalid(
+            format!(
+                "`metadata` has {} keys; the limit is {MAX_METADATA_KEYS}",
+                map.len()
+            ),
+            "metadata".into(),
+        ));
+    }
+    for (key, value) in &map {
+        let param = format!("metadata.{key}");
+        if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_CHARS {
+            return Err(invalid(
+                format!("metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"),
+                param,
+            ));
+        }
+        let Value::String(text) = value else {
+            return Err(invalid(
+                format!("`{param}` must be a string (metadata is a flat object of strings)"),
+                param,
+            ));
+        };
+        if text.chars().count() > MAX_METADATA_VALUE_CHARS {
+            return Err(invalid(
+                format!("`{param}` is longer than {MAX_METADATA_VALUE_CHARS} characters"),
+                param,
+            ));
+        }
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const LIMITS: Limits = Limits { max_urls: 3 };
+
+    fn body(value: Value) -> Result<ValidZip, ApiError> {
+        validate(parse_body(value)?, LIMITS)
+    }
+
+    fn err(value: Value) -> (String, String, Option<String>) {
+        let e = body(value).expect_err("the body is refused");
+        let param = match &e {
+            ApiError::BadRequest { param, .. } => param.clone(),
+            _ => None,
+        };
+        (e.code().to_owned(), e.to_string(), param)
+    }
+
+    fn valid() -> Value {
+        json!({"urls": [{"url": "https://example.com/a.pdf", "filename": "docs/a.pdf"}], "bucket_name": "b", "key": "k.zip"})
+    }
+
+    #[test]
+    fn a_minimal_body_gets_the_documented_defaults() {
+        let zip = body(valid()).unwrap();
+        assert_eq!(zip.service, Service::S3);
+        assert_eq!(zip.compression, Compression::Auto);
+        assert_eq!(zip.on_error, OnError::Fail);
+        assert!(zip.metadata.is_empty());
+        assert_eq!(zip.entries[0].filename.as_str(), "docs/a.pdf");
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_name_their_path() {
+        let mut v = valid();
+        v["urls"][0].as_object_mut().unwrap().remove("filename");
+        assert_eq!(err(v).0, "parameter_missing");
+        let mut v = valid();
+        v["urls"][0].as_object_mut().unwrap().remove("filename");
+        assert_eq!(err(v).2.as_deref(), Some("urls[0].filename"));
+        let mut v = valid();
+        v["colour"] = json!("red");
+        assert_eq!(
+            err(v),
+            (
+                "parameter_unknown".into(),
+                "`colour` is not a known parameter".into(),
+                Some("colour".into())
+            )
+        );
+        let mut v = valid();
+        v["urls"][0]["size"] = json!(1);
+        assert_eq!(err(v).2.as_deref(), Some("urls[0].size"));
+        let mut v = valid();
+        v["urls"] = json!("https://example.com");
+        assert_eq!(err(v).0, "parameter_invalid");
+        assert_eq!(err(json!([1, 2])).0, "parameter_invalid");
+    }
+
+    #[test]
+    fn duplicate_filenames_are_refused_case_insensitively() {
+        let v = json!({"urls": [
+            {"url": "https://e.com/1", "filename": "Report.pdf"},
+            {"url": "https://e.com/2", "filename": "x.pdf"},
+            {"url": "https://e.com/3", "filename": "report.PDF"}], "bucket_name": "b", "key": "k"});
+        let (code, message, param) = err(v);
+        assert_eq!(code, "filename_duplicate");
+        assert_eq!(param.as_deref(), Some("urls[2].filename"));
+        assert!(message.contains("urls[0]"), "{message}");
+    }
+
+    #[test]
+    fn each_field_rule_has_its_code_and_param() {
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (
+                json!({"urls": [], "bucket_name": "b", "key": "k"}),
+                "urls_empty",
+                "urls",
+            ),
+            (
+                json!({"urls": [{"url":"https://e.com/1","filename":"1"},{"url":"https://e.com/2","filename":"2"},{"url":"https://e.com/3","filename":"3"},{"url":"https://e.com/4","filename":"4"}], "bucket_name": "b", "key": "k"}),
+                "urls_too_many",
+                "urls",
+            ),
+            (
+                json!({"urls": [{"url": "ftp://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k"}),
+                "url_invalid",
+                "urls[0].url",
+            ),
+            (
+                json!({"urls": [{"url": "https://u:p@e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k"}),
+                "url_invalid",
+                "urls[0].url",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "../a"}], "bucket_name": "b", "key": "k"}),
+                "filename_invalid",
+                "urls[0].filename",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "/a"}], "bucket_name": "b", "key": "k"}),
+                "filename_invalid",
+                "urls[0].filename",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a\\b"}], "bucket_name": "b", "key": "k"}),
+                "filename_invalid",
+                "urls[0].filename",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": ""}], "bucket_name": "b", "key": "k"}),
+                "filename_invalid",
+                "urls[0].filename",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": ""}),
+                "key_invalid",
+                "key",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k".repeat(1025)}),
+                "key_invalid",
+                "key",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "service": "gcs"}),
+                "service_invalid",
+                "service",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "compression": "zstd"}),
+                "compression_invalid",
+                "compression",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "on_error": "ignore"}),
+                "on_error_invalid",
+                "on_error",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "metadata": [1]}),
+                "metadata_invalid",
+                "metadata",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "metadata": {"n": 1}}),
+                "metadata_invalid",
+                "metadata.n",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "", "key": "k"}),
+                "bucket_name_invalid",
+                "bucket_name",
+            ),
+        ];
+        for (value, code, param) in cases {
+            let (got_code, message, got_param) = err(value.clone());
+            assert_eq!(
+                (got_code.as_str(), got_param.as_deref()),
+                (code, Some(param)),
+                "{value} -> {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_strings_within_bounds_are_kept() {
+        let mut v = valid();
+        v["metadata"] =
+            json!({"order_id": "order_456", "note": "ü".repeat(MAX_METADATA_VALUE_CHARS)});
+        let zip = body(v).unwrap();
+        assert_eq!(zip.metadata["order_id"], "order_456");
+        let mut v = valid();
+        v["metadata"] = json!({"note": "x".repeat(MAX_METADATA_VALUE_CHARS + 1)});
+        assert_eq!(err(v).0, "metadata_invalid");
+    }
+}

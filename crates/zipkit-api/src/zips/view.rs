@@ -1,0 +1,120 @@
+//! The zip object, as every endpoint (and the webhook) shows it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use zipkit_domain::models::{Zip, ZipEntry};
+use zipkit_domain::{Compression, EntryState, OnError, Service, ZipId, ZipStatus};
+
+#[derive(Debug, Serialize)]
+pub struct ZipObject {
+    pub id: ZipId,
+    pub uuid: ZipId,
+    pub object: &'static str,
+    pub status: ZipStatus,
+    pub metadata: Value,
+    pub bucket: BucketRef,
+    pub key: String,
+    pub compression: Compression,
+    pub on_error: OnError,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub progress: Progress,
+    pub result: Option<ZipResult>,
+    pub error: Option<ZipError>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BucketRef {
+    pub service: Service,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    pub files_total: i32,
+    pub files_done: i32,
+    pub bytes_downloaded: i64,
+    pub bytes_uploaded: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ZipResult {
+    pub size: i64,
+    pub etag: Option<String>,
+    pub entries: i32,
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Skipped {
+    pub index: i32,
+    pub url: String,
+    pub filename: String,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ZipError {
+    #[serde(rename = "type")]
+    pub error_type: String,
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl ZipObject {
+    /// `skipped` holds the job's entries in state `skipped` (any order; sorted here).
+    pub fn new(zip: Zip, bucket: BucketRef, mut skipped: Vec<ZipEntry>) -> Self {
+        skipped.retain(|e| e.state == EntryState::Skipped);
+        skipped.sort_by_key(|e| e.entry_index);
+        let result = zip.result_size.map(|size| ZipResult {
+            size,
+            etag: zip.result_etag.clone(),
+            entries: zip.result_entries.unwrap_or_default(),
+            skipped: skipped
+                .into_iter()
+                .map(|e| Skipped {
+                    index: e.entry_index,
+                    url: e.url,
+                    filename: e.filename,
+                    code: e.error_code,
+                    message: e.error_message,
+                })
+                .collect(),
+        });
+        let error = match (zip.error_type, zip.error_code, zip.error_message) {
+            (Some(error_type), Some(code), Some(message)) => Some(ZipError {
+                error_type,
+                code,
+                message,
+                param: zip.error_param,
+            }),
+            _ => None,
+        };
+        Self {
+            id: zip.id,
+            uuid: zip.id,
+            object: "zip",
+            status: zip.status,
+            metadata: zip.metadata,
+            bucket,
+            key: zip.object_key,
+            compression: zip.compression,
+            on_error: zip.on_error,
+            created_at: zip.created_at,
+            started_at: zip.started_at,
+            finished_at: zip.finished_at,
+            progress: Progress {
+                files_total: zip.files_total,
+                files_done: zip.files_done,
+                bytes_downloaded: zip.bytes_downloaded,
+                bytes_uploaded: zip.bytes_uploaded,
+            },
+            result,
+            error,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The API started in-process on port 0 against a test's own database and vhost, with helpers
+//! to seed projects, tokens and buckets straight into PostgreSQL.
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of this module"
+)]
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use zipkit_api::{ApiSettings, Application, Settings};
+use zipkit_domain::crypto::{CryptoSettings, KeyRing, generate_key};
+use zipkit_domain::db::DatabaseSettings;
+use zipkit_domain::models::{AccessToken, Bucket, BucketCredentials, NewBucket, Project};
+use zipkit_domain::tokens::generate_token;
+use zipkit_domain::values::BucketName;
+use zipkit_domain::{ProjectId, Service};
+use zipkit_runtime::broker::BrokerSettings;
+use zipkit_runtime::telemetry::{LogFormat, TelemetrySettings};
+use zipkit_test_support::{TestBroker, TestDatabase};
+
+pub const JOBS: &str = "zipkit.jobs";
+
+pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
+    Settings {
+        api: ApiSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            max_body_bytes: 64 * 1024,
+            max_urls: 50,
+            republish_after_secs: 1,
+        },
+        database: DatabaseSettings {
+            url: SecretString::from(database_url.to_owned()),
+            max_connections: 4,
+            connect_timeout_secs: 2,
+        },
+        broker: BrokerSettings {
+            url: SecretString::from(amqp_url.to_owned()),
+            queue_prefix: "zipkit".into(),
+            connection_name: "zipkit-api-test".into(),
+            reconnect_max_secs: 1,
+        },
+        crypto: CryptoSettings {
+            active_key: "k1".into(),
+            keys: [(
+                "k1".to_owned(),
+                SecretString::from(generate_key().expect("a key")),
+            )]
+            .into(),
+        },
+        telemetry: TelemetrySettings {
+            format: LogFormat::Pretty,
+            filter: "warn".into(),
+        },
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    keyring: KeyRing,
+    stop: Option<oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn start(settings: Settings) -> Self {
+        let keyring = KeyRing::from_settings(&settings.crypto).expect("key ring");
+        let app = Application::build(settings).await.expect("the API starts");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let (stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            keyring,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")),
+        )
+    }
+
+    /// GETs until `done` holds for the answer (components connect in the background) or 10 s pass.
+    pub async fn get_until(&self, path: &str, done: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut last = self.get(path).await;
+        while !done(last.0, &last.1) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            last = self.get(path).await;
+        }
+        last
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.server)
+            .await
+            .expect("server task")
+            .expect("server stops cleanly");
+    }
+
+    /// A new project with a live token; returns the project and the token in clear.
+    pub async fn project(&self, db: &TestDatabase, name: &str) -> (ProjectId, String) {
+        let mut conn = db.connect().await;
+        let project = Project::create(&mut conn, name).await.expect("project");
+        let token = generate_token().expect("token");
+        AccessToken::create(&mut conn, project.id, "test", &token)
+            .await
+            .expect("store token");
+        (project.id, token.secret.expose_secret().to_owned())
+    }
+
+    pub async fn bucket(
+        &self,
+        db: &TestDatabase,
+        project: ProjectId,
+        service: Service,
+        name: &str,
+    ) -> Bucket {
+        let mut conn = db.connect().await;
+        let new = NewBucket {
+            project_id: project,
+            service,
+            name: BucketName::parse(name).expect("bucket name"),
+            region: if service == Service::R2 {
+                "auto".into()
+            } else {
+                "us-east-1".into()
+            },
+            r2_account_id: (service == Service::R2)
+                .then(|| "0123456789abcdef0123456789abcdef".into()),
+            endpoint_url: None,
+            force_path_style: false,
+            acl: None,
+            credentials: BucketCredentials {
+                access_key_id: SecretString::from("AKIATESTKEY".to_owned()),
+                secret_access_key: SecretString::from("test-secret-value".to_owned()),
+            },
+        };
+        Bucket::create(&mut conn, &self.keyring, new)
+            .await
+            .expect("bucket")
+    }
+
+    pub fn post_zip(&self, token: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/zips", self.base))
+            .bearer_auth(token)
+            .json(body)
+    }
+}
+
+/// A valid create body for bucket `bucket_name`.
+pub fn zip_body(bucket_name: &str, files: usize) -> Value {
+    let urls: Vec<Value> = (0..files)
+        .map(|i| serde_json::json!({"url": format!("https://example.com/f{i}.pdf"), "filename": format!("docs/f{i}.pdf")}))
+        .collect();
+    serde_json::json!({"urls": urls, "bucket_name": bucket_name, "key": "exports/2026-11.zip", "metadata": {"order_id": "order_456"}})
+}
+
+/// Database, vhost and a running API on them.
+pub async fn start() -> (TestDatabase, TestBroker, TestApp) {
+    let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+    let broker = TestBroker::new().await;
+    let app = TestApp::start(settings(db.url(), &broker.url())).await;
+    let (status, body) = app.get_until("/readyz", |s, _| s == 200).await;
+    assert_eq!(status, 200, "API not ready: {body}");
+    (db, broker, app)
+}
