@@ -78,10 +78,16 @@ pub fn parse_body(value: Value) -> Result<CreateZipBody, ApiError> {
                 at(field),
             )
         } else if let Some(field) = quoted(&message, "unknown field `") {
+            // For unknown fields the path already ends with the field itself.
+            let param = if path == "." {
+                field.to_owned()
+            } else {
+                path.clone()
+            };
             ApiError::bad_request(
                 "parameter_unknown",
-                format!("`{}` is not a known parameter", at(field)),
-                at(field),
+                format!("`{param}` is not a known parameter"),
+                param,
             )
         } else if path == "." {
             ApiError::bad_request(

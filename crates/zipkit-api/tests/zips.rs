@@ -1,0 +1,921 @@
+//! The zips API against real PostgreSQL and RabbitMQ: what is stored, what is published, and
+//! every refusal with its documented envelope.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{JOBS, TestApp, settings, start, zip_body};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde_json::{Value, json};
+use zipkit_domain::messages::JobMessage;
+use zipkit_domain::models::{AccessToken, Zip, ZipOutcome};
+use zipkit_domain::schema::zips;
+use zipkit_domain::{Service, ZipId};
+use zipkit_test_support::proxy::TcpProxy;
+use zipkit_test_support::services::amqp_host_port;
+use zipkit_test_support::{TestBroker, TestDatabase};
+
+async fn zip_count(db: &TestDatabase) -> i64 {
+    let mut conn = db.connect().await;
+    zips::table
+        .count()
+        .get_result(&mut conn)
+        .await
+        .expect("count")
+}
+
+fn assert_error(
+    status: u16,
+    body: &Value,
+    want_status: u16,
+    error_type: &str,
+    code: &str,
+    param: Option<&str>,
+) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["type"], error_type, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert_eq!(
+        body["error"]["param"],
+        param.map_or(Value::Null, |p| json!(p)),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_valid_create_is_stored_and_its_message_arrives_with_the_id_and_a_traceparent() {
+    let (db, broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+
+    let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (status, body) = app
+        .send(
+            app.post_zip(&token, &zip_body("my-zipkit-archives", 3))
+                .header("traceparent", incoming),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let data = &body["data"];
+    assert_eq!(data["object"], "zip");
+    assert_eq!(data["status"], "none");
+    assert_eq!(data["id"], data["uuid"]);
+    assert_eq!(data["metadata"], json!({"order_id": "order_456"}));
+    assert_eq!(
+        data["bucket"],
+        json!({"service": "s3", "name": "my-zipkit-archives"})
+    );
+    assert_eq!(data["key"], "exports/2026-11.zip");
+    assert_eq!(data["compression"], "auto");
+    assert_eq!(data["on_error"], "fail");
+    assert_eq!(data["progress"]["files_total"], 3);
+    assert_eq!(data["result"], Value::Null);
+    assert_eq!(data["error"], Value::Null);
+    let id: ZipId = data["uuid"].as_str().unwrap().parse().unwrap();
+
+    let mut conn = db.connect().await;
+    let stored = Zip::find(&mut conn, project, id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert!(
+        stored.published_at.is_some(),
+        "marked published after the confirm"
+    );
+    let entries = Zip::entries(&mut conn, id).await.unwrap();
+    let names: Vec<_> = entries.iter().map(|e| e.filename.as_str()).collect();
+    assert_eq!(names, ["docs/f0.pdf", "docs/f1.pdf", "docs/f2.pdf"]);
+
+    let message = broker
+        .take(JOBS, Duration::from_secs(5))
+        .await
+        .expect("the job message is on the queue");
+    let job = JobMessage::from_bytes(&message.body).expect("a job message");
+    assert_eq!(job.zip_id, id);
+    assert_eq!(job.attempt, 1);
+    let traceparent = job.traceparent.expect("a traceparent");
+    assert!(
+        traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+        "continues the caller's trace"
+    );
+    assert_eq!(message.headers.get("traceparent"), Some(&traceparent));
+    assert!(message.persistent);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_api_is_served_under_api_v1_too() {
+    let (db, _broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+    let (status, created) = app
+        .send(
+            app.http
+                .post(format!("{}/api/v1/zips", app.base))
+                .bearer_auth(&token)
+                .json(&zip_body("my-zipkit-archives", 1)),
+        )
+        .await;
+    assert_eq!(status, 202, "{created}");
+    let id = created["data"]["uuid"].as_str().unwrap();
+    let (status, fetched) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/zips/{id}", app.base))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(fetched["data"]["uuid"], id);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_rejection_has_its_status_type_code_and_param_and_enqueues_nothing() {
+    let (db, broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+    let ok = zip_body("my-zipkit-archives", 2);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = ok.clone();
+        f(&mut v);
+        v
+    };
+    let too_many: Vec<Value> = (0..51)
+        .map(|i| json!({"url": format!("https://e.com/{i}"), "filename": format!("{i}.bin")}))
+        .collect();
+    let json_cases: Vec<(Value, u16, &str, Option<&str>)> = vec![
+        (
+            with(&|v| v["urls"] = json!([])),
+            400,
+            "urls_empty",
+            Some("urls"),
+        ),
+        (
+            with(&|v| v["urls"] = json!(too_many.clone())),
+            400,
+            "urls_too_many",
+            Some("urls"),
+        ),
+        (
+            with(&|v| v["urls"][1]["url"] = json!("ftp://e.com/x")),
+            400,
+            "url_invalid",
+            Some("urls[1].url"),
+        ),
+        (
+            with(&|v| v["urls"][1]["url"] = json!("https://user:pw@e.com/x")),
+            400,
+            "url_invalid",
+            Some("urls[1].url"),
+        ),
+        (
+            with(&|v| v["urls"][1]["url"] = json!(format!("https://e.com/{}", "a".repeat(5000)))),
+            400,
+            "url_invalid",
+            Some("urls[1].url"),
+        ),
+        (
+            with(&|v| v["urls"][1]["url"] = json!("/relative")),
+            400,
+            "url_invalid",
+            Some("urls[1].url"),
+        ),
+        (
+            with(&|v| v["urls"][0]["filename"] = json!("")),
+            400,
+            "filename_invalid",
+            Some("urls[0].filename"),
+        ),
+        (
+            with(&|v| v["urls"][0]["filename"] = json!("/etc/passwd")),
+            400,
+            "filename_invalid",
+            Some("urls[0].filename"),
+        ),
+        (
+            with(&|v| v["urls"][0]["filename"] = json!("a/../../b")),
+            400,
+            "filename_invalid",
+            Some("urls[0].filename"),
+        ),
+        (
+            with(&|v| v["urls"][0]["filename"] = json!("a\\b")),
+            400,
+            "filename_invalid",
+            Some("urls[0].filename"),
+        ),
+        (
+            with(&|v| v["urls"][0]["filename"] = json!("a\u{1}b")),
+            400,
+            "filename_invalid",
+            Some("urls[0].filename"),
+        ),
+        (
+            with(&|v| v["urls"][0]["filename"] = json!("x".repeat(300))),
+            400,
+            "filename_invalid",
+            Some("urls[0].filename"),
+        ),
+        (
+            with(&|v| v["urls"][1]["filename"] = json!("DOCS/F0.PDF")),
+            400,
+            "filename_duplicate",
+            Some("urls[1].filename"),
+        ),
+        (
+            with(&|v| v["key"] = json!("")),
+            400,
+            "key_invalid",
+            Some("key"),
+        ),
+        (
+            with(&|v| v["key"] = json!("k".repeat(1025))),
+            400,
+            "key_invalid",
+            Some("key"),
+        ),
+        (
+            with(&|v| v["service"] = json!("gcs")),
+            400,
+            "service_invalid",
+            Some("service"),
+        ),
+        (
+            with(&|v| v["metadata"] = json!("order_456")),
+            400,
+            "metadata_invalid",
+            Some("metadata"),
+        ),
+        (
+            with(&|v| v["colour"] = json!("red")),
+            400,
+            "parameter_unknown",
+            Some("colour"),
+        ),
+        (
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("key");
+            }),
+            400,
+            "parameter_missing",
+            Some("key"),
+        ),
+        (
+            with(&|v| v["urls"] = json!({"url": "x"})),
+            400,
+            "parameter_invalid",
+            Some("urls"),
+        ),
+        (
+            with(&|v| v["bucket_name"] = json!("not-configured")),
+            404,
+            "bucket_not_found",
+            Some("bucket_name"),
+        ),
+    ];
+    for (body, status, code, param) in json_cases {
+        let (got, answer) = app.send(app.post_zip(&token, &body)).await;
+        assert_error(got, &answer, status, "invalid_request_error", code, param);
+    }
+
+    let raw = |body: &'static str, content_type: &'static str| {
+        app.http
+            .post(format!("{}/v1/zips", app.base))
+            .bearer_auth(&token)
+            .header("content-type", content_type)
+            .body(body)
+    };
+    let (status, body) = app.send(raw("{\"urls\": [", "application/json")).await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "invalid_request_error",
+        "body_invalid_json",
+        None,
+    );
+    let (status, body) = app
+        .send(raw("urls=x", "application/x-www-form-urlencoded"))
+        .await;
+    assert_error(
+        status,
+        &body,
+        415,
+        "invalid_request_error",
+        "content_type_unsupported",
+        None,
+    );
+    let huge = json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "x".repeat(70_000), "key": "k"});
+    let (status, body) = app.send(app.post_zip(&token, &huge)).await;
+    assert_error(
+        status,
+        &body,
+        413,
+        "invalid_request_error",
+        "body_too_large",
+        None,
+    );
+    let (status, body) = app
+        .send(app.post_zip(&token, &ok).header("Idempotency-Key", ""))
+        .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "invalid_request_error",
+        "idempotency_key_invalid",
+        None,
+    );
+
+    assert_eq!(zip_count(&db).await, 0, "nothing stored");
+    assert!(
+        broker
+            .take(JOBS, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing enqueued"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_bucket_of_another_project_or_service_is_a_404_that_reveals_nothing() {
+    let (db, broker, app) = start().await;
+    let (mine, token) = app.project(&db, "Mine").await;
+    let (theirs, _) = app.project(&db, "Theirs").await;
+    app.bucket(&db, theirs, Service::S3, "their-archives").await;
+    app.bucket(&db, mine, Service::R2, "r2-only").await;
+
+    let (status, foreign) = app
+        .send(app.post_zip(&token, &zip_body("their-archives", 1)))
+        .await;
+    assert_error(
+        status,
+        &foreign,
+        404,
+        "invalid_request_error",
+        "bucket_not_found",
+        Some("bucket_name"),
+    );
+    let (status, missing) = app
+        .send(app.post_zip(&token, &zip_body("nobody-has-this", 1)))
+        .await;
+    assert_error(
+        status,
+        &missing,
+        404,
+        "invalid_request_error",
+        "bucket_not_found",
+        Some("bucket_name"),
+    );
+    assert_eq!(
+        foreign["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("their-archives", "X"),
+        missing["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("nobody-has-this", "X"),
+        "a foreign bucket reads exactly like a missing one"
+    );
+    let (status, other_service) = app
+        .send(app.post_zip(&token, &zip_body("r2-only", 1)))
+        .await;
+    assert_error(
+        status,
+        &other_service,
+        404,
+        "invalid_request_error",
+        "bucket_not_found",
+        Some("bucket_name"),
+    );
+    let mut r2 = zip_body("r2-only", 1);
+    r2["service"] = json!("r2");
+    assert_eq!(
+        app.send(app.post_zip(&token, &r2)).await.0,
+        202,
+        "the same name with its service is found"
+    );
+
+    assert_eq!(zip_count(&db).await, 1);
+    assert!(broker.take(JOBS, Duration::from_secs(5)).await.is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_bearer_token_get_401() {
+    let (db, _broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    let url = format!("{}/v1/zips", app.base);
+    let (status, body) = app.send(app.http.get(&url)).await;
+    assert_error(
+        status,
+        &body,
+        401,
+        "authentication_error",
+        "authentication_required",
+        None,
+    );
+    let (status, body) = app
+        .send(
+            app.http
+                .get(&url)
+                .header("authorization", format!("Basic {token}")),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        401,
+        "authentication_error",
+        "authentication_required",
+        None,
+    );
+    let (status, body) = app
+        .send(app.http.get(&url).bearer_auth("zk_not-a-real-token"))
+        .await;
+    assert_error(
+        status,
+        &body,
+        401,
+        "authentication_error",
+        "invalid_api_key",
+        None,
+    );
+    let forged = format!("zk_{}", "A".repeat(43));
+    let (status, body) = app.send(app.http.get(&url).bearer_auth(&forged)).await;
+    assert_error(
+        status,
+        &body,
+        401,
+        "authentication_error",
+        "invalid_api_key",
+        None,
+    );
+    assert_eq!(
+        app.send(app.http.get(&url).bearer_auth(&token)).await.0,
+        200
+    );
+
+    let mut conn = db.connect().await;
+    let tokens = AccessToken::list(&mut conn, project).await.unwrap();
+    assert!(tokens[0].last_used_at.is_some(), "use is recorded");
+    AccessToken::revoke(&mut conn, project, tokens[0].id)
+        .await
+        .unwrap();
+    let (status, body) = app.send(app.http.get(&url).bearer_auth(&token)).await;
+    assert_error(
+        status,
+        &body,
+        401,
+        "authentication_error",
+        "invalid_api_key",
+        None,
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_ids_use_the_envelope() {
+    let (db, _broker, app) = start().await;
+    let (_, token) = app.project(&db, "Acme").await;
+    let (status, body) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/nothing", app.base))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        404,
+        "invalid_request_error",
+        "route_not_found",
+        None,
+    );
+    let (status, body) = app
+        .send(
+            app.http
+                .delete(format!("{}/v1/zips", app.base))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        405,
+        "invalid_request_error",
+        "method_not_allowed",
+        None,
+    );
+    let (status, body) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/zips/not-a-uuid", app.base))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "invalid_request_error",
+        "parameter_invalid",
+        Some("uuid"),
+    );
+    let (status, body) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/zips/{}", app.base, ZipId::new()))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        404,
+        "invalid_request_error",
+        "zip_not_found",
+        Some("uuid"),
+    );
+    let (status, body) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/zips?limit=0", app.base))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "invalid_request_error",
+        "parameter_invalid",
+        Some("limit"),
+    );
+    let (status, body) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/zips?status=done", app.base))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "invalid_request_error",
+        "parameter_invalid",
+        Some("status"),
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn another_projects_zip_is_not_found_for_get_or_cancel() {
+    let (db, _broker, app) = start().await;
+    let (mine, token) = app.project(&db, "Mine").await;
+    let (_, other_token) = app.project(&db, "Theirs").await;
+    app.bucket(&db, mine, Service::S3, "my-zipkit-archives")
+        .await;
+    let (_, created) = app
+        .send(app.post_zip(&token, &zip_body("my-zipkit-archives", 1)))
+        .await;
+    let id = created["data"]["uuid"].as_str().unwrap();
+    let (status, body) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/zips/{id}", app.base))
+                .bearer_auth(&other_token),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        404,
+        "invalid_request_error",
+        "zip_not_found",
+        Some("uuid"),
+    );
+    let (status, body) = app
+        .send(
+            app.http
+                .post(format!("{}/v1/zips/{id}/cancel", app.base))
+                .bearer_auth(&other_token),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        404,
+        "invalid_request_error",
+        "zip_not_found",
+        Some("uuid"),
+    );
+    let (_, list) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/zips", app.base))
+                .bearer_auth(&other_token),
+        )
+        .await;
+    assert_eq!(list["data"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_replays_the_job_and_a_different_body_conflicts() {
+    let (db, broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+    let body = zip_body("my-zipkit-archives", 2);
+    let (first, created) = app
+        .send(
+            app.post_zip(&token, &body)
+                .header("Idempotency-Key", "order-456-export"),
+        )
+        .await;
+    assert_eq!(first, 202, "{created}");
+    let (again, replayed) = app
+        .send(
+            app.post_zip(&token, &body)
+                .header("Idempotency-Key", "order-456-export"),
+        )
+        .await;
+    assert_eq!(again, 200, "{replayed}");
+    assert_eq!(replayed["data"]["uuid"], created["data"]["uuid"]);
+
+    let mut changed = body.clone();
+    changed["key"] = json!("exports/other.zip");
+    let (status, conflict) = app
+        .send(
+            app.post_zip(&token, &changed)
+                .header("Idempotency-Key", "order-456-export"),
+        )
+        .await;
+    assert_error(
+        status,
+        &conflict,
+        409,
+        "invalid_request_error",
+        "idempotency_key_reused",
+        None,
+    );
+
+    // The same key in another project is another job.
+    let (other, other_token) = app.project(&db, "Other").await;
+    app.bucket(&db, other, Service::S3, "my-zipkit-archives")
+        .await;
+    let (status, theirs) = app
+        .send(
+            app.post_zip(&other_token, &body)
+                .header("Idempotency-Key", "order-456-export"),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_ne!(theirs["data"]["uuid"], created["data"]["uuid"]);
+
+    assert_eq!(zip_count(&db).await, 2);
+    assert!(broker.take(JOBS, Duration::from_secs(5)).await.is_some());
+    assert!(broker.take(JOBS, Duration::from_secs(5)).await.is_some());
+    assert!(
+        broker
+            .take(JOBS, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a replay publishes nothing"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_moves_a_pending_job_to_cancelled_idempotently_and_refuses_finished_ones() {
+    let (db, _broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+    let cancel = |id: &str| {
+        app.http
+            .post(format!("{}/v1/zips/{id}/cancel", app.base))
+            .bearer_auth(&token)
+    };
+
+    let (_, created) = app
+        .send(app.post_zip(&token, &zip_body("my-zipkit-archives", 1)))
+        .await;
+    let id = created["data"]["uuid"].as_str().unwrap().to_owned();
+    let (status, body) = app.send(cancel(&id)).await;
+    assert_eq!(
+        (status, body["data"]["status"].clone()),
+        (200, json!("cancelled")),
+        "{body}"
+    );
+    assert!(body["data"]["finished_at"].is_string());
+    let (status, body) = app.send(cancel(&id)).await;
+    assert_eq!(
+        (status, body["data"]["status"].clone()),
+        (200, json!("cancelled")),
+        "cancel is idempotent"
+    );
+
+    let (_, created) = app
+        .send(app.post_zip(&token, &zip_body("my-zipkit-archives", 1)))
+        .await;
+    let done: ZipId = created["data"]["uuid"].as_str().unwrap().parse().unwrap();
+    let mut conn = db.connect().await;
+    Zip::claim(&mut conn, done, "w1", chrono::Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    Zip::finish(
+        &mut conn,
+        done,
+        "w1",
+        &ZipOutcome::Succeeded {
+            size: 10,
+            etag: "\"e\"".into(),
+            entries: 1,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let (status, body) = app.send(cancel(&done.to_string())).await;
+    assert_error(
+        status,
+        &body,
+        409,
+        "invalid_request_error",
+        "zip_not_cancellable",
+        Some("uuid"),
+    );
+    let (_, fetched) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/zips/{done}", app.base))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_eq!(fetched["data"]["status"], "succeeded");
+    assert_eq!(
+        fetched["data"]["result"],
+        json!({"size": 10, "etag": "\"e\"", "entries": 1, "skipped": []})
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_list_pages_newest_first_and_filters_by_status() {
+    let (db, _broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        let (_, body) = app
+            .send(app.post_zip(&token, &zip_body("my-zipkit-archives", 1)))
+            .await;
+        created.push(body["data"]["uuid"].as_str().unwrap().to_owned());
+    }
+    let list = |query: String| {
+        app.http
+            .get(format!("{}/v1/zips?{query}", app.base))
+            .bearer_auth(&token)
+    };
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("limit=2&starting_after={c}"),
+            None => "limit=2".to_owned(),
+        };
+        let (status, page) = app.send(list(query)).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["object"], "list");
+        pages += 1;
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|z| z["uuid"].as_str().unwrap().to_owned()),
+        );
+        if page["has_more"] == json!(false) {
+            assert_eq!(page["next_cursor"], Value::Null);
+            break;
+        }
+        cursor = Some(page["next_cursor"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(pages, 3);
+    created.reverse();
+    assert_eq!(seen, created, "every job once, newest first");
+
+    let (_, cancelled) = app
+        .send(
+            app.http
+                .post(format!("{}/v1/zips/{}/cancel", app.base, created[2]))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_eq!(cancelled["data"]["status"], "cancelled");
+    let (_, filtered) = app.send(list("status=cancelled".into())).await;
+    let ids: Vec<_> = filtered["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["uuid"].clone())
+        .collect();
+    assert_eq!(ids, [json!(created[2])]);
+    let (status, body) = app
+        .send(list(format!("starting_after={}", ZipId::new())))
+        .await;
+    assert_error(
+        status,
+        &body,
+        400,
+        "invalid_request_error",
+        "parameter_invalid",
+        Some("starting_after"),
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_created_while_rabbitmq_is_away_is_published_once_it_is_back() {
+    let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+    let broker = TestBroker::new().await;
+    // The API reaches RabbitMQ through a proxy that starts closed: the broker is "down".
+    let mut proxy = TcpProxy::closed(amqp_host_port());
+    let via_proxy = broker
+        .url()
+        .replace(&amqp_host_port(), &format!("127.0.0.1:{}", proxy.port()));
+    let app = TestApp::start(settings(db.url(), &via_proxy)).await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(
+        (status, body["checks"]["broker"].clone()),
+        (503, json!("down"))
+    );
+    let (status, created) = app
+        .send(app.post_zip(&token, &zip_body("my-zipkit-archives", 1)))
+        .await;
+    assert_eq!(
+        status, 202,
+        "accepted although the broker is down: {created}"
+    );
+    let id: ZipId = created["data"]["uuid"].as_str().unwrap().parse().unwrap();
+    let mut conn = db.connect().await;
+    assert!(
+        Zip::find(&mut conn, project, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .published_at
+            .is_none()
+    );
+
+    proxy.open().await;
+    let (status, _) = app.get_until("/readyz", |s, _| s == 200).await;
+    assert_eq!(status, 200, "the API reconnected");
+    let message = broker
+        .take(JOBS, Duration::from_secs(15))
+        .await
+        .expect("the sweeper published the job");
+    assert_eq!(JobMessage::from_bytes(&message.body).unwrap().zip_id, id);
+    let mut published = false;
+    for _ in 0..50 {
+        if Zip::find(&mut conn, project, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .published_at
+            .is_some()
+        {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(published, "the publication is recorded");
+    app.stop().await;
+}
