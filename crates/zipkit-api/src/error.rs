@@ -52,17 +52,24 @@ pub enum ApiError {
     Internal(#[source] Cause),
 }
 
-#[derive(Debug, Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
+/// The one error envelope.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
 }
 
-#[derive(Debug, Serialize)]
-struct Body<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// `invalid_request_error`, `authentication_error`, `rate_limit_error` or `api_error`.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     error_type: &'static str,
+    /// Stable code; docs/API.md lists them all.
+    #[schema(value_type = String)]
     code: &'static str,
     message: String,
+    /// The offending parameter (`urls[3].filename`), or null.
+    #[schema(value_type = Option<String>)]
     param: Option<&'a str>,
 }
 
@@ -169,8 +176,8 @@ impl ResponseError for ApiError {
         if matches!(self, Self::Unauthenticated { .. }) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        response.json(Envelope {
-            error: Body {
+        response.json(ErrorEnvelope {
+            error: ErrorBody {
                 error_type: self.error_type(),
                 code: self.code(),
                 message: self.to_string(),

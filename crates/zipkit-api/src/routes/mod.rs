@@ -2,7 +2,7 @@
 //! under both `/v1` and `/api/v1`, as the hosted ZipKit documents both.
 
 mod health;
-mod zips;
+pub(crate) mod zips;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -17,22 +17,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn v1(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/zips")
-            .route(web::post().to(zips::create))
-            .route(web::get().to(zips::list))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/zips/{uuid}")
-            .route(web::get().to(zips::get))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/zips/{uuid}/cancel")
-            .route(web::post().to(zips::cancel))
-            .default_service(web::to(method_not_allowed)),
-    );
+    cfg.route("/openapi.json", web::get().to(crate::openapi::document))
+        .service(
+            web::resource("/zips")
+                .route(web::post().to(zips::create))
+                .route(web::get().to(zips::list))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/zips/{uuid}")
+                .route(web::get().to(zips::get))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/zips/{uuid}/cancel")
+                .route(web::post().to(zips::cancel))
+                .default_service(web::to(method_not_allowed)),
+        );
 }
 
 async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -3,16 +3,36 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ring::digest::{SHA256, digest};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 use zipkit_domain::models::{Bucket, NewZip, Zip, ZipPage, ZipWithBucket};
 use zipkit_domain::{ZipId, ZipStatus};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::zips::request::{parse_body, validate};
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::zips::request::{CreateZipBody, parse_body, validate};
 use crate::zips::view::{BucketRef, ZipObject};
+
+/// `{"data": <zip object>}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ZipResponse {
+    pub data: ZipObject,
+}
+
+/// One page of zips, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ZipList {
+    /// Always `list`.
+    #[schema(value_type = String, example = "list")]
+    pub object: &'static str,
+    pub data: Vec<ZipObject>,
+    pub has_more: bool,
+    /// Pass as `starting_after` to get the next page; null on the last page.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub next_cursor: Option<ZipId>,
+}
 
 const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -109,9 +129,30 @@ async fn replay(
             None,
         ));
     }
-    Ok(HttpResponse::Ok().json(json!({ "data": object(conn, caller, existing.id).await? })))
+    Ok(HttpResponse::Ok().json(ZipResponse {
+        data: object(conn, caller, existing.id).await?,
+    }))
 }
 
+/// Create a zip job.
+#[utoipa::path(
+    post, path = "/v1/zips", tag = "zips",
+    request_body = CreateZipBody,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body return the same job; another body is a 409."),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context, continued into the job."),
+    ),
+    responses(
+        (status = 202, description = "Accepted: stored and queued", body = ZipResponse),
+        (status = 200, description = "An idempotent replay of an earlier request", body = ZipResponse),
+        (status = 400, description = "Invalid request", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 404, description = "No such bucket in the caller's project", body = ErrorEnvelope),
+        (status = 409, description = "Idempotency key reused with another body", body = ErrorEnvelope),
+        (status = 413, description = "Body too large", body = ErrorEnvelope),
+        (status = 415, description = "Body not JSON", body = ErrorEnvelope),
+    ),
+)]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -194,9 +235,20 @@ pub async fn create(
         },
         Vec::new(),
     );
-    Ok(HttpResponse::Accepted().json(json!({ "data": object })))
+    Ok(HttpResponse::Accepted().json(ZipResponse { data: object }))
 }
 
+/// Get one zip job.
+#[utoipa::path(
+    get, path = "/v1/zips/{uuid}", tag = "zips",
+    params(("uuid" = String, Path, format = Uuid, description = "The zip's uuid")),
+    responses(
+        (status = 200, description = "The zip", body = ZipResponse),
+        (status = 400, description = "Not a uuid", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 404, description = "No such zip in the caller's project", body = ErrorEnvelope),
+    ),
+)]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -204,20 +256,37 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_zip_id(&path)?;
     let mut conn = state.conn().await?;
-    Ok(HttpResponse::Ok().json(json!({ "data": object(&mut conn, caller, id).await? })))
+    Ok(HttpResponse::Ok().json(ZipResponse {
+        data: object(&mut conn, caller, id).await?,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// 1 to 100, default 20.
     limit: Option<i64>,
+    /// The `uuid` of the last zip of the previous page.
     starting_after: Option<String>,
+    /// Only zips with this status.
+    #[param(schema_with = crate::openapi::zip_status)]
     status: Option<String>,
 }
 
 pub const DEFAULT_PAGE: i64 = 20;
 pub const MAX_PAGE: i64 = 100;
 
+/// List the project's zip jobs, newest first.
+#[utoipa::path(
+    get, path = "/v1/zips", tag = "zips",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of zips", body = ZipList),
+        (status = 400, description = "Invalid query parameter", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+    ),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -281,10 +350,25 @@ pub async fn list(
     } else {
         None
     };
-    Ok(HttpResponse::Ok()
-        .json(json!({ "object": "list", "data": data, "has_more": has_more, "next_cursor": next })))
+    Ok(HttpResponse::Ok().json(ZipList {
+        object: "list",
+        data,
+        has_more,
+        next_cursor: next,
+    }))
 }
 
+/// Cancel a zip job that has not ended.
+#[utoipa::path(
+    post, path = "/v1/zips/{uuid}/cancel", tag = "zips",
+    params(("uuid" = String, Path, format = Uuid, description = "The zip's uuid")),
+    responses(
+        (status = 200, description = "Cancelled (also when it already was)", body = ZipResponse),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 404, description = "No such zip in the caller's project", body = ErrorEnvelope),
+        (status = 409, description = "Already succeeded or failed", body = ErrorEnvelope),
+    ),
+)]
 pub async fn cancel(
     state: web::Data<AppState>,
     caller: Caller,
@@ -302,5 +386,7 @@ pub async fn cancel(
             "uuid".to_owned(),
         ));
     }
-    Ok(HttpResponse::Ok().json(json!({ "data": object(&mut conn, caller, id).await? })))
+    Ok(HttpResponse::Ok().json(ZipResponse {
+        data: object(&mut conn, caller, id).await?,
+    }))
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use zipkit_domain::models::NewZipEntry;
 use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::{Compression, OnError, Service};
@@ -13,26 +14,36 @@ use zipkit_domain::{Compression, OnError, Service};
 use crate::error::ApiError;
 
 /// The body exactly as the contract defines it; anything else is refused.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateZipBody {
+    /// The sources, in archive order.
     pub urls: Vec<UrlItem>,
     pub bucket_name: String,
+    /// Object key of the archive.
     pub key: String,
+    /// `s3` (default) or `r2`.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::service)]
     pub service: Option<String>,
+    /// A flat object of strings, echoed on the zip and in webhooks.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::compression)]
     pub compression: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::on_error)]
     pub on_error: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UrlItem {
+    /// Absolute http(s) URL without credentials.
     pub url: String,
+    /// Path inside the archive; `/` makes folders.
     pub filename: String,
 }
 

@@ -3,19 +3,29 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use zipkit_domain::models::{Zip, ZipEntry};
 use zipkit_domain::{Compression, EntryState, OnError, Service, ZipId, ZipStatus};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ZipObject {
+    #[schema(value_type = String, format = Uuid)]
     pub id: ZipId,
+    #[schema(value_type = String, format = Uuid)]
     pub uuid: ZipId,
+    /// Always `zip`.
+    #[schema(value_type = String, example = "zip")]
     pub object: &'static str,
+    #[schema(schema_with = crate::openapi::zip_status)]
     pub status: ZipStatus,
+    /// The flat object of strings given at creation.
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub bucket: BucketRef,
     pub key: String,
+    #[schema(schema_with = crate::openapi::compression)]
     pub compression: Compression,
+    #[schema(schema_with = crate::openapi::on_error)]
     pub on_error: OnError,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -25,13 +35,14 @@ pub struct ZipObject {
     pub error: Option<ZipError>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BucketRef {
+    #[schema(schema_with = crate::openapi::service)]
     pub service: Service,
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Progress {
     pub files_total: i32,
     pub files_done: i32,
@@ -39,7 +50,7 @@ pub struct Progress {
     pub bytes_uploaded: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ZipResult {
     pub size: i64,
     pub etag: Option<String>,
@@ -47,7 +58,7 @@ pub struct ZipResult {
     pub skipped: Vec<Skipped>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Skipped {
     pub index: i32,
     pub url: String,
@@ -56,7 +67,7 @@ pub struct Skipped {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ZipError {
     #[serde(rename = "type")]
     pub error_type: String,
