@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod bucket;
+pub mod canned_http;
 pub mod database;
 pub mod process;
 pub mod proxy;

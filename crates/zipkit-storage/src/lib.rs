@@ -1,0 +1,195 @@
+//! Talking to a customer's bucket with the official `aws-sdk-s3`: AWS S3 by region, Cloudflare
+//! R2 by account id, or any S3-compatible store by custom endpoint (path-style). Shared by the
+//! API (Save and Test) and the worker (multipart upload).
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ObjectCannedAcl;
+use secrecy::ExposeSecret;
+use zipkit_domain::Service;
+use zipkit_domain::models::BucketCredentials;
+
+/// Where and how to reach one bucket (the non-secret part of a bucket row).
+#[derive(Debug, Clone)]
+pub struct BucketLocation {
+    pub service: Service,
+    pub name: String,
+    pub region: String,
+    pub r2_account_id: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub force_path_style: bool,
+    /// Canned ACL for uploads; `None` sends no ACL header (R2 and owner-enforced S3 buckets reject them).
+    pub acl: Option<String>,
+}
+
+impl From<&zipkit_domain::models::Bucket> for BucketLocation {
+    fn from(b: &zipkit_domain::models::Bucket) -> Self {
+        Self {
+            service: b.service,
+            name: b.name.clone(),
+            region: b.region.clone(),
+            r2_account_id: b.r2_account_id.clone(),
+            endpoint_url: b.endpoint_url.clone(),
+            force_path_style: b.force_path_style,
+            acl: b.acl.clone(),
+        }
+    }
+}
+
+impl BucketLocation {
+    /// The endpoint requests go to: custom, R2's per-account one, or AWS's default (`None`).
+    pub fn endpoint(&self) -> Option<String> {
+        match self.service {
+            Service::R2 => self
+                .r2_account_id
+                .as_ref()
+                .map(|a| format!("https://{a}.r2.cloudflarestorage.com")),
+            Service::S3 => self.endpoint_url.clone(),
+        }
+    }
+
+    fn region(&self) -> String {
+        match self.service {
+            Service::R2 => "auto".into(),
+            Service::S3 => self.region.clone(),
+        }
+    }
+}
+
+/// Timeouts for calls to the provider; the worker's uploads configure their own.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client for this bucket with these credentials.
+pub fn client(location: &BucketLocation, credentials: &BucketCredentials) -> Client {
+    let credentials = Credentials::new(
+        credentials.access_key_id.expose_secret(),
+        credentials.secret_access_key.expose_secret(),
+        None,
+        None,
+        "zipkit-bucket",
+    );
+    let mut config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(location.region()))
+        .credentials_provider(credentials)
+        // R2 (and some S3-compatible stores) reject the SDK's default CRC checksums.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
+                .build(),
+        );
+    if let Some(endpoint) = location.endpoint() {
+        config = config.endpoint_url(endpoint);
+    }
+    if location.service == Service::S3
+        && (location.force_path_style || location.endpoint_url.is_some())
+    {
+        config = config.force_path_style(location.force_path_style);
+    }
+    Client::from_conf(config.build())
+}
+
+/// Why a bucket failed its write test, in words a person configuring it can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BucketTestError {
+    #[error("The access key ID is not known to the provider. Check that it was copied completely.")]
+    UnknownAccessKey,
+    #[error(
+        "The secret access key does not match the access key ID. Check that it was copied completely."
+    )]
+    WrongSecret,
+    #[error(
+        "The bucket `{0}` does not exist. zipkit never creates buckets: create it first, or check its name."
+    )]
+    NoSuchBucket(String),
+    #[error(
+        "The credentials are valid but may not write to this bucket. Their policy must allow s3:PutObject on it."
+    )]
+    AccessDenied,
+    #[error("The bucket is in another region{}. Set the bucket's region to match.", .0.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    WrongRegion(Option<String>),
+    #[error(
+        "The storage endpoint {0} could not be reached. Check the endpoint address and that it is online."
+    )]
+    Unreachable(String),
+    #[error("The provider refused the test upload: {0}")]
+    Other(String),
+}
+
+/// The key of the one small object the write test puts (and overwrites on every test):
+/// the minimal policy has no DeleteObject, so the test never tries to clean up.
+pub const WRITE_TEST_KEY: &str = ".zipkit/write-test";
+
+/// Proves the credentials can write to the bucket, using only `s3:PutObject`.
+pub async fn test_write_access(
+    location: &BucketLocation,
+    credentials: &BucketCredentials,
+) -> Result<(), BucketTestError> {
+    let client = client(location, credentials);
+    let mut request = client
+        .put_object()
+        .bucket(&location.name)
+        .key(WRITE_TEST_KEY)
+        .content_type("text/plain")
+        .body(ByteStream::from_static(
+            b"zipkit checked that it can write here.\n",
+        ));
+    if let Some(acl) = &location.acl {
+        request = request.acl(ObjectCannedAcl::from(acl.as_str()));
+    }
+    match request.send().await {
+        Ok(_) => Ok(()),
+        Err(err) => Err(explain(location, &err)),
+    }
+}
+
+fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    location: &BucketLocation,
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> BucketTestError {
+    let endpoint = location
+        .endpoint()
+        .unwrap_or_else(|| format!("s3.{}.amazonaws.com", location.region));
+    match err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            BucketTestError::Unreachable(endpoint)
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            let status = service.raw().status().as_u16();
+            let region = service
+                .raw()
+                .headers()
+                .get("x-amz-bucket-region")
+                .map(str::to_owned);
+            match code {
+                "InvalidAccessKeyId" => BucketTestError::UnknownAccessKey,
+                "SignatureDoesNotMatch" => BucketTestError::WrongSecret,
+                "NoSuchBucket" => BucketTestError::NoSuchBucket(location.name.clone()),
+                "AccessDenied" | "AllAccessDisabled" => BucketTestError::AccessDenied,
+                "PermanentRedirect"
+                | "AuthorizationHeaderMalformed"
+                | "IllegalLocationConstraintException" => BucketTestError::WrongRegion(region),
+                _ if status == 301 => BucketTestError::WrongRegion(region),
+                _ if status == 404 => BucketTestError::NoSuchBucket(location.name.clone()),
+                _ if status == 403 => BucketTestError::AccessDenied,
+                _ => BucketTestError::Other(service.err().message().map_or_else(
+                    || format!("HTTP {status} {code}"),
+                    |m| format!("{code}: {m}"),
+                )),
+            }
+        }
+        other => BucketTestError::Other(other.to_string()),
+    }
+}

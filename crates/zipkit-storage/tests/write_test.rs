@@ -1,0 +1,165 @@
+//! The bucket write test against a real S3-compatible store (s3s-fs, which checks signatures).
+
+use secrecy::SecretString;
+use zipkit_domain::Service;
+use zipkit_domain::models::BucketCredentials;
+use zipkit_storage::{BucketLocation, BucketTestError, WRITE_TEST_KEY, test_write_access};
+use zipkit_test_support::TestBucket;
+use zipkit_test_support::canned_http::{CannedHttp, s3_error};
+use zipkit_test_support::process::free_port;
+use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
+
+fn location(bucket: &str, endpoint: String) -> BucketLocation {
+    BucketLocation {
+        service: Service::S3,
+        name: bucket.to_owned(),
+        region: "us-east-1".into(),
+        r2_account_id: None,
+        endpoint_url: Some(endpoint),
+        force_path_style: true,
+        acl: None,
+    }
+}
+
+fn credentials(access: &str, secret: &str) -> BucketCredentials {
+    BucketCredentials {
+        access_key_id: SecretString::from(access.to_owned()),
+        secret_access_key: SecretString::from(secret.to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn the_right_credentials_pass_and_leave_only_the_probe_object() {
+    let bucket = TestBucket::new().await;
+    let result = test_write_access(
+        &location(bucket.name(), s3_endpoint()),
+        &credentials(&s3_access_key(), &s3_secret_key()),
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert_eq!(
+        bucket.get(WRITE_TEST_KEY).await,
+        b"zipkit checked that it can write here.\n"
+    );
+    // A second test overwrites the same object instead of piling up new ones.
+    test_write_access(
+        &location(bucket.name(), s3_endpoint()),
+        &credentials(&s3_access_key(), &s3_secret_key()),
+    )
+    .await
+    .unwrap();
+    let listed = bucket
+        .client()
+        .list_objects_v2()
+        .bucket(bucket.name())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.contents().len(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_says_so_in_plain_words() {
+    let bucket = TestBucket::new().await;
+    let err = test_write_access(
+        &location(bucket.name(), s3_endpoint()),
+        &credentials(&s3_access_key(), "not-the-secret"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err, BucketTestError::WrongSecret);
+    assert_eq!(
+        err.to_string(),
+        "The secret access key does not match the access key ID. Check that it was copied completely."
+    );
+}
+
+/// Answers as AWS S3 does for `code` and checks the explanation.
+async fn explained(status: u16, code: &str, headers: &[(&str, &str)]) -> BucketTestError {
+    let server = CannedHttp::start(status, headers, &s3_error(code, "recorded AWS answer")).await;
+    test_write_access(
+        &location("customer-bucket", server.url().to_owned()),
+        &credentials("AKIAEXAMPLE", "secret"),
+    )
+    .await
+    .unwrap_err()
+}
+
+#[tokio::test]
+async fn each_provider_refusal_is_explained_in_plain_words() {
+    assert_eq!(
+        explained(403, "InvalidAccessKeyId", &[]).await,
+        BucketTestError::UnknownAccessKey
+    );
+    assert_eq!(
+        explained(403, "SignatureDoesNotMatch", &[]).await,
+        BucketTestError::WrongSecret
+    );
+    assert_eq!(
+        explained(403, "AccessDenied", &[]).await,
+        BucketTestError::AccessDenied
+    );
+    let missing = explained(404, "NoSuchBucket", &[]).await;
+    assert_eq!(
+        missing,
+        BucketTestError::NoSuchBucket("customer-bucket".into())
+    );
+    assert_eq!(
+        missing.to_string(),
+        "The bucket `customer-bucket` does not exist. zipkit never creates buckets: create it first, or check its name."
+    );
+    let region = explained(
+        301,
+        "PermanentRedirect",
+        &[("x-amz-bucket-region", "eu-central-1")],
+    )
+    .await;
+    assert_eq!(
+        region,
+        BucketTestError::WrongRegion(Some("eu-central-1".into()))
+    );
+    assert_eq!(
+        region.to_string(),
+        "The bucket is in another region (eu-central-1). Set the bucket's region to match."
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_names_it() {
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let err = test_write_access(
+        &location("any-bucket", endpoint.clone()),
+        &credentials("a", "b"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err, BucketTestError::Unreachable(endpoint.clone()));
+    assert!(err.to_string().contains(&endpoint));
+}
+
+#[test]
+fn r2_buckets_use_the_account_endpoint_and_region_auto() {
+    let r2 = BucketLocation {
+        service: Service::R2,
+        name: "archives".into(),
+        region: "auto".into(),
+        r2_account_id: Some("0123456789abcdef0123456789abcdef".into()),
+        endpoint_url: None,
+        force_path_style: false,
+        acl: None,
+    };
+    assert_eq!(
+        r2.endpoint().as_deref(),
+        Some("https://0123456789abcdef0123456789abcdef.r2.cloudflarestorage.com")
+    );
+    let aws = BucketLocation {
+        service: Service::S3,
+        r2_account_id: None,
+        ..r2
+    };
+    assert_eq!(
+        aws.endpoint(),
+        None,
+        "AWS S3 resolves its endpoint from the region"
+    );
+}
