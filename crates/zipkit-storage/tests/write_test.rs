@@ -82,7 +82,7 @@ async fn explained(status: u16, code: &str, headers: &[(&str, &str)]) -> BucketT
         &credentials("AKIAEXAMPLE", "secret"),
     )
     .await
-    .unwrap_err()
+    .expect_err("the canned answer is a refusal")
 }
 
 #[tokio::test]
