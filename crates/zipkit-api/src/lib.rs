@@ -1,7 +1,9 @@
 //! zipkit's HTTP API. `Application::build` wires settings into a running server that tests can
 //! start on port 0.
 
+pub mod admin;
 pub mod auth;
+pub mod cli;
 pub mod error;
 pub mod openapi;
 pub mod publisher;

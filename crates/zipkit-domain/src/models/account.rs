@@ -88,6 +88,15 @@ impl Project {
             .await
     }
 
+    /// Every project, by name (operator view).
+    pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Self>> {
+        projects::table
+            .order(projects::name.asc())
+            .select(Project::as_select())
+            .load(conn)
+            .await
+    }
+
     pub async fn find(conn: &mut AsyncPgConnection, id: ProjectId) -> QueryResult<Option<Self>> {
         projects::table
             .find(id)

@@ -1,0 +1,391 @@
+//! The operator CLI as a script would drive it, against the test's database and the real S3 store.
+
+use std::io::Write;
+use std::process::{Output, Stdio};
+
+use zipkit_domain::models::{Bucket, NewZip, NewZipEntry, Zip};
+use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
+use zipkit_domain::{BucketId, Compression, OnError, ProjectId};
+use zipkit_test_support::TestBucket;
+use zipkit_test_support::TestDatabase;
+use zipkit_test_support::process::zipkit_command;
+use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
+const PASSWORD: &str = "a long enough password";
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(db: &TestDatabase, env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Run {
+    let mut command = zipkit_command(BINARY, db.url(), "amqp://127.0.0.1:1/%2f");
+    command.args(args).stdin(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("run the CLI");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(
+                format!(
+                    "{input}
+"
+                )
+                .as_bytes(),
+            )
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("the CLI exits");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// The uuid in parentheses in "created … (uuid)".
+fn id_in(text: &str) -> String {
+    let start = text.rfind('(').expect("an id") + 1;
+    text[start..start + 36].to_owned()
+}
+
+#[tokio::test]
+async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
+    let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+    let store = TestBucket::new().await;
+    let mut outputs = Vec::new();
+    let mut step = |args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]| {
+        let result = run(&db, env, args, stdin);
+        outputs.push(format!("{}{}", result.stdout, result.stderr));
+        result
+    };
+
+    let created = step(
+        &["user", "create", "--email", "Admin@Example.com"],
+        Some(PASSWORD),
+        &[],
+    );
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert!(created.stdout.contains("created user admin@example.com"));
+    assert_eq!(
+        step(
+            &["user", "create", "--email", "admin@example.com"],
+            Some(PASSWORD),
+            &[]
+        )
+        .code,
+        6
+    );
+    let short = step(
+        &["user", "create", "--email", "b@example.com"],
+        Some("short"),
+        &[],
+    );
+    assert_eq!(short.code, 3);
+    assert!(
+        short.stderr.contains("at least 12 characters"),
+        "{}",
+        short.stderr
+    );
+
+    let project = step(
+        &[
+            "project",
+            "create",
+            "--name",
+            "Acme",
+            "--owner",
+            "admin@example.com",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(project.code, 0, "{}", project.stderr);
+    let project_id = id_in(&project.stdout);
+    assert!(
+        step(&["project", "list"], None, &[])
+            .stdout
+            .contains(&project_id)
+    );
+    assert_eq!(
+        step(
+            &[
+                "project",
+                "create",
+                "--name",
+                "X",
+                "--owner",
+                "nobody@example.com"
+            ],
+            None,
+            &[]
+        )
+        .code,
+        4
+    );
+
+    let token = step(
+        &["token", "create", "--project", &project_id, "--name", "ci"],
+        None,
+        &[],
+    );
+    assert_eq!(token.code, 0, "{}", token.stderr);
+    let secret_token = token.stdout.trim().to_owned();
+    assert!(
+        secret_token.starts_with("zk_") && secret_token.len() == 46,
+        "{secret_token}"
+    );
+    assert!(token.stderr.contains("shown once"));
+    let listed = step(&["token", "list", "--project", &project_id], None, &[]);
+    assert!(listed.stdout.contains(&secret_token[..11]) && listed.stdout.contains("live"));
+
+    let endpoint = s3_endpoint();
+    let access_key = s3_access_key();
+    let add_args = [
+        "bucket",
+        "add",
+        "--project",
+        &project_id,
+        "--service",
+        "s3",
+        "--name",
+        store.name(),
+        "--endpoint",
+        &endpoint,
+        "--path-style",
+        "--access-key-id",
+        &access_key,
+    ];
+    let wrong_args = add_args.as_slice();
+    let refused = step(wrong_args, Some("not-the-secret"), &[]);
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("The secret access key does not match"),
+        "{}",
+        refused.stderr
+    );
+    let added = step(wrong_args, Some(&s3_secret_key()), &[]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    assert!(added.stdout.contains("write test passed"));
+    let bucket_id = id_in(&added.stdout);
+    assert_eq!(
+        step(wrong_args, Some(&s3_secret_key()), &[]).code,
+        6,
+        "a duplicate is refused"
+    );
+    let invalid = step(
+        &[
+            "bucket",
+            "add",
+            "--project",
+            &project_id,
+            "--service",
+            "s3",
+            "--name",
+            "Bad_Name",
+            "--access-key-id",
+            "x",
+        ],
+        Some("y"),
+        &[],
+    );
+    assert_eq!(invalid.code, 3);
+    assert!(invalid.stderr.contains("--name"), "{}", invalid.stderr);
+
+    let buckets = step(&["bucket", "list", "--project", &project_id], None, &[]);
+    let line = buckets
+        .stdout
+        .lines()
+        .find(|l| l.contains(store.name()))
+        .expect("listed");
+    assert!(
+        line.contains("S3") && line.contains("us-east-1") && line.contains("ok"),
+        "{line}"
+    );
+
+    // A job refers to the bucket: deleting it is refused with the count.
+    let mut conn = db.connect().await;
+    let project: ProjectId = project_id.parse().unwrap();
+    let bucket: BucketId = bucket_id.parse().unwrap();
+    let stored = Bucket::find(&mut conn, project, bucket)
+        .await
+        .unwrap()
+        .unwrap();
+    Zip::create(
+        &mut conn,
+        NewZip {
+            project_id: project,
+            bucket_id: stored.id,
+            key: ObjectKey::parse("a.zip").unwrap(),
+            metadata: Default::default(),
+            compression: Compression::Auto,
+            on_error: OnError::Fail,
+            idempotency: None,
+            entries: vec![NewZipEntry {
+                url: SourceUrl::parse("https://example.com/a").unwrap(),
+                filename: EntryName::parse("a").unwrap(),
+            }],
+        },
+    )
+    .await
+    .unwrap();
+    let delete = step(
+        &[
+            "bucket",
+            "delete",
+            "--project",
+            &project_id,
+            "--bucket",
+            &bucket_id,
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(delete.code, 6);
+    assert!(
+        delete
+            .stderr
+            .contains("1 zip job(s) still refer to this bucket"),
+        "{}",
+        delete.stderr
+    );
+
+    // Rotation to a new key; the bucket still works with only... the new key active.
+    let new_key = step(&["keys", "generate"], None, &[])
+        .stdout
+        .trim()
+        .to_owned();
+    let rotated_env = [
+        ("ZIPKIT__CRYPTO__KEYS__NEXT", new_key.as_str()),
+        ("ZIPKIT__CRYPTO__ACTIVE_KEY", "next"),
+    ];
+    let rotate = step(&["keys", "rotate"], None, &rotated_env);
+    assert_eq!(rotate.code, 0, "{}", rotate.stderr);
+    assert!(
+        rotate.stdout.contains("re-sealed 1 bucket(s)"),
+        "{}",
+        rotate.stdout
+    );
+    assert_eq!(
+        Bucket::find(&mut conn, project, bucket)
+            .await
+            .unwrap()
+            .unwrap()
+            .encryption_key_id,
+        "next"
+    );
+    let tested = step(
+        &[
+            "bucket",
+            "test",
+            "--project",
+            &project_id,
+            "--bucket",
+            &bucket_id,
+        ],
+        None,
+        &rotated_env,
+    );
+    assert_eq!(tested.code, 0, "{}", tested.stderr);
+
+    let edit = step(
+        &[
+            "bucket",
+            "edit",
+            "--project",
+            &project_id,
+            "--bucket",
+            &bucket_id,
+            "--access-key-id",
+            &s3_access_key(),
+        ],
+        Some("still-wrong"),
+        &rotated_env,
+    );
+    assert_eq!(
+        edit.code, 5,
+        "a failing edit is refused and changes nothing"
+    );
+    assert_eq!(
+        step(
+            &[
+                "bucket",
+                "test",
+                "--project",
+                &project_id,
+                "--bucket",
+                &bucket_id
+            ],
+            None,
+            &rotated_env
+        )
+        .code,
+        0
+    );
+
+    let token_id = listed
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let revoked = step(
+        &[
+            "token",
+            "revoke",
+            "--project",
+            &project_id,
+            "--token",
+            &token_id,
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        revoked.stdout.contains("revoked token"),
+        "{}",
+        revoked.stderr
+    );
+    assert_eq!(
+        step(&["token", "list", "--project", "not-a-uuid"], None, &[]).code,
+        2
+    );
+    assert_eq!(
+        step(
+            &["token", "list", "--project", &BucketId::new().to_string()],
+            None,
+            &[]
+        )
+        .code,
+        4
+    );
+
+    let everything = outputs.join("\n");
+    for secret in [s3_secret_key().as_str(), PASSWORD, new_key.as_str()] {
+        let shown = everything.matches(secret).count();
+        // The generated key is printed once, by `keys generate` itself, and nowhere else.
+        let allowed = usize::from(secret == new_key);
+        assert_eq!(shown, allowed, "a secret was printed");
+    }
+    assert_eq!(
+        everything.matches(&secret_token).count(),
+        1,
+        "the token is shown once, at creation"
+    );
+}
