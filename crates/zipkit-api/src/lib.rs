@@ -93,6 +93,9 @@ impl Application {
         let max_body = settings.api.max_body_bytes;
         let server = HttpServer::new(move || {
             App::new()
+                // One line per request: method, path and query, status, seconds. Headers (and so
+                // the bearer token) are never logged.
+                .wrap(actix_web::middleware::Logger::new("%r %s %Ts"))
                 .app_data(state.clone())
                 .app_data(error::extractors::json_config(max_body))
                 .app_data(error::extractors::query_config())

@@ -50,10 +50,90 @@ async fn serve_becomes_ready_and_exits_zero_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "the API never became ready");
+
+    // Real traffic with a token and a bucket whose secret we know; neither may reach the logs.
+    let cli = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut command = zipkit_command(BINARY, db.url(), &vhost.url());
+        let mut child = command
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("CLI");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write");
+        let output = child.wait_with_output().expect("CLI exits");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let created = cli(&["project", "create", "--name", "Acme"], "");
+    let project = &created[created.rfind('(').expect("id") + 1..][..36];
+    let token = cli(
+        &["token", "create", "--project", project, "--name", "t"],
+        "",
+    )
+    .trim()
+    .to_owned();
+    let bucket_secret = "SECRET-bucket-key-that-must-never-be-logged";
+    cli(
+        &[
+            "bucket",
+            "add",
+            "--project",
+            project,
+            "--service",
+            "s3",
+            "--name",
+            "logged-bucket",
+            "--access-key-id",
+            "AKIALOG",
+            "--no-test",
+        ],
+        bucket_secret,
+    );
+    let body = serde_json::json!({"urls": [{"url": "https://example.com/a", "filename": "a"}], "bucket_name": "logged-bucket", "key": "k.zip"});
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("http://127.0.0.1:{port}/v1/zips"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(created.status(), 202);
+    let refused = http
+        .get(format!("http://127.0.0.1:{port}/v1/zips"))
+        .bearer_auth("zk_wrong")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(refused.status(), 401);
+
     sigterm(&child.0);
     let (status, output) = wait_for_exit(&mut child.0, Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}: {output}");
     assert!(output.contains("zipkit-api stopped"), "{output}");
+    assert!(
+        output.contains("POST /v1/zips HTTP/1.1 202"),
+        "requests are logged: {output}"
+    );
+    assert!(!output.contains(&token), "the token was logged");
+    assert!(
+        !output.contains(&token[3..]),
+        "part of the token was logged"
+    );
+    assert!(
+        !output.contains(bucket_secret),
+        "the bucket secret was logged"
+    );
 }
 
 #[test]
