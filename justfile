@@ -35,3 +35,7 @@ fmt:
 # Clippy with warnings as errors.
 lint:
     cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Load benchmark of the API (release build; prints requests/s and latency percentiles).
+bench-api:
+    scripts/bench-api.sh
