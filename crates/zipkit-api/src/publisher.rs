@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use diesel_async::AsyncPgConnection;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use tokio::sync::watch;
@@ -31,8 +32,12 @@ pub enum PublishJobError {
 
 impl JobPublisher {
     /// Publishes the job's message with confirms, then records that the broker has it.
+    /// Publishes the job's message with confirms, then records on `conn` that the broker has it.
+    /// The caller's connection is used (not one more from the pool), so a request holding a
+    /// connection can never wait on the pool for a second one.
     pub async fn publish(
         &self,
+        conn: &mut AsyncPgConnection,
         zip_id: ZipId,
         traceparent: Option<String>,
     ) -> Result<(), PublishJobError> {
@@ -55,12 +60,7 @@ impl JobPublisher {
                 properties,
             )
             .await?;
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| PublishJobError::Record(e.to_string()))?;
-        Zip::mark_published(&mut conn, zip_id)
+        Zip::mark_published(conn, zip_id)
             .await
             .map_err(|e| PublishJobError::Record(e.to_string()))
     }
@@ -75,14 +75,14 @@ impl JobPublisher {
             if !self.broker.is_connected() {
                 continue;
             }
-            let pending = match self.pool.get().await {
-                Ok(mut conn) => Zip::unpublished(&mut conn, Utc::now() - after, 100).await,
+            let mut conn = match self.pool.get().await {
+                Ok(conn) => conn,
                 Err(err) => {
                     tracing::warn!(error = %err, "sweeper: database unavailable");
                     continue;
                 }
             };
-            let pending = match pending {
+            let pending = match Zip::unpublished(&mut conn, Utc::now() - after, 100).await {
                 Ok(pending) => pending,
                 Err(err) => {
                     tracing::warn!(error = %err, "sweeper: listing unpublished jobs failed");
@@ -90,7 +90,7 @@ impl JobPublisher {
                 }
             };
             for zip_id in pending {
-                match self.publish(zip_id, None).await {
+                match self.publish(&mut conn, zip_id, None).await {
                     Ok(()) => {
                         tracing::info!(zip.id = %zip_id, "sweeper: published a job that had no confirmed message")
                     }

@@ -919,3 +919,38 @@ async fn a_job_created_while_rabbitmq_is_away_is_published_once_it_is_back() {
     assert!(published, "the publication is recorded");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_creates_beyond_the_pool_size_are_all_published_at_once() {
+    let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+    let broker = TestBroker::new().await;
+    let mut small = settings(db.url(), &broker.url());
+    small.database.max_connections = 2;
+    small.api.republish_after_secs = 600; // only the request path may publish here
+    let app = TestApp::start(small).await;
+    app.get_until("/readyz", |s, _| s == 200).await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+
+    let body = zip_body("my-zipkit-archives", 2);
+    let requests = (0..16).map(|_| app.send(app.post_zip(&token, &body)));
+    let answers = futures_util::future::join_all(requests).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 202),
+        "{answers:?}"
+    );
+
+    let mut conn = db.connect().await;
+    let unpublished: i64 = zips::table
+        .filter(zips::published_at.is_null())
+        .count()
+        .get_result(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(
+        unpublished, 0,
+        "every request published and recorded its own job"
+    );
+    app.stop().await;
+}

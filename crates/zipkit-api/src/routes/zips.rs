@@ -224,7 +224,11 @@ pub async fn create(
             .and_then(|v| v.to_str().ok()),
     );
     // The job is committed; if the broker is away the sweeper publishes it later.
-    if let Err(err) = state.publisher.publish(zip.id, Some(traceparent)).await {
+    if let Err(err) = state
+        .publisher
+        .publish(&mut conn, zip.id, Some(traceparent))
+        .await
+    {
         tracing::warn!(zip.id = %zip.id, error = %err, "job stored but not yet published; the sweeper will retry");
     }
     let object = ZipObject::new(
