@@ -223,6 +223,12 @@ impl Broker {
             .map(|l| (Arc::clone(&l.connection), l.channel.clone()))
     }
 
+    /// A new channel on the live connection (consumers use their own channel).
+    pub async fn open_channel(&self) -> Option<Channel> {
+        let (connection, _) = self.live().filter(|(c, _)| c.status().connected())?;
+        connection.create_channel().await.ok()
+    }
+
     /// Publishes with confirms on the supervised channel (see `publish_confirmed`).
     pub async fn publish(
         &self,

@@ -9,6 +9,7 @@ pub mod database;
 pub mod process;
 pub mod proxy;
 pub mod services;
+pub mod sources;
 
 pub use broker::TestBroker;
 pub use bucket::TestBucket;

@@ -1,15 +1,26 @@
 //! zipkit's worker. `Worker::build` wires settings into a running worker that tests can start
-//! in-process. Consuming, downloading, zipping and uploading arrive with the worker issue; for
-//! now it holds its connections and declares the broker topology.
+//! in-process. Stages: `consumer` (queue → claimed job), `download` (sources), `archive`
+//! (streaming ZIP writer), `upload` (multipart upload), orchestrated per job by `job`.
+
+pub mod archive;
+pub mod consumer;
+pub mod download;
+pub mod job;
+pub mod upload;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::sync::watch;
 use zipkit_domain::crypto::{CryptoSettings, KeyRing};
 use zipkit_domain::db::{DatabaseSettings, PgPool};
 use zipkit_runtime::broker::{Broker, BrokerSettings};
 use zipkit_runtime::telemetry::TelemetrySettings;
+
+use crate::consumer::ConsumerSettings;
+use crate::job::JobContext;
 
 /// `[worker]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,6 +28,15 @@ use zipkit_runtime::telemetry::TelemetrySettings;
 pub struct WorkerSettings {
     /// Jobs processed at once (and the broker prefetch).
     pub concurrency: u16,
+    /// Size of each multipart-upload part (S3's minimum is 5 MiB).
+    pub part_size_mib: u32,
+    /// How long a claim holds without a heartbeat before another worker may take the job over.
+    pub lease_secs: u64,
+    /// On SIGTERM, how long in-flight jobs may run before they are handed back.
+    pub shutdown_grace_secs: u64,
+    pub source_connect_timeout_secs: u64,
+    /// Longest silence from a source before it counts as stalled.
+    pub source_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,30 +50,51 @@ pub struct Settings {
 
 #[derive(Debug)]
 pub struct Worker {
-    pool: PgPool,
     broker: Broker,
-    #[allow(
-        dead_code,
-        reason = "opened bucket credentials are needed by the upload stage"
-    )]
-    keyring: KeyRing,
+    context: JobContext,
+    consumer: ConsumerSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     KeyRing(#[from] zipkit_domain::crypto::KeyRingError),
+    #[error("worker.part_size_mib must be at least 5 (S3's minimum part size)")]
+    PartSize,
 }
 
 impl Worker {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let keyring = KeyRing::from_settings(&settings.crypto)?;
-        let pool = zipkit_domain::db::pool(&settings.database);
+        if settings.worker.part_size_mib < 5 {
+            return Err(StartError::PartSize);
+        }
+        let pool: PgPool = zipkit_domain::db::pool(&settings.database);
         let broker = Broker::start(settings.broker);
-        Ok(Self {
+        let w = &settings.worker;
+        let context = JobContext {
             pool,
+            keyring: Arc::new(keyring),
+            http: download::client(
+                Duration::from_secs(w.source_connect_timeout_secs),
+                Duration::from_secs(w.source_read_timeout_secs),
+            ),
+            part_size: w.part_size_mib as usize * 1024 * 1024,
+            owner: format!(
+                "worker-{}-{}",
+                std::process::id(),
+                &zipkit_domain::ZipId::new().to_string()[..8]
+            ),
+        };
+        let consumer = ConsumerSettings {
+            concurrency: w.concurrency,
+            lease: Duration::from_secs(w.lease_secs),
+            grace: Duration::from_secs(w.shutdown_grace_secs),
+        };
+        Ok(Self {
             broker,
-            keyring,
+            context,
+            consumer,
         })
     }
 
@@ -63,16 +104,27 @@ impl Worker {
 
     /// Whether PostgreSQL answers and the broker is connected.
     pub async fn is_ready(&self) -> bool {
-        let database =
-            tokio::time::timeout(Duration::from_secs(2), zipkit_domain::db::ping(&self.pool))
-                .await
-                .is_ok_and(|r| r.is_ok());
+        let database = tokio::time::timeout(
+            Duration::from_secs(2),
+            zipkit_domain::db::ping(&self.context.pool),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
         database && self.broker.is_connected()
     }
 
-    /// Runs until `stop` resolves, then closes its connections.
+    /// Consumes jobs until `stop` resolves; then stops consuming, lets in-flight jobs finish
+    /// within the grace period, and closes its connections.
     pub async fn run_until(self, stop: impl Future<Output = ()>) {
-        let ready = async {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // The consumer waits for the broker itself; readiness is only announced here.
+        let consuming = tokio::spawn(consumer::consume(
+            self.broker.clone(),
+            self.context.clone(),
+            self.consumer.clone(),
+            stop_rx,
+        ));
+        let announce_ready = async {
             while !self.is_ready().await {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -81,8 +133,10 @@ impl Worker {
         };
         tokio::select! {
             () = stop => {}
-            () = ready => {}
+            () = announce_ready => {}
         }
+        let _ = stop_tx.send(true);
+        let _ = consuming.await;
         self.broker.close().await;
         tracing::info!("zipkit-worker stopped");
     }

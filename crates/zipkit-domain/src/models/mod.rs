@@ -13,7 +13,9 @@ pub use account::{NewUser, Project, User};
 pub use bucket::{Bucket, BucketCredentials, BucketTestResult, DeleteBucketError, NewBucket};
 pub use rotation::{RotationReport, rotate_encryption_keys};
 pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
-pub use zip::{JobError, NewZip, NewZipEntry, Zip, ZipEntry, ZipOutcome, ZipPage, ZipWithBucket};
+pub use zip::{
+    EntryOutcome, JobError, NewZip, NewZipEntry, Zip, ZipEntry, ZipOutcome, ZipPage, ZipWithBucket,
+};
 
 /// Errors of the model layer: the query failed, or a stored secret would not decrypt.
 #[derive(Debug, thiserror::Error)]

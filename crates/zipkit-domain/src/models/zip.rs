@@ -7,7 +7,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use crate::enums::Service;
 use crate::enums::{Compression, EntryState, OnError, ZipStatus};
 use crate::ids::{BucketId, ProjectId, ZipId};
-use crate::schema::{buckets, zip_entries, zips};
+use crate::schema::{buckets, zip_entries, zip_parts, zips};
 use crate::values::{EntryName, ObjectKey, SourceUrl};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -78,6 +78,17 @@ pub struct NewZip {
     /// The `Idempotency-Key` header and a hash of the request body it came with.
     pub idempotency: Option<(String, Vec<u8>)>,
     pub entries: Vec<NewZipEntry>,
+}
+
+/// What happened to one entry of a job.
+#[derive(Debug, Clone)]
+pub struct EntryOutcome {
+    pub index: i32,
+    pub state: EntryState,
+    pub size: Option<i64>,
+    pub crc32: Option<i64>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
 }
 
 /// A failure as the API shows it in `error`.
@@ -328,6 +339,94 @@ impl Zip {
             .get_result(conn)
             .await
             .optional()
+    }
+
+    /// Records the multipart upload the owner started, so a takeover can abort it.
+    pub async fn set_upload_id(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        owner: &str,
+        upload_id: &str,
+    ) -> QueryResult<bool> {
+        let updated = diesel::update(zips::table.find(id))
+            .filter(zips::lease_owner.eq(owner))
+            .set((
+                zips::upload_id.eq(upload_id),
+                zips::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(updated == 1)
+    }
+
+    /// Progress counters, written by the owner at a modest rate.
+    pub async fn record_progress(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        owner: &str,
+        files_done: i32,
+        bytes_downloaded: i64,
+        bytes_uploaded: i64,
+    ) -> QueryResult<()> {
+        diesel::update(zips::table.find(id))
+            .filter(zips::lease_owner.eq(owner))
+            .set((
+                zips::files_done.eq(files_done),
+                zips::bytes_downloaded.eq(bytes_downloaded),
+                zips::bytes_uploaded.eq(bytes_uploaded),
+                zips::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await
+            .map(drop)
+    }
+
+    /// One entry's outcome.
+    pub async fn record_entry(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        outcome: &EntryOutcome,
+    ) -> QueryResult<()> {
+        diesel::update(zip_entries::table.find((id, outcome.index)))
+            .set((
+                zip_entries::state.eq(outcome.state),
+                zip_entries::size.eq(outcome.size),
+                zip_entries::crc32.eq(outcome.crc32),
+                zip_entries::error_code.eq(&outcome.error_code),
+                zip_entries::error_message.eq(&outcome.error_message),
+            ))
+            .execute(conn)
+            .await
+            .map(drop)
+    }
+
+    /// Stores an uploaded part's ETag as soon as the part is written.
+    pub async fn record_part(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        upload_id: &str,
+        part_number: i32,
+        etag: &str,
+        size: i64,
+    ) -> QueryResult<()> {
+        diesel::insert_into(zip_parts::table)
+            .values((
+                zip_parts::zip_id.eq(id),
+                zip_parts::upload_id.eq(upload_id),
+                zip_parts::part_number.eq(part_number),
+                zip_parts::etag.eq(etag),
+                zip_parts::size.eq(size),
+            ))
+            .on_conflict((
+                zip_parts::zip_id,
+                zip_parts::upload_id,
+                zip_parts::part_number,
+            ))
+            .do_update()
+            .set((zip_parts::etag.eq(etag), zip_parts::size.eq(size)))
+            .execute(conn)
+            .await
+            .map(drop)
     }
 
     /// Extends the owner's lease; `false` means the job was taken over, finished or cancelled.

@@ -1,0 +1,104 @@
+//! A real HTTP server for source files, on loopback, with the misbehaviours worker tests need.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Serves the bytes.
+    Serve(Vec<u8>),
+    /// Answers this status.
+    Status(u16),
+    /// Answers 500 this many times, then serves the bytes.
+    FailThenServe(usize, Vec<u8>),
+}
+
+#[derive(Debug)]
+struct Files {
+    routes: HashMap<String, Behaviour>,
+    hits: HashMap<String, AtomicUsize>,
+}
+
+#[derive(Debug)]
+pub struct SourceServer {
+    base: String,
+    handle: actix_web::dev::ServerHandle,
+    files: Arc<Files>,
+}
+
+async fn serve(files: web::Data<Arc<Files>>, path: web::Path<String>) -> HttpResponse {
+    let name = path.into_inner();
+    let hit = files
+        .hits
+        .get(&name)
+        .map_or(0, |h| h.fetch_add(1, Ordering::SeqCst));
+    match files.routes.get(&name) {
+        None => HttpResponse::NotFound().finish(),
+        Some(Behaviour::Serve(bytes)) => HttpResponse::Ok().body(bytes.clone()),
+        Some(Behaviour::Status(code)) => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(*code).unwrap_or_default())
+                .finish()
+        }
+        Some(Behaviour::FailThenServe(failures, bytes)) => {
+            if hit < *failures {
+                HttpResponse::InternalServerError().finish()
+            } else {
+                HttpResponse::Ok().body(bytes.clone())
+            }
+        }
+    }
+}
+
+impl SourceServer {
+    /// Serves `routes` (path without leading slash → behaviour) under `/files/`.
+    pub async fn start(routes: Vec<(&str, Behaviour)>) -> Self {
+        let files = Arc::new(Files {
+            hits: routes
+                .iter()
+                .map(|(n, _)| ((*n).to_owned(), AtomicUsize::new(0)))
+                .collect(),
+            routes: routes.into_iter().map(|(n, b)| (n.to_owned(), b)).collect(),
+        });
+        let data = web::Data::new(Arc::clone(&files));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/files/{name:.*}", web::get().to(serve))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .expect("bind the source server");
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            base: format!("http://127.0.0.1:{port}/files/"),
+            handle,
+            files,
+        }
+    }
+
+    /// The URL of a served path.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}{name}", self.base)
+    }
+
+    /// How many requests `name` received.
+    pub fn hits(&self, name: &str) -> usize {
+        self.files
+            .hits
+            .get(name)
+            .map_or(0, |h| h.load(Ordering::SeqCst))
+    }
+}
+
+impl Drop for SourceServer {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}

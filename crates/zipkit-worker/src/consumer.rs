@@ -1,0 +1,225 @@
+//! Taking jobs from the queue. The row is the truth: a message only names a job, which is
+//! claimed with one conditional UPDATE; a message for a job already claimed, finished or
+//! cancelled is acked and dropped. A message is acked only after the job's terminal state is
+//! committed, so a worker that dies mid-job leaves the message to be redelivered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::{Semaphore, watch};
+use zipkit_domain::messages::JobMessage;
+use zipkit_domain::models::{JobError, Zip, ZipOutcome};
+use zipkit_runtime::broker::Broker;
+
+use crate::job::{self, JobContext};
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub concurrency: u16,
+    pub lease: Duration,
+    pub grace: Duration,
+}
+
+/// Consumes until `stop` turns true, then lets in-flight jobs finish within the grace period and
+/// hands back (requeues) the rest.
+pub async fn consume(
+    broker: Broker,
+    ctx: JobContext,
+    settings: ConsumerSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(usize::from(settings.concurrency.max(1))));
+    'connection: loop {
+        if *stop.borrow() {
+            break;
+        }
+        let Some(channel) = broker.open_channel().await else {
+            if tokio::time::timeout(Duration::from_millis(500), stop.changed())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            continue;
+        };
+        let prefetch = settings.concurrency.max(1);
+        let tag = format!("{}-{}", ctx.owner, uuid_suffix());
+        let consumer = async {
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await?;
+            channel
+                .basic_consume(
+                    broker.topology().jobs.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        };
+        let mut deliveries = match consumer.await {
+            Ok(consumer) => consumer,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not start consuming; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        tracing::info!(queue = %broker.topology().jobs, prefetch, "consuming");
+        loop {
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                        break 'connection;
+                    }
+                }
+                next = deliveries.next() => {
+                    let Some(Ok(delivery)) = next else {
+                        tracing::warn!("the consumer stopped (connection lost?); reconnecting");
+                        continue 'connection;
+                    };
+                    let permit = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
+                    let ctx = ctx.clone();
+                    let lease = settings.lease;
+                    tokio::spawn(async move {
+                        handle(&ctx, delivery, lease).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+    // Wait for in-flight jobs up to the grace period; unacked ones return to the queue when the
+    // channel closes, and their leases expire so another worker takes over.
+    let all = u32::from(settings.concurrency.max(1));
+    if tokio::time::timeout(settings.grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; unfinished jobs are handed back to the queue");
+    }
+}
+
+fn uuid_suffix() -> String {
+    zipkit_domain::ZipId::new().to_string()[..8].to_owned()
+}
+
+async fn handle(ctx: &JobContext, delivery: lapin::message::Delivery, lease: Duration) {
+    let ack = |delivery: &lapin::message::Delivery| {
+        let acker = delivery.acker.clone();
+        async move {
+            if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "ack failed");
+            }
+        }
+    };
+    let Ok(message) = JobMessage::from_bytes(&delivery.data) else {
+        tracing::error!("a message that is not a job message; dead-lettering it");
+        let _ = delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: false,
+                ..Default::default()
+            })
+            .await;
+        return;
+    };
+    let zip_id = message.zip_id;
+    let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
+    let claimed = match ctx.pool.get().await {
+        Ok(mut conn) => Zip::claim(&mut conn, zip_id, &ctx.owner, lease_chrono).await,
+        Err(e) => {
+            tracing::warn!(zip.id = %zip_id, error = %e, "database unavailable; requeueing");
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+            return;
+        }
+    };
+    let zip = match claimed {
+        Ok(Some(zip)) => zip,
+        Ok(None) => {
+            tracing::info!(zip.id = %zip_id, "job already taken, finished or cancelled; dropping the message");
+            ack(&delivery).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(zip.id = %zip_id, error = %e, "claiming failed; requeueing");
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+            return;
+        }
+    };
+    tracing::info!(zip.id = %zip_id, attempt = zip.attempts, "job claimed");
+
+    // Heartbeat: extend the lease while the job runs.
+    let (beat_stop, mut beat_stopped) = watch::channel(false);
+    let heartbeat = {
+        let (pool, owner) = (ctx.pool.clone(), ctx.owner.clone());
+        tokio::spawn(async move {
+            loop {
+                if tokio::time::timeout(lease / 3, beat_stopped.changed())
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                let Ok(mut conn) = pool.get().await else {
+                    continue;
+                };
+                if let Ok(false) = Zip::heartbeat(&mut conn, zip_id, &owner, lease_chrono).await {
+                    return; // cancelled or taken over
+                }
+            }
+        })
+    };
+    let run_ctx = ctx.clone();
+    let run_zip = zip.clone();
+    // A panic inside the job fails the job, never the consumer.
+    let outcome = match tokio::spawn(async move { job::run(&run_ctx, &run_zip).await }).await {
+        Ok(outcome) => outcome,
+        Err(e) => ZipOutcome::Failed(JobError {
+            error_type: "api_error".into(),
+            code: "internal_error".into(),
+            message: format!("the job stopped unexpectedly: {e}"),
+            param: None,
+        }),
+    };
+    let _ = beat_stop.send(true);
+    let _ = heartbeat.await;
+    let finished = match ctx.pool.get().await {
+        Ok(mut conn) => Zip::finish(&mut conn, zip_id, &ctx.owner, &outcome).await,
+        Err(e) => {
+            tracing::warn!(zip.id = %zip_id, error = %e, "cannot record the outcome; the message is requeued");
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+            return;
+        }
+    };
+    match finished {
+        Ok(Some(row)) => tracing::info!(zip.id = %zip_id, status = %row.status, "job finished"),
+        Ok(None) => tracing::info!(zip.id = %zip_id, "job was cancelled or taken over meanwhile"),
+        Err(e) => tracing::warn!(zip.id = %zip_id, error = %e, "recording the outcome failed"),
+    }
+    ack(&delivery).await;
+}

@@ -1,0 +1,349 @@
+//! Jobs built end to end by an in-process worker: real RabbitMQ, PostgreSQL, HTTP sources and the
+//! S3 store; archives read back and checked by independent readers (Python's zipfile, Info-ZIP).
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is how a test fails")]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::sync::oneshot;
+use zipkit_domain::crypto::{CryptoSettings, KeyRing, generate_key};
+use zipkit_domain::db::DatabaseSettings;
+use zipkit_domain::messages::JobMessage;
+use zipkit_domain::models::{
+    Bucket, BucketCredentials, NewBucket, NewZip, NewZipEntry, Project, Zip,
+};
+use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
+use zipkit_domain::{Compression, OnError, Service, ZipId, ZipStatus};
+use zipkit_runtime::broker::{BrokerSettings, publish_confirmed};
+use zipkit_runtime::telemetry::{LogFormat, TelemetrySettings};
+use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
+use zipkit_test_support::sources::{Behaviour, SourceServer};
+use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
+use zipkit_worker::{Settings, Worker, WorkerSettings};
+
+struct Harness {
+    db: TestDatabase,
+    broker: TestBroker,
+    store: TestBucket,
+    crypto: CryptoSettings,
+    stop: Option<oneshot::Sender<()>>,
+    worker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+        let broker = TestBroker::new().await;
+        let store = TestBucket::new().await;
+        let crypto = CryptoSettings {
+            active_key: "k1".into(),
+            keys: [(
+                "k1".to_owned(),
+                SecretString::from(generate_key().expect("key")),
+            )]
+            .into(),
+        };
+        let settings = Settings {
+            worker: WorkerSettings {
+                concurrency: 2,
+                part_size_mib: 5,
+                lease_secs: 30,
+                shutdown_grace_secs: 10,
+                source_connect_timeout_secs: 2,
+                source_read_timeout_secs: 5,
+            },
+            database: DatabaseSettings {
+                url: SecretString::from(db.url().to_owned()),
+                max_connections: 4,
+                connect_timeout_secs: 2,
+            },
+            broker: BrokerSettings {
+                url: SecretString::from(broker.url()),
+                queue_prefix: "zipkit".into(),
+                connection_name: "zipkit-worker-test".into(),
+                reconnect_max_secs: 1,
+            },
+            crypto: crypto.clone(),
+            telemetry: TelemetrySettings {
+                format: LogFormat::Pretty,
+                filter: "warn".into(),
+            },
+        };
+        let worker = Worker::build(settings).await.expect("worker starts");
+        let (stop, stopped) = oneshot::channel();
+        let worker = tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            db,
+            broker,
+            store,
+            crypto,
+            stop: Some(stop),
+            worker: Some(worker),
+        }
+    }
+
+    /// A project with a bucket on the local S3 store.
+    async fn bucket(&self) -> Bucket {
+        let mut conn = self.db.connect().await;
+        let keyring = KeyRing::from_settings(&self.crypto).unwrap();
+        let project = Project::create(&mut conn, "Acme").await.unwrap();
+        Bucket::create(
+            &mut conn,
+            &keyring,
+            NewBucket {
+                project_id: project.id,
+                service: Service::S3,
+                name: BucketName::parse(self.store.name()).unwrap(),
+                region: "us-east-1".into(),
+                r2_account_id: None,
+                endpoint_url: Some(s3_endpoint()),
+                force_path_style: true,
+                acl: None,
+                credentials: BucketCredentials {
+                    access_key_id: SecretString::from(s3_access_key()),
+                    secret_access_key: SecretString::from(s3_secret_key()),
+                },
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Stores a job for `entries` (url, filename) and publishes its message.
+    async fn submit(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        entries: &[(String, &str)],
+        compression: Compression,
+        on_error: OnError,
+    ) -> ZipId {
+        let mut conn = self.db.connect().await;
+        let zip = Zip::create(
+            &mut conn,
+            NewZip {
+                project_id: bucket.project_id,
+                bucket_id: bucket.id,
+                key: ObjectKey::parse(key).unwrap(),
+                metadata: Default::default(),
+                compression,
+                on_error,
+                idempotency: None,
+                entries: entries
+                    .iter()
+                    .map(|(url, name)| NewZipEntry {
+                        url: SourceUrl::parse(url).unwrap(),
+                        filename: EntryName::parse(name).unwrap(),
+                    })
+                    .collect(),
+            },
+        )
+        .await
+        .unwrap();
+        let (connection, channel) = zipkit_runtime::broker::connect(&BrokerSettings {
+            url: SecretString::from(self.broker.url()),
+            queue_prefix: "zipkit".into(),
+            connection_name: "test-publisher".into(),
+            reconnect_max_secs: 1,
+        })
+        .await
+        .unwrap();
+        publish_confirmed(
+            &channel,
+            "zipkit.jobs",
+            &JobMessage::first(zip.id, None).to_bytes(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        connection.close(200, "done".into()).await.unwrap();
+        zip.id
+    }
+
+    async fn wait_finished(&self, id: ZipId) -> Zip {
+        let mut conn = self.db.connect().await;
+        for _ in 0..300 {
+            let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
+            if zip.status.is_terminal() {
+                return zip;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("job {id} did not finish within 30 s");
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(worker) = self.worker.take() {
+            worker.await.unwrap();
+        }
+    }
+}
+
+/// Every entry's name and bytes as Python's zipfile reads them, after its CRC check (`testzip`).
+fn read_with_python(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let path = std::env::temp_dir().join(format!("zipkit-{}.zip", ZipId::new()));
+    std::fs::write(&path, archive).unwrap();
+    let script = "import zipfile,sys,json\nz=zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nprint(json.dumps({i.filename: z.read(i).hex() for i in z.infolist()}))";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    let unzip = std::process::Command::new("unzip")
+        .arg("-t")
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        unzip.status.success(),
+        "unzip -t: {}",
+        String::from_utf8_lossy(&unzip.stdout)
+    );
+    let entries: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    entries
+        .into_iter()
+        .map(|(name, hex)| {
+            (
+                name,
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_job_is_streamed_into_a_valid_archive_in_the_bucket() {
+    let harness = Harness::start().await;
+    let text = "zipkit ".repeat(50_000).into_bytes();
+    let noise = pseudo_random(7 * 1024 * 1024, 42); // forces a second multipart part
+    let image = pseudo_random(300_000, 7);
+    let sources = SourceServer::start(vec![
+        ("report.txt", Behaviour::Serve(text.clone())),
+        ("noise.bin", Behaviour::Serve(noise.clone())),
+        ("photo.jpg", Behaviour::Serve(image.clone())),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    let entries = [
+        (sources.url("report.txt"), "docs/report.txt"),
+        (sources.url("noise.bin"), "data/深い/noise.bin"),
+        (sources.url("photo.jpg"), "photos/été.jpg"),
+    ];
+    let id = harness
+        .submit(
+            &bucket,
+            "exports/archive.zip",
+            &entries,
+            Compression::Auto,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(zip.result_entries, Some(3));
+    assert_eq!(zip.files_done, 3);
+
+    let archive = harness.store.get("exports/archive.zip").await;
+    assert_eq!(zip.result_size, Some(archive.len() as i64));
+    let read = read_with_python(&archive);
+    assert_eq!(read.len(), 3);
+    assert_eq!(read["docs/report.txt"], text);
+    assert_eq!(read["data/深い/noise.bin"], noise);
+    assert_eq!(read["photos/été.jpg"], image);
+    assert!(
+        archive.len() < text.len() + noise.len() + image.len(),
+        "the text was deflated"
+    );
+
+    let mut conn = harness.db.connect().await;
+    let parts: i64 = {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        zipkit_domain::schema::zip_parts::table
+            .filter(zipkit_domain::schema::zip_parts::zip_id.eq(id))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(parts, 2, "a 7 MiB archive in 5 MiB parts");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked() {
+    let harness = Harness::start().await;
+    let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
+    let bucket = harness.bucket().await;
+    let entries = [
+        (sources.url("a.txt"), "a.txt"),
+        (sources.url("missing.txt"), "missing.txt"),
+    ];
+
+    let failing = harness
+        .submit(
+            &bucket,
+            "fail.zip",
+            &entries,
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let failed = harness.wait_finished(failing).await;
+    assert_eq!(failed.status, ZipStatus::Failed);
+    assert_eq!(failed.error_code.as_deref(), Some("source_not_found"));
+    assert_eq!(failed.error_param.as_deref(), Some("urls[1]"));
+
+    let skipping = harness
+        .submit(
+            &bucket,
+            "skip.zip",
+            &entries,
+            Compression::Store,
+            OnError::Skip,
+        )
+        .await;
+    let skipped = harness.wait_finished(skipping).await;
+    assert_eq!(
+        skipped.status,
+        ZipStatus::Succeeded,
+        "{:?}",
+        skipped.error_message
+    );
+    assert_eq!(skipped.result_entries, Some(1));
+    let read = read_with_python(&harness.store.get("skip.zip").await);
+    assert_eq!(read.keys().collect::<Vec<_>>(), ["a.txt"]);
+    let mut conn = harness.db.connect().await;
+    let left_out = Zip::skipped_entries(&mut conn, &[skipping]).await.unwrap();
+    assert_eq!(left_out.len(), 1);
+    assert_eq!(left_out[0].error_code.as_deref(), Some("source_not_found"));
+    harness.stop().await;
+}
