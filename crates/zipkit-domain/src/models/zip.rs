@@ -472,6 +472,7 @@ impl Zip {
                     .set((
                         zips::status.eq(ZipStatus::Succeeded),
                         zips::result_size.eq(size),
+                        zips::bytes_uploaded.eq(size),
                         zips::result_etag.eq(etag),
                         zips::result_entries.eq(entries),
                         release,
