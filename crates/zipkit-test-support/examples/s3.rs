@@ -8,9 +8,20 @@ use zipkit_test_support::bucket::client;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let s3 = client();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["create-bucket", name] => {
-            let exists = s3.list_buckets().send().await?.buckets().iter().any(|b| b.name() == Some(name));
+            let exists = s3
+                .list_buckets()
+                .send()
+                .await?
+                .buckets()
+                .iter()
+                .any(|b| b.name() == Some(name));
             if !exists {
                 s3.create_bucket().bucket(*name).send().await?;
             }

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
+use crate::egress;
+
 /// Why a source could not be fetched; `code` is what the job's `error.code` shows.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -12,28 +14,72 @@ pub struct SourceError {
     pub message: String,
 }
 
-pub fn client(connect_timeout: Duration, read_timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTP client for sources; with `allow_private` false, the SSRF guard is on.
+pub fn client(
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    allow_private: bool,
+) -> reqwest::Client {
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else if !allow_private && !egress::literal_allowed(attempt.url()) {
+            let host = attempt.url().host_str().unwrap_or_default().to_owned();
+            attempt.error(egress::ForbiddenAddress(host))
+        } else {
+            attempt.follow()
+        }
+    });
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .read_timeout(read_timeout)
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .user_agent(concat!("zipkit/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirects)
+        .user_agent(concat!("zipkit/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        builder = builder.dns_resolver(egress::GuardedResolver);
+    }
+    builder
         .build()
         .expect("the HTTP client configuration is valid")
 }
 
+const MAX_REDIRECTS: usize = 5;
+
 /// Starts the download; an answer other than 2xx is an error naming the status.
-pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<reqwest::Response, SourceError> {
-    let response = client.get(url).send().await.map_err(|e| SourceError {
-        code: "source_unreachable",
-        message: format!(
-            "the source could not be reached ({})",
-            if e.is_timeout() {
-                "timed out"
-            } else {
-                "connection failed"
-            }
-        ),
+pub async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    allow_private: bool,
+) -> Result<reqwest::Response, SourceError> {
+    let forbidden = || {
+        SourceError {
+        code: "source_address_forbidden",
+        message: "the source's address is private, loopback or link-local, which this deployment does not fetch from"
+            .into(),
+    }
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|_| SourceError {
+        code: "source_rejected",
+        message: "not a URL".into(),
+    })?;
+    if !allow_private && !egress::literal_allowed(&parsed) {
+        return Err(forbidden());
+    }
+    let response = client.get(parsed).send().await.map_err(|e| {
+        if egress::is_forbidden(&e) {
+            return forbidden();
+        }
+        let why = if e.is_timeout() {
+            "timed out"
+        } else if e.is_redirect() {
+            "too many redirects"
+        } else {
+            "connection failed"
+        };
+        SourceError {
+            code: "source_unreachable",
+            message: format!("the source could not be reached ({why})"),
+        }
     })?;
     let status = response.status();
     if status.is_success() {

@@ -24,6 +24,7 @@ pub struct JobContext {
     pub http: reqwest::Client,
     pub part_size: usize,
     pub owner: String,
+    pub allow_private_networks: bool,
 }
 
 /// Entries whose size is unknown or near 4 GiB are written with ZIP64 fields.
@@ -160,7 +161,7 @@ async fn feed_sources(
     let (mut done, mut downloaded) = (0i32, 0i64);
     for entry in entries {
         let param = Some(format!("urls[{}]", entry.entry_index));
-        let response = match fetch(&ctx.http, &entry.url).await {
+        let response = match fetch(&ctx.http, &entry.url, ctx.allow_private_networks).await {
             Ok(response) => response,
             Err(e) if zip.on_error == OnError::Skip => {
                 record(

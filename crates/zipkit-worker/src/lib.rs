@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod consumer;
 pub mod download;
+pub mod egress;
 pub mod job;
 pub mod upload;
 
@@ -37,6 +38,8 @@ pub struct WorkerSettings {
     pub source_connect_timeout_secs: u64,
     /// Longest silence from a source before it counts as stalled.
     pub source_read_timeout_secs: u64,
+    /// Fetch from private, loopback and link-local addresses (development and tests only).
+    pub allow_private_networks: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,7 +81,9 @@ impl Worker {
             http: download::client(
                 Duration::from_secs(w.source_connect_timeout_secs),
                 Duration::from_secs(w.source_read_timeout_secs),
+                w.allow_private_networks,
             ),
+            allow_private_networks: w.allow_private_networks,
             part_size: w.part_size_mib as usize * 1024 * 1024,
             owner: format!(
                 "worker-{}-{}",

@@ -1,6 +1,9 @@
 //! Jobs built end to end by an in-process worker: real RabbitMQ, PostgreSQL, HTTP sources and the
 //! S3 store; archives read back and checked by independent readers (Python's zipfile, Info-ZIP).
-#![allow(clippy::unwrap_used, reason = "test helpers: a panic is how a test fails")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is how a test fails"
+)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +36,10 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(allow_private: bool) -> Self {
         let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
         let broker = TestBroker::new().await;
         let store = TestBucket::new().await;
@@ -52,6 +59,7 @@ impl Harness {
                 shutdown_grace_secs: 10,
                 source_connect_timeout_secs: 2,
                 source_read_timeout_secs: 5,
+                allow_private_networks: allow_private,
             },
             database: DatabaseSettings {
                 url: SecretString::from(db.url().to_owned()),
@@ -345,5 +353,40 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
     let left_out = Zip::skipped_entries(&mut conn, &[skipping]).await.unwrap();
     assert_eq!(left_out.len(), 1);
     assert_eq!(left_out[0].error_code.as_deref(), Some("source_not_found"));
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_ssrf_guard_on_loopback_sources_are_refused_by_name_and_by_address() {
+    let harness = Harness::start_with(false).await;
+    let sources = SourceServer::start(vec![(
+        "a.txt",
+        Behaviour::Serve(b"secret internal data".to_vec()),
+    )])
+    .await;
+    let bucket = harness.bucket().await;
+    let by_address = sources.url("a.txt");
+    let by_name = by_address.replace("127.0.0.1", "localhost");
+    for url in [by_address, by_name] {
+        let id = harness
+            .submit(
+                &bucket,
+                "guarded.zip",
+                &[(url.clone(), "a.txt")],
+                Compression::Store,
+                OnError::Fail,
+            )
+            .await;
+        let zip = harness.wait_finished(id).await;
+        assert_eq!(zip.status, ZipStatus::Failed, "{url}");
+        assert_eq!(
+            zip.error_code.as_deref(),
+            Some("source_address_forbidden"),
+            "{url}: {:?}",
+            zip.error_message
+        );
+        assert_eq!(zip.error_param.as_deref(), Some("urls[0]"));
+    }
+    assert_eq!(sources.hits("a.txt"), 0, "the source was never contacted");
     harness.stop().await;
 }
