@@ -14,12 +14,20 @@ pub enum Behaviour {
     Status(u16),
     /// Answers 500 this many times, then serves the bytes.
     FailThenServe(usize, Vec<u8>),
+    /// Serves `chunks` chunks of `chunk` bytes, waiting `pause` before each.
+    Slow {
+        chunk: usize,
+        chunks: usize,
+        pause: std::time::Duration,
+    },
 }
 
 #[derive(Debug)]
 struct Files {
     routes: HashMap<String, Behaviour>,
     hits: HashMap<String, AtomicUsize>,
+    /// Chunks actually sent by `Slow` sources (stops growing when the client lets go).
+    chunks_sent: HashMap<String, AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -30,6 +38,7 @@ pub struct SourceServer {
 }
 
 async fn serve(files: web::Data<Arc<Files>>, path: web::Path<String>) -> HttpResponse {
+    let files: Arc<Files> = Arc::clone(&files);
     let name = path.into_inner();
     let hit = files
         .hits
@@ -41,6 +50,24 @@ async fn serve(files: web::Data<Arc<Files>>, path: web::Path<String>) -> HttpRes
         Some(Behaviour::Status(code)) => {
             HttpResponse::build(actix_web::http::StatusCode::from_u16(*code).unwrap_or_default())
                 .finish()
+        }
+        Some(Behaviour::Slow {
+            chunk,
+            chunks,
+            pause,
+        }) => {
+            let (chunk, pause) = (*chunk, *pause);
+            let body = futures_util::stream::unfold(*chunks, move |left| async move {
+                if left == 0 {
+                    return None;
+                }
+                tokio::time::sleep(pause).await;
+                Some((
+                    Ok::<_, std::io::Error>(web::Bytes::from(vec![b'x'; chunk])),
+                    left - 1,
+                ))
+            });
+            HttpResponse::Ok().streaming(body)
         }
         Some(Behaviour::FailThenServe(failures, bytes)) => {
             if hit < *failures {
@@ -57,6 +84,10 @@ impl SourceServer {
     pub async fn start(routes: Vec<(&str, Behaviour)>) -> Self {
         let files = Arc::new(Files {
             hits: routes
+                .iter()
+                .map(|(n, _)| ((*n).to_owned(), AtomicUsize::new(0)))
+                .collect(),
+            chunks_sent: routes
                 .iter()
                 .map(|(n, _)| ((*n).to_owned(), AtomicUsize::new(0)))
                 .collect(),
@@ -86,6 +117,14 @@ impl SourceServer {
     /// The URL of a served path.
     pub fn url(&self, name: &str) -> String {
         format!("{}{name}", self.base)
+    }
+
+    /// How many chunks a `Slow` source has sent so far.
+    pub fn chunks_sent(&self, name: &str) -> usize {
+        self.files
+            .chunks_sent
+            .get(name)
+            .map_or(0, |c| c.load(Ordering::SeqCst))
     }
 
     /// How many requests `name` received.

@@ -167,13 +167,16 @@ async fn handle(ctx: &JobContext, delivery: lapin::message::Delivery, lease: Dur
     };
     tracing::info!(zip.id = %zip_id, attempt = zip.attempts, "job claimed");
 
-    // Heartbeat: extend the lease while the job runs.
+    // Heartbeat: extend the lease while the job runs. It beats often (every 2 s at most) because
+    // a failed beat is also how a cancel from the API reaches the job.
     let (beat_stop, mut beat_stopped) = watch::channel(false);
+    let (cancel, cancelled) = watch::channel(false);
     let heartbeat = {
         let (pool, owner) = (ctx.pool.clone(), ctx.owner.clone());
+        let every = (lease / 3).min(Duration::from_secs(2));
         tokio::spawn(async move {
             loop {
-                if tokio::time::timeout(lease / 3, beat_stopped.changed())
+                if tokio::time::timeout(every, beat_stopped.changed())
                     .await
                     .is_ok()
                 {
@@ -183,7 +186,8 @@ async fn handle(ctx: &JobContext, delivery: lapin::message::Delivery, lease: Dur
                     continue;
                 };
                 if let Ok(false) = Zip::heartbeat(&mut conn, zip_id, &owner, lease_chrono).await {
-                    return; // cancelled or taken over
+                    let _ = cancel.send(true); // cancelled, or the lease was lost to another worker
+                    return;
                 }
             }
         })
@@ -191,15 +195,16 @@ async fn handle(ctx: &JobContext, delivery: lapin::message::Delivery, lease: Dur
     let run_ctx = ctx.clone();
     let run_zip = zip.clone();
     // A panic inside the job fails the job, never the consumer.
-    let outcome = match tokio::spawn(async move { job::run(&run_ctx, &run_zip).await }).await {
-        Ok(outcome) => outcome,
-        Err(e) => ZipOutcome::Failed(JobError {
-            error_type: "api_error".into(),
-            code: "internal_error".into(),
-            message: format!("the job stopped unexpectedly: {e}"),
-            param: None,
-        }),
-    };
+    let outcome =
+        match tokio::spawn(async move { job::run(&run_ctx, &run_zip, cancelled).await }).await {
+            Ok(outcome) => outcome,
+            Err(e) => ZipOutcome::Failed(JobError {
+                error_type: "api_error".into(),
+                code: "internal_error".into(),
+                message: format!("the job stopped unexpectedly: {e}"),
+                param: None,
+            }),
+        };
     let _ = beat_stop.send(true);
     let _ = heartbeat.await;
     let finished = match ctx.pool.get().await {

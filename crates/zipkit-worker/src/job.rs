@@ -45,7 +45,11 @@ fn failed(code: &str, message: impl Into<String>, param: Option<String>) -> ZipO
 }
 
 /// Builds the archive for a claimed job and says how it ended. Never panics on bad input.
-pub async fn run(ctx: &JobContext, zip: &Zip) -> ZipOutcome {
+pub async fn run(
+    ctx: &JobContext,
+    zip: &Zip,
+    cancelled: tokio::sync::watch::Receiver<bool>,
+) -> ZipOutcome {
     let mut conn = match ctx.pool.get().await {
         Ok(conn) => conn,
         Err(e) => return failed("internal_error", format!("database unavailable: {e}"), None),
@@ -123,7 +127,7 @@ pub async fn run(ctx: &JobContext, zip: &Zip) -> ZipOutcome {
         upload::upload(&upload_target, chunks_rx, part_size, &mut record).await
     });
 
-    let feed = feed_sources(ctx, zip, &entries, &input).await;
+    let feed = feed_sources(ctx, zip, &entries, &input, &cancelled).await;
     drop(input);
     let written = writer.await;
     let uploaded = uploader.await;
@@ -156,10 +160,23 @@ async fn feed_sources(
     zip: &Zip,
     entries: &[zipkit_domain::models::ZipEntry],
     input: &mpsc::Sender<ArchiveInput>,
+    cancelled: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<i32, ZipOutcome> {
+    let stop_if_cancelled = || {
+        if *cancelled.borrow() {
+            Err(failed(
+                "cancelled",
+                "the job was cancelled (or taken over by another worker)",
+                None,
+            ))
+        } else {
+            Ok(())
+        }
+    };
     let stopped = || failed("internal_error", "the archive writer stopped early", None);
     let (mut done, mut downloaded) = (0i32, 0i64);
     for entry in entries {
+        stop_if_cancelled()?;
         let param = Some(format!("urls[{}]", entry.entry_index));
         let response = match fetch(&ctx.http, &entry.url, ctx.allow_private_networks).await {
             Ok(response) => response,
@@ -201,7 +218,14 @@ async fn feed_sources(
             .map_err(|_| stopped())?;
         let mut size = 0i64;
         let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        let mut cancel_wait = cancelled.clone();
+        loop {
+            // A quiet source must not delay a cancel: wait for whichever comes first.
+            let next = tokio::select! {
+                next = body.next() => next,
+                _ = cancel_wait.wait_for(|c| *c) => return Err(stop_if_cancelled().expect_err("cancelled")),
+            };
+            let Some(chunk) = next else { break };
             // Bytes of this entry are already in the archive: no skipping from here on.
             let chunk = chunk.map_err(|_| {
                 failed(
@@ -213,6 +237,7 @@ async fn feed_sources(
                     param.clone(),
                 )
             })?;
+            stop_if_cancelled()?;
             size += chunk.len() as i64;
             downloaded += chunk.len() as i64;
             input

@@ -390,3 +390,77 @@ async fn with_the_ssrf_guard_on_loopback_sources_are_refused_by_name_and_by_addr
     assert_eq!(sources.hits("a.txt"), 0, "the source was never contacted");
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_cancelled_while_processing_stops_within_seconds_and_writes_no_object() {
+    let harness = Harness::start().await;
+    let pause = Duration::from_millis(300);
+    let sources = SourceServer::start(vec![(
+        "slow.bin",
+        Behaviour::Slow {
+            chunk: 64 * 1024,
+            chunks: 200,
+            pause,
+        },
+    )])
+    .await;
+    let bucket = harness.bucket().await;
+    let id = harness
+        .submit(
+            &bucket,
+            "cancelled.zip",
+            &[(sources.url("slow.bin"), "slow.bin")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+
+    let mut conn = harness.db.connect().await;
+    for _ in 0..100 {
+        if Zip::find_any(&mut conn, id).await.unwrap().unwrap().status == ZipStatus::Processing {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await; // some bytes are flowing
+    let cancelled_at = std::time::Instant::now();
+    let zip = Zip::cancel(&mut conn, bucket.project_id, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(zip.status, ZipStatus::Cancelled);
+
+    // The worker notices and lets go of the source: no more chunks are sent.
+    let mut stopped_after = None;
+    let mut last = sources.chunks_sent("slow.bin");
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(700)).await; // over two of the source's pauses
+        let now = sources.chunks_sent("slow.bin");
+        if now == last {
+            stopped_after = Some(cancelled_at.elapsed());
+            break;
+        }
+        last = now;
+    }
+    let stopped_after = stopped_after.expect("the download stopped");
+    assert!(
+        last < 200,
+        "the source was not read to its end ({last} of 200 chunks)"
+    );
+    assert!(
+        stopped_after < Duration::from_secs(8),
+        "stopped within seconds: {stopped_after:?}"
+    );
+    let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
+    assert_eq!(zip.status, ZipStatus::Cancelled, "cancel is final");
+    let object = harness
+        .store
+        .client()
+        .head_object()
+        .bucket(harness.store.name())
+        .key("cancelled.zip")
+        .send()
+        .await;
+    assert!(object.is_err(), "no archive was completed");
+    harness.stop().await;
+}
