@@ -14,6 +14,47 @@ pub struct SourceError {
     pub message: String,
 }
 
+impl SourceError {
+    /// Worth another try: the source or the network may recover (5xx, 429, connection trouble).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.code,
+            "source_unavailable" | "source_unreachable" | "source_rate_limited"
+        )
+    }
+}
+
+/// Attempts per source before its error is final, and the first backoff (doubled each time).
+pub const ATTEMPTS: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// `fetch` with retries and exponential backoff on transient errors. Only the start of a
+/// download is retried: once bytes of an entry are in the archive it cannot be restarted.
+pub async fn fetch_with_retries(
+    client: &reqwest::Client,
+    url: &str,
+    allow_private: bool,
+) -> Result<reqwest::Response, SourceError> {
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match fetch(client, url, allow_private).await {
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                tracing::info!(
+                    attempt,
+                    code = e.code,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "source failed; retrying"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The HTTP client for sources; with `allow_private` false, the SSRF guard is on.
 pub fn client(
     connect_timeout: Duration,
@@ -88,6 +129,7 @@ pub async fn fetch(
     let code = match status {
         StatusCode::NOT_FOUND | StatusCode::GONE => "source_not_found",
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "source_forbidden",
+        StatusCode::TOO_MANY_REQUESTS => "source_rate_limited",
         s if s.is_server_error() => "source_unavailable",
         _ => "source_rejected",
     };

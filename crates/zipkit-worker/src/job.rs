@@ -13,7 +13,7 @@ use zipkit_domain::{EntryState, OnError};
 use zipkit_storage::BucketLocation;
 
 use crate::archive::{ArchiveInput, method_for, timestamp, write_archive};
-use crate::download::fetch;
+use crate::download::fetch_with_retries;
 use crate::upload::{self, Target};
 
 /// Everything a job needs from the worker.
@@ -178,32 +178,33 @@ async fn feed_sources(
     for entry in entries {
         stop_if_cancelled()?;
         let param = Some(format!("urls[{}]", entry.entry_index));
-        let response = match fetch(&ctx.http, &entry.url, ctx.allow_private_networks).await {
-            Ok(response) => response,
-            Err(e) if zip.on_error == OnError::Skip => {
-                record(
-                    ctx,
-                    zip,
-                    EntryOutcome {
-                        index: entry.entry_index,
-                        state: EntryState::Skipped,
-                        size: None,
-                        crc32: None,
-                        error_code: Some(e.code.into()),
-                        error_message: Some(e.message.clone()),
-                    },
-                )
-                .await;
-                continue;
-            }
-            Err(e) => {
-                return Err(failed(
-                    e.code,
-                    format!("urls[{}]: {}", entry.entry_index, e.message),
-                    param,
-                ));
-            }
-        };
+        let response =
+            match fetch_with_retries(&ctx.http, &entry.url, ctx.allow_private_networks).await {
+                Ok(response) => response,
+                Err(e) if zip.on_error == OnError::Skip => {
+                    record(
+                        ctx,
+                        zip,
+                        EntryOutcome {
+                            index: entry.entry_index,
+                            state: EntryState::Skipped,
+                            size: None,
+                            crc32: None,
+                            error_code: Some(e.code.into()),
+                            error_message: Some(e.message.clone()),
+                        },
+                    )
+                    .await;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(failed(
+                        e.code,
+                        format!("urls[{}]: {}", entry.entry_index, e.message),
+                        param,
+                    ));
+                }
+            };
         let large = response
             .content_length()
             .is_none_or(|l| l >= ZIP64_THRESHOLD);

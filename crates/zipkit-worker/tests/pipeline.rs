@@ -464,3 +464,51 @@ async fn a_job_cancelled_while_processing_stops_within_seconds_and_writes_no_obj
     assert!(object.is_err(), "no archive was completed");
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_source_that_fails_then_recovers_is_retried_and_one_that_keeps_failing_is_not_forever() {
+    let harness = Harness::start().await;
+    let sources = SourceServer::start(vec![
+        (
+            "flaky.txt",
+            Behaviour::FailThenServe(2, b"eventually".to_vec()),
+        ),
+        ("down.txt", Behaviour::Status(503)),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    let id = harness
+        .submit(
+            &bucket,
+            "flaky.zip",
+            &[(sources.url("flaky.txt"), "flaky.txt")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(sources.hits("flaky.txt"), 3, "two 500s, then the file");
+    assert_eq!(
+        read_with_python(&harness.store.get("flaky.zip").await)["flaky.txt"],
+        b"eventually"
+    );
+
+    let id = harness
+        .submit(
+            &bucket,
+            "down.zip",
+            &[(sources.url("down.txt"), "down.txt")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Failed);
+    assert_eq!(zip.error_code.as_deref(), Some("source_unavailable"));
+    assert_eq!(
+        sources.hits("down.txt"),
+        zipkit_worker::download::ATTEMPTS as usize
+    );
+    harness.stop().await;
+}
