@@ -57,15 +57,22 @@ async fn serve(files: web::Data<Arc<Files>>, path: web::Path<String>) -> HttpRes
             pause,
         }) => {
             let (chunk, pause) = (*chunk, *pause);
-            let body = futures_util::stream::unfold(*chunks, move |left| async move {
-                if left == 0 {
-                    return None;
+            let files = Arc::clone(&files);
+            let body = futures_util::stream::unfold(*chunks, move |left| {
+                let (files, name) = (Arc::clone(&files), name.clone());
+                async move {
+                    if left == 0 {
+                        return None;
+                    }
+                    tokio::time::sleep(pause).await;
+                    if let Some(sent) = files.chunks_sent.get(&name) {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Some((
+                        Ok::<_, std::io::Error>(web::Bytes::from(vec![b'x'; chunk])),
+                        left - 1,
+                    ))
                 }
-                tokio::time::sleep(pause).await;
-                Some((
-                    Ok::<_, std::io::Error>(web::Bytes::from(vec![b'x'; chunk])),
-                    left - 1,
-                ))
             });
             HttpResponse::Ok().streaming(body)
         }

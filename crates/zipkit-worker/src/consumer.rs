@@ -86,9 +86,10 @@ pub async fn consume(
                     };
                     let permit = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
                     let ctx = ctx.clone();
+                    let broker = broker.clone();
                     let lease = settings.lease;
                     tokio::spawn(async move {
-                        handle(&ctx, delivery, lease).await;
+                        handle(&ctx, &broker, delivery, lease).await;
                         drop(permit);
                     });
                 }
@@ -106,11 +107,28 @@ pub async fn consume(
     }
 }
 
+/// When the job is `processing` under another owner's lease: how long until that lease can
+/// have expired (plus a margin). `None` when the job is finished, cancelled or gone.
+async fn held_elsewhere(ctx: &JobContext, zip_id: zipkit_domain::ZipId) -> Option<Duration> {
+    let mut conn = ctx.pool.get().await.ok()?;
+    let zip = Zip::find_any(&mut conn, zip_id).await.ok()??;
+    if zip.status != zipkit_domain::ZipStatus::Processing {
+        return None;
+    }
+    let left = zip.lease_expires_at? - chrono::Utc::now();
+    Some(left.to_std().unwrap_or_default() + Duration::from_secs(1))
+}
+
 fn uuid_suffix() -> String {
     zipkit_domain::ZipId::new().to_string()[..8].to_owned()
 }
 
-async fn handle(ctx: &JobContext, delivery: lapin::message::Delivery, lease: Duration) {
+async fn handle(
+    ctx: &JobContext,
+    broker: &Broker,
+    delivery: lapin::message::Delivery,
+    lease: Duration,
+) {
     let ack = |delivery: &lapin::message::Delivery| {
         let acker = delivery.acker.clone();
         async move {
@@ -149,7 +167,38 @@ async fn handle(ctx: &JobContext, delivery: lapin::message::Delivery, lease: Dur
     let zip = match claimed {
         Ok(Some(zip)) => zip,
         Ok(None) => {
-            tracing::info!(zip.id = %zip_id, "job already taken, finished or cancelled; dropping the message");
+            // Held by another worker's live lease: that worker may have died, so come back when
+            // the lease can have expired (through the delay queue) instead of dropping the job.
+            if let Some(retry_in) = held_elsewhere(ctx, zip_id).await {
+                let delayed = JobMessage {
+                    attempt: message.attempt + 1,
+                    ..message.clone()
+                };
+                let expiration = retry_in.as_millis().to_string();
+                let properties =
+                    lapin::BasicProperties::default().with_expiration(expiration.as_str().into());
+                match broker
+                    .publish(&broker.topology().retry, &delayed.to_bytes(), properties)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(zip.id = %zip_id, retry_in_ms = retry_in.as_millis() as u64, "job held by another worker; checking again after its lease")
+                    }
+                    Err(e) => {
+                        tracing::warn!(zip.id = %zip_id, error = %e, "could not delay the message; requeueing");
+                        let _ = delivery
+                            .acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await;
+                        return;
+                    }
+                }
+            } else {
+                tracing::info!(zip.id = %zip_id, "job already finished or cancelled; dropping the message");
+            }
             ack(&delivery).await;
             return;
         }

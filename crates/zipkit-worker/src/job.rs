@@ -113,6 +113,7 @@ pub async fn run(
     let part_upload_id = upload_id.clone();
     let upload_target = target.clone();
     let part_size = ctx.part_size;
+    let (complete, complete_rx) = tokio::sync::oneshot::channel::<bool>();
     let uploader = tokio::spawn(async move {
         let mut record = move |number: i32, etag: String, size: i64| {
             let pool = pool.clone();
@@ -124,12 +125,21 @@ pub async fn run(
                     .map_err(|e| e.to_string())
             }) as std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
         };
-        upload::upload(&upload_target, chunks_rx, part_size, &mut record).await
+        upload::upload(
+            &upload_target,
+            chunks_rx,
+            part_size,
+            &mut record,
+            complete_rx,
+        )
+        .await
     });
 
     let feed = feed_sources(ctx, zip, &entries, &input, &cancelled).await;
     drop(input);
     let written = writer.await;
+    // Complete the upload only if every source went in and the archive was finished.
+    let _ = complete.send(feed.is_ok() && matches!(written, Ok(Ok(_))));
     let uploaded = uploader.await;
 
     let outcome = match (feed, written, uploaded) {

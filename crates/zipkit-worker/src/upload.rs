@@ -32,6 +32,8 @@ pub enum UploadError {
     },
     #[error("recording a part failed: {0}")]
     Record(String),
+    #[error("the job did not finish; the upload was not completed")]
+    Abandoned,
 }
 
 /// Called after each part with (part number, ETag, size); stores it in PostgreSQL.
@@ -45,11 +47,14 @@ pub type PartRecorder<'a> = &'a mut (
         );
 
 /// Uploads everything `chunks` yields, in parts of `part_size`; returns (size, ETag).
+/// The upload is completed only when `complete` says so once the chunks end: a job that failed or
+/// was cancelled must not leave a (truncated or otherwise) archive behind.
 pub async fn upload(
     target: &Target,
     mut chunks: mpsc::Receiver<Bytes>,
     part_size: usize,
     record: PartRecorder<'_>,
+    complete: tokio::sync::oneshot::Receiver<bool>,
 ) -> Result<(u64, String), UploadError> {
     let mut parts = Vec::new();
     let mut buffer = BytesMut::with_capacity(part_size);
@@ -97,6 +102,9 @@ pub async fn upload(
                     .build(),
             );
         }
+    }
+    if !complete.await.unwrap_or(false) {
+        return Err(UploadError::Abandoned);
     }
     let completed = target
         .client

@@ -39,7 +39,8 @@ impl Harness {
         Self::start_with(true).await
     }
 
-    async fn start_with(allow_private: bool) -> Self {
+    /// Database, vhost, bucket and key ring, with no worker running.
+    async fn services_only() -> Self {
         let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
         let broker = TestBroker::new().await;
         let store = TestBucket::new().await;
@@ -51,6 +52,44 @@ impl Harness {
             )]
             .into(),
         };
+        Self {
+            db,
+            broker,
+            store,
+            crypto,
+            stop: None,
+            worker: None,
+        }
+    }
+
+    /// The worker binary on this harness's services and key ring.
+    fn spawn_binary(&self) -> zipkit_test_support::process::KillOnDrop {
+        use secrecy::ExposeSecret;
+        let key = self.crypto.keys["k1"].expose_secret().to_owned();
+        let child = zipkit_test_support::process::zipkit_command(
+            env!("CARGO_BIN_EXE_zipkit-worker"),
+            self.db.url(),
+            &self.broker.url(),
+        )
+        .env("ZIPKIT__CRYPTO__ACTIVE_KEY", "k1")
+        .env("ZIPKIT__CRYPTO__KEYS__K1", key)
+        .env("ZIPKIT__WORKER__LEASE_SECS", "3")
+        .env("ZIPKIT__WORKER__PART_SIZE_MIB", "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        zipkit_test_support::process::KillOnDrop(child)
+    }
+
+    async fn start_with(allow_private: bool) -> Self {
+        let Self {
+            db,
+            broker,
+            store,
+            crypto,
+            ..
+        } = Self::services_only().await;
         let settings = Settings {
             worker: WorkerSettings {
                 concurrency: 2,
@@ -329,6 +368,15 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
     assert_eq!(failed.status, ZipStatus::Failed);
     assert_eq!(failed.error_code.as_deref(), Some("source_not_found"));
     assert_eq!(failed.error_param.as_deref(), Some("urls[1]"));
+    let object = harness
+        .store
+        .client()
+        .head_object()
+        .bucket(harness.store.name())
+        .key("fail.zip")
+        .send()
+        .await;
+    assert!(object.is_err(), "a failed job leaves no archive behind");
 
     let skipping = harness
         .submit(
@@ -422,7 +470,16 @@ async fn a_job_cancelled_while_processing_stops_within_seconds_and_writes_no_obj
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(700)).await; // some bytes are flowing
+    for _ in 0..100 {
+        if sources.chunks_sent("slow.bin") >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sources.chunks_sent("slow.bin") >= 3,
+        "bytes are flowing before the cancel"
+    );
     let cancelled_at = std::time::Instant::now();
     let zip = Zip::cancel(&mut conn, bucket.project_id, id)
         .await
@@ -511,4 +568,56 @@ async fn a_source_that_fails_then_recovers_is_retried_and_one_that_keeps_failing
         zipkit_worker::download::ATTEMPTS as usize
     );
     harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_is_killed_mid_job_is_finished_by_another_worker() {
+    let harness = Harness::services_only().await;
+    let chunks = 40;
+    let sources = SourceServer::start(vec![(
+        "slow.bin",
+        Behaviour::Slow {
+            chunk: 64 * 1024,
+            chunks,
+            pause: Duration::from_millis(100),
+        },
+    )])
+    .await;
+    let bucket = harness.bucket().await;
+    let mut first = harness.spawn_binary();
+    let id = harness
+        .submit(
+            &bucket,
+            "takeover.zip",
+            &[(sources.url("slow.bin"), "slow.bin")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+
+    // Wait until the first worker is mid-download, then kill it without warning.
+    for _ in 0..200 {
+        if sources.chunks_sent("slow.bin") >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sources.chunks_sent("slow.bin") >= 5,
+        "the first worker started downloading"
+    );
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    let _second = harness.spawn_binary();
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(zip.attempts, 2, "claimed once by each worker");
+    let read = read_with_python(&harness.store.get("takeover.zip").await);
+    assert_eq!(read["slow.bin"].len(), chunks * 64 * 1024);
+    assert_eq!(
+        sources.hits("slow.bin"),
+        2,
+        "downloaded again from the start by the second worker"
+    );
 }
