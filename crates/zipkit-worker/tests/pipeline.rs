@@ -621,3 +621,109 @@ async fn a_job_whose_worker_is_killed_mid_job_is_finished_by_another_worker() {
         "downloaded again from the start by the second worker"
     );
 }
+
+#[tokio::test]
+async fn three_workers_build_thirty_jobs_each_exactly_once() {
+    let harness = Harness::services_only().await;
+    let files: Vec<(String, Vec<u8>)> = (0..30)
+        .map(|i| {
+            (
+                format!("f{i}.txt"),
+                format!("file {i} ").repeat(100 + i).into_bytes(),
+            )
+        })
+        .collect();
+    let sources = SourceServer::start(
+        files
+            .iter()
+            .map(|(n, b)| (n.as_str(), Behaviour::Serve(b.clone())))
+            .collect(),
+    )
+    .await;
+    let bucket = harness.bucket().await;
+    let _workers = [
+        harness.spawn_binary(),
+        harness.spawn_binary(),
+        harness.spawn_binary(),
+    ];
+    let mut ids = Vec::new();
+    for (name, _) in &files {
+        let key = format!("many/{name}.zip");
+        ids.push((
+            harness
+                .submit(
+                    &bucket,
+                    &key,
+                    &[(sources.url(name), name.as_str())],
+                    Compression::Deflate,
+                    OnError::Fail,
+                )
+                .await,
+            key,
+        ));
+    }
+    for ((id, key), (name, bytes)) in ids.iter().zip(&files) {
+        let zip = harness.wait_finished(*id).await;
+        assert_eq!(
+            zip.status,
+            ZipStatus::Succeeded,
+            "{name}: {:?}",
+            zip.error_message
+        );
+        assert_eq!(zip.attempts, 1, "{name} was claimed once");
+        assert_eq!(
+            &read_with_python(&harness.store.get(key).await)[name.as_str()],
+            bytes
+        );
+        assert_eq!(sources.hits(name), 1, "{name} was downloaded once");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_job_in_flight_finish_and_the_worker_exits_zero() {
+    let harness = Harness::services_only().await;
+    let chunks = 20;
+    let sources = SourceServer::start(vec![(
+        "slow.bin",
+        Behaviour::Slow {
+            chunk: 32 * 1024,
+            chunks,
+            pause: Duration::from_millis(100),
+        },
+    )])
+    .await;
+    let bucket = harness.bucket().await;
+    let mut worker = harness.spawn_binary();
+    let id = harness
+        .submit(
+            &bucket,
+            "graceful.zip",
+            &[(sources.url("slow.bin"), "slow.bin")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    for _ in 0..200 {
+        if sources.chunks_sent("slow.bin") >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sources.chunks_sent("slow.bin") >= 3, "the job is in flight");
+    zipkit_test_support::process::sigterm(&worker.0);
+    let (status, _) =
+        zipkit_test_support::process::wait_for_exit(&mut worker.0, Duration::from_secs(30));
+    assert!(status.success(), "exit {status:?}");
+    let mut conn = harness.db.connect().await;
+    let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
+    assert_eq!(
+        zip.status,
+        ZipStatus::Succeeded,
+        "finished within the grace period: {:?}",
+        zip.error_message
+    );
+    assert_eq!(
+        read_with_python(&harness.store.get("graceful.zip").await)["slow.bin"].len(),
+        chunks * 32 * 1024
+    );
+}
