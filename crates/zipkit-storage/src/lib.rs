@@ -127,6 +127,21 @@ pub enum BucketTestError {
     Other(String),
 }
 
+impl BucketTestError {
+    /// The stable code a failed job shows for this refusal.
+    pub fn job_code(&self) -> &'static str {
+        match self {
+            Self::UnknownAccessKey | Self::WrongSecret | Self::AccessDenied => {
+                "bucket_access_denied"
+            }
+            Self::NoSuchBucket(_) => "bucket_not_found",
+            Self::WrongRegion(_) => "bucket_wrong_region",
+            Self::Unreachable(_) => "bucket_unreachable",
+            Self::Other(_) => "bucket_unavailable",
+        }
+    }
+}
+
 /// The key of the one small object the write test puts (and overwrites on every test):
 /// the minimal policy has no DeleteObject, so the test never tries to clean up.
 pub const WRITE_TEST_KEY: &str = ".zipkit/write-test";
@@ -154,7 +169,8 @@ pub async fn test_write_access(
     }
 }
 
-fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(
+/// A provider's refusal of any call on this bucket, in plain words (also used by the worker).
+pub fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(
     location: &BucketLocation,
     err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> BucketTestError {

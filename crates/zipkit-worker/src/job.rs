@@ -82,15 +82,8 @@ pub async fn run(
     let upload_id = match create.send().await {
         Ok(out) => out.upload_id().unwrap_or_default().to_owned(),
         Err(e) => {
-            use aws_sdk_s3::error::ProvideErrorMetadata;
-            let code = match e.code() {
-                Some("NoSuchBucket") => "bucket_not_found",
-                Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
-                    "bucket_access_denied"
-                }
-                _ => "bucket_unavailable",
-            };
-            return failed(code, format!("starting the upload failed: {e}"), None);
+            let why = zipkit_storage::explain(&location, &e);
+            return failed(why.job_code(), why.to_string(), None);
         }
     };
     let target = Target {

@@ -727,3 +727,53 @@ async fn sigterm_lets_the_job_in_flight_finish_and_the_worker_exits_zero() {
         chunks * 32 * 1024
     );
 }
+
+#[tokio::test]
+async fn wrong_bucket_credentials_fail_the_job_with_bucket_access_denied() {
+    let harness = Harness::start().await;
+    let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
+    let bucket = harness.bucket().await;
+    // The secret changes at the provider after the bucket was saved.
+    let keyring = KeyRing::from_settings(&harness.crypto).unwrap();
+    let mut conn = harness.db.connect().await;
+    let wrong = BucketCredentials {
+        access_key_id: SecretString::from(s3_access_key()),
+        secret_access_key: SecretString::from("rotated-elsewhere".to_owned()),
+    };
+    Bucket::update_credentials(
+        &mut conn,
+        &keyring,
+        bucket.project_id,
+        bucket.id,
+        &wrong,
+        None,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let id = harness
+        .submit(
+            &bucket,
+            "denied.zip",
+            &[(sources.url("a.txt"), "a.txt")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Failed);
+    assert_eq!(
+        zip.error_code.as_deref(),
+        Some("bucket_access_denied"),
+        "{:?}",
+        zip.error_message
+    );
+    assert_eq!(zip.error_param, None);
+    assert_eq!(
+        sources.hits("a.txt"),
+        0,
+        "nothing was downloaded for a bucket that cannot be written"
+    );
+    harness.stop().await;
+}
