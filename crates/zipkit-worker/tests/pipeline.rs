@@ -769,6 +769,12 @@ async fn wrong_bucket_credentials_fail_the_job_with_bucket_access_denied() {
         "{:?}",
         zip.error_message
     );
+    assert_eq!(
+        zip.error_message.as_deref(),
+        Some(
+            "The secret access key does not match the access key ID. Check that it was copied completely."
+        )
+    );
     assert_eq!(zip.error_param, None);
     assert_eq!(
         sources.hits("a.txt"),
