@@ -119,6 +119,17 @@ async fn held_elsewhere(ctx: &JobContext, zip_id: zipkit_domain::ZipId) -> Optio
     Some(left.to_std().unwrap_or_default() + Duration::from_secs(1))
 }
 
+/// Hands the message back to the queue (for a moment of trouble on this side).
+async fn requeue(delivery: &lapin::message::Delivery) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
+    if let Err(e) = delivery.acker.nack(options).await {
+        tracing::warn!(error = %e, "requeue failed; the broker will redeliver when the channel closes");
+    }
+}
+
 fn uuid_suffix() -> String {
     zipkit_domain::ZipId::new().to_string()[..8].to_owned()
 }
@@ -154,13 +165,7 @@ async fn handle(
         Ok(mut conn) => Zip::claim(&mut conn, zip_id, &ctx.owner, lease_chrono).await,
         Err(e) => {
             tracing::warn!(zip.id = %zip_id, error = %e, "database unavailable; requeueing");
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
+            requeue(&delivery).await;
             return;
         }
     };
@@ -186,13 +191,7 @@ async fn handle(
                     }
                     Err(e) => {
                         tracing::warn!(zip.id = %zip_id, error = %e, "could not delay the message; requeueing");
-                        let _ = delivery
-                            .acker
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await;
+                        requeue(&delivery).await;
                         return;
                     }
                 }
@@ -204,13 +203,7 @@ async fn handle(
         }
         Err(e) => {
             tracing::warn!(zip.id = %zip_id, error = %e, "claiming failed; requeueing");
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
+            requeue(&delivery).await;
             return;
         }
     };
@@ -260,13 +253,7 @@ async fn handle(
         Ok(mut conn) => Zip::finish(&mut conn, zip_id, &ctx.owner, &outcome).await,
         Err(e) => {
             tracing::warn!(zip.id = %zip_id, error = %e, "cannot record the outcome; the message is requeued");
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
+            requeue(&delivery).await;
             return;
         }
     };
