@@ -23,6 +23,8 @@ pub struct JobContext {
     pub keyring: Arc<KeyRing>,
     pub http: reqwest::Client,
     pub part_size: usize,
+    /// Parts uploading at once.
+    pub parts_in_flight: usize,
     pub owner: String,
     pub allow_private_networks: bool,
 }
@@ -106,6 +108,7 @@ pub async fn run(
     let part_upload_id = upload_id.clone();
     let upload_target = target.clone();
     let part_size = ctx.part_size;
+    let in_flight = ctx.parts_in_flight;
     let (complete, complete_rx) = tokio::sync::oneshot::channel::<bool>();
     let uploader = tokio::spawn(async move {
         let mut record = move |number: i32, etag: String, size: i64| {
@@ -122,6 +125,7 @@ pub async fn run(
             &upload_target,
             chunks_rx,
             part_size,
+            in_flight,
             &mut record,
             complete_rx,
         )

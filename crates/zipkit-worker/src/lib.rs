@@ -31,6 +31,8 @@ pub struct WorkerSettings {
     pub concurrency: u16,
     /// Size of each multipart-upload part (S3's minimum is 5 MiB).
     pub part_size_mib: u32,
+    /// Parts uploading at once per job.
+    pub parts_in_flight: u16,
     /// How long a claim holds without a heartbeat before another worker may take the job over.
     pub lease_secs: u64,
     /// On SIGTERM, how long in-flight jobs may run before they are handed back.
@@ -85,6 +87,7 @@ impl Worker {
             ),
             allow_private_networks: w.allow_private_networks,
             part_size: w.part_size_mib as usize * 1024 * 1024,
+            parts_in_flight: usize::from(w.parts_in_flight.max(1)),
             owner: format!(
                 "worker-{}-{}",
                 std::process::id(),

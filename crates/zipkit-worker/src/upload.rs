@@ -7,6 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 /// Where the archive goes.
 #[derive(Debug, Clone)]
@@ -47,19 +48,22 @@ pub type PartRecorder<'a> = &'a mut (
         );
 
 /// Uploads everything `chunks` yields, in parts of `part_size`; returns (size, ETag).
+/// Uploads everything `chunks` yields, in parts of `part_size`, with up to `in_flight` parts
+/// uploading at once (memory: about `(in_flight + 1) × part_size`); returns (size, ETag).
 /// The upload is completed only when `complete` says so once the chunks end: a job that failed or
 /// was cancelled must not leave a (truncated or otherwise) archive behind.
 pub async fn upload(
     target: &Target,
     mut chunks: mpsc::Receiver<Bytes>,
     part_size: usize,
+    in_flight: usize,
     record: PartRecorder<'_>,
     complete: tokio::sync::oneshot::Receiver<bool>,
 ) -> Result<(u64, String), UploadError> {
+    let mut uploading: JoinSet<Result<(i32, String, i64), UploadError>> = JoinSet::new();
     let mut parts = Vec::new();
     let mut buffer = BytesMut::with_capacity(part_size);
-    let mut total = 0u64;
-    let mut done = false;
+    let (mut total, mut next_number, mut done) = (0u64, 1i32, false);
     while !done {
         match chunks.recv().await {
             Some(chunk) => {
@@ -69,43 +73,22 @@ pub async fn upload(
             None => done = true,
         }
         while buffer.len() >= part_size || (done && !buffer.is_empty()) {
-            let take = buffer.len().min(part_size);
-            let body = buffer.split_to(take).freeze();
-            let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
-            let size = body.len() as i64;
-            let answer = target
-                .client
-                .upload_part()
-                .bucket(&target.bucket)
-                .key(&target.key)
-                .upload_id(&target.upload_id)
-                .part_number(number)
-                .body(ByteStream::from(body))
-                .send()
-                .await
-                .map_err(|e| {
-                    use aws_sdk_s3::error::ProvideErrorMetadata;
-                    UploadError::Part {
-                        part: number,
-                        code: e.code().map(str::to_owned),
-                        message: e.to_string(),
-                    }
-                })?;
-            let etag = answer.e_tag().unwrap_or_default().to_owned();
-            record(number, etag.clone(), size)
-                .await
-                .map_err(UploadError::Record)?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .e_tag(etag)
-                    .build(),
-            );
+            // At the limit: wait for a part to finish (and record it) before cutting another.
+            if uploading.len() >= in_flight.max(1) {
+                finish_one(&mut uploading, record, &mut parts).await?;
+            }
+            let body = buffer.split_to(buffer.len().min(part_size)).freeze();
+            uploading.spawn(upload_part(target.clone(), next_number, body));
+            next_number += 1;
         }
+    }
+    while !uploading.is_empty() {
+        finish_one(&mut uploading, record, &mut parts).await?;
     }
     if !complete.await.unwrap_or(false) {
         return Err(UploadError::Abandoned);
     }
+    parts.sort_by_key(|p: &CompletedPart| p.part_number());
     let completed = target
         .client
         .complete_multipart_upload()
@@ -127,6 +110,59 @@ pub async fn upload(
             }
         })?;
     Ok((total, completed.e_tag().unwrap_or_default().to_owned()))
+}
+
+async fn upload_part(
+    target: Target,
+    number: i32,
+    body: Bytes,
+) -> Result<(i32, String, i64), UploadError> {
+    let size = body.len() as i64;
+    let answer = target
+        .client
+        .upload_part()
+        .bucket(&target.bucket)
+        .key(&target.key)
+        .upload_id(&target.upload_id)
+        .part_number(number)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| {
+            use aws_sdk_s3::error::ProvideErrorMetadata;
+            UploadError::Part {
+                part: number,
+                code: e.code().map(str::to_owned),
+                message: e.to_string(),
+            }
+        })?;
+    Ok((number, answer.e_tag().unwrap_or_default().to_owned(), size))
+}
+
+/// Waits for one part upload, records its ETag, and adds it to the list for completion.
+async fn finish_one(
+    uploading: &mut JoinSet<Result<(i32, String, i64), UploadError>>,
+    record: PartRecorder<'_>,
+    parts: &mut Vec<CompletedPart>,
+) -> Result<(), UploadError> {
+    let Some(joined) = uploading.join_next().await else {
+        return Ok(());
+    };
+    let (number, etag, size) = joined.map_err(|e| UploadError::Part {
+        part: 0,
+        code: None,
+        message: e.to_string(),
+    })??;
+    record(number, etag.clone(), size)
+        .await
+        .map_err(UploadError::Record)?;
+    parts.push(
+        CompletedPart::builder()
+            .part_number(number)
+            .e_tag(etag)
+            .build(),
+    );
+    Ok(())
 }
 
 /// Tries to abort the upload; the minimal policy lacks AbortMultipartUpload, so a refusal is

@@ -94,6 +94,7 @@ impl Harness {
             worker: WorkerSettings {
                 concurrency: 2,
                 part_size_mib: 5,
+                parts_in_flight: 3,
                 lease_secs: 30,
                 shutdown_grace_secs: 10,
                 source_connect_timeout_secs: 2,
@@ -290,7 +291,7 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 async fn a_job_is_streamed_into_a_valid_archive_in_the_bucket() {
     let harness = Harness::start().await;
     let text = "zipkit ".repeat(50_000).into_bytes();
-    let noise = pseudo_random(7 * 1024 * 1024, 42); // forces a second multipart part
+    let noise = pseudo_random(12 * 1024 * 1024, 42); // three 5 MiB parts, uploaded concurrently
     let image = pseudo_random(300_000, 7);
     let sources = SourceServer::start(vec![
         ("report.txt", Behaviour::Serve(text.clone())),
@@ -341,7 +342,7 @@ async fn a_job_is_streamed_into_a_valid_archive_in_the_bucket() {
             .await
             .unwrap()
     };
-    assert_eq!(parts, 2, "a 7 MiB archive in 5 MiB parts");
+    assert_eq!(parts, 3, "a 12 MiB archive in 5 MiB parts");
     harness.stop().await;
 }
 
