@@ -32,11 +32,13 @@ pub struct JobContext {
 /// Entries whose size is unknown or near 4 GiB are written with ZIP64 fields.
 const ZIP64_THRESHOLD: u64 = 4 * 1024 * 1024 * 1024 - 64 * 1024 * 1024;
 
+/// A failed outcome. The source's problems are the request's (`invalid_request_error`: fix the
+/// URL and resubmit); everything else — the bucket, the database, the archive — is `api_error`.
 fn failed(code: &str, message: impl Into<String>, param: Option<String>) -> ZipOutcome {
-    let error_type = if code.starts_with("bucket") {
-        "api_error"
-    } else {
+    let error_type = if code.starts_with("source_") {
         "invalid_request_error"
+    } else {
+        "api_error"
     };
     ZipOutcome::Failed(JobError {
         error_type: error_type.into(),

@@ -368,6 +368,7 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
     let failed = harness.wait_finished(failing).await;
     assert_eq!(failed.status, ZipStatus::Failed);
     assert_eq!(failed.error_code.as_deref(), Some("source_not_found"));
+    assert_eq!(failed.error_type.as_deref(), Some("invalid_request_error"));
     assert_eq!(failed.error_param.as_deref(), Some("urls[1]"));
     let object = harness
         .store
@@ -776,6 +777,7 @@ async fn wrong_bucket_credentials_fail_the_job_with_bucket_access_denied() {
             "The secret access key does not match the access key ID. Check that it was copied completely."
         )
     );
+    assert_eq!(zip.error_type.as_deref(), Some("api_error"));
     assert_eq!(zip.error_param, None);
     assert_eq!(
         sources.hits("a.txt"),

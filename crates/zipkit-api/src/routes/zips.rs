@@ -161,12 +161,16 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let idempotency = idempotency_key(&req)?;
     let body = body.into_inner();
-    let request_hash = digest(
-        &SHA256,
-        &serde_json::to_vec(&body).map_err(ApiError::internal)?,
-    )
-    .as_ref()
-    .to_vec();
+    // Only a request with an Idempotency-Key needs its body fingerprinted.
+    let request_hash = match &idempotency {
+        Some(_) => digest(
+            &SHA256,
+            &serde_json::to_vec(&body).map_err(ApiError::internal)?,
+        )
+        .as_ref()
+        .to_vec(),
+        None => Vec::new(),
+    };
     let valid = validate(parse_body(body)?, state.limits)?;
 
     let mut conn = state.conn().await?;
