@@ -19,8 +19,40 @@ impl SourceError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self.code,
-            "source_unavailable" | "source_unreachable" | "source_rate_limited"
+            "source_unavailable" | "source_unreachable" | "source_rate_limited" | "source_stalled"
         )
+    }
+}
+
+/// Where to pick a download up again: `Range: bytes=from-`, valid only while the source still
+/// answers with the same ETag (or Last-Modified), which `If-Range` checks.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub from: u64,
+    pub validator: String,
+}
+
+impl Resume {
+    /// The validator a resumed request can send, if the source accepts byte ranges and gave one.
+    /// Weak ETags are not allowed in `If-Range`.
+    pub fn validator(response: &reqwest::Response) -> Option<String> {
+        let headers = response.headers();
+        let ranges = headers
+            .get(reqwest::header::ACCEPT_RANGES)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("bytes"));
+        if !ranges {
+            return None;
+        }
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+        };
+        text(reqwest::header::ETAG)
+            .filter(|etag| !etag.starts_with("W/"))
+            .or_else(|| text(reqwest::header::LAST_MODIFIED))
+            .map(str::to_owned)
     }
 }
 
@@ -38,7 +70,7 @@ pub async fn fetch_with_retries(
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
-        match fetch(client, url, allow_private).await {
+        match fetch(client, url, allow_private, None).await {
             Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                 tracing::info!(
                     attempt,
@@ -91,6 +123,7 @@ pub async fn fetch(
     client: &reqwest::Client,
     url: &str,
     allow_private: bool,
+    resume: Option<&Resume>,
 ) -> Result<reqwest::Response, SourceError> {
     let forbidden = || {
         SourceError {
@@ -106,7 +139,13 @@ pub async fn fetch(
     if !allow_private && !egress::literal_allowed(&parsed) {
         return Err(forbidden());
     }
-    let response = client.get(parsed).send().await.map_err(|e| {
+    let mut request = client.get(parsed);
+    if let Some(resume) = resume {
+        request = request
+            .header(reqwest::header::RANGE, format!("bytes={}-", resume.from))
+            .header(reqwest::header::IF_RANGE, &resume.validator);
+    }
+    let response = request.send().await.map_err(|e| {
         if egress::is_forbidden(&e) {
             return forbidden();
         }

@@ -1,20 +1,23 @@
-//! One zip job, from its row to the finished object: sources are downloaded in order and streamed
-//! into the archive writer, whose output is streamed into the multipart upload.
+//! One zip job, from its row to the finished object: sources download ahead (`prefetch`) and go
+//! into the archive strictly in request order (`archive`), whose output streams into the multipart
+//! upload (`upload`). Entry outcomes and progress are written by a recorder task off the hot path.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::db::PgPool;
-use zipkit_domain::models::{Bucket, EntryOutcome, JobError, Zip, ZipOutcome};
-use zipkit_domain::{EntryState, OnError};
+use zipkit_domain::models::{Bucket, EntryOutcome, JobError, Zip, ZipEntry, ZipOutcome};
+use zipkit_domain::{EntryState, OnError, Service, ZipId};
 use zipkit_storage::BucketLocation;
 
-use crate::archive::{ArchiveInput, method_for, timestamp, write_archive};
-use crate::download::fetch_with_retries;
-use crate::upload::{self, Target};
+use crate::archive::{
+    ArchiveError, ArchiveOptions, ArchiveWriter, DosTime, ZIP64_THRESHOLD, method_for,
+};
+use crate::prefetch::{DownloadLimits, Event, Prefetcher};
+use crate::upload::{self, PartPlan, Target};
 
 /// Everything a job needs from the worker.
 #[derive(Debug, Clone)]
@@ -22,20 +25,23 @@ pub struct JobContext {
     pub pool: PgPool,
     pub keyring: Arc<KeyRing>,
     pub http: reqwest::Client,
+    /// Size of the first parts (they grow on S3 for very large archives).
     pub part_size: usize,
     /// Parts uploading at once.
     pub parts_in_flight: usize,
     pub owner: String,
-    pub allow_private_networks: bool,
+    pub downloads: DownloadLimits,
+    /// Largest archive a job may build, counted in source bytes.
+    pub max_archive_bytes: u64,
+    pub deflate_level: u32,
+    /// Deflate blocks compressing at once.
+    pub compress_parallel: usize,
 }
-
-/// Entries whose size is unknown or near 4 GiB are written with ZIP64 fields.
-const ZIP64_THRESHOLD: u64 = 4 * 1024 * 1024 * 1024 - 64 * 1024 * 1024;
 
 /// A failed outcome. The source's problems are the request's (`invalid_request_error`: fix the
 /// URL and resubmit); everything else — the bucket, the database, the archive — is `api_error`.
 fn failed(code: &str, message: impl Into<String>, param: Option<String>) -> ZipOutcome {
-    let error_type = if code.starts_with("source_") {
+    let error_type = if code.starts_with("source_") || code == "archive_too_large" {
         "invalid_request_error"
     } else {
         "api_error"
@@ -48,12 +54,24 @@ fn failed(code: &str, message: impl Into<String>, param: Option<String>) -> ZipO
     })
 }
 
+/// Why feeding the sources stopped early.
+enum FeedError {
+    Outcome(ZipOutcome),
+    /// The uploader stopped taking the archive; its own error says why.
+    OutputClosed,
+}
+
+impl From<ArchiveError> for FeedError {
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::OutputClosed => FeedError::OutputClosed,
+            e => FeedError::Outcome(failed("archive_failed", e.to_string(), None)),
+        }
+    }
+}
+
 /// Builds the archive for a claimed job and says how it ended. Never panics on bad input.
-pub async fn run(
-    ctx: &JobContext,
-    zip: &Zip,
-    cancelled: tokio::sync::watch::Receiver<bool>,
-) -> ZipOutcome {
+pub async fn run(ctx: &JobContext, zip: &Zip, cancelled: watch::Receiver<bool>) -> ZipOutcome {
     let mut conn = match ctx.pool.get().await {
         Ok(conn) => conn,
         Err(e) => return failed("internal_error", format!("database unavailable: {e}"), None),
@@ -100,58 +118,61 @@ pub async fn run(
         let _ = Zip::set_upload_id(&mut conn, zip.id, &ctx.owner, &upload_id).await;
     }
 
-    // Writer thread and uploader, connected by bounded channels.
-    let (input, input_rx) = mpsc::channel::<ArchiveInput>(16);
-    let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(16);
-    let modified = timestamp(zip.created_at);
-    let writer = tokio::task::spawn_blocking(move || write_archive(input_rx, chunks_tx, modified));
-    let pool = ctx.pool.clone();
-    let zip_id = zip.id;
-    let part_upload_id = upload_id.clone();
-    let upload_target = target.clone();
-    let part_size = ctx.part_size;
-    let in_flight = ctx.parts_in_flight;
+    let (recorder, notes) = Recorder::start(ctx.pool.clone(), zip.id, ctx.owner.clone());
+    let plan = PartPlan::new(
+        ctx.part_size,
+        ctx.parts_in_flight,
+        // R2 needs equal parts, so their size must cover the largest archive from the start.
+        (bucket.service == Service::R2).then_some(ctx.max_archive_bytes),
+    );
+    let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(8);
     let (complete, complete_rx) = tokio::sync::oneshot::channel::<bool>();
-    let uploader = tokio::spawn(async move {
-        let mut record = move |number: i32, etag: String, size: i64| {
-            let pool = pool.clone();
-            let upload_id = part_upload_id.clone();
-            Box::pin(async move {
-                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-                Zip::record_part(&mut conn, zip_id, &upload_id, number, &etag, size)
-                    .await
-                    .map_err(|e| e.to_string())
-            }) as std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
-        };
-        upload::upload(
-            &upload_target,
-            chunks_rx,
-            part_size,
-            in_flight,
-            &mut record,
-            complete_rx,
-        )
-        .await
+    let uploader = tokio::spawn({
+        let (pool, zip_id, upload_id) = (ctx.pool.clone(), zip.id, upload_id.clone());
+        let target = target.clone();
+        let notes = notes.clone();
+        async move {
+            let mut record = move |number: i32, etag: String, size: i64| {
+                let (pool, upload_id, notes) = (pool.clone(), upload_id.clone(), notes.clone());
+                Box::pin(async move {
+                    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                    Zip::record_part(&mut conn, zip_id, &upload_id, number, &etag, size)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let _ = notes.send(Note::Uploaded(size)).await;
+                    Ok(())
+                })
+                    as std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+            };
+            upload::upload(&target, chunks_rx, plan, &mut record, complete_rx).await
+        }
     });
 
-    let feed = feed_sources(ctx, zip, &entries, &input, &cancelled).await;
-    drop(input);
-    let written = writer.await;
+    let archive = ArchiveWriter::new(
+        ArchiveOptions {
+            level: ctx.deflate_level,
+            parallel: ctx.compress_parallel,
+            modified: DosTime::from_utc(zip.created_at),
+        },
+        chunks_tx,
+    );
+    let feed = feed_sources(ctx, zip, entries, archive, &notes, cancelled).await;
     // Complete the upload only if every source went in and the archive was finished.
-    let _ = complete.send(feed.is_ok() && matches!(written, Ok(Ok(_))));
+    let _ = complete.send(feed.is_ok());
     let uploaded = uploader.await;
+    drop(notes);
+    recorder.finish().await;
 
-    let outcome = match (feed, written, uploaded) {
-        (Err(outcome), _, _) => outcome,
-        (_, Ok(Err(e)), _) => failed("archive_failed", e.to_string(), None),
-        (_, Err(e), _) => failed(
+    let outcome = match (feed, uploaded) {
+        (Err(FeedError::Outcome(outcome)), _) => outcome,
+        (_, Err(e)) => failed("internal_error", format!("the uploader stopped: {e}"), None),
+        (_, Ok(Err(e))) => failed("bucket_upload_failed", e.to_string(), None),
+        (Err(FeedError::OutputClosed), Ok(Ok(_))) => failed(
             "internal_error",
-            format!("the archive writer stopped: {e}"),
+            "the uploader stopped taking the archive",
             None,
         ),
-        (_, _, Err(e)) => failed("internal_error", format!("the uploader stopped: {e}"), None),
-        (_, _, Ok(Err(e))) => failed("bucket_upload_failed", e.to_string(), None),
-        (Ok(done), Ok(Ok(_)), Ok(Ok((size, etag)))) => ZipOutcome::Succeeded {
+        (Ok(done), Ok(Ok((size, etag)))) => ZipOutcome::Succeeded {
             size: i64::try_from(size).unwrap_or(i64::MAX),
             etag,
             entries: done,
@@ -163,126 +184,201 @@ pub async fn run(
     outcome
 }
 
-/// Downloads each source in order and feeds it to the writer; returns how many entries went in.
+fn cancelled_outcome() -> FeedError {
+    FeedError::Outcome(failed(
+        "cancelled",
+        "the job was cancelled (or taken over by another worker)",
+        None,
+    ))
+}
+
+/// Takes each entry's download in order and writes it into the archive; returns how many
+/// entries went in.
 async fn feed_sources(
     ctx: &JobContext,
     zip: &Zip,
-    entries: &[zipkit_domain::models::ZipEntry],
-    input: &mpsc::Sender<ArchiveInput>,
-    cancelled: &tokio::sync::watch::Receiver<bool>,
-) -> Result<i32, ZipOutcome> {
-    let stop_if_cancelled = || {
-        if *cancelled.borrow() {
-            Err(failed(
-                "cancelled",
-                "the job was cancelled (or taken over by another worker)",
-                None,
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    let stopped = || failed("internal_error", "the archive writer stopped early", None);
-    let (mut done, mut downloaded) = (0i32, 0i64);
-    for entry in entries {
-        stop_if_cancelled()?;
-        let param = Some(format!("urls[{}]", entry.entry_index));
-        let response =
-            match fetch_with_retries(&ctx.http, &entry.url, ctx.allow_private_networks).await {
-                Ok(response) => response,
-                Err(e) if zip.on_error == OnError::Skip => {
-                    record(
-                        ctx,
-                        zip,
-                        EntryOutcome {
-                            index: entry.entry_index,
-                            state: EntryState::Skipped,
-                            size: None,
-                            crc32: None,
-                            error_code: Some(e.code.into()),
-                            error_message: Some(e.message.clone()),
-                        },
-                    )
-                    .await;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(failed(
-                        e.code,
-                        format!("urls[{}]: {}", entry.entry_index, e.message),
-                        param,
-                    ));
-                }
-            };
-        let large = response
-            .content_length()
-            .is_none_or(|l| l >= ZIP64_THRESHOLD);
-        let compression = method_for(zip.compression, &entry.filename);
-        input
-            .send(ArchiveInput::Start {
-                name: entry.filename.clone(),
-                compression,
-                large,
-            })
-            .await
-            .map_err(|_| stopped())?;
-        let mut size = 0i64;
-        let mut body = response.bytes_stream();
-        let mut cancel_wait = cancelled.clone();
+    entries: Vec<ZipEntry>,
+    mut archive: ArchiveWriter,
+    notes: &mpsc::Sender<Note>,
+    mut cancelled: watch::Receiver<bool>,
+) -> Result<i32, FeedError> {
+    let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries);
+    let (mut done, mut total, mut unreported) = (0i32, 0u64, 0u64);
+    while let Some(mut download) = downloads.next_download() {
+        let index = download.entry.entry_index;
+        let param = || Some(format!("urls[{index}]"));
+        // A quiet source must not delay a cancel: wait for whichever comes first.
+        let mut next = async || -> Result<Option<Event>, FeedError> {
+            tokio::select! {
+                event = download.events.recv() => Ok(event),
+                _ = cancelled.wait_for(|c| *c) => Err(cancelled_outcome()),
+            }
+        };
+        let content_length = match next().await? {
+            Some(Event::Started { content_length }) => content_length,
+            Some(Event::Failed { error, .. }) if zip.on_error == OnError::Skip => {
+                let outcome = EntryOutcome {
+                    index,
+                    state: EntryState::Skipped,
+                    size: None,
+                    crc32: None,
+                    error_code: Some(error.code.into()),
+                    error_message: Some(error.message),
+                };
+                let _ = notes.send(Note::Entry(outcome)).await;
+                continue;
+            }
+            Some(Event::Failed { error, .. }) => {
+                let message = format!("urls[{index}]: {}", error.message);
+                return Err(FeedError::Outcome(failed(error.code, message, param())));
+            }
+            Some(Event::Data(..)) | None => {
+                let message = format!("urls[{index}]: the download stopped unexpectedly");
+                return Err(FeedError::Outcome(failed(
+                    "internal_error",
+                    message,
+                    param(),
+                )));
+            }
+        };
+        // `auto` may need the first bytes to decide; they are written right after the header.
+        let mut first = next().await?;
+        let head = match &first {
+            Some(Event::Data(bytes, _)) => bytes.clone(),
+            _ => Bytes::new(),
+        };
+        let method = method_for(zip.compression, &download.entry.filename, &head);
+        let zip64 = content_length.is_none_or(|l| l >= ZIP64_THRESHOLD);
+        archive
+            .start_entry(&download.entry.filename, method, zip64)
+            .await?;
         loop {
-            // A quiet source must not delay a cancel: wait for whichever comes first.
-            let next = tokio::select! {
-                next = body.next() => next,
-                _ = cancel_wait.wait_for(|c| *c) => return Err(stop_if_cancelled().expect_err("cancelled")),
+            let event = match first.take() {
+                Some(event) => Some(event),
+                None => next().await?,
             };
-            let Some(chunk) = next else { break };
-            // Bytes of this entry are already in the archive: no skipping from here on.
-            let chunk = chunk.map_err(|_| {
-                failed(
-                    "source_unreachable",
-                    format!(
-                        "urls[{}]: the source stopped sending before the end",
-                        entry.entry_index
-                    ),
-                    param.clone(),
-                )
-            })?;
-            stop_if_cancelled()?;
-            size += chunk.len() as i64;
-            downloaded += chunk.len() as i64;
-            input
-                .send(ArchiveInput::Data(chunk))
-                .await
-                .map_err(|_| stopped())?;
+            match event {
+                Some(Event::Data(bytes, permit)) => {
+                    total += bytes.len() as u64;
+                    if total > ctx.max_archive_bytes {
+                        let message = format!(
+                            "the sources add up to more than this deployment's limit of {} bytes",
+                            ctx.max_archive_bytes
+                        );
+                        return Err(FeedError::Outcome(failed(
+                            "archive_too_large",
+                            message,
+                            param(),
+                        )));
+                    }
+                    // Counted locally and reported when the recorder has room: never waits.
+                    unreported += bytes.len() as u64;
+                    if notes.try_send(Note::Downloaded(unreported)).is_ok() {
+                        unreported = 0;
+                    }
+                    archive.write(bytes).await?;
+                    drop(permit);
+                }
+                // Bytes of this entry are already in the archive: no skipping from here on.
+                Some(Event::Failed { error, .. }) => {
+                    let message = format!("urls[{index}]: {}", error.message);
+                    return Err(FeedError::Outcome(failed(error.code, message, param())));
+                }
+                Some(Event::Started { .. }) => {}
+                None => break,
+            }
         }
+        let summary = archive.finish_entry().await?;
         done += 1;
-        record(
-            ctx,
-            zip,
-            EntryOutcome {
-                index: entry.entry_index,
-                state: EntryState::Done,
-                size: Some(size),
-                crc32: None,
-                error_code: None,
-                error_message: None,
-            },
-        )
-        .await;
-        if let Ok(mut conn) = ctx.pool.get().await {
-            let _ = Zip::record_progress(&mut conn, zip.id, &ctx.owner, done, downloaded, 0).await;
-        }
+        let outcome = EntryOutcome {
+            index,
+            state: EntryState::Done,
+            size: Some(i64::try_from(summary.size).unwrap_or(i64::MAX)),
+            crc32: Some(i64::from(summary.crc32)),
+            error_code: None,
+            error_message: None,
+        };
+        let _ = notes.send(Note::Entry(outcome)).await;
     }
+    archive.finish().await?;
+    let _ = notes.send(Note::Downloaded(unreported)).await;
     Ok(done)
 }
 
-async fn record(ctx: &JobContext, zip: &Zip, outcome: EntryOutcome) {
-    match ctx.pool.get().await {
-        Ok(mut conn) => {
-            if let Err(e) = Zip::record_entry(&mut conn, zip.id, &outcome).await {
-                tracing::warn!(zip.id = %zip.id, error = %e, "recording an entry failed");
+/// What the recorder writes.
+#[derive(Debug)]
+enum Note {
+    Entry(EntryOutcome),
+    Downloaded(u64),
+    Uploaded(i64),
+}
+
+/// Writes entry outcomes as they come and progress counters at most every `PROGRESS_EVERY`, on
+/// its own task so the database never slows the archive down.
+struct Recorder {
+    task: tokio::task::JoinHandle<()>,
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+impl Recorder {
+    fn start(pool: PgPool, zip_id: ZipId, owner: String) -> (Self, mpsc::Sender<Note>) {
+        let (tx, mut rx) = mpsc::channel::<Note>(4096);
+        let task = tokio::spawn(async move {
+            let (mut files, mut downloaded, mut uploaded) = (0i32, 0i64, 0i64);
+            let mut dirty = false;
+            let mut last = tokio::time::Instant::now();
+            loop {
+                let note = tokio::time::timeout(PROGRESS_EVERY, rx.recv()).await;
+                let closed = matches!(note, Ok(None));
+                match note {
+                    Ok(Some(Note::Entry(outcome))) => {
+                        if outcome.state == EntryState::Done {
+                            files += 1;
+                        }
+                        dirty = true;
+                        match pool.get().await {
+                            Ok(mut conn) => {
+                                if let Err(e) = Zip::record_entry(&mut conn, zip_id, &outcome).await
+                                {
+                                    tracing::warn!(zip.id = %zip_id, error = %e, "recording an entry failed");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(zip.id = %zip_id, error = %e, "recording an entry failed");
+                            }
+                        }
+                    }
+                    Ok(Some(Note::Downloaded(n))) => {
+                        downloaded += i64::try_from(n).unwrap_or(0);
+                        dirty = true;
+                    }
+                    Ok(Some(Note::Uploaded(n))) => {
+                        uploaded += n;
+                        dirty = true;
+                    }
+                    Ok(None) | Err(_) => {}
+                }
+                if dirty && (closed || last.elapsed() >= PROGRESS_EVERY) {
+                    if let Ok(mut conn) = pool.get().await {
+                        let _ = Zip::record_progress(
+                            &mut conn, zip_id, &owner, files, downloaded, uploaded,
+                        )
+                        .await;
+                    }
+                    dirty = false;
+                    last = tokio::time::Instant::now();
+                }
+                if closed {
+                    return;
+                }
             }
-        }
-        Err(e) => tracing::warn!(zip.id = %zip.id, error = %e, "recording an entry failed"),
+        });
+        (Self { task }, tx)
+    }
+
+    /// Waits until everything sent so far is written.
+    async fn finish(self) {
+        let _ = self.task.await;
     }
 }

@@ -1,12 +1,14 @@
 //! zipkit's worker. `Worker::build` wires settings into a running worker that tests can start
-//! in-process. Stages: `consumer` (queue → claimed job), `download` (sources), `archive`
-//! (streaming ZIP writer), `upload` (multipart upload), orchestrated per job by `job`.
+//! in-process. Stages: `consumer` (queue → claimed job), `download` + `prefetch` (sources,
+//! several ahead), `archive` (streaming ZIP writer, multi-core deflate), `upload` (multipart
+//! upload), orchestrated per job by `job`.
 
 pub mod archive;
 pub mod consumer;
 pub mod download;
 pub mod egress;
 pub mod job;
+pub mod prefetch;
 pub mod upload;
 
 use std::future::Future;
@@ -42,6 +44,21 @@ pub struct WorkerSettings {
     pub source_read_timeout_secs: u64,
     /// Fetch from private, loopback and link-local addresses (development and tests only).
     pub allow_private_networks: bool,
+    /// Sources downloading at once per job, ahead of the one being written.
+    pub downloads_ahead: u16,
+    /// Downloaded bytes a job may hold before the writer takes them, shared by those downloads.
+    pub download_buffer_mib: u32,
+    /// A source sending fewer than `stall_min_bytes` in `stall_window_secs` is stalled (retried,
+    /// resumed where possible).
+    pub stall_window_secs: u64,
+    pub stall_min_bytes: u64,
+    /// Largest single source accepted (`source_too_large` beyond).
+    pub max_source_bytes: u64,
+    /// Largest total of a job's sources (`archive_too_large` beyond); on R2 it also sets the
+    /// (equal) part size: `max_archive_bytes / 10,000`, at least `part_size_mib`.
+    pub max_archive_bytes: u64,
+    /// Deflate level, 1 (fastest) to 9 (smallest).
+    pub deflate_level: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,7 +102,19 @@ impl Worker {
                 Duration::from_secs(w.source_read_timeout_secs),
                 w.allow_private_networks,
             ),
-            allow_private_networks: w.allow_private_networks,
+            downloads: prefetch::DownloadLimits {
+                ahead: usize::from(w.downloads_ahead.max(1)),
+                bytes_per_entry: (w.download_buffer_mib as usize * 1024 * 1024)
+                    / usize::from(w.downloads_ahead.max(1)),
+                stall_window: Duration::from_secs(w.stall_window_secs.max(1)),
+                stall_min_bytes: w.stall_min_bytes,
+                max_source_bytes: w.max_source_bytes,
+                allow_private_networks: w.allow_private_networks,
+            },
+            max_archive_bytes: w.max_archive_bytes,
+            deflate_level: w.deflate_level.clamp(1, 9),
+            // Two blocks per core keep every core busy while finished blocks are written out.
+            compress_parallel: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             part_size: w.part_size_mib as usize * 1024 * 1024,
             parts_in_flight: usize::from(w.parts_in_flight.max(1)),
             owner: format!(

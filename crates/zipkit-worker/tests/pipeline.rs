@@ -83,6 +83,11 @@ impl Harness {
     }
 
     async fn start_with(allow_private: bool) -> Self {
+        Self::start_configured(|w| w.allow_private_networks = allow_private).await
+    }
+
+    /// A worker with the test defaults, adjusted by `configure`.
+    async fn start_configured(configure: impl FnOnce(&mut WorkerSettings)) -> Self {
         let Self {
             db,
             broker,
@@ -99,7 +104,14 @@ impl Harness {
                 shutdown_grace_secs: 10,
                 source_connect_timeout_secs: 2,
                 source_read_timeout_secs: 5,
-                allow_private_networks: allow_private,
+                allow_private_networks: true,
+                downloads_ahead: 8,
+                download_buffer_mib: 32,
+                stall_window_secs: 30,
+                stall_min_bytes: 1024,
+                max_source_bytes: 1 << 40,
+                max_archive_bytes: 1 << 42,
+                deflate_level: 6,
             },
             database: DatabaseSettings {
                 url: SecretString::from(db.url().to_owned()),
@@ -118,6 +130,8 @@ impl Harness {
                 filter: "warn".into(),
             },
         };
+        let mut settings = settings;
+        configure(&mut settings.worker);
         let worker = Worker::build(settings).await.expect("worker starts");
         let (stop, stopped) = oneshot::channel();
         let worker = tokio::spawn(worker.run_until(async move {

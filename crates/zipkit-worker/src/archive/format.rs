@@ -1,0 +1,260 @@
+//! The ZIP records a streaming writer emits (APPNOTE 6.3.10): local headers with sizes deferred to
+//! a data descriptor (general purpose bit 3), the central directory, and the end records, with
+//! ZIP64 fields where a size, an offset or the entry count does not fit the classic ones.
+//!
+//! The `zip` crate writes these too, but only around its own single-threaded compressor; zipkit
+//! deflates blocks of an entry on several cores and needs to stream already-compressed bytes into
+//! an entry, so it emits the records itself (see docs/DEPENDENCIES.md).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+const LOCAL_HEADER: u32 = 0x0403_4b50;
+const DATA_DESCRIPTOR: u32 = 0x0807_4b50;
+const CENTRAL_HEADER: u32 = 0x0201_4b50;
+const ZIP64_END: u32 = 0x0606_4b50;
+const ZIP64_LOCATOR: u32 = 0x0706_4b50;
+const END: u32 = 0x0605_4b50;
+
+/// Bit 3 (sizes in a data descriptor) and bit 11 (names are UTF-8).
+const FLAGS: u16 = 0x0008 | 0x0800;
+const VERSION_DEFAULT: u16 = 20;
+const VERSION_ZIP64: u16 = 45;
+/// "Made by" Unix (3), spec 4.5, so the external attributes carry Unix permissions.
+const MADE_BY: u16 = (3 << 8) | VERSION_ZIP64;
+/// A regular file, rw-r--r--.
+const EXTERNAL_ATTRIBUTES: u32 = 0o100_644 << 16;
+const ZIP64_EXTRA: u16 = 0x0001;
+
+/// Largest value a classic 32-bit field holds; the value itself means "see the ZIP64 field".
+const MAX32: u64 = 0xFFFF_FFFF;
+const MAX16: u64 = 0xFFFF;
+
+/// How an entry's bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Stored,
+    Deflated,
+}
+
+impl Method {
+    fn code(self) -> u16 {
+        match self {
+            Method::Stored => 0,
+            Method::Deflated => 8,
+        }
+    }
+}
+
+/// A timestamp in MS-DOS form (local time of the creator; zipkit writes UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DosTime {
+    pub time: u16,
+    pub date: u16,
+}
+
+impl DosTime {
+    /// DOS dates start in 1980; earlier times are clamped to its first second.
+    pub fn from_utc(at: chrono::DateTime<chrono::Utc>) -> Self {
+        use chrono::{Datelike, Timelike};
+        if at.year() < 1980 {
+            return Self {
+                time: 0,
+                date: (1 << 5) | 1,
+            };
+        }
+        let year = (at.year() - 1980).min(127) as u16;
+        Self {
+            time: ((at.hour() as u16) << 11)
+                | ((at.minute() as u16) << 5)
+                | (at.second() as u16 / 2),
+            date: (year << 9) | ((at.month() as u16) << 5) | at.day() as u16,
+        }
+    }
+}
+
+/// What the central directory keeps about an entry once it is written.
+#[derive(Debug, Clone)]
+pub struct CentralRecord {
+    pub name: Bytes,
+    pub method: Method,
+    pub modified: DosTime,
+    pub crc32: u32,
+    pub compressed: u64,
+    pub uncompressed: u64,
+    pub header_offset: u64,
+}
+
+/// The local header. With `zip64` it carries a ZIP64 extra field (sizes zero, as they follow in
+/// the descriptor), which tells readers the descriptor's sizes are 8 bytes wide.
+pub fn local_header(name: &[u8], method: Method, modified: DosTime, zip64: bool) -> Bytes {
+    let mut b = BytesMut::with_capacity(30 + name.len() + 20);
+    b.put_u32_le(LOCAL_HEADER);
+    b.put_u16_le(if zip64 {
+        VERSION_ZIP64
+    } else {
+        VERSION_DEFAULT
+    });
+    b.put_u16_le(FLAGS);
+    b.put_u16_le(method.code());
+    b.put_u16_le(modified.time);
+    b.put_u16_le(modified.date);
+    b.put_u32_le(0); // crc-32: in the descriptor
+    let size = if zip64 { MAX32 as u32 } else { 0 };
+    b.put_u32_le(size);
+    b.put_u32_le(size);
+    b.put_u16_le(name.len() as u16);
+    b.put_u16_le(if zip64 { 20 } else { 0 });
+    b.put_slice(name);
+    if zip64 {
+        b.put_u16_le(ZIP64_EXTRA);
+        b.put_u16_le(16);
+        b.put_u64_le(0);
+        b.put_u64_le(0);
+    }
+    b.freeze()
+}
+
+/// The data descriptor after an entry's bytes; 8-byte sizes when the local header was ZIP64.
+pub fn data_descriptor(crc32: u32, compressed: u64, uncompressed: u64, zip64: bool) -> Bytes {
+    let mut b = BytesMut::with_capacity(24);
+    b.put_u32_le(DATA_DESCRIPTOR);
+    b.put_u32_le(crc32);
+    if zip64 {
+        b.put_u64_le(compressed);
+        b.put_u64_le(uncompressed);
+    } else {
+        b.put_u32_le(compressed as u32);
+        b.put_u32_le(uncompressed as u32);
+    }
+    b.freeze()
+}
+
+/// Appends one central directory header.
+pub fn central_header(out: &mut BytesMut, r: &CentralRecord) {
+    // Only the fields that overflow go into the ZIP64 extra, in the order the spec fixes.
+    let mut extra = BytesMut::new();
+    for value in [r.uncompressed, r.compressed, r.header_offset] {
+        if value >= MAX32 {
+            extra.put_u64_le(value);
+        }
+    }
+    let zip64 = !extra.is_empty();
+    let clamp = |v: u64| v.min(MAX32) as u32;
+    out.reserve(46 + r.name.len() + 28);
+    out.put_u32_le(CENTRAL_HEADER);
+    out.put_u16_le(MADE_BY);
+    out.put_u16_le(if zip64 {
+        VERSION_ZIP64
+    } else {
+        VERSION_DEFAULT
+    });
+    out.put_u16_le(FLAGS);
+    out.put_u16_le(r.method.code());
+    out.put_u16_le(r.modified.time);
+    out.put_u16_le(r.modified.date);
+    out.put_u32_le(r.crc32);
+    out.put_u32_le(clamp(r.compressed));
+    out.put_u32_le(clamp(r.uncompressed));
+    out.put_u16_le(r.name.len() as u16);
+    out.put_u16_le(if zip64 { 4 + extra.len() as u16 } else { 0 });
+    out.put_u16_le(0); // comment
+    out.put_u16_le(0); // disk number
+    out.put_u16_le(0); // internal attributes
+    out.put_u32_le(EXTERNAL_ATTRIBUTES);
+    out.put_u32_le(clamp(r.header_offset));
+    out.put_slice(&r.name);
+    if zip64 {
+        out.put_u16_le(ZIP64_EXTRA);
+        out.put_u16_le(extra.len() as u16);
+        out.put_slice(&extra);
+    }
+}
+
+/// The end records: a ZIP64 end record and locator when the count, size or offset of the central
+/// directory overflows the classic fields, then the classic end record.
+pub fn end_records(entries: u64, directory_offset: u64, directory_size: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(22 + 56 + 20);
+    let zip64 = entries >= MAX16 || directory_offset >= MAX32 || directory_size >= MAX32;
+    if zip64 {
+        let zip64_end_offset = directory_offset + directory_size;
+        b.put_u32_le(ZIP64_END);
+        b.put_u64_le(44); // size of the rest of this record
+        b.put_u16_le(MADE_BY);
+        b.put_u16_le(VERSION_ZIP64);
+        b.put_u32_le(0); // this disk
+        b.put_u32_le(0); // disk with the central directory
+        b.put_u64_le(entries);
+        b.put_u64_le(entries);
+        b.put_u64_le(directory_size);
+        b.put_u64_le(directory_offset);
+        b.put_u32_le(ZIP64_LOCATOR);
+        b.put_u32_le(0);
+        b.put_u64_le(zip64_end_offset);
+        b.put_u32_le(1); // total disks
+    }
+    let count = entries.min(MAX16) as u16;
+    b.put_u32_le(END);
+    b.put_u16_le(0);
+    b.put_u16_le(0);
+    b.put_u16_le(count);
+    b.put_u16_le(count);
+    b.put_u32_le(directory_size.min(MAX32) as u32);
+    b.put_u32_le(directory_offset.min(MAX32) as u32);
+    b.put_u16_le(0); // comment
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn dos_time_packs_fields_and_clamps_early_dates() {
+        let at = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 26, 13, 45, 31)
+            .unwrap();
+        let t = DosTime::from_utc(at);
+        assert_eq!(t.date >> 9, 46);
+        assert_eq!((t.date >> 5) & 0xF, 11);
+        assert_eq!(t.date & 0x1F, 26);
+        assert_eq!(t.time >> 11, 13);
+        assert_eq!((t.time >> 5) & 0x3F, 45);
+        assert_eq!(t.time & 0x1F, 15);
+        let early = DosTime::from_utc(chrono::Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(early.date, (1 << 5) | 1);
+    }
+
+    #[test]
+    fn central_header_uses_zip64_only_for_overflowing_fields() {
+        let mut small = BytesMut::new();
+        let record = CentralRecord {
+            name: Bytes::from_static(b"a.txt"),
+            method: Method::Stored,
+            modified: DosTime::default(),
+            crc32: 1,
+            compressed: 10,
+            uncompressed: 10,
+            header_offset: 0,
+        };
+        central_header(&mut small, &record);
+        assert_eq!(small.len(), 46 + 5);
+        let mut large = BytesMut::new();
+        central_header(
+            &mut large,
+            &CentralRecord {
+                compressed: 5 << 30,
+                uncompressed: 5 << 30,
+                ..record
+            },
+        );
+        assert_eq!(large.len(), 46 + 5 + 4 + 16);
+        assert_eq!(&large[20..28], &[0xFF; 8]);
+    }
+
+    #[test]
+    fn end_records_switch_to_zip64_past_65534_entries() {
+        assert_eq!(end_records(65_534, 100, 100).len(), 22);
+        assert_eq!(end_records(65_535, 100, 100).len(), 22 + 56 + 20);
+    }
+}

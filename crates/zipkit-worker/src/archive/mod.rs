@@ -1,0 +1,176 @@
+//! The ZIP archive: `writer` streams entries into an archive through bounded channels, `deflate`
+//! compresses blocks on all cores, `format` emits the ZIP records. This module decides how each
+//! entry is stored.
+
+pub mod deflate;
+pub mod format;
+pub mod writer;
+
+pub use format::{DosTime, Method};
+pub use writer::{ArchiveError, ArchiveOptions, ArchiveWriter, EntrySummary, ZIP64_THRESHOLD};
+
+/// Extensions of formats that are already compressed: `auto` stores them instead of deflating.
+const COMPRESSED: &[&str] = &[
+    "7z", "aac", "apk", "avi", "avif", "br", "bz2", "docx", "epub", "flac", "gif", "gz", "heic",
+    "jar", "jpeg", "jpg", "m4a", "m4v", "mkv", "mov", "mp3", "mp4", "odt", "ogg", "opus", "pdf",
+    "png", "pptx", "rar", "tgz", "webm", "webp", "woff", "woff2", "xlsx", "xz", "zip", "zst",
+];
+
+/// Leading bytes of compressed formats (offset, signature), for names that do not say.
+const SIGNATURES: &[(usize, &[u8])] = &[
+    (0, b"\x1f\x8b"),           // gzip
+    (0, b"PK\x03\x04"),         // zip, docx, jar, ...
+    (0, b"\x89PNG"),            // png
+    (0, b"\xff\xd8\xff"),       // jpeg
+    (0, b"GIF8"),               // gif
+    (0, b"\x28\xb5\x2f\xfd"),   // zstd
+    (0, b"\xfd7zXZ\x00"),       // xz
+    (0, b"BZh"),                // bzip2
+    (0, b"7z\xbc\xaf\x27\x1c"), // 7z
+    (0, b"Rar!"),               // rar
+    (0, b"OggS"),               // ogg
+    (0, b"fLaC"),               // flac
+    (0, b"ID3"),                // mp3
+    (4, b"ftyp"),               // mp4, mov, heic, avif
+    (0, b"\x1a\x45\xdf\xa3"),   // matroska, webm
+    (0, b"wOF2"),               // woff2
+];
+
+/// Whether the first bytes of a source look like an already compressed format.
+pub fn looks_compressed(head: &[u8]) -> bool {
+    let riff_webp = head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP";
+    riff_webp
+        || SIGNATURES
+            .iter()
+            .any(|(at, sig)| head.len() >= at + sig.len() && &head[*at..at + sig.len()] == *sig)
+}
+
+/// How an entry is stored under the job's `compression` setting; `head` is the source's first
+/// bytes, which `auto` looks at when the name's extension does not decide.
+pub fn method_for(compression: zipkit_domain::Compression, filename: &str, head: &[u8]) -> Method {
+    use zipkit_domain::Compression;
+    match compression {
+        Compression::Store => Method::Stored,
+        Compression::Deflate => Method::Deflated,
+        Compression::Auto => {
+            let extension = filename
+                .rsplit_once('.')
+                .map(|(_, e)| e.to_ascii_lowercase())
+                .unwrap_or_default();
+            if COMPRESSED.contains(&extension.as_str()) || looks_compressed(head) {
+                Method::Stored
+            } else {
+                Method::Deflated
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+    use zipkit_domain::Compression;
+
+    #[test]
+    fn auto_stores_compressed_formats_by_name_or_by_content() {
+        assert_eq!(
+            method_for(Compression::Auto, "photos/a.JPG", b""),
+            Method::Stored
+        );
+        assert_eq!(
+            method_for(Compression::Auto, "docs/report.pdf", b""),
+            Method::Stored
+        );
+        assert_eq!(
+            method_for(Compression::Auto, "data.csv", b"a,b\n1,2"),
+            Method::Deflated
+        );
+        assert_eq!(
+            method_for(Compression::Auto, "README", b"# Title"),
+            Method::Deflated
+        );
+        assert_eq!(
+            method_for(Compression::Auto, "download", b"\x1f\x8b\x08\x00rest"),
+            Method::Stored
+        );
+        assert_eq!(
+            method_for(Compression::Auto, "clip", b"\x00\x00\x00\x18ftypmp42"),
+            Method::Stored
+        );
+        assert_eq!(
+            method_for(Compression::Auto, "image", b"RIFF\x10\x00\x00\x00WEBPVP8 "),
+            Method::Stored
+        );
+        assert_eq!(
+            method_for(Compression::Store, "data.csv", b""),
+            Method::Stored
+        );
+        assert_eq!(
+            method_for(Compression::Deflate, "a.jpg", b""),
+            Method::Deflated
+        );
+    }
+
+    async fn build(entries: Vec<(&'static str, Method, Vec<Bytes>)>) -> (Vec<u8>, u64) {
+        let (out, mut rx) = mpsc::channel::<Bytes>(4);
+        let collector = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                all.extend_from_slice(&chunk);
+            }
+            all
+        });
+        let options = ArchiveOptions {
+            level: 6,
+            parallel: 2,
+            modified: DosTime::default(),
+        };
+        let mut writer = ArchiveWriter::new(options, out);
+        for (name, method, chunks) in entries {
+            writer.start_entry(name, method, false).await.unwrap();
+            for chunk in chunks {
+                writer.write(chunk).await.unwrap();
+            }
+        }
+        let size = writer.finish().await.unwrap();
+        (collector.await.unwrap(), size)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_streams_a_valid_archive_with_multi_block_entries() {
+        let big: Vec<u8> = (0..(3 * deflate::BLOCK + 77))
+            .map(|i| (i % 251) as u8 ^ (i / 4096) as u8)
+            .collect();
+        let pieces: Vec<Bytes> = big.chunks(100_000).map(Bytes::copy_from_slice).collect();
+        let (archive, size) = build(vec![
+            (
+                "a.txt",
+                Method::Deflated,
+                vec![Bytes::from("hello ".repeat(1000))],
+            ),
+            ("dir/é.txt", Method::Stored, vec![Bytes::from("world")]),
+            ("empty", Method::Deflated, vec![]),
+            ("big.bin", Method::Deflated, pieces),
+            ("stored.bin", Method::Stored, vec![Bytes::from(big.clone())]),
+        ])
+        .await;
+        assert_eq!(size as usize, archive.len());
+        let mut read = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
+        assert_eq!(read.len(), 5);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut read.by_name("dir/é.txt").unwrap(), &mut text).unwrap();
+        assert_eq!(text, "world");
+        for name in ["big.bin", "stored.bin"] {
+            let mut back = Vec::new();
+            std::io::Read::read_to_end(&mut read.by_name(name).unwrap(), &mut back).unwrap();
+            assert_eq!(back, big, "{name}");
+        }
+        assert_eq!(read.by_name("empty").unwrap().size(), 0);
+        assert_eq!(
+            read.by_name("big.bin").unwrap().compression(),
+            zip::CompressionMethod::Deflated
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! The streaming archive writer. Entries go in one after another; the archive comes out, in
+//! order, through a bounded channel to the uploader. Deflated entries are cut into blocks that
+//! compress on the blocking pool while later bytes (and later entries) keep arriving, so every
+//! core works; what waits for a block is kept in a queue bounded by block count and bytes, so
+//! memory stays bounded whatever the archive size.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::deflate::{self, BLOCK, WINDOW};
+use super::format::{self, CentralRecord, DosTime, Method};
+
+/// Entries that may pass 4 GiB (unknown size, or near the limit) get ZIP64 fields up front.
+pub const ZIP64_THRESHOLD: u64 = 0xFFFF_FFFF - 64 * 1024 * 1024;
+/// Output is handed to the uploader in chunks of about this size.
+const OUTPUT_CHUNK: usize = 256 * 1024;
+/// Bytes waiting in the queue (stored data, and blocks being compressed) before the writer waits.
+const QUEUED_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("the uploader stopped taking the archive")]
+    OutputClosed,
+    #[error("compressing failed: {0}")]
+    Compress(#[from] std::io::Error),
+    #[error("a compression task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("entry {0:?} is over 4 GiB but was started without ZIP64 fields")]
+    EntryTooLarge(String),
+    #[error("no entry is open")]
+    NoEntry,
+}
+
+/// How the writer compresses.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveOptions {
+    /// Deflate level, 1 (fastest) to 9 (smallest).
+    pub level: u32,
+    /// Blocks compressing at once.
+    pub parallel: usize,
+    /// Timestamp written on every entry.
+    pub modified: DosTime,
+}
+
+/// What was written for an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntrySummary {
+    pub size: u64,
+    pub crc32: u32,
+}
+
+/// Something the output is waiting for, in archive order.
+enum Pending {
+    Ready(Bytes),
+    /// A deflate block on the blocking pool, and how many input bytes it holds.
+    Block(JoinHandle<std::io::Result<Bytes>>, usize),
+    /// An entry's local header: where it lands is the entry's offset.
+    Header(Bytes),
+    /// The end of an entry: its compressed size is what went out since its header.
+    Descriptor(Box<EntryEnd>),
+}
+
+struct EntryEnd {
+    name: Bytes,
+    method: Method,
+    zip64: bool,
+    crc32: u32,
+    uncompressed: u64,
+}
+
+struct OpenEntry {
+    name: Bytes,
+    method: Method,
+    zip64: bool,
+    crc: crc32fast::Hasher,
+    size: u64,
+    /// Deflate input not yet cut into a block.
+    block: BytesMut,
+    /// The tail of the previous block, priming the next one.
+    dictionary: Bytes,
+}
+
+pub struct ArchiveWriter {
+    options: ArchiveOptions,
+    out: mpsc::Sender<Bytes>,
+    buffer: BytesMut,
+    queue: VecDeque<Pending>,
+    blocks_in_queue: usize,
+    bytes_in_queue: usize,
+    offset: u64,
+    /// Offsets of the entry being drained: its local header and its first data byte.
+    draining: (u64, u64),
+    open: Option<OpenEntry>,
+    directory: Vec<CentralRecord>,
+}
+
+impl std::fmt::Debug for ArchiveWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveWriter")
+            .field("offset", &self.offset)
+            .field("entries", &self.directory.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveWriter {
+    pub fn new(options: ArchiveOptions, out: mpsc::Sender<Bytes>) -> Self {
+        Self {
+            options: ArchiveOptions {
+                parallel: options.parallel.max(1),
+                level: options.level.clamp(1, 9),
+                ..options
+            },
+            out,
+            buffer: BytesMut::with_capacity(OUTPUT_CHUNK * 2),
+            queue: VecDeque::new(),
+            blocks_in_queue: 0,
+            bytes_in_queue: 0,
+            offset: 0,
+            draining: (0, 0),
+            open: None,
+            directory: Vec::new(),
+        }
+    }
+
+    /// Starts an entry, ending the open one. `zip64` must be set when it may pass 4 GiB.
+    pub async fn start_entry(
+        &mut self,
+        name: &str,
+        method: Method,
+        zip64: bool,
+    ) -> Result<(), ArchiveError> {
+        if self.open.is_some() {
+            self.finish_entry().await?;
+        }
+        let name = Bytes::copy_from_slice(name.as_bytes());
+        let header = format::local_header(&name, method, self.options.modified, zip64);
+        self.push(Pending::Header(header)).await?;
+        self.open = Some(OpenEntry {
+            name,
+            method,
+            zip64,
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+            block: BytesMut::new(),
+            dictionary: Bytes::new(),
+        });
+        Ok(())
+    }
+
+    /// Adds bytes to the open entry.
+    pub async fn write(&mut self, data: Bytes) -> Result<(), ArchiveError> {
+        let entry = self.open.as_mut().ok_or(ArchiveError::NoEntry)?;
+        entry.crc.update(&data);
+        entry.size += data.len() as u64;
+        if !entry.zip64 && entry.size >= ZIP64_THRESHOLD {
+            return Err(ArchiveError::EntryTooLarge(
+                String::from_utf8_lossy(&entry.name).into_owned(),
+            ));
+        }
+        match entry.method {
+            Method::Stored => self.push(Pending::Ready(data)).await,
+            Method::Deflated => {
+                let mut data = data;
+                while !data.is_empty() {
+                    let entry = self.open.as_mut().ok_or(ArchiveError::NoEntry)?;
+                    let room = BLOCK - entry.block.len();
+                    let take = data.split_to(room.min(data.len()));
+                    entry.block.extend_from_slice(&take);
+                    if entry.block.len() == BLOCK {
+                        self.cut_block(false).await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the open entry; its size and CRC-32 are known at once, its bytes follow in order.
+    pub async fn finish_entry(&mut self) -> Result<EntrySummary, ArchiveError> {
+        if self.open.as_ref().ok_or(ArchiveError::NoEntry)?.method == Method::Deflated {
+            self.cut_block(true).await?;
+        }
+        let entry = self.open.take().ok_or(ArchiveError::NoEntry)?;
+        let summary = EntrySummary {
+            size: entry.size,
+            crc32: entry.crc.finalize(),
+        };
+        self.push(Pending::Descriptor(Box::new(EntryEnd {
+            name: entry.name,
+            method: entry.method,
+            zip64: entry.zip64,
+            crc32: summary.crc32,
+            uncompressed: summary.size,
+        })))
+        .await?;
+        Ok(summary)
+    }
+
+    /// Ends the archive: the last entry, the central directory and the end records. Returns the
+    /// archive's size.
+    pub async fn finish(mut self) -> Result<u64, ArchiveError> {
+        if self.open.is_some() {
+            self.finish_entry().await?;
+        }
+        while !self.queue.is_empty() {
+            self.drain_one().await?;
+        }
+        let directory_offset = self.offset;
+        let mut directory = BytesMut::new();
+        let records = std::mem::take(&mut self.directory);
+        for record in &records {
+            format::central_header(&mut directory, record);
+            if directory.len() >= OUTPUT_CHUNK {
+                let chunk = directory.split().freeze();
+                self.emit(chunk).await?;
+            }
+        }
+        let tail = directory.freeze();
+        self.emit(tail).await?;
+        let directory_size = self.offset - directory_offset;
+        let end = format::end_records(records.len() as u64, directory_offset, directory_size);
+        self.emit(end).await?;
+        self.flush().await?;
+        Ok(self.offset)
+    }
+
+    /// Hands the open entry's pending input to the blocking pool as one block.
+    async fn cut_block(&mut self, last: bool) -> Result<(), ArchiveError> {
+        let level = self.options.level;
+        let entry = self.open.as_mut().ok_or(ArchiveError::NoEntry)?;
+        let input = entry.block.split().freeze();
+        let dictionary = std::mem::replace(
+            &mut entry.dictionary,
+            input.slice(input.len().saturating_sub(WINDOW)..),
+        );
+        let size = input.len();
+        let task = tokio::task::spawn_blocking(move || {
+            deflate::compress_block(&input, &dictionary, level, last)
+        });
+        self.push(Pending::Block(task, size)).await
+    }
+
+    /// Queues output, first draining what is done, then waiting while the queue is full.
+    async fn push(&mut self, item: Pending) -> Result<(), ArchiveError> {
+        match &item {
+            Pending::Block(_, size) => {
+                self.blocks_in_queue += 1;
+                self.bytes_in_queue += size;
+            }
+            Pending::Ready(b) => self.bytes_in_queue += b.len(),
+            Pending::Header(_) | Pending::Descriptor(_) => {}
+        }
+        self.queue.push_back(item);
+        while let Some(front) = self.queue.front() {
+            let ready = !matches!(front, Pending::Block(task, _) if !task.is_finished());
+            let full =
+                self.blocks_in_queue > self.options.parallel || self.bytes_in_queue > QUEUED_BYTES;
+            if !ready && !full {
+                break;
+            }
+            self.drain_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the front of the queue, waiting for it if it is a block still compressing.
+    async fn drain_one(&mut self) -> Result<(), ArchiveError> {
+        let Some(item) = self.queue.pop_front() else {
+            return Ok(());
+        };
+        match item {
+            Pending::Ready(bytes) => {
+                self.bytes_in_queue -= bytes.len();
+                self.emit(bytes).await
+            }
+            Pending::Block(task, size) => {
+                self.blocks_in_queue -= 1;
+                self.bytes_in_queue -= size;
+                let compressed = task.await??;
+                self.emit(compressed).await
+            }
+            Pending::Header(header) => {
+                let start = self.offset;
+                self.emit(header).await?;
+                self.draining = (start, self.offset);
+                Ok(())
+            }
+            Pending::Descriptor(end) => {
+                let (header_offset, data_start) = self.draining;
+                let compressed = self.offset - data_start;
+                if !end.zip64 && compressed >= 0xFFFF_FFFF {
+                    return Err(ArchiveError::EntryTooLarge(
+                        String::from_utf8_lossy(&end.name).into_owned(),
+                    ));
+                }
+                let descriptor =
+                    format::data_descriptor(end.crc32, compressed, end.uncompressed, end.zip64);
+                self.emit(descriptor).await?;
+                self.directory.push(CentralRecord {
+                    name: end.name,
+                    method: end.method,
+                    modified: self.options.modified,
+                    crc32: end.crc32,
+                    compressed,
+                    uncompressed: end.uncompressed,
+                    header_offset,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends to the output, coalescing small pieces into chunks for the uploader.
+    async fn emit(&mut self, bytes: Bytes) -> Result<(), ArchiveError> {
+        self.offset += bytes.len() as u64;
+        if bytes.len() >= OUTPUT_CHUNK / 4 {
+            self.flush().await?;
+            return self.send(bytes).await;
+        }
+        self.buffer.extend_from_slice(&bytes);
+        if self.buffer.len() >= OUTPUT_CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ArchiveError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buffer.split().freeze();
+        self.send(chunk).await
+    }
+
+    async fn send(&mut self, bytes: Bytes) -> Result<(), ArchiveError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.out
+            .send(bytes)
+            .await
+            .map_err(|_| ArchiveError::OutputClosed)
+    }
+}
