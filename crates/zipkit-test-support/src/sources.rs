@@ -14,6 +14,9 @@ pub enum Behaviour {
     Status(u16),
     /// Answers 500 this many times, then serves the bytes.
     FailThenServe(usize, Vec<u8>),
+    /// Advertises byte ranges (with an ETag); the first request breaks off after `cut` bytes,
+    /// later ones honour `Range` + `If-Range` with 206 and the rest.
+    BreakThenResume { bytes: Vec<u8>, cut: usize },
     /// Serves `chunks` chunks of `chunk` bytes, waiting `pause` before each.
     Slow {
         chunk: usize,
@@ -37,7 +40,55 @@ pub struct SourceServer {
     files: Arc<Files>,
 }
 
-async fn serve(files: web::Data<Arc<Files>>, path: web::Path<String>) -> HttpResponse {
+const ETAG: &str = "\"v1\"";
+
+/// The first `cut` bytes with the full length announced, then a broken connection.
+fn broken_off(bytes: &[u8], cut: usize) -> HttpResponse {
+    let head = web::Bytes::copy_from_slice(&bytes[..cut]);
+    let body = futures_util::stream::iter([
+        Ok::<_, std::io::Error>(head),
+        Err(std::io::Error::other("connection broken on purpose")),
+    ]);
+    HttpResponse::Ok()
+        .insert_header(("ETag", ETAG))
+        .insert_header(("Accept-Ranges", "bytes"))
+        .no_chunking(bytes.len() as u64)
+        .streaming(body)
+}
+
+/// `Range: bytes=N-` with a matching `If-Range` gets 206 and the rest; anything else, all of it.
+fn ranged(request: &actix_web::HttpRequest, bytes: &[u8]) -> HttpResponse {
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &actix_web::http::header::HeaderValue| v.to_str().ok())
+    };
+    let from = header("range")
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n < bytes.len() && header("if-range") == Some(ETAG));
+    match from {
+        Some(from) => HttpResponse::PartialContent()
+            .insert_header(("ETag", ETAG))
+            .insert_header((
+                "Content-Range",
+                format!("bytes {from}-{}/{}", bytes.len() - 1, bytes.len()),
+            ))
+            .body(bytes[from..].to_vec()),
+        None => HttpResponse::Ok()
+            .insert_header(("ETag", ETAG))
+            .insert_header(("Accept-Ranges", "bytes"))
+            .body(bytes.to_vec()),
+    }
+}
+
+async fn serve(
+    request: actix_web::HttpRequest,
+    files: web::Data<Arc<Files>>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let files: Arc<Files> = Arc::clone(&files);
     let name = path.into_inner();
     let hit = files
@@ -76,6 +127,8 @@ async fn serve(files: web::Data<Arc<Files>>, path: web::Path<String>) -> HttpRes
             });
             HttpResponse::Ok().streaming(body)
         }
+        Some(Behaviour::BreakThenResume { bytes, cut }) if hit == 0 => broken_off(bytes, *cut),
+        Some(Behaviour::BreakThenResume { bytes, .. }) => ranged(&request, bytes),
         Some(Behaviour::FailThenServe(failures, bytes)) => {
             if hit < *failures {
                 HttpResponse::InternalServerError().finish()

@@ -800,3 +800,138 @@ async fn wrong_bucket_credentials_fail_the_job_with_bucket_access_denied() {
     );
     harness.stop().await;
 }
+
+#[tokio::test]
+async fn a_broken_download_resumes_with_range_and_if_range() {
+    let harness = Harness::start().await;
+    let body = pseudo_random(3 * 1024 * 1024 + 17, 7);
+    let sources = SourceServer::start(vec![(
+        "big.bin",
+        Behaviour::BreakThenResume {
+            bytes: body.clone(),
+            cut: 1024 * 1024,
+        },
+    )])
+    .await;
+    let bucket = harness.bucket().await;
+    let id = harness
+        .submit(
+            &bucket,
+            "resumed.zip",
+            &[(sources.url("big.bin"), "big.bin")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(sources.hits("big.bin"), 2, "one broken request, one ranged");
+    let read = read_with_python(&harness.store.get("resumed.zip").await);
+    assert_eq!(read["big.bin"], body, "every byte, none twice");
+    assert_eq!(zip.bytes_downloaded, body.len() as i64);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_source_fails_with_source_stalled() {
+    let harness = Harness::start_configured(|w| {
+        w.stall_window_secs = 1;
+        w.stall_min_bytes = 4096;
+    })
+    .await;
+    let sources = SourceServer::start(vec![
+        (
+            "trickle.bin",
+            Behaviour::Slow {
+                chunk: 16,
+                chunks: 1000,
+                pause: Duration::from_millis(100),
+            },
+        ),
+        ("ok.txt", Behaviour::Serve(b"fine".to_vec())),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    let started = std::time::Instant::now();
+    let id = harness
+        .submit(
+            &bucket,
+            "stalled.zip",
+            &[
+                (sources.url("ok.txt"), "ok.txt"),
+                (sources.url("trickle.bin"), "trickle.bin"),
+            ],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Failed);
+    assert_eq!(zip.error_code.as_deref(), Some("source_stalled"));
+    assert_eq!(zip.error_param.as_deref(), Some("urls[1]"));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a trickle of 160 B/s is caught by the 1 s window, not the 100 s it would take"
+    );
+    assert!(sources.chunks_sent("trickle.bin") < 1000);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn sources_over_the_size_limit_are_refused_by_length_or_while_streaming() {
+    let harness = Harness::start_configured(|w| w.max_source_bytes = 1024 * 1024).await;
+    let sources = SourceServer::start(vec![
+        ("ok.txt", Behaviour::Serve(b"small".to_vec())),
+        ("known.bin", Behaviour::Serve(vec![1; 2 * 1024 * 1024])),
+        (
+            "unsized.bin",
+            Behaviour::Slow {
+                chunk: 64 * 1024,
+                chunks: 40,
+                pause: Duration::from_millis(1),
+            },
+        ),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    // Content-Length says too much: skipped before a byte is read.
+    let skipping = harness
+        .submit(
+            &bucket,
+            "skip.zip",
+            &[
+                (sources.url("known.bin"), "known.bin"),
+                (sources.url("ok.txt"), "ok.txt"),
+            ],
+            Compression::Store,
+            OnError::Skip,
+        )
+        .await;
+    let skipped = harness.wait_finished(skipping).await;
+    assert_eq!(
+        skipped.status,
+        ZipStatus::Succeeded,
+        "{:?}",
+        skipped.error_message
+    );
+    let mut conn = harness.db.connect().await;
+    let left_out = Zip::skipped_entries(&mut conn, &[skipping]).await.unwrap();
+    assert_eq!(left_out[0].error_code.as_deref(), Some("source_too_large"));
+    let read = read_with_python(&harness.store.get("skip.zip").await);
+    assert_eq!(read.keys().collect::<Vec<_>>(), ["ok.txt"]);
+    // No length given: refused once the bytes pass the limit.
+    let failing = harness
+        .submit(
+            &bucket,
+            "fail.zip",
+            &[(sources.url("unsized.bin"), "unsized.bin")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let failed = harness.wait_finished(failing).await;
+    assert_eq!(failed.status, ZipStatus::Failed);
+    assert_eq!(failed.error_code.as_deref(), Some("source_too_large"));
+    assert_eq!(failed.error_param.as_deref(), Some("urls[0]"));
+    harness.stop().await;
+}

@@ -1,0 +1,153 @@
+//! ZIP64 as independent readers see it: an entry over 4 GiB (a generated stream, so nothing this
+//! large has to be downloaded) with an entry after it at an offset over 4 GiB, and an archive of
+//! more than 65,535 entries. Checked by Python's zipfile (names, sizes, CRCs) and `unzip -t`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is how a test fails"
+)]
+
+use std::io::Write;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use zipkit_worker::archive::{ArchiveOptions, ArchiveWriter, DosTime, Method};
+
+/// Runs `build` against a writer whose archive goes to a temporary file; returns its path.
+async fn archive_to_file<F>(build: F) -> std::path::PathBuf
+where
+    F: AsyncFnOnce(&mut ArchiveWriter),
+{
+    let path =
+        std::env::temp_dir().join(format!("zipkit-zip64-{}.zip", zipkit_domain::ZipId::new()));
+    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let file_path = path.clone();
+    let sink = tokio::task::spawn_blocking(move || {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(file_path).unwrap());
+        let mut written = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            file.write_all(&chunk).unwrap();
+            written += chunk.len() as u64;
+        }
+        file.flush().unwrap();
+        written
+    });
+    let mut writer = ArchiveWriter::new(
+        ArchiveOptions {
+            level: 1,
+            parallel: 4,
+            modified: DosTime::default(),
+        },
+        tx,
+    );
+    build(&mut writer).await;
+    let size = writer.finish().await.unwrap();
+    assert_eq!(sink.await.unwrap(), size);
+    path
+}
+
+/// Python's view: (entry count, [(name, size, crc)] of the named entries), after `testzip`.
+fn python_check(path: &std::path::Path, names: &[&str]) -> serde_json::Value {
+    let script = r#"
+import json, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+assert z.testzip() is None, "bad CRC"
+infos = z.infolist()
+wanted = {i.filename: [i.file_size, i.CRC, i.compress_type] for i in infos if i.filename in sys.argv[2:]}
+print(json.dumps({"count": len(infos), "entries": wanted}))
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .args(names)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn unzip_test(path: &std::path::Path) {
+    let out = std::process::Command::new("unzip")
+        .arg("-tqq")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "unzip -t: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_over_4_gib_and_one_after_it_are_read_back_by_independent_readers() {
+    const MIB: usize = 1024 * 1024;
+    // A mebibyte of varied bytes, repeated: 4 GiB + 5 MiB in all, never held at once.
+    let pattern = Bytes::from((0..MIB).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>());
+    let chunks = 4 * 1024 + 5;
+    let mut crc = crc32fast::Hasher::new();
+    for _ in 0..chunks {
+        crc.update(&pattern);
+    }
+    let expected_crc = crc.finalize();
+    let path = archive_to_file(async |w: &mut ArchiveWriter| {
+        w.start_entry("huge.bin", Method::Stored, true)
+            .await
+            .unwrap();
+        for _ in 0..chunks {
+            w.write(pattern.clone()).await.unwrap();
+        }
+        let summary = w.finish_entry().await.unwrap();
+        assert_eq!(summary.crc32, expected_crc);
+        w.start_entry("after/é.txt", Method::Deflated, false)
+            .await
+            .unwrap();
+        w.write(Bytes::from_static(b"past the 4 GiB mark"))
+            .await
+            .unwrap();
+    })
+    .await;
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 4 << 30, "archive is {size} bytes");
+    let seen = python_check(&path, &["huge.bin", "after/é.txt"]);
+    assert_eq!(seen["count"], 2);
+    assert_eq!(seen["entries"]["huge.bin"][0], (chunks * MIB) as u64);
+    assert_eq!(seen["entries"]["huge.bin"][1], expected_crc);
+    assert_eq!(seen["entries"]["after/é.txt"][0], 19);
+    assert_eq!(seen["entries"]["after/é.txt"][2], 8, "deflated");
+    unzip_test(&path);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_65535_entries_use_the_zip64_end_records() {
+    let count = 70_000;
+    let path = archive_to_file(async |w: &mut ArchiveWriter| {
+        for i in 0..count {
+            let method = if i % 2 == 0 {
+                Method::Stored
+            } else {
+                Method::Deflated
+            };
+            w.start_entry(&format!("d{}/f{i}.txt", i % 100), method, false)
+                .await
+                .unwrap();
+            w.write(Bytes::from(format!("entry {i}\n"))).await.unwrap();
+        }
+    })
+    .await;
+    let seen = python_check(&path, &["d0/f0.txt", "d99/f69999.txt"]);
+    assert_eq!(seen["count"], count);
+    assert_eq!(seen["entries"]["d99/f69999.txt"][0], "entry 69999\n".len());
+    assert_eq!(
+        seen["entries"]["d99/f69999.txt"][1],
+        crc32fast::hash(b"entry 69999\n")
+    );
+    unzip_test(&path);
+    std::fs::remove_file(&path).unwrap();
+}
