@@ -23,6 +23,18 @@ pub struct ConsumerSettings {
     pub concurrency: u16,
     pub lease: Duration,
     pub grace: Duration,
+    /// Attempts at a job that keeps failing transiently before it fails for good.
+    pub max_attempts: i32,
+    /// Delay before the second attempt; doubled for each one after.
+    pub retry_backoff: Duration,
+}
+
+impl ConsumerSettings {
+    /// How long the delay queue holds a job after its `attempt`-th attempt failed.
+    pub fn retry_delay(&self, attempt: i32) -> Duration {
+        let doublings = (attempt.max(1) - 1).min(16) as u32;
+        (self.retry_backoff * 2u32.pow(doublings)).min(Duration::from_secs(3600))
+    }
 }
 
 /// Consumes until `stop` turns true, then lets in-flight jobs finish within the grace period and
@@ -87,9 +99,9 @@ pub async fn consume(
                     let permit = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
                     let ctx = ctx.clone();
                     let broker = broker.clone();
-                    let lease = settings.lease;
+                    let settings = settings.clone();
                     tokio::spawn(async move {
-                        handle(&ctx, &broker, delivery, lease).await;
+                        handle(&ctx, &broker, delivery, &settings).await;
                         drop(permit);
                     });
                 }
@@ -138,8 +150,9 @@ async fn handle(
     ctx: &JobContext,
     broker: &Broker,
     delivery: lapin::message::Delivery,
-    lease: Duration,
+    settings: &ConsumerSettings,
 ) {
+    let lease = settings.lease;
     let ack = |delivery: &lapin::message::Delivery| {
         let acker = delivery.acker.clone();
         async move {
@@ -249,6 +262,16 @@ async fn handle(
         };
     let _ = beat_stop.send(true);
     let _ = heartbeat.await;
+    let transient = matches!(&outcome, ZipOutcome::Failed(e) if job::is_transient(&e.code));
+    if transient && zip.attempts < settings.max_attempts {
+        let delay = settings.retry_delay(zip.attempts);
+        if retry_later(ctx, broker, &message, delay).await {
+            ack(&delivery).await;
+        } else {
+            requeue(&delivery).await;
+        }
+        return;
+    }
     let finished = match ctx.pool.get().await {
         Ok(mut conn) => Zip::finish(&mut conn, zip_id, &ctx.owner, &outcome).await,
         Err(e) => {
@@ -262,5 +285,63 @@ async fn handle(
         Ok(None) => tracing::info!(zip.id = %zip_id, "job was cancelled or taken over meanwhile"),
         Err(e) => tracing::warn!(zip.id = %zip_id, error = %e, "recording the outcome failed"),
     }
-    ack(&delivery).await;
+    if transient {
+        // Out of attempts: the message goes to the dead-letter queue for inspection.
+        tracing::warn!(zip.id = %zip_id, attempts = zip.attempts, "job failed after its last attempt; dead-lettering the message");
+        let options = BasicNackOptions {
+            requeue: false,
+            ..Default::default()
+        };
+        if let Err(e) = delivery.acker.nack(options).await {
+            tracing::warn!(error = %e, "dead-lettering failed");
+        }
+    } else {
+        ack(&delivery).await;
+    }
+}
+
+/// Gives the job back and schedules its next attempt through the delay queue. `false` when that
+/// could not be done (the caller requeues the message instead).
+async fn retry_later(
+    ctx: &JobContext,
+    broker: &Broker,
+    message: &JobMessage,
+    delay: Duration,
+) -> bool {
+    let zip_id = message.zip_id;
+    let mut conn = match ctx.pool.get().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!(zip.id = %zip_id, error = %e, "could not release the job for a retry");
+            return false;
+        }
+    };
+    match Zip::release_for_retry(&mut conn, zip_id, &ctx.owner).await {
+        Ok(true) => {}
+        // Cancelled or taken over meanwhile: nothing to retry.
+        Ok(false) => return true,
+        Err(e) => {
+            tracing::warn!(zip.id = %zip_id, error = %e, "could not release the job for a retry");
+            return false;
+        }
+    }
+    let next = JobMessage {
+        attempt: message.attempt + 1,
+        ..message.clone()
+    };
+    let expiration = delay.as_millis().to_string();
+    let properties = lapin::BasicProperties::default().with_expiration(expiration.as_str().into());
+    match broker
+        .publish(&broker.topology().retry, &next.to_bytes(), properties)
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(zip.id = %zip_id, retry_in_ms = delay.as_millis() as u64, "transient failure; job retried after a delay");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(zip.id = %zip_id, error = %e, "could not schedule the retry");
+            false
+        }
+    }
 }

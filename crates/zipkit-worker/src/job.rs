@@ -54,6 +54,23 @@ fn failed(code: &str, message: impl Into<String>, param: Option<String>) -> ZipO
     })
 }
 
+/// Whether a failure may go away on its own, so the whole job is worth another attempt later:
+/// sources that were down, slow or rate limiting, and trouble on the way to the bucket or in this
+/// worker. A missing source, a refused bucket or a job over a limit fail at once.
+pub fn is_transient(code: &str) -> bool {
+    matches!(
+        code,
+        "source_unavailable"
+            | "source_unreachable"
+            | "source_rate_limited"
+            | "source_stalled"
+            | "bucket_unreachable"
+            | "bucket_unavailable"
+            | "bucket_upload_failed"
+            | "internal_error"
+    )
+}
+
 /// Why feeding the sources stopped early.
 enum FeedError {
     Outcome(ZipOutcome),

@@ -59,6 +59,11 @@ pub struct WorkerSettings {
     pub max_archive_bytes: u64,
     /// Deflate level, 1 (fastest) to 9 (smallest).
     pub deflate_level: u32,
+    /// Attempts at a job whose failures are transient before it fails for good (and its
+    /// message is dead-lettered).
+    pub max_attempts: u16,
+    /// Delay before a job's second attempt, doubled for each later one (at most an hour).
+    pub retry_backoff_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +132,8 @@ impl Worker {
             concurrency: w.concurrency,
             lease: Duration::from_secs(w.lease_secs),
             grace: Duration::from_secs(w.shutdown_grace_secs),
+            max_attempts: i32::from(w.max_attempts.max(1)),
+            retry_backoff: Duration::from_secs(w.retry_backoff_secs),
         };
         Ok(Self {
             broker,

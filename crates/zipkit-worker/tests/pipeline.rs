@@ -112,6 +112,8 @@ impl Harness {
                 max_source_bytes: 1 << 40,
                 max_archive_bytes: 1 << 42,
                 deflate_level: 6,
+                max_attempts: 1,
+                retry_backoff_secs: 1,
             },
             database: DatabaseSettings {
                 url: SecretString::from(db.url().to_owned()),
@@ -933,5 +935,71 @@ async fn sources_over_the_size_limit_are_refused_by_length_or_while_streaming() 
     assert_eq!(failed.status, ZipStatus::Failed);
     assert_eq!(failed.error_code.as_deref(), Some("source_too_large"));
     assert_eq!(failed.error_param.as_deref(), Some("urls[0]"));
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_failing_transiently_is_retried_through_the_delay_queue_then_dead_lettered() {
+    let harness = Harness::start_configured(|w| {
+        w.max_attempts = 2;
+        w.retry_backoff_secs = 1;
+    })
+    .await;
+    let per_job = zipkit_worker::download::ATTEMPTS as usize;
+    let sources = SourceServer::start(vec![
+        // Down for the whole first attempt, up during the second.
+        (
+            "flaky.txt",
+            Behaviour::FailThenServe(per_job + 1, b"second time lucky".to_vec()),
+        ),
+        ("down.txt", Behaviour::Status(503)),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    let id = harness
+        .submit(
+            &bucket,
+            "retried.zip",
+            &[(sources.url("flaky.txt"), "flaky.txt")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(zip.attempts, 2);
+    assert_eq!(sources.hits("flaky.txt"), per_job + 2);
+    assert_eq!(
+        read_with_python(&harness.store.get("retried.zip").await)["flaky.txt"],
+        b"second time lucky"
+    );
+    assert_eq!(harness.broker.depth("zipkit.jobs.dead").await, 0);
+
+    let id = harness
+        .submit(
+            &bucket,
+            "down.zip",
+            &[(sources.url("down.txt"), "down.txt")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Failed);
+    assert_eq!(zip.attempts, 2, "max_attempts");
+    assert_eq!(
+        zip.error_code.as_deref(),
+        Some("source_unavailable"),
+        "the last error"
+    );
+    assert_eq!(sources.hits("down.txt"), 2 * per_job);
+    let dead = harness
+        .broker
+        .take("zipkit.jobs.dead", Duration::from_secs(5))
+        .await
+        .expect("the exhausted job's message is dead-lettered");
+    let message = JobMessage::from_bytes(&dead.body).unwrap();
+    assert_eq!(message.zip_id, id);
+    assert_eq!(message.attempt, 2);
     harness.stop().await;
 }

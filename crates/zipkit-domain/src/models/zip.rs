@@ -499,6 +499,32 @@ impl Zip {
         query.optional()
     }
 
+    /// Gives the job back for another attempt after a transient failure: `none` again, no
+    /// lease, counters reset (the next attempt builds the archive from the start). Only while
+    /// `owner` still holds it; says whether it did.
+    pub async fn release_for_retry(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        owner: &str,
+    ) -> QueryResult<bool> {
+        let updated = diesel::update(zips::table.find(id))
+            .filter(zips::status.eq(ZipStatus::Processing))
+            .filter(zips::lease_owner.eq(owner))
+            .set((
+                zips::status.eq(ZipStatus::None),
+                zips::lease_owner.eq(None::<String>),
+                zips::lease_expires_at.eq(None::<DateTime<Utc>>),
+                zips::upload_id.eq(None::<String>),
+                zips::files_done.eq(0),
+                zips::bytes_downloaded.eq(0),
+                zips::bytes_uploaded.eq(0),
+                zips::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(updated == 1)
+    }
+
     /// Cancels a job that has not ended; idempotent (a cancelled job stays cancelled).
     /// Returns the row as it is afterwards, or `None` when the project has no such job.
     pub async fn cancel(
