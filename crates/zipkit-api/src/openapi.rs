@@ -3,15 +3,17 @@
 //! `/v1/openapi.json`.
 
 use actix_web::HttpResponse;
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use zipkit_domain::{Compression, OnError, Service, ZipStatus};
+// The enums' schemas, for `schema_with` in this crate's annotations.
+pub use zipkit_domain::views::schema::{compression, on_error, service, zip_status};
 
 use crate::error::{ErrorBody, ErrorEnvelope};
 use crate::routes::zips::{ZipList, ZipResponse};
 use crate::zips::request::{CreateZipBody, UrlItem};
-use crate::zips::view::{BucketRef, Progress, Skipped, ZipError, ZipObject, ZipResult};
+use zipkit_domain::views::{
+    BucketRef, Event, EventData, Progress, Skipped, ZipError, ZipObject, ZipResult,
+};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -24,7 +26,7 @@ use crate::zips::view::{BucketRef, Progress, Skipped, ZipError, ZipObject, ZipRe
     ),
     components(schemas(
         CreateZipBody, UrlItem, ZipObject, BucketRef, Progress, ZipResult, Skipped, ZipError,
-        ZipResponse, ZipList, ErrorEnvelope, ErrorBody,
+        ZipResponse, ZipList, ErrorEnvelope, ErrorBody, Event, EventData,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -46,28 +48,4 @@ impl Modify for BearerAuth {
 
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
-}
-
-fn text_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(values))
-        .build()
-}
-
-// The enums' values come from the domain's own lists, so a new variant appears here by itself.
-pub fn zip_status() -> Object {
-    text_enum(ZipStatus::ALL.iter().map(|v| v.as_str()))
-}
-
-pub fn service() -> Object {
-    text_enum(Service::ALL.iter().map(|v| v.as_str()))
-}
-
-pub fn compression() -> Object {
-    text_enum(Compression::ALL.iter().map(|v| v.as_str()))
-}
-
-pub fn on_error() -> Object {
-    text_enum(OnError::ALL.iter().map(|v| v.as_str()))
 }

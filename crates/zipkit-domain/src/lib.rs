@@ -10,6 +10,10 @@ pub mod models;
 pub mod schema;
 pub mod tokens;
 pub mod values;
+pub mod views;
+pub mod webhooks;
 
-pub use enums::{Compression, EntryState, OnError, Service, ZipStatus};
-pub use ids::{AccessTokenId, BucketId, ProjectId, UserId, WebhookEndpointId, ZipId};
+pub use enums::{Compression, DeliveryState, EntryState, OnError, Service, ZipStatus};
+pub use ids::{
+    AccessTokenId, BucketId, ProjectId, UserId, WebhookDeliveryId, WebhookEndpointId, ZipId,
+};

@@ -8,6 +8,7 @@ pub mod canned_http;
 pub mod database;
 pub mod process;
 pub mod proxy;
+pub mod receiver;
 pub mod services;
 pub mod sources;
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use diesel_async::AsyncConnection;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -273,7 +274,17 @@ async fn handle(
         return;
     }
     let finished = match ctx.pool.get().await {
-        Ok(mut conn) => Zip::finish(&mut conn, zip_id, &ctx.owner, &outcome).await,
+        // The final state and the webhook event commit together: no event is ever lost.
+        Ok(mut conn) => {
+            conn.transaction(async |conn| {
+                let row = Zip::finish(conn, zip_id, &ctx.owner, &outcome).await?;
+                if let Some(row) = &row {
+                    crate::webhooks::enqueue_completed(conn, row).await?;
+                }
+                Ok::<_, diesel::result::Error>(row)
+            })
+            .await
+        }
         Err(e) => {
             tracing::warn!(zip.id = %zip_id, error = %e, "cannot record the outcome; the message is requeued");
             requeue(&delivery).await;

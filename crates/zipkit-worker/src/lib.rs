@@ -10,6 +10,7 @@ pub mod egress;
 pub mod job;
 pub mod prefetch;
 pub mod upload;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use zipkit_domain::crypto::{CryptoSettings, KeyRing};
 use zipkit_domain::db::{DatabaseSettings, PgPool};
+use zipkit_domain::webhooks::WebhookSettings;
 use zipkit_runtime::broker::{Broker, BrokerSettings};
 use zipkit_runtime::telemetry::TelemetrySettings;
 
@@ -73,6 +75,7 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub crypto: CryptoSettings,
     pub telemetry: TelemetrySettings,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug)]
@@ -80,6 +83,7 @@ pub struct Worker {
     broker: Broker,
     context: JobContext,
     consumer: ConsumerSettings,
+    dispatcher: webhooks::Dispatcher,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,10 +139,17 @@ impl Worker {
             max_attempts: i32::from(w.max_attempts.max(1)),
             retry_backoff: Duration::from_secs(w.retry_backoff_secs),
         };
+        let dispatcher = webhooks::Dispatcher::new(
+            context.pool.clone(),
+            context.keyring.clone(),
+            settings.webhooks,
+            w.allow_private_networks,
+        );
         Ok(Self {
             broker,
             context,
             consumer,
+            dispatcher,
         })
     }
 
@@ -166,8 +177,9 @@ impl Worker {
             self.broker.clone(),
             self.context.clone(),
             self.consumer.clone(),
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let dispatching = tokio::spawn(self.dispatcher.clone().run(stop_rx));
         let announce_ready = async {
             while !self.is_ready().await {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -181,6 +193,7 @@ impl Worker {
         }
         let _ = stop_tx.send(true);
         let _ = consuming.await;
+        let _ = dispatching.await;
         self.broker.close().await;
         tracing::info!("zipkit-worker stopped");
     }

@@ -17,6 +17,7 @@ use zipkit_domain::models::{
     Bucket, BucketCredentials, NewBucket, NewZip, NewZipEntry, Project, Zip,
 };
 use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
+use zipkit_domain::webhooks::WebhookSettings;
 use zipkit_domain::{Compression, OnError, Service, ZipId, ZipStatus};
 use zipkit_runtime::broker::{BrokerSettings, publish_confirmed};
 use zipkit_runtime::telemetry::{LogFormat, TelemetrySettings};
@@ -130,6 +131,12 @@ impl Harness {
             telemetry: TelemetrySettings {
                 format: LogFormat::Pretty,
                 filter: "warn".into(),
+            },
+            webhooks: WebhookSettings {
+                allow_http: true,
+                timeout_secs: 5,
+                first_retry_secs: 1,
+                retry_for_secs: 60,
             },
         };
         let mut settings = settings;
@@ -1001,5 +1008,93 @@ async fn a_job_failing_transiently_is_retried_through_the_delay_queue_then_dead_
     let message = JobMessage::from_bytes(&dead.body).unwrap();
     assert_eq!(message.zip_id, id);
     assert_eq!(message.attempt, 2);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_finished_zip_sends_a_signed_event_retried_after_the_receiver_fails() {
+    use zipkit_domain::models::{NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint};
+    use zipkit_domain::webhooks::{SIGNATURE_HEADER, verify};
+    use zipkit_test_support::receiver::WebhookReceiver;
+
+    let harness = Harness::start().await;
+    let receiver = WebhookReceiver::start(1).await;
+    let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
+    let bucket = harness.bucket().await;
+    let secret = SecretString::from("whsec_test_secret".to_owned());
+    let endpoint = {
+        let mut conn = harness.db.connect().await;
+        let keyring = KeyRing::from_settings(&harness.crypto).unwrap();
+        WebhookEndpoint::create(
+            &mut conn,
+            &keyring,
+            NewWebhookEndpoint {
+                project_id: bucket.project_id,
+                url: receiver.url(),
+                description: "test receiver",
+                signing_secret: &secret,
+            },
+        )
+        .await
+        .unwrap()
+    };
+    let id = harness
+        .submit(
+            &bucket,
+            "hooked.zip",
+            &[(sources.url("a.txt"), "a.txt")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+
+    let received = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(received.len(), 2, "a 500, then the retry");
+    assert_eq!((received[0].status, received[1].status), (500, 200));
+    assert_eq!(
+        received[0].body, received[1].body,
+        "the same event, byte for byte"
+    );
+    let now = chrono::Utc::now().timestamp();
+    for request in &received {
+        let header = &request.headers[&SIGNATURE_HEADER.to_ascii_lowercase()];
+        assert!(
+            verify("whsec_test_secret", header, &request.body, now, 300),
+            "{header}"
+        );
+        assert!(!verify("whsec_wrong", header, &request.body, now, 300));
+    }
+    let event: serde_json::Value = serde_json::from_slice(&received[1].body).unwrap();
+    assert_eq!(event["object"], "event");
+    assert_eq!(event["type"], "zip.completed");
+    assert_eq!(event["data"]["object"]["id"], id.to_string());
+    assert_eq!(event["data"]["object"]["status"], "succeeded");
+    assert_eq!(event["data"]["object"]["result"]["entries"], 1);
+    let event_id = event["id"].as_str().unwrap();
+    assert!(event_id.starts_with("evt_"));
+
+    // Recorded: one delivery, delivered, with both attempts.
+    let mut conn = harness.db.connect().await;
+    let mut deliveries = Vec::new();
+    for _ in 0..50 {
+        deliveries = WebhookDelivery::for_event(&mut conn, event_id)
+            .await
+            .unwrap();
+        if deliveries.first().is_some_and(|d| d.attempts == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].endpoint_id, endpoint.id);
+    assert_eq!(deliveries[0].state, zipkit_domain::DeliveryState::Succeeded);
+    assert_eq!(deliveries[0].last_status_code, Some(200));
+    let attempts = WebhookDelivery::attempts(&mut conn, deliveries[0].id)
+        .await
+        .unwrap();
+    let codes: Vec<_> = attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(codes, [Some(500), Some(200)]);
     harness.stop().await;
 }

@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::zips::request::{CreateZipBody, parse_body, validate};
-use crate::zips::view::{BucketRef, ZipObject};
+use zipkit_domain::views::{BucketRef, ZipObject};
 
 /// `{"data": <zip object>}`
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,4 +1,3 @@
 //! Zip jobs as the API sees them: the create request and its validation, and the zip object.
 
 pub mod request;
-pub mod view;

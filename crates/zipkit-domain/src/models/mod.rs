@@ -6,6 +6,7 @@ mod account;
 mod bucket;
 mod rotation;
 mod webhook;
+mod webhook_delivery;
 mod zip;
 
 pub use access_token::{AccessToken, NewAccessToken};
@@ -13,6 +14,7 @@ pub use account::{NewUser, Project, User};
 pub use bucket::{Bucket, BucketCredentials, BucketTestResult, DeleteBucketError, NewBucket};
 pub use rotation::{RotationReport, rotate_encryption_keys};
 pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
+pub use webhook_delivery::{AttemptResult, DeliveryAttempt, WebhookDelivery};
 pub use zip::{
     EntryOutcome, JobError, NewZip, NewZipEntry, Zip, ZipEntry, ZipOutcome, ZipPage, ZipWithBucket,
 };

@@ -85,6 +85,26 @@ impl WebhookEndpoint {
         )?)
     }
 
+    pub async fn find(
+        conn: &mut AsyncPgConnection,
+        id: WebhookEndpointId,
+    ) -> QueryResult<Option<Self>> {
+        webhook_endpoints::table
+            .find(id)
+            .select(WebhookEndpoint::as_select())
+            .first(conn)
+            .await
+            .optional()
+    }
+
+    /// Removes an endpoint (and, by cascade, its delivery history); says whether it existed.
+    pub async fn delete(conn: &mut AsyncPgConnection, id: WebhookEndpointId) -> QueryResult<bool> {
+        let deleted = diesel::delete(webhook_endpoints::table.find(id))
+            .execute(conn)
+            .await?;
+        Ok(deleted == 1)
+    }
+
     pub async fn list(conn: &mut AsyncPgConnection, project: ProjectId) -> QueryResult<Vec<Self>> {
         webhook_endpoints::table
             .filter(webhook_endpoints::project_id.eq(project))

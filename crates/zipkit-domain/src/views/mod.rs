@@ -1,11 +1,14 @@
-//! The zip object, as every endpoint (and the webhook) shows it.
+//! The zip object as every API endpoint and the `zip.completed` webhook event show it, with its
+//! OpenAPI schema (utoipa) derived from the same types.
 
+pub mod schema;
+
+use crate::models::{Zip, ZipEntry};
+use crate::{Compression, EntryState, OnError, Service, ZipId, ZipStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
-use zipkit_domain::models::{Zip, ZipEntry};
-use zipkit_domain::{Compression, EntryState, OnError, Service, ZipId, ZipStatus};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ZipObject {
@@ -16,16 +19,16 @@ pub struct ZipObject {
     /// Always `zip`.
     #[schema(value_type = String, example = "zip")]
     pub object: &'static str,
-    #[schema(schema_with = crate::openapi::zip_status)]
+    #[schema(schema_with = crate::views::schema::zip_status)]
     pub status: ZipStatus,
     /// The flat object of strings given at creation.
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub bucket: BucketRef,
     pub key: String,
-    #[schema(schema_with = crate::openapi::compression)]
+    #[schema(schema_with = crate::views::schema::compression)]
     pub compression: Compression,
-    #[schema(schema_with = crate::openapi::on_error)]
+    #[schema(schema_with = crate::views::schema::on_error)]
     pub on_error: OnError,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -37,7 +40,7 @@ pub struct ZipObject {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BucketRef {
-    #[schema(schema_with = crate::openapi::service)]
+    #[schema(schema_with = crate::views::schema::service)]
     pub service: Service,
     pub name: String,
 }
@@ -126,6 +129,41 @@ impl ZipObject {
             },
             result,
             error,
+        }
+    }
+}
+
+/// A Stripe-style event, as webhooks deliver it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Event {
+    /// `evt_` and 32 hex digits; the same for every delivery (and retry) of one event.
+    pub id: String,
+    /// Always `event`.
+    #[schema(value_type = String, example = "event")]
+    pub object: &'static str,
+    /// `zip.completed` (sent when a zip succeeds or fails).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub data: EventData,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventData {
+    pub object: ZipObject,
+}
+
+impl Event {
+    /// The `zip.completed` event of a finished zip; its id is derived from the zip's, so the
+    /// event is the same however often it is built.
+    pub fn zip_completed(zip: ZipObject, at: DateTime<Utc>) -> Self {
+        Self {
+            id: format!("evt_{}", zip.id.as_uuid().simple()),
+            object: "event",
+            event_type: "zip.completed".into(),
+            created: at.timestamp(),
+            data: EventData { object: zip },
         }
     }
 }
