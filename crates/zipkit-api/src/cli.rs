@@ -3,7 +3,8 @@
 //! otherwise — never from arguments, which leak into shell history and `ps`.
 //!
 //! Exit codes: 0 done, 1 unexpected failure (e.g. database unreachable), 2 usage error,
-//! 3 invalid input, 4 not found, 5 bucket test failed, 6 refused (duplicate, still in use).
+//! 3 invalid input, 4 not found, 5 test failed (bucket or webhook), 6 refused (duplicate,
+//! still in use).
 
 use std::io::{BufRead, IsTerminal};
 
@@ -13,10 +14,13 @@ use secrecy::{ExposeSecret, SecretString};
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::enums::ProjectRole;
 use zipkit_domain::models::{
-    AccessToken, Bucket, BucketCredentials, Project, User, rotate_encryption_keys,
+    AccessToken, Bucket, BucketCredentials, NewWebhookEndpoint, Project, User, WebhookDelivery,
+    WebhookEndpoint, rotate_encryption_keys,
 };
 use zipkit_domain::tokens::generate_token;
-use zipkit_domain::{AccessTokenId, BucketId, ProjectId, Service};
+use zipkit_domain::{
+    AccessTokenId, BucketId, DeliveryState, ProjectId, Service, WebhookEndpointId,
+};
 
 use crate::Settings;
 use crate::admin::buckets::{self, BucketAdminError, BucketInput};
@@ -164,6 +168,42 @@ pub enum KeysCommand {
     Generate,
     /// Re-seal every stored secret under `crypto.active_key`.
     Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Add an endpoint; its signing secret is printed once, on standard output.
+    Add {
+        #[arg(long)]
+        project: ProjectId,
+        /// https (http only with `webhooks.allow_http`, for development).
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List a project's endpoints with their latest delivery.
+    List {
+        #[arg(long)]
+        project: ProjectId,
+    },
+    /// Queue a `webhook.test` event for one endpoint and wait for a worker to deliver it.
+    Test {
+        #[arg(long)]
+        project: ProjectId,
+        #[arg(long)]
+        endpoint: WebhookEndpointId,
+        /// How long to wait for the first attempt.
+        #[arg(long, default_value_t = 30)]
+        wait_secs: u64,
+    },
+    /// Remove an endpoint (and its delivery history).
+    Remove {
+        #[arg(long)]
+        project: ProjectId,
+        #[arg(long)]
+        endpoint: WebhookEndpointId,
+    },
 }
 
 /// A failure with its exit code; the message is printed as `error: …`.
@@ -502,6 +542,173 @@ pub async fn keys(settings: &Settings, command: KeysCommand) -> Result<(), CliEr
                 report.buckets,
                 report.webhook_endpoints,
                 keyring.active_key_id()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The project's endpoint, or "not found".
+async fn endpoint_of(
+    conn: &mut AsyncPgConnection,
+    project: ProjectId,
+    id: WebhookEndpointId,
+) -> Result<WebhookEndpoint, CliError> {
+    WebhookEndpoint::find(conn, id)
+        .await?
+        .filter(|e| e.project_id == project)
+        .ok_or_else(|| {
+            CliError::not_found(format!("no webhook endpoint {id} in project {project}"))
+        })
+}
+
+pub async fn webhook(settings: &Settings, command: WebhookCommand) -> Result<(), CliError> {
+    let mut conn = connect(settings).await?;
+    match command {
+        WebhookCommand::Add {
+            project,
+            url,
+            description,
+        } => {
+            project_exists(&mut conn, project).await?;
+            let url = zipkit_domain::webhooks::parse_url(url.trim(), settings.webhooks.allow_http)
+                .map_err(|e| CliError::invalid(format!("--url: {e}")))?;
+            if description.chars().count() > 500 {
+                return Err(CliError::invalid("--description: at most 500 characters"));
+            }
+            let secret = SecretString::from(
+                zipkit_domain::webhooks::generate_secret()
+                    .map_err(|_| CliError::new(1, "the system random generator failed"))?,
+            );
+            let endpoint = WebhookEndpoint::create(
+                &mut conn,
+                &keyring(settings)?,
+                NewWebhookEndpoint {
+                    project_id: project,
+                    url: url.as_str(),
+                    description: description.trim(),
+                    signing_secret: &secret,
+                },
+            )
+            .await
+            .map_err(|e| CliError::new(1, e.to_string()))?;
+            eprintln!(
+                "created webhook endpoint {} ({}); its signing secret is shown once, below:",
+                endpoint.url, endpoint.id
+            );
+            println!("{}", secret.expose_secret());
+        }
+        WebhookCommand::List { project } => {
+            project_exists(&mut conn, project).await?;
+            println!(
+                "{:<36}  {:<8}  {:<16}  {:<22}  URL (DESCRIPTION)",
+                "ID", "STATE", "CREATED", "LAST DELIVERY"
+            );
+            for e in WebhookEndpoint::list(&mut conn, project).await? {
+                let last = WebhookDelivery::recent(&mut conn, e.id, 1).await?;
+                let last = last.first().map_or_else(
+                    || "none".to_owned(),
+                    |d| match d.last_status_code {
+                        Some(code) => format!("{} (HTTP {code})", d.state),
+                        None => d.state.to_string(),
+                    },
+                );
+                let state = if e.enabled { "enabled" } else { "disabled" };
+                let description = if e.description.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", e.description)
+                };
+                println!(
+                    "{:<36}  {:<8}  {:<16}  {:<22}  {}{}",
+                    e.id,
+                    state,
+                    day(e.created_at),
+                    last,
+                    e.url,
+                    description
+                );
+            }
+        }
+        WebhookCommand::Test {
+            project,
+            endpoint,
+            wait_secs,
+        } => {
+            let endpoint = endpoint_of(&mut conn, project, endpoint).await?;
+            let event_id = format!(
+                "evt_{}",
+                zipkit_domain::WebhookDeliveryId::new().as_uuid().simple()
+            );
+            let payload = serde_json::json!({
+                "id": event_id,
+                "object": "event",
+                "type": "webhook.test",
+                "created": chrono::Utc::now().timestamp(),
+                "data": {"object": {"message": "A test event from zipkit."}},
+            });
+            WebhookDelivery::enqueue_for(
+                &mut conn,
+                &[endpoint.id],
+                &event_id,
+                "webhook.test",
+                None,
+                &payload,
+            )
+            .await?;
+            eprintln!(
+                "queued test event {event_id} for {}; waiting for a worker to deliver it",
+                endpoint.url
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+            loop {
+                let delivery = WebhookDelivery::for_event(&mut conn, &event_id)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| CliError::new(1, "the test delivery disappeared"))?;
+                if delivery.attempts > 0 {
+                    let attempts = WebhookDelivery::attempts(&mut conn, delivery.id).await?;
+                    let last = attempts.last();
+                    let what = match last {
+                        Some(a) => match (&a.status_code, &a.error) {
+                            (Some(code), _) => format!("HTTP {code} in {} ms", a.duration_ms),
+                            (None, Some(error)) => error.clone(),
+                            (None, None) => "no answer".to_owned(),
+                        },
+                        None => "no answer".to_owned(),
+                    };
+                    if delivery.state == DeliveryState::Succeeded {
+                        println!("delivered: {what}");
+                        return Ok(());
+                    }
+                    let next = if delivery.state == DeliveryState::Pending {
+                        "; it will be retried"
+                    } else {
+                        ""
+                    };
+                    return Err(CliError::new(
+                        5,
+                        format!("webhook test failed: {what}{next}"),
+                    ));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(CliError::new(
+                        1,
+                        format!(
+                            "no worker attempted the delivery within {wait_secs} s (is a worker running?); it stays queued"
+                        ),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        WebhookCommand::Remove { project, endpoint } => {
+            let endpoint = endpoint_of(&mut conn, project, endpoint).await?;
+            WebhookEndpoint::delete(&mut conn, endpoint.id).await?;
+            println!(
+                "removed webhook endpoint {} ({})",
+                endpoint.url, endpoint.id
             );
         }
     }

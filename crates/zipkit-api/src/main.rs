@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 use zipkit_api::cli::{
     self, BucketCommand, CliError, KeysCommand, ProjectCommand, TokenCommand, UserCommand,
+    WebhookCommand,
 };
 use zipkit_api::{Application, Settings};
 use zipkit_runtime::settings::{self, SettingsSources};
@@ -42,6 +43,9 @@ enum Command {
     /// Encryption keys for stored secrets.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Webhook endpoints: add, list, test, remove.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
 }
 
 #[tokio::main]
@@ -85,6 +89,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(c) => cli::token(&settings, c).await?,
         Command::Bucket(c) => cli::bucket(&settings, c).await?,
         Command::Keys(c) => cli::keys(&settings, c).await?,
+        Command::Webhook(c) => cli::webhook(&settings, c).await?,
     }
     Ok(())
 }

@@ -28,4 +28,5 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub crypto: CryptoSettings,
     pub telemetry: TelemetrySettings,
+    pub webhooks: zipkit_domain::webhooks::WebhookSettings,
 }

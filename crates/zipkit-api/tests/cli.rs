@@ -389,3 +389,167 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
         "the token is shown once, at creation"
     );
 }
+
+// Multi-threaded: the CLI runs as a blocking child process while the worker delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_endpoints_are_added_listed_tested_and_removed() {
+    use zipkit_runtime::settings::{SettingsSources, load};
+    use zipkit_test_support::TestBroker;
+    use zipkit_test_support::receiver::WebhookReceiver;
+
+    let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+    let broker = TestBroker::new().await;
+    let receiver = WebhookReceiver::start(0).await;
+    // A worker in this process, configured as the binary would be in development, delivers.
+    let settings: zipkit_worker::Settings = load(&SettingsSources {
+        environment: "development".into(),
+        config_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../../config").into(),
+        config_file: None,
+        variables: vec![
+            ("ZIPKIT__DATABASE__URL".into(), db.url().to_owned()),
+            ("ZIPKIT__BROKER__URL".into(), broker.url()),
+        ],
+    })
+    .expect("worker settings");
+    let worker = zipkit_worker::Worker::build(settings)
+        .await
+        .expect("worker");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    assert_eq!(
+        run(
+            &db,
+            &[],
+            &["user", "create", "--email", "a@example.com"],
+            Some(PASSWORD)
+        )
+        .code,
+        0
+    );
+    let project = run(
+        &db,
+        &[],
+        &[
+            "project",
+            "create",
+            "--name",
+            "Hooks",
+            "--owner",
+            "a@example.com",
+        ],
+        None,
+    );
+    assert_eq!(project.code, 0, "{}", project.stderr);
+    let project_id = id_in(&project.stdout);
+    let p = project_id.as_str();
+
+    let refused = run(
+        &db,
+        &[],
+        &["webhook", "add", "--project", p, "--url", "ftp://x/"],
+        None,
+    );
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--url"), "{}", refused.stderr);
+
+    let added = run(
+        &db,
+        &[],
+        &[
+            "webhook",
+            "add",
+            "--project",
+            p,
+            "--url",
+            receiver.url(),
+            "--description",
+            "ops",
+        ],
+        None,
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let secret = added.stdout.trim().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let endpoint_id = id_in(&added.stderr);
+    let e = endpoint_id.as_str();
+
+    let listed = run(&db, &[], &["webhook", "list", "--project", p], None);
+    assert!(listed.stdout.contains(e) && listed.stdout.contains(receiver.url()));
+    assert!(listed.stdout.contains("none"), "{}", listed.stdout);
+
+    let tested = run(
+        &db,
+        &[],
+        &[
+            "webhook",
+            "test",
+            "--project",
+            p,
+            "--endpoint",
+            e,
+            "--wait-secs",
+            "20",
+        ],
+        None,
+    );
+    assert_eq!(tested.code, 0, "{}{}", tested.stdout, tested.stderr);
+    assert!(
+        tested.stdout.contains("delivered: HTTP 200"),
+        "{}",
+        tested.stdout
+    );
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    let signature = &received[0].headers["zipkit-signature"];
+    let now = chrono::Utc::now().timestamp();
+    assert!(zipkit_domain::webhooks::verify(
+        &secret,
+        signature,
+        &received[0].body,
+        now,
+        300
+    ));
+    let event: serde_json::Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(event["type"], "webhook.test");
+
+    let listed = run(&db, &[], &["webhook", "list", "--project", p], None);
+    assert!(
+        listed.stdout.contains("succeeded (HTTP 200)"),
+        "{}",
+        listed.stdout
+    );
+    for output in [
+        &listed.stdout,
+        &listed.stderr,
+        &tested.stdout,
+        &tested.stderr,
+    ] {
+        assert!(
+            !output.contains(&secret),
+            "the signing secret is printed once only"
+        );
+    }
+
+    let removed = run(
+        &db,
+        &[],
+        &["webhook", "remove", "--project", p, "--endpoint", e],
+        None,
+    );
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    let listed = run(&db, &[], &["webhook", "list", "--project", p], None);
+    assert!(!listed.stdout.contains(e));
+    let gone = run(
+        &db,
+        &[],
+        &["webhook", "test", "--project", p, "--endpoint", e],
+        None,
+    );
+    assert_eq!(gone.code, 4, "{}", gone.stderr);
+
+    let _ = stop.send(());
+    worker.await.unwrap();
+}

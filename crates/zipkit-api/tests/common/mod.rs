@@ -55,6 +55,12 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
             format: LogFormat::Pretty,
             filter: "warn".into(),
         },
+        webhooks: zipkit_domain::webhooks::WebhookSettings {
+            allow_http: true,
+            timeout_secs: 5,
+            first_retry_secs: 1,
+            retry_for_secs: 60,
+        },
     }
 }
 
