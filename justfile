@@ -39,3 +39,7 @@ lint:
 # Load benchmark of the API (release build; prints requests/s and latency percentiles).
 bench-api:
     scripts/bench-api.sh
+
+# Worker benchmark (release builds; prints wall time, throughput, peak RSS and the ceiling).
+bench-worker:
+    scripts/bench-worker.sh

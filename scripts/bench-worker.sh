@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Worker benchmark (not a test): release builds of zipkit-worker and zipkit-bench, a local HTTP
+# source server (in the bench process) and the local S3-compatible store (s3s-fs). Prints, per
+# case, wall time, throughput, the worker's peak RSS and the ceiling measured in the same run;
+# then deflate throughput against single-threaded level 6. Figures go in docs/PERFORMANCE.md.
+# Needs about 6 GiB free disk (the ZIP64 case writes a 4.5 GiB object, deleted afterwards).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOG_TAG=bench
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+cd "$ROOT"
+
+scripts/services.sh up >/dev/null
+# shellcheck disable=SC1091
+. .services/env
+log "building zipkit-worker and zipkit-bench (release)"
+cargo build --release --locked --quiet -p zipkit-worker -p zipkit-bench
+exec "$ROOT/target/release/zipkit-bench" "$ROOT/target/release/zipkit-worker"
