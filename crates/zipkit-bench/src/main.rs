@@ -15,7 +15,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use secrecy::SecretString;
 use zipkit_domain::crypto::{CryptoSettings, KeyRing, generate_key};
 use zipkit_domain::messages::JobMessage;
-use zipkit_domain::models::{Bucket, BucketCredentials, NewBucket, NewZip, NewZipEntry, Project, Zip};
+use zipkit_domain::models::{
+    Bucket, BucketCredentials, NewBucket, NewZip, NewZipEntry, Project, Zip,
+};
 use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::{Compression, OnError, Service, ZipStatus};
 use zipkit_runtime::broker::{BrokerSettings, publish_confirmed};
@@ -42,7 +44,9 @@ fn corpus() -> Bytes {
     let words: Vec<String> = (0..3000)
         .map(|_| {
             let len = 2 + (next() % 9) as usize;
-            (0..len).map(|_| (b'a' + (next() % 26) as u8) as char).collect()
+            (0..len)
+                .map(|_| (b'a' + (next() % 26) as u8) as char)
+                .collect()
         })
         .collect();
     let mut text = Vec::with_capacity(16 * MIB as usize);
@@ -83,9 +87,8 @@ async fn generate(
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let body = futures_util::stream::iter(
-        source_bytes(&corpus, seed, size).map(Ok::<_, std::io::Error>),
-    );
+    let body =
+        futures_util::stream::iter(source_bytes(&corpus, seed, size).map(Ok::<_, std::io::Error>));
     actix_web::HttpResponse::Ok()
         .no_chunking(size)
         .streaming(body)
@@ -94,9 +97,10 @@ async fn generate(
 async fn start_sources(corpus: Bytes) -> anyhow::Result<(String, actix_web::dev::ServerHandle)> {
     let data = actix_web::web::Data::new(corpus);
     let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(data.clone())
-            .route("/gen/{seed}/{size}/{latency}", actix_web::web::get().to(generate))
+        actix_web::App::new().app_data(data.clone()).route(
+            "/gen/{seed}/{size}/{latency}",
+            actix_web::web::get().to(generate),
+        )
     })
     .workers(1)
     .backlog(4096)
@@ -136,7 +140,8 @@ struct Bench {
     broker: TestBroker,
     store: TestBucket,
     bucket: Bucket,
-    worker: KillOnDrop,
+    /// Held so the worker process is killed when the bench ends.
+    _worker: KillOnDrop,
     worker_pid: u32,
     http: reqwest::Client,
 }
@@ -184,7 +189,12 @@ impl Bench {
         let worker_pid = child.id();
         // Its queues exist once it is up; a message published before then would be lost.
         for _ in 0..100 {
-            if broker.queues().await.iter().any(|(q, _)| q == "zipkit.jobs") {
+            if broker
+                .queues()
+                .await
+                .iter()
+                .any(|(q, _)| q == "zipkit.jobs")
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -194,7 +204,7 @@ impl Bench {
             broker,
             store,
             bucket,
-            worker: KillOnDrop(child),
+            _worker: KillOnDrop(child),
             worker_pid,
             http: reqwest::Client::builder().build()?,
         })
@@ -222,7 +232,12 @@ impl Bench {
     }
 
     /// Runs one job; returns (wall time, archive size).
-    async fn run(&self, case: &Case, urls: &[String], key: &str) -> anyhow::Result<(Duration, u64)> {
+    async fn run(
+        &self,
+        case: &Case,
+        urls: &[String],
+        key: &str,
+    ) -> anyhow::Result<(Duration, u64)> {
         let mut conn = self.db.connect().await;
         let zip = Zip::create(
             &mut conn,
@@ -269,7 +284,12 @@ impl Bench {
             if now.status.is_terminal() {
                 let took = started.elapsed();
                 if now.status != ZipStatus::Succeeded {
-                    bail!("{}: job ended {}: {:?}", case.name, now.status, now.error_message);
+                    bail!(
+                        "{}: job ended {}: {:?}",
+                        case.name,
+                        now.status,
+                        now.error_message
+                    );
                 }
                 return Ok((took, now.result_size.unwrap_or_default() as u64));
             }
@@ -279,7 +299,12 @@ impl Bench {
 
     /// The ceiling: every source downloaded (`DOWNLOADS_AHEAD` at once) to nowhere while
     /// `upload_bytes` go up as one plain multipart object. Returns (both, download alone).
-    async fn ceiling(&self, urls: &[String], upload_bytes: u64, corpus: &Bytes) -> anyhow::Result<(Duration, Duration)> {
+    async fn ceiling(
+        &self,
+        urls: &[String],
+        upload_bytes: u64,
+        corpus: &Bytes,
+    ) -> anyhow::Result<(Duration, Duration)> {
         let started = Instant::now();
         let download = async {
             futures_util::stream::iter(urls.iter().cloned())
@@ -405,15 +430,25 @@ fn mib_s(bytes: u64, took: Duration) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let worker_bin = std::env::args().nth(1).context("usage: zipkit-bench <zipkit-worker binary>")?;
+    let worker_bin = std::env::args()
+        .nth(1)
+        .context("usage: zipkit-bench <zipkit-worker binary>")?;
     let corpus = corpus();
     let (base, sources) = start_sources(corpus.clone()).await?;
     let bench = Arc::new(Bench::start(&worker_bin).await?);
 
     let big = vec![(128 * MIB, 0); 8];
     let cases = [
-        Case { name: "store 8 x 128 MiB", compression: Compression::Store, sources: big.clone() },
-        Case { name: "deflate 8 x 128 MiB", compression: Compression::Deflate, sources: big },
+        Case {
+            name: "store 8 x 128 MiB",
+            compression: Compression::Store,
+            sources: big.clone(),
+        },
+        Case {
+            name: "deflate 8 x 128 MiB",
+            compression: Compression::Deflate,
+            sources: big,
+        },
         Case {
             name: "store 2,000 x 32 KiB, 50 ms first byte",
             compression: Compression::Store,
@@ -453,7 +488,9 @@ async fn main() -> anyhow::Result<()> {
             archive / MIB,
         );
     }
-    let sample: Vec<u8> = source_bytes(&corpus, 0, 64 * MIB).flat_map(|b| b.to_vec()).collect();
+    let sample: Vec<u8> = source_bytes(&corpus, 0, 64 * MIB)
+        .flat_map(|b| b.to_vec())
+        .collect();
     let (classic, zlib_rs) = deflate_baselines(sample).await?;
     println!(
         "deflate: worker {deflate_throughput:.1} MiB/s; single-threaded level 6 on the same bytes: \
