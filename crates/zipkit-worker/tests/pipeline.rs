@@ -89,6 +89,14 @@ impl Harness {
 
     /// A worker with the test defaults, adjusted by `configure`.
     async fn start_configured(configure: impl FnOnce(&mut WorkerSettings)) -> Self {
+        Self::start_full(configure, |url| url).await
+    }
+
+    /// As `start_configured`; `broker_url` may route the worker's broker connection elsewhere.
+    async fn start_full(
+        configure: impl FnOnce(&mut WorkerSettings),
+        broker_url: impl FnOnce(String) -> String,
+    ) -> Self {
         let Self {
             db,
             broker,
@@ -122,7 +130,7 @@ impl Harness {
                 connect_timeout_secs: 2,
             },
             broker: BrokerSettings {
-                url: SecretString::from(broker.url()),
+                url: SecretString::from(broker_url(broker.url())),
                 queue_prefix: "zipkit".into(),
                 connection_name: "zipkit-worker-test".into(),
                 reconnect_max_secs: 1,
@@ -1096,5 +1104,68 @@ async fn a_finished_zip_sends_a_signed_event_retried_after_the_receiver_fails() 
         .unwrap();
     let codes: Vec<_> = attempts.iter().map(|a| a.status_code).collect();
     assert_eq!(codes, [Some(500), Some(200)]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_consumer_reconnects_after_losing_the_broker_and_takes_new_jobs() {
+    use zipkit_test_support::proxy::TcpProxy;
+    use zipkit_test_support::services::amqp_host_port;
+
+    let mut proxy = TcpProxy::closed(amqp_host_port());
+    proxy.open().await;
+    let port = proxy.port();
+    let harness = Harness::start_full(
+        |_| {},
+        |url| url.replace(&amqp_host_port(), &format!("127.0.0.1:{port}")),
+    )
+    .await;
+    let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
+    let bucket = harness.bucket().await;
+    let entries = [(sources.url("a.txt"), "a.txt")];
+    let first = harness
+        .submit(
+            &bucket,
+            "before.zip",
+            &entries,
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    assert_eq!(
+        harness.wait_finished(first).await.status,
+        ZipStatus::Succeeded
+    );
+
+    // The broker "goes away" (every connection through the proxy is cut), then comes back.
+    proxy.close();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = harness
+        .submit(
+            &bucket,
+            "during.zip",
+            &entries,
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    proxy.open().await;
+    let after = harness
+        .submit(
+            &bucket,
+            "after.zip",
+            &entries,
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    for id in [during, after] {
+        let zip = harness.wait_finished(id).await;
+        assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    }
+    assert_eq!(
+        read_with_python(&harness.store.get("after.zip").await)["a.txt"],
+        b"alpha"
+    );
     harness.stop().await;
 }
