@@ -14,20 +14,33 @@ pub struct CannedHttp {
 
 impl CannedHttp {
     pub async fn start(status: u16, headers: &[(&str, &str)], body: &str) -> Self {
+        Self::start_by(&[("", status, headers, body)]).await
+    }
+
+    /// Answers each request with the first entry whose text occurs in its request line
+    /// (`"POST "`, `"partNumber="`, …; `""` matches everything).
+    pub async fn start_by(answers: &[(&str, u16, &[(&str, &str)], &str)]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
-        let mut response = format!(
-            "HTTP/1.1 {status} Canned\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            response.push_str(&format!("{name}: {value}\r\n"));
-        }
-        response.push_str("\r\n");
-        response.push_str(body);
+        let answers: Vec<(String, String)> = answers
+            .iter()
+            .map(|(matching, status, headers, body)| {
+                let mut response = format!(
+                    "HTTP/1.1 {status} Canned\r\ncontent-length: {}\r\n",
+                    body.len()
+                );
+                for (name, value) in *headers {
+                    response.push_str(&format!("{name}: {value}\r\n"));
+                }
+                response.push_str("\r\n");
+                response.push_str(body);
+                ((*matching).to_owned(), response)
+            })
+            .collect();
+        let answers = std::sync::Arc::new(answers);
         let task = tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                let response = response.clone();
+                let answers = std::sync::Arc::clone(&answers);
                 tokio::spawn(async move {
                     // Read the request head and body (by content-length), then answer.
                     let mut request = Vec::new();
@@ -52,6 +65,16 @@ impl CannedHttp {
                             }
                         }
                     }
+                    let line = String::from_utf8_lossy(&request)
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let Some((_, response)) =
+                        answers.iter().find(|(m, _)| line.contains(m.as_str()))
+                    else {
+                        return;
+                    };
                     let _ = socket.write_all(response.as_bytes()).await;
                     let _ = socket.shutdown().await;
                 });
