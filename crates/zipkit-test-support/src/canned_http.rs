@@ -6,6 +6,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// (text to find in the request line, status, headers, body).
+pub type Answer<'a> = (&'a str, u16, &'a [(&'a str, &'a str)], &'a str);
+
 #[derive(Debug)]
 pub struct CannedHttp {
     url: String,
@@ -19,7 +22,7 @@ impl CannedHttp {
 
     /// Answers each request with the first entry whose text occurs in its request line
     /// (`"POST "`, `"partNumber="`, …; `""` matches everything).
-    pub async fn start_by(answers: &[(&str, u16, &[(&str, &str)], &str)]) -> Self {
+    pub async fn start_by(answers: &[Answer<'_>]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let answers: Vec<(String, String)> = answers
