@@ -183,6 +183,8 @@ impl Bench {
             .env("ZIPKIT__CRYPTO__ACTIVE_KEY", "bench")
             .env("ZIPKIT__CRYPTO__KEYS__BENCH", &key)
             .env("ZIPKIT__TELEMETRY__FILTER", "warn")
+            // Worker settings to try (ZIPKIT__WORKER__DEFLATE_LEVEL=3, ...) pass through.
+            .envs(std::env::vars().filter(|(k, _)| k.starts_with("ZIPKIT__WORKER__")))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let child = command.spawn().context("start zipkit-worker")?;
@@ -465,7 +467,12 @@ async fn main() -> anyhow::Result<()> {
         "case", "wall s", "MiB/s", "peak RSS", "ceiling s", "download s", "of ceil.", "archive"
     );
     let mut deflate_throughput = 0.0;
+    // BENCH_ONLY=deflate runs the cases whose name contains it (for trying settings quickly).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     for (n, case) in cases.iter().enumerate() {
+        if !case.name.contains(&only) {
+            continue;
+        }
         let urls = case.urls(&base);
         bench.reset_peak_rss()?;
         let key = format!("bench-{n}.zip");

@@ -5,6 +5,12 @@ use zipkit_runtime::settings::{self, SettingsSources};
 use zipkit_runtime::{shutdown, telemetry};
 use zipkit_worker::{Settings, Worker};
 
+/// mimalloc instead of glibc's malloc: with many threads handing buffers to each other (download
+/// tasks, the compression pool, part uploads) glibc's per-thread arenas fragment, and the
+/// worker's resident memory crept up with archive size (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings: Settings =

@@ -112,25 +112,34 @@ pub async fn upload(
 ) -> Result<(u64, String), UploadError> {
     let mut uploading: JoinSet<Result<(i32, String, i64), UploadError>> = JoinSet::new();
     let mut parts = Vec::new();
+    // Each part is filled to exactly its size in its own allocation, so a part in flight never
+    // shares (and keeps alive) a larger buffer with the next one.
     let mut buffer = BytesMut::with_capacity(plan.size(1));
-    let (mut total, mut next_number, mut done) = (0u64, 1i32, false);
-    while !done {
-        match chunks.recv().await {
-            Some(chunk) => {
-                total += chunk.len() as u64;
-                buffer.extend_from_slice(&chunk);
+    let (mut total, mut next_number) = (0u64, 1i32);
+    loop {
+        let chunk = chunks.recv().await;
+        let done = chunk.is_none();
+        let mut chunk = chunk.unwrap_or_default();
+        total += chunk.len() as u64;
+        loop {
+            let part_size = plan.size(next_number);
+            let take = chunk.len().min(part_size - buffer.len());
+            buffer.extend_from_slice(&chunk.split_to(take));
+            let full = buffer.len() == part_size;
+            if !full && !(done && chunk.is_empty() && !buffer.is_empty()) {
+                break;
             }
-            None => done = true,
-        }
-        while buffer.len() >= plan.size(next_number) || (done && !buffer.is_empty()) {
             // At the limit: wait for a part to finish (and record it) before cutting another.
             while uploading.len() >= plan.in_flight(next_number) {
                 finish_one(&mut uploading, record, &mut parts).await?;
             }
-            let part_size = plan.size(next_number);
-            let body = buffer.split_to(buffer.len().min(part_size)).freeze();
-            uploading.spawn(upload_part(target.clone(), next_number, body));
             next_number += 1;
+            let next = BytesMut::with_capacity(plan.size(next_number));
+            let body = std::mem::replace(&mut buffer, next).freeze();
+            uploading.spawn(upload_part(target.clone(), next_number - 1, body));
+        }
+        if done {
+            break;
         }
     }
     while !uploading.is_empty() {
