@@ -126,7 +126,8 @@ pub async fn upload(
             let take = chunk.len().min(part_size - buffer.len());
             buffer.extend_from_slice(&chunk.split_to(take));
             let full = buffer.len() == part_size;
-            if !full && !(done && chunk.is_empty() && !buffer.is_empty()) {
+            let last = done && chunk.is_empty() && !buffer.is_empty();
+            if !(full || last) {
                 break;
             }
             // At the limit: wait for a part to finish (and record it) before cutting another.
