@@ -86,6 +86,8 @@ typed_id!(BucketId);
 typed_id!(AccessTokenId);
 typed_id!(WebhookEndpointId);
 typed_id!(WebhookDeliveryId);
+typed_id!(SessionId);
+typed_id!(LoginFailureId);
 
 #[cfg(test)]
 mod tests {

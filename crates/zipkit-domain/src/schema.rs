@@ -37,6 +37,25 @@ diesel::table! {
 }
 
 diesel::table! {
+    dashboard_sessions (id) {
+        id -> Uuid,
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        csrf_token -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    login_failures (id) {
+        id -> Uuid,
+        email -> Text,
+        attempted_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     project_members (project_id, user_id) {
         project_id -> Uuid,
         user_id -> Uuid,
@@ -168,6 +187,7 @@ diesel::table! {
 
 diesel::joinable!(access_tokens -> projects (project_id));
 diesel::joinable!(buckets -> projects (project_id));
+diesel::joinable!(dashboard_sessions -> users (user_id));
 diesel::joinable!(project_members -> projects (project_id));
 diesel::joinable!(project_members -> users (user_id));
 diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
@@ -181,6 +201,8 @@ diesel::joinable!(zips -> projects (project_id));
 diesel::allow_tables_to_appear_in_same_query!(
     access_tokens,
     buckets,
+    dashboard_sessions,
+    login_failures,
     project_members,
     projects,
     users,

@@ -72,6 +72,20 @@ pub fn generate_token() -> Result<GeneratedToken, RandomError> {
     })
 }
 
+/// 256 random bits, base64url: dashboard session tokens and CSRF tokens.
+pub fn random_secret() -> Result<String, RandomError> {
+    let mut random = [0u8; RANDOM_BYTES];
+    SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| RandomError)?;
+    Ok(URL_SAFE_NO_PAD.encode(random))
+}
+
+/// Whether two strings are equal, in time independent of where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 /// A cheap shape check before any database lookup, so junk never costs a query.
 pub fn looks_like_token(candidate: &str) -> bool {
     candidate.len() == TOKEN_LEN

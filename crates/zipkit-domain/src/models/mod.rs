@@ -5,6 +5,7 @@ pub mod access_token;
 mod account;
 mod bucket;
 mod rotation;
+mod session;
 mod webhook;
 mod webhook_delivery;
 mod zip;
@@ -13,6 +14,7 @@ pub use access_token::{AccessToken, NewAccessToken};
 pub use account::{NewUser, Project, User};
 pub use bucket::{Bucket, BucketCredentials, BucketTestResult, DeleteBucketError, NewBucket};
 pub use rotation::{RotationReport, rotate_encryption_keys};
+pub use session::{LoginThrottle, Session, SessionError};
 pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
 pub use webhook_delivery::{AttemptResult, DeliveryAttempt, WebhookDelivery};
 pub use zip::{
