@@ -40,7 +40,7 @@ async fn migrations_apply_on_an_empty_database_and_every_down_reverts_its_up() {
     let url = SecretString::from(db.url().to_owned());
 
     let applied = run_migrations(&url).await.expect("migrations apply");
-    assert_eq!(applied.len(), 4, "{applied:?}");
+    assert_eq!(applied.len(), 5, "{applied:?}");
     let first = schema_of(&db).await;
     for table in [
         "users",
@@ -54,6 +54,8 @@ async fn migrations_apply_on_an_empty_database_and_every_down_reverts_its_up() {
         "webhook_endpoints",
         "webhook_deliveries",
         "webhook_delivery_attempts",
+        "dashboard_sessions",
+        "login_failures",
     ] {
         assert!(
             first.iter().any(|c| c.starts_with(&format!("{table}."))),
@@ -64,7 +66,7 @@ async fn migrations_apply_on_an_empty_database_and_every_down_reverts_its_up() {
     let reverted = revert_all_migrations(&url)
         .await
         .expect("every down.sql runs");
-    assert_eq!(reverted.len(), 4);
+    assert_eq!(reverted.len(), 5);
     let left = schema_of(&db).await;
     assert!(
         left.is_empty(),
