@@ -721,3 +721,68 @@ async fn users_are_unique_by_email_ignoring_case_and_see_only_their_projects() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_dashboard_session_works_by_its_token_until_it_ends_or_expires() {
+    use zipkit_domain::models::{LoginThrottle, Session};
+    let mut fixture = fixture().await;
+    let conn = &mut fixture.conn;
+    let user = User::create(conn, "dana@example.com", "$argon2id$x")
+        .await
+        .expect("user");
+    let (token, session) = Session::start(conn, user.id, Duration::hours(12))
+        .await
+        .expect("session");
+    assert!(session.csrf_token.len() >= 32);
+    let found = Session::find(conn, token.expose_secret())
+        .await
+        .expect("find")
+        .expect("the session is live");
+    assert_eq!((found.id, found.user_id), (session.id, user.id));
+    assert!(
+        Session::find(conn, "not-the-token")
+            .await
+            .expect("find")
+            .is_none(),
+        "only the token opens the session"
+    );
+    Session::end(conn, session.id).await.expect("end");
+    assert!(
+        Session::find(conn, token.expose_secret())
+            .await
+            .expect("find")
+            .is_none()
+    );
+
+    let (expired, _) = Session::start(conn, user.id, Duration::seconds(-1))
+        .await
+        .expect("session");
+    assert!(
+        Session::find(conn, expired.expose_secret())
+            .await
+            .expect("find")
+            .is_none()
+    );
+
+    let since = chrono::Utc::now() - Duration::minutes(15);
+    for _ in 0..3 {
+        LoginThrottle::record_failure(conn, "Dana@Example.com")
+            .await
+            .expect("record");
+    }
+    assert_eq!(
+        LoginThrottle::failures_since(conn, "dana@example.com", since)
+            .await
+            .expect("count"),
+        3
+    );
+    LoginThrottle::clear(conn, "DANA@example.com")
+        .await
+        .expect("clear");
+    assert_eq!(
+        LoginThrottle::failures_since(conn, "dana@example.com", since)
+            .await
+            .expect("count"),
+        0
+    );
+}
