@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod dashboard;
 pub mod error;
 pub mod openapi;
 pub mod publisher;
@@ -89,6 +90,7 @@ impl Application {
             limits: Limits {
                 max_urls: settings.api.max_urls,
             },
+            secure_cookies: settings.api.secure_cookies,
         });
         let max_body = settings.api.max_body_bytes;
         let server = HttpServer::new(move || {
@@ -100,6 +102,7 @@ impl Application {
                 .app_data(error::extractors::json_config(max_body))
                 .app_data(error::extractors::query_config())
                 .app_data(error::extractors::path_config())
+                .configure(dashboard::configure)
                 .configure(routes::configure)
         })
         .listen(listener)

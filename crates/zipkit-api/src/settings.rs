@@ -19,6 +19,8 @@ pub struct ApiSettings {
     pub max_urls: usize,
     /// A job whose message the broker has not confirmed after this long is republished.
     pub republish_after_secs: u64,
+    /// Dashboard cookies carry `Secure` (HTTPS only); off only for local development over http.
+    pub secure_cookies: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

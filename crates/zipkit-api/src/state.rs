@@ -15,6 +15,8 @@ pub struct AppState {
     pub keyring: KeyRing,
     pub publisher: JobPublisher,
     pub limits: Limits,
+    /// Dashboard cookies are `Secure`.
+    pub secure_cookies: bool,
 }
 
 impl AppState {

@@ -31,6 +31,7 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
             max_body_bytes: 64 * 1024,
             max_urls: 50,
             republish_after_secs: 1,
+            secure_cookies: false,
         },
         database: DatabaseSettings {
             url: SecretString::from(database_url.to_owned()),

@@ -58,6 +58,15 @@ impl User {
             .optional()
     }
 
+    pub async fn find(conn: &mut AsyncPgConnection, id: UserId) -> QueryResult<Option<Self>> {
+        users::table
+            .find(id)
+            .select(User::as_select())
+            .first(conn)
+            .await
+            .optional()
+    }
+
     /// Projects this user is a member of, by name.
     pub async fn projects(&self, conn: &mut AsyncPgConnection) -> QueryResult<Vec<Project>> {
         projects::table

@@ -1,0 +1,258 @@
+//! The dashboard, server-rendered under `/dashboard`: sign-in with server-side sessions, CSRF
+//! tokens on every form, a throttle on failed sign-ins, and the project picker. Works without
+//! JavaScript; the stylesheet is compiled into the binary.
+
+mod pages;
+mod session;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use maud::Markup;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use zipkit_domain::models::{LoginThrottle, Session, User};
+use zipkit_domain::tokens::{constant_time_eq, random_secret};
+
+pub use session::SignedIn;
+use session::{LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+
+use crate::state::AppState;
+
+/// How long a sign-in lasts.
+const SESSION_HOURS: i64 = 12;
+/// Failed sign-ins per address within `THROTTLE_MINUTES` before further attempts are refused.
+const MAX_FAILURES: i64 = 5;
+const THROTTLE_MINUTES: i64 = 15;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/dashboard")
+            .route("", web::get().to(projects))
+            .route("/", web::get().to(projects))
+            .route("/style.css", web::get().to(stylesheet))
+            .route("/login", web::get().to(login_form))
+            .route("/login", web::post().to(login))
+            .route("/logout", web::post().to(logout)),
+    );
+}
+
+fn html(status: actix_web::http::StatusCode, page: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(page.into_string())
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+/// A page for a failure that is not about a field: an expired form, a server error.
+fn problem(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
+    html(
+        status,
+        pages::layout(
+            "Something went wrong",
+            None,
+            maud::html! { div.card.narrow { h1 { "Something went wrong" } p.error { (message) } p { a href="/dashboard" { "Back to the dashboard" } } } },
+        ),
+    )
+}
+
+fn cookie<'a>(state: &AppState, name: &'a str, value: String, same_site: SameSite) -> Cookie<'a> {
+    Cookie::build(name, value)
+        .path("/dashboard")
+        .http_only(true)
+        .secure(state.secure_cookies)
+        .same_site(same_site)
+        .finish()
+}
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(include_str!("style.css"))
+}
+
+/// The sign-in form. Before there is a session, CSRF is a double-submit: a random value in a
+/// strict same-site cookie that the form must echo.
+async fn login_form(state: web::Data<AppState>, signed_in: Option<SignedIn>) -> HttpResponse {
+    if signed_in.is_some() {
+        return see_other("/dashboard");
+    }
+    login_page(&state, "", None, actix_web::http::StatusCode::OK)
+}
+
+fn login_page(
+    state: &AppState,
+    email: &str,
+    error: Option<&str>,
+    status: actix_web::http::StatusCode,
+) -> HttpResponse {
+    let Ok(csrf) = random_secret() else {
+        return problem(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "Please try again.",
+        );
+    };
+    let mut response = html(status, pages::login(&csrf, email, error));
+    let _ = response.add_cookie(&cookie(state, LOGIN_CSRF_COOKIE, csrf, SameSite::Strict));
+    response
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn login(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    form: web::Form<LoginForm>,
+) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let form = form.into_inner();
+    let expected = request
+        .cookie(LOGIN_CSRF_COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    if expected.is_empty() || !constant_time_eq(&expected, &form.csrf) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "This form expired or did not come from this site. Reload the sign-in page and try again.",
+        );
+    }
+    let email = form.email.trim().to_lowercase();
+    let Ok(mut conn) = state.pool.get().await else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The database is unavailable; try again shortly.",
+        );
+    };
+    let since = chrono::Utc::now() - chrono::Duration::minutes(THROTTLE_MINUTES);
+    match LoginThrottle::failures_since(&mut conn, &email, since).await {
+        Ok(n) if n >= MAX_FAILURES => {
+            return login_page(
+                &state,
+                &email,
+                Some(
+                    "Too many failed attempts for this address. Wait a few minutes and try again.",
+                ),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "reading the login throttle failed");
+            return problem(StatusCode::INTERNAL_SERVER_ERROR, "Please try again.");
+        }
+    }
+    let user = User::find_by_email(&mut conn, &email).await.ok().flatten();
+    // Argon2 is deliberately slow: off the async threads. An unknown address costs the same.
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let password = form.password;
+    let verified = web::block(move || match stored {
+        Some(hash) => crate::admin::passwords::verify(&password, &hash),
+        None => {
+            let _ = crate::admin::passwords::verify(&password, DUMMY_HASH);
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let Some(user) = user.filter(|_| verified) else {
+        if let Err(e) = LoginThrottle::record_failure(&mut conn, &email).await {
+            tracing::warn!(error = %e, "recording a failed sign-in failed");
+        }
+        return login_page(
+            &state,
+            &email,
+            Some("Wrong email or password."),
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    let _ = LoginThrottle::clear(&mut conn, &email).await;
+    let (token, _) =
+        match Session::start(&mut conn, user.id, chrono::Duration::hours(SESSION_HOURS)).await {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::error!(error = %e, "starting a session failed");
+                return problem(StatusCode::INTERNAL_SERVER_ERROR, "Please try again.");
+            }
+        };
+    let mut response = see_other("/dashboard");
+    let mut session = cookie(
+        &state,
+        SESSION_COOKIE,
+        token.expose_secret().to_owned(),
+        SameSite::Lax,
+    );
+    session.set_max_age(actix_web::cookie::time::Duration::hours(SESSION_HOURS));
+    let _ = response.add_cookie(&session);
+    let mut spent = cookie(&state, LOGIN_CSRF_COOKIE, String::new(), SameSite::Strict);
+    spent.make_removal();
+    let _ = response.add_cookie(&spent);
+    response
+}
+
+/// An Argon2id hash of a random password, so a sign-in for an unknown address takes as long as
+/// one for a known address.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0G6OqRrJ8Wf1pJcmX0xtDbwl1XOkyEn1hG3YB5q1SpU";
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    state: web::Data<AppState>,
+    signed_in: SignedIn,
+    form: web::Form<CsrfForm>,
+) -> HttpResponse {
+    if !signed_in.csrf_ok(&form.csrf) {
+        return problem(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "This form expired or did not come from this site. Reload the page and try again.",
+        );
+    }
+    if let Ok(mut conn) = state.pool.get().await {
+        let _ = Session::end(&mut conn, signed_in.session.id).await;
+    }
+    let mut response = see_other("/dashboard/login");
+    let mut gone = cookie(&state, SESSION_COOKIE, String::new(), SameSite::Lax);
+    gone.make_removal();
+    let _ = response.add_cookie(&gone);
+    response
+}
+
+async fn projects(state: web::Data<AppState>, signed_in: SignedIn) -> HttpResponse {
+    let Ok(mut conn) = state.pool.get().await else {
+        return problem(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "The database is unavailable; try again shortly.",
+        );
+    };
+    match signed_in.user.projects(&mut conn).await {
+        Ok(list) => html(
+            actix_web::http::StatusCode::OK,
+            pages::projects(&signed_in.user.email, &signed_in.session.csrf_token, &list),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "listing projects failed");
+            problem(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "Please try again.",
+            )
+        }
+    }
+}
