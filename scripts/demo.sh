@@ -13,6 +13,8 @@ cd "$ROOT"
 scripts/services.sh up
 # shellcheck disable=SC1091
 . .services/env
+# The sample file server and the archive check.
+apt_install python3 unzip
 
 PORT=${ZIPKIT_DEMO_PORT:-8080}
 FILES_PORT=${ZIPKIT_DEMO_FILES_PORT:-8099}

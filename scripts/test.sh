@@ -12,6 +12,8 @@ cd "$ROOT"
 scripts/services.sh up
 # shellcheck disable=SC1091
 . .services/env
+# The independent ZIP readers the tests check archives with.
+apt_install python3 unzip
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
