@@ -114,4 +114,4 @@ unzip -tq "$work/archive.zip"
 kill -TERM $api $worker
 wait $api || die "zipkit-api did not exit cleanly on SIGTERM"
 wait $worker || die "zipkit-worker did not exit cleanly on SIGTERM"
-echo "done: the archive was built from 3 sources and written to the bucket. The API is at http://127.0.0.1:$PORT (the dashboard arrives with its issue)."
+echo "done: the archive was built from 3 sources and written to the bucket. zipkit-api serves the API at http://127.0.0.1:$PORT/v1 and the dashboard at http://127.0.0.1:$PORT/dashboard (sign in as a user made with 'zipkit-api user create'; start it with 'zipkit-api serve')."
