@@ -163,7 +163,7 @@ async fn login(
     let verified = web::block(move || match stored {
         Some(hash) => crate::admin::passwords::verify(&password, &hash),
         None => {
-            let _ = crate::admin::passwords::verify(&password, DUMMY_HASH);
+            let _ = crate::admin::passwords::verify(&password, &DUMMY_HASH);
             false
         }
     })
@@ -204,9 +204,11 @@ async fn login(
     response
 }
 
-/// An Argon2id hash of a random password, so a sign-in for an unknown address takes as long as
-/// one for a known address.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0G6OqRrJ8Wf1pJcmX0xtDbwl1XOkyEn1hG3YB5q1SpU";
+/// An Argon2id hash made with the same parameters as real ones, so a sign-in for an unknown
+/// address takes as long as one for a known address. Made once, at the first such sign-in.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    crate::admin::passwords::hash("no user has this password").unwrap_or_default()
+});
 
 #[derive(Debug, Deserialize)]
 struct CsrfForm {
