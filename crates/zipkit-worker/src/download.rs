@@ -6,6 +6,15 @@ use reqwest::StatusCode;
 
 use crate::egress;
 
+/// Source failures that may go away on their own (5xx, 429, connection trouble, a stall): retried
+/// here, and again as a whole job later (`job::is_transient`).
+pub fn is_transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "source_unavailable" | "source_unreachable" | "source_rate_limited" | "source_stalled"
+    )
+}
+
 /// Why a source could not be fetched; `code` is what the job's `error.code` shows.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -17,10 +26,7 @@ pub struct SourceError {
 impl SourceError {
     /// Worth another try: the source or the network may recover (5xx, 429, connection trouble).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self.code,
-            "source_unavailable" | "source_unreachable" | "source_rate_limited" | "source_stalled"
-        )
+        is_transient_code(self.code)
     }
 }
 

@@ -58,17 +58,11 @@ fn failed(code: &str, message: impl Into<String>, param: Option<String>) -> ZipO
 /// sources that were down, slow or rate limiting, and trouble on the way to the bucket or in this
 /// worker. A missing source, a refused bucket or a job over a limit fail at once.
 pub fn is_transient(code: &str) -> bool {
-    matches!(
-        code,
-        "source_unavailable"
-            | "source_unreachable"
-            | "source_rate_limited"
-            | "source_stalled"
-            | "bucket_unreachable"
-            | "bucket_unavailable"
-            | "bucket_upload_failed"
-            | "internal_error"
-    )
+    crate::download::is_transient_code(code)
+        || matches!(
+            code,
+            "bucket_unreachable" | "bucket_unavailable" | "bucket_upload_failed" | "internal_error"
+        )
 }
 
 /// Why feeding the sources stopped early.
@@ -233,7 +227,7 @@ async fn feed_sources(
         };
         let content_length = match next().await? {
             Some(Event::Started { content_length }) => content_length,
-            Some(Event::Failed { error, .. }) if zip.on_error == OnError::Skip => {
+            Some(Event::Failed(error)) if zip.on_error == OnError::Skip => {
                 let outcome = EntryOutcome {
                     index,
                     state: EntryState::Skipped,
@@ -245,7 +239,7 @@ async fn feed_sources(
                 let _ = notes.send(Note::Entry(outcome)).await;
                 continue;
             }
-            Some(Event::Failed { error, .. }) => {
+            Some(Event::Failed(error)) => {
                 let message = format!("urls[{index}]: {}", error.message);
                 return Err(FeedError::Outcome(failed(error.code, message, param())));
             }
@@ -297,7 +291,7 @@ async fn feed_sources(
                     drop(permit);
                 }
                 // Bytes of this entry are already in the archive: no skipping from here on.
-                Some(Event::Failed { error, .. }) => {
+                Some(Event::Failed(error)) => {
                     let message = format!("urls[{index}]: {}", error.message);
                     return Err(FeedError::Outcome(failed(error.code, message, param())));
                 }

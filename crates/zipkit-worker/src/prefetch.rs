@@ -40,11 +40,8 @@ pub enum Event {
     },
     /// Bytes, with the share of the entry's byte budget they hold until consumed.
     Data(Bytes, OwnedSemaphorePermit),
-    /// `after_bytes`: some of the entry's bytes were already handed over.
-    Failed {
-        error: SourceError,
-        after_bytes: bool,
-    },
+    /// The download failed for good (after any bytes already handed over).
+    Failed(SourceError),
 }
 
 /// An entry whose download runs in the background; dropping it stops the download.
@@ -152,19 +149,18 @@ async fn download(
     limits: Arc<DownloadLimits>,
     tx: mpsc::Sender<Event>,
 ) {
-    let failed = |error, after_bytes| Event::Failed { error, after_bytes };
     let response =
         match download::fetch_with_retries(&http, &url, limits.allow_private_networks).await {
             Ok(response) => response,
             Err(error) => {
-                let _ = tx.send(failed(error, false)).await;
+                let _ = tx.send(Event::Failed(error)).await;
                 return;
             }
         };
     let content_length = response.content_length();
     if content_length.is_some_and(|l| l > limits.max_source_bytes) {
         let error = too_large(limits.max_source_bytes);
-        let _ = tx.send(failed(error, false)).await;
+        let _ = tx.send(Event::Failed(error)).await;
         return;
     }
     let validator = Resume::validator(&response);
@@ -182,7 +178,7 @@ async fn download(
                 received += chunk.len() as u64;
                 if received > limits.max_source_bytes {
                     let error = too_large(limits.max_source_bytes);
-                    let _ = tx.send(failed(error, true)).await;
+                    let _ = tx.send(Event::Failed(error)).await;
                     return;
                 }
                 let stalled = stall.check(chunk.len() as u64).is_err();
@@ -237,7 +233,7 @@ async fn download(
                 stall = StallWatch::new(limits.stall_window, limits.stall_min_bytes);
             }
             None => {
-                let _ = tx.send(failed(error, received > 0)).await;
+                let _ = tx.send(Event::Failed(error)).await;
                 return;
             }
         }
