@@ -14,15 +14,15 @@ use secrecy::{ExposeSecret, SecretString};
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::enums::ProjectRole;
 use zipkit_domain::models::{
-    AccessToken, Bucket, BucketCredentials, NewWebhookEndpoint, Project, User, WebhookDelivery,
+    AccessToken, Bucket, BucketCredentials, Project, User, WebhookDelivery,
     WebhookEndpoint, rotate_encryption_keys,
 };
-use zipkit_domain::tokens::generate_token;
 use zipkit_domain::{
     AccessTokenId, BucketId, DeliveryState, ProjectId, Service, WebhookEndpointId,
 };
 
 use crate::Settings;
+use crate::admin;
 use crate::admin::buckets::{self, BucketAdminError, BucketInput};
 use crate::admin::passwords;
 
@@ -241,7 +241,7 @@ fn from_bucket_error(err: BucketAdminError) -> CliError {
         }
         BucketAdminError::NotFound => CliError::not_found("no such bucket in this project"),
         BucketAdminError::TestFailed(e) => CliError::new(5, format!("bucket test failed: {e}")),
-        e @ (BucketAdminError::Duplicate { .. } | BucketAdminError::InUse(_)) => {
+        e @ (BucketAdminError::Duplicate { .. } | BucketAdminError::InUse { .. }) => {
             CliError::new(6, e.to_string())
         }
         BucketAdminError::Model(e) => CliError::new(1, e.to_string()),
@@ -364,17 +364,14 @@ pub async fn token(settings: &Settings, command: TokenCommand) -> Result<(), Cli
     match command {
         TokenCommand::Create { project, name } => {
             project_exists(&mut conn, project).await?;
-            let name = name.trim();
-            if name.is_empty() || name.chars().count() > 200 {
-                return Err(CliError::invalid("--name: 1 to 200 characters"));
-            }
-            let token = generate_token()?;
-            let stored = AccessToken::create(&mut conn, project, name, &token).await?;
+            let created = admin::tokens::create(&mut conn, project, &name)
+                .await
+                .map_err(from_token_error)?;
             eprintln!(
                 "created token {} ({}); it is shown once, below:",
-                stored.prefix, stored.id
+                created.stored.prefix, created.stored.id
             );
-            println!("{}", token.secret.expose_secret());
+            println!("{}", created.secret.expose_secret());
         }
         TokenCommand::List { project } => {
             project_exists(&mut conn, project).await?;
@@ -402,16 +399,10 @@ pub async fn token(settings: &Settings, command: TokenCommand) -> Result<(), Cli
         }
         TokenCommand::Revoke { project, token } => {
             project_exists(&mut conn, project).await?;
-            let exists = AccessToken::list(&mut conn, project)
-                .await?
-                .into_iter()
-                .any(|t| t.id == token);
-            if !exists {
-                return Err(CliError::not_found(format!(
-                    "no token {token} in project {project}"
-                )));
-            }
-            if AccessToken::revoke(&mut conn, project, token).await? {
+            if admin::tokens::revoke(&mut conn, project, token)
+                .await
+                .map_err(from_token_error)?
+            {
                 println!("revoked token {token}");
             } else {
                 println!("token {token} was already revoked");
@@ -419,6 +410,15 @@ pub async fn token(settings: &Settings, command: TokenCommand) -> Result<(), Cli
         }
     }
     Ok(())
+}
+
+fn from_token_error(err: admin::tokens::TokenAdminError) -> CliError {
+    use admin::tokens::TokenAdminError;
+    match err {
+        TokenAdminError::InvalidName => CliError::invalid("--name: 1 to 200 characters"),
+        TokenAdminError::NotFound => CliError::not_found("no such token in this project"),
+        other => CliError::new(1, other.to_string()),
+    }
 }
 
 pub async fn bucket(settings: &Settings, command: BucketCommand) -> Result<(), CliError> {
@@ -548,18 +548,17 @@ pub async fn keys(settings: &Settings, command: KeysCommand) -> Result<(), CliEr
     Ok(())
 }
 
-/// The project's endpoint, or "not found".
-async fn endpoint_of(
-    conn: &mut AsyncPgConnection,
-    project: ProjectId,
-    id: WebhookEndpointId,
-) -> Result<WebhookEndpoint, CliError> {
-    WebhookEndpoint::find(conn, id)
-        .await?
-        .filter(|e| e.project_id == project)
-        .ok_or_else(|| {
-            CliError::not_found(format!("no webhook endpoint {id} in project {project}"))
-        })
+fn from_webhook_error(err: admin::webhooks::WebhookAdminError) -> CliError {
+    use admin::webhooks::WebhookAdminError;
+    match err {
+        WebhookAdminError::Invalid { field, message } => {
+            CliError::invalid(format!("--{field}: {message}"))
+        }
+        WebhookAdminError::NotFound => {
+            CliError::not_found("no such webhook endpoint in this project")
+        }
+        other => CliError::new(1, other.to_string()),
+    }
 }
 
 pub async fn webhook(settings: &Settings, command: WebhookCommand) -> Result<(), CliError> {
@@ -571,32 +570,21 @@ pub async fn webhook(settings: &Settings, command: WebhookCommand) -> Result<(),
             description,
         } => {
             project_exists(&mut conn, project).await?;
-            let url = zipkit_domain::webhooks::parse_url(url.trim(), settings.webhooks.allow_http)
-                .map_err(|e| CliError::invalid(format!("--url: {e}")))?;
-            if description.chars().count() > 500 {
-                return Err(CliError::invalid("--description: at most 500 characters"));
-            }
-            let secret = SecretString::from(
-                zipkit_domain::webhooks::generate_secret()
-                    .map_err(|_| CliError::new(1, "the system random generator failed"))?,
-            );
-            let endpoint = WebhookEndpoint::create(
+            let created = admin::webhooks::create(
                 &mut conn,
                 &keyring(settings)?,
-                NewWebhookEndpoint {
-                    project_id: project,
-                    url: url.as_str(),
-                    description: description.trim(),
-                    signing_secret: &secret,
-                },
+                project,
+                &url,
+                &description,
+                settings.webhooks.allow_http,
             )
             .await
-            .map_err(|e| CliError::new(1, e.to_string()))?;
+            .map_err(from_webhook_error)?;
             eprintln!(
                 "created webhook endpoint {} ({}); its signing secret is shown once, below:",
-                endpoint.url, endpoint.id
+                created.endpoint.url, created.endpoint.id
             );
-            println!("{}", secret.expose_secret());
+            println!("{}", created.secret.expose_secret());
         }
         WebhookCommand::List { project } => {
             project_exists(&mut conn, project).await?;
@@ -635,27 +623,12 @@ pub async fn webhook(settings: &Settings, command: WebhookCommand) -> Result<(),
             endpoint,
             wait_secs,
         } => {
-            let endpoint = endpoint_of(&mut conn, project, endpoint).await?;
-            let event_id = format!(
-                "evt_{}",
-                zipkit_domain::WebhookDeliveryId::new().as_uuid().simple()
-            );
-            let payload = serde_json::json!({
-                "id": event_id,
-                "object": "event",
-                "type": "webhook.test",
-                "created": chrono::Utc::now().timestamp(),
-                "data": {"object": {"message": "A test event from zipkit."}},
-            });
-            WebhookDelivery::enqueue_for(
-                &mut conn,
-                &[endpoint.id],
-                &event_id,
-                "webhook.test",
-                None,
-                &payload,
-            )
-            .await?;
+            let endpoint = admin::webhooks::find(&mut conn, project, endpoint)
+                .await
+                .map_err(from_webhook_error)?;
+            let event_id = admin::webhooks::queue_test(&mut conn, &endpoint)
+                .await
+                .map_err(from_webhook_error)?;
             eprintln!(
                 "queued test event {event_id} for {}; waiting for a worker to deliver it",
                 endpoint.url
@@ -704,8 +677,9 @@ pub async fn webhook(settings: &Settings, command: WebhookCommand) -> Result<(),
             }
         }
         WebhookCommand::Remove { project, endpoint } => {
-            let endpoint = endpoint_of(&mut conn, project, endpoint).await?;
-            WebhookEndpoint::delete(&mut conn, endpoint.id).await?;
+            let endpoint = admin::webhooks::remove(&mut conn, project, endpoint)
+                .await
+                .map_err(from_webhook_error)?;
             println!(
                 "removed webhook endpoint {} ({})",
                 endpoint.url, endpoint.id

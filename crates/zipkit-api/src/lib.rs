@@ -91,6 +91,7 @@ impl Application {
                 max_urls: settings.api.max_urls,
             },
             secure_cookies: settings.api.secure_cookies,
+            allow_http_webhooks: settings.webhooks.allow_http,
         });
         let max_body = settings.api.max_body_bytes;
         let server = HttpServer::new(move || {

@@ -17,6 +17,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Dashboard cookies are `Secure`.
     pub secure_cookies: bool,
+    /// Webhook endpoints may use `http://` (development only).
+    pub allow_http_webhooks: bool,
 }
 
 impl AppState {

@@ -258,7 +258,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
     assert!(
         delete
             .stderr
-            .contains("1 zip job(s) still refer to this bucket"),
+            .contains("1 zip job still refers to this bucket"),
         "{}",
         delete.stderr
     );

@@ -43,8 +43,8 @@ pub enum BucketAdminError {
     NotFound,
     #[error("{0}")]
     TestFailed(BucketTestError),
-    #[error("cannot delete: {0}")]
-    InUse(String),
+    #[error("cannot delete: {} zip job{} still refer{} to this bucket and keep{} its history", .jobs, if *.jobs == 1 { "" } else { "s" }, if *.jobs == 1 { "s" } else { "" }, if *.jobs == 1 { "s" } else { "" })]
+    InUse { jobs: i64 },
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -324,7 +324,7 @@ pub async fn delete(
         .await
         .map_err(|e| match e {
             DeleteBucketError::NotFound => BucketAdminError::NotFound,
-            in_use @ DeleteBucketError::InUse { .. } => BucketAdminError::InUse(in_use.to_string()),
+            DeleteBucketError::InUse { jobs } => BucketAdminError::InUse { jobs },
             DeleteBucketError::Query(q) => q.into(),
         })
 }

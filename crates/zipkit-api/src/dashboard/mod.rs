@@ -1,9 +1,16 @@
 //! The dashboard, server-rendered under `/dashboard`: sign-in with server-side sessions, CSRF
-//! tokens on every form, a throttle on failed sign-ins, and the project picker. Works without
-//! JavaScript; the stylesheet is compiled into the binary.
+//! tokens on every form, a throttle on failed sign-ins, the project picker, and per project its
+//! zips, buckets, access tokens and webhooks. Every project page checks membership
+//! (`context::Member`). Works without JavaScript; the stylesheet and the one small script are
+//! compiled into the binary.
 
+mod buckets;
+mod context;
 mod pages;
 mod session;
+mod tokens;
+mod webhooks;
+mod zips;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
@@ -33,8 +40,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/style.css", web::get().to(stylesheet))
             .route("/login", web::get().to(login_form))
             .route("/login", web::post().to(login))
-            .route("/logout", web::post().to(logout)),
+            .route("/logout", web::post().to(logout))
+            .route("/copy.js", web::get().to(copy_script))
+            .service(
+                web::scope("/projects/{project}")
+                    .configure(zips::configure)
+                    .configure(buckets::configure)
+                    .configure(tokens::configure)
+                    .configure(webhooks::configure),
+            )
+            .default_service(web::to(not_found)),
     );
+}
+
+async fn not_found() -> HttpResponse {
+    problem(
+        actix_web::http::StatusCode::NOT_FOUND,
+        &context::PageError::NotFound.to_string(),
+    )
+}
+
+async fn copy_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(include_str!("copy.js"))
 }
 
 fn html(status: actix_web::http::StatusCode, page: Markup) -> HttpResponse {
