@@ -14,8 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::enums::ProjectRole;
 use zipkit_domain::models::{
-    AccessToken, Bucket, BucketCredentials, Project, User, WebhookDelivery,
-    WebhookEndpoint, rotate_encryption_keys,
+    AccessToken, Bucket, BucketCredentials, Project, User, WebhookDelivery, WebhookEndpoint,
+    rotate_encryption_keys,
 };
 use zipkit_domain::{
     AccessTokenId, BucketId, DeliveryState, ProjectId, Service, WebhookEndpointId,

@@ -1,12 +1,17 @@
-//! The dashboard at the HTTP level: sign-in, sessions, CSRF, the throttle, and that a user sees
-//! only their own projects. (The browser tests come with the rest of the dashboard.)
+//! The dashboard at the HTTP level: sign-in, sessions, CSRF on every form, the throttle, that a
+//! member of one project can reach nothing of another by changing ids, and that no page ever
+//! shows a stored secret. (The browser walk-through is `tests/browser.rs`.)
 
 mod common;
 
 use common::{TestApp, settings};
 use zipkit_domain::enums::ProjectRole;
-use zipkit_domain::models::{Project, User};
-use zipkit_test_support::{TestBroker, TestDatabase};
+use zipkit_domain::models::{
+    AccessToken, Bucket, Project, User, WebhookDelivery, WebhookEndpoint, Zip,
+};
+use zipkit_domain::{ProjectId, Service};
+use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
+use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -103,6 +108,10 @@ async fn sign_in(browser: &mut Browser, email: &str, password: &str) -> Page {
 }
 
 async fn user_in(db: &TestDatabase, email: &str, project: &str) -> User {
+    user_with_project(db, email, project).await.0
+}
+
+async fn user_with_project(db: &TestDatabase, email: &str, project: &str) -> (User, ProjectId) {
     let mut conn = db.connect().await;
     let hash = zipkit_api::admin::passwords::hash(PASSWORD).expect("hash");
     let user = User::create(&mut conn, email, &hash).await.expect("user");
@@ -110,7 +119,7 @@ async fn user_in(db: &TestDatabase, email: &str, project: &str) -> User {
     Project::add_member(&mut conn, project.id, user.id, ProjectRole::Owner)
         .await
         .expect("member");
-    user
+    (user, project.id)
 }
 
 #[tokio::test]
@@ -232,5 +241,477 @@ async fn repeated_failed_sign_ins_are_throttled_even_with_the_right_password() {
             .iter()
             .any(|c| c.starts_with("zipkit_session="))
     );
+    app.stop().await;
+}
+
+/// A signed-in browser and the CSRF token of its session.
+async fn signed_in(app: &TestApp, email: &str) -> (Browser, String) {
+    let mut browser = Browser::new(&app.base);
+    let page = sign_in(&mut browser, email, PASSWORD).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let home = browser.get("/dashboard").await;
+    let csrf = csrf_of(&home.body);
+    (browser, csrf)
+}
+
+#[tokio::test]
+async fn a_member_of_one_project_reaches_nothing_of_another_by_changing_ids() {
+    let (db, _broker, app) = common::start().await;
+    let (_, mine) = user_with_project(&db, "ann@example.com", "Ann's project").await;
+    let (_, theirs) = user_with_project(&db, "bob@example.com", "Bob's project").await;
+    // Bob's project has one of everything.
+    let bucket = app.bucket(&db, theirs, Service::S3, "bobs-archives").await;
+    let mut conn = db.connect().await;
+    let token = zipkit_api::admin::tokens::create(&mut conn, theirs, "bob's job")
+        .await
+        .expect("token");
+    let endpoint = zipkit_api::admin::webhooks::create(
+        &mut conn,
+        &app.keyring,
+        theirs,
+        "https://hooks.example.com/bob",
+        "bob's hook",
+        false,
+    )
+    .await
+    .expect("endpoint")
+    .endpoint;
+    let zip = {
+        use zipkit_domain::models::{NewZip, NewZipEntry};
+        use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
+        Zip::create(
+            &mut conn,
+            NewZip {
+                project_id: theirs,
+                bucket_id: bucket.id,
+                key: ObjectKey::parse("bob/secret-plans.zip").expect("key"),
+                metadata: Default::default(),
+                compression: Default::default(),
+                on_error: Default::default(),
+                idempotency: None,
+                entries: vec![NewZipEntry {
+                    url: SourceUrl::parse("https://example.com/a.pdf").expect("url"),
+                    filename: EntryName::parse("a.pdf").expect("name"),
+                }],
+            },
+        )
+        .await
+        .expect("zip")
+    };
+
+    let (mut ann, csrf) = signed_in(&app, "ann@example.com").await;
+    let b = format!("/dashboard/projects/{theirs}");
+    let a = format!("/dashboard/projects/{mine}");
+    // Bob's project under its own id, and Bob's things under Ann's project id.
+    for path in [
+        format!("{b}/zips"),
+        format!("{b}/buckets"),
+        format!("{b}/buckets/new"),
+        format!("{b}/tokens"),
+        format!("{b}/webhooks"),
+        format!("{b}/zips/{}", zip.id),
+        format!("{a}/zips/{}", zip.id),
+        format!("{a}/buckets/{}/edit", bucket.id),
+        format!("{a}/buckets/{}/delete", bucket.id),
+        format!("{a}/webhooks/{}", endpoint.id),
+        "/dashboard/projects/not-a-uuid/zips".to_owned(),
+    ] {
+        let page = ann.get(&path).await;
+        assert_eq!(page.status, 404, "GET {path}");
+        for secretive in ["Bob", "bobs-archives", "secret-plans", "hooks.example.com"] {
+            assert!(
+                !page.body.contains(secretive),
+                "GET {path} shows {secretive}"
+            );
+        }
+    }
+    // Forms posted with Ann's valid CSRF token at Bob's things change nothing.
+    let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (format!("{a}/buckets/{}/delete", bucket.id), vec![]),
+        (format!("{b}/buckets/{}/delete", bucket.id), vec![]),
+        (
+            format!("{a}/buckets/{}", bucket.id),
+            vec![
+                ("region", "us-east-1"),
+                ("access_key_id", "x"),
+                ("secret_access_key", "y"),
+            ],
+        ),
+        (
+            format!("{b}/buckets"),
+            vec![
+                ("service", "s3"),
+                ("name", "planted"),
+                ("region", "us-east-1"),
+                ("access_key_id", "x"),
+                ("secret_access_key", "y"),
+            ],
+        ),
+        (format!("{a}/tokens/{}/revoke", token.stored.id), vec![]),
+        (format!("{b}/tokens"), vec![("name", "planted")]),
+        (format!("{a}/webhooks/{}/test", endpoint.id), vec![]),
+        (format!("{a}/webhooks/{}/delete", endpoint.id), vec![]),
+        (
+            format!("{b}/webhooks"),
+            vec![("url", "https://evil.example.com/")],
+        ),
+    ];
+    for (path, fields) in &posts {
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend(fields.iter().copied());
+        let page = ann.post(path, &form).await;
+        assert_eq!(page.status, 404, "POST {path}");
+    }
+    assert!(
+        Bucket::find(&mut conn, theirs, bucket.id)
+            .await
+            .expect("q")
+            .is_some()
+    );
+    assert_eq!(Bucket::list(&mut conn, theirs).await.expect("q").len(), 1);
+    let tokens = AccessToken::list(&mut conn, theirs).await.expect("q");
+    assert_eq!(tokens.len(), 1);
+    assert!(tokens[0].revoked_at.is_none(), "Bob's token is still live");
+    assert_eq!(
+        WebhookEndpoint::list(&mut conn, theirs)
+            .await
+            .expect("q")
+            .len(),
+        1
+    );
+    assert!(
+        WebhookDelivery::recent(&mut conn, endpoint.id, 5)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+    // Ann's own pages work, and list nothing of Bob's.
+    for section in ["zips", "buckets", "tokens", "webhooks"] {
+        let page = ann.get(&format!("{a}/{section}")).await;
+        assert_eq!(page.status, 200, "{section}");
+        assert!(!page.body.contains("bobs-archives") && !page.body.contains("bob&#39;s"));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_form_posted_without_the_csrf_token_is_refused_and_changes_nothing() {
+    let (db, _broker, app) = common::start().await;
+    let (_, project) = user_with_project(&db, "ann@example.com", "Ann's project").await;
+    let bucket = app.bucket(&db, project, Service::S3, "anns-archives").await;
+    let mut conn = db.connect().await;
+    let token = zipkit_api::admin::tokens::create(&mut conn, project, "job")
+        .await
+        .expect("token");
+    let endpoint = zipkit_api::admin::webhooks::create(
+        &mut conn,
+        &app.keyring,
+        project,
+        "https://hooks.example.com/ann",
+        "",
+        false,
+    )
+    .await
+    .expect("endpoint")
+    .endpoint;
+    let (mut ann, _) = signed_in(&app, "ann@example.com").await;
+    let p = format!("/dashboard/projects/{project}");
+    let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            format!("{p}/buckets"),
+            vec![
+                ("service", "s3"),
+                ("name", "another"),
+                ("region", "us-east-1"),
+                ("access_key_id", "x"),
+                ("secret_access_key", "y"),
+            ],
+        ),
+        (
+            format!("{p}/buckets/{}", bucket.id),
+            vec![
+                ("region", "eu-west-1"),
+                ("access_key_id", "x"),
+                ("secret_access_key", "y"),
+            ],
+        ),
+        (format!("{p}/buckets/{}/delete", bucket.id), vec![]),
+        (format!("{p}/tokens"), vec![("name", "planted")]),
+        (format!("{p}/tokens/{}/revoke", token.stored.id), vec![]),
+        (
+            format!("{p}/webhooks"),
+            vec![("url", "https://evil.example.com/")],
+        ),
+        (format!("{p}/webhooks/{}/test", endpoint.id), vec![]),
+        (format!("{p}/webhooks/{}/delete", endpoint.id), vec![]),
+    ];
+    for (path, fields) in &posts {
+        for csrf in [None, Some("forged")] {
+            let mut form: Vec<(&str, &str)> = fields.clone();
+            if let Some(csrf) = csrf {
+                form.push(("csrf", csrf));
+            }
+            let page = ann.post(path, &form).await;
+            assert_eq!(page.status, 403, "POST {path} with csrf {csrf:?}");
+            assert!(page.body.contains("This form expired"), "{}", page.body);
+        }
+    }
+    let buckets = Bucket::list(&mut conn, project).await.expect("q");
+    assert_eq!(buckets.len(), 1);
+    assert_eq!(buckets[0].region, "us-east-1");
+    let tokens = AccessToken::list(&mut conn, project).await.expect("q");
+    assert_eq!(tokens.len(), 1);
+    assert!(tokens[0].revoked_at.is_none());
+    assert_eq!(
+        WebhookEndpoint::list(&mut conn, project)
+            .await
+            .expect("q")
+            .len(),
+        1
+    );
+    assert!(
+        WebhookDelivery::recent(&mut conn, endpoint.id, 5)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn buckets_tokens_and_webhooks_are_managed_without_any_page_showing_a_stored_secret() {
+    let (db, _broker, app) = common::start().await;
+    let (_, project) = user_with_project(&db, "ann@example.com", "Ann's project").await;
+    let store = TestBucket::new().await;
+    let (mut ann, csrf) = signed_in(&app, "ann@example.com").await;
+    let p = format!("/dashboard/projects/{project}");
+    let (access_key, secret_key) = (s3_access_key(), s3_secret_key());
+    let endpoint_url = s3_endpoint();
+
+    // Wrong secret: the provider's refusal in plain words, what was typed kept, the secret not.
+    let form = |secret: &'static str| -> Vec<(&'static str, String)> {
+        vec![
+            ("csrf", csrf.clone()),
+            ("service", "s3".into()),
+            ("name", store.name().to_owned()),
+            ("region", "us-east-1".into()),
+            ("access_key_id", access_key.clone()),
+            ("secret_access_key", secret.into()),
+            ("endpoint_url", endpoint_url.clone()),
+            ("path_style", "on".into()),
+        ]
+    };
+    let wrong = form("definitely-not-the-secret");
+    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = ann.post(&format!("{p}/buckets"), &wrong).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("The secret access key does not match the access key ID"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused
+            .body
+            .contains(&format!("value=\"{}\"", store.name()))
+    );
+    assert!(refused.body.contains("value=\"us-east-1\""));
+    assert!(!refused.body.contains("definitely-not-the-secret"));
+    assert!(
+        Bucket::list(&mut db.connect().await, project)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+
+    // A field error names its field and keeps the rest.
+    let mut bad_region = wrong.clone();
+    bad_region.retain(|(k, _)| *k != "region");
+    bad_region.push(("region", "Not A Region"));
+    let invalid = ann.post(&format!("{p}/buckets"), &bad_region).await;
+    assert_eq!(invalid.status, 422);
+    assert!(
+        invalid.body.contains("The region looks like"),
+        "{}",
+        invalid.body
+    );
+
+    // Right secret: saved, listed with name, service, region and date; only a hint of the key.
+    let secret: &'static str = Box::leak(secret_key.clone().into_boxed_str());
+    let right = form(secret);
+    let right: Vec<(&str, &str)> = right.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let saved = ann.post(&format!("{p}/buckets"), &right).await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let list = ann.get(&saved.location).await;
+    assert!(list.body.contains("passed the write test"));
+    assert!(list.body.contains(store.name()));
+    assert!(list.body.contains("S3-compatible (127.0.0.1)"));
+    assert!(list.body.contains("us-east-1"));
+    let bucket = Bucket::list(&mut db.connect().await, project)
+        .await
+        .expect("q")
+        .remove(0);
+    assert!(
+        list.body
+            .contains(&bucket.created_at.format("%Y-%m-%d").to_string())
+    );
+
+    // Edit: new credentials are tested first; wrong ones are refused and nothing changes.
+    let edit_path = format!("{p}/buckets/{}", bucket.id);
+    let edit_wrong = ann
+        .post(
+            &edit_path,
+            &[
+                ("csrf", &csrf),
+                ("region", "us-east-1"),
+                ("access_key_id", &access_key),
+                ("secret_access_key", "still-wrong"),
+            ],
+        )
+        .await;
+    assert_eq!(edit_wrong.status, 422);
+    assert!(edit_wrong.body.contains("does not match"));
+    let edited = ann
+        .post(
+            &edit_path,
+            &[
+                ("csrf", &csrf),
+                ("region", "us-east-1"),
+                ("access_key_id", &access_key),
+                ("secret_access_key", secret),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, 303, "{}", edited.body);
+
+    // A token, shown once.
+    let created = ann
+        .post(
+            &format!("{p}/tokens"),
+            &[("csrf", &csrf), ("name", "exporter")],
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let at = created
+        .body
+        .find("value=\"zk_")
+        .expect("the token is shown")
+        + 7;
+    let token = created.body[at..at + created.body[at..].find('"').expect("end")].to_owned();
+    // The token works against the API.
+    let (status, _) = app
+        .send(app.post_zip(&token, &common::zip_body(store.name(), 1)))
+        .await;
+    assert_eq!(
+        status, 202,
+        "a token created in the dashboard authenticates"
+    );
+
+    // A webhook endpoint and its secret, shown once.
+    let hook = ann
+        .post(
+            &format!("{p}/webhooks"),
+            &[
+                ("csrf", &csrf),
+                ("url", "https://hooks.example.com/in"),
+                ("description", "orders"),
+            ],
+        )
+        .await;
+    assert_eq!(hook.status, 201);
+    let at = hook
+        .body
+        .find("value=\"whsec_")
+        .expect("the secret is shown")
+        + 7;
+    let signing_secret = hook.body[at..at + hook.body[at..].find('"').expect("end")].to_owned();
+    let bad_hook = ann
+        .post(
+            &format!("{p}/webhooks"),
+            &[
+                ("csrf", &csrf),
+                ("url", "not a url"),
+                ("description", "kept"),
+            ],
+        )
+        .await;
+    assert_eq!(bad_hook.status, 422);
+    assert!(bad_hook.body.contains("Not a URL") && bad_hook.body.contains("value=\"kept\""));
+
+    // Every page, afterwards: none shows a stored secret (nor the access key id in full).
+    let mut conn = db.connect().await;
+    let zip = Zip::list(
+        &mut conn,
+        project,
+        zipkit_domain::models::ZipPage {
+            status: None,
+            starting_after: None,
+            limit: 1,
+        },
+    )
+    .await
+    .expect("q")
+    .expect("page")
+    .remove(0)
+    .0;
+    let endpoint = WebhookEndpoint::list(&mut conn, project)
+        .await
+        .expect("q")
+        .remove(0);
+    let pages = [
+        "/dashboard".to_owned(),
+        format!("{p}/zips"),
+        format!("{p}/zips/{}", zip.id),
+        format!("{p}/buckets"),
+        format!("{p}/buckets/new"),
+        format!("{p}/buckets/new?service=r2"),
+        format!("{p}/buckets/{}/edit", bucket.id),
+        format!("{p}/buckets/{}/delete", bucket.id),
+        format!("{p}/tokens"),
+        format!("{p}/webhooks"),
+        format!("{p}/webhooks/{}", endpoint.id),
+    ];
+    for path in &pages {
+        let page = ann.get(path).await;
+        assert_eq!(page.status, 200, "GET {path}");
+        for secret in [
+            secret,
+            access_key.as_str(),
+            token.as_str(),
+            signing_secret.as_str(),
+        ] {
+            assert!(!page.body.contains(secret), "GET {path} shows a secret");
+        }
+    }
+    // The delete is refused while the zip refers to the bucket, saying how many.
+    let refused = ann
+        .post(
+            &format!("{p}/buckets/{}/delete", bucket.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(refused.status, 409);
+    assert!(
+        refused.body.contains("1 zip job still refers to it"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(Bucket::list(&mut conn, project).await.expect("q").len(), 1);
+    // Revoking the token makes the API refuse it.
+    let token_id = AccessToken::list(&mut conn, project)
+        .await
+        .expect("q")
+        .remove(0)
+        .id;
+    let revoked = ann
+        .post(&format!("{p}/tokens/{token_id}/revoke"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(revoked.status, 303);
+    let (status, _) = app
+        .send(app.post_zip(&token, &common::zip_body(store.name(), 1)))
+        .await;
+    assert_eq!(status, 401);
     app.stop().await;
 }

@@ -74,7 +74,6 @@ struct NewQuery {
     service: Option<String>,
 }
 
-
 async fn list(
     state: web::Data<AppState>,
     signed_in: SignedIn,
@@ -86,7 +85,10 @@ async fn list(
     let buckets = Bucket::list(&mut conn, member.id()).await?;
     let notice = match query.notice.as_deref() {
         Some("added") => Some(("ok", "The bucket passed the write test and was saved.")),
-        Some("updated") => Some(("ok", "The new credentials passed the write test and were saved.")),
+        Some("updated") => Some((
+            "ok",
+            "The new credentials passed the write test and were saved.",
+        )),
         Some("deleted") => Some(("ok", "The bucket was deleted.")),
         _ => None,
     };
@@ -184,7 +186,10 @@ async fn create(
     let mut conn = conn(&state).await?;
     let member = Member::posting(&mut conn, signed_in, &path, &form.csrf).await?;
     match admin::add(&mut conn, &state.keyring, member.id(), form.input(), false).await {
-        Ok(_) => Ok(see_other(&format!("{}/buckets?notice=added", member.base()))),
+        Ok(_) => Ok(see_other(&format!(
+            "{}/buckets?notice=added",
+            member.base()
+        ))),
         Err(err) => {
             let (errors, failure) = explain(err)?;
             Ok(page(
@@ -343,7 +348,10 @@ async fn update(
     )
     .await
     {
-        Ok(_) => Ok(see_other(&format!("{}/buckets?notice=updated", member.base()))),
+        Ok(_) => Ok(see_other(&format!(
+            "{}/buckets?notice=updated",
+            member.base()
+        ))),
         Err(err) => {
             let (errors, failure) = explain(err)?;
             Ok(page(
@@ -433,7 +441,10 @@ async fn delete(
     let member = Member::posting(&mut conn, signed_in, &project, &form.csrf).await?;
     let bucket = find(&mut conn, &member, &bucket).await?;
     match admin::delete(&mut conn, member.id(), bucket.id).await {
-        Ok(()) => Ok(see_other(&format!("{}/buckets?notice=deleted", member.base()))),
+        Ok(()) => Ok(see_other(&format!(
+            "{}/buckets?notice=deleted",
+            member.base()
+        ))),
         Err(BucketAdminError::NotFound) => Err(PageError::NotFound),
         Err(BucketAdminError::InUse { jobs }) => {
             let buckets = Bucket::list(&mut conn, member.id()).await?;
@@ -455,4 +466,3 @@ async fn delete(
         }
     }
 }
-

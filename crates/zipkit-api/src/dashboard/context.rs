@@ -15,7 +15,9 @@ use crate::state::AppState;
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
     /// Also for anything of another project: its existence is not revealed.
-    #[error("There is nothing here. It may have been deleted, or it belongs to a project you are not a member of.")]
+    #[error(
+        "There is nothing here. It may have been deleted, or it belongs to a project you are not a member of."
+    )]
     NotFound,
     #[error("This form expired or did not come from this site. Reload the page and try again.")]
     Forbidden,
@@ -76,7 +78,10 @@ impl Member {
         project: &str,
     ) -> Result<Self, PageError> {
         let id: ProjectId = project.parse().map_err(|_| PageError::NotFound)?;
-        if Project::role_of(conn, id, signed_in.user.id).await?.is_none() {
+        if Project::role_of(conn, id, signed_in.user.id)
+            .await?
+            .is_none()
+        {
             return Err(PageError::NotFound);
         }
         let project = Project::find(conn, id).await?.ok_or(PageError::NotFound)?;

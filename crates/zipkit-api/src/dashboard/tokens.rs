@@ -158,7 +158,6 @@ fn internal(err: TokenAdminError) -> PageError {
     }
 }
 
-
 async fn revoke(
     state: web::Data<AppState>,
     signed_in: SignedIn,
@@ -172,5 +171,8 @@ async fn revoke(
     admin::revoke(&mut conn, member.id(), token)
         .await
         .map_err(internal)?;
-    Ok(see_other(&format!("{}/tokens?notice=revoked", member.base())))
+    Ok(see_other(&format!(
+        "{}/tokens?notice=revoked",
+        member.base()
+    )))
 }

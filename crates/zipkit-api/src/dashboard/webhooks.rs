@@ -59,7 +59,8 @@ async fn list(
     let mut conn = conn(&state).await?;
     let member = Member::of(&mut conn, signed_in, &path).await?;
     let endpoints = with_last_delivery(&mut conn, &member).await?;
-    let notice = (query.notice.as_deref() == Some("deleted")).then_some("The endpoint was deleted.");
+    let notice =
+        (query.notice.as_deref() == Some("deleted")).then_some("The endpoint was deleted.");
     Ok(page(
         StatusCode::OK,
         list_page(
@@ -327,5 +328,8 @@ async fn delete(
     admin::remove(&mut conn, member.id(), id)
         .await
         .map_err(failed)?;
-    Ok(see_other(&format!("{}/webhooks?notice=deleted", member.base())))
+    Ok(see_other(&format!(
+        "{}/webhooks?notice=deleted",
+        member.base()
+    )))
 }

@@ -82,10 +82,13 @@ async fn list(
     let mut conn = conn(&state).await?;
     let member = Member::of(&mut conn, signed_in, &path).await?;
     // An unknown filter shows everything rather than an error: it only ever comes from a URL.
-    let status = query
-        .status
-        .as_deref()
-        .and_then(|s| if s == "queued" { Some(ZipStatus::None) } else { s.parse().ok() });
+    let status = query.status.as_deref().and_then(|s| {
+        if s == "queued" {
+            Some(ZipStatus::None)
+        } else {
+            s.parse().ok()
+        }
+    });
     let after = match query.after.as_deref() {
         Some(id) => Some(parse_id::<ZipId>(id)?),
         None => None,
@@ -124,7 +127,12 @@ fn status_filter(status: Option<ZipStatus>) -> &'static str {
     }
 }
 
-fn list_page(member: &Member, zips: &[ZipWithBucket], status: Option<ZipStatus>, more: bool) -> Markup {
+fn list_page(
+    member: &Member,
+    zips: &[ZipWithBucket],
+    status: Option<ZipStatus>,
+    more: bool,
+) -> Markup {
     let base = member.base();
     let filters = [
         ("", "All"),

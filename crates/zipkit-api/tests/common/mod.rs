@@ -68,7 +68,7 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
-    keyring: KeyRing,
+    pub keyring: KeyRing,
     stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
