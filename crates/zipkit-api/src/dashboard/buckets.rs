@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/buckets", web::post().to(create))
         .route("/buckets/new", web::get().to(new_form))
         .route("/buckets/{bucket}/edit", web::get().to(edit_form))
+        .route("/buckets/{bucket}", web::get().to(show))
         .route("/buckets/{bucket}", web::post().to(update))
         .route("/buckets/{bucket}/delete", web::get().to(confirm_delete))
         .route("/buckets/{bucket}/delete", web::post().to(delete));
@@ -288,6 +289,23 @@ async fn find(
     Bucket::find(conn, member.id(), id)
         .await?
         .ok_or(PageError::NotFound)
+}
+
+/// A bucket's own address (where its edit form posts): reloading it leads back to the form.
+async fn show(
+    state: web::Data<AppState>,
+    signed_in: SignedIn,
+    path: web::Path<(String, String)>,
+) -> PageResult {
+    let (project, bucket) = path.into_inner();
+    let mut conn = conn(&state).await?;
+    let member = Member::of(&mut conn, signed_in, &project).await?;
+    let bucket = find(&mut conn, &member, &bucket).await?;
+    Ok(see_other(&format!(
+        "{}/buckets/{}/edit",
+        member.base(),
+        bucket.id
+    )))
 }
 
 async fn edit_form(

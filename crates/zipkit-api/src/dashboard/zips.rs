@@ -50,16 +50,24 @@ fn service_name(service: Service) -> &'static str {
     }
 }
 
+fn files(n: i32) -> String {
+    if n == 1 {
+        "1 file".to_owned()
+    } else {
+        format!("{n} files")
+    }
+}
+
 fn progress(zip: &Zip) -> Markup {
     html! {
         @if zip.status == ZipStatus::Processing {
             @let percent = if zip.files_total > 0 { zip.files_done * 100 / zip.files_total } else { 0 };
             progress max="100" value=(percent) { (percent) "%" }
-            " " (zip.files_done) "/" (zip.files_total) " files · " (pages::bytes(zip.bytes_uploaded)) " uploaded"
+            " " (zip.files_done) "/" (files(zip.files_total)) " · " (pages::bytes(zip.bytes_uploaded)) " uploaded"
         } @else if let Some(size) = zip.result_size {
-            (zip.result_entries.unwrap_or(zip.files_done)) " files · " (pages::bytes(size))
+            (files(zip.result_entries.unwrap_or(zip.files_done))) " · " (pages::bytes(size))
         } @else {
-            (zip.files_total) " files"
+            (files(zip.files_total))
         }
     }
 }
