@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check and every test, from a fresh Debian machine with only the Rust toolchain:
-# starts (or reuses) PostgreSQL, RabbitMQ and the S3 store on loopback, then runs fmt, clippy,
-# the schema drift check and the whole workspace test suite against those real services.
+# starts (or reuses) PostgreSQL, RabbitMQ and the S3 store on loopback, installs what the tests
+# read archives with and the browser the dashboard test drives, then runs fmt, clippy, the schema
+# drift check and the whole workspace test suite against those real services.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOG_TAG=test
@@ -14,6 +15,12 @@ scripts/services.sh up
 . .services/env
 # The independent ZIP readers the tests check archives with.
 apt_install python3 unzip
+# The dashboard's browser test: Debian's Chromium, driven from Node.js by playwright-core
+# (which downloads no browser of its own).
+apt_install chromium
+command -v npm >/dev/null || apt_install nodejs npm
+log "npm ci (playwright-core for the browser test)"
+npm ci --prefix crates/zipkit-api/tests/browser --no-audit --no-fund --loglevel=error
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
