@@ -17,6 +17,13 @@ pub enum Behaviour {
     /// Advertises byte ranges (with an ETag); the first request breaks off after `cut` bytes,
     /// later ones honour `Range` + `If-Range` with 206 and the rest.
     BreakThenResume { bytes: Vec<u8>, cut: usize },
+    /// Without ranges or validators: the first request breaks off after `cut` bytes of `bytes`,
+    /// later ones serve `then` whole (the same bytes, or changed ones).
+    BreakThenServe {
+        bytes: Vec<u8>,
+        cut: usize,
+        then: Vec<u8>,
+    },
     /// Serves `chunks` chunks of `chunk` bytes, waiting `pause` before each.
     Slow {
         chunk: usize,
@@ -42,18 +49,21 @@ pub struct SourceServer {
 
 const ETAG: &str = "\"v1\"";
 
-/// The first `cut` bytes with the full length announced, then a broken connection.
-fn broken_off(bytes: &[u8], cut: usize) -> HttpResponse {
+/// The first `cut` bytes with the full length announced, then a broken connection; `ranges`
+/// advertises byte ranges and an ETag.
+fn broken_off(bytes: &[u8], cut: usize, ranges: bool) -> HttpResponse {
     let head = web::Bytes::copy_from_slice(&bytes[..cut]);
     let body = futures_util::stream::iter([
         Ok::<_, std::io::Error>(head),
         Err(std::io::Error::other("connection broken on purpose")),
     ]);
-    HttpResponse::Ok()
-        .insert_header(("ETag", ETAG))
-        .insert_header(("Accept-Ranges", "bytes"))
-        .no_chunking(bytes.len() as u64)
-        .streaming(body)
+    let mut response = HttpResponse::Ok();
+    if ranges {
+        response
+            .insert_header(("ETag", ETAG))
+            .insert_header(("Accept-Ranges", "bytes"));
+    }
+    response.no_chunking(bytes.len() as u64).streaming(body)
 }
 
 /// `Range: bytes=N-` with a matching `If-Range` gets 206 and the rest; anything else, all of it.
@@ -127,8 +137,14 @@ async fn serve(
             });
             HttpResponse::Ok().streaming(body)
         }
-        Some(Behaviour::BreakThenResume { bytes, cut }) if hit == 0 => broken_off(bytes, *cut),
+        Some(Behaviour::BreakThenResume { bytes, cut }) if hit == 0 => {
+            broken_off(bytes, *cut, true)
+        }
         Some(Behaviour::BreakThenResume { bytes, .. }) => ranged(&request, bytes),
+        Some(Behaviour::BreakThenServe { bytes, cut, .. }) if hit == 0 => {
+            broken_off(bytes, *cut, false)
+        }
+        Some(Behaviour::BreakThenServe { then, .. }) => HttpResponse::Ok().body(then.clone()),
         Some(Behaviour::FailThenServe(failures, bytes)) => {
             if hit < *failures {
                 HttpResponse::InternalServerError().finish()

@@ -6,12 +6,16 @@ use reqwest::StatusCode;
 
 use crate::egress;
 
-/// Source failures that may go away on their own (5xx, 429, connection trouble, a stall): retried
-/// here, and again as a whole job later (`job::is_transient`).
+/// Source failures that may go away on their own (5xx, 429, connection trouble, a stall, a source
+/// that changed mid-download): retried here, and again as a whole job later (`job::is_transient`).
 pub fn is_transient_code(code: &str) -> bool {
     matches!(
         code,
-        "source_unavailable" | "source_unreachable" | "source_rate_limited" | "source_stalled"
+        "source_unavailable"
+            | "source_unreachable"
+            | "source_rate_limited"
+            | "source_stalled"
+            | "source_changed"
     )
 }
 

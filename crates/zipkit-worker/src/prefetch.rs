@@ -1,6 +1,8 @@
 //! Sources downloaded ahead of the writer. Each entry gets its own task that starts the download
 //! (with retries), watches for stalls and size limits, resumes with `Range` + `If-Range` after a
-//! broken connection when the source allows it, and hands its bytes over through a channel. At
+//! broken connection when the source allows it — and otherwise starts the source over, checking
+//! that the bytes already handed on come again unchanged — and hands its bytes over through a
+//! channel. At
 //! most `ahead` entries download at once and each holds at most `bytes_per_entry` unconsumed
 //! bytes, so memory is bounded by count and by bytes; the job takes the entries strictly in order.
 
@@ -171,11 +173,41 @@ async fn download(
     let mut body = response.bytes_stream();
     let (mut received, mut attempt, mut backoff) = (0u64, 1u32, Duration::from_millis(250));
     let mut stall = StallWatch::new(limits.stall_window, limits.stall_min_bytes);
+    // The CRC-32 of what was handed on, and while a restarted download replays that prefix,
+    // how much of it is still to come and its CRC so far.
+    let mut handed_on = crc32fast::Hasher::new();
+    let mut replay: Option<(u64, crc32fast::Hasher)> = None;
     loop {
         let error = match tokio::time::timeout_at(stall.deadline(), body.next()).await {
+            Ok(None) if replay.is_some() => {
+                let _ = tx.send(Event::Failed(changed())).await;
+                return;
+            }
             Ok(None) => return, // complete: the channel closes
-            Ok(Some(Ok(chunk))) => {
+            Ok(Some(Ok(mut chunk))) => {
+                if let Some((left, crc)) = &mut replay {
+                    let n = chunk
+                        .len()
+                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    crc.update(&chunk[..n]);
+                    *left -= n as u64;
+                    if *left == 0 {
+                        let same = replay
+                            .take()
+                            .is_some_and(|(_, crc)| crc.finalize() == handed_on.clone().finalize());
+                        if !same {
+                            let _ = tx.send(Event::Failed(changed())).await;
+                            return;
+                        }
+                    }
+                    let _ = stall.check(n as u64);
+                    chunk = chunk.slice(n..);
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                }
                 received += chunk.len() as u64;
+                handed_on.update(&chunk);
                 if received > limits.max_source_bytes {
                     let error = too_large(limits.max_source_bytes);
                     let _ = tx.send(Event::Failed(error)).await;
@@ -201,42 +233,67 @@ async fn download(
             Err(_) if stall.check(0).is_ok() => continue,
             Err(_) => stalled_error(&limits),
         };
-        // Pick the download up where it broke off, if the source can say it did not change.
-        let resumed = match &validator {
-            Some(validator) if attempt < ATTEMPTS => {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-                attempt += 1;
-                let resume = Resume {
-                    from: received,
-                    validator: validator.clone(),
-                };
-                tracing::info!(
-                    url.len = url.len(),
-                    from = received,
-                    attempt,
-                    code = error.code,
-                    "resuming a source"
-                );
-                match download::fetch(&http, &url, limits.allow_private_networks, Some(&resume))
-                    .await
-                {
-                    Ok(r) if r.status() == reqwest::StatusCode::PARTIAL_CONTENT => Some(r),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        match resumed {
-            Some(response) => {
-                body = response.bytes_stream();
-                stall = StallWatch::new(limits.stall_window, limits.stall_min_bytes);
-            }
-            None => {
+        // Pick the source up again (a failed pick-up counts as an attempt too).
+        let (response, replayed) = loop {
+            if attempt >= ATTEMPTS {
                 let _ = tx.send(Event::Failed(error)).await;
                 return;
             }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
+            tracing::info!(
+                url.len = url.len(),
+                from = received,
+                attempt,
+                code = error.code,
+                ranged = validator.is_some(),
+                "picking a source up again"
+            );
+            if let Some(picked) =
+                pick_up(&http, &url, &limits, validator.as_deref(), received).await
+            {
+                break picked;
+            }
+        };
+        body = response.bytes_stream();
+        stall = StallWatch::new(limits.stall_window, limits.stall_min_bytes);
+        replay = (replayed && received > 0).then(|| (received, crc32fast::Hasher::new()));
+    }
+}
+
+/// After a broken or stalled body: the rest with `Range` + `If-Range` when the source offered
+/// a validator and answers 206; otherwise the whole source again (`true`: its first `received`
+/// bytes must be replayed and checked against what was handed on). `None`: no usable answer.
+async fn pick_up(
+    http: &reqwest::Client,
+    url: &str,
+    limits: &DownloadLimits,
+    validator: Option<&str>,
+    received: u64,
+) -> Option<(reqwest::Response, bool)> {
+    if let Some(validator) = validator {
+        let resume = Resume {
+            from: received,
+            validator: validator.to_owned(),
+        };
+        match download::fetch(http, url, limits.allow_private_networks, Some(&resume)).await {
+            Ok(r) if r.status() == reqwest::StatusCode::PARTIAL_CONTENT => return Some((r, false)),
+            // 200: the source changed or ignores ranges; the whole body is here, replay it.
+            Ok(r) if r.status() == reqwest::StatusCode::OK => return Some((r, true)),
+            _ => {}
         }
+    }
+    match download::fetch(http, url, limits.allow_private_networks, None).await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => Some((r, true)),
+        _ => None,
+    }
+}
+
+fn changed() -> SourceError {
+    SourceError {
+        code: "source_changed",
+        message: "the source broke off and, fetched again, no longer starts with the bytes already written".into(),
     }
 }
 

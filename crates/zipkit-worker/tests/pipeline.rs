@@ -850,6 +850,74 @@ async fn a_broken_download_resumes_with_range_and_if_range() {
 }
 
 #[tokio::test]
+async fn a_broken_download_without_ranges_starts_over_and_checks_the_bytes_already_written() {
+    let harness = Harness::start().await;
+    let body = pseudo_random(3 * 1024 * 1024 + 5, 11);
+    let mut edited = body.clone();
+    edited[1000] ^= 0xff; // within the part written before the break
+    let sources = SourceServer::start(vec![
+        (
+            "same.bin",
+            Behaviour::BreakThenServe {
+                bytes: body.clone(),
+                cut: 2 * 1024 * 1024,
+                then: body.clone(),
+            },
+        ),
+        (
+            "edited.bin",
+            Behaviour::BreakThenServe {
+                bytes: body.clone(),
+                cut: 2 * 1024 * 1024,
+                then: edited,
+            },
+        ),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    // The same bytes again: the entry is completed from the second download.
+    let id = harness
+        .submit(
+            &bucket,
+            "restarted.zip",
+            &[(sources.url("same.bin"), "same.bin")],
+            Compression::Deflate,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(sources.hits("same.bin"), 2, "one broken request, one whole");
+    let read = read_with_python(&harness.store.get("restarted.zip").await);
+    assert_eq!(read["same.bin"], body, "every byte, none twice");
+    assert_eq!(zip.bytes_downloaded, body.len() as i64);
+    // Changed bytes: the archive would mix two versions, so the job fails and writes nothing.
+    let id = harness
+        .submit(
+            &bucket,
+            "changed.zip",
+            &[(sources.url("edited.bin"), "edited.bin")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Failed);
+    assert_eq!(zip.error_code.as_deref(), Some("source_changed"));
+    assert_eq!(zip.error_param.as_deref(), Some("urls[0]"));
+    let object = harness
+        .store
+        .client()
+        .head_object()
+        .bucket(harness.store.name())
+        .key("changed.zip")
+        .send()
+        .await;
+    assert!(object.is_err(), "no archive mixing two versions");
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn a_stalled_source_fails_with_source_stalled() {
     let harness = Harness::start_configured(|w| {
         w.stall_window_secs = 1;
