@@ -206,8 +206,12 @@ fn explain(err: BucketAdminError) -> Result<(FieldErrors, Option<String>), PageE
     let mut errors = FieldErrors::default();
     let mut failure = None;
     match err {
-        BucketAdminError::Invalid { field, message } => errors.add(field, capitalized(&message)),
-        e @ BucketAdminError::Duplicate { .. } => errors.add("name", capitalized(&e.to_string())),
+        BucketAdminError::Invalid { field, message } => {
+            errors.add(field, pages::capitalized(&message))
+        }
+        e @ BucketAdminError::Duplicate { .. } => {
+            errors.add("name", pages::capitalized(&e.to_string()))
+        }
         BucketAdminError::TestFailed(e) => {
             failure = Some(format!("The test upload failed, so nothing was saved. {e}"));
         }
@@ -218,14 +222,6 @@ fn explain(err: BucketAdminError) -> Result<(FieldErrors, Option<String>), PageE
         }
     }
     Ok((errors, failure))
-}
-
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
 }
 
 fn add_page(

@@ -193,12 +193,7 @@ async fn create(
         }
         Err(WebhookAdminError::Invalid { field, message }) => {
             let mut errors = FieldErrors::default();
-            let mut chars = message.chars();
-            let message: String = chars
-                .next()
-                .map(|c| c.to_uppercase().chain(chars).collect())
-                .unwrap_or_default();
-            errors.add(field, message);
+            errors.add(field, pages::capitalized(&message));
             let endpoints = with_last_delivery(&mut conn, &member).await?;
             Ok(page(
                 StatusCode::UNPROCESSABLE_ENTITY,
