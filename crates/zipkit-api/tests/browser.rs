@@ -115,6 +115,14 @@ async fn a_person_manages_the_project_in_a_real_browser() {
     }
 
     let shots = screenshot_dir();
+    // Only this run's screenshots count below: earlier ones are removed first.
+    if let Ok(old) = std::fs::read_dir(&shots) {
+        for file in old.flatten() {
+            if file.path().extension().is_some_and(|e| e == "png") {
+                std::fs::remove_file(file.path()).expect("remove an old screenshot");
+            }
+        }
+    }
     let mut node = std::process::Command::new("node");
     node.arg(browser_dir().join("dashboard.mjs"))
         .current_dir(browser_dir())

@@ -185,6 +185,8 @@ async fn download(
             }
             Ok(None) => return, // complete: the channel closes
             Ok(Some(Ok(mut chunk))) => {
+                // Replayed and new bytes alike count for the stall rule.
+                let stalled = stall.check(chunk.len() as u64).is_err();
                 if let Some((left, crc)) = &mut replay {
                     let n = chunk
                         .len()
@@ -200,26 +202,23 @@ async fn download(
                             return;
                         }
                     }
-                    let _ = stall.check(n as u64);
                     chunk = chunk.slice(n..);
-                    if chunk.is_empty() {
-                        continue;
+                }
+                if !chunk.is_empty() {
+                    received += chunk.len() as u64;
+                    handed_on.update(&chunk);
+                    if received > limits.max_source_bytes {
+                        let error = too_large(limits.max_source_bytes);
+                        let _ = tx.send(Event::Failed(error)).await;
+                        return;
                     }
-                }
-                received += chunk.len() as u64;
-                handed_on.update(&chunk);
-                if received > limits.max_source_bytes {
-                    let error = too_large(limits.max_source_bytes);
-                    let _ = tx.send(Event::Failed(error)).await;
-                    return;
-                }
-                let stalled = stall.check(chunk.len() as u64).is_err();
-                let share = chunk.len().clamp(1, limits.bytes_per_entry.max(1)) as u32;
-                let Ok(permit) = budget.clone().acquire_many_owned(share).await else {
-                    return;
-                };
-                if tx.send(Event::Data(chunk, permit)).await.is_err() {
-                    return;
+                    let share = chunk.len().clamp(1, limits.bytes_per_entry.max(1)) as u32;
+                    let Ok(permit) = budget.clone().acquire_many_owned(share).await else {
+                        return;
+                    };
+                    if tx.send(Event::Data(chunk, permit)).await.is_err() {
+                        return;
+                    }
                 }
                 if !stalled {
                     continue;

@@ -43,7 +43,7 @@ pub enum BucketAdminError {
     NotFound,
     #[error("{0}")]
     TestFailed(BucketTestError),
-    #[error("cannot delete: {} zip job{} still refer{} to this bucket and keep{} its history", .jobs, if *.jobs == 1 { "" } else { "s" }, if *.jobs == 1 { "s" } else { "" }, if *.jobs == 1 { "s" } else { "" })]
+    #[error("cannot delete: {} to this bucket (jobs keep their bucket so their history stays complete)", still_refer(*.jobs))]
     InUse { jobs: i64 },
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -52,6 +52,15 @@ pub enum BucketAdminError {
 impl From<DieselError> for BucketAdminError {
     fn from(err: DieselError) -> Self {
         Self::Model(ModelError::Query(err))
+    }
+}
+
+/// "1 zip job still refers" / "3 zip jobs still refer": why a bucket cannot be deleted.
+pub fn still_refer(jobs: i64) -> String {
+    if jobs == 1 {
+        "1 zip job still refers".to_owned()
+    } else {
+        format!("{jobs} zip jobs still refer")
     }
 }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use zipkit_domain::models::Bucket;
 use zipkit_domain::{BucketId, Service};
 
-use super::context::{CsrfForm, Member, PageError, PageResult, conn, parse_id};
+use super::context::{CsrfForm, Member, NoticeQuery, PageError, PageResult, conn, parse_id};
 use super::pages::{self, FieldErrors, Section};
 use super::{SignedIn, html as page, see_other};
 use crate::admin::buckets::{self as admin, BucketAdminError, BucketInput};
@@ -66,11 +66,6 @@ impl BucketForm {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct ListQuery {
-    notice: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
 struct NewQuery {
     service: Option<String>,
 }
@@ -79,7 +74,7 @@ async fn list(
     state: web::Data<AppState>,
     signed_in: SignedIn,
     path: web::Path<String>,
-    query: web::Query<ListQuery>,
+    query: web::Query<NoticeQuery>,
 ) -> PageResult {
     let mut conn = conn(&state).await?;
     let member = Member::of(&mut conn, signed_in, &path).await?;
@@ -463,11 +458,9 @@ async fn delete(
         Err(BucketAdminError::InUse { jobs }) => {
             let buckets = Bucket::list(&mut conn, member.id()).await?;
             let why = format!(
-                "The bucket {} was not deleted: {} zip job{} still refer{} to it. Jobs keep their bucket so their history stays complete.",
+                "The bucket {} was not deleted: {} to it. Jobs keep their bucket so their history stays complete.",
                 bucket.name,
-                jobs,
-                if jobs == 1 { "" } else { "s" },
-                if jobs == 1 { "s" } else { "" },
+                admin::still_refer(jobs),
             );
             Ok(page(
                 StatusCode::CONFLICT,

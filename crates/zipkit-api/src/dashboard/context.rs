@@ -130,3 +130,9 @@ pub fn parse_id<T: std::str::FromStr>(text: &str) -> Result<T, PageError> {
 pub struct CsrfForm {
     pub csrf: String,
 }
+
+/// `?notice=…`: what a redirect after a change tells the page it lands on.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct NoticeQuery {
+    pub notice: Option<String>,
+}

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use zipkit_domain::AccessTokenId;
 use zipkit_domain::models::AccessToken;
 
-use super::context::{CsrfForm, Member, PageError, PageResult, conn, parse_id};
+use super::context::{CsrfForm, Member, NoticeQuery, PageError, PageResult, conn, parse_id};
 use super::pages::{self, FieldErrors, Section};
 use super::{SignedIn, html as page, see_other};
 use crate::admin::tokens::{self as admin, TokenAdminError};
@@ -27,16 +27,11 @@ struct TokenForm {
     name: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ListQuery {
-    notice: Option<String>,
-}
-
 async fn list(
     state: web::Data<AppState>,
     signed_in: SignedIn,
     path: web::Path<String>,
-    query: web::Query<ListQuery>,
+    query: web::Query<NoticeQuery>,
 ) -> PageResult {
     let mut conn = conn(&state).await?;
     let member = Member::of(&mut conn, signed_in, &path).await?;

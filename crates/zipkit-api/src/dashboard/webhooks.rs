@@ -10,7 +10,7 @@ use zipkit_domain::WebhookEndpointId;
 use zipkit_domain::enums::DeliveryState;
 use zipkit_domain::models::{WebhookDelivery, WebhookEndpoint};
 
-use super::context::{CsrfForm, Member, PageError, PageResult, conn, parse_id};
+use super::context::{CsrfForm, Member, NoticeQuery, PageError, PageResult, conn, parse_id};
 use super::pages::{self, FieldErrors, Section};
 use super::{SignedIn, html as page, see_other};
 use crate::admin::webhooks::{self as admin, WebhookAdminError};
@@ -35,11 +35,6 @@ struct EndpointForm {
     description: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct Notice {
-    notice: Option<String>,
-}
-
 fn failed(err: WebhookAdminError) -> PageError {
     match err {
         WebhookAdminError::NotFound => PageError::NotFound,
@@ -54,7 +49,7 @@ async fn list(
     state: web::Data<AppState>,
     signed_in: SignedIn,
     path: web::Path<String>,
-    query: web::Query<Notice>,
+    query: web::Query<NoticeQuery>,
 ) -> PageResult {
     let mut conn = conn(&state).await?;
     let member = Member::of(&mut conn, signed_in, &path).await?;
@@ -215,7 +210,7 @@ async fn detail(
     state: web::Data<AppState>,
     signed_in: SignedIn,
     path: web::Path<(String, String)>,
-    query: web::Query<Notice>,
+    query: web::Query<NoticeQuery>,
 ) -> PageResult {
     let (project, endpoint) = path.into_inner();
     let mut conn = conn(&state).await?;
