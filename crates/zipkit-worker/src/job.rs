@@ -13,6 +13,7 @@ use zipkit_domain::models::{Bucket, EntryOutcome, JobError, Zip, ZipEntry, ZipOu
 use zipkit_domain::{EntryState, OnError, Service, ZipId};
 use zipkit_storage::BucketLocation;
 
+use crate::archive::deflate::Compressors;
 use crate::archive::{
     ArchiveError, ArchiveOptions, ArchiveWriter, DosTime, ZIP64_THRESHOLD, method_for,
 };
@@ -34,8 +35,8 @@ pub struct JobContext {
     /// Largest archive a job may build, counted in source bytes.
     pub max_archive_bytes: u64,
     pub deflate_level: u32,
-    /// Deflate blocks compressing at once.
-    pub compress_parallel: usize,
+    /// The threads that compress deflate blocks, shared by every job.
+    pub compressors: Compressors,
 }
 
 /// A failed outcome. The source's problems are the request's (`invalid_request_error`: fix the
@@ -162,9 +163,9 @@ pub async fn run(ctx: &JobContext, zip: &Zip, cancelled: watch::Receiver<bool>) 
     let archive = ArchiveWriter::new(
         ArchiveOptions {
             level: ctx.deflate_level,
-            parallel: ctx.compress_parallel,
             modified: DosTime::from_utc(zip.created_at),
         },
+        ctx.compressors.clone(),
         chunks_tx,
     );
     let feed = feed_sources(ctx, zip, entries, archive, &notes, cancelled).await;

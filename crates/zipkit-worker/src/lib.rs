@@ -92,6 +92,8 @@ pub enum StartError {
     KeyRing(#[from] zipkit_domain::crypto::KeyRingError),
     #[error("worker.part_size_mib must be at least 5 (S3's minimum part size)")]
     PartSize,
+    #[error("could not start the compressing threads: {0}")]
+    Compressors(std::io::Error),
 }
 
 impl Worker {
@@ -122,8 +124,8 @@ impl Worker {
             },
             max_archive_bytes: w.max_archive_bytes,
             deflate_level: w.deflate_level.clamp(1, 9),
-            // Two blocks per core keep every core busy while finished blocks are written out.
-            compress_parallel: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            compressors: archive::deflate::Compressors::per_core()
+                .map_err(StartError::Compressors)?,
             part_size: w.part_size_mib as usize * 1024 * 1024,
             parts_in_flight: usize::from(w.parts_in_flight.max(1)),
             owner: format!(

@@ -10,6 +10,7 @@ use std::io::Write;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use zipkit_worker::archive::deflate::Compressors;
 use zipkit_worker::archive::{ArchiveOptions, ArchiveWriter, DosTime, Method};
 
 /// Runs `build` against a writer whose archive goes to a temporary file; returns its path.
@@ -34,9 +35,9 @@ where
     let mut writer = ArchiveWriter::new(
         ArchiveOptions {
             level: 1,
-            parallel: 4,
             modified: DosTime::default(),
         },
+        Compressors::new(2).unwrap(),
         tx,
     );
     build(&mut writer).await;

@@ -2,23 +2,122 @@
 //! compressed independently (each primed with the previous block's last 32 KiB, so the ratio
 //! barely suffers) and ended with a sync flush, so the outputs concatenate into one valid raw
 //! deflate stream. Blocks of one entry, and of the entries after it, compress on all cores.
+//!
+//! The blocks run on `Compressors`: one thread per core, shared by every job of the worker.
+//! More threads than cores only time-slice the same CPU and evict each other's deflate state
+//! from the caches (measured: 4 threads on 2 cores compress 3–8 % slower than 2), and jobs
+//! running side by side must not multiply the threads.
+
+use std::cell::RefCell;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress, Status};
+use tokio::sync::oneshot;
 
 /// Uncompressed bytes per block.
 pub const BLOCK: usize = 1024 * 1024;
 /// Deflate's window: how much of the previous block primes the next.
 pub const WINDOW: usize = 32 * 1024;
 
-/// Compresses one block; `last` ends the deflate stream. Call on a blocking thread.
+/// A block's compressed bytes, when they are ready. An error if compressing failed, or if the
+/// pool dropped the block (a panic while compressing).
+pub type CompressedBlock = oneshot::Receiver<std::io::Result<Bytes>>;
+
+/// The threads that compress blocks (see the module header). Cheap to clone.
+#[derive(Clone)]
+pub struct Compressors {
+    pool: Arc<rayon_core::ThreadPool>,
+}
+
+impl std::fmt::Debug for Compressors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressors")
+            .field("threads", &self.threads())
+            .finish()
+    }
+}
+
+impl Compressors {
+    /// A pool of `threads` compressing threads (at least one).
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        let pool = rayon_core::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("zipkit-deflate-{i}"))
+            // A panic drops the block's sender, which fails that job; the pool and the
+            // process go on (rayon would abort the process without a handler).
+            .panic_handler(|_| tracing::error!("a deflate block panicked"))
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(Self {
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// One thread per core.
+    pub fn per_core() -> std::io::Result<Self> {
+        Self::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Queues a block; blocks start in the order they were queued.
+    pub fn compress(
+        &self,
+        input: Bytes,
+        dictionary: Bytes,
+        level: u32,
+        last: bool,
+    ) -> CompressedBlock {
+        let (done, result) = oneshot::channel();
+        self.pool.spawn_fifo(move || {
+            // The job may have been dropped (failed, cancelled) while the block waited.
+            if done.is_closed() {
+                return;
+            }
+            let _ = done.send(compress_block(&input, &dictionary, level, last));
+        });
+        result
+    }
+}
+
+thread_local! {
+    /// Each compressing thread keeps its deflate state (some 300 KiB of tables) between blocks
+    /// instead of allocating and clearing a new one per block.
+    static STREAM: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
+}
+
+/// Compresses one block; `last` ends the deflate stream. Runs on the calling thread.
 pub fn compress_block(
     input: &[u8],
     dictionary: &[u8],
     level: u32,
     last: bool,
 ) -> std::io::Result<Bytes> {
-    let mut compress = Compress::new(Compression::new(level), false);
+    STREAM.with_borrow_mut(|stream| {
+        let compress = match stream {
+            Some((kept, compress)) if *kept == level => {
+                compress.reset();
+                compress
+            }
+            _ => {
+                &mut stream
+                    .insert((level, Compress::new(Compression::new(level), false)))
+                    .1
+            }
+        };
+        compress_with(compress, input, dictionary, last)
+    })
+}
+
+fn compress_with(
+    compress: &mut Compress,
+    input: &[u8],
+    dictionary: &[u8],
+    last: bool,
+) -> std::io::Result<Bytes> {
     if !dictionary.is_empty() {
         compress
             .set_dictionary(dictionary)
@@ -76,6 +175,62 @@ mod tests {
             "compressed to {}",
             stream.len()
         );
+        let mut back = Vec::new();
+        flate2::read::DeflateDecoder::new(&stream[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, text);
+    }
+
+    #[test]
+    fn a_reused_stream_compresses_exactly_as_a_fresh_one() {
+        let text: Vec<u8> = (0..BLOCK)
+            .map(|i| b"lorem ipsum dolor sit amet "[i % 27] ^ (i / 5003) as u8)
+            .collect();
+        let (first, second) = text.split_at(BLOCK / 2);
+        let fresh = |input: &[u8], dictionary: &[u8], level: u32| {
+            let mut compress = Compress::new(Compression::new(level), false);
+            compress_with(&mut compress, input, dictionary, false).unwrap()
+        };
+        // The same thread's stream serves every call: after a block, at another level, and back.
+        for level in [6, 6, 1, 6] {
+            let dictionary = &first[first.len() - WINDOW..];
+            assert_eq!(
+                compress_block(second, dictionary, level, false).unwrap(),
+                fresh(second, dictionary, level),
+                "level {level}"
+            );
+            assert_eq!(
+                compress_block(first, &[], level, false).unwrap(),
+                fresh(first, &[], level)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_pool_compresses_blocks_that_concatenate_in_queue_order() {
+        let compressors = Compressors::new(2).unwrap();
+        assert_eq!(compressors.threads(), 2);
+        let text = Bytes::from(
+            (0..4 * BLOCK)
+                .map(|i| b"pack my box with five dozen jugs "[i % 33] ^ (i / 6007) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        let pending: Vec<_> = (0..4)
+            .map(|i| {
+                let dictionary = if i == 0 {
+                    Bytes::new()
+                } else {
+                    text.slice(i * BLOCK - WINDOW..i * BLOCK)
+                };
+                let block = text.slice(i * BLOCK..(i + 1) * BLOCK);
+                compressors.compress(block, dictionary, 6, i == 3)
+            })
+            .collect();
+        let mut stream = Vec::new();
+        for block in pending {
+            stream.extend_from_slice(&block.await.unwrap().unwrap());
+        }
         let mut back = Vec::new();
         flate2::read::DeflateDecoder::new(&stream[..])
             .read_to_end(&mut back)

@@ -124,10 +124,10 @@ mod tests {
         });
         let options = ArchiveOptions {
             level: 6,
-            parallel: 2,
             modified: DosTime::default(),
         };
-        let mut writer = ArchiveWriter::new(options, out);
+        let compressors = deflate::Compressors::new(2).unwrap();
+        let mut writer = ArchiveWriter::new(options, compressors, out);
         for (name, method, chunks) in entries {
             writer.start_entry(name, method, false).await.unwrap();
             for chunk in chunks {

@@ -8,9 +8,8 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-use super::deflate::{self, BLOCK, WINDOW};
+use super::deflate::{BLOCK, CompressedBlock, Compressors, WINDOW};
 use super::format::{self, CentralRecord, DosTime, Method};
 
 /// Entries that may pass 4 GiB (unknown size, or near the limit) get ZIP64 fields up front.
@@ -26,8 +25,8 @@ pub enum ArchiveError {
     OutputClosed,
     #[error("compressing failed: {0}")]
     Compress(#[from] std::io::Error),
-    #[error("a compression task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("a compression task failed")]
+    Task(#[from] tokio::sync::oneshot::error::RecvError),
     #[error("entry {0:?} is over 4 GiB but was started without ZIP64 fields")]
     EntryTooLarge(String),
     #[error("no entry is open")]
@@ -39,8 +38,6 @@ pub enum ArchiveError {
 pub struct ArchiveOptions {
     /// Deflate level, 1 (fastest) to 9 (smallest).
     pub level: u32,
-    /// Blocks compressing at once.
-    pub parallel: usize,
     /// Timestamp written on every entry.
     pub modified: DosTime,
 }
@@ -55,8 +52,8 @@ pub struct EntrySummary {
 /// Something the output is waiting for, in archive order.
 enum Pending {
     Ready(Bytes),
-    /// A deflate block on the blocking pool, and how many input bytes it holds.
-    Block(JoinHandle<std::io::Result<Bytes>>, usize),
+    /// A deflate block queued on or compressing on the pool, and how many input bytes it holds.
+    Block(CompressedBlock, usize),
     /// An entry's local header: where it lands is the entry's offset.
     Header(Bytes),
     /// The end of an entry: its compressed size is what went out since its header.
@@ -85,6 +82,10 @@ struct OpenEntry {
 
 pub struct ArchiveWriter {
     options: ArchiveOptions,
+    compressors: Compressors,
+    /// Blocks this archive keeps queued: two per compressing thread, so a thread that finishes
+    /// one finds the next waiting while the finished one is written out.
+    max_blocks: usize,
     out: mpsc::Sender<Bytes>,
     buffer: BytesMut,
     queue: VecDeque<Pending>,
@@ -107,13 +108,18 @@ impl std::fmt::Debug for ArchiveWriter {
 }
 
 impl ArchiveWriter {
-    pub fn new(options: ArchiveOptions, out: mpsc::Sender<Bytes>) -> Self {
+    pub fn new(
+        options: ArchiveOptions,
+        compressors: Compressors,
+        out: mpsc::Sender<Bytes>,
+    ) -> Self {
         Self {
             options: ArchiveOptions {
-                parallel: options.parallel.max(1),
                 level: options.level.clamp(1, 9),
                 ..options
             },
+            max_blocks: compressors.threads() * 2,
+            compressors,
             out,
             buffer: BytesMut::with_capacity(OUTPUT_CHUNK * 2),
             queue: VecDeque::new(),
@@ -228,7 +234,7 @@ impl ArchiveWriter {
         Ok(self.offset)
     }
 
-    /// Hands the open entry's pending input to the blocking pool as one block.
+    /// Hands the open entry's pending input to the compressing threads as one block.
     async fn cut_block(&mut self, last: bool) -> Result<(), ArchiveError> {
         let level = self.options.level;
         let entry = self.open.as_mut().ok_or(ArchiveError::NoEntry)?;
@@ -238,10 +244,8 @@ impl ArchiveWriter {
             input.slice(input.len().saturating_sub(WINDOW)..),
         );
         let size = input.len();
-        let task = tokio::task::spawn_blocking(move || {
-            deflate::compress_block(&input, &dictionary, level, last)
-        });
-        self.push(Pending::Block(task, size)).await
+        let block = self.compressors.compress(input, dictionary, level, last);
+        self.push(Pending::Block(block, size)).await
     }
 
     /// Queues output, first draining what is done, then waiting while the queue is full.
@@ -256,9 +260,8 @@ impl ArchiveWriter {
         }
         self.queue.push_back(item);
         while let Some(front) = self.queue.front() {
-            let ready = !matches!(front, Pending::Block(task, _) if !task.is_finished());
-            let full =
-                self.blocks_in_queue > self.options.parallel || self.bytes_in_queue > QUEUED_BYTES;
+            let ready = !matches!(front, Pending::Block(block, _) if block.is_empty());
+            let full = self.blocks_in_queue > self.max_blocks || self.bytes_in_queue > QUEUED_BYTES;
             if !ready && !full {
                 break;
             }
@@ -277,10 +280,10 @@ impl ArchiveWriter {
                 self.bytes_in_queue -= bytes.len();
                 self.emit(bytes).await
             }
-            Pending::Block(task, size) => {
+            Pending::Block(block, size) => {
                 self.blocks_in_queue -= 1;
                 self.bytes_in_queue -= size;
-                let compressed = task.await??;
+                let compressed = block.await??;
                 self.emit(compressed).await
             }
             Pending::Header(header) => {
