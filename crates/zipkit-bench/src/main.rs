@@ -32,6 +32,9 @@ const DOWNLOADS_AHEAD: usize = 16;
 /// Parts of the ceiling upload: the worker's default part size and parts in flight.
 const PART: u64 = 8 * MIB;
 const PARTS_IN_FLIGHT: usize = 4;
+/// Deflate cases run this many times, each run followed by the single-threaded baselines, and
+/// the medians are compared: this machine's speed drifts by ±10 % from one run to the next.
+const DEFLATE_ROUNDS: usize = 3;
 
 /// Bytes each corpus holds; the source server cycles through it.
 const CORPUS: usize = 16 * MIB as usize;
@@ -553,11 +556,20 @@ impl Bench {
     }
 }
 
-/// Single-threaded deflate level 6 on some bytes, best of three runs: MiB/s and the share of the
-/// input the output takes.
+/// Single-threaded deflate level 6 on some bytes: MiB/s and the share of the input the output
+/// takes.
+#[derive(Debug, Clone, Copy)]
 struct Baseline {
     mib_s: f64,
     ratio: f64,
+}
+
+impl Baseline {
+    /// The measurement with the median speed.
+    fn median(mut all: Vec<Baseline>) -> Baseline {
+        all.sort_by(|a, b| a.mib_s.total_cmp(&b.mib_s));
+        all[all.len() / 2]
+    }
 }
 
 /// Classic zlib (Python's `zlib`, Debian's libz) and zlib-rs on `sample`.
@@ -566,14 +578,10 @@ async fn deflate_baselines(sample: Vec<u8>) -> anyhow::Result<(Baseline, Baselin
     std::fs::write(&path, &sample)?;
     let script = "import sys,time,zlib\n\
         d=open(sys.argv[1],'rb').read()\n\
-        best=None\n\
-        for _ in range(3):\n\
-        \x20c=zlib.compressobj(6,zlib.DEFLATED,-15)\n\
-        \x20t=time.perf_counter()\n\
-        \x20n=len(c.compress(d))+len(c.flush())\n\
-        \x20t=time.perf_counter()-t\n\
-        \x20best=t if best is None else min(best,t)\n\
-        print(len(d)/best/1048576, n/len(d))";
+        c=zlib.compressobj(6,zlib.DEFLATED,-15)\n\
+        t=time.perf_counter()\n\
+        n=len(c.compress(d))+len(c.flush())\n\
+        print(len(d)/(time.perf_counter()-t)/1048576, n/len(d))";
     let out = std::process::Command::new("python3")
         .args(["-c", script])
         .arg(&path)
@@ -590,18 +598,13 @@ async fn deflate_baselines(sample: Vec<u8>) -> anyhow::Result<(Baseline, Baselin
     };
     let zlib_rs = tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut best = Duration::MAX;
-        let mut size = 0;
-        for _ in 0..3 {
-            let started = Instant::now();
-            let mut encoder =
-                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
-            encoder.write_all(&sample)?;
-            size = encoder.finish()?.len();
-            best = best.min(started.elapsed());
-        }
+        let started = Instant::now();
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
+        encoder.write_all(&sample)?;
+        let size = encoder.finish()?.len();
         Ok::<_, std::io::Error>(Baseline {
-            mib_s: sample.len() as f64 / best.as_secs_f64() / MIB as f64,
+            mib_s: sample.len() as f64 / started.elapsed().as_secs_f64() / MIB as f64,
             ratio: size as f64 / sample.len() as f64,
         })
     })
@@ -680,13 +683,38 @@ async fn main() -> anyhow::Result<()> {
         }
         let urls = case.urls(&base);
         let corpus = corpora.get(case.corpus);
-        bench.reset_peak_rss()?;
         let key = format!("bench-{n}.zip");
-        let cpu_before = bench.cpu_time()?;
-        let run = bench.run(case, &urls, &key).await?;
-        let cpu = bench.cpu_time()? - cpu_before;
-        let rss = bench.peak_rss_mib()?;
-        bench.delete(&key).await;
+        let deflate = case.compression == Compression::Deflate;
+        // The first 64 MiB of the case's bytes, for the single-threaded baselines.
+        let sample: Vec<u8> = if deflate {
+            source_bytes(corpus, 0, 64 * MIB)
+                .flat_map(|b| b.to_vec())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (mut runs, mut classic, mut zlib_rs) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..if deflate { DEFLATE_ROUNDS } else { 1 } {
+            bench.reset_peak_rss()?;
+            let cpu_before = bench.cpu_time()?;
+            let run = bench.run(case, &urls, &key).await?;
+            let cpu = bench.cpu_time()? - cpu_before;
+            let rss = bench.peak_rss_mib()?;
+            bench.delete(&key).await;
+            runs.push((run, cpu, rss));
+            if deflate {
+                let (c, r) = deflate_baselines(sample.clone()).await?;
+                classic.push(c);
+                zlib_rs.push(r);
+            }
+        }
+        let peak_rss = runs
+            .iter()
+            .map(|(_, _, rss)| *rss)
+            .max()
+            .unwrap_or_default();
+        runs.sort_by_key(|(run, _, _)| run.took);
+        let (run, cpu, _) = &runs[runs.len() / 2];
         let (ceiling, download) = bench.ceiling(&urls, run.archive, corpus).await?;
         println!(
             "{:<40} {:>7.2} {:>7.1} {:>7.1} {:>5} MiB {:>7.2} s {:>9.2} {:>7.2} s {:>7.0}% {:>5} MiB",
@@ -694,27 +722,28 @@ async fn main() -> anyhow::Result<()> {
             run.took.as_secs_f64(),
             mib_s(case.bytes(), run.took),
             cpu.as_secs_f64(),
-            rss,
+            peak_rss,
             run.completing.as_secs_f64(),
             ceiling.as_secs_f64(),
             download.as_secs_f64(),
             ceiling.as_secs_f64() / run.took.as_secs_f64() * 100.0,
             run.archive / MIB,
         );
-        if case.compression == Compression::Deflate {
-            // Measured right after the case, on the first 64 MiB of its sources' bytes.
-            let sample: Vec<u8> = source_bytes(corpus, 0, 64 * MIB)
-                .flat_map(|b| b.to_vec())
-                .collect();
-            let (classic, zlib_rs) = deflate_baselines(sample).await?;
+        if deflate {
             let worker = mib_s(case.bytes(), run.took);
             let streaming = mib_s(case.bytes(), run.took.saturating_sub(run.completing));
+            let all: Vec<String> = runs
+                .iter()
+                .map(|(r, _, _)| format!("{:.1}", mib_s(case.bytes(), r.took)))
+                .collect();
+            let (classic, zlib_rs) = (Baseline::median(classic), Baseline::median(zlib_rs));
             deflate_lines.push(format!(
-                "{}: worker {worker:.1} MiB/s end to end, {streaming:.1} MiB/s until the last \
-                 part was up, archive {:.1} % of the input; single-threaded level 6, best of 3: \
+                "{}: worker {worker:.1} MiB/s end to end (runs: {}), {streaming:.1} MiB/s until \
+                 the last part was up, archive {:.1} % of the input; single-threaded level 6: \
                  zlib {:.1} MiB/s, {:.1} % ({:.2}x, {:.2}x), zlib-rs {:.1} MiB/s, {:.1} % \
                  ({:.2}x, {:.2}x)",
                 case.name,
+                all.join(", "),
                 run.archive as f64 / case.bytes() as f64 * 100.0,
                 classic.mib_s,
                 classic.ratio * 100.0,
@@ -731,8 +760,9 @@ async fn main() -> anyhow::Result<()> {
         println!("{line}");
     }
     println!(
-        "(complete: from the last part up to the job's end, mostly the store's \
-         CompleteMultipartUpload; ceiling: the same sources downloaded {DOWNLOADS_AHEAD} at a \
+        "(deflate cases: the median of {DEFLATE_ROUNDS} runs, each followed by the baselines, \
+         compared with their medians; peak RSS: the highest of the runs; complete: from the last \
+         part up to the job's end, mostly the store's CompleteMultipartUpload; ceiling: the same sources downloaded {DOWNLOADS_AHEAD} at a \
          time to nowhere while the archive's size is uploaded as one plain multipart object, {} \
          MiB parts, {PARTS_IN_FLIGHT} in flight; \"of ceil.\" = ceiling time / worker time)",
         PART / MIB
