@@ -110,7 +110,7 @@ pub async fn upload(
     record: PartRecorder<'_>,
     complete: tokio::sync::oneshot::Receiver<bool>,
 ) -> Result<(u64, String), UploadError> {
-    let mut uploading: JoinSet<Result<(i32, String, i64), UploadError>> = JoinSet::new();
+    let mut uploading: JoinSet<Result<FinishedPart, UploadError>> = JoinSet::new();
     let mut parts = Vec::new();
     // Each part is filled to exactly its size in its own allocation, so a part in flight never
     // shares (and keeps alive) a larger buffer with the next one.
@@ -130,21 +130,28 @@ pub async fn upload(
             if !(full || last) {
                 break;
             }
-            // At the limit: wait for a part to finish (and record it) before cutting another.
+            // At the limit: wait for a part to finish before starting this one, and record the
+            // finished part only once this one is on its way, so the store never waits on
+            // PostgreSQL.
+            let mut finished = Vec::new();
             while uploading.len() >= plan.in_flight(next_number) {
-                finish_one(&mut uploading, record, &mut parts).await?;
+                finished.push(next_finished(&mut uploading).await?);
             }
             next_number += 1;
             let next = BytesMut::with_capacity(plan.size(next_number));
             let body = std::mem::replace(&mut buffer, next).freeze();
             uploading.spawn(upload_part(target.clone(), next_number - 1, body));
+            for part in finished {
+                keep(part, record, &mut parts).await?;
+            }
         }
         if done {
             break;
         }
     }
     while !uploading.is_empty() {
-        finish_one(&mut uploading, record, &mut parts).await?;
+        let part = next_finished(&mut uploading).await?;
+        keep(part, record, &mut parts).await?;
     }
     if !complete.await.unwrap_or(false) {
         return Err(UploadError::Abandoned);
@@ -177,7 +184,7 @@ async fn upload_part(
     target: Target,
     number: i32,
     body: Bytes,
-) -> Result<(i32, String, i64), UploadError> {
+) -> Result<FinishedPart, UploadError> {
     let size = body.len() as i64;
     let answer = target
         .client
@@ -200,20 +207,34 @@ async fn upload_part(
     Ok((number, answer.e_tag().unwrap_or_default().to_owned(), size))
 }
 
-/// Waits for one part upload, records its ETag, and adds it to the list for completion.
-async fn finish_one(
-    uploading: &mut JoinSet<Result<(i32, String, i64), UploadError>>,
-    record: PartRecorder<'_>,
-    parts: &mut Vec<CompletedPart>,
-) -> Result<(), UploadError> {
-    let Some(joined) = uploading.join_next().await else {
-        return Ok(());
-    };
-    let (number, etag, size) = joined.map_err(|e| UploadError::Part {
+/// A part the store has taken: (number, ETag, size).
+type FinishedPart = (i32, String, i64);
+
+/// Waits for the next part upload to finish.
+async fn next_finished(
+    uploading: &mut JoinSet<Result<FinishedPart, UploadError>>,
+) -> Result<FinishedPart, UploadError> {
+    let joined = uploading
+        .join_next()
+        .await
+        .ok_or_else(|| UploadError::Part {
+            part: 0,
+            code: None,
+            message: "no part was uploading".into(),
+        })?;
+    joined.map_err(|e| UploadError::Part {
         part: 0,
         code: None,
         message: e.to_string(),
-    })??;
+    })?
+}
+
+/// Records a finished part's ETag and adds it to the list for completion.
+async fn keep(
+    (number, etag, size): FinishedPart,
+    record: PartRecorder<'_>,
+    parts: &mut Vec<CompletedPart>,
+) -> Result<(), UploadError> {
     record(number, etag.clone(), size)
         .await
         .map_err(UploadError::Record)?;

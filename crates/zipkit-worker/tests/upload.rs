@@ -76,3 +76,75 @@ async fn a_complete_that_answers_200_with_an_error_body_is_a_failure() {
         "the one part was recorded"
     );
 }
+
+#[tokio::test]
+async fn every_part_is_recorded_once_while_later_parts_keep_uploading() {
+    // More parts than may fly at once, and a slow recorder (parts are recorded while the next
+    // ones upload): none recorded twice, none lost, and the object is the bytes sent.
+    let store = zipkit_test_support::TestBucket::new().await;
+    let key = "parts.zip";
+    let started = store
+        .client()
+        .create_multipart_upload()
+        .bucket(store.name())
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let target = Target {
+        client: store.client().clone(),
+        bucket: store.name().to_owned(),
+        key: key.into(),
+        upload_id: started.upload_id().unwrap().to_owned(),
+    };
+    let mib = 1024 * 1024;
+    let archive: Vec<u8> = (0..6 * 5 * mib + 12_345)
+        .map(|i: usize| (i % 251) as u8 ^ (i / 4099) as u8)
+        .collect();
+    let (chunks, rx) = mpsc::channel(4);
+    let feeding = {
+        let archive = Bytes::from(archive.clone());
+        tokio::spawn(async move {
+            for piece in archive.chunks(300_000) {
+                chunks.send(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+        })
+    };
+    let (complete, complete_rx) = oneshot::channel();
+    complete.send(true).unwrap();
+    let recorded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut record = {
+        let recorded = recorded.clone();
+        move |number: i32, etag: String, size: i64| {
+            let recorded = recorded.clone();
+            Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                recorded.lock().unwrap().push((number, etag, size));
+                Ok(())
+            }) as std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        }
+    };
+    let (size, _etag) = upload(
+        &target,
+        rx,
+        PartPlan::new(5 * mib, 2, None),
+        &mut record,
+        complete_rx,
+    )
+    .await
+    .unwrap();
+    feeding.await.unwrap();
+    assert_eq!(size as usize, archive.len());
+    let mut recorded = recorded.lock().unwrap().clone();
+    recorded.sort();
+    let numbers: Vec<i32> = recorded.iter().map(|(n, _, _)| *n).collect();
+    assert_eq!(numbers, (1..=7).collect::<Vec<_>>(), "each part once");
+    assert!(recorded.iter().all(|(_, etag, _)| !etag.is_empty()));
+    let sizes: i64 = recorded.iter().map(|(_, _, size)| size).sum();
+    assert_eq!(sizes as usize, archive.len());
+    assert_eq!(
+        store.get(key).await,
+        archive,
+        "the object is the bytes sent"
+    );
+}
