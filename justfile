@@ -40,6 +40,6 @@ lint:
 bench-api:
     scripts/bench-api.sh
 
-# Worker benchmark (release builds; prints wall time, throughput, peak RSS and the ceiling).
+# Worker benchmark (release builds; prints wall time, throughput, CPU, peak RSS, the ceiling, and deflate against zlib).
 bench-worker:
     scripts/bench-worker.sh
