@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Worker benchmark (not a test): release builds of zipkit-worker and zipkit-bench, a local HTTP
 # source server (in the bench process) and the local S3-compatible store (s3s-fs). Prints, per
-# case, wall time, throughput, the worker's CPU time and peak RSS, and the ceiling measured in the
-# same run;
-# then deflate throughput against single-threaded level 6 on the same bytes. Figures go in
-# docs/PERFORMANCE.md.
+# case, wall time, throughput, the worker's CPU time and peak RSS, and the ceiling measured in
+# the same run; then deflate throughput against single-threaded level 6 on the same bytes.
+# Figures go in docs/PERFORMANCE.md.
 # Needs about 6 GiB free disk (the ZIP64 case writes a 4.5 GiB object, deleted afterwards).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
