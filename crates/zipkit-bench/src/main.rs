@@ -45,7 +45,7 @@ enum Corpus {
     /// Synthetic "words" of random letters, Zipf-distributed: deflate gets it to about 38 %, and
     /// zlib-rs leads classic zlib by less on it than on most real text.
     WordSalad,
-    /// Real text: Rust source code (deflate gets it to about 14 %).
+    /// Real text: Rust source code (deflate gets it to about 18 %).
     RustSources,
 }
 
@@ -591,10 +591,35 @@ impl Baseline {
     }
 }
 
-/// Classic zlib (Python's `zlib`, Debian's libz) and zlib-rs on `sample`.
-async fn deflate_baselines(sample: Vec<u8>) -> anyhow::Result<(Baseline, Baseline)> {
-    let path = std::env::temp_dir().join(format!("zipkit-bench-{}.txt", std::process::id()));
-    std::fs::write(&path, &sample)?;
+/// The first 64 MiB of a case's bytes, in memory and in a file for Python, written once per case
+/// and removed when dropped.
+struct Sample {
+    bytes: Bytes,
+    path: std::path::PathBuf,
+}
+
+impl Sample {
+    fn new(corpus: &Bytes) -> anyhow::Result<Self> {
+        let bytes: Vec<u8> = source_bytes(corpus, 0, 64 * MIB)
+            .flat_map(|b| b.to_vec())
+            .collect();
+        let path = std::env::temp_dir().join(format!("zipkit-bench-{}.txt", std::process::id()));
+        std::fs::write(&path, &bytes)?;
+        Ok(Self {
+            bytes: Bytes::from(bytes),
+            path,
+        })
+    }
+}
+
+impl Drop for Sample {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Classic zlib (Python's `zlib`, Debian's libz) and zlib-rs on the sample.
+async fn deflate_baselines(sample: &Sample) -> anyhow::Result<(Baseline, Baseline)> {
     let script = "import sys,time,zlib\n\
         d=open(sys.argv[1],'rb').read()\n\
         c=zlib.compressobj(6,zlib.DEFLATED,-15)\n\
@@ -603,9 +628,8 @@ async fn deflate_baselines(sample: Vec<u8>) -> anyhow::Result<(Baseline, Baselin
         print(len(d)/(time.perf_counter()-t)/1048576, n/len(d))";
     let out = std::process::Command::new("python3")
         .args(["-c", script])
-        .arg(&path)
+        .arg(&sample.path)
         .output()?;
-    std::fs::remove_file(&path)?;
     if !out.status.success() {
         bail!("python: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -615,6 +639,7 @@ async fn deflate_baselines(sample: Vec<u8>) -> anyhow::Result<(Baseline, Baselin
         mib_s: figures.next().context("python's speed")??,
         ratio: figures.next().context("python's ratio")??,
     };
+    let sample = sample.bytes.clone();
     let zlib_rs = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let started = Instant::now();
@@ -704,14 +729,8 @@ async fn main() -> anyhow::Result<()> {
         let corpus = corpora.get(case.corpus);
         let key = format!("bench-{n}.zip");
         let deflate = case.compression == Compression::Deflate;
-        // The first 64 MiB of the case's bytes, for the single-threaded baselines.
-        let sample: Vec<u8> = if deflate {
-            source_bytes(corpus, 0, 64 * MIB)
-                .flat_map(|b| b.to_vec())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // The bytes the single-threaded baselines compress.
+        let sample = deflate.then(|| Sample::new(corpus)).transpose()?;
         let (mut runs, mut classic, mut zlib_rs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..if deflate { DEFLATE_ROUNDS } else { 1 } {
             bench.reset_peak_rss()?;
@@ -721,8 +740,8 @@ async fn main() -> anyhow::Result<()> {
             let rss = bench.peak_rss_mib()?;
             bench.delete(&key).await;
             runs.push((run, cpu, rss));
-            if deflate {
-                let (c, r) = deflate_baselines(sample.clone()).await?;
+            if let Some(sample) = &sample {
+                let (c, r) = deflate_baselines(sample).await?;
                 classic.push(c);
                 zlib_rs.push(r);
             }
@@ -781,9 +800,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "(deflate cases: the median of {DEFLATE_ROUNDS} runs, each followed by the baselines, \
          compared with their medians; peak RSS: the highest of the runs; complete: from the last \
-         part up to the job's end, mostly the store's CompleteMultipartUpload; ceiling: the same sources downloaded {DOWNLOADS_AHEAD} at a \
-         time to nowhere while the archive's size is uploaded as one plain multipart object, {} \
-         MiB parts, {PARTS_IN_FLIGHT} in flight; \"of ceil.\" = ceiling time / worker time)",
+         part up to the job's end, mostly the store's CompleteMultipartUpload; ceiling: the same \
+         sources downloaded {DOWNLOADS_AHEAD} at a time to nowhere while the archive's size is \
+         uploaded as one plain multipart object, {} MiB parts, {PARTS_IN_FLIGHT} in flight; \
+         \"of ceil.\" = ceiling time / worker time)",
         PART / MIB
     );
     sources.stop(true).await;
