@@ -16,12 +16,11 @@ SECONDS_EACH=${BENCH_SECONDS:-20}
 PORT=${BENCH_PORT:-18080}
 
 scripts/services.sh up >/dev/null
-# shellcheck disable=SC1091
-. .services/env
+load_services_env "$ROOT"
 apt_install wrk
 log "building zipkit-api (release)"
 cargo build --release --locked --quiet -p zipkit-api
-bin=$ROOT/target/release/zipkit-api
+bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/zipkit-api
 
 admin=$ZIPKIT_TEST_POSTGRES_URL
 psql -q "$admin" -c "DROP DATABASE IF EXISTS zipkit_bench WITH (FORCE)" -c "CREATE DATABASE zipkit_bench" >/dev/null

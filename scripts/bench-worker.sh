@@ -13,8 +13,8 @@ LOG_TAG=bench
 cd "$ROOT"
 
 scripts/services.sh up >/dev/null
-# shellcheck disable=SC1091
-. .services/env
+load_services_env "$ROOT"
 log "building zipkit-worker and zipkit-bench (release)"
 cargo build --release --locked --quiet -p zipkit-worker -p zipkit-bench
-exec "$ROOT/target/release/zipkit-bench" "$ROOT/target/release/zipkit-worker"
+release=${CARGO_TARGET_DIR:-$ROOT/target}/release
+exec "$release/zipkit-bench" "$release/zipkit-worker"

@@ -8,8 +8,7 @@ LOG_TAG=schema
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 cd "$ROOT"
-# shellcheck disable=SC1091
-. .services/env
+load_services_env "$ROOT"
 DIESEL=$(scripts/tools.sh diesel)
 
 db="zipkit_schema_check_$$"

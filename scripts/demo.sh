@@ -11,8 +11,7 @@ LOG_TAG=demo
 cd "$ROOT"
 
 scripts/services.sh up
-# shellcheck disable=SC1091
-. .services/env
+load_services_env "$ROOT"
 # The sample file server and the archive check.
 apt_install python3 unzip
 
@@ -31,12 +30,14 @@ export ZIPKIT__BROKER__QUEUE_PREFIX=zipkit-demo
 export ZIPKIT__API__PORT=$PORT
 
 log "building zipkit-api, zipkit-worker and the demo's S3 helper"
-cargo build --quiet --locked -p zipkit-api -p zipkit-worker -p zipkit-test-support --example s3
-bin=$ROOT/target/debug
+# Name every target: with only --example, cargo builds that example and no binary.
+cargo build --quiet --locked -p zipkit-api -p zipkit-worker -p zipkit-test-support \
+  --bin zipkit-api --bin zipkit-worker --example s3
+bin=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 s3() { "$bin/examples/s3" "$@"; }
 "$bin/zipkit-api" migrate
 
-work=$ROOT/.services/demo
+work=$(services_dir "$ROOT")/demo
 rm -rf "$work" && mkdir -p "$work/files"
 "$bin/zipkit-api" serve >"$work/api.log" 2>&1 &
 api=$!

@@ -32,3 +32,31 @@ cargo_bin() { # name: path of a cargo-installed executable, if any
   [ -x "$p" ] && echo "$p"
   return 0
 }
+
+# Where scripts/services.sh keeps this checkout's services (data, logs, the env file): outside
+# the checkout, under /var/tmp, because the servers run as their own users (postgres, rabbitmq),
+# who cannot enter a checkout in a mode-700 home directory. One folder per checkout, named after
+# it, so two clones never share a cluster by accident. ZIPKIT_SERVICES_DIR overrides it.
+services_dir() { # checkout root
+  if [ -n "${ZIPKIT_SERVICES_DIR:-}" ]; then echo "$ZIPKIT_SERVICES_DIR"; return; fi
+  local name hash
+  name=$(basename "$1" | tr -c 'A-Za-z0-9._\n-' '_')
+  hash=$(printf '%s' "$1" | sha256sum | cut -c1-8)
+  echo "/var/tmp/zipkit-services/$name-$hash"
+}
+
+# Loads the endpoints scripts/services.sh up wrote (ZIPKIT_TEST_*).
+load_services_env() { # checkout root
+  local env_file
+  env_file="$(services_dir "$1")/env"
+  [ -f "$env_file" ] || die "no $env_file: run scripts/services.sh up first"
+  # shellcheck disable=SC1090
+  . "$env_file"
+}
+
+# Runs a command with only the environment it is given: servers read many unprefixed variables
+# (RabbitMQ falls back from RABBITMQ_LOGS to LOGS, from RABBITMQ_NODENAME to NODENAME, …;
+# PostgreSQL reads PGDATA, PGPORT, …), and a caller's stray LOGS must not crash a node.
+clean_env() { # [NAME=value ...] command args...
+  env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
+}

@@ -2,7 +2,8 @@
 # Every check and every test, from a fresh Debian machine with only the Rust toolchain:
 # starts (or reuses) PostgreSQL, RabbitMQ and the S3 store on loopback, installs what the tests
 # read archives with and the browser the dashboard test drives, then runs fmt, clippy, the schema
-# drift check and the whole workspace test suite against those real services.
+# drift check, the check that .ci/run runs the README's commands, and the whole workspace test
+# suite against those real services.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOG_TAG=test
@@ -11,8 +12,7 @@ LOG_TAG=test
 cd "$ROOT"
 
 scripts/services.sh up
-# shellcheck disable=SC1091
-. .services/env
+load_services_env "$ROOT"
 # The independent ZIP readers the tests check archives with.
 apt_install python3 unzip
 # The dashboard's browser test: Debian's Chromium, driven from Node.js by playwright-core
@@ -22,6 +22,8 @@ command -v npm >/dev/null || apt_install nodejs npm
 log "npm ci (playwright-core for the browser test)"
 npm ci --prefix crates/zipkit-api/tests/browser --no-audit --no-fund --loglevel=error
 
+log ".ci/run against the README"
+scripts/check-ci.sh
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy -D warnings"
