@@ -8,7 +8,7 @@ default:
 services-up:
     scripts/services.sh up
 
-# Stop the services this project started.
+# Stop the services this checkout started and remove their state.
 services-down:
     scripts/services.sh down
 
@@ -23,6 +23,10 @@ test:
 # The product's main job, end to end.
 demo:
     scripts/demo.sh
+
+# Release check: the README's commands in a fresh mode-700 clone with its own services, twice.
+newcomer *args:
+    scripts/newcomer.sh {{args}}
 
 # Fail if schema.rs drifted from migrations/.
 check-schema:

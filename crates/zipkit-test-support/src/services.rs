@@ -1,5 +1,6 @@
-//! Where the local services are. `scripts/services.sh` writes the actual values to
-//! `.services/env`; the defaults match services already running on their standard ports.
+//! Where the local services are. `scripts/services.sh up` writes the actual values to the `env`
+//! file of its state folder (docs/DEVELOPMENT.md); the defaults match services already running on
+//! their standard ports.
 
 fn var(name: &str, default: &str) -> String {
     std::env::var(name)
