@@ -57,6 +57,9 @@ load_services_env() { # checkout root
 # Runs a command with only the environment it is given: servers read many unprefixed variables
 # (RabbitMQ falls back from RABBITMQ_LOGS to LOGS, from RABBITMQ_NODENAME to NODENAME, …;
 # PostgreSQL reads PGDATA, PGPORT, …), and a caller's stray LOGS must not crash a node.
+# An array rather than a function, so that `"${CLEAN_ENV[@]}" server &` leaves the server's own
+# pid in $! (env execs it), for stopping it later.
+CLEAN_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8)
 clean_env() { # [NAME=value ...] command args...
-  env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
+  "${CLEAN_ENV[@]}" "$@"
 }

@@ -62,10 +62,16 @@ export LOGS=/tmp NODENAME=stray@nowhere CONFIG_FILE=/nonexistent/rabbitmq MNESIA
 ok=
 finish() {
   (cd "$clone" && scripts/services.sh down) || true
+  # What `down` stopped must be gone.
+  local port
+  for port in "$ZIPKIT_SERVICES_PG_PORT" "$ZIPKIT_SERVICES_AMQP_PORT" "$ZIPKIT_SERVICES_MGMT_PORT" "$ZIPKIT_S3_PORT"; do
+    if port_open "$port"; then ok=; log "error: something still listens on 127.0.0.1:$port after services.sh down"; fi
+  done
   if [ -n "$ok" ]; then
     rm -rf "$home"
   else
     log "failed: the clone and its logs stay in $clone (remove $home when done)"
+    exit 1
   fi
 }
 trap finish EXIT

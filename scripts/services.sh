@@ -165,7 +165,7 @@ s3_up() {
   if ! port_open "$S3_PORT"; then
     mkdir -p "$STATE/s3/data"
     log "S3: starting s3s-fs over $STATE/s3/data"
-    clean_env nohup "$bin" --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" \
+    "${CLEAN_ENV[@]}" nohup "$bin" --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" \
       "$STATE/s3/data" >"$STATE/s3/s3s-fs.log" 2>&1 &
     echo $! >"$STATE/s3/pid"
   fi
