@@ -273,6 +273,10 @@ async fn connect(settings: &Settings) -> Result<AsyncPgConnection, CliError> {
         .map_err(|e| CliError::new(1, format!("cannot reach PostgreSQL: {e}")))
 }
 
+fn egress(settings: &Settings) -> zipkit_egress::EgressPolicy {
+    zipkit_egress::EgressPolicy::new(&settings.egress)
+}
+
 fn keyring(settings: &Settings) -> Result<KeyRing, CliError> {
     KeyRing::from_settings(&settings.crypto).map_err(|e| CliError::new(1, e.to_string()))
 }
@@ -443,9 +447,16 @@ pub async fn bucket(settings: &Settings, command: BucketCommand) -> Result<(), C
                 access_key_id: SecretString::from(args.access_key_id),
                 secret_access_key: secret,
             };
-            let bucket = buckets::add(&mut conn, &keyring, args.project, input, args.no_test)
-                .await
-                .map_err(from_bucket_error)?;
+            let bucket = buckets::add(
+                &mut conn,
+                &keyring,
+                args.project,
+                input,
+                args.no_test,
+                &egress(settings),
+            )
+            .await
+            .map_err(from_bucket_error)?;
             let tested = if args.no_test {
                 "not tested (--no-test)"
             } else {
@@ -500,6 +511,7 @@ pub async fn bucket(settings: &Settings, command: BucketCommand) -> Result<(), C
                 credentials,
                 region,
                 no_test,
+                &egress(settings),
             )
             .await
             .map_err(from_bucket_error)?;
@@ -509,7 +521,7 @@ pub async fn bucket(settings: &Settings, command: BucketCommand) -> Result<(), C
             );
         }
         BucketCommand::Test { project, bucket } => {
-            buckets::test(&mut conn, &keyring, project, bucket)
+            buckets::test(&mut conn, &keyring, project, bucket, &egress(settings))
                 .await
                 .map_err(from_bucket_error)?;
             println!("write test passed");
@@ -577,6 +589,7 @@ pub async fn webhook(settings: &Settings, command: WebhookCommand) -> Result<(),
                 &url,
                 &description,
                 settings.webhooks.allow_http,
+                &egress(settings),
             )
             .await
             .map_err(from_webhook_error)?;

@@ -92,6 +92,7 @@ impl Application {
             },
             secure_cookies: settings.api.secure_cookies,
             allow_http_webhooks: settings.webhooks.allow_http,
+            egress: zipkit_egress::EgressPolicy::new(&settings.egress),
         });
         let max_body = settings.api.max_body_bytes;
         let server = HttpServer::new(move || {

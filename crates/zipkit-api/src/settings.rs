@@ -31,4 +31,6 @@ pub struct Settings {
     pub crypto: CryptoSettings,
     pub telemetry: TelemetrySettings,
     pub webhooks: zipkit_domain::webhooks::WebhookSettings,
+    /// What customer-supplied addresses (bucket endpoints, webhook URLs) may be.
+    pub egress: zipkit_egress::EgressSettings,
 }

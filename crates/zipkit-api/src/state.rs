@@ -19,6 +19,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Webhook endpoints may use `http://` (development only).
     pub allow_http_webhooks: bool,
+    /// Where customer-supplied addresses may point (bucket endpoints, webhook URLs).
+    pub egress: zipkit_egress::EgressPolicy,
 }
 
 impl AppState {

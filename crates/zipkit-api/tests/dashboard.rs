@@ -272,6 +272,7 @@ async fn a_member_of_one_project_reaches_nothing_of_another_by_changing_ids() {
         "https://hooks.example.com/bob",
         "bob's hook",
         false,
+        &zipkit_egress::EgressPolicy::public_only(),
     )
     .await
     .expect("endpoint")
@@ -410,6 +411,7 @@ async fn every_form_posted_without_the_csrf_token_is_refused_and_changes_nothing
         "https://hooks.example.com/ann",
         "",
         false,
+        &zipkit_egress::EgressPolicy::public_only(),
     )
     .await
     .expect("endpoint")

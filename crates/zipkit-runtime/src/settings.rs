@@ -67,6 +67,10 @@ pub fn load<T: DeserializeOwned>(sources: &SettingsSources) -> Result<T, Setting
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                // Lists from one variable: ZIPKIT__EGRESS__ALLOWED_NETWORKS=10.0.0.0/8,fd00::/8
+                .list_separator(",")
+                .with_list_parse_key("egress.allowed_networks")
+                .with_list_parse_key("egress.allowed_hosts")
                 .source(Some(variables)),
         )
         .build()?;
@@ -131,6 +135,35 @@ mod tests {
             probe.database.url.expose_secret(),
             "postgres://x@127.0.0.1/db"
         );
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct EgressProbe {
+        egress: Egress,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Egress {
+        allowed_networks: Vec<String>,
+        allowed_hosts: Vec<String>,
+    }
+
+    #[test]
+    fn egress_lists_come_from_one_comma_separated_variable() {
+        let probe: EgressProbe = load(&sources(&[
+            ("ZIPKIT__EGRESS__ALLOWED_NETWORKS", "10.20.0.0/16,fd12::/16"),
+            ("ZIPKIT__EGRESS__ALLOWED_HOSTS", "minio.internal"),
+        ]))
+        .unwrap();
+        assert_eq!(probe.egress.allowed_networks, ["10.20.0.0/16", "fd12::/16"]);
+        assert_eq!(probe.egress.allowed_hosts, ["minio.internal"]);
+        // Other values with commas stay strings.
+        let probe: Probe = load(&sources(&[(
+            "ZIPKIT__DATABASE__URL",
+            "postgres://x@a,b/db",
+        )]))
+        .unwrap();
+        assert_eq!(probe.database.url.expose_secret(), "postgres://x@a,b/db");
     }
 
     #[test]

@@ -12,9 +12,11 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectCannedAcl;
+use aws_smithy_http_client::tls;
 use secrecy::ExposeSecret;
 use zipkit_domain::Service;
 use zipkit_domain::models::BucketCredentials;
+use zipkit_egress::{EgressPolicy, Forbidden, SmithyResolver};
 
 /// Where and how to reach one bucket (the non-secret part of a bucket row).
 #[derive(Debug, Clone)]
@@ -55,6 +57,14 @@ impl BucketLocation {
         }
     }
 
+    /// The host of a custom endpoint, as the customer wrote it.
+    pub fn endpoint_host(&self) -> Option<String> {
+        let endpoint = self.endpoint()?;
+        url::Url::parse(&endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+    }
+
     fn region(&self) -> String {
         match self.service {
             Service::R2 => "auto".into(),
@@ -67,8 +77,26 @@ impl BucketLocation {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A client for this bucket with these credentials.
-pub fn client(location: &BucketLocation, credentials: &BucketCredentials) -> Client {
+/// A client for this bucket with these credentials, whose every connection passes the egress
+/// policy: a custom endpoint is a customer-supplied address. Refused at once when the endpoint
+/// is a literal the policy forbids (the SDK's connector does not resolve literals); names are
+/// checked by the resolver on each connection.
+pub fn client(
+    location: &BucketLocation,
+    credentials: &BucketCredentials,
+    egress: &EgressPolicy,
+) -> Result<Client, Forbidden> {
+    if let Some(endpoint) = location.endpoint() {
+        let url = url::Url::parse(&endpoint).map_err(|_| Forbidden {
+            host: endpoint.clone(),
+        })?;
+        egress.check_url(&url)?;
+    }
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .build_with_resolver(SmithyResolver(egress.clone()));
     let credentials = Credentials::new(
         credentials.access_key_id.expose_secret(),
         credentials.secret_access_key.expose_secret(),
@@ -80,6 +108,7 @@ pub fn client(location: &BucketLocation, credentials: &BucketCredentials) -> Cli
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(location.region()))
         .credentials_provider(credentials)
+        .http_client(http)
         // R2 (and some S3-compatible stores) reject the SDK's default CRC checksums.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
@@ -97,7 +126,7 @@ pub fn client(location: &BucketLocation, credentials: &BucketCredentials) -> Cli
     {
         config = config.force_path_style(location.force_path_style);
     }
-    Client::from_conf(config.build())
+    Ok(Client::from_conf(config.build()))
 }
 
 /// Why a bucket failed its write test, in words a person configuring it can act on.
@@ -123,6 +152,10 @@ pub enum BucketTestError {
         "The storage endpoint {0} could not be reached. Check the endpoint address and that it is online."
     )]
     Unreachable(String),
+    #[error(
+        "The storage endpoint's host `{0}` is a private, loopback or link-local address, which this deployment does not connect to. Use the store's public address, or ask the operator to allow its network (egress.allowed_networks)."
+    )]
+    ForbiddenEndpoint(String),
     #[error("The provider refused the test upload: {0}")]
     Other(String),
 }
@@ -137,6 +170,7 @@ impl BucketTestError {
             Self::NoSuchBucket(_) => "bucket_not_found",
             Self::WrongRegion(_) => "bucket_wrong_region",
             Self::Unreachable(_) => "bucket_unreachable",
+            Self::ForbiddenEndpoint(_) => "bucket_endpoint_forbidden",
             Self::Other(_) => "bucket_unavailable",
         }
     }
@@ -150,8 +184,10 @@ pub const WRITE_TEST_KEY: &str = ".zipkit/write-test";
 pub async fn test_write_access(
     location: &BucketLocation,
     credentials: &BucketCredentials,
+    egress: &EgressPolicy,
 ) -> Result<(), BucketTestError> {
-    let client = client(location, credentials);
+    let client = client(location, credentials, egress)
+        .map_err(|f| BucketTestError::ForbiddenEndpoint(f.host))?;
     let mut request = client
         .put_object()
         .bucket(&location.name)
@@ -178,6 +214,9 @@ pub fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(
         .endpoint()
         .unwrap_or_else(|| format!("s3.{}.amazonaws.com", location.region));
     match err {
+        SdkError::DispatchFailure(_) if zipkit_egress::is_forbidden(err) => {
+            BucketTestError::ForbiddenEndpoint(location.endpoint_host().unwrap_or(endpoint))
+        }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
             BucketTestError::Unreachable(endpoint)
         }

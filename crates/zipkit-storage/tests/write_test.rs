@@ -3,6 +3,7 @@
 use secrecy::SecretString;
 use zipkit_domain::Service;
 use zipkit_domain::models::BucketCredentials;
+use zipkit_egress::{EgressPolicy, EgressSettings};
 use zipkit_storage::{BucketLocation, BucketTestError, WRITE_TEST_KEY, test_write_access};
 use zipkit_test_support::TestBucket;
 use zipkit_test_support::canned_http::{CannedHttp, s3_error};
@@ -21,6 +22,14 @@ fn location(bucket: &str, endpoint: String) -> BucketLocation {
     }
 }
 
+/// The test store is on loopback, which production's policy refuses.
+fn loopback() -> EgressPolicy {
+    EgressPolicy::new(&EgressSettings {
+        allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        allowed_hosts: vec![],
+    })
+}
+
 fn credentials(access: &str, secret: &str) -> BucketCredentials {
     BucketCredentials {
         access_key_id: SecretString::from(access.to_owned()),
@@ -34,6 +43,7 @@ async fn the_right_credentials_pass_and_leave_only_the_probe_object() {
     let result = test_write_access(
         &location(bucket.name(), s3_endpoint()),
         &credentials(&s3_access_key(), &s3_secret_key()),
+        &loopback(),
     )
     .await;
     assert_eq!(result, Ok(()));
@@ -45,6 +55,7 @@ async fn the_right_credentials_pass_and_leave_only_the_probe_object() {
     test_write_access(
         &location(bucket.name(), s3_endpoint()),
         &credentials(&s3_access_key(), &s3_secret_key()),
+        &loopback(),
     )
     .await
     .unwrap();
@@ -64,6 +75,7 @@ async fn a_wrong_secret_says_so_in_plain_words() {
     let err = test_write_access(
         &location(bucket.name(), s3_endpoint()),
         &credentials(&s3_access_key(), "not-the-secret"),
+        &loopback(),
     )
     .await
     .unwrap_err();
@@ -80,6 +92,7 @@ async fn explained(status: u16, code: &str, headers: &[(&str, &str)]) -> BucketT
     test_write_access(
         &location("customer-bucket", server.url().to_owned()),
         &credentials("AKIAEXAMPLE", "secret"),
+        &loopback(),
     )
     .await
     .expect_err("the canned answer is a refusal")
@@ -130,11 +143,49 @@ async fn an_unreachable_endpoint_names_it() {
     let err = test_write_access(
         &location("any-bucket", endpoint.clone()),
         &credentials("a", "b"),
+        &loopback(),
     )
     .await
     .unwrap_err();
     assert_eq!(err, BucketTestError::Unreachable(endpoint.clone()));
     assert!(err.to_string().contains(&endpoint));
+}
+
+#[tokio::test]
+async fn an_endpoint_outside_the_egress_policy_is_refused_without_a_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let public_only = EgressPolicy::public_only();
+    for (endpoint, host) in [
+        (format!("http://127.0.0.2:{port}"), "127.0.0.2"),
+        (format!("http://2130706434:{port}"), "127.0.0.2"),
+        (
+            format!("http://[::ffff:127.0.0.2]:{port}"),
+            "[::ffff:7f00:2]",
+        ),
+        // A name is checked when it is resolved, on the connection itself.
+        (format!("http://localhost:{port}"), "localhost"),
+    ] {
+        let err = test_write_access(
+            &location("any-bucket", endpoint.clone()),
+            &credentials("a", "b"),
+            &public_only,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err,
+            BucketTestError::ForbiddenEndpoint(host.to_owned()),
+            "{endpoint}"
+        );
+        assert_eq!(err.job_code(), "bucket_endpoint_forbidden");
+    }
+    let accepted =
+        tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "nothing connected to the internal endpoint"
+    );
 }
 
 #[test]

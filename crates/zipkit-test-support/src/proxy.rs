@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 #[derive(Debug)]
 pub struct TcpProxy {
+    host: &'static str,
     port: u16,
     target: String,
     accepting: Option<JoinHandle<()>>,
@@ -18,7 +19,14 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// A proxy on a free port, closed: connections to it are refused until `open`.
     pub fn closed(target: impl Into<String>) -> Self {
+        Self::closed_on("127.0.0.1", target)
+    }
+
+    /// As `closed`, listening on another loopback address (Linux routes all of 127.0.0.0/8 to
+    /// the loopback interface), so a service can be reached under an address of its own.
+    pub fn closed_on(host: &'static str, target: impl Into<String>) -> Self {
         Self {
+            host,
             port: crate::process::free_port(),
             target: target.into(),
             accepting: None,
@@ -30,9 +38,14 @@ impl TcpProxy {
         self.port
     }
 
+    /// `host:port` it listens on.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
     /// Starts accepting and forwarding to the target.
     pub async fn open(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
+        let listener = TcpListener::bind((self.host, self.port))
             .await
             .expect("bind the proxy port");
         let target = self.target.clone();

@@ -12,6 +12,8 @@ pub enum Behaviour {
     Serve(Vec<u8>),
     /// Answers this status.
     Status(u16),
+    /// Answers 302 with this `Location`.
+    Redirect(String),
     /// Answers 500 this many times, then serves the bytes.
     FailThenServe(usize, Vec<u8>),
     /// Advertises byte ranges (with an ETag); the first request breaks off after `cut` bytes,
@@ -108,6 +110,9 @@ async fn serve(
     match files.routes.get(&name) {
         None => HttpResponse::NotFound().finish(),
         Some(Behaviour::Serve(bytes)) => HttpResponse::Ok().body(bytes.clone()),
+        Some(Behaviour::Redirect(location)) => HttpResponse::Found()
+            .insert_header(("Location", location.as_str()))
+            .finish(),
         Some(Behaviour::Status(code)) => {
             HttpResponse::build(actix_web::http::StatusCode::from_u16(*code).unwrap_or_default())
                 .finish()
@@ -158,6 +163,11 @@ async fn serve(
 impl SourceServer {
     /// Serves `routes` (path without leading slash → behaviour) under `/files/`.
     pub async fn start(routes: Vec<(&str, Behaviour)>) -> Self {
+        Self::start_on("127.0.0.1", routes).await
+    }
+
+    /// As `start`, listening on another loopback address (all of 127.0.0.0/8 is loopback).
+    pub async fn start_on(host: &str, routes: Vec<(&str, Behaviour)>) -> Self {
         let files = Arc::new(Files {
             hits: routes
                 .iter()
@@ -177,14 +187,14 @@ impl SourceServer {
         })
         .workers(1)
         .disable_signals()
-        .bind(("127.0.0.1", 0))
+        .bind((host, 0))
         .expect("bind the source server");
         let port = server.addrs()[0].port();
         let server = server.run();
         let handle = server.handle();
         tokio::spawn(server);
         Self {
-            base: format!("http://127.0.0.1:{port}/files/"),
+            base: format!("http://{host}:{port}/files/"),
             handle,
             files,
         }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::egress;
+use zipkit_egress::EgressPolicy;
 
 /// Source failures that may go away on their own (5xx, 429, connection trouble, a stall, a source
 /// that changed mid-download): retried here, and again as a whole job later (`job::is_transient`).
@@ -75,12 +75,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 pub async fn fetch_with_retries(
     client: &reqwest::Client,
     url: &str,
-    allow_private: bool,
+    egress: &EgressPolicy,
 ) -> Result<reqwest::Response, SourceError> {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
-        match fetch(client, url, allow_private, None).await {
+        match fetch(client, url, egress, None).await {
             Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                 tracing::info!(
                     attempt,
@@ -97,31 +97,17 @@ pub async fn fetch_with_retries(
     }
 }
 
-/// The HTTP client for sources; with `allow_private` false, the SSRF guard is on.
+/// The HTTP client for sources: every name it resolves and every redirect hop passes the egress
+/// policy (`fetch` checks the first URL's literal).
 pub fn client(
     connect_timeout: Duration,
     read_timeout: Duration,
-    allow_private: bool,
+    egress: &EgressPolicy,
 ) -> reqwest::Client {
-    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= MAX_REDIRECTS {
-            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
-        } else if !allow_private && !egress::literal_allowed(attempt.url()) {
-            let host = attempt.url().host_str().unwrap_or_default().to_owned();
-            attempt.error(egress::ForbiddenAddress(host))
-        } else {
-            attempt.follow()
-        }
-    });
-    let mut builder = reqwest::Client::builder()
+    zipkit_egress::reqwest_builder(egress, MAX_REDIRECTS)
         .connect_timeout(connect_timeout)
         .read_timeout(read_timeout)
-        .redirect(redirects)
-        .user_agent(concat!("zipkit/", env!("CARGO_PKG_VERSION")));
-    if !allow_private {
-        builder = builder.dns_resolver(egress::GuardedResolver);
-    }
-    builder
+        .user_agent(concat!("zipkit/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client configuration is valid")
 }
@@ -132,13 +118,13 @@ const MAX_REDIRECTS: usize = 5;
 pub async fn fetch(
     client: &reqwest::Client,
     url: &str,
-    allow_private: bool,
+    egress: &EgressPolicy,
     resume: Option<&Resume>,
 ) -> Result<reqwest::Response, SourceError> {
     let forbidden = || {
         SourceError {
         code: "source_address_forbidden",
-        message: "the source's address is private, loopback or link-local, which this deployment does not fetch from"
+        message: "the source's address is private, loopback, link-local or otherwise internal, which this deployment does not fetch from"
             .into(),
     }
     };
@@ -146,7 +132,7 @@ pub async fn fetch(
         code: "source_rejected",
         message: "not a URL".into(),
     })?;
-    if !allow_private && !egress::literal_allowed(&parsed) {
+    if egress.check_url(&parsed).is_err() {
         return Err(forbidden());
     }
     let mut request = client.get(parsed);
@@ -156,7 +142,7 @@ pub async fn fetch(
             .header(reqwest::header::IF_RANGE, &resume.validator);
     }
     let response = request.send().await.map_err(|e| {
-        if egress::is_forbidden(&e) {
+        if zipkit_egress::is_forbidden(&e) {
             return forbidden();
         }
         let why = if e.is_timeout() {

@@ -26,6 +26,8 @@ pub struct JobContext {
     pub pool: PgPool,
     pub keyring: Arc<KeyRing>,
     pub http: reqwest::Client,
+    /// What the job may connect to: its sources and its bucket's endpoint.
+    pub egress: zipkit_egress::EgressPolicy,
     /// Size of the first parts (they grow on S3 for very large archives).
     pub part_size: usize,
     /// Parts uploading at once.
@@ -104,7 +106,13 @@ pub async fn run(ctx: &JobContext, zip: &Zip, cancelled: watch::Receiver<bool>) 
     drop(conn);
 
     let location = BucketLocation::from(&bucket);
-    let client = zipkit_storage::client(&location, &credentials);
+    let client = match zipkit_storage::client(&location, &credentials, &ctx.egress) {
+        Ok(client) => client,
+        Err(forbidden) => {
+            let why = zipkit_storage::BucketTestError::ForbiddenEndpoint(forbidden.host);
+            return failed(why.job_code(), why.to_string(), None);
+        }
+    };
     let mut create = client
         .create_multipart_upload()
         .bucket(&bucket.name)

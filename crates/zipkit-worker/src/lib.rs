@@ -6,7 +6,6 @@
 pub mod archive;
 pub mod consumer;
 pub mod download;
-pub mod egress;
 pub mod job;
 pub mod prefetch;
 pub mod upload;
@@ -21,6 +20,7 @@ use tokio::sync::watch;
 use zipkit_domain::crypto::{CryptoSettings, KeyRing};
 use zipkit_domain::db::{DatabaseSettings, PgPool};
 use zipkit_domain::webhooks::WebhookSettings;
+use zipkit_egress::{EgressPolicy, EgressSettings};
 use zipkit_runtime::broker::{Broker, BrokerSettings};
 use zipkit_runtime::telemetry::TelemetrySettings;
 
@@ -44,8 +44,6 @@ pub struct WorkerSettings {
     pub source_connect_timeout_secs: u64,
     /// Longest silence from a source before it counts as stalled.
     pub source_read_timeout_secs: u64,
-    /// Fetch from private, loopback and link-local addresses (development and tests only).
-    pub allow_private_networks: bool,
     /// Sources downloading at once per job, ahead of the one being written.
     pub downloads_ahead: u16,
     /// Downloaded bytes a job may hold before the writer takes them, shared by those downloads.
@@ -76,6 +74,7 @@ pub struct Settings {
     pub crypto: CryptoSettings,
     pub telemetry: TelemetrySettings,
     pub webhooks: WebhookSettings,
+    pub egress: EgressSettings,
 }
 
 #[derive(Debug)]
@@ -105,14 +104,16 @@ impl Worker {
         let pool: PgPool = zipkit_domain::db::pool(&settings.database);
         let broker = Broker::start(settings.broker);
         let w = &settings.worker;
+        let egress = EgressPolicy::new(&settings.egress);
         let context = JobContext {
             pool,
             keyring: Arc::new(keyring),
             http: download::client(
                 Duration::from_secs(w.source_connect_timeout_secs),
                 Duration::from_secs(w.source_read_timeout_secs),
-                w.allow_private_networks,
+                &egress,
             ),
+            egress: egress.clone(),
             downloads: prefetch::DownloadLimits {
                 ahead: usize::from(w.downloads_ahead.max(1)),
                 bytes_per_entry: (w.download_buffer_mib as usize * 1024 * 1024)
@@ -120,7 +121,7 @@ impl Worker {
                 stall_window: Duration::from_secs(w.stall_window_secs.max(1)),
                 stall_min_bytes: w.stall_min_bytes,
                 max_source_bytes: w.max_source_bytes,
-                allow_private_networks: w.allow_private_networks,
+                egress: egress.clone(),
             },
             max_archive_bytes: w.max_archive_bytes,
             deflate_level: w.deflate_level.clamp(1, 9),
@@ -145,7 +146,7 @@ impl Worker {
             context.pool.clone(),
             context.keyring.clone(),
             settings.webhooks,
-            w.allow_private_networks,
+            egress,
         );
         Ok(Self {
             broker,

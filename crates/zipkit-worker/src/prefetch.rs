@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+use zipkit_egress::EgressPolicy;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -30,7 +31,8 @@ pub struct DownloadLimits {
     pub stall_min_bytes: u64,
     /// Largest source accepted.
     pub max_source_bytes: u64,
-    pub allow_private_networks: bool,
+    /// What sources may be fetched from.
+    pub egress: EgressPolicy,
 }
 
 /// What an entry's download reports, in this order: `Started`, then `Data`..., then the channel
@@ -151,14 +153,13 @@ async fn download(
     limits: Arc<DownloadLimits>,
     tx: mpsc::Sender<Event>,
 ) {
-    let response =
-        match download::fetch_with_retries(&http, &url, limits.allow_private_networks).await {
-            Ok(response) => response,
-            Err(error) => {
-                let _ = tx.send(Event::Failed(error)).await;
-                return;
-            }
-        };
+    let response = match download::fetch_with_retries(&http, &url, &limits.egress).await {
+        Ok(response) => response,
+        Err(error) => {
+            let _ = tx.send(Event::Failed(error)).await;
+            return;
+        }
+    };
     let content_length = response.content_length();
     if content_length.is_some_and(|l| l > limits.max_source_bytes) {
         let error = too_large(limits.max_source_bytes);
@@ -276,14 +277,14 @@ async fn pick_up(
             from: received,
             validator: validator.to_owned(),
         };
-        match download::fetch(http, url, limits.allow_private_networks, Some(&resume)).await {
+        match download::fetch(http, url, &limits.egress, Some(&resume)).await {
             Ok(r) if r.status() == reqwest::StatusCode::PARTIAL_CONTENT => return Some((r, false)),
             // 200: the source changed or ignores ranges; the whole body is here, replay it.
             Ok(r) if r.status() == reqwest::StatusCode::OK => return Some((r, true)),
             _ => {}
         }
     }
-    match download::fetch(http, url, limits.allow_private_networks, None).await {
+    match download::fetch(http, url, &limits.egress, None).await {
         Ok(r) if r.status() == reqwest::StatusCode::OK => Some((r, true)),
         _ => None,
     }

@@ -16,7 +16,7 @@ use zipkit_domain::models::{AttemptResult, Bucket, WebhookDelivery, WebhookEndpo
 use zipkit_domain::views::{BucketRef, Event, ZipObject};
 use zipkit_domain::webhooks::{SIGNATURE_HEADER, WebhookSettings, signature};
 
-use crate::egress;
+use zipkit_egress::EgressPolicy;
 
 /// Queues the `zip.completed` event of a zip that just succeeded or failed. Call inside the
 /// transaction that set its final state.
@@ -59,6 +59,7 @@ pub struct Dispatcher {
     pub keyring: Arc<KeyRing>,
     pub settings: WebhookSettings,
     pub http: reqwest::Client,
+    pub egress: EgressPolicy,
 }
 
 /// Deliveries taken per round.
@@ -71,17 +72,12 @@ impl Dispatcher {
         pool: PgPool,
         keyring: Arc<KeyRing>,
         settings: WebhookSettings,
-        allow_private: bool,
+        egress: EgressPolicy,
     ) -> Self {
-        // Endpoint URLs are customer-supplied like sources: the same SSRF guard, no redirects.
-        let mut builder = reqwest::Client::builder()
+        // Endpoint URLs are customer-supplied like sources: the same egress policy, no redirects.
+        let http = zipkit_egress::reqwest_builder(&egress, 0)
             .timeout(Duration::from_secs(settings.timeout_secs.max(1)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("zipkit-webhooks/", env!("CARGO_PKG_VERSION")));
-        if !allow_private {
-            builder = builder.dns_resolver(egress::GuardedResolver);
-        }
-        let http = builder
+            .user_agent(concat!("zipkit-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the webhook HTTP client configuration is valid");
         Self {
@@ -89,6 +85,7 @@ impl Dispatcher {
             keyring,
             settings,
             http,
+            egress,
         }
     }
 
@@ -131,9 +128,9 @@ impl Dispatcher {
         };
         drop(conn);
         let started = tokio::time::Instant::now();
-        let (status_code, error) = match self.send(&endpoint, &delivery).await {
-            Ok(status) => (Some(i32::from(status)), None),
-            Err(e) => (None, Some(e)),
+        let (status_code, error, worth_retrying) = match self.send(&endpoint, &delivery).await {
+            Ok(status) => (Some(i32::from(status)), None, true),
+            Err(e) => (None, Some(e.message), !e.forbidden),
         };
         let delivered = status_code.is_some_and(|c| (200..300).contains(&c));
         let attempt = delivery.attempts + 1;
@@ -147,7 +144,7 @@ impl Dispatcher {
             status_code,
             error: error.clone(),
             duration_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
-            retry_at: (!delivered && next <= give_up_at).then_some(next),
+            retry_at: (!delivered && worth_retrying && next <= give_up_at).then_some(next),
         };
         tracing::info!(
             delivery.id = %delivery.id, event.id = %delivery.event_id, attempt,
@@ -170,15 +167,23 @@ impl Dispatcher {
         &self,
         endpoint: &WebhookEndpoint,
         delivery: &WebhookDelivery,
-    ) -> Result<u16, String> {
+    ) -> Result<u16, SendError> {
         let secret = endpoint.signing_secret(&self.keyring).map_err(|_| {
-            "the endpoint's signing secret cannot be decrypted with the configured keys".to_owned()
+            SendError::retry(
+                "the endpoint's signing secret cannot be decrypted with the configured keys",
+            )
         })?;
-        let body = serde_json::to_vec(&delivery.payload).map_err(|e| e.to_string())?;
+        // reqwest resolves names through the policy but connects to literals directly.
+        let url = url::Url::parse(&endpoint.url).map_err(|_| SendError::retry("not a URL"))?;
+        if self.egress.check_url(&url).is_err() {
+            return Err(SendError::forbidden());
+        }
+        let body =
+            serde_json::to_vec(&delivery.payload).map_err(|e| SendError::retry(e.to_string()))?;
         let timestamp = chrono::Utc::now().timestamp();
         let response = self
             .http
-            .post(&endpoint.url)
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(
                 SIGNATURE_HEADER,
@@ -189,14 +194,38 @@ impl Dispatcher {
             .send()
             .await
             .map_err(|e| {
-                if egress::is_forbidden(&e) {
-                    "the endpoint's address is private, loopback or link-local".to_owned()
+                if zipkit_egress::is_forbidden(&e) {
+                    SendError::forbidden()
                 } else if e.is_timeout() {
-                    "timed out".to_owned()
+                    SendError::retry("timed out")
                 } else {
-                    "connection failed".to_owned()
+                    SendError::retry("connection failed")
                 }
             })?;
         Ok(response.status().as_u16())
+    }
+}
+
+/// Why an attempt got no answer. An address the egress policy refuses is not retried: it will
+/// be refused again.
+#[derive(Debug)]
+struct SendError {
+    message: String,
+    forbidden: bool,
+}
+
+impl SendError {
+    fn retry(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            forbidden: false,
+        }
+    }
+
+    fn forbidden() -> Self {
+        Self {
+            message: "the endpoint's address is private, loopback, link-local or otherwise internal, which this deployment does not send webhooks to".into(),
+            forbidden: true,
+        }
     }
 }

@@ -19,12 +19,20 @@ use zipkit_domain::models::{
 use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::webhooks::WebhookSettings;
 use zipkit_domain::{Compression, OnError, Service, ZipId, ZipStatus};
+use zipkit_egress::EgressSettings;
 use zipkit_runtime::broker::{BrokerSettings, publish_confirmed};
 use zipkit_runtime::telemetry::{LogFormat, TelemetrySettings};
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
 use zipkit_test_support::sources::{Behaviour, SourceServer};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 use zipkit_worker::{Settings, Worker, WorkerSettings};
+
+fn loopback() -> EgressSettings {
+    EgressSettings {
+        allowed_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        allowed_hosts: vec![],
+    }
+}
 
 struct Harness {
     db: TestDatabase,
@@ -37,7 +45,7 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
-        Self::start_with(true).await
+        Self::start_configured(|_| {}).await
     }
 
     /// Database, vhost, bucket and key ring, with no worker running.
@@ -83,19 +91,17 @@ impl Harness {
         zipkit_test_support::process::KillOnDrop(child)
     }
 
-    async fn start_with(allow_private: bool) -> Self {
-        Self::start_configured(|w| w.allow_private_networks = allow_private).await
-    }
-
-    /// A worker with the test defaults, adjusted by `configure`.
+    /// A worker with the test defaults, adjusted by `configure`; the egress policy allows
+    /// loopback, where the test's sources and store are.
     async fn start_configured(configure: impl FnOnce(&mut WorkerSettings)) -> Self {
-        Self::start_full(configure, |url| url).await
+        Self::start_full(configure, |url| url, loopback()).await
     }
 
     /// As `start_configured`; `broker_url` may route the worker's broker connection elsewhere.
     async fn start_full(
         configure: impl FnOnce(&mut WorkerSettings),
         broker_url: impl FnOnce(String) -> String,
+        egress: EgressSettings,
     ) -> Self {
         let Self {
             db,
@@ -113,7 +119,6 @@ impl Harness {
                 shutdown_grace_secs: 10,
                 source_connect_timeout_secs: 2,
                 source_read_timeout_secs: 5,
-                allow_private_networks: true,
                 downloads_ahead: 8,
                 download_buffer_mib: 32,
                 stall_window_secs: 30,
@@ -146,6 +151,7 @@ impl Harness {
                 first_retry_secs: 1,
                 retry_for_secs: 60,
             },
+            egress,
         };
         let mut settings = settings;
         configure(&mut settings.worker);
@@ -164,8 +170,35 @@ impl Harness {
         }
     }
 
+    /// A worker whose egress policy allows only 127.0.0.3/32 (production's default plus one
+    /// listed network), and a bucket on the store reached there through a forwarder (kept alive
+    /// by the returned proxy). Everything else on loopback is internal to it.
+    async fn start_guarded() -> (Self, Bucket, zipkit_test_support::proxy::TcpProxy) {
+        let store_address = s3_endpoint().trim_start_matches("http://").to_owned();
+        let mut store = zipkit_test_support::proxy::TcpProxy::closed_on("127.0.0.3", store_address);
+        store.open().await;
+        let harness = Self::start_full(
+            |_| {},
+            |url| url,
+            EgressSettings {
+                allowed_networks: vec!["127.0.0.3/32".parse().unwrap()],
+                allowed_hosts: vec![],
+            },
+        )
+        .await;
+        let bucket = harness
+            .bucket_at(&format!("http://{}", store.address()))
+            .await;
+        (harness, bucket, store)
+    }
+
     /// A project with a bucket on the local S3 store.
     async fn bucket(&self) -> Bucket {
+        self.bucket_at(&s3_endpoint()).await
+    }
+
+    /// A project with a bucket on the local S3 store, reached at `endpoint`.
+    async fn bucket_at(&self, endpoint: &str) -> Bucket {
         let mut conn = self.db.connect().await;
         let keyring = KeyRing::from_settings(&self.crypto).unwrap();
         let project = Project::create(&mut conn, "Acme").await.unwrap();
@@ -178,7 +211,7 @@ impl Harness {
                 name: BucketName::parse(self.store.name()).unwrap(),
                 region: "us-east-1".into(),
                 r2_account_id: None,
-                endpoint_url: Some(s3_endpoint()),
+                endpoint_url: Some(endpoint.to_owned()),
                 force_path_style: true,
                 acl: None,
                 credentials: BucketCredentials {
@@ -438,17 +471,44 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
 }
 
 #[tokio::test]
-async fn with_the_ssrf_guard_on_loopback_sources_are_refused_by_name_and_by_address() {
-    let harness = Harness::start_with(false).await;
-    let sources = SourceServer::start(vec![(
+async fn the_egress_policy_refuses_internal_sources_in_every_form_and_allows_exactly_the_listed_network()
+ {
+    // The policy lists only 127.0.0.3/32: the store is reached there through a forwarder, and
+    // one source server listens there; the other listens on 127.0.0.1, outside the list.
+    let (harness, bucket, _store) = Harness::start_guarded().await;
+    let internal = SourceServer::start(vec![(
         "a.txt",
         Behaviour::Serve(b"secret internal data".to_vec()),
     )])
     .await;
-    let bucket = harness.bucket().await;
-    let by_address = sources.url("a.txt");
+    let by_address = internal.url("a.txt");
+    let port = by_address
+        .trim_start_matches("http://127.0.0.1:")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let by_name = by_address.replace("127.0.0.1", "localhost");
-    for url in [by_address, by_name] {
+    let allowed = SourceServer::start_on(
+        "127.0.0.3",
+        vec![
+            ("ok.txt", Behaviour::Serve(b"public enough".to_vec())),
+            ("to-address", Behaviour::Redirect(by_address.clone())),
+            ("to-name", Behaviour::Redirect(by_name.clone())),
+        ],
+    )
+    .await;
+
+    for url in [
+        by_address.clone(),
+        by_name,
+        format!("http://2130706433:{port}/files/a.txt"),
+        format!("http://0x7f.1:{port}/files/a.txt"),
+        format!("http://0177.0.0.1:{port}/files/a.txt"),
+        format!("http://[::ffff:127.0.0.1]:{port}/files/a.txt"),
+        allowed.url("to-address"),
+        allowed.url("to-name"),
+    ] {
         let id = harness
             .submit(
                 &bucket,
@@ -468,7 +528,58 @@ async fn with_the_ssrf_guard_on_loopback_sources_are_refused_by_name_and_by_addr
         );
         assert_eq!(zip.error_param.as_deref(), Some("urls[0]"));
     }
-    assert_eq!(sources.hits("a.txt"), 0, "the source was never contacted");
+    assert_eq!(
+        internal.hits("a.txt"),
+        0,
+        "the internal source was never contacted"
+    );
+    assert_eq!(allowed.hits("to-address"), 1);
+
+    // The listed network works, for the store and for a source.
+    let id = harness
+        .submit(
+            &bucket,
+            "allowed.zip",
+            &[(allowed.url("ok.txt"), "ok.txt")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    let read = read_with_python(&harness.store.get("allowed.zip").await);
+    assert_eq!(read["ok.txt"], b"public enough");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_bucket_endpoint_outside_the_egress_policy_fails_the_job_without_a_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let harness = Harness::start_full(|_| {}, |url| url, EgressSettings::default()).await;
+    let bucket = harness.bucket_at(&endpoint).await;
+    let id = harness
+        .submit(
+            &bucket,
+            "never.zip",
+            &[("https://example.com/a.txt".to_owned(), "a.txt")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Failed);
+    assert_eq!(
+        zip.error_code.as_deref(),
+        Some("bucket_endpoint_forbidden"),
+        "{:?}",
+        zip.error_message
+    );
+    let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "nothing connected to the internal endpoint"
+    );
     harness.stop().await;
 }
 
@@ -1176,6 +1287,111 @@ async fn a_finished_zip_sends_a_signed_event_retried_after_the_receiver_fails() 
 }
 
 #[tokio::test]
+async fn webhooks_to_internal_addresses_are_refused_in_every_form_without_a_connection() {
+    use zipkit_domain::models::{NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint};
+
+    let (harness, bucket, _store) = Harness::start_guarded().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sources = SourceServer::start_on(
+        "127.0.0.3",
+        vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))],
+    )
+    .await;
+    // Stored as they might have been before the API refused them, or under another policy.
+    let urls = [
+        format!("https://127.0.0.2:{port}/x"),
+        format!("https://2130706434:{port}/x"),
+        format!("https://[::ffff:127.0.0.2]:{port}/x"),
+        format!("https://localhost:{port}/x"),
+    ];
+    {
+        let mut conn = harness.db.connect().await;
+        let keyring = KeyRing::from_settings(&harness.crypto).unwrap();
+        for url in &urls {
+            WebhookEndpoint::create(
+                &mut conn,
+                &keyring,
+                NewWebhookEndpoint {
+                    project_id: bucket.project_id,
+                    url: url.as_str(),
+                    description: "internal",
+                    signing_secret: &SecretString::from("whsec_x".to_owned()),
+                },
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let id = harness
+        .submit(
+            &bucket,
+            "hooked.zip",
+            &[(sources.url("a.txt"), "a.txt")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+
+    let mut conn = harness.db.connect().await;
+    let mut attempts = Vec::new();
+    for _ in 0..100 {
+        attempts.clear();
+        for endpoint in WebhookEndpoint::list(&mut conn, bucket.project_id)
+            .await
+            .unwrap()
+        {
+            for delivery in WebhookDelivery::recent(&mut conn, endpoint.id, 10)
+                .await
+                .unwrap()
+            {
+                attempts.extend(
+                    WebhookDelivery::attempts(&mut conn, delivery.id)
+                        .await
+                        .unwrap(),
+                );
+            }
+        }
+        if attempts.len() >= urls.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A refused address is final: one attempt each, no retry.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(attempts.len(), urls.len(), "one attempt per endpoint");
+    for endpoint in WebhookEndpoint::list(&mut conn, bucket.project_id)
+        .await
+        .unwrap()
+    {
+        let deliveries = WebhookDelivery::recent(&mut conn, endpoint.id, 10)
+            .await
+            .unwrap();
+        assert_eq!(deliveries.len(), 1);
+        assert_eq!(deliveries[0].attempts, 1, "{}", endpoint.url);
+        assert_eq!(
+            deliveries[0].state,
+            zipkit_domain::DeliveryState::Failed,
+            "{}",
+            endpoint.url
+        );
+    }
+    for attempt in &attempts {
+        assert_eq!(attempt.status_code, None);
+        let error = attempt.error.as_deref().unwrap_or_default();
+        assert!(error.contains("internal"), "{error}");
+    }
+    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "nothing connected to the internal address"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn the_consumer_reconnects_after_losing_the_broker_and_takes_new_jobs() {
     use zipkit_test_support::proxy::TcpProxy;
     use zipkit_test_support::services::amqp_host_port;
@@ -1186,6 +1402,7 @@ async fn the_consumer_reconnects_after_losing_the_broker_and_takes_new_jobs() {
     let harness = Harness::start_full(
         |_| {},
         |url| url.replace(&amqp_host_port(), &format!("127.0.0.1:{port}")),
+        loopback(),
     )
     .await;
     let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;

@@ -10,6 +10,7 @@ use zipkit_domain::models::{
 };
 use zipkit_domain::values::BucketName;
 use zipkit_domain::{BucketId, ProjectId, Service};
+use zipkit_egress::{CheckError, EgressPolicy};
 use zipkit_storage::{BucketLocation, BucketTestError, test_write_access};
 
 /// What a person types to add a bucket.
@@ -184,6 +185,27 @@ pub fn validate(input: &BucketInput) -> Result<BucketLocation, BucketAdminError>
     })
 }
 
+/// A custom endpoint is a customer-supplied address: one the egress policy forbids is refused
+/// in plain words before anything connects to it (with or without the write test). A name that
+/// does not resolve from here is left to the write test to explain.
+async fn check_endpoint(
+    location: &BucketLocation,
+    egress: &EgressPolicy,
+) -> Result<(), BucketAdminError> {
+    let Some(endpoint) = &location.endpoint_url else {
+        return Ok(());
+    };
+    let url = url::Url::parse(endpoint)
+        .map_err(|_| invalid("endpoint_url", "the endpoint must be an absolute URL"))?;
+    match egress.check_url_now(&url).await {
+        Err(CheckError::Forbidden(forbidden)) => Err(invalid(
+            "endpoint_url",
+            BucketTestError::ForbiddenEndpoint(forbidden.host).to_string(),
+        )),
+        Ok(()) | Err(CheckError::Unresolvable { .. } | CheckError::NoHost) => Ok(()),
+    }
+}
+
 fn credentials(input: &BucketInput) -> BucketCredentials {
     BucketCredentials {
         access_key_id: input.access_key_id.clone(),
@@ -198,11 +220,13 @@ pub async fn add(
     project: ProjectId,
     input: BucketInput,
     skip_test: bool,
+    egress: &EgressPolicy,
 ) -> Result<Bucket, BucketAdminError> {
     let location = validate(&input)?;
+    check_endpoint(&location, egress).await?;
     let credentials = credentials(&input);
     if !skip_test {
-        test_write_access(&location, &credentials)
+        test_write_access(&location, &credentials, egress)
             .await
             .map_err(BucketAdminError::TestFailed)?;
     }
@@ -250,12 +274,13 @@ pub async fn test(
     keyring: &KeyRing,
     project: ProjectId,
     id: BucketId,
+    egress: &EgressPolicy,
 ) -> Result<(), BucketAdminError> {
     let bucket = Bucket::find(conn, project, id)
         .await?
         .ok_or(BucketAdminError::NotFound)?;
     let credentials = bucket.credentials(keyring)?;
-    let outcome = test_write_access(&BucketLocation::from(&bucket), &credentials).await;
+    let outcome = test_write_access(&BucketLocation::from(&bucket), &credentials, egress).await;
     let record = match &outcome {
         Ok(()) => BucketTestResult {
             ok: true,
@@ -279,6 +304,7 @@ pub async fn edit_credentials(
     credentials: BucketCredentials,
     region: Option<String>,
     skip_test: bool,
+    egress: &EgressPolicy,
 ) -> Result<Bucket, BucketAdminError> {
     let bucket = Bucket::find(conn, project, id)
         .await?
@@ -299,7 +325,7 @@ pub async fn edit_credentials(
         location = validate(&probe)?;
     }
     if !skip_test {
-        test_write_access(&location, &credentials)
+        test_write_access(&location, &credentials, egress)
             .await
             .map_err(BucketAdminError::TestFailed)?;
     }

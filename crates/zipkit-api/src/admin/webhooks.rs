@@ -5,6 +5,7 @@ use secrecy::SecretString;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::models::{ModelError, NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint};
 use zipkit_domain::{ProjectId, WebhookDeliveryId, WebhookEndpointId};
+use zipkit_egress::{CheckError, EgressPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookAdminError {
@@ -42,6 +43,7 @@ pub async fn create(
     url: &str,
     description: &str,
     allow_http: bool,
+    egress: &EgressPolicy,
 ) -> Result<CreatedEndpoint, WebhookAdminError> {
     let url = zipkit_domain::webhooks::parse_url(url.trim(), allow_http).map_err(|e| {
         WebhookAdminError::Invalid {
@@ -49,6 +51,17 @@ pub async fn create(
             message: e.to_string(),
         }
     })?;
+    // The URL is a customer-supplied address: refused in plain words before anything connects
+    // (the worker checks again on every delivery; a name may resolve differently later).
+    if let Err(CheckError::Forbidden(forbidden)) = egress.check_url_now(&url).await {
+        return Err(WebhookAdminError::Invalid {
+            field: "url",
+            message: format!(
+                "`{}` is a private, loopback, link-local or otherwise internal address, which this deployment does not send webhooks to",
+                forbidden.host
+            ),
+        });
+    }
     let description = description.trim();
     if description.chars().count() > 500 {
         return Err(WebhookAdminError::Invalid {

@@ -181,7 +181,16 @@ async fn create(
 ) -> PageResult {
     let mut conn = conn(&state).await?;
     let member = Member::posting(&mut conn, signed_in, &path, &form.csrf).await?;
-    match admin::add(&mut conn, &state.keyring, member.id(), form.input(), false).await {
+    match admin::add(
+        &mut conn,
+        &state.keyring,
+        member.id(),
+        form.input(),
+        false,
+        &state.egress,
+    )
+    .await
+    {
         Ok(_) => Ok(see_other(&format!(
             "{}/buckets?notice=added",
             member.base()
@@ -354,6 +363,7 @@ async fn update(
         credentials,
         region,
         false,
+        &state.egress,
     )
     .await
     {

@@ -163,6 +163,7 @@ async fn create(
         &form.url,
         &form.description,
         state.allow_http_webhooks,
+        &state.egress,
     )
     .await
     {

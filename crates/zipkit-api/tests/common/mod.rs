@@ -62,6 +62,11 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
             first_retry_secs: 1,
             retry_for_secs: 60,
         },
+        // The test store, sources and receivers are on loopback.
+        egress: zipkit_egress::EgressSettings {
+            allowed_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            allowed_hosts: vec![],
+        },
     }
 }
 
