@@ -390,6 +390,93 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
     );
 }
 
+#[tokio::test]
+async fn the_cli_refuses_internal_bucket_endpoints_and_webhook_urls_before_any_connection() {
+    let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // One listed network, given as the operator would: everything else on loopback is internal.
+    let env = [("ZIPKIT__EGRESS__ALLOWED_NETWORKS", "127.0.0.3/32,fd12::/16")];
+    let project = run(
+        &db,
+        &env,
+        &["project", "create", "--name", "Internal"],
+        None,
+    );
+    assert_eq!(project.code, 0, "{}", project.stderr);
+    let project_id = id_in(&project.stdout);
+    let p = project_id.as_str();
+
+    for endpoint in [
+        format!("http://127.0.0.2:{port}"),
+        format!("http://2130706434:{port}"),
+        format!("http://[::ffff:127.0.0.2]:{port}"),
+        format!("http://localhost:{port}"),
+    ] {
+        for no_test in [false, true] {
+            let mut args = vec![
+                "bucket",
+                "add",
+                "--project",
+                p,
+                "--service",
+                "s3",
+                "--name",
+                "internal-archives",
+                "--endpoint",
+                endpoint.as_str(),
+                "--path-style",
+                "--access-key-id",
+                "AKIAEXAMPLE",
+            ];
+            if no_test {
+                args.push("--no-test");
+            }
+            let refused = run(&db, &env, &args, Some("secret"));
+            assert_eq!(refused.code, 3, "{endpoint}: {}", refused.stderr);
+            assert!(refused.stderr.contains("--endpoint"), "{}", refused.stderr);
+            assert!(
+                refused
+                    .stderr
+                    .contains("which this deployment does not connect to"),
+                "{}",
+                refused.stderr
+            );
+        }
+    }
+    for url in [
+        format!("https://127.0.0.2:{port}/x"),
+        format!("https://2130706434:{port}/x"),
+        format!("https://localhost:{port}/x"),
+    ] {
+        let refused = run(
+            &db,
+            &env,
+            &["webhook", "add", "--project", p, "--url", url.as_str()],
+            None,
+        );
+        assert_eq!(refused.code, 3, "{url}: {}", refused.stderr);
+        assert!(refused.stderr.contains("--url"), "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("does not send webhooks to"),
+            "{}",
+            refused.stderr
+        );
+    }
+    let listed = run(&db, &env, &["bucket", "list", "--project", p], None);
+    assert!(
+        !listed.stdout.contains("internal-archives"),
+        "{}",
+        listed.stdout
+    );
+    let accepted =
+        tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "nothing connected to the internal address"
+    );
+}
+
 // Multi-threaded: the CLI runs as a blocking child process while the worker delivers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_endpoints_are_added_listed_tested_and_removed() {

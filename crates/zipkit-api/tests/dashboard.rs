@@ -481,6 +481,86 @@ async fn every_form_posted_without_the_csrf_token_is_refused_and_changes_nothing
 }
 
 #[tokio::test]
+async fn internal_bucket_endpoints_and_webhook_urls_are_refused_in_plain_words_without_a_connection()
+ {
+    // Production's policy: nothing beyond public addresses.
+    let (db, _broker, app) =
+        common::start_adjusted(|s| s.egress = zipkit_egress::EgressSettings::default()).await;
+    let (_, project) = user_with_project(&db, "ann@example.com", "Ann's project").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (mut ann, csrf) = signed_in(&app, "ann@example.com").await;
+    let p = format!("/dashboard/projects/{project}");
+
+    for endpoint in [
+        format!("http://127.0.0.2:{port}"),
+        format!("http://2130706434:{port}"),
+        format!("http://localhost:{port}"),
+    ] {
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("service", "s3"),
+            ("name", "internal-archives"),
+            ("region", "us-east-1"),
+            ("access_key_id", "AKIAEXAMPLE"),
+            ("secret_access_key", "secret"),
+            ("endpoint_url", endpoint.as_str()),
+            ("path_style", "on"),
+        ];
+        let refused = ann.post(&format!("{p}/buckets"), &form).await;
+        assert_eq!(refused.status, 422, "{endpoint}: {}", refused.body);
+        assert!(
+            refused
+                .body
+                .contains("which this deployment does not connect to"),
+            "{endpoint}: {}",
+            refused.body
+        );
+        assert!(
+            !refused.body.contains("refused the test upload"),
+            "no answer of an internal service is shown"
+        );
+    }
+    for url in [
+        format!("https://127.0.0.2:{port}/x"),
+        format!("https://2130706434:{port}/x"),
+        format!("https://[::ffff:127.0.0.2]:{port}/x"),
+        format!("https://localhost:{port}/x"),
+    ] {
+        let refused = ann
+            .post(
+                &format!("{p}/webhooks"),
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("url", url.as_str()),
+                    ("description", ""),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status, 422, "{url}: {}", refused.body);
+        assert!(
+            refused.body.contains("does not send webhooks to"),
+            "{url}: {}",
+            refused.body
+        );
+    }
+    let mut conn = db.connect().await;
+    assert!(Bucket::list(&mut conn, project).await.unwrap().is_empty());
+    assert!(
+        zipkit_domain::models::WebhookEndpoint::list(&mut conn, project)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let accepted =
+        tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "nothing connected to the internal address"
+    );
+}
+
+#[tokio::test]
 async fn buckets_tokens_and_webhooks_are_managed_without_any_page_showing_a_stored_secret() {
     let (db, _broker, app) = common::start().await;
     let (_, project) = user_with_project(&db, "ann@example.com", "Ann's project").await;

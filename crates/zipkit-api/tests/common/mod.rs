@@ -193,9 +193,18 @@ pub fn zip_body(bucket_name: &str, files: usize) -> Value {
 
 /// Database, vhost and a running API on them.
 pub async fn start() -> (TestDatabase, TestBroker, TestApp) {
+    start_adjusted(|_| {}).await
+}
+
+/// As `start`, with the test settings adjusted first.
+pub async fn start_adjusted(
+    adjust: impl FnOnce(&mut Settings),
+) -> (TestDatabase, TestBroker, TestApp) {
     let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
     let broker = TestBroker::new().await;
-    let app = TestApp::start(settings(db.url(), &broker.url())).await;
+    let mut settings = settings(db.url(), &broker.url());
+    adjust(&mut settings);
+    let app = TestApp::start(settings).await;
     let (status, body) = app.get_until("/readyz", |s, _| s == 200).await;
     assert_eq!(status, 200, "API not ready: {body}");
     (db, broker, app)
