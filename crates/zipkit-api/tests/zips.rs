@@ -246,6 +246,43 @@ async fn every_rejection_has_its_status_type_code_and_param_and_enqueues_nothing
             "key_invalid",
             Some("key"),
         ),
+        // Keys that would climb out of the bucket on a store that maps keys to paths.
+        (
+            with(&|v| v["key"] = json!("../other-bucket/x.zip")),
+            400,
+            "key_invalid",
+            Some("key"),
+        ),
+        (
+            with(&|v| v["key"] = json!("exports/../../x.zip")),
+            400,
+            "key_invalid",
+            Some("key"),
+        ),
+        (
+            with(&|v| v["key"] = json!("./x.zip")),
+            400,
+            "key_invalid",
+            Some("key"),
+        ),
+        (
+            with(&|v| v["key"] = json!("/etc/x.zip")),
+            400,
+            "key_invalid",
+            Some("key"),
+        ),
+        (
+            with(&|v| v["key"] = json!("exports//x.zip")),
+            400,
+            "key_invalid",
+            Some("key"),
+        ),
+        (
+            with(&|v| v["key"] = json!("..\\x.zip")),
+            400,
+            "key_invalid",
+            Some("key"),
+        ),
         (
             with(&|v| v["service"] = json!("gcs")),
             400,

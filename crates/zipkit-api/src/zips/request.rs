@@ -20,7 +20,8 @@ pub struct CreateZipBody {
     /// The sources, in archive order.
     pub urls: Vec<UrlItem>,
     pub bucket_name: String,
-    /// Object key of the archive.
+    /// Object key of the archive: 1 to 1,024 bytes, no control characters or backslash, no
+    /// empty, `.` or `..` segment between `/`.
     pub key: String,
     /// `s3` (default) or `r2`.
     #[serde(default)]

@@ -18,9 +18,19 @@ pub enum ObjectKeyError {
     TooLong,
     #[error("must not contain control characters")]
     ControlCharacter,
+    #[error("must not contain a backslash")]
+    Backslash,
+    #[error("must not start with `/` or contain an empty segment (`//`, a trailing `/`)")]
+    EmptySegment,
+    #[error("must not contain a `.` or `..` segment")]
+    DotSegment,
 }
 
 impl ObjectKey {
+    /// The rule: 1 to 1,024 bytes of UTF-8; no control characters; segments between `/` neither
+    /// empty (no leading `/`, `//` or trailing `/`) nor `.` or `..`; no backslash. S3 itself
+    /// takes keys literally, but zipkit cannot know which store is behind an endpoint, and stores
+    /// that map keys to files (and tools that extract a bucket to disk) would resolve `..`.
     pub fn parse(key: &str) -> Result<Self, ObjectKeyError> {
         if key.is_empty() {
             return Err(ObjectKeyError::Empty);
@@ -31,6 +41,17 @@ impl ObjectKey {
         // S3 accepts them but they break XML listings and most tools downstream.
         if key.chars().any(char::is_control) {
             return Err(ObjectKeyError::ControlCharacter);
+        }
+        // A path separator on Windows and on some stores: `..\x` climbs like `../x`.
+        if key.contains('\\') {
+            return Err(ObjectKeyError::Backslash);
+        }
+        for segment in key.split('/') {
+            match segment {
+                "" => return Err(ObjectKeyError::EmptySegment),
+                "." | ".." => return Err(ObjectKeyError::DotSegment),
+                _ => {}
+            }
         }
         Ok(Self(key.to_owned()))
     }
@@ -77,10 +98,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn rejects_keys_that_could_leave_the_bucket_on_a_path_mapped_store() {
+        for (key, error) in [
+            ("../other-bucket/x.zip", ObjectKeyError::DotSegment),
+            ("exports/../../x.zip", ObjectKeyError::DotSegment),
+            ("./x.zip", ObjectKeyError::DotSegment),
+            ("exports/.", ObjectKeyError::DotSegment),
+            ("..", ObjectKeyError::DotSegment),
+            ("/x.zip", ObjectKeyError::EmptySegment),
+            ("exports//x.zip", ObjectKeyError::EmptySegment),
+            ("exports/", ObjectKeyError::EmptySegment),
+            ("..\\x.zip", ObjectKeyError::Backslash),
+            ("a\\b.zip", ObjectKeyError::Backslash),
+        ] {
+            assert_eq!(ObjectKey::parse(key), Err(error), "{key}");
+        }
+        // Dots inside a segment are ordinary names.
+        for key in ["...zip", "a..b.zip", ".hidden/x.zip", "v1.2/x..zip"] {
+            assert!(ObjectKey::parse(key).is_ok(), "{key}");
+        }
+    }
+
     proptest! {
         #[test]
-        fn accepts_exactly_the_keys_within_the_rules(key in "\\PC{0,400}") {
-            let expected = !key.is_empty() && key.len() <= MAX_OBJECT_KEY_BYTES;
+        fn accepts_exactly_the_keys_within_the_rules(key in "[a-z./\\\\\\pL]{0,40}|\\PC{0,400}") {
+            let segments_ok = key
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != "..");
+            let expected = !key.is_empty()
+                && key.len() <= MAX_OBJECT_KEY_BYTES
+                && !key.contains('\\')
+                && segments_ok;
             prop_assert_eq!(ObjectKey::parse(&key).is_ok(), expected);
         }
     }
