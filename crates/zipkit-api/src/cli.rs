@@ -508,9 +508,11 @@ pub async fn bucket(settings: &Settings, command: BucketCommand) -> Result<(), C
                 &keyring,
                 project,
                 bucket,
-                credentials,
-                region,
-                no_test,
+                buckets::CredentialsEdit {
+                    credentials,
+                    region,
+                    skip_test: no_test,
+                },
                 &egress(settings),
             )
             .await

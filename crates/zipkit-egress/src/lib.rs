@@ -87,7 +87,7 @@ impl EgressPolicy {
     /// Whether the operator listed this host name (then whatever it resolves to is allowed).
     pub fn allows_host_name(&self, host: &str) -> bool {
         let host = normalize_host(host);
-        self.inner.hosts.iter().any(|h| *h == host)
+        self.inner.hosts.contains(&host)
     }
 
     /// Checks what can be checked without resolving: an IP-literal host. A name passes here and

@@ -25,7 +25,7 @@ fn location(bucket: &str, endpoint: String) -> BucketLocation {
 /// The test store is on loopback, which production's policy refuses.
 fn loopback() -> EgressPolicy {
     EgressPolicy::new(&EgressSettings {
-        allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        allowed_networks: vec!["127.0.0.0/8".parse().expect("a CIDR")],
         allowed_hosts: vec![],
     })
 }

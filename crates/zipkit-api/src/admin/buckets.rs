@@ -295,17 +295,29 @@ pub async fn test(
     outcome.map_err(BucketAdminError::TestFailed)
 }
 
+/// New credentials for a bucket, and optionally a new region.
+#[derive(Debug)]
+pub struct CredentialsEdit {
+    pub credentials: BucketCredentials,
+    pub region: Option<String>,
+    /// Store them without the write test (CLI `--no-test`).
+    pub skip_test: bool,
+}
+
 /// Replaces the credentials (and optionally the region), testing the new ones first.
 pub async fn edit_credentials(
     conn: &mut AsyncPgConnection,
     keyring: &KeyRing,
     project: ProjectId,
     id: BucketId,
-    credentials: BucketCredentials,
-    region: Option<String>,
-    skip_test: bool,
+    edit: CredentialsEdit,
     egress: &EgressPolicy,
 ) -> Result<Bucket, BucketAdminError> {
+    let CredentialsEdit {
+        credentials,
+        region,
+        skip_test,
+    } = edit;
     let bucket = Bucket::find(conn, project, id)
         .await?
         .ok_or(BucketAdminError::NotFound)?;

@@ -360,9 +360,11 @@ async fn update(
         &state.keyring,
         member.id(),
         bucket.id,
-        credentials,
-        region,
-        false,
+        admin::CredentialsEdit {
+            credentials,
+            region,
+            skip_test: false,
+        },
         &state.egress,
     )
     .await

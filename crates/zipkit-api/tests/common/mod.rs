@@ -64,7 +64,10 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
         },
         // The test store, sources and receivers are on loopback.
         egress: zipkit_egress::EgressSettings {
-            allowed_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            allowed_networks: vec![
+                "127.0.0.0/8".parse().expect("a CIDR"),
+                "::1/128".parse().expect("a CIDR"),
+            ],
             allowed_hosts: vec![],
         },
     }
