@@ -71,6 +71,8 @@ pub struct ErrorBody<'a> {
     /// The offending parameter (`urls[3].filename`), or null.
     #[schema(value_type = Option<String>)]
     param: Option<&'a str>,
+    /// The `Request-Id` of this response, also on the log line: quote it to support.
+    request_id: Option<String>,
 }
 
 impl ApiError {
@@ -182,6 +184,7 @@ impl ResponseError for ApiError {
                 code: self.code(),
                 message: self.to_string(),
                 param: self.param(),
+                request_id: crate::middleware::current_request_id(),
             },
         })
     }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod dashboard;
 pub mod error;
+pub mod middleware;
 pub mod openapi;
 pub mod publisher;
 pub mod routes;
@@ -17,6 +18,7 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::time::Duration;
 
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio::sync::watch;
 use zipkit_domain::crypto::KeyRing;
@@ -96,10 +98,13 @@ impl Application {
         });
         let max_body = settings.api.max_body_bytes;
         let server = HttpServer::new(move || {
+            // Innermost first: the access log sees the Request-Id header the layer inside it
+            // adds; HEAD becomes GET before anything else holds the request.
             App::new()
-                // One line per request: method, path and query, status, seconds. Headers (and so
-                // the bearer token) are never logged.
-                .wrap(actix_web::middleware::Logger::new("%r %s %Ts"))
+                .wrap(middleware::common_headers())
+                .wrap(from_fn(middleware::request_id))
+                .wrap(middleware::access_log())
+                .wrap(from_fn(middleware::head_as_get))
                 .app_data(state.clone())
                 .app_data(error::extractors::json_config(max_body))
                 .app_data(error::extractors::query_config())

@@ -116,14 +116,40 @@ async fn serve_becomes_ready_and_exits_zero_on_sigterm() {
         .await
         .expect("GET");
     assert_eq!(refused.status(), 401);
+    let request_id = refused
+        .headers()
+        .get("request-id")
+        .expect("a Request-Id")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let envelope: serde_json::Value = refused.json().await.expect("JSON");
+    assert_eq!(envelope["error"]["request_id"], request_id.as_str());
+    // A token where no token belongs: in the query (as some clients send it) and in the path.
+    for url in [
+        format!("http://127.0.0.1:{port}/v1/zips?access_token={token}&limit=5"),
+        format!("http://127.0.0.1:{port}/v1/zips?{token}"),
+        format!("http://127.0.0.1:{port}/v1/{token}"),
+    ] {
+        let answer = http.get(url).send().await.expect("GET");
+        assert!(answer.status().is_client_error());
+    }
 
     sigterm(&child.0);
     let (status, output) = wait_for_exit(&mut child.0, Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}: {output}");
     assert!(output.contains("zipkit-api stopped"), "{output}");
     assert!(
-        output.contains("POST /v1/zips HTTP/1.1 202"),
+        output.contains("POST /v1/zips 202"),
         "requests are logged: {output}"
+    );
+    assert!(
+        output.contains("GET /v1/zips 401") && output.contains(&format!("request_id={request_id}")),
+        "the access log line carries the Request-Id: {output}"
+    );
+    assert!(
+        output.contains("GET /v1/zips?REDACTED&limit=5 401"),
+        "unknown query values are redacted: {output}"
     );
     assert!(!output.contains(&token), "the token was logged");
     assert!(

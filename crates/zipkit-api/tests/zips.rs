@@ -48,6 +48,12 @@ fn assert_error(
             .is_some_and(|m| !m.is_empty()),
         "{body}"
     );
+    assert!(
+        body["error"]["request_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("req_")),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ const THROTTLE_MINUTES: i64 = 15;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/dashboard")
+            .wrap(crate::middleware::dashboard_headers())
             .route("", web::get().to(projects))
             .route("/", web::get().to(projects))
             .route("/style.css", web::get().to(stylesheet))
