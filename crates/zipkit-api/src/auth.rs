@@ -21,11 +21,14 @@ pub struct Caller {
 }
 
 fn bearer(req: &HttpRequest) -> Option<SecretString> {
-    let header = req
+    let mut headers = req
         .headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+        .get_all(actix_web::http::header::AUTHORIZATION);
+    let header = headers.next()?.to_str().ok()?;
+    // Two credentials give two meanings to one request (a proxy may read the other): refused.
+    if headers.next().is_some() {
+        return None;
+    }
     let (scheme, token) = header.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -42,7 +45,8 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let token = token.ok_or_else(|| ApiError::Unauthenticated {
                 code: "authentication_required",
-                message: "send your access token as `Authorization: Bearer <token>`".into(),
+                message: "send your access token as one `Authorization: Bearer <token>` header"
+                    .into(),
             })?;
             let invalid = || ApiError::Unauthenticated {
                 code: "invalid_api_key",

@@ -245,9 +245,22 @@ pub mod extractors {
             let QueryPayloadError::Deserialize(e) = &err else {
                 return ApiError::bad_request("parameter_invalid", err.to_string(), None).into();
             };
+            let message = e.to_string();
+            // serde_urlencoded says "unknown field `name`, expected one of …".
+            if let Some(name) = message
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                return ApiError::bad_request(
+                    "parameter_unknown",
+                    format!("`{name}` is not a known query parameter"),
+                    name.to_owned(),
+                )
+                .into();
+            }
             ApiError::bad_request(
                 "parameter_invalid",
-                format!("invalid query string: {e}"),
+                format!("invalid query string: {message}"),
                 None,
             )
             .into()

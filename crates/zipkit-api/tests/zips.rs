@@ -394,6 +394,94 @@ async fn every_rejection_has_its_status_type_code_and_param_and_enqueues_nothing
 }
 
 #[tokio::test]
+async fn bodies_with_one_meaning_only_arrays_duplicates_and_doubled_credentials_are_refused() {
+    let (db, _broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "bucket").await;
+    let raw = |body: String| {
+        app.http
+            .post(format!("{}/v1/zips", app.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let url = "https://example.com/a.txt";
+    let cases: Vec<(String, &str, Option<&str>)> = vec![
+        // A struct read from an array by position.
+        (
+            format!(r#"[[{{"url": "{url}", "filename": "a.txt"}}], "bucket", "k.zip"]"#),
+            "parameter_invalid",
+            None,
+        ),
+        (
+            format!(r#"{{"urls": [["{url}", "a.txt"]], "bucket_name": "bucket", "key": "k.zip"}}"#),
+            "parameter_invalid",
+            Some("urls[0]"),
+        ),
+        ("[]".to_owned(), "parameter_invalid", None),
+        // The last value of a repeated key is not the one validated.
+        (
+            format!(
+                r#"{{"urls": [{{"url": "{url}", "filename": "a.txt"}}], "bucket_name": "bucket", "key": "k.zip", "key": "../x.zip"}}"#
+            ),
+            "body_invalid_json",
+            None,
+        ),
+        (
+            format!(
+                r#"{{"urls": [{{"url": "{url}", "filename": "a.txt", "filename": "b.txt"}}], "bucket_name": "bucket", "key": "k.zip"}}"#
+            ),
+            "body_invalid_json",
+            None,
+        ),
+    ];
+    for (body, code, param) in cases {
+        let (status, answer) = app.send(raw(body.clone())).await;
+        assert_error(status, &answer, 400, "invalid_request_error", code, param);
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        for rust in ["CreateZipBody", "UrlItem", "struct"] {
+            assert!(!message.contains(rust), "{body}: {message}");
+        }
+    }
+    assert_eq!(zip_count(&db).await, 0, "nothing was created");
+
+    // An unknown query parameter is named.
+    let (status, answer) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/zips?limit=5&colour=red", app.base))
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_error(
+        status,
+        &answer,
+        400,
+        "invalid_request_error",
+        "parameter_unknown",
+        Some("colour"),
+    );
+
+    // Two Authorization headers, even both valid, are refused.
+    let (status, answer) = app
+        .send(
+            app.http
+                .get(format!("{}/v1/zips", app.base))
+                .header("authorization", format!("Bearer {token}"))
+                .header("authorization", format!("Bearer {token}")),
+        )
+        .await;
+    assert_error(
+        status,
+        &answer,
+        401,
+        "authentication_error",
+        "authentication_required",
+        None,
+    );
+}
+
+#[tokio::test]
 async fn a_bucket_of_another_project_or_service_is_a_404_that_reveals_nothing() {
     let (db, broker, app) = start().await;
     let (mine, token) = app.project(&db, "Mine").await;

@@ -4,7 +4,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use zipkit_domain::models::{Bucket, NewZip, Zip, ZipPage, ZipWithBucket};
 use zipkit_domain::{ZipId, ZipStatus};
@@ -13,6 +12,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::zips::request::{CreateZipBody, parse_body, validate};
+use crate::zips::strict_json::StrictJson;
 use zipkit_domain::views::{BucketRef, ZipObject};
 
 /// `{"data": <zip object>}`
@@ -157,10 +157,10 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: web::Json<StrictJson>,
 ) -> Result<HttpResponse, ApiError> {
     let idempotency = idempotency_key(&req)?;
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     // Only a request with an Idempotency-Key needs its body fingerprinted.
     let request_hash = match &idempotency {
         Some(_) => digest(

@@ -71,8 +71,26 @@ pub struct ValidZip {
     pub on_error: OnError,
 }
 
-/// Deserializes the JSON body into `CreateZipBody`, naming the parameter on failure.
+/// Deserializes the JSON body into `CreateZipBody`, naming the parameter on failure. Only an
+/// object is a body and only objects are url items: serde would also read a struct from an
+/// array, by position.
 pub fn parse_body(value: Value) -> Result<CreateZipBody, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "parameter_invalid",
+            "the body must be a JSON object with `urls`, `bucket_name` and `key`",
+            None,
+        ));
+    }
+    if let Some(Value::Array(items)) = value.get("urls")
+        && let Some(i) = items.iter().position(|item| !item.is_object())
+    {
+        return Err(ApiError::bad_request(
+            "parameter_invalid",
+            format!("`urls[{i}]` must be an object with `url` and `filename`"),
+            format!("urls[{i}]"),
+        ));
+    }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let message = err.inner().to_string();
@@ -322,6 +340,35 @@ mod tests {
         v["urls"] = json!("https://example.com");
         assert_eq!(err(v).0, "parameter_invalid");
         assert_eq!(err(json!([1, 2])).0, "parameter_invalid");
+    }
+
+    #[test]
+    fn arrays_are_never_read_as_objects_and_no_message_names_a_rust_type() {
+        let positional =
+            json!([[{"url": "https://e.com/a", "filename": "a.txt"}], "bucket", "k.zip"]);
+        assert_eq!(err(positional).0, "parameter_invalid");
+        let items =
+            json!({"urls": [["https://e.com/a", "a.txt"]], "bucket_name": "b", "key": "k.zip"});
+        assert_eq!(
+            err(items),
+            (
+                "parameter_invalid".into(),
+                "`urls[0]` must be an object with `url` and `filename`".into(),
+                Some("urls[0]".into())
+            )
+        );
+        for bad in [
+            json!([]),
+            json!("x"),
+            json!(null),
+            json!({"urls": 5, "bucket_name": "b", "key": "k"}),
+            json!({"urls": [{"url": 5, "filename": "a"}], "bucket_name": "b", "key": "k"}),
+        ] {
+            let (_, message, _) = err(bad.clone());
+            for rust in ["CreateZipBody", "UrlItem", "struct", "Option"] {
+                assert!(!message.contains(rust), "{bad}: {message}");
+            }
+        }
     }
 
     #[test]
