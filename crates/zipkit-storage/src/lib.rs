@@ -156,7 +156,8 @@ pub enum BucketTestError {
         "The storage endpoint's host `{0}` is a private, loopback or link-local address, which this deployment does not connect to. Use the store's public address, or ask the operator to allow its network (egress.allowed_networks)."
     )]
     ForbiddenEndpoint(String),
-    #[error("The provider refused the test upload: {0}")]
+    /// Said of the write test and of a job's upload alike.
+    #[error("The provider refused the request: {0}")]
     Other(String),
 }
 

@@ -44,7 +44,10 @@ pub struct JobContext {
 /// A failed outcome. The source's problems are the request's (`invalid_request_error`: fix the
 /// URL and resubmit); everything else — the bucket, the database, the archive — is `api_error`.
 fn failed(code: &str, message: impl Into<String>, param: Option<String>) -> ZipOutcome {
-    let error_type = if code.starts_with("source_") || code == "archive_too_large" {
+    let error_type = if code.starts_with("source_")
+        || code == "archive_too_large"
+        || code == "all_sources_skipped"
+    {
         "invalid_request_error"
     } else {
         "api_error"
@@ -319,6 +322,16 @@ async fn feed_sources(
             error_message: None,
         };
         let _ = notes.send(Note::Entry(outcome)).await;
+    }
+    if done == 0 {
+        // Asked to leave failures out, the caller still wants an archive of something: an empty
+        // one would "succeed" with nothing in it. Each entry's own reason is recorded.
+        return Err(FeedError::Outcome(failed(
+            "all_sources_skipped",
+            "every source failed and was skipped (on_error: skip), so no archive was written; \
+             each source's reason is on its entry",
+            None,
+        )));
     }
     archive.finish().await?;
     let _ = notes.send(Note::Downloaded(unreported)).await;

@@ -467,6 +467,41 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
     let left_out = Zip::skipped_entries(&mut conn, &[skipping]).await.unwrap();
     assert_eq!(left_out.len(), 1);
     assert_eq!(left_out[0].error_code.as_deref(), Some("source_not_found"));
+
+    // Skipping every source leaves nothing to archive: a failure, not an empty archive.
+    let nothing = harness
+        .submit(
+            &bucket,
+            "nothing.zip",
+            &[
+                (sources.url("missing.txt"), "missing.txt"),
+                (sources.url("gone.txt"), "gone.txt"),
+            ],
+            Compression::Store,
+            OnError::Skip,
+        )
+        .await;
+    let nothing_left = harness.wait_finished(nothing).await;
+    assert_eq!(nothing_left.status, ZipStatus::Failed);
+    assert_eq!(
+        nothing_left.error_code.as_deref(),
+        Some("all_sources_skipped")
+    );
+    assert_eq!(
+        nothing_left.error_type.as_deref(),
+        Some("invalid_request_error")
+    );
+    let left_out = Zip::skipped_entries(&mut conn, &[nothing]).await.unwrap();
+    assert_eq!(left_out.len(), 2, "each source's reason is kept");
+    let object = harness
+        .store
+        .client()
+        .head_object()
+        .bucket(harness.store.name())
+        .key("nothing.zip")
+        .send()
+        .await;
+    assert!(object.is_err(), "no empty archive is written");
     harness.stop().await;
 }
 
