@@ -44,6 +44,12 @@ pub enum ApiError {
     /// 415: the body is not JSON.
     #[error("{message}")]
     UnsupportedMediaType { message: String },
+    /// 408: the body did not arrive in time.
+    #[error("{message}")]
+    RequestTimeout { message: String },
+    /// 503: too many bodies are being read at once; the client may retry shortly.
+    #[error("{message}")]
+    Busy { message: String },
     /// 503: a dependency (PostgreSQL) is unavailable; the client may retry.
     #[error("the service is temporarily unavailable")]
     Unavailable(#[source] Cause),
@@ -119,7 +125,7 @@ impl ApiError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::Unauthenticated { .. } => "authentication_error",
-            Self::Unavailable(_) | Self::Internal(_) => "api_error",
+            Self::Unavailable(_) | Self::Internal(_) | Self::Busy { .. } => "api_error",
             _ => "invalid_request_error",
         }
     }
@@ -133,6 +139,8 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "body_too_large",
             Self::UnsupportedMediaType { .. } => "content_type_unsupported",
+            Self::RequestTimeout { .. } => "request_timeout",
+            Self::Busy { .. } => "server_busy",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -158,6 +166,8 @@ impl ResponseError for ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -177,6 +187,13 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, Self::Unauthenticated { .. }) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if matches!(self, Self::Busy { .. }) {
+            response.insert_header(("Retry-After", "1"));
+        }
+        if matches!(self, Self::RequestTimeout { .. }) {
+            // The rest of a body that did not arrive would be read as the next request.
+            response.insert_header(("Connection", "close"));
         }
         response.json(ErrorEnvelope {
             error: ErrorBody {
@@ -211,6 +228,7 @@ pub mod extractors {
     use actix_web::{HttpRequest, web};
 
     use super::ApiError;
+    use crate::body_limits::{self, BodyLimitError};
 
     pub fn json_config(limit: usize) -> web::JsonConfig {
         web::JsonConfig::default()
@@ -224,6 +242,19 @@ pub mod extractors {
                     JsonPayloadError::ContentType => ApiError::UnsupportedMediaType {
                         message: "send the body as JSON with `Content-Type: application/json`"
                             .into(),
+                    },
+                    JsonPayloadError::Payload(payload) => match body_limits::limit_error(&payload) {
+                        Some(slow @ BodyLimitError::TooSlow(_)) => ApiError::RequestTimeout {
+                            message: slow.to_string(),
+                        },
+                        Some(BodyLimitError::Busy) => ApiError::Busy {
+                            message: "the server is reading too many request bodies at once; retry shortly".into(),
+                        },
+                        None => ApiError::bad_request(
+                            "body_invalid_json",
+                            format!("the body could not be read: {payload}"),
+                            None,
+                        ),
                     },
                     JsonPayloadError::Deserialize(e) => ApiError::bad_request(
                         "body_invalid_json",

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body_limits;
 pub mod cli;
 pub mod dashboard;
 pub mod error;
@@ -95,12 +96,20 @@ impl Application {
             secure_cookies: settings.api.secure_cookies,
             allow_http_webhooks: settings.webhooks.allow_http,
             egress: zipkit_egress::EgressPolicy::new(&settings.egress),
+            body_limits: body_limits::BodyLimits::new(
+                Duration::from_secs(settings.api.body_timeout_secs.max(1)),
+                settings.api.max_body_bytes_in_flight,
+            ),
         });
+        // actix counts connections per worker thread (one per core by default).
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let connections_per_worker = settings.api.max_connections.div_ceil(workers).max(1);
         let max_body = settings.api.max_body_bytes;
         let server = HttpServer::new(move || {
             // Innermost first: the access log sees the Request-Id header the layer inside it
             // adds; HEAD becomes GET before anything else holds the request.
             App::new()
+                .wrap(from_fn(body_limits::enforce))
                 .wrap(middleware::common_headers())
                 .wrap(from_fn(middleware::request_id))
                 .wrap(middleware::access_log())
@@ -119,6 +128,8 @@ impl Application {
         })?
         // Signals are ours (see `run_until`), so the broker closes after the last request.
         .disable_signals()
+        .workers(workers)
+        .max_connections(connections_per_worker)
         .shutdown_timeout(30)
         .run();
         tracing::info!(port, "zipkit-api listening");

@@ -15,6 +15,12 @@ pub struct ApiSettings {
     pub port: u16,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Time from a request's headers to the last byte of its body.
+    pub body_timeout_secs: u64,
+    /// Bytes all request bodies being read at once may hold between them.
+    pub max_body_bytes_in_flight: usize,
+    /// Open client connections at most (beyond, new ones wait in the listen backlog).
+    pub max_connections: usize,
     /// Most sources one zip job may list.
     pub max_urls: usize,
     /// A job whose message the broker has not confirmed after this long is republished.

@@ -21,6 +21,8 @@ pub struct AppState {
     pub allow_http_webhooks: bool,
     /// Where customer-supplied addresses may point (bucket endpoints, webhook URLs).
     pub egress: zipkit_egress::EgressPolicy,
+    /// Deadline and shared memory budget for request bodies.
+    pub body_limits: crate::body_limits::BodyLimits,
 }
 
 impl AppState {
