@@ -47,6 +47,9 @@ pub enum ApiError {
     /// 408: the body did not arrive in time.
     #[error("{message}")]
     RequestTimeout { message: String },
+    /// 429: over a rate limit; retry after `retry_after` seconds.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
     /// 503: too many bodies are being read at once; the client may retry shortly.
     #[error("{message}")]
     Busy { message: String },
@@ -118,6 +121,15 @@ impl ApiError {
         }
     }
 
+    /// Over a rate limit; `whose` names it ("this address", "this access token").
+    pub fn rate_limited(whose: &str, wait: std::time::Duration) -> Self {
+        let retry_after = crate::rate_limit::retry_after_secs(wait);
+        Self::RateLimited {
+            message: format!("too many requests from {whose}; retry in {retry_after} s"),
+            retry_after,
+        }
+    }
+
     pub fn internal(cause: impl Into<Cause>) -> Self {
         Self::Internal(cause.into())
     }
@@ -126,6 +138,7 @@ impl ApiError {
         match self {
             Self::Unauthenticated { .. } => "authentication_error",
             Self::Unavailable(_) | Self::Internal(_) | Self::Busy { .. } => "api_error",
+            Self::RateLimited { .. } => "rate_limit_error",
             _ => "invalid_request_error",
         }
     }
@@ -141,6 +154,7 @@ impl ApiError {
             Self::UnsupportedMediaType { .. } => "content_type_unsupported",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::Busy { .. } => "server_busy",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -168,6 +182,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -190,6 +205,9 @@ impl ResponseError for ApiError {
         }
         if matches!(self, Self::Busy { .. }) {
             response.insert_header(("Retry-After", "1"));
+        }
+        if let Self::RateLimited { retry_after, .. } = self {
+            response.insert_header(("Retry-After", retry_after.to_string()));
         }
         if matches!(self, Self::RequestTimeout { .. }) {
             // The rest of a body that did not arrive would be read as the next request.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod middleware;
 pub mod openapi;
 pub mod publisher;
+pub mod rate_limit;
 pub mod routes;
 mod settings;
 mod state;
@@ -100,6 +101,19 @@ impl Application {
                 Duration::from_secs(settings.api.body_timeout_secs.max(1)),
                 settings.api.max_body_bytes_in_flight,
             ),
+            rate_limits: rate_limit::RateLimits::new(&settings.rate_limits),
+        });
+        // Keys back at a full allowance are forgotten, so the limiters' memory stays small.
+        let limits = state.rate_limits.clone();
+        let mut sweep_stopped = stop_sweeper.subscribe();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => limits.forget_idle(),
+                    _ = sweep_stopped.changed() => break,
+                }
+            }
         });
         // actix counts connections per worker thread (one per core by default).
         let workers = std::thread::available_parallelism().map_or(1, usize::from);

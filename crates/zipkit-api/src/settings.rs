@@ -39,4 +39,5 @@ pub struct Settings {
     pub webhooks: zipkit_domain::webhooks::WebhookSettings,
     /// What customer-supplied addresses (bucket endpoints, webhook URLs) may be.
     pub egress: zipkit_egress::EgressSettings,
+    pub rate_limits: crate::rate_limit::RateLimitSettings,
 }

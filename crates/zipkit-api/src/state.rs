@@ -23,6 +23,7 @@ pub struct AppState {
     pub egress: zipkit_egress::EgressPolicy,
     /// Deadline and shared memory budget for request bodies.
     pub body_limits: crate::body_limits::BodyLimits,
+    pub rate_limits: crate::rate_limit::RateLimits,
 }
 
 impl AppState {

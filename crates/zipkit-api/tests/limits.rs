@@ -145,3 +145,73 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
         String::from_utf8_lossy(&buffer[..n])
     );
 }
+
+#[tokio::test]
+async fn guessing_tokens_from_one_address_is_cut_off_with_429_and_retry_after() {
+    let (_db, _broker, app) = common::start_adjusted(|s| {
+        s.rate_limits.api_per_address_per_minute = 60;
+        s.rate_limits.api_per_address_burst = 5;
+    })
+    .await;
+    let guess = |n: usize| {
+        app.http
+            .get(format!("{}/v1/zips", app.base))
+            .bearer_auth(format!("zk_{n:0>43}"))
+    };
+    for n in 0..5 {
+        let (status, body) = app.send(guess(n)).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let response = guess(5).send().await.expect("GET");
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(body["error"]["request_id"].is_string(), "{body}");
+    // The API under /api/v1 shares the allowance; health checks are not limited.
+    let (status, _) = app
+        .send(app.http.get(format!("{}/api/v1/zips", app.base)))
+        .await;
+    assert_eq!(status, 429);
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn each_token_has_its_own_allowance() {
+    let (db, _broker, app) = common::start_adjusted(|s| {
+        s.rate_limits.api_per_token_per_minute = 60;
+        s.rate_limits.api_per_token_burst = 3;
+    })
+    .await;
+    let (_, busy) = app.project(&db, "Busy").await;
+    let (_, quiet) = app.project(&db, "Quiet").await;
+    let list = |token: &str| {
+        app.http
+            .get(format!("{}/v1/zips", app.base))
+            .bearer_auth(token)
+    };
+    for _ in 0..3 {
+        assert_eq!(app.send(list(&busy)).await.0, 200);
+    }
+    let (status, body) = app.send(list(&busy)).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("access token")),
+        "{body}"
+    );
+    assert_eq!(
+        app.send(list(&quiet)).await.0,
+        200,
+        "another token is not affected"
+    );
+}

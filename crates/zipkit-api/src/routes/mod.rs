@@ -4,15 +4,26 @@
 mod health;
 pub(crate) mod zips;
 
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::rate_limit;
 
 use crate::error::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .service(web::scope("/v1").configure(v1))
-        .service(web::scope("/api/v1").configure(v1))
+        .service(
+            web::scope("/v1")
+                .wrap(from_fn(rate_limit::per_address))
+                .configure(v1),
+        )
+        .service(
+            web::scope("/api/v1")
+                .wrap(from_fn(rate_limit::per_address))
+                .configure(v1),
+        )
         .default_service(web::to(route_not_found));
 }
 

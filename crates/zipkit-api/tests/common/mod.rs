@@ -65,6 +65,17 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
             first_retry_secs: 1,
             retry_for_secs: 60,
         },
+        // Generous: tests that are about limits set their own.
+        rate_limits: zipkit_api::rate_limit::RateLimitSettings {
+            api_per_address_per_minute: 100_000,
+            api_per_address_burst: 100_000,
+            api_per_token_per_minute: 100_000,
+            api_per_token_burst: 100_000,
+            trusted_proxies: vec![],
+            sign_in_failures_per_account_and_address: 5,
+            sign_in_failures_per_address: 20,
+            sign_in_window_minutes: 15,
+        },
         // The test store, sources and receivers are on loopback.
         egress: zipkit_egress::EgressSettings {
             allowed_networks: vec![

@@ -1,0 +1,212 @@
+//! Rate limits on the API: per client address on every `/v1` request (before authentication,
+//! so guessing tokens is slowed too) and per access token once it is known. GCRA (governor),
+//! in this process's memory: with several API replicas each allows the configured rate. A
+//! refusal is 429 `rate_limited` with `Retry-After` in the one envelope.
+//!
+//! The client address is the peer's, unless the peer is a proxy the operator listed in
+//! `rate_limits.trusted_proxies`: then it is the last address in `X-Forwarded-For` that is not
+//! one of those proxies (addresses further left are the client's to write, so never trusted).
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web::Data;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// `[rate_limits]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained `/v1` requests per minute from one client address, and the burst above it.
+    pub api_per_address_per_minute: u32,
+    pub api_per_address_burst: u32,
+    /// Sustained `/v1` requests per minute with one access token, and the burst above it.
+    pub api_per_token_per_minute: u32,
+    pub api_per_token_burst: u32,
+    /// Proxies (CIDR) whose `X-Forwarded-For` names the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Failed sign-ins within `sign_in_window_minutes`: from one address for one account, then
+    /// that address waits (the account's owner elsewhere does not); from one address for any
+    /// accounts, then that address waits (password spraying).
+    pub sign_in_failures_per_account_and_address: u32,
+    pub sign_in_failures_per_address: u32,
+    pub sign_in_window_minutes: u32,
+}
+
+/// The limiters of one process.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    per_address: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    per_token: Arc<DefaultKeyedRateLimiter<String>>,
+    trusted_proxies: Arc<Vec<IpNet>>,
+    pub settings: RateLimitSettings,
+}
+
+fn quota(per_minute: u32, burst: u32) -> Quota {
+    let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_minute(per_minute).allow_burst(burst)
+}
+
+impl RateLimits {
+    pub fn new(settings: &RateLimitSettings) -> Self {
+        Self {
+            per_address: Arc::new(DefaultKeyedRateLimiter::keyed(quota(
+                settings.api_per_address_per_minute,
+                settings.api_per_address_burst,
+            ))),
+            per_token: Arc::new(DefaultKeyedRateLimiter::keyed(quota(
+                settings.api_per_token_per_minute,
+                settings.api_per_token_burst,
+            ))),
+            trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
+            settings: settings.clone(),
+        }
+    }
+
+    /// The client's address (see the module header).
+    pub fn client_address(&self, req: &HttpRequest) -> Option<IpAddr> {
+        let peer = req.peer_addr()?.ip();
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer) {
+            return Some(peer);
+        }
+        let forwarded: Vec<IpAddr> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
+        Some(
+            forwarded
+                .into_iter()
+                .rev()
+                .find(|ip| !trusted(ip))
+                .unwrap_or(peer),
+        )
+    }
+
+    /// One request with the token whose id is `token_id`.
+    pub fn check_token(&self, token_id: &str) -> Result<(), ApiError> {
+        check(&self.per_token, &token_id.to_owned(), "this access token")
+    }
+
+    /// Forgets keys that are back to a full allowance (run every minute).
+    pub fn forget_idle(&self) {
+        self.per_address.retain_recent();
+        self.per_token.retain_recent();
+        self.per_address.shrink_to_fit();
+        self.per_token.shrink_to_fit();
+    }
+}
+
+fn check<K: Clone + Hash + Eq>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+    whose: &str,
+) -> Result<(), ApiError> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        ApiError::rate_limited(whose, wait)
+    })
+}
+
+/// Middleware on `/v1`: one request from the client's address.
+pub async fn per_address(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let limits = req
+        .app_data::<Data<AppState>>()
+        .map(|s| s.rate_limits.clone());
+    if let Some(limits) = limits
+        && let Some(address) = limits.client_address(req.request())
+        && let Err(refused) = check(&limits.per_address, &address, "this address")
+    {
+        return Ok(req.error_response(refused));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// Seconds for `Retry-After`: rounded up, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> RateLimitSettings {
+        RateLimitSettings {
+            api_per_address_per_minute: 60,
+            api_per_address_burst: 3,
+            api_per_token_per_minute: 60,
+            api_per_token_burst: 2,
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            sign_in_failures_per_account_and_address: 5,
+            sign_in_failures_per_address: 20,
+            sign_in_window_minutes: 15,
+        }
+    }
+
+    #[test]
+    fn a_token_gets_its_burst_then_waits_about_a_second_per_request() {
+        let limits = RateLimits::new(&settings());
+        assert!(limits.check_token("a").is_ok());
+        assert!(limits.check_token("a").is_ok());
+        let refused = limits.check_token("a").unwrap_err();
+        assert_eq!(refused.code(), "rate_limited");
+        assert!(
+            limits.check_token("b").is_ok(),
+            "other tokens are not affected"
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        use actix_web::test::TestRequest;
+        let limits = RateLimits::new(&settings());
+        let direct = TestRequest::default()
+            .peer_addr("203.0.113.7:5000".parse().unwrap())
+            .insert_header(("x-forwarded-for", "198.51.100.1"))
+            .to_http_request();
+        assert_eq!(
+            limits.client_address(&direct),
+            Some("203.0.113.7".parse().unwrap()),
+            "a client cannot name itself"
+        );
+        let proxied = TestRequest::default()
+            .peer_addr("10.1.2.3:5000".parse().unwrap())
+            .insert_header(("x-forwarded-for", "1.2.3.4, 198.51.100.1, 10.9.9.9"))
+            .to_http_request();
+        assert_eq!(
+            limits.client_address(&proxied),
+            Some("198.51.100.1".parse().unwrap()),
+            "the last address the trusted proxies did not add"
+        );
+    }
+}
