@@ -103,14 +103,24 @@ impl Application {
             ),
             rate_limits: rate_limit::RateLimits::new(&settings.rate_limits),
         });
-        // Keys back at a full allowance are forgotten, so the limiters' memory stays small.
-        let limits = state.rate_limits.clone();
+        // Every minute: keys back at a full allowance are forgotten, so the limiters' memory stays
+        // small, and failed sign-ins too old to count are deleted.
+        let (limits, pool) = (state.rate_limits.clone(), state.pool.clone());
+        let window = chrono::Duration::minutes(i64::from(
+            settings.rate_limits.sign_in_window_minutes.max(1),
+        ));
         let mut sweep_stopped = stop_sweeper.subscribe();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tokio::select! {
-                    _ = every.tick() => limits.forget_idle(),
+                    _ = every.tick() => {
+                        limits.forget_idle();
+                        if let Ok(mut conn) = pool.get().await {
+                            let before = chrono::Utc::now() - window;
+                            let _ = zipkit_domain::models::LoginThrottle::forget_before(&mut conn, before).await;
+                        }
+                    }
                     _ = sweep_stopped.changed() => break,
                 }
             }

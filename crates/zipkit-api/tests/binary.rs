@@ -16,7 +16,7 @@ async fn migrate_applies_every_migration_once() {
         .unwrap();
     let (status, output) = wait_for_exit(&mut first, Duration::from_secs(60));
     assert!(status.success(), "{output}");
-    assert_eq!(output.matches("applied ").count(), 5, "{output}");
+    assert_eq!(output.matches("applied ").count(), 6, "{output}");
 
     let mut second = zipkit_command(BINARY, db.url(), &vhost.url())
         .arg("migrate")

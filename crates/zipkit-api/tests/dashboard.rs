@@ -24,16 +24,24 @@ struct Browser {
 struct Page {
     status: u16,
     location: String,
+    retry_after: Option<String>,
     body: String,
     set_cookies: Vec<String>,
 }
 
 impl Browser {
     fn new(base: &str) -> Self {
+        Self::from_address(base, "127.0.0.1")
+    }
+
+    /// A browser whose connections come from `address` (any of 127.0.0.0/8 is this machine), so
+    /// the server tells it apart from other clients.
+    fn from_address(base: &str, address: &str) -> Self {
         Self {
             base: base.to_owned(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .local_address(address.parse::<std::net::IpAddr>().expect("an address"))
                 .build()
                 .expect("client"),
             cookies: Default::default(),
@@ -74,6 +82,10 @@ impl Browser {
                 .get("location")
                 .map(|v| v.to_str().expect("ascii").to_owned())
                 .unwrap_or_default(),
+            retry_after: response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().expect("ascii").to_owned()),
             set_cookies,
             body: response.text().await.expect("body"),
         }
@@ -218,28 +230,78 @@ async fn a_sign_in_without_the_forms_csrf_value_is_refused() {
 }
 
 #[tokio::test]
-async fn repeated_failed_sign_ins_are_throttled_even_with_the_right_password() {
+async fn a_strangers_failed_sign_ins_lock_out_the_stranger_not_the_owner() {
     let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
     let broker = TestBroker::new().await;
     let app = TestApp::start(settings(db.url(), &broker.url())).await;
     user_in(&db, "ann@example.com", "Ann's project").await;
-    let mut browser = Browser::new(&app.base);
+
+    // Five wrong passwords from one address: that address waits, even with the right one.
+    let mut stranger = Browser::from_address(&app.base, "127.0.0.2");
     for _ in 0..5 {
         assert_eq!(
-            sign_in(&mut browser, "ann@example.com", "guess")
+            sign_in(&mut stranger, "ann@example.com", "guess")
                 .await
                 .status,
             401
         );
     }
-    let throttled = sign_in(&mut browser, "ann@example.com", PASSWORD).await;
+    let throttled = sign_in(&mut stranger, "ann@example.com", PASSWORD).await;
     assert_eq!(throttled.status, 429);
-    assert!(throttled.body.contains("Too many failed attempts"));
+    assert!(
+        throttled.body.contains("Too many failed sign-ins"),
+        "{}",
+        throttled.body
+    );
     assert!(
         !throttled
             .set_cookies
             .iter()
             .any(|c| c.starts_with("zipkit_session="))
+    );
+
+    // The owner, from their own address, signs in at once.
+    let mut owner = Browser::from_address(&app.base, "127.0.0.3");
+    let signed_in = sign_in(&mut owner, "ann@example.com", PASSWORD).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    // And the stranger's lock-out survives the owner's success.
+    assert_eq!(
+        sign_in(&mut stranger, "ann@example.com", PASSWORD)
+            .await
+            .status,
+        429
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn spraying_one_password_across_accounts_from_one_address_is_slowed() {
+    let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+    let broker = TestBroker::new().await;
+    let app = TestApp::start(settings(db.url(), &broker.url())).await;
+    user_in(&db, "ann@example.com", "Ann's project").await;
+    let mut sprayer = Browser::from_address(&app.base, "127.0.0.4");
+    // One guess per account stays under the per-account limit; the per-address one stops it.
+    for n in 0..20 {
+        let page = sign_in(&mut sprayer, &format!("user{n}@example.com"), "Summer2026!").await;
+        assert_eq!(page.status, 401, "attempt {n}");
+    }
+    let page = sign_in(&mut sprayer, "ann@example.com", "Summer2026!").await;
+    assert_eq!(page.status, 429);
+    let wait: i64 = page
+        .retry_after
+        .as_deref()
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert_eq!(wait, 15 * 60);
+    // Someone else signs in normally.
+    let mut owner = Browser::from_address(&app.base, "127.0.0.5");
+    assert_eq!(
+        sign_in(&mut owner, "ann@example.com", PASSWORD)
+            .await
+            .status,
+        303
     );
     app.stop().await;
 }

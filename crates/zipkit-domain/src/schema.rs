@@ -52,6 +52,7 @@ diesel::table! {
         id -> Uuid,
         email -> Text,
         attempted_at -> Timestamptz,
+        client_address -> Text,
     }
 }
 

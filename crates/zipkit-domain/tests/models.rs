@@ -764,25 +764,52 @@ async fn a_dashboard_session_works_by_its_token_until_it_ends_or_expires() {
             .is_none()
     );
 
+    use zipkit_domain::models::RecentFailures;
     let since = chrono::Utc::now() - Duration::minutes(15);
     for _ in 0..3 {
-        LoginThrottle::record_failure(conn, "Dana@Example.com")
+        LoginThrottle::record_failure(conn, "Dana@Example.com", "203.0.113.9")
             .await
             .expect("record");
     }
+    LoginThrottle::record_failure(conn, "eve@example.com", "203.0.113.9")
+        .await
+        .expect("record");
+    LoginThrottle::record_failure(conn, "dana@example.com", "198.51.100.4")
+        .await
+        .expect("record");
     assert_eq!(
-        LoginThrottle::failures_since(conn, "dana@example.com", since)
+        LoginThrottle::failures_since(conn, "dana@example.com", "203.0.113.9", since)
             .await
             .expect("count"),
-        3
+        RecentFailures {
+            account_from_address: 3,
+            from_address: 4
+        }
     );
-    LoginThrottle::clear(conn, "DANA@example.com")
+    // The owner signing in from elsewhere clears only that address's failures for the account.
+    LoginThrottle::clear(conn, "DANA@example.com", "198.51.100.4")
         .await
         .expect("clear");
     assert_eq!(
-        LoginThrottle::failures_since(conn, "dana@example.com", since)
+        LoginThrottle::failures_since(conn, "dana@example.com", "198.51.100.4", since)
             .await
             .expect("count"),
-        0
+        RecentFailures {
+            account_from_address: 0,
+            from_address: 0
+        }
+    );
+    assert_eq!(
+        LoginThrottle::failures_since(conn, "dana@example.com", "203.0.113.9", since)
+            .await
+            .expect("count")
+            .account_from_address,
+        3
+    );
+    assert_eq!(
+        LoginThrottle::forget_before(conn, chrono::Utc::now() + Duration::seconds(1))
+            .await
+            .expect("forget"),
+        4
     );
 }

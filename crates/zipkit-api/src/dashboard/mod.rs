@@ -28,9 +28,6 @@ use crate::state::AppState;
 
 /// How long a sign-in lasts.
 const SESSION_HOURS: i64 = 12;
-/// Failed sign-ins per address within `THROTTLE_MINUTES` before further attempts are refused.
-const MAX_FAILURES: i64 = 5;
-const THROTTLE_MINUTES: i64 = 15;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -169,17 +166,35 @@ async fn login(
             "The database is unavailable; try again shortly.",
         );
     };
-    let since = chrono::Utc::now() - chrono::Duration::minutes(THROTTLE_MINUTES);
-    match LoginThrottle::failures_since(&mut conn, &email, since).await {
-        Ok(n) if n >= MAX_FAILURES => {
-            return login_page(
+    // Failures count against the client address, alone and with this account: a stranger's
+    // wrong passwords lock out the stranger's address, never the owner signing in from theirs.
+    let limits = &state.rate_limits.settings;
+    let address = state
+        .rate_limits
+        .client_address(&request)
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    let window = chrono::Duration::minutes(i64::from(limits.sign_in_window_minutes.max(1)));
+    let since = chrono::Utc::now() - window;
+    match LoginThrottle::failures_since(&mut conn, &email, &address, since).await {
+        Ok(recent)
+            if recent.account_from_address
+                >= i64::from(limits.sign_in_failures_per_account_and_address)
+                || recent.from_address >= i64::from(limits.sign_in_failures_per_address) =>
+        {
+            let mut page = login_page(
                 &state,
                 &email,
-                Some(
-                    "Too many failed attempts for this address. Wait a few minutes and try again.",
-                ),
+                Some(&format!(
+                    "Too many failed sign-ins from your network. Wait {} minutes and try again.",
+                    window.num_minutes()
+                )),
                 StatusCode::TOO_MANY_REQUESTS,
             );
+            if let Ok(value) = header::HeaderValue::from_str(&window.num_seconds().to_string()) {
+                page.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return page;
         }
         Ok(_) => {}
         Err(e) => {
@@ -201,7 +216,7 @@ async fn login(
     .await
     .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {
-        if let Err(e) = LoginThrottle::record_failure(&mut conn, &email).await {
+        if let Err(e) = LoginThrottle::record_failure(&mut conn, &email, &address).await {
             tracing::warn!(error = %e, "recording a failed sign-in failed");
         }
         return login_page(
@@ -211,7 +226,7 @@ async fn login(
             StatusCode::UNAUTHORIZED,
         );
     };
-    let _ = LoginThrottle::clear(&mut conn, &email).await;
+    let _ = LoginThrottle::clear(&mut conn, &email, &address).await;
     let (token, _) =
         match Session::start(&mut conn, user.id, chrono::Duration::hours(SESSION_HOURS)).await {
             Ok(started) => started,

@@ -14,7 +14,7 @@ pub use access_token::{AccessToken, NewAccessToken};
 pub use account::{NewUser, Project, User};
 pub use bucket::{Bucket, BucketCredentials, BucketTestResult, DeleteBucketError, NewBucket};
 pub use rotation::{RotationReport, rotate_encryption_keys};
-pub use session::{LoginThrottle, Session, SessionError};
+pub use session::{LoginThrottle, RecentFailures, Session, SessionError};
 pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
 pub use webhook_delivery::{AttemptResult, DeliveryAttempt, WebhookDelivery};
 pub use zip::{

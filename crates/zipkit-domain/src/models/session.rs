@@ -78,41 +78,82 @@ impl Session {
     }
 }
 
-/// Failed logins per email address, to slow down guessing.
+/// Failed sign-ins, by account (the email as typed, lower-cased, so an unknown address is
+/// throttled like a known one) and by the client address they came from.
 #[derive(Debug)]
 pub struct LoginThrottle;
 
+/// Failures counted since a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentFailures {
+    /// For this account from this client address.
+    pub account_from_address: i64,
+    /// From this client address, for any account.
+    pub from_address: i64,
+}
+
 impl LoginThrottle {
-    /// Failed attempts for `email` since `since`.
     pub async fn failures_since(
         conn: &mut AsyncPgConnection,
         email: &str,
+        client_address: &str,
         since: DateTime<Utc>,
-    ) -> QueryResult<i64> {
-        login_failures::table
+    ) -> QueryResult<RecentFailures> {
+        let recent = login_failures::table
+            .filter(login_failures::client_address.eq(client_address))
+            .filter(login_failures::attempted_at.gt(since));
+        let from_address = recent.count().get_result(conn).await?;
+        let account_from_address = recent
             .filter(login_failures::email.eq(email.to_lowercase()))
-            .filter(login_failures::attempted_at.gt(since))
             .count()
             .get_result(conn)
-            .await
+            .await?;
+        Ok(RecentFailures {
+            account_from_address,
+            from_address,
+        })
     }
 
-    pub async fn record_failure(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<()> {
+    pub async fn record_failure(
+        conn: &mut AsyncPgConnection,
+        email: &str,
+        client_address: &str,
+    ) -> QueryResult<()> {
         diesel::insert_into(login_failures::table)
             .values((
                 login_failures::id.eq(LoginFailureId::new()),
                 login_failures::email.eq(email.to_lowercase()),
+                login_failures::client_address.eq(client_address),
             ))
             .execute(conn)
             .await
             .map(drop)
     }
 
-    /// A successful login forgets the failures.
-    pub async fn clear(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<()> {
-        diesel::delete(login_failures::table.filter(login_failures::email.eq(email.to_lowercase())))
+    /// A successful sign-in forgets that address's failures for the account (not a stranger's
+    /// failures from elsewhere, nor the address's failures for other accounts).
+    pub async fn clear(
+        conn: &mut AsyncPgConnection,
+        email: &str,
+        client_address: &str,
+    ) -> QueryResult<()> {
+        diesel::delete(
+            login_failures::table
+                .filter(login_failures::email.eq(email.to_lowercase()))
+                .filter(login_failures::client_address.eq(client_address)),
+        )
+        .execute(conn)
+        .await
+        .map(drop)
+    }
+
+    /// Forgets failures older than `before` (they no longer count for anything).
+    pub async fn forget_before(
+        conn: &mut AsyncPgConnection,
+        before: DateTime<Utc>,
+    ) -> QueryResult<usize> {
+        diesel::delete(login_failures::table.filter(login_failures::attempted_at.lt(before)))
             .execute(conn)
             .await
-            .map(drop)
     }
 }
