@@ -16,7 +16,11 @@ async fn migrate_applies_every_migration_once() {
         .unwrap();
     let (status, output) = wait_for_exit(&mut first, Duration::from_secs(60));
     assert!(status.success(), "{output}");
-    assert_eq!(output.matches("applied ").count(), 6, "{output}");
+    let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
+        .unwrap()
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+        .count();
+    assert_eq!(output.matches("applied ").count(), on_disk, "{output}");
 
     let mut second = zipkit_command(BINARY, db.url(), &vhost.url())
         .arg("migrate")
