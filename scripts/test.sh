@@ -19,6 +19,9 @@ apt_install python3 unzip
 # (which downloads no browser of its own).
 apt_install chromium
 command -v npm >/dev/null || apt_install nodejs npm
+# The API against its OpenAPI document (crates/zipkit-api/tests/schemathesis.rs).
+ZIPKIT_TEST_SCHEMATHESIS=$(scripts/tools.sh schemathesis)
+export ZIPKIT_TEST_SCHEMATHESIS
 log "npm ci (playwright-core for the browser test)"
 npm ci --prefix crates/zipkit-api/tests/browser --no-audit --no-fund --loglevel=error
 

@@ -30,7 +30,11 @@ pub enum ApiError {
     },
     /// 405: the path exists, the method does not.
     #[error("{message}")]
-    MethodNotAllowed { message: String },
+    MethodNotAllowed {
+        message: String,
+        /// The methods the resource takes, for the `Allow` header.
+        allow: &'static str,
+    },
     /// 409: the request conflicts with the current state.
     #[error("{message}")]
     Conflict {
@@ -205,6 +209,9 @@ impl ResponseError for ApiError {
         }
         if matches!(self, Self::Busy { .. }) {
             response.insert_header(("Retry-After", "1"));
+        }
+        if let Self::MethodNotAllowed { allow, .. } = self {
+            response.insert_header(("Allow", *allow));
         }
         if let Self::RateLimited { retry_after, .. } = self {
             response.insert_header(("Retry-After", retry_after.to_string()));

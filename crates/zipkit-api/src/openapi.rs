@@ -46,6 +46,147 @@ impl Modify for BearerAuth {
     }
 }
 
-pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+pub async fn document(state: actix_web::web::Data<crate::AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(served(state.limits.max_urls))
+}
+
+/// What a key or filename character may not be, as a regex class body: `/` (the separator,
+/// handled by the patterns), backslash, and control characters (C0, DEL, C1).
+const NOT_IN_SEGMENT: &str = r"/\\\u0000-\u001f\u007f-\u009f";
+
+/// Control characters (C0, DEL, C1), as a regex class body.
+const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
+
+/// One segment of at most `max` characters that is neither `.` nor `..`, as a regex without
+/// look-arounds (so schema-driven generators can produce it).
+fn segment(max: usize) -> String {
+    let c = NOT_IN_SEGMENT;
+    format!(
+        r"([^.{c}][^{c}]{{0,{a}}}|\.[^.{c}][^{c}]{{0,{b}}}|\.\.[^{c}]{{1,{b}}})",
+        a = max - 1,
+        b = max - 2,
+    )
+}
+
+/// A `/`-separated path: `first`, then segments as `segment(max)` describes.
+fn path_pattern(first: &str, max: usize) -> String {
+    format!("^{first}(/{})*$", segment(max))
+}
+
+/// A filename's first segment: as any segment, and not starting with a drive letter (`C:`).
+fn first_filename_segment(max: usize) -> String {
+    let c = NOT_IN_SEGMENT;
+    format!(
+        r"([A-Za-z]|[A-Za-z][^:{c}][^{c}]{{0,{b}}}|[^A-Za-z.{c}][^{c}]{{0,{a}}}|\.[^.{c}][^{c}]{{0,{b}}}|\.\.[^{c}]{{1,{b}}})",
+        a = max - 1,
+        b = max - 2,
+    )
+}
+
+/// The document as served: utoipa's, plus what the validators enforce and annotations cannot
+/// state — patterns and bounds from the domain's own constants and this deployment's settings —
+/// so generated clients and schema-driven testers send what the server accepts and nothing it
+/// refuses. The rules that JSON Schema cannot express (filenames unique ignoring case and
+/// Unicode normalization; URLs the URL standard parses) are in the descriptions.
+pub fn served(max_urls: usize) -> serde_json::Value {
+    use serde_json::json;
+    use zipkit_domain::values::{
+        MAX_ENTRY_NAME_BYTES, MAX_OBJECT_KEY_BYTES, MAX_SEGMENT_BYTES, MAX_SOURCE_URL_BYTES,
+    };
+
+    use crate::zips::request::{
+        MAX_METADATA_KEY_CHARS, MAX_METADATA_KEYS, MAX_METADATA_VALUE_CHARS,
+    };
+
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let schemas = &mut doc["components"]["schemas"];
+    let body = &mut schemas["CreateZipBody"]["properties"];
+    body["urls"]["minItems"] = json!(1);
+    body["urls"]["maxItems"] = json!(max_urls);
+    // Two identical items would put one file in twice; the full rule (no two filenames equal
+    // ignoring case and Unicode normalization) is beyond JSON Schema and in the description.
+    body["urls"]["uniqueItems"] = json!(true);
+    body["urls"]["description"] = json!(
+        "The sources, in archive order. No two `filename`s may be equal ignoring letter case and \
+         Unicode normalization (they would overwrite each other when extracted on Windows or macOS)."
+    );
+    body["bucket_name"]["minLength"] = json!(1);
+    body["bucket_name"]["pattern"] = json!(format!("^[^{CONTROL}]+$"));
+    body["key"]["minLength"] = json!(1);
+    body["key"]["maxLength"] = json!(MAX_OBJECT_KEY_BYTES);
+    body["key"]["pattern"] = json!(path_pattern(
+        &segment(MAX_OBJECT_KEY_BYTES),
+        MAX_OBJECT_KEY_BYTES
+    ));
+    body["metadata"] = json!({
+        "type": ["object", "null"],
+        "description": "A flat object of strings, echoed on the zip and in webhooks.",
+        "maxProperties": MAX_METADATA_KEYS,
+        "propertyNames": {
+            "minLength": 1,
+            "maxLength": MAX_METADATA_KEY_CHARS,
+            "pattern": format!("^[^{CONTROL}]+$"),
+        },
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": MAX_METADATA_VALUE_CHARS,
+            "pattern": r"^[^\u0000]*$",
+        },
+    });
+    let item = &mut schemas["UrlItem"]["properties"];
+    // A conservative form of "absolute http(s) URL without credentials": a lower-case host whose
+    // last label starts with a letter (a numeric one would be read as an IPv4 address), an
+    // optional port, a path of unreserved characters.
+    item["url"]["pattern"] = json!(
+        r"^https?://([a-z0-9]{1,20}\.){0,3}[a-z][a-z0-9]{0,19}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$"
+    );
+    item["url"]["maxLength"] = json!(MAX_SOURCE_URL_BYTES);
+    item["filename"]["minLength"] = json!(1);
+    item["filename"]["maxLength"] = json!(MAX_ENTRY_NAME_BYTES);
+    item["filename"]["pattern"] = json!(path_pattern(
+        &first_filename_segment(MAX_SEGMENT_BYTES),
+        MAX_SEGMENT_BYTES
+    ));
+
+    for (path, method) in [
+        ("/v1/zips", "post"),
+        ("/v1/zips", "get"),
+        ("/v1/zips/{uuid}", "get"),
+        ("/v1/zips/{uuid}/cancel", "post"),
+    ] {
+        let operation = &mut doc["paths"][path][method];
+        let responses = &mut operation["responses"];
+        responses["429"] = json!({
+            "description": "Over a rate limit; retry after `Retry-After` seconds",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+        });
+        if (path, method) == ("/v1/zips", "get") {
+            responses["404"] = json!({
+                "description": "`starting_after` names no zip of the caller's project",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+            });
+        }
+        if path.contains("{uuid}") {
+            responses["400"] = json!({
+                "description": "Not a uuid",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+            });
+        }
+        if let Some(parameters) = operation["parameters"].as_array_mut() {
+            for parameter in parameters {
+                match parameter["name"].as_str() {
+                    Some("limit") => {
+                        parameter["schema"]["minimum"] = json!(1);
+                        parameter["schema"]["maximum"] = json!(crate::routes::zips::MAX_PAGE);
+                    }
+                    Some("starting_after") => parameter["schema"]["format"] = json!("uuid"),
+                    Some("Idempotency-Key") => {
+                        parameter["schema"]["pattern"] = json!(r"^[\x21-\x7e]{1,255}$");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    doc
 }

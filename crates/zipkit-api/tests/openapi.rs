@@ -87,6 +87,30 @@ async fn the_openapi_document_describes_every_route_and_the_real_response_shapes
         keys(&schemas["ErrorBody"]["properties"]),
         keys(&error["error"])
     );
+    // The bounds the validators enforce are stated, the configured ones as configured.
+    let body = &schemas["CreateZipBody"]["properties"];
+    assert_eq!(body["urls"]["minItems"], 1);
+    assert_eq!(
+        body["urls"]["maxItems"], 50,
+        "api.max_urls of the test settings"
+    );
+    assert_eq!(body["key"]["maxLength"], 1024);
+    assert!(body["key"]["pattern"].is_string());
+    assert!(schemas["UrlItem"]["properties"]["filename"]["pattern"].is_string());
+    let list_params = doc["paths"]["/v1/zips"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let limit = list_params.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&1.into(), &100.into())
+    );
+    let after = list_params
+        .iter()
+        .find(|p| p["name"] == "starting_after")
+        .unwrap();
+    assert_eq!(after["schema"]["format"], "uuid");
+    assert!(doc["paths"]["/v1/zips/{uuid}/cancel"]["post"]["responses"]["400"].is_object());
     let create_body = keys(&schemas["CreateZipBody"]["properties"]);
     assert!(
         create_body.is_superset(&keys(&zip_body("x", 1))),

@@ -653,6 +653,26 @@ async fn unknown_routes_methods_and_ids_use_the_envelope() {
         "method_not_allowed",
         None,
     );
+    let refused = app
+        .http
+        .delete(format!("{}/v1/zips", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(
+        refused.headers()["allow"],
+        "GET, HEAD, POST",
+        "RFC 9110 wants Allow on a 405"
+    );
+    let refused = app
+        .http
+        .put(format!("{}/v1/zips/{}/cancel", app.base, ZipId::new()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(refused.headers()["allow"], "POST");
     let (status, body) = app
         .send(
             app.http
@@ -974,15 +994,16 @@ async fn the_list_pages_newest_first_and_filters_by_status() {
         .map(|z| z["uuid"].clone())
         .collect();
     assert_eq!(ids, [json!(created[2])]);
+    // A well-formed cursor naming no zip of the project is a 404, like any unknown zip.
     let (status, body) = app
         .send(list(format!("starting_after={}", ZipId::new())))
         .await;
     assert_error(
         status,
         &body,
-        400,
+        404,
         "invalid_request_error",
-        "parameter_invalid",
+        "zip_not_found",
         Some("starting_after"),
     );
     app.stop().await;

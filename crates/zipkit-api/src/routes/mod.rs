@@ -33,17 +33,17 @@ fn v1(cfg: &mut web::ServiceConfig) {
             web::resource("/zips")
                 .route(web::post().to(zips::create))
                 .route(web::get().to(zips::list))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(allowing("GET, HEAD, POST"))),
         )
         .service(
             web::resource("/zips/{uuid}")
                 .route(web::get().to(zips::get))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(allowing("GET, HEAD"))),
         )
         .service(
             web::resource("/zips/{uuid}/cancel")
                 .route(web::post().to(zips::cancel))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(web::to(allowing("POST"))),
         );
 }
 
@@ -55,8 +55,19 @@ async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     ))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed {
-        message: format!("{} is not allowed on {}", req.method(), req.path()),
-    })
+/// The 405 of a resource, with the `Allow` header RFC 9110 requires (HEAD goes wherever GET
+/// does, see `middleware::head_as_get`).
+fn allowing(
+    allow: &'static str,
+) -> impl Fn(HttpRequest) -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone {
+    move |req: HttpRequest| {
+        std::future::ready(Err(ApiError::MethodNotAllowed {
+            message: format!(
+                "{} is not allowed on {}; use {allow}",
+                req.method(),
+                req.path()
+            ),
+            allow,
+        }))
+    }
 }

@@ -344,8 +344,8 @@ pub async fn list(
     let mut rows = Zip::list(&mut conn, caller.project_id, page)
         .await?
         .ok_or_else(|| {
-            ApiError::bad_request(
-                "parameter_invalid",
+            ApiError::not_found(
+                "zip_not_found",
                 "`starting_after` names no zip of this project",
                 "starting_after".to_owned(),
             )

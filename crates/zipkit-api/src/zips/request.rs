@@ -224,6 +224,13 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
             "bucket_name".to_owned(),
         ));
     }
+    if body.bucket_name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "bucket_name_invalid",
+            "`bucket_name` must not contain control characters",
+            "bucket_name".to_owned(),
+        ));
+    }
     Ok(ValidZip {
         entries,
         bucket_name: body.bucket_name,
@@ -259,9 +266,14 @@ fn validate_metadata(metadata: Option<Value>) -> Result<Map<String, Value>, ApiE
     }
     for (key, value) in &map {
         let param = format!("metadata.{key}");
-        if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_CHARS {
+        if key.is_empty()
+            || key.chars().count() > MAX_METADATA_KEY_CHARS
+            || key.chars().any(char::is_control)
+        {
             return Err(invalid(
-                format!("metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} characters"),
+                format!(
+                    "metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} characters, none of them a control character"
+                ),
                 param,
             ));
         }
@@ -274,6 +286,13 @@ fn validate_metadata(metadata: Option<Value>) -> Result<Map<String, Value>, ApiE
         if text.chars().count() > MAX_METADATA_VALUE_CHARS {
             return Err(invalid(
                 format!("`{param}` is longer than {MAX_METADATA_VALUE_CHARS} characters"),
+                param,
+            ));
+        }
+        // PostgreSQL stores no U+0000 in text or JSON; refused here rather than failing there.
+        if text.contains('\0') {
+            return Err(invalid(
+                format!("`{param}` must not contain the NUL character (U+0000)"),
                 param,
             ));
         }
@@ -465,6 +484,22 @@ mod tests {
                 json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "", "key": "k"}),
                 "bucket_name_invalid",
                 "bucket_name",
+            ),
+            // U+0000 reached PostgreSQL and came back as a 500.
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b\u{0}", "key": "k"}),
+                "bucket_name_invalid",
+                "bucket_name",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "metadata": {"n": "a\u{0}b"}}),
+                "metadata_invalid",
+                "metadata.n",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "metadata": {"\u{0}": "x"}}),
+                "metadata_invalid",
+                "metadata.\u{0}",
             ),
         ];
         for (value, code, param) in cases {

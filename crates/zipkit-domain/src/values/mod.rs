@@ -7,9 +7,9 @@ mod object_key;
 mod source_url;
 
 pub use bucket_name::{BucketName, BucketNameError};
-pub use entry_name::{EntryName, EntryNameError};
-pub use object_key::{ObjectKey, ObjectKeyError};
-pub use source_url::{SourceUrl, SourceUrlError};
+pub use entry_name::{EntryName, EntryNameError, MAX_ENTRY_NAME_BYTES, MAX_SEGMENT_BYTES};
+pub use object_key::{MAX_OBJECT_KEY_BYTES, ObjectKey, ObjectKeyError};
+pub use source_url::{MAX_SOURCE_URL_BYTES, SourceUrl, SourceUrlError};
 
 /// Implements the read-only accessors every parsed text value shares.
 macro_rules! text_value {
