@@ -108,6 +108,17 @@ impl TestBucket {
         &self.client
     }
 
+    /// Whether an object (a completed upload) exists under `key`.
+    pub async fn has(&self, key: &str) -> bool {
+        self.client
+            .head_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .is_ok()
+    }
+
     /// The bytes of an object in this bucket.
     pub async fn get(&self, key: &str) -> Vec<u8> {
         let object = self
