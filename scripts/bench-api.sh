@@ -17,7 +17,7 @@ PORT=${BENCH_PORT:-18080}
 
 scripts/services.sh up >/dev/null
 load_services_env "$ROOT"
-apt_install wrk
+apt_install wrk python3
 log "building zipkit-api (release)"
 cargo build --release --locked --quiet -p zipkit-api
 bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/zipkit-api
@@ -33,9 +33,9 @@ export ZIPKIT__API__PORT=$PORT
 export ZIPKIT__TELEMETRY__FILTER=warn
 "$bin" migrate >/dev/null
 
-created=$("$bin" project create --name bench)
-project=$(sed -E 's/.*\(([0-9a-f-]{36})\).*/\1/' <<<"$created")
-token=$("$bin" token create --project "$project" --name bench 2>/dev/null)
+field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+project=$("$bin" --output json project create --name bench | field id)
+token=$("$bin" --output json token create --project "$project" --name bench | field secret)
 echo "bench-secret" | "$bin" bucket add --project "$project" --service s3 --name bench-archives \
   --access-key-id AKIABENCH --no-test >/dev/null
 

@@ -69,9 +69,9 @@ curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || die "zipkit-api is not r
 # The customer's bucket exists before zipkit is told about it.
 bucket="demo-archives"
 s3 create-bucket "$bucket"
-created=$("$bin/zipkit-api" project create --name "demo $(date +%H:%M:%S)")
-project=$(sed -E 's/.*\(([0-9a-f-]{36})\).*/\1/' <<<"$created")
-token=$("$bin/zipkit-api" token create --project "$project" --name demo 2>/dev/null)
+field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+project=$("$bin/zipkit-api" --output json project create --name "demo $(date +%H:%M:%S)" | field id)
+token=$("$bin/zipkit-api" --output json token create --project "$project" --name demo | field secret)
 echo "$ZIPKIT_TEST_S3_SECRET_KEY" | "$bin/zipkit-api" bucket add --project "$project" --service s3 --name "$bucket" \
   --endpoint "$ZIPKIT_TEST_S3_ENDPOINT" --path-style --access-key-id "$ZIPKIT_TEST_S3_ACCESS_KEY"
 

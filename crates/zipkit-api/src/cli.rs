@@ -11,6 +11,7 @@ use std::io::{BufRead, IsTerminal};
 use clap::{Args, Subcommand, ValueEnum};
 use diesel_async::AsyncPgConnection;
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::enums::ProjectRole;
 use zipkit_domain::models::{
@@ -206,6 +207,37 @@ pub enum WebhookCommand {
     },
 }
 
+/// How a command reports what it made: sentences for people (the default; a secret shown once
+/// goes alone on stdout, the sentence to stderr), or one JSON object on stdout for scripts, Helm
+/// hooks and NOTES.txt recipes (`--output json`), errors then as `{"error": {...}}` on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Output {
+    /// Prints `text` (to stdout) or `json`.
+    fn report(self, text: impl FnOnce() -> String, json: serde_json::Value) {
+        match self {
+            Self::Text => println!("{}", text()),
+            Self::Json => println!("{json}"),
+        }
+    }
+
+    /// A secret shown once: alone on stdout after `note` on stderr, or inside `json`.
+    fn secret(self, note: impl FnOnce() -> String, secret: &str, json: serde_json::Value) {
+        match self {
+            Self::Text => {
+                eprintln!("{}", note());
+                println!("{secret}");
+            }
+            Self::Json => println!("{json}"),
+        }
+    }
+}
+
 /// A failure with its exit code; the message is printed as `error: …`.
 #[derive(Debug)]
 pub struct CliError {
@@ -291,7 +323,11 @@ fn day(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M").to_string()
 }
 
-pub async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliError> {
+pub async fn user(
+    settings: &Settings,
+    command: UserCommand,
+    output: Output,
+) -> Result<(), CliError> {
     let UserCommand::Create { email } = command;
     let email = email.trim().to_lowercase();
     if !(3..=320).contains(&email.len()) || !email.contains('@') {
@@ -308,11 +344,18 @@ pub async fn user(settings: &Settings, command: UserCommand) -> Result<(), CliEr
         ));
     }
     let user = User::create(&mut conn, &email, &hash).await?;
-    println!("created user {} ({})", user.email, user.id);
+    output.report(
+        || format!("created user {} ({})", user.email, user.id),
+        json!({"object": "user", "id": user.id, "email": user.email}),
+    );
     Ok(())
 }
 
-pub async fn project(settings: &Settings, command: ProjectCommand) -> Result<(), CliError> {
+pub async fn project(
+    settings: &Settings,
+    command: ProjectCommand,
+    output: Output,
+) -> Result<(), CliError> {
     let mut conn = connect(settings).await?;
     match command {
         ProjectCommand::Create { name, owner } => {
@@ -328,10 +371,18 @@ pub async fn project(settings: &Settings, command: ProjectCommand) -> Result<(),
                     None => None,
                 };
             let project = Project::create(&mut conn, name).await?;
-            if let Some(owner) = owner {
+            if let Some(owner) = &owner {
                 Project::add_member(&mut conn, project.id, owner.id, ProjectRole::Owner).await?;
             }
-            println!("created project {} ({})", project.name, project.id);
+            output.report(
+                || format!("created project {} ({})", project.name, project.id),
+                json!({
+                    "object": "project",
+                    "id": project.id,
+                    "name": project.name,
+                    "owner": owner.as_ref().map(|o| &o.email),
+                }),
+            );
         }
         ProjectCommand::AddMember {
             project,
@@ -363,7 +414,11 @@ pub async fn project(settings: &Settings, command: ProjectCommand) -> Result<(),
     Ok(())
 }
 
-pub async fn token(settings: &Settings, command: TokenCommand) -> Result<(), CliError> {
+pub async fn token(
+    settings: &Settings,
+    command: TokenCommand,
+    output: Output,
+) -> Result<(), CliError> {
     let mut conn = connect(settings).await?;
     match command {
         TokenCommand::Create { project, name } => {
@@ -371,11 +426,23 @@ pub async fn token(settings: &Settings, command: TokenCommand) -> Result<(), Cli
             let created = admin::tokens::create(&mut conn, project, &name)
                 .await
                 .map_err(from_token_error)?;
-            eprintln!(
-                "created token {} ({}); it is shown once, below:",
-                created.stored.prefix, created.stored.id
+            output.secret(
+                || {
+                    format!(
+                        "created token {} ({}); it is shown once, below:",
+                        created.stored.prefix, created.stored.id
+                    )
+                },
+                created.secret.expose_secret(),
+                json!({
+                    "object": "token",
+                    "id": created.stored.id,
+                    "project_id": project,
+                    "name": name,
+                    "prefix": created.stored.prefix,
+                    "secret": created.secret.expose_secret(),
+                }),
             );
-            println!("{}", created.secret.expose_secret());
         }
         TokenCommand::List { project } => {
             project_exists(&mut conn, project).await?;
@@ -425,7 +492,11 @@ fn from_token_error(err: admin::tokens::TokenAdminError) -> CliError {
     }
 }
 
-pub async fn bucket(settings: &Settings, command: BucketCommand) -> Result<(), CliError> {
+pub async fn bucket(
+    settings: &Settings,
+    command: BucketCommand,
+    output: Output,
+) -> Result<(), CliError> {
     let mut conn = connect(settings).await?;
     let keyring = keyring(settings)?;
     match command {
@@ -462,9 +533,22 @@ pub async fn bucket(settings: &Settings, command: BucketCommand) -> Result<(), C
             } else {
                 "write test passed"
             };
-            println!(
-                "added {} bucket {} ({}); {tested}",
-                bucket.service, bucket.name, bucket.id
+            output.report(
+                || {
+                    format!(
+                        "added {} bucket {} ({}); {tested}",
+                        bucket.service, bucket.name, bucket.id
+                    )
+                },
+                json!({
+                    "object": "bucket",
+                    "id": bucket.id,
+                    "project_id": args.project,
+                    "service": bucket.service.as_str(),
+                    "name": bucket.name,
+                    "region": bucket.region,
+                    "tested": !args.no_test,
+                }),
             );
         }
         BucketCommand::List { project } => {
@@ -539,14 +623,19 @@ pub async fn bucket(settings: &Settings, command: BucketCommand) -> Result<(), C
 }
 
 /// `keys generate`: needs no settings, since it makes the first key.
-pub fn keys_generate() -> Result<(), CliError> {
-    println!("{}", zipkit_domain::crypto::generate_key()?);
+pub fn keys_generate(output: Output) -> Result<(), CliError> {
+    let key = zipkit_domain::crypto::generate_key()?;
+    output.report(|| key.clone(), json!({"object": "key", "key": key}));
     Ok(())
 }
 
-pub async fn keys(settings: &Settings, command: KeysCommand) -> Result<(), CliError> {
+pub async fn keys(
+    settings: &Settings,
+    command: KeysCommand,
+    output: Output,
+) -> Result<(), CliError> {
     match command {
-        KeysCommand::Generate => keys_generate()?,
+        KeysCommand::Generate => keys_generate(output)?,
         KeysCommand::Rotate => {
             let keyring = keyring(settings)?;
             let mut conn = connect(settings).await?;
@@ -575,7 +664,11 @@ fn from_webhook_error(err: admin::webhooks::WebhookAdminError) -> CliError {
     }
 }
 
-pub async fn webhook(settings: &Settings, command: WebhookCommand) -> Result<(), CliError> {
+pub async fn webhook(
+    settings: &Settings,
+    command: WebhookCommand,
+    output: Output,
+) -> Result<(), CliError> {
     let mut conn = connect(settings).await?;
     match command {
         WebhookCommand::Add {
@@ -595,11 +688,22 @@ pub async fn webhook(settings: &Settings, command: WebhookCommand) -> Result<(),
             )
             .await
             .map_err(from_webhook_error)?;
-            eprintln!(
-                "created webhook endpoint {} ({}); its signing secret is shown once, below:",
-                created.endpoint.url, created.endpoint.id
+            output.secret(
+                || {
+                    format!(
+                        "created webhook endpoint {} ({}); its signing secret is shown once, below:",
+                        created.endpoint.url, created.endpoint.id
+                    )
+                },
+                created.secret.expose_secret(),
+                json!({
+                    "object": "webhook_endpoint",
+                    "id": created.endpoint.id,
+                    "project_id": project,
+                    "url": created.endpoint.url,
+                    "secret": created.secret.expose_secret(),
+                }),
             );
-            println!("{}", created.secret.expose_secret());
         }
         WebhookCommand::List { project } => {
             project_exists(&mut conn, project).await?;

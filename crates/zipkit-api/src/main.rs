@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use zipkit_api::cli::{
-    self, BucketCommand, CliError, KeysCommand, ProjectCommand, TokenCommand, UserCommand,
+    self, BucketCommand, CliError, KeysCommand, Output, ProjectCommand, TokenCommand, UserCommand,
     WebhookCommand,
 };
 use zipkit_api::{Application, Settings};
@@ -18,6 +18,10 @@ use zipkit_runtime::{shutdown, telemetry};
     about = "zipkit HTTP API and operator CLI"
 )]
 struct Cli {
+    /// `json` prints what a command made as one JSON object (ids, names, a secret shown once),
+    /// and errors as `{"error": {...}}` on stderr, for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -51,17 +55,24 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    let output = cli.output;
     if let Err(err) = run(cli).await {
-        eprintln!("error: {}", err.message);
+        match output {
+            Output::Text => eprintln!("error: {}", err.message),
+            Output::Json => eprintln!(
+                "{}",
+                serde_json::json!({"error": {"message": err.message, "exit_code": err.exit_code}})
+            ),
+        }
         std::process::exit(err.exit_code);
     }
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    let command = cli.command.unwrap_or(Command::Serve);
+    let (output, command) = (cli.output, cli.command.unwrap_or(Command::Serve));
     if let Command::Keys(KeysCommand::Generate) = command {
         // Needs no configuration: it is how the first key is made.
-        return cli::keys_generate();
+        return cli::keys_generate(output);
     }
     let settings: Settings =
         settings::load(&SettingsSources::from_env()).map_err(|e| CliError {
@@ -77,6 +88,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Migrate => {
             telemetry::init("zipkit-api", &settings.telemetry);
             let applied = zipkit_domain::db::run_migrations(&settings.database.url).await?;
+            if output == Output::Json {
+                println!("{}", serde_json::json!({"applied": applied}));
+                return Ok(());
+            }
             if applied.is_empty() {
                 println!("database is up to date");
             }
@@ -84,12 +99,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 println!("applied {version}");
             }
         }
-        Command::User(c) => cli::user(&settings, c).await?,
-        Command::Project(c) => cli::project(&settings, c).await?,
-        Command::Token(c) => cli::token(&settings, c).await?,
-        Command::Bucket(c) => cli::bucket(&settings, c).await?,
-        Command::Keys(c) => cli::keys(&settings, c).await?,
-        Command::Webhook(c) => cli::webhook(&settings, c).await?,
+        Command::User(c) => cli::user(&settings, c, output).await?,
+        Command::Project(c) => cli::project(&settings, c, output).await?,
+        Command::Token(c) => cli::token(&settings, c, output).await?,
+        Command::Bucket(c) => cli::bucket(&settings, c, output).await?,
+        Command::Keys(c) => cli::keys(&settings, c, output).await?,
+        Command::Webhook(c) => cli::webhook(&settings, c, output).await?,
     }
     Ok(())
 }

@@ -477,6 +477,136 @@ async fn the_cli_refuses_internal_bucket_endpoints_and_webhook_urls_before_any_c
     );
 }
 
+#[tokio::test]
+async fn with_output_json_every_create_prints_one_object_and_errors_are_json_too() {
+    let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+    let json = |run: &Run| -> serde_json::Value {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    };
+    let user = json(&run(
+        &db,
+        &[],
+        &[
+            "--output",
+            "json",
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+        ],
+        Some(PASSWORD),
+    ));
+    assert_eq!(user["object"], "user");
+    assert_eq!(user["email"], "ops@example.com");
+    let project = json(&run(
+        &db,
+        &[],
+        &[
+            "project",
+            "create",
+            "--name",
+            "Scripted",
+            "--owner",
+            "ops@example.com",
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    assert_eq!(project["object"], "project");
+    assert_eq!(project["owner"], "ops@example.com");
+    let project_id = project["id"].as_str().expect("an id").to_owned();
+    let token = json(&run(
+        &db,
+        &[],
+        &[
+            "--output",
+            "json",
+            "token",
+            "create",
+            "--project",
+            &project_id,
+            "--name",
+            "ci",
+        ],
+        None,
+    ));
+    assert_eq!(token["object"], "token");
+    assert!(
+        token["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("zk_")),
+        "{token}"
+    );
+    assert_eq!(token["project_id"], project_id.as_str());
+    let bucket = json(&run(
+        &db,
+        &[],
+        &[
+            "--output",
+            "json",
+            "bucket",
+            "add",
+            "--project",
+            &project_id,
+            "--service",
+            "s3",
+            "--name",
+            "scripted-archives",
+            "--access-key-id",
+            "AKIAEXAMPLE",
+            "--no-test",
+        ],
+        Some("secret"),
+    ));
+    assert_eq!(bucket["object"], "bucket");
+    assert_eq!(bucket["tested"], false);
+    assert!(
+        !bucket.to_string().contains("secret\""),
+        "the bucket secret is not printed"
+    );
+    let key = json(&run(
+        &db,
+        &[],
+        &["--output", "json", "keys", "generate"],
+        None,
+    ));
+    assert!(key["key"].is_string());
+
+    // A refusal, as JSON on stderr with the same exit code.
+    let refused = run(
+        &db,
+        &[],
+        &["--output", "json", "project", "create", "--name", ""],
+        None,
+    );
+    assert_eq!(refused.code, 3);
+    let error: serde_json::Value =
+        serde_json::from_str(refused.stderr.trim()).expect("a JSON error");
+    assert_eq!(error["error"]["exit_code"], 3);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--name"))
+    );
+}
+
+#[tokio::test]
+async fn pretty_logs_written_to_a_pipe_carry_no_colour_codes() {
+    let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+    let migrated = run(
+        &db,
+        &[("ZIPKIT__TELEMETRY__FORMAT", "pretty")],
+        &["migrate"],
+        None,
+    );
+    assert_eq!(migrated.code, 0, "{}", migrated.stderr);
+    let logs = format!("{}{}", migrated.stdout, migrated.stderr);
+    assert!(logs.contains("telemetry initialised"), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "ANSI escapes in a pipe: {logs:?}");
+}
+
 // Multi-threaded: the CLI runs as a blocking child process while the worker delivers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_endpoints_are_added_listed_tested_and_removed() {

@@ -35,8 +35,13 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) {
                     .with_current_span(false),
             )
             .try_init(),
+        // Colour codes only for a person at a terminal: in a log file they are noise.
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().compact())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            )
             .try_init(),
     };
     if result.is_ok() {
