@@ -17,8 +17,10 @@ apt_install python3 unzip
 
 PORT=${ZIPKIT_DEMO_PORT:-8080}
 FILES_PORT=${ZIPKIT_DEMO_FILES_PORT:-8099}
+WORKER_PORT=${ZIPKIT_DEMO_WORKER_PORT:-9090}
 port_open "$PORT" && die "port $PORT is taken; set ZIPKIT_DEMO_PORT"
 port_open "$FILES_PORT" && die "port $FILES_PORT is taken; set ZIPKIT_DEMO_FILES_PORT"
+port_open "$WORKER_PORT" && die "port $WORKER_PORT is taken; set ZIPKIT_DEMO_WORKER_PORT"
 admin=$ZIPKIT_TEST_POSTGRES_URL
 psql -q "$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = 'zipkit_demo'" | grep -q 1 ||
   psql -q "$admin" -c "CREATE DATABASE zipkit_demo" >/dev/null
@@ -28,6 +30,7 @@ export ZIPKIT__DATABASE__URL="${admin%/*}/zipkit_demo"
 export ZIPKIT__BROKER__URL="$ZIPKIT_TEST_AMQP_URL/%2f"
 export ZIPKIT__BROKER__QUEUE_PREFIX=zipkit-demo
 export ZIPKIT__API__PORT=$PORT
+export ZIPKIT__WORKER__HTTP_PORT=$WORKER_PORT
 
 log "building zipkit-api, zipkit-worker and the demo's S3 helper"
 # Name every target: with only --example, cargo builds that example and no binary.
@@ -59,12 +62,16 @@ python3 -m http.server "$FILES_PORT" --bind 127.0.0.1 --directory "$work/files" 
 files=$!
 wait_port "$FILES_PORT" 10 "the sample file server"
 
+# Both binaries answer /readyz (the worker on its probe port) once PostgreSQL and RabbitMQ are up.
 for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 &&
+    curl -fsS "http://127.0.0.1:$WORKER_PORT/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
 echo "GET /readyz -> $(curl -sS "http://127.0.0.1:$PORT/readyz")"
 curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || die "zipkit-api is not ready; see $work/api.log"
+echo "worker GET /readyz -> $(curl -sS "http://127.0.0.1:$WORKER_PORT/readyz")"
+curl -fsS "http://127.0.0.1:$WORKER_PORT/readyz" >/dev/null || die "zipkit-worker is not ready; see $work/worker.log"
 
 # The customer's bucket exists before zipkit is told about it.
 bucket="demo-archives"

@@ -28,6 +28,8 @@ pub fn zipkit_command(binary: &str, database_url: &str, amqp_url: &str) -> Comma
         .env("ZIPKIT__BROKER__URL", amqp_url)
         .env("ZIPKIT__TELEMETRY__FORMAT", "json")
         .env("ZIPKIT__TELEMETRY__FILTER", "info")
+        // The worker's probe listener on a free port: tests run several workers at once.
+        .env("ZIPKIT__WORKER__HTTP_PORT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod download;
 pub mod job;
 pub mod prefetch;
+pub mod probes;
 pub mod upload;
 pub mod webhooks;
 
@@ -64,6 +65,9 @@ pub struct WorkerSettings {
     pub max_attempts: u16,
     /// Delay before a job's second attempt, doubled for each later one (at most an hour).
     pub retry_backoff_secs: u64,
+    /// Where the probe listener (`/healthz`, `/readyz`) listens; port 0 picks a free one.
+    pub http_host: String,
+    pub http_port: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +87,7 @@ pub struct Worker {
     context: JobContext,
     consumer: ConsumerSettings,
     dispatcher: webhooks::Dispatcher,
+    probes: probes::ProbeServer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +98,11 @@ pub enum StartError {
     PartSize,
     #[error("could not start the compressing threads: {0}")]
     Compressors(std::io::Error),
+    #[error("cannot listen on {address} (worker.http_host, worker.http_port): {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
 }
 
 impl Worker {
@@ -148,12 +158,31 @@ impl Worker {
             settings.webhooks,
             egress,
         );
+        let probes = probes::ProbeServer::bind(
+            &settings.worker.http_host,
+            settings.worker.http_port,
+            context.pool.clone(),
+            broker.clone(),
+        )
+        .map_err(|source| StartError::Bind {
+            address: format!(
+                "{}:{}",
+                settings.worker.http_host, settings.worker.http_port
+            ),
+            source,
+        })?;
         Ok(Self {
             broker,
             context,
             consumer,
             dispatcher,
+            probes,
         })
+    }
+
+    /// The port `/healthz` and `/readyz` answer on.
+    pub fn http_port(&self) -> u16 {
+        self.probes.port()
     }
 
     pub fn broker(&self) -> &Broker {
@@ -162,18 +191,14 @@ impl Worker {
 
     /// Whether PostgreSQL answers and the broker is connected.
     pub async fn is_ready(&self) -> bool {
-        let database = tokio::time::timeout(
-            Duration::from_secs(2),
-            zipkit_domain::db::ping(&self.context.pool),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
-        database && self.broker.is_connected()
+        zipkit_runtime::readiness::check(zipkit_domain::db::ping(&self.context.pool), &self.broker)
+            .await
+            .is_ready()
     }
 
     /// Consumes jobs until `stop` resolves; then stops consuming, lets in-flight jobs finish
     /// within the grace period, and closes its connections.
-    pub async fn run_until(self, stop: impl Future<Output = ()>) {
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         // The consumer waits for the broker itself; readiness is only announced here.
         let consuming = tokio::spawn(consumer::consume(
@@ -183,6 +208,7 @@ impl Worker {
             stop_rx.clone(),
         ));
         let dispatching = tokio::spawn(self.dispatcher.clone().run(stop_rx));
+        let probes = self.probes.start();
         let announce_ready = async {
             while !self.is_ready().await {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -197,6 +223,9 @@ impl Worker {
         let _ = stop_tx.send(true);
         let _ = consuming.await;
         let _ = dispatching.await;
+        if let Some(probes) = probes {
+            probes.stop(true).await;
+        }
         self.broker.close().await;
         tracing::info!("zipkit-worker stopped");
     }

@@ -41,6 +41,8 @@ struct Harness {
     crypto: CryptoSettings,
     stop: Option<oneshot::Sender<()>>,
     worker: Option<tokio::task::JoinHandle<()>>,
+    /// Where the worker's `/healthz` and `/readyz` answer (0 without a worker).
+    probe_port: u16,
 }
 
 impl Harness {
@@ -68,6 +70,7 @@ impl Harness {
             crypto,
             stop: None,
             worker: None,
+            probe_port: 0,
         }
     }
 
@@ -128,6 +131,8 @@ impl Harness {
                 deflate_level: 6,
                 max_attempts: 1,
                 retry_backoff_secs: 1,
+                http_host: "127.0.0.1".into(),
+                http_port: 0,
             },
             database: DatabaseSettings {
                 url: SecretString::from(db.url().to_owned()),
@@ -156,6 +161,7 @@ impl Harness {
         let mut settings = settings;
         configure(&mut settings.worker);
         let worker = Worker::build(settings).await.expect("worker starts");
+        let probe_port = worker.http_port();
         let (stop, stopped) = oneshot::channel();
         let worker = tokio::spawn(worker.run_until(async move {
             let _ = stopped.await;
@@ -167,7 +173,30 @@ impl Harness {
             crypto,
             stop: Some(stop),
             worker: Some(worker),
+            probe_port,
         }
+    }
+
+    /// The status and body of one of the worker's probes.
+    async fn probe(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::get(format!("http://127.0.0.1:{}{path}", self.probe_port))
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// Probes `/readyz` until it answers `status` (at most 10 s).
+    async fn readyz_becomes(&self, status: u16) -> serde_json::Value {
+        let mut last = self.probe("/readyz").await;
+        for _ in 0..100 {
+            if last.0 == status {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            last = self.probe("/readyz").await;
+        }
+        assert_eq!(last.0, status, "{}", last.1);
+        last.1
     }
 
     /// A worker whose egress policy allows only 127.0.0.3/32 (production's default plus one
@@ -1438,8 +1467,14 @@ async fn the_consumer_reconnects_after_losing_the_broker_and_takes_new_jobs() {
     );
 
     // The broker "goes away" (every connection through the proxy is cut), then comes back.
+    // The probes say so: live all along, not ready while the broker is away, ready again after.
+    assert_eq!(harness.readyz_becomes(200).await["checks"]["broker"], "ok");
     proxy.close();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let down = harness.readyz_becomes(503).await;
+    assert_eq!(down["checks"]["broker"], "down", "{down}");
+    assert_eq!(down["checks"]["database"], "ok", "{down}");
+    assert_eq!(harness.probe("/healthz").await.0, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let during = harness
         .submit(
             &bucket,
@@ -1463,6 +1498,7 @@ async fn the_consumer_reconnects_after_losing_the_broker_and_takes_new_jobs() {
         let zip = harness.wait_finished(id).await;
         assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     }
+    harness.readyz_becomes(200).await;
     assert_eq!(
         read_with_python(&harness.store.get("after.zip").await)["a.txt"],
         b"alpha"
