@@ -31,6 +31,11 @@ export ZIPKIT__BROKER__URL="$ZIPKIT_TEST_AMQP_URL/%2f"
 export ZIPKIT__BROKER__QUEUE_PREFIX="zipkit-bench-$$"
 export ZIPKIT__API__PORT=$PORT
 export ZIPKIT__TELEMETRY__FILTER=warn
+# The bench measures the API, not its rate limits: one client address and one token here.
+export ZIPKIT__RATE_LIMITS__API_PER_ADDRESS_PER_MINUTE=100000000
+export ZIPKIT__RATE_LIMITS__API_PER_ADDRESS_BURST=100000000
+export ZIPKIT__RATE_LIMITS__API_PER_TOKEN_PER_MINUTE=100000000
+export ZIPKIT__RATE_LIMITS__API_PER_TOKEN_BURST=100000000
 "$bin" migrate >/dev/null
 
 field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
