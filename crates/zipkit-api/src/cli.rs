@@ -309,6 +309,10 @@ fn egress(settings: &Settings) -> zipkit_egress::EgressPolicy {
     zipkit_egress::EgressPolicy::new(&settings.egress)
 }
 
+fn bucket_clients(settings: &Settings) -> zipkit_storage::BucketClients {
+    zipkit_storage::BucketClients::new(egress(settings))
+}
+
 fn keyring(settings: &Settings) -> Result<KeyRing, CliError> {
     KeyRing::from_settings(&settings.crypto).map_err(|e| CliError::new(1, e.to_string()))
 }
@@ -524,7 +528,7 @@ pub async fn bucket(
                 args.project,
                 input,
                 args.no_test,
-                &egress(settings),
+                &bucket_clients(settings),
             )
             .await
             .map_err(from_bucket_error)?;
@@ -597,7 +601,7 @@ pub async fn bucket(
                     region,
                     skip_test: no_test,
                 },
-                &egress(settings),
+                &bucket_clients(settings),
             )
             .await
             .map_err(from_bucket_error)?;
@@ -607,9 +611,15 @@ pub async fn bucket(
             );
         }
         BucketCommand::Test { project, bucket } => {
-            buckets::test(&mut conn, &keyring, project, bucket, &egress(settings))
-                .await
-                .map_err(from_bucket_error)?;
+            buckets::test(
+                &mut conn,
+                &keyring,
+                project,
+                bucket,
+                &bucket_clients(settings),
+            )
+            .await
+            .map_err(from_bucket_error)?;
             println!("write test passed");
         }
         BucketCommand::Delete { project, bucket } => {

@@ -86,6 +86,7 @@ impl Application {
         let every = after.clamp(Duration::from_secs(1), Duration::from_secs(5));
         tokio::spawn(publisher.clone().sweep(after, every, sweeper_stopped));
 
+        let egress = zipkit_egress::EgressPolicy::new(&settings.egress);
         let state = web::Data::new(AppState {
             pool,
             broker: broker.clone(),
@@ -96,12 +97,14 @@ impl Application {
             },
             secure_cookies: settings.api.secure_cookies,
             allow_http_webhooks: settings.webhooks.allow_http,
-            egress: zipkit_egress::EgressPolicy::new(&settings.egress),
+            egress: egress.clone(),
+            buckets: zipkit_storage::BucketClients::new(egress),
             body_limits: body_limits::BodyLimits::new(
                 Duration::from_secs(settings.api.body_timeout_secs.max(1)),
                 settings.api.max_body_bytes_in_flight,
             ),
             rate_limits: rate_limit::RateLimits::new(&settings.rate_limits),
+            openapi: openapi::served(settings.api.max_urls),
         });
         // Every minute: keys back at a full allowance are forgotten, so the limiters' memory stays
         // small, and failed sign-ins too old to count are deleted.

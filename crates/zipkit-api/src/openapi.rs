@@ -47,7 +47,7 @@ impl Modify for BearerAuth {
 }
 
 pub async fn document(state: actix_web::web::Data<crate::AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(served(state.limits.max_urls))
+    HttpResponse::Ok().json(&state.openapi)
 }
 
 /// What a key or filename character may not be, as a regex class body: `/` (the separator,

@@ -19,11 +19,16 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Webhook endpoints may use `http://` (development only).
     pub allow_http_webhooks: bool,
-    /// Where customer-supplied addresses may point (bucket endpoints, webhook URLs).
+    /// Where customer-supplied addresses may point (webhook URLs; bucket endpoints through
+    /// `buckets`).
     pub egress: zipkit_egress::EgressPolicy,
+    /// Clients for customers' buckets (the write test), under the same policy.
+    pub buckets: zipkit_storage::BucketClients,
     /// Deadline and shared memory budget for request bodies.
     pub body_limits: crate::body_limits::BodyLimits,
     pub rate_limits: crate::rate_limit::RateLimits,
+    /// `/v1/openapi.json`, made once at start (`openapi::served`).
+    pub openapi: serde_json::Value,
 }
 
 impl AppState {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::SharedHttpClient;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -16,7 +17,7 @@ use aws_smithy_http_client::tls;
 use secrecy::ExposeSecret;
 use zipkit_domain::Service;
 use zipkit_domain::models::BucketCredentials;
-use zipkit_egress::{EgressPolicy, Forbidden, SmithyResolver};
+use zipkit_egress::{EgressPolicy, SmithyResolver};
 
 /// Where and how to reach one bucket (the non-secret part of a bucket row).
 #[derive(Debug, Clone)]
@@ -77,26 +78,78 @@ impl BucketLocation {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A client for this bucket with these credentials, whose every connection passes the egress
-/// policy: a custom endpoint is a customer-supplied address. Refused at once when the endpoint
-/// is a literal the policy forbids (the SDK's connector does not resolve literals); names are
-/// checked by the resolver on each connection.
-pub fn client(
+/// Makes clients for customers' buckets. They share one SDK HTTP client, built once per process
+/// (TLS roots loaded once, connections pooled across jobs), whose every connection passes the
+/// egress policy: a custom endpoint is a customer-supplied address.
+#[derive(Debug, Clone)]
+pub struct BucketClients {
+    egress: EgressPolicy,
+    http: SharedHttpClient,
+}
+
+impl BucketClients {
+    pub fn new(egress: EgressPolicy) -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_with_resolver(SmithyResolver(egress.clone()));
+        Self { egress, http }
+    }
+
+    /// The policy its connections pass.
+    pub fn egress(&self) -> &EgressPolicy {
+        &self.egress
+    }
+
+    /// A client for this bucket with these credentials. Refused at once when the endpoint is a
+    /// literal the policy forbids (the SDK's connector does not resolve literals); names are
+    /// checked by the resolver on each connection.
+    pub fn client(
+        &self,
+        location: &BucketLocation,
+        credentials: &BucketCredentials,
+    ) -> Result<Client, BucketTestError> {
+        if let Some(endpoint) = location.endpoint() {
+            let forbidden = || BucketTestError::ForbiddenEndpoint(endpoint.clone());
+            let url = url::Url::parse(&endpoint).map_err(|_| forbidden())?;
+            self.egress
+                .check_url(&url)
+                .map_err(|f| BucketTestError::ForbiddenEndpoint(f.host))?;
+        }
+        Ok(client(location, credentials, self.http.clone()))
+    }
+
+    /// Proves the credentials can write to the bucket, using only `s3:PutObject`.
+    pub async fn test_write_access(
+        &self,
+        location: &BucketLocation,
+        credentials: &BucketCredentials,
+    ) -> Result<(), BucketTestError> {
+        let client = self.client(location, credentials)?;
+        let mut request = client
+            .put_object()
+            .bucket(&location.name)
+            .key(WRITE_TEST_KEY)
+            .content_type("text/plain")
+            .body(ByteStream::from_static(
+                b"zipkit checked that it can write here.\n",
+            ));
+        if let Some(acl) = &location.acl {
+            request = request.acl(ObjectCannedAcl::from(acl.as_str()));
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(explain(location, &err)),
+        }
+    }
+}
+
+fn client(
     location: &BucketLocation,
     credentials: &BucketCredentials,
-    egress: &EgressPolicy,
-) -> Result<Client, Forbidden> {
-    if let Some(endpoint) = location.endpoint() {
-        let url = url::Url::parse(&endpoint).map_err(|_| Forbidden {
-            host: endpoint.clone(),
-        })?;
-        egress.check_url(&url)?;
-    }
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .build_with_resolver(SmithyResolver(egress.clone()));
+    http: SharedHttpClient,
+) -> Client {
     let credentials = Credentials::new(
         credentials.access_key_id.expose_secret(),
         credentials.secret_access_key.expose_secret(),
@@ -126,7 +179,7 @@ pub fn client(
     {
         config = config.force_path_style(location.force_path_style);
     }
-    Ok(Client::from_conf(config.build()))
+    Client::from_conf(config.build())
 }
 
 /// Why a bucket failed its write test, in words a person configuring it can act on.
@@ -180,31 +233,6 @@ impl BucketTestError {
 /// The key of the one small object the write test puts (and overwrites on every test):
 /// the minimal policy has no DeleteObject, so the test never tries to clean up.
 pub const WRITE_TEST_KEY: &str = ".zipkit/write-test";
-
-/// Proves the credentials can write to the bucket, using only `s3:PutObject`.
-pub async fn test_write_access(
-    location: &BucketLocation,
-    credentials: &BucketCredentials,
-    egress: &EgressPolicy,
-) -> Result<(), BucketTestError> {
-    let client = client(location, credentials, egress)
-        .map_err(|f| BucketTestError::ForbiddenEndpoint(f.host))?;
-    let mut request = client
-        .put_object()
-        .bucket(&location.name)
-        .key(WRITE_TEST_KEY)
-        .content_type("text/plain")
-        .body(ByteStream::from_static(
-            b"zipkit checked that it can write here.\n",
-        ));
-    if let Some(acl) = &location.acl {
-        request = request.acl(ObjectCannedAcl::from(acl.as_str()));
-    }
-    match request.send().await {
-        Ok(_) => Ok(()),
-        Err(err) => Err(explain(location, &err)),
-    }
-}
 
 /// A provider's refusal of any call on this bucket, in plain words (also used by the worker).
 pub fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(

@@ -3,12 +3,12 @@
 use secrecy::SecretString;
 use zipkit_domain::Service;
 use zipkit_domain::models::BucketCredentials;
-use zipkit_egress::{EgressPolicy, EgressSettings};
-use zipkit_storage::{BucketLocation, BucketTestError, WRITE_TEST_KEY, test_write_access};
+use zipkit_egress::EgressPolicy;
+use zipkit_storage::{BucketClients, BucketLocation, BucketTestError, WRITE_TEST_KEY};
 use zipkit_test_support::TestBucket;
 use zipkit_test_support::canned_http::{CannedHttp, s3_error};
 use zipkit_test_support::process::free_port;
-use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
+use zipkit_test_support::services::{loopback_egress, s3_access_key, s3_endpoint, s3_secret_key};
 
 fn location(bucket: &str, endpoint: String) -> BucketLocation {
     BucketLocation {
@@ -22,12 +22,9 @@ fn location(bucket: &str, endpoint: String) -> BucketLocation {
     }
 }
 
-/// The test store is on loopback, which production's policy refuses.
-fn loopback() -> EgressPolicy {
-    EgressPolicy::new(&EgressSettings {
-        allowed_networks: vec!["127.0.0.0/8".parse().expect("a CIDR")],
-        allowed_hosts: vec![],
-    })
+/// Bucket clients for the test store, which is on loopback.
+fn loopback() -> BucketClients {
+    BucketClients::new(EgressPolicy::new(&loopback_egress()))
 }
 
 fn credentials(access: &str, secret: &str) -> BucketCredentials {
@@ -40,25 +37,25 @@ fn credentials(access: &str, secret: &str) -> BucketCredentials {
 #[tokio::test]
 async fn the_right_credentials_pass_and_leave_only_the_probe_object() {
     let bucket = TestBucket::new().await;
-    let result = test_write_access(
-        &location(bucket.name(), s3_endpoint()),
-        &credentials(&s3_access_key(), &s3_secret_key()),
-        &loopback(),
-    )
-    .await;
+    let result = loopback()
+        .test_write_access(
+            &location(bucket.name(), s3_endpoint()),
+            &credentials(&s3_access_key(), &s3_secret_key()),
+        )
+        .await;
     assert_eq!(result, Ok(()));
     assert_eq!(
         bucket.get(WRITE_TEST_KEY).await,
         b"zipkit checked that it can write here.\n"
     );
     // A second test overwrites the same object instead of piling up new ones.
-    test_write_access(
-        &location(bucket.name(), s3_endpoint()),
-        &credentials(&s3_access_key(), &s3_secret_key()),
-        &loopback(),
-    )
-    .await
-    .unwrap();
+    loopback()
+        .test_write_access(
+            &location(bucket.name(), s3_endpoint()),
+            &credentials(&s3_access_key(), &s3_secret_key()),
+        )
+        .await
+        .unwrap();
     let listed = bucket
         .client()
         .list_objects_v2()
@@ -72,13 +69,13 @@ async fn the_right_credentials_pass_and_leave_only_the_probe_object() {
 #[tokio::test]
 async fn a_wrong_secret_says_so_in_plain_words() {
     let bucket = TestBucket::new().await;
-    let err = test_write_access(
-        &location(bucket.name(), s3_endpoint()),
-        &credentials(&s3_access_key(), "not-the-secret"),
-        &loopback(),
-    )
-    .await
-    .unwrap_err();
+    let err = loopback()
+        .test_write_access(
+            &location(bucket.name(), s3_endpoint()),
+            &credentials(&s3_access_key(), "not-the-secret"),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err, BucketTestError::WrongSecret);
     assert_eq!(
         err.to_string(),
@@ -89,13 +86,13 @@ async fn a_wrong_secret_says_so_in_plain_words() {
 /// Answers as AWS S3 does for `code` and checks the explanation.
 async fn explained(status: u16, code: &str, headers: &[(&str, &str)]) -> BucketTestError {
     let server = CannedHttp::start(status, headers, &s3_error(code, "recorded AWS answer")).await;
-    test_write_access(
-        &location("customer-bucket", server.url().to_owned()),
-        &credentials("AKIAEXAMPLE", "secret"),
-        &loopback(),
-    )
-    .await
-    .expect_err("the canned answer is a refusal")
+    loopback()
+        .test_write_access(
+            &location("customer-bucket", server.url().to_owned()),
+            &credentials("AKIAEXAMPLE", "secret"),
+        )
+        .await
+        .expect_err("the canned answer is a refusal")
 }
 
 #[tokio::test]
@@ -140,13 +137,13 @@ async fn each_provider_refusal_is_explained_in_plain_words() {
 #[tokio::test]
 async fn an_unreachable_endpoint_names_it() {
     let endpoint = format!("http://127.0.0.1:{}", free_port());
-    let err = test_write_access(
-        &location("any-bucket", endpoint.clone()),
-        &credentials("a", "b"),
-        &loopback(),
-    )
-    .await
-    .unwrap_err();
+    let err = loopback()
+        .test_write_access(
+            &location("any-bucket", endpoint.clone()),
+            &credentials("a", "b"),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err, BucketTestError::Unreachable(endpoint.clone()));
     assert!(err.to_string().contains(&endpoint));
 }
@@ -155,7 +152,7 @@ async fn an_unreachable_endpoint_names_it() {
 async fn an_endpoint_outside_the_egress_policy_is_refused_without_a_connection() {
     let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let public_only = EgressPolicy::public_only();
+    let public_only = BucketClients::new(EgressPolicy::public_only());
     for (endpoint, host) in [
         (format!("http://127.0.0.2:{port}"), "127.0.0.2"),
         (format!("http://2130706434:{port}"), "127.0.0.2"),
@@ -166,13 +163,13 @@ async fn an_endpoint_outside_the_egress_policy_is_refused_without_a_connection()
         // A name is checked when it is resolved, on the connection itself.
         (format!("http://localhost:{port}"), "localhost"),
     ] {
-        let err = test_write_access(
-            &location("any-bucket", endpoint.clone()),
-            &credentials("a", "b"),
-            &public_only,
-        )
-        .await
-        .unwrap_err();
+        let err = public_only
+            .test_write_access(
+                &location("any-bucket", endpoint.clone()),
+                &credentials("a", "b"),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(
             err,
             BucketTestError::ForbiddenEndpoint(host.to_owned()),

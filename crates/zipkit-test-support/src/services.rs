@@ -43,6 +43,17 @@ pub fn s3_secret_key() -> String {
     var("ZIPKIT_TEST_S3_SECRET_KEY", "zipkit-dev-secret")
 }
 
+/// The egress policy's settings for tests: the store, sources and receivers are on loopback,
+/// which production's policy refuses, so loopback (and only loopback) is listed.
+pub fn loopback_egress() -> zipkit_egress::EgressSettings {
+    zipkit_egress::EgressSettings {
+        allowed_networks: ["127.0.0.0/8", "::1/128"]
+            .map(|n| n.parse().expect("a CIDR"))
+            .into(),
+        allowed_hosts: vec![],
+    }
+}
+
 /// Replaces the database name of a `postgres://` URL.
 pub fn with_database(url: &str, database: &str) -> String {
     let mut parsed = url::Url::parse(url).expect("ZIPKIT_TEST_POSTGRES_URL is a URL");

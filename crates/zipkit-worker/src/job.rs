@@ -26,8 +26,8 @@ pub struct JobContext {
     pub pool: PgPool,
     pub keyring: Arc<KeyRing>,
     pub http: reqwest::Client,
-    /// What the job may connect to: its sources and its bucket's endpoint.
-    pub egress: zipkit_egress::EgressPolicy,
+    /// Clients for the jobs' buckets, under the egress policy.
+    pub buckets: zipkit_storage::BucketClients,
     /// Size of the first parts (they grow on S3 for very large archives).
     pub part_size: usize,
     /// Parts uploading at once.
@@ -109,12 +109,9 @@ pub async fn run(ctx: &JobContext, zip: &Zip, cancelled: watch::Receiver<bool>) 
     drop(conn);
 
     let location = BucketLocation::from(&bucket);
-    let client = match zipkit_storage::client(&location, &credentials, &ctx.egress) {
+    let client = match ctx.buckets.client(&location, &credentials) {
         Ok(client) => client,
-        Err(forbidden) => {
-            let why = zipkit_storage::BucketTestError::ForbiddenEndpoint(forbidden.host);
-            return failed(why.job_code(), why.to_string(), None);
-        }
+        Err(why) => return failed(why.job_code(), why.to_string(), None),
     };
     let mut create = client
         .create_multipart_upload()

@@ -123,7 +123,7 @@ impl Worker {
                 Duration::from_secs(w.source_read_timeout_secs),
                 &egress,
             ),
-            egress: egress.clone(),
+            buckets: zipkit_storage::BucketClients::new(egress.clone()),
             downloads: prefetch::DownloadLimits {
                 ahead: usize::from(w.downloads_ahead.max(1)),
                 bytes_per_entry: (w.download_buffer_mib as usize * 1024 * 1024)

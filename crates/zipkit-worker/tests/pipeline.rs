@@ -28,10 +28,7 @@ use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 use zipkit_worker::{Settings, Worker, WorkerSettings};
 
 fn loopback() -> EgressSettings {
-    EgressSettings {
-        allowed_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
-        allowed_hosts: vec![],
-    }
+    zipkit_test_support::services::loopback_egress()
 }
 
 struct Harness {

@@ -40,15 +40,10 @@ async fn a_complete_that_answers_200_with_an_error_body_is_a_failure() {
         secret_access_key: SecretString::from("secret".to_owned()),
     };
     let target = Target {
-        client: zipkit_storage::client(
-            &location,
-            &credentials,
-            // The test store is on loopback.
-            &zipkit_egress::EgressPolicy::new(&zipkit_egress::EgressSettings {
-                allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
-                allowed_hosts: vec![],
-            }),
-        )
+        client: zipkit_storage::BucketClients::new(zipkit_egress::EgressPolicy::new(
+            &zipkit_test_support::services::loopback_egress(),
+        ))
+        .client(&location, &credentials)
         .unwrap(),
         bucket: "customer-bucket".into(),
         key: "archive.zip".into(),

@@ -10,8 +10,8 @@ use zipkit_domain::models::{
 };
 use zipkit_domain::values::BucketName;
 use zipkit_domain::{BucketId, ProjectId, Service};
-use zipkit_egress::{CheckError, EgressPolicy};
-use zipkit_storage::{BucketLocation, BucketTestError, test_write_access};
+use zipkit_egress::CheckError;
+use zipkit_storage::{BucketClients, BucketLocation, BucketTestError};
 
 /// What a person types to add a bucket.
 #[derive(Debug, Clone)]
@@ -190,14 +190,14 @@ pub fn validate(input: &BucketInput) -> Result<BucketLocation, BucketAdminError>
 /// does not resolve from here is left to the write test to explain.
 async fn check_endpoint(
     location: &BucketLocation,
-    egress: &EgressPolicy,
+    buckets: &BucketClients,
 ) -> Result<(), BucketAdminError> {
     let Some(endpoint) = &location.endpoint_url else {
         return Ok(());
     };
     let url = url::Url::parse(endpoint)
         .map_err(|_| invalid("endpoint_url", "the endpoint must be an absolute URL"))?;
-    match egress.check_url_now(&url).await {
+    match buckets.egress().check_url_now(&url).await {
         Err(CheckError::Forbidden(forbidden)) => Err(invalid(
             "endpoint_url",
             BucketTestError::ForbiddenEndpoint(forbidden.host).to_string(),
@@ -220,13 +220,14 @@ pub async fn add(
     project: ProjectId,
     input: BucketInput,
     skip_test: bool,
-    egress: &EgressPolicy,
+    buckets: &BucketClients,
 ) -> Result<Bucket, BucketAdminError> {
     let location = validate(&input)?;
-    check_endpoint(&location, egress).await?;
+    check_endpoint(&location, buckets).await?;
     let credentials = credentials(&input);
     if !skip_test {
-        test_write_access(&location, &credentials, egress)
+        buckets
+            .test_write_access(&location, &credentials)
             .await
             .map_err(BucketAdminError::TestFailed)?;
     }
@@ -274,13 +275,15 @@ pub async fn test(
     keyring: &KeyRing,
     project: ProjectId,
     id: BucketId,
-    egress: &EgressPolicy,
+    buckets: &BucketClients,
 ) -> Result<(), BucketAdminError> {
     let bucket = Bucket::find(conn, project, id)
         .await?
         .ok_or(BucketAdminError::NotFound)?;
     let credentials = bucket.credentials(keyring)?;
-    let outcome = test_write_access(&BucketLocation::from(&bucket), &credentials, egress).await;
+    let outcome = buckets
+        .test_write_access(&BucketLocation::from(&bucket), &credentials)
+        .await;
     let record = match &outcome {
         Ok(()) => BucketTestResult {
             ok: true,
@@ -311,7 +314,7 @@ pub async fn edit_credentials(
     project: ProjectId,
     id: BucketId,
     edit: CredentialsEdit,
-    egress: &EgressPolicy,
+    buckets: &BucketClients,
 ) -> Result<Bucket, BucketAdminError> {
     let CredentialsEdit {
         credentials,
@@ -337,7 +340,8 @@ pub async fn edit_credentials(
         location = validate(&probe)?;
     }
     if !skip_test {
-        test_write_access(&location, &credentials, egress)
+        buckets
+            .test_write_access(&location, &credentials)
             .await
             .map_err(BucketAdminError::TestFailed)?;
     }

@@ -187,7 +187,7 @@ async fn create(
         member.id(),
         form.input(),
         false,
-        &state.egress,
+        &state.buckets,
     )
     .await
     {
@@ -365,7 +365,7 @@ async fn update(
             region,
             skip_test: false,
         },
-        &state.egress,
+        &state.buckets,
     )
     .await
     {

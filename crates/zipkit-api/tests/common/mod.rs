@@ -76,14 +76,7 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
             sign_in_failures_per_address: 20,
             sign_in_window_minutes: 15,
         },
-        // The test store, sources and receivers are on loopback.
-        egress: zipkit_egress::EgressSettings {
-            allowed_networks: vec![
-                "127.0.0.0/8".parse().expect("a CIDR"),
-                "::1/128".parse().expect("a CIDR"),
-            ],
-            allowed_hosts: vec![],
-        },
+        egress: zipkit_test_support::services::loopback_egress(),
     }
 }
 
