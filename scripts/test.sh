@@ -19,6 +19,8 @@ apt_install python3 unzip
 # (which downloads no browser of its own).
 apt_install chromium
 command -v npm >/dev/null || apt_install nodejs npm
+# promtool judges the /metrics expositions (Debian's prometheus package; its server is not started).
+apt_install prometheus
 # The API against its OpenAPI document (crates/zipkit-api/tests/schemathesis.rs).
 ZIPKIT_TEST_SCHEMATHESIS=$(scripts/tools.sh schemathesis)
 export ZIPKIT_TEST_SCHEMATHESIS

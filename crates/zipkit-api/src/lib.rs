@@ -65,6 +65,7 @@ impl Application {
     /// accepted meanwhile are published by the sweeper once the broker returns.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let keyring = KeyRing::from_settings(&settings.crypto)?;
+        zipkit_runtime::metrics::install("zipkit-api");
         let address = format!("{}:{}", settings.api.host, settings.api.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {
             address: address.clone(),
@@ -140,6 +141,7 @@ impl Application {
                 .wrap(middleware::common_headers())
                 .wrap(from_fn(middleware::request_id))
                 .wrap(middleware::access_log())
+                .wrap(from_fn(middleware::record_metrics))
                 .wrap(from_fn(middleware::head_as_get))
                 .app_data(state.clone())
                 .app_data(error::extractors::json_config(max_body))

@@ -13,6 +13,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, Logger, Next};
 use tracing::Instrument;
 use zipkit_domain::tokens::TOKEN_PREFIX;
+use zipkit_runtime::metrics::{HTTP_REQUEST_DURATION, HTTP_REQUESTS};
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -41,6 +42,37 @@ pub async fn request_id(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     Ok(response)
+}
+
+/// Counts the request and times it, labelled by the route pattern that answered (never the
+/// path itself: ids would make every request its own series).
+pub async fn record_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = match *req.method() {
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
+            req.method().as_str().to_owned()
+        }
+        _ => "other".to_owned(),
+    };
+    let result = next.call(req).await;
+    let (route, status) = match &result {
+        Ok(response) => (
+            response.request().match_pattern(),
+            response.status().as_u16(),
+        ),
+        Err(error) => (None, error.as_response_error().status_code().as_u16()),
+    };
+    // Requests no route matched share one label, whatever path they probed.
+    let route = route.unwrap_or_else(|| "unmatched".to_owned());
+    let elapsed = started.elapsed().as_secs_f64();
+    metrics::histogram!(HTTP_REQUEST_DURATION, "method" => method.clone(), "route" => route.clone())
+        .record(elapsed);
+    metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route, "status" => status.to_string())
+        .increment(1);
+    result
 }
 
 /// The method a request came with, when `head_as_get` changed it (for the access log).

@@ -15,11 +15,30 @@ use zipkit_domain::db::PgPool;
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::Zip;
 use zipkit_runtime::broker::{Broker, PublishError};
+use zipkit_runtime::metrics;
 
 #[derive(Debug, Clone)]
 pub struct JobPublisher {
     pub broker: Broker,
     pub pool: PgPool,
+}
+
+/// Who published a job's message (a metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishedBy {
+    /// The request that created the job, right after its commit.
+    Request,
+    /// The sweeper, for a job whose message was never confirmed.
+    Sweeper,
+}
+
+impl PublishedBy {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Sweeper => "sweeper",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +59,7 @@ impl JobPublisher {
         conn: &mut AsyncPgConnection,
         zip_id: ZipId,
         traceparent: Option<String>,
+        by: PublishedBy,
     ) -> Result<(), PublishJobError> {
         let message = JobMessage::first(zip_id, traceparent.clone());
         let mut headers = FieldTable::default();
@@ -53,13 +73,21 @@ impl JobPublisher {
             .with_content_type("application/json".into())
             .with_message_id(zip_id.to_string().into())
             .with_headers(headers);
-        self.broker
+        let published = self
+            .broker
             .publish(
                 &self.broker.topology().jobs,
                 &message.to_bytes(),
                 properties,
             )
-            .await?;
+            .await;
+        let counter = if published.is_ok() {
+            metrics::JOBS_PUBLISHED
+        } else {
+            metrics::PUBLISH_FAILURES
+        };
+        ::metrics::counter!(counter, "by" => by.label()).increment(1);
+        published?;
         Zip::mark_published(conn, zip_id)
             .await
             .map_err(|e| PublishJobError::Record(e.to_string()))
@@ -90,8 +118,12 @@ impl JobPublisher {
                 }
             };
             for zip_id in pending {
-                match self.publish(&mut conn, zip_id, None).await {
+                match self
+                    .publish(&mut conn, zip_id, None, PublishedBy::Sweeper)
+                    .await
+                {
                     Ok(()) => {
+                        ::metrics::counter!(metrics::SWEEPER_REPUBLISHED).increment(1);
                         tracing::info!(zip.id = %zip_id, "sweeper: published a job that had no confirmed message")
                     }
                     Err(err) => {

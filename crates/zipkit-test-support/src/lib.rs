@@ -7,10 +7,12 @@ pub mod bucket;
 pub mod canned_http;
 pub mod database;
 pub mod process;
+pub mod prometheus;
 pub mod proxy;
 pub mod receiver;
 pub mod services;
 pub mod sources;
+pub mod stack;
 
 pub use broker::TestBroker;
 pub use bucket::TestBucket;

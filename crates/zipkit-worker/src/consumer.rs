@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::{JobError, Zip, ZipOutcome};
 use zipkit_runtime::broker::Broker;
+use zipkit_runtime::metrics as names;
 
 use crate::job::{self, JobContext};
 
@@ -222,6 +223,14 @@ async fn handle(
         }
     };
     tracing::info!(zip.id = %zip_id, attempt = zip.attempts, "job claimed");
+    let started = std::time::Instant::now();
+    if zip.attempts == 1 {
+        let waited = (chrono::Utc::now() - zip.created_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!(names::JOB_QUEUE_WAIT).record(waited.as_secs_f64());
+    }
+    let _in_flight = InFlight::start();
 
     // Heartbeat: extend the lease while the job runs. It beats often (every 2 s at most) because
     // a failed beat is also how a cancel from the API reaches the job.
@@ -264,7 +273,22 @@ async fn handle(
     let _ = beat_stop.send(true);
     let _ = heartbeat.await;
     let transient = matches!(&outcome, ZipOutcome::Failed(e) if job::is_transient(&e.code));
-    if transient && zip.attempts < settings.max_attempts {
+    let (outcome_label, code) = match &outcome {
+        ZipOutcome::Succeeded { .. } => ("succeeded", String::new()),
+        ZipOutcome::Failed(e) if e.code == "cancelled" => ("cancelled", String::new()),
+        ZipOutcome::Failed(e) => ("failed", e.code.clone()),
+    };
+    let retried = transient && zip.attempts < settings.max_attempts;
+    let attempt_label = if retried { "retried" } else { outcome_label };
+    metrics::histogram!(names::JOB_DURATION, "outcome" => attempt_label)
+        .record(started.elapsed().as_secs_f64());
+    if retried {
+        metrics::counter!(names::RETRIES, "stage" => "job", "cause" => code).increment(1);
+    } else {
+        metrics::counter!(names::JOBS_FINISHED, "outcome" => outcome_label, "code" => code)
+            .increment(1);
+    }
+    if retried {
         let delay = settings.retry_delay(zip.attempts);
         if retry_later(ctx, broker, &message, delay).await {
             ack(&delivery).await;
@@ -354,5 +378,22 @@ async fn retry_later(
             tracing::warn!(zip.id = %zip_id, error = %e, "could not schedule the retry");
             false
         }
+    }
+}
+
+/// Counts a job in `zipkit_jobs_in_flight` for as long as it lives, however `handle` returns.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn start() -> Self {
+        let gauge = metrics::gauge!(names::JOBS_IN_FLIGHT);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }

@@ -82,6 +82,8 @@ pub async fn fetch_with_retries(
     loop {
         match fetch(client, url, egress, None).await {
             Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                metrics::counter!(zipkit_runtime::metrics::RETRIES, "stage" => "download", "cause" => e.code)
+                    .increment(1);
                 tracing::info!(
                     attempt,
                     code = e.code,

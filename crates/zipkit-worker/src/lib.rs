@@ -108,6 +108,7 @@ pub enum StartError {
 impl Worker {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let keyring = KeyRing::from_settings(&settings.crypto)?;
+        zipkit_runtime::metrics::install("zipkit-worker");
         if settings.worker.part_size_mib < 5 {
             return Err(StartError::PartSize);
         }

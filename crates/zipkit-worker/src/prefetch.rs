@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use zipkit_domain::models::ZipEntry;
+use zipkit_runtime::metrics as metrics_names;
 
 use crate::download::{self, ATTEMPTS, Resume, SourceError};
 
@@ -186,6 +187,7 @@ async fn download(
             }
             Ok(None) => return, // complete: the channel closes
             Ok(Some(Ok(mut chunk))) => {
+                metrics::counter!(metrics_names::BYTES_DOWNLOADED).increment(chunk.len() as u64);
                 // Replayed and new bytes alike count for the stall rule.
                 let stalled = stall.check(chunk.len() as u64).is_err();
                 if let Some((left, crc)) = &mut replay {
@@ -242,6 +244,8 @@ async fn download(
             tokio::time::sleep(backoff).await;
             backoff *= 2;
             attempt += 1;
+            metrics::counter!(metrics_names::RETRIES, "stage" => "download", "cause" => error.code)
+                .increment(1);
             tracing::info!(
                 url.len = url.len(),
                 from = received,

@@ -1,6 +1,7 @@
 //! The worker's own small HTTP listener (`worker.http_host`, `worker.http_port`), so Kubernetes
 //! can probe it like the API: `/healthz` (the process runs) and `/readyz` (PostgreSQL answers and
-//! the broker is connected, the same checks as the API's). One thread: it answers probes only.
+//! the broker is connected, the same checks as the API's), and `/metrics` for Prometheus. One
+//! thread: it answers probes and scrapes only.
 
 use std::net::TcpListener;
 
@@ -38,6 +39,12 @@ async fn readyz(state: web::Data<ProbeState>) -> HttpResponse {
     }
 }
 
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(zipkit_runtime::metrics::CONTENT_TYPE)
+        .body(zipkit_runtime::metrics::render())
+}
+
 impl ProbeServer {
     /// Binds `host:port` (0 picks a free port), so a taken port fails the start at once.
     pub fn bind(host: &str, port: u16, pool: PgPool, broker: Broker) -> std::io::Result<Self> {
@@ -63,6 +70,7 @@ impl ProbeServer {
                 .app_data(state.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics))
         })
         .workers(1)
         .listen(listener)

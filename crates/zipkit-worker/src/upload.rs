@@ -204,6 +204,8 @@ async fn upload_part(
                 message: e.to_string(),
             }
         })?;
+    metrics::counter!(zipkit_runtime::metrics::PARTS_UPLOADED).increment(1);
+    metrics::counter!(zipkit_runtime::metrics::BYTES_UPLOADED).increment(size as u64);
     Ok((number, answer.e_tag().unwrap_or_default().to_owned(), size))
 }
 

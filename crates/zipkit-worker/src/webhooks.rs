@@ -146,6 +146,14 @@ impl Dispatcher {
             duration_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
             retry_at: (!delivered && worth_retrying && next <= give_up_at).then_some(next),
         };
+        let outcome = match (delivered, result.retry_at.is_some(), worth_retrying) {
+            (true, _, _) => "delivered",
+            (false, true, _) => "retrying",
+            (false, false, true) => "failed",
+            (false, false, false) => "refused",
+        };
+        metrics::counter!(zipkit_runtime::metrics::WEBHOOK_DELIVERIES, "outcome" => outcome)
+            .increment(1);
         tracing::info!(
             delivery.id = %delivery.id, event.id = %delivery.event_id, attempt,
             status = ?status_code, error = ?error, "webhook attempt"

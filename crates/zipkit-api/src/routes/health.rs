@@ -1,5 +1,6 @@
 //! Liveness (`/healthz`: the process serves HTTP) and readiness (`/readyz`: it can do its job,
-//! i.e. PostgreSQL answers and the broker is connected). Kubernetes probes use both.
+//! i.e. PostgreSQL answers and the broker is connected). Kubernetes probes use both. And
+//! `/metrics`, the Prometheus exposition (the chart's Ingress does not route any of the three).
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
@@ -23,4 +24,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(readiness)
     }
+}
+
+pub async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(zipkit_runtime::metrics::CONTENT_TYPE)
+        .body(zipkit_runtime::metrics::render())
 }

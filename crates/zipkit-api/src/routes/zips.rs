@@ -1,5 +1,6 @@
 //! `/v1/zips`: create, get, list and cancel zip jobs of the caller's project.
 
+use crate::publisher::PublishedBy;
 use actix_web::{HttpRequest, HttpResponse, web};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ring::digest::{SHA256, digest};
@@ -222,6 +223,7 @@ pub async fn create(
         }
         Err(err) => return Err(err.into()),
     };
+    metrics::counter!(zipkit_runtime::metrics::JOBS_ACCEPTED).increment(1);
     let traceparent = crate::publisher::traceparent(
         req.headers()
             .get("traceparent")
@@ -230,7 +232,7 @@ pub async fn create(
     // The job is committed; if the broker is away the sweeper publishes it later.
     if let Err(err) = state
         .publisher
-        .publish(&mut conn, zip.id, Some(traceparent))
+        .publish(&mut conn, zip.id, Some(traceparent), PublishedBy::Request)
         .await
     {
         tracing::warn!(zip.id = %zip.id, error = %err, "job stored but not yet published; the sweeper will retry");

@@ -72,12 +72,14 @@ impl Compressors {
         last: bool,
     ) -> CompressedBlock {
         let (done, result) = oneshot::channel();
+        let queued = metrics::gauge!(zipkit_runtime::metrics::COMPRESSION_QUEUE);
+        queued.increment(1.0);
         self.pool.spawn_fifo(move || {
             // The job may have been dropped (failed, cancelled) while the block waited.
-            if done.is_closed() {
-                return;
+            if !done.is_closed() {
+                let _ = done.send(compress_block(&input, &dictionary, level, last));
             }
-            let _ = done.send(compress_block(&input, &dictionary, level, last));
+            queued.decrement(1.0);
         });
         result
     }

@@ -1,0 +1,287 @@
+//! Both zipkit binaries as operators run them, against the test's database, vhost and bucket:
+//! the API and a worker as child processes (logs in files, so a chatty process never blocks on a
+//! full pipe), the CLI to set up a project, token and bucket, and a job driven through HTTP.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::process::{KillOnDrop, free_port, zipkit_command};
+use crate::services::{s3_access_key, s3_endpoint, s3_secret_key};
+
+/// The worker binary beside the API's (cargo builds every binary of the workspace for
+/// `cargo test --workspace`; a test of one package only sees its own in `CARGO_BIN_EXE_*`).
+pub fn sibling_binary(binary: &str, name: &str) -> PathBuf {
+    let path = Path::new(binary).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --bin {name}` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A running API and worker.
+#[derive(Debug)]
+pub struct Stack {
+    pub api_port: u16,
+    pub worker_port: u16,
+    api: KillOnDrop,
+    worker: KillOnDrop,
+    logs: tempfile_dir::Dir,
+    api_binary: String,
+    database_url: String,
+    amqp_url: String,
+}
+
+/// What the CLI set up for a job.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub project_id: String,
+    pub token: String,
+    pub bucket: String,
+}
+
+impl Stack {
+    /// Starts both binaries with `env` on top of the test environment and waits until both
+    /// answer `/readyz` with 200.
+    pub async fn start(
+        api_binary: &str,
+        worker_binary: &Path,
+        database_url: &str,
+        amqp_url: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let logs = tempfile_dir::Dir::new();
+        let (api_port, worker_port) = (free_port(), free_port());
+        let spawn = |binary: &Path, log: &str, port_key: &str, port: u16| {
+            let file = std::fs::File::create(logs.path().join(log)).expect("log file");
+            let mut command = zipkit_command(&binary.to_string_lossy(), database_url, amqp_url);
+            command
+                .env(port_key, port.to_string())
+                .envs(env.iter().copied())
+                .stdout(file.try_clone().expect("log file"))
+                .stderr(file);
+            KillOnDrop(command.spawn().expect("start a zipkit binary"))
+        };
+        let api = spawn(
+            Path::new(api_binary),
+            "api.log",
+            "ZIPKIT__API__PORT",
+            api_port,
+        );
+        let worker = spawn(
+            worker_binary,
+            "worker.log",
+            "ZIPKIT__WORKER__HTTP_PORT",
+            worker_port,
+        );
+        let stack = Self {
+            api_port,
+            worker_port,
+            api,
+            worker,
+            logs,
+            api_binary: api_binary.to_owned(),
+            database_url: database_url.to_owned(),
+            amqp_url: amqp_url.to_owned(),
+        };
+        for port in [api_port, worker_port] {
+            stack.wait_ready(port).await;
+        }
+        stack
+    }
+
+    async fn wait_ready(&self, port: u16) {
+        for _ in 0..300 {
+            let answer = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+            if answer.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("port {port} never became ready\n{}", self.logs());
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_port)
+    }
+
+    pub fn worker_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.worker_port)
+    }
+
+    /// Both processes' output so far.
+    pub fn logs(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.logs.path().join(name));
+        format!(
+            "--- api ---\n{}\n--- worker ---\n{}",
+            read("api.log").unwrap_or_default(),
+            read("worker.log").unwrap_or_default()
+        )
+    }
+
+    /// The worker process (to stop or signal it).
+    pub fn worker_pid(&self) -> u32 {
+        self.worker.0.id()
+    }
+
+    /// The API process.
+    pub fn api_pid(&self) -> u32 {
+        self.api.0.id()
+    }
+
+    /// Runs the API binary's CLI with `--output json` and returns the object it printed.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> serde_json::Value {
+        cli_json(
+            zipkit_command(&self.api_binary, &self.database_url, &self.amqp_url),
+            args,
+            stdin,
+        )
+    }
+
+    /// A project, a token and the test bucket (on the local S3 store), through the CLI.
+    pub fn tenant(&self, bucket: &str) -> Tenant {
+        let project = self.cli(&["project", "create", "--name", "Observed"], "");
+        let project_id = project["id"].as_str().expect("a project id").to_owned();
+        let token = self.cli(
+            &["token", "create", "--project", &project_id, "--name", "ops"],
+            "",
+        );
+        let endpoint = s3_endpoint();
+        let access_key = s3_access_key();
+        self.cli(
+            &[
+                "bucket",
+                "add",
+                "--project",
+                &project_id,
+                "--service",
+                "s3",
+                "--name",
+                bucket,
+                "--endpoint",
+                &endpoint,
+                "--path-style",
+                "--access-key-id",
+                &access_key,
+            ],
+            &s3_secret_key(),
+        );
+        Tenant {
+            project_id,
+            token: token["secret"].as_str().expect("a token secret").to_owned(),
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    /// Posts a job and waits until it has ended; returns the final job object.
+    pub async fn run_job(
+        &self,
+        token: &str,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> serde_json::Value {
+        let http = reqwest::Client::new();
+        let mut request = http.post(self.api_url("/v1/zips")).bearer_auth(token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let created = request.json(body).send().await.expect("POST /v1/zips");
+        assert_eq!(created.status(), 202, "{}", self.logs());
+        let created: serde_json::Value = created.json().await.expect("JSON");
+        let id = created["data"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {created}"))
+            .to_owned();
+        self.wait_for_job(token, &id, Duration::from_secs(60)).await
+    }
+
+    /// Polls the job until it has ended.
+    pub async fn wait_for_job(
+        &self,
+        token: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let answer: serde_json::Value = http
+                .get(self.api_url(&format!("/v1/zips/{id}")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("GET the job")
+                .json()
+                .await
+                .expect("JSON");
+            let job = answer["data"].clone();
+            if !matches!(job["status"].as_str(), Some("none" | "processing")) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} did not end: {job}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Runs a CLI command (`--output json` added) and parses what it printed.
+pub fn cli_json(mut command: Command, args: &[&str], stdin: &str) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = command
+        .arg("--output")
+        .arg("json")
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run the CLI");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("the CLI exits");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// A temporary directory removed on drop (the tests' only need for one).
+mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+
+    #[derive(Debug)]
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> Self {
+            let path = std::env::temp_dir().join(format!("zipkit-test-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&path).expect("a temporary directory");
+            Self(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
