@@ -68,6 +68,13 @@ async fn main() {
     }
 }
 
+fn init_telemetry(settings: &Settings) -> Result<(), CliError> {
+    telemetry::init("zipkit-api", &settings.telemetry).map_err(|e| CliError {
+        exit_code: 1,
+        message: e.to_string(),
+    })
+}
+
 async fn run(cli: Cli) -> Result<(), CliError> {
     let (output, command) = (cli.output, cli.command.unwrap_or(Command::Serve));
     if let Command::Keys(KeysCommand::Generate) = command {
@@ -81,12 +88,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         })?;
     match command {
         Command::Serve => {
-            telemetry::init("zipkit-api", &settings.telemetry);
+            init_telemetry(&settings)?;
             let app = Application::build(settings).await?;
             app.run_until(shutdown::signal()).await?;
+            telemetry::shutdown();
         }
         Command::Migrate => {
-            telemetry::init("zipkit-api", &settings.telemetry);
+            init_telemetry(&settings)?;
             let applied = zipkit_domain::db::run_migrations(&settings.database.url).await?;
             if output == Output::Json {
                 println!("{}", serde_json::json!({"applied": applied}));

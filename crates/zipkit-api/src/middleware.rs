@@ -12,8 +12,10 @@ use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::{DefaultHeaders, Logger, Next};
 use tracing::Instrument;
+use tracing::field::Empty;
 use zipkit_domain::tokens::TOKEN_PREFIX;
 use zipkit_runtime::metrics::{HTTP_REQUEST_DURATION, HTTP_REQUESTS};
+use zipkit_runtime::telemetry;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -28,16 +30,49 @@ pub fn current_request_id() -> Option<String> {
 
 /// Gives the request an id, makes it current for everything the request runs (its log events
 /// carry it as `request.id`), and returns it as `Request-Id`. Ids are generated here, never
-/// taken from the client, so a log line cannot be forged to match another request.
+/// taken from the client, so a log line cannot be forged to match another request. The
+/// request's span is the root of its trace, or continues the client's `traceparent`.
 pub async fn request_id(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = format!("req_{}", uuid::Uuid::new_v4().simple());
-    let span = tracing::info_span!("request", request.id = %id);
-    let mut response = REQUEST_ID
-        .scope(id.clone(), next.call(req).instrument(span))
-        .await?;
+    let method = req.method().to_string();
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = Empty,
+        http.response.status_code = Empty,
+        request.id = %id,
+    );
+    let incoming = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    telemetry::continue_trace(&span, incoming);
+    let result = REQUEST_ID
+        .scope(id.clone(), next.call(req).instrument(span.clone()))
+        .await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => error.as_response_error().status_code(),
+    };
+    // Named after the route pattern, never the path (ids would make every name unique).
+    let route = result
+        .as_ref()
+        .ok()
+        .and_then(|r| r.request().match_pattern());
+    telemetry::rename(
+        &span,
+        format!("{method} {}", route.as_deref().unwrap_or("unmatched")),
+    );
+    span.record("http.route", route.as_deref().unwrap_or("unmatched"));
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        telemetry::mark_error(&span, format!("HTTP {status}"));
+    }
+    let mut response = result?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }

@@ -10,12 +10,13 @@ use diesel_async::AsyncPgConnection;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use tokio::sync::watch;
+use tracing::Instrument;
 use zipkit_domain::ZipId;
 use zipkit_domain::db::PgPool;
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::Zip;
 use zipkit_runtime::broker::{Broker, PublishError};
-use zipkit_runtime::metrics;
+use zipkit_runtime::{metrics, telemetry};
 
 #[derive(Debug, Clone)]
 pub struct JobPublisher {
@@ -50,17 +51,37 @@ pub enum PublishJobError {
 }
 
 impl JobPublisher {
-    /// Publishes the job's message with confirms, then records that the broker has it.
     /// Publishes the job's message with confirms, then records on `conn` that the broker has it.
     /// The caller's connection is used (not one more from the pool), so a request holding a
-    /// connection can never wait on the pool for a second one.
+    /// connection can never wait on the pool for a second one. The message carries this
+    /// publish's trace context (header and body), so the worker's spans join the trace.
     pub async fn publish(
         &self,
         conn: &mut AsyncPgConnection,
         zip_id: ZipId,
-        traceparent: Option<String>,
         by: PublishedBy,
     ) -> Result<(), PublishJobError> {
+        let queue = &self.broker.topology().jobs;
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = format!("publish {queue}"),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.destination.name = %queue,
+            zip.id = %zip_id,
+            published_by = by.label(),
+        );
+        self.publish_in(conn, zip_id, by).instrument(span).await
+    }
+
+    async fn publish_in(
+        &self,
+        conn: &mut AsyncPgConnection,
+        zip_id: ZipId,
+        by: PublishedBy,
+    ) -> Result<(), PublishJobError> {
+        let traceparent = telemetry::traceparent(&tracing::Span::current());
         let message = JobMessage::first(zip_id, traceparent.clone());
         let mut headers = FieldTable::default();
         if let Some(traceparent) = traceparent {
@@ -117,9 +138,13 @@ impl JobPublisher {
                     continue;
                 }
             };
-            for zip_id in pending {
+            for (zip_id, traceparent) in pending {
+                // The publish joins the trace of the request that stored the job.
+                let span = tracing::info_span!("sweep", zip.id = %zip_id);
+                telemetry::continue_trace(&span, traceparent.as_deref());
                 match self
-                    .publish(&mut conn, zip_id, None, PublishedBy::Sweeper)
+                    .publish(&mut conn, zip_id, PublishedBy::Sweeper)
+                    .instrument(span)
                     .await
                 {
                     Ok(()) => {
@@ -132,83 +157,6 @@ impl JobPublisher {
                     }
                 }
             }
-        }
-    }
-}
-
-/// The W3C trace context for the job: a child of the request's `traceparent` when it sent a
-/// valid one, otherwise a new trace. (Full OpenTelemetry export comes with the operations work.)
-pub fn traceparent(incoming: Option<&str>) -> String {
-    let span = hex(&random::<8>());
-    match incoming.and_then(parse_trace_id) {
-        Some(trace) => format!("00-{trace}-{span}-01"),
-        None => format!("00-{}-{span}-01", hex(&random::<16>())),
-    }
-}
-
-fn parse_trace_id(header: &str) -> Option<&str> {
-    let mut parts = header.trim().split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let is_hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let valid = version == "00"
-        && is_hex(trace, 32)
-        && is_hex(span, 16)
-        && is_hex(flags, 2)
-        && trace.bytes().any(|b| b != b'0')
-        && span.bytes().any(|b| b != b'0');
-    valid.then_some(trace)
-}
-
-fn random<const N: usize>() -> [u8; N] {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; N];
-    // A trace id only needs to be unique; fall back to the clock if the OS RNG fails.
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        let nanos = Utc::now()
-            .timestamp_nanos_opt()
-            .unwrap_or_default()
-            .to_le_bytes();
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = nanos[i % nanos.len()];
-        }
-    }
-    bytes
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_valid_incoming_traceparent_keeps_its_trace_id() {
-        let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let child = traceparent(Some(incoming));
-        assert!(
-            child.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
-            "{child}"
-        );
-        assert_ne!(child, incoming, "a new span id");
-    }
-
-    #[test]
-    fn a_missing_or_malformed_traceparent_starts_a_new_trace() {
-        for incoming in [
-            None,
-            Some("garbage"),
-            Some("00-00000000000000000000000000000000-b7ad6b7169203331-01"),
-        ] {
-            let fresh = traceparent(incoming);
-            let trace = parse_trace_id(&fresh).expect("well-formed");
-            assert_ne!(trace, "00000000000000000000000000000000");
         }
     }
 }

@@ -227,6 +227,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
     Zip::create(
         &mut conn,
         NewZip {
+            traceparent: None,
             project_id: project,
             bucket_id: stored.id,
             key: ObjectKey::parse("a.zip").unwrap(),

@@ -345,6 +345,7 @@ async fn a_member_of_one_project_reaches_nothing_of_another_by_changing_ids() {
         Zip::create(
             &mut conn,
             NewZip {
+                traceparent: None,
                 project_id: theirs,
                 bucket_id: bucket.id,
                 key: ObjectKey::parse("bob/secret-plans.zip").expect("key"),

@@ -1,10 +1,16 @@
 //! What operators watch, seen from outside on the real binaries: both `/metrics` endpoints after
-//! a real job (valid exposition by promtool's judgement, counters moved by exactly that job).
+//! a real job (valid exposition by promtool's judgement, counters moved by exactly that job), and
+//! the spans an OTLP receiver gets: one trace from the request through RabbitMQ to the last part.
+
+use std::time::Duration;
 
 use serde_json::json;
+use zipkit_test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use zipkit_test_support::prometheus::{promtool_check, sample};
+use zipkit_test_support::proxy::TcpProxy;
+use zipkit_test_support::services::amqp_host_port;
 use zipkit_test_support::sources::{Behaviour, SourceServer};
-use zipkit_test_support::stack::{Stack, sibling_binary};
+use zipkit_test_support::stack::{Launch, Stack, sibling_binary};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
@@ -166,6 +172,251 @@ async fn both_metrics_endpoints_pass_promtool_and_count_a_real_job() {
                 ("version", env!("CARGO_PKG_VERSION"))
             ]
         ),
+        Some(1.0)
+    );
+}
+
+/// The spans of `trace` by name (the first of each name), from the receiver.
+fn by_name<'a>(spans: &'a [ReceivedSpan], trace: &str, name: &str) -> &'a ReceivedSpan {
+    spans
+        .iter()
+        .find(|s| s.trace_id == trace && s.name == name)
+        .unwrap_or_else(|| {
+            let names: Vec<_> = spans
+                .iter()
+                .map(|s| (&s.service, &s.name, &s.trace_id))
+                .collect();
+            panic!("no span {name:?} in trace {trace}: {names:#?}")
+        })
+}
+
+fn children<'a>(
+    spans: &'a [ReceivedSpan],
+    parent: &ReceivedSpan,
+    name: &str,
+) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| {
+            s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id && s.name == name
+        })
+        .collect()
+}
+
+/// Everything the worker does for a job: one span per attempt, with the claim, one download per
+/// source, each part and the completion under it.
+fn assert_worker_spans(spans: &[ReceivedSpan], job: &ReceivedSpan, sources: usize) {
+    assert_eq!(job.service, "zipkit-worker");
+    assert_eq!(job.attributes["messaging.destination.name"], "zipkit.jobs");
+    assert_eq!(
+        children(spans, job, "claim").len(),
+        1,
+        "the claim is the job's child"
+    );
+    let downloads = children(spans, job, "download");
+    assert_eq!(
+        downloads.len(),
+        sources,
+        "one download span per source, under the job"
+    );
+    assert!(
+        downloads
+            .iter()
+            .all(|d| d.attributes["source.host"] == "127.0.0.1")
+    );
+    assert_eq!(children(spans, job, "create upload").len(), 1);
+    assert_eq!(
+        children(spans, job, "upload part").len(),
+        1,
+        "one part, under the job"
+    );
+    assert_eq!(children(spans, job, "complete upload").len(), 1);
+}
+
+fn traced_env(receiver: &OtlpReceiver) -> Vec<(&'static str, String)> {
+    vec![
+        ("ZIPKIT__TELEMETRY__OTLP_ENDPOINT", receiver.endpoint()),
+        // The SDK's batch exporter reads its standard variable: send every 100 ms, not 5 s.
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ]
+}
+
+fn job_body(sources: &SourceServer, bucket: &str, key: &str) -> serde_json::Value {
+    json!({
+        "urls": [
+            {"url": sources.url("a.txt"), "filename": "a.txt"},
+            {"url": sources.url("b.txt"), "filename": "b.txt"},
+        ],
+        "bucket_name": bucket,
+        "key": key,
+    })
+}
+
+async fn two_sources() -> SourceServer {
+    SourceServer::start(vec![
+        ("a.txt", Behaviour::Serve(b"first file".to_vec())),
+        ("b.txt", Behaviour::Serve(vec![b'b'; 50_000])),
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part() {
+    let (db, vhost, bucket) = (
+        TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,
+        TestBroker::new().await,
+        TestBucket::new().await,
+    );
+    let sources = two_sources().await;
+    let receiver = OtlpReceiver::start().await;
+    let env = traced_env(&receiver);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let worker = sibling_binary(BINARY, "zipkit-worker");
+    let stack = Stack::start(BINARY, &worker, db.url(), &vhost.url(), &env).await;
+    let tenant = stack.tenant(bucket.name());
+
+    // No traceparent from the client: the API starts the trace.
+    let job = stack
+        .run_job(
+            &tenant.token,
+            &job_body(&sources, &tenant.bucket, "traced.zip"),
+            &[],
+        )
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
+
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |spans| {
+            // The job span closes last, after all its children.
+            spans.iter().any(|s| s.name == "process zipkit.jobs")
+                && spans.iter().any(|s| s.name == "POST /v1/zips")
+        })
+        .await;
+    let request = spans
+        .iter()
+        .find(|s| s.name == "POST /v1/zips")
+        .unwrap_or_else(|| panic!("no request span: {spans:#?}\n{}", stack.logs()));
+    assert_eq!(request.service, "zipkit-api");
+    assert_eq!(request.parent_span_id, "", "the request span is the root");
+    assert_eq!(request.attributes["http.route"], "/v1/zips");
+    assert_eq!(request.attributes["http.response.status_code"], "202");
+    let trace = request.trace_id.as_str();
+
+    assert_eq!(
+        by_name(&spans, trace, "store job").parent_span_id,
+        request.span_id
+    );
+    let publish = by_name(&spans, trace, "publish zipkit.jobs");
+    assert_eq!(publish.parent_span_id, request.span_id);
+    assert_eq!(publish.attributes["published_by"], "request");
+    let job_span = by_name(&spans, trace, "process zipkit.jobs");
+    assert_eq!(
+        job_span.parent_span_id, publish.span_id,
+        "the worker continues the publish"
+    );
+    assert_eq!(
+        job_span.attributes["zip.id"],
+        job["id"].as_str().expect("an id")
+    );
+    assert_worker_spans(&spans, job_span, 2);
+
+    // The worker's JSON log lines carry the trace id.
+    let logs = stack.logs();
+    let claimed = logs
+        .lines()
+        .find(|l| l.contains("\"job claimed\""))
+        .unwrap_or_else(|| panic!("no claim logged: {logs}"));
+    let claimed: serde_json::Value = serde_json::from_str(claimed).expect("a JSON log line");
+    assert_eq!(claimed["trace_id"], trace, "{claimed}");
+}
+
+#[tokio::test]
+async fn a_job_the_sweeper_published_stays_in_the_trace_of_its_request() {
+    let (db, vhost, bucket) = (
+        TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,
+        TestBroker::new().await,
+        TestBucket::new().await,
+    );
+    let sources = two_sources().await;
+    let receiver = OtlpReceiver::start().await;
+    let mut env = traced_env(&receiver);
+    env.push(("ZIPKIT__API__REPUBLISH_AFTER_SECS", "1".to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The API reaches RabbitMQ through a proxy that starts closed; the worker reaches it directly.
+    let mut proxy = TcpProxy::closed(amqp_host_port());
+    let api_amqp = vhost
+        .url()
+        .replace(&amqp_host_port(), &format!("127.0.0.1:{}", proxy.port()));
+    let worker = sibling_binary(BINARY, "zipkit-worker");
+    let amqp = vhost.url();
+    let stack = Stack::launch(Launch {
+        api_binary: BINARY,
+        worker_binary: &worker,
+        database_url: db.url(),
+        amqp_url: &amqp,
+        api_amqp_url: &api_amqp,
+        env: &env,
+    })
+    .await;
+    let tenant = stack.tenant(bucket.name());
+
+    let id = stack
+        .create_job(
+            &tenant.token,
+            &job_body(&sources, &tenant.bucket, "swept.zip"),
+            &[],
+        )
+        .await;
+    proxy.open().await;
+    let job = stack
+        .wait_for_job(&tenant.token, &id, Duration::from_secs(60))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
+
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |spans| {
+            // The job span closes last, after all its children.
+            spans.iter().any(|s| s.name == "process zipkit.jobs")
+                && spans.iter().any(|s| s.name == "sweep")
+        })
+        .await;
+    let request = spans
+        .iter()
+        .find(|s| s.name == "POST /v1/zips")
+        .unwrap_or_else(|| panic!("no request span: {spans:#?}\n{}", stack.logs()));
+    let trace = request.trace_id.as_str();
+    // The request's own publish failed (broker away) …
+    let failed = children(&spans, request, "publish zipkit.jobs");
+    assert_eq!(failed.len(), 1, "{spans:#?}");
+    assert_eq!(failed[0].attributes["published_by"], "request");
+    // … the sweeper picked the trace up from the row and published under it …
+    let sweep = by_name(&spans, trace, "sweep");
+    assert_eq!(sweep.service, "zipkit-api");
+    assert_eq!(sweep.parent_span_id, request.span_id);
+    let publish = children(&spans, sweep, "publish zipkit.jobs");
+    assert_eq!(publish.len(), 1);
+    assert_eq!(publish[0].attributes["published_by"], "sweeper");
+    // … and the worker continued that publish.
+    let job_span = by_name(&spans, trace, "process zipkit.jobs");
+    assert_eq!(job_span.parent_span_id, publish[0].span_id);
+    assert_worker_spans(&spans, job_span, 2);
+
+    let api = scrape(&stack.api_url("/metrics")).await;
+    assert_eq!(
+        sample(
+            &api,
+            "zipkit_job_publish_failures_total",
+            &[("by", "request")]
+        ),
+        Some(1.0),
+        "{api}"
+    );
+    assert_eq!(
+        sample(&api, "zipkit_sweeper_republished_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&api, "zipkit_jobs_published_total", &[("by", "sweeper")]),
         Some(1.0)
     );
 }

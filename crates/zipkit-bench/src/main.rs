@@ -416,6 +416,7 @@ impl Bench {
         let zip = Zip::create(
             &mut conn,
             NewZip {
+                traceparent: None,
                 project_id: self.bucket.project_id,
                 bucket_id: self.bucket.id,
                 key: ObjectKey::parse(key).context("key")?,

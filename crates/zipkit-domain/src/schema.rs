@@ -98,6 +98,7 @@ diesel::table! {
         next_attempt_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        traceparent -> Nullable<Text>,
     }
 }
 
@@ -183,6 +184,7 @@ diesel::table! {
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
+        traceparent -> Nullable<Text>,
     }
 }
 

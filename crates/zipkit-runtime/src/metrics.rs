@@ -254,4 +254,29 @@ mod tests {
             assert!(!metric.help.is_empty());
         }
     }
+
+    #[test]
+    fn the_operations_guide_lists_every_metric_with_its_type_and_labels() {
+        let guide = include_str!("../../../docs/OPERATIONS.md");
+        for metric in CATALOGUE {
+            let row = guide
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", metric.name)))
+                .unwrap_or_else(|| panic!("{} is not in docs/OPERATIONS.md", metric.name));
+            let kind = format!("{:?}", metric.kind).to_lowercase();
+            assert!(row.contains(&format!("| {kind} |")), "{row}");
+            for label in metric.labels {
+                assert!(row.contains(&format!("`{label}`")), "{row} lacks {label}");
+            }
+        }
+        let documented = guide
+            .lines()
+            .filter(|l| l.starts_with("| `zipkit_"))
+            .count();
+        assert_eq!(
+            documented,
+            CATALOGUE.len(),
+            "a documented metric no longer exists"
+        );
+    }
 }

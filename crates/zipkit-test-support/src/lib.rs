@@ -6,6 +6,7 @@ pub mod broker;
 pub mod bucket;
 pub mod canned_http;
 pub mod database;
+pub mod otlp;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;

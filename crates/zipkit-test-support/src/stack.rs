@@ -34,6 +34,20 @@ pub struct Stack {
     amqp_url: String,
 }
 
+/// How to start a stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    pub api_binary: &'a str,
+    pub worker_binary: &'a Path,
+    pub database_url: &'a str,
+    /// The worker's broker (and the CLI's).
+    pub amqp_url: &'a str,
+    /// The API's broker: another address for the same vhost (a proxy) lets a test take the
+    /// broker away from the API alone.
+    pub api_amqp_url: &'a str,
+    pub env: &'a [(&'a str, &'a str)],
+}
+
 /// What the CLI set up for a job.
 #[derive(Debug, Clone)]
 pub struct Tenant {
@@ -52,26 +66,43 @@ impl Stack {
         amqp_url: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::launch(Launch {
+            api_binary,
+            worker_binary,
+            database_url,
+            amqp_url,
+            api_amqp_url: amqp_url,
+            env,
+        })
+        .await
+    }
+
+    /// Starts both binaries as `launch` says. Waits for the worker's readiness, and for the
+    /// API's when it reaches the same broker as the worker.
+    pub async fn launch(launch: Launch<'_>) -> Self {
         let logs = tempfile_dir::Dir::new();
         let (api_port, worker_port) = (free_port(), free_port());
-        let spawn = |binary: &Path, log: &str, port_key: &str, port: u16| {
+        let spawn = |binary: &Path, amqp_url: &str, log: &str, port_key: &str, port: u16| {
             let file = std::fs::File::create(logs.path().join(log)).expect("log file");
-            let mut command = zipkit_command(&binary.to_string_lossy(), database_url, amqp_url);
+            let mut command =
+                zipkit_command(&binary.to_string_lossy(), launch.database_url, amqp_url);
             command
                 .env(port_key, port.to_string())
-                .envs(env.iter().copied())
+                .envs(launch.env.iter().copied())
                 .stdout(file.try_clone().expect("log file"))
                 .stderr(file);
             KillOnDrop(command.spawn().expect("start a zipkit binary"))
         };
         let api = spawn(
-            Path::new(api_binary),
+            Path::new(launch.api_binary),
+            launch.api_amqp_url,
             "api.log",
             "ZIPKIT__API__PORT",
             api_port,
         );
         let worker = spawn(
-            worker_binary,
+            launch.worker_binary,
+            launch.amqp_url,
             "worker.log",
             "ZIPKIT__WORKER__HTTP_PORT",
             worker_port,
@@ -82,14 +113,28 @@ impl Stack {
             api,
             worker,
             logs,
-            api_binary: api_binary.to_owned(),
-            database_url: database_url.to_owned(),
-            amqp_url: amqp_url.to_owned(),
+            api_binary: launch.api_binary.to_owned(),
+            database_url: launch.database_url.to_owned(),
+            amqp_url: launch.amqp_url.to_owned(),
         };
-        for port in [api_port, worker_port] {
-            stack.wait_ready(port).await;
+        stack.wait_ready(worker_port).await;
+        if launch.api_amqp_url == launch.amqp_url {
+            stack.wait_ready(api_port).await;
+        } else {
+            stack.wait_alive(api_port).await;
         }
         stack
+    }
+
+    async fn wait_alive(&self, port: u16) {
+        for _ in 0..300 {
+            let answer = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await;
+            if answer.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("port {port} never answered /healthz\n{}", self.logs());
     }
 
     async fn wait_ready(&self, port: u16) {
@@ -182,6 +227,17 @@ impl Stack {
         body: &serde_json::Value,
         headers: &[(&str, &str)],
     ) -> serde_json::Value {
+        let id = self.create_job(token, body, headers).await;
+        self.wait_for_job(token, &id, Duration::from_secs(60)).await
+    }
+
+    /// Posts a job (expecting 202) and returns its id.
+    pub async fn create_job(
+        &self,
+        token: &str,
+        body: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> String {
         let http = reqwest::Client::new();
         let mut request = http.post(self.api_url("/v1/zips")).bearer_auth(token);
         for (name, value) in headers {
@@ -190,11 +246,10 @@ impl Stack {
         let created = request.json(body).send().await.expect("POST /v1/zips");
         assert_eq!(created.status(), 202, "{}", self.logs());
         let created: serde_json::Value = created.json().await.expect("JSON");
-        let id = created["data"]["id"]
+        created["data"]["id"]
             .as_str()
             .unwrap_or_else(|| panic!("no id in {created}"))
-            .to_owned();
-        self.wait_for_job(token, &id, Duration::from_secs(60)).await
+            .to_owned()
     }
 
     /// Polls the job until it has ended.

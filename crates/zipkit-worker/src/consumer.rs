@@ -13,10 +13,12 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::{JobError, Zip, ZipOutcome};
 use zipkit_runtime::broker::Broker;
 use zipkit_runtime::metrics as names;
+use zipkit_runtime::telemetry;
 
 use crate::job::{self, JobContext};
 
@@ -154,15 +156,6 @@ async fn handle(
     delivery: lapin::message::Delivery,
     settings: &ConsumerSettings,
 ) {
-    let lease = settings.lease;
-    let ack = |delivery: &lapin::message::Delivery| {
-        let acker = delivery.acker.clone();
-        async move {
-            if let Err(e) = acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(error = %e, "ack failed");
-            }
-        }
-    };
     let Ok(message) = JobMessage::from_bytes(&delivery.data) else {
         tracing::error!("a message that is not a job message; dead-lettering it");
         let _ = delivery
@@ -174,10 +167,62 @@ async fn handle(
             .await;
         return;
     };
+    // The job's span continues the trace of whoever published the message (the request, the
+    // sweeper, or this worker's own delayed retry).
+    let queue = broker.topology().jobs.clone();
+    let span = tracing::info_span!(
+        "job",
+        otel.name = format!("process {queue}"),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.destination.name = %queue,
+        zip.id = %message.zip_id,
+        project.id = tracing::field::Empty,
+        attempt = message.attempt,
+    );
+    let traceparent = header_traceparent(&delivery).or_else(|| message.traceparent.clone());
+    telemetry::continue_trace(&span, traceparent.as_deref());
+    process(ctx, broker, delivery, settings, message)
+        .instrument(span)
+        .await;
+}
+
+/// The `traceparent` AMQP header, when the publisher set one.
+fn header_traceparent(delivery: &lapin::message::Delivery) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("traceparent")? {
+        lapin::types::AMQPValue::LongString(value) => Some(value.to_string()),
+        _ => None,
+    }
+}
+
+/// Claims the job a message names, runs it and settles the message.
+async fn process(
+    ctx: &JobContext,
+    broker: &Broker,
+    delivery: lapin::message::Delivery,
+    settings: &ConsumerSettings,
+    message: JobMessage,
+) {
+    let lease = settings.lease;
+    let ack = |delivery: &lapin::message::Delivery| {
+        let acker = delivery.acker.clone();
+        async move {
+            if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(error = %e, "ack failed");
+            }
+        }
+    };
     let zip_id = message.zip_id;
     let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
-    let claimed = match ctx.pool.get().await {
-        Ok(mut conn) => Zip::claim(&mut conn, zip_id, &ctx.owner, lease_chrono).await,
+    let claim = tracing::info_span!("claim", zip.id = %zip_id);
+    let claimed = match ctx.pool.get().instrument(claim.clone()).await {
+        Ok(mut conn) => {
+            Zip::claim(&mut conn, zip_id, &ctx.owner, lease_chrono)
+                .instrument(claim)
+                .await
+        }
         Err(e) => {
             tracing::warn!(zip.id = %zip_id, error = %e, "database unavailable; requeueing");
             requeue(&delivery).await;
@@ -222,6 +267,7 @@ async fn handle(
             return;
         }
     };
+    tracing::Span::current().record("project.id", tracing::field::display(zip.project_id));
     tracing::info!(zip.id = %zip_id, attempt = zip.attempts, "job claimed");
     let started = std::time::Instant::now();
     if zip.attempts == 1 {
@@ -260,16 +306,20 @@ async fn handle(
     let run_ctx = ctx.clone();
     let run_zip = zip.clone();
     // A panic inside the job fails the job, never the consumer.
-    let outcome =
-        match tokio::spawn(async move { job::run(&run_ctx, &run_zip, cancelled).await }).await {
-            Ok(outcome) => outcome,
-            Err(e) => ZipOutcome::Failed(JobError {
-                error_type: "api_error".into(),
-                code: "internal_error".into(),
-                message: format!("the job stopped unexpectedly: {e}"),
-                param: None,
-            }),
-        };
+    let outcome = match tokio::spawn(
+        async move { job::run(&run_ctx, &run_zip, cancelled).await }
+            .instrument(tracing::Span::current()),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(e) => ZipOutcome::Failed(JobError {
+            error_type: "api_error".into(),
+            code: "internal_error".into(),
+            message: format!("the job stopped unexpectedly: {e}"),
+            param: None,
+        }),
+    };
     let _ = beat_stop.send(true);
     let _ = heartbeat.await;
     let transient = matches!(&outcome, ZipOutcome::Failed(e) if job::is_transient(&e.code));

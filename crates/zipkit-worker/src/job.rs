@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::db::PgPool;
 use zipkit_domain::models::{Bucket, EntryOutcome, JobError, Zip, ZipEntry, ZipOutcome};
@@ -121,7 +122,8 @@ pub async fn run(ctx: &JobContext, zip: &Zip, cancelled: watch::Receiver<bool>) 
     if let Some(acl) = &location.acl {
         create = create.acl(aws_sdk_s3::types::ObjectCannedAcl::from(acl.as_str()));
     }
-    let upload_id = match create.send().await {
+    let create_span = tracing::info_span!("create upload", otel.kind = "client");
+    let upload_id = match create.send().instrument(create_span).await {
         Ok(out) => out.upload_id().unwrap_or_default().to_owned(),
         Err(e) => {
             let why = zipkit_storage::explain(&location, &e);
@@ -147,26 +149,29 @@ pub async fn run(ctx: &JobContext, zip: &Zip, cancelled: watch::Receiver<bool>) 
     );
     let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(8);
     let (complete, complete_rx) = tokio::sync::oneshot::channel::<bool>();
-    let uploader = tokio::spawn({
-        let (pool, zip_id, upload_id) = (ctx.pool.clone(), zip.id, upload_id.clone());
-        let target = target.clone();
-        let notes = notes.clone();
-        async move {
-            let mut record = move |number: i32, etag: String, size: i64| {
-                let (pool, upload_id, notes) = (pool.clone(), upload_id.clone(), notes.clone());
-                Box::pin(async move {
-                    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-                    Zip::record_part(&mut conn, zip_id, &upload_id, number, &etag, size)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let _ = notes.send(Note::Uploaded(size)).await;
-                    Ok(())
-                })
-                    as std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
-            };
-            upload::upload(&target, chunks_rx, plan, &mut record, complete_rx).await
+    let uploader = tokio::spawn(
+        {
+            let (pool, zip_id, upload_id) = (ctx.pool.clone(), zip.id, upload_id.clone());
+            let target = target.clone();
+            let notes = notes.clone();
+            async move {
+                let mut record = move |number: i32, etag: String, size: i64| {
+                    let (pool, upload_id, notes) = (pool.clone(), upload_id.clone(), notes.clone());
+                    Box::pin(async move {
+                        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                        Zip::record_part(&mut conn, zip_id, &upload_id, number, &etag, size)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let _ = notes.send(Note::Uploaded(size)).await;
+                        Ok(())
+                    })
+                        as std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+                };
+                upload::upload(&target, chunks_rx, plan, &mut record, complete_rx).await
+            }
         }
-    });
+        .instrument(tracing::Span::current()),
+    );
 
     let archive = ArchiveWriter::new(
         ArchiveOptions {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
+use tracing::Instrument;
 use zipkit_domain::models::ZipEntry;
 use zipkit_runtime::metrics as metrics_names;
 
@@ -98,12 +99,26 @@ impl Prefetcher {
             // Capacity is not the bound (the byte budget is); it only has to exceed the chunks
             // the budget can hold.
             let (tx, events) = mpsc::channel(1024);
-            let task = tokio::spawn(download(
-                self.http.clone(),
-                entry.url.clone(),
-                self.limits.clone(),
-                tx,
-            ));
+            // The host only: a source URL's path and query may carry a signature.
+            let host = url::Url::parse(&entry.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            let span = tracing::info_span!(
+                "download",
+                otel.kind = "client",
+                entry.index = entry.entry_index,
+                source.host = %host,
+            );
+            let task = tokio::spawn(
+                download(
+                    self.http.clone(),
+                    entry.url.clone(),
+                    self.limits.clone(),
+                    tx,
+                )
+                .instrument(span),
+            );
             self.running.push_back(Download {
                 entry,
                 events,

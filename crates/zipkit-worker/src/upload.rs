@@ -8,6 +8,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// Where the archive goes.
 #[derive(Debug, Clone)]
@@ -140,7 +141,13 @@ pub async fn upload(
             next_number += 1;
             let next = BytesMut::with_capacity(plan.size(next_number));
             let body = std::mem::replace(&mut buffer, next).freeze();
-            uploading.spawn(upload_part(target.clone(), next_number - 1, body));
+            let span = tracing::info_span!(
+                "upload part",
+                otel.kind = "client",
+                part = next_number - 1,
+                bytes = body.len(),
+            );
+            uploading.spawn(upload_part(target.clone(), next_number - 1, body).instrument(span));
             for part in finished {
                 keep(part, record, &mut parts).await?;
             }
@@ -157,6 +164,7 @@ pub async fn upload(
         return Err(UploadError::Abandoned);
     }
     parts.sort_by_key(|p: &CompletedPart| p.part_number());
+    let span = tracing::info_span!("complete upload", otel.kind = "client", parts = parts.len());
     let completed = target
         .client
         .complete_multipart_upload()
@@ -169,6 +177,7 @@ pub async fn upload(
                 .build(),
         )
         .send()
+        .instrument(span)
         .await
         .map_err(|e| {
             use aws_sdk_s3::error::ProvideErrorMetadata;

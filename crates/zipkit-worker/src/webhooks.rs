@@ -16,7 +16,9 @@ use zipkit_domain::models::{AttemptResult, Bucket, WebhookDelivery, WebhookEndpo
 use zipkit_domain::views::{BucketRef, Event, ZipObject};
 use zipkit_domain::webhooks::{SIGNATURE_HEADER, WebhookSettings, signature};
 
+use tracing::Instrument;
 use zipkit_egress::EgressPolicy;
+use zipkit_runtime::telemetry;
 
 /// Queues the `zip.completed` event of a zip that just succeeded or failed. Call inside the
 /// transaction that set its final state.
@@ -48,6 +50,7 @@ pub async fn enqueue_completed(
         &event.event_type,
         Some(zip.id),
         &payload,
+        zipkit_runtime::telemetry::traceparent(&tracing::Span::current()).as_deref(),
     )
     .await
 }
@@ -114,7 +117,20 @@ impl Dispatcher {
     }
 
     /// One attempt at one delivery, recorded whatever happens.
+    /// One attempt at a delivery, in the trace of the job whose event it carries.
     async fn deliver(&self, delivery: WebhookDelivery) {
+        let span = tracing::info_span!(
+            "webhook delivery",
+            otel.kind = "client",
+            delivery.id = %delivery.id,
+            event.kind = %delivery.event_type,
+            attempt = delivery.attempts + 1,
+        );
+        telemetry::continue_trace(&span, delivery.traceparent.as_deref());
+        self.attempt(delivery).instrument(span).await;
+    }
+
+    async fn attempt(&self, delivery: WebhookDelivery) {
         let Ok(mut conn) = self.pool.get().await else {
             return;
         };

@@ -146,6 +146,10 @@ impl Harness {
             telemetry: TelemetrySettings {
                 format: LogFormat::Pretty,
                 filter: "warn".into(),
+                otlp_endpoint: None,
+                otlp_headers: None,
+                service_name: None,
+                trace_sample_ratio: 1.0,
             },
             webhooks: WebhookSettings {
                 allow_http: true,
@@ -263,6 +267,7 @@ impl Harness {
         let zip = Zip::create(
             &mut conn,
             NewZip {
+                traceparent: None,
                 project_id: bucket.project_id,
                 bucket_id: bucket.id,
                 key: ObjectKey::parse(key).unwrap(),

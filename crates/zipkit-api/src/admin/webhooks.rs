@@ -118,6 +118,7 @@ pub async fn queue_test(
         "webhook.test",
         None,
         &payload,
+        zipkit_runtime::telemetry::traceparent(&tracing::Span::current()).as_deref(),
     )
     .await?;
     Ok(event_id)

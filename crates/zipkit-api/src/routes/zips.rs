@@ -5,6 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 use zipkit_domain::models::{Bucket, NewZip, Zip, ZipPage, ZipWithBucket};
 use zipkit_domain::{ZipId, ZipStatus};
@@ -208,8 +209,10 @@ pub async fn create(
         on_error: valid.on_error,
         idempotency: idempotency.clone().map(|key| (key, request_hash.clone())),
         entries: valid.entries,
+        traceparent: zipkit_runtime::telemetry::traceparent(&tracing::Span::current()),
     };
-    let zip = match Zip::create(&mut conn, new).await {
+    let store = tracing::info_span!("store job", project.id = %caller.project_id);
+    let zip = match Zip::create(&mut conn, new).instrument(store).await {
         Ok(zip) => zip,
         // Two requests with one key raced; the other one stored its job first.
         Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
@@ -224,15 +227,10 @@ pub async fn create(
         Err(err) => return Err(err.into()),
     };
     metrics::counter!(zipkit_runtime::metrics::JOBS_ACCEPTED).increment(1);
-    let traceparent = crate::publisher::traceparent(
-        req.headers()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok()),
-    );
     // The job is committed; if the broker is away the sweeper publishes it later.
     if let Err(err) = state
         .publisher
-        .publish(&mut conn, zip.id, Some(traceparent), PublishedBy::Request)
+        .publish(&mut conn, zip.id, PublishedBy::Request)
         .await
     {
         tracing::warn!(zip.id = %zip.id, error = %err, "job stored but not yet published; the sweeper will retry");

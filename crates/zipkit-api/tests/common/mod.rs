@@ -58,6 +58,10 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
         telemetry: TelemetrySettings {
             format: LogFormat::Pretty,
             filter: "warn".into(),
+            otlp_endpoint: None,
+            otlp_headers: None,
+            service_name: None,
+            trace_sample_ratio: 1.0,
         },
         webhooks: zipkit_domain::webhooks::WebhookSettings {
             allow_http: true,
@@ -91,6 +95,8 @@ pub struct TestApp {
 impl TestApp {
     pub async fn start(settings: Settings) -> Self {
         let keyring = KeyRing::from_settings(&settings.crypto).expect("key ring");
+        // As the binary does: spans (and so the traceparent of job messages) need it.
+        zipkit_runtime::telemetry::init("zipkit-api", &settings.telemetry).expect("telemetry");
         let app = Application::build(settings).await.expect("the API starts");
         let base = format!("http://127.0.0.1:{}", app.port());
         let (stop, stopped) = oneshot::channel();

@@ -25,6 +25,8 @@ pub struct WebhookDelivery {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The W3C trace context the event was queued in (the job's), so deliveries join its trace.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -58,6 +60,7 @@ impl WebhookDelivery {
         event_type: &str,
         zip: Option<ZipId>,
         payload: &serde_json::Value,
+        traceparent: Option<&str>,
     ) -> QueryResult<usize> {
         let endpoints: Vec<WebhookEndpointId> = webhook_endpoints::table
             .filter(webhook_endpoints::project_id.eq(project))
@@ -65,7 +68,16 @@ impl WebhookDelivery {
             .select(webhook_endpoints::id)
             .load(conn)
             .await?;
-        Self::enqueue_for(conn, &endpoints, event_id, event_type, zip, payload).await
+        Self::enqueue_for(
+            conn,
+            &endpoints,
+            event_id,
+            event_type,
+            zip,
+            payload,
+            traceparent,
+        )
+        .await
     }
 
     /// Queues `payload` for the given endpoints (a test event goes to one).
@@ -76,6 +88,7 @@ impl WebhookDelivery {
         event_type: &str,
         zip: Option<ZipId>,
         payload: &serde_json::Value,
+        traceparent: Option<&str>,
     ) -> QueryResult<usize> {
         let now = Utc::now();
         let rows: Vec<_> = endpoints
@@ -89,6 +102,7 @@ impl WebhookDelivery {
                     webhook_deliveries::zip_id.eq(zip),
                     webhook_deliveries::payload.eq(payload),
                     webhook_deliveries::next_attempt_at.eq(now),
+                    webhook_deliveries::traceparent.eq(traceparent),
                 )
             })
             .collect();

@@ -78,6 +78,8 @@ pub struct NewZip {
     /// The `Idempotency-Key` header and a hash of the request body it came with.
     pub idempotency: Option<(String, Vec<u8>)>,
     pub entries: Vec<NewZipEntry>,
+    /// The W3C trace context of the request that created it (for the sweeper's publish).
+    pub traceparent: Option<String>,
 }
 
 /// What happened to one entry of a job.
@@ -148,6 +150,7 @@ impl Zip {
                     zips::idempotency_key.eq(idempotency_key),
                     zips::request_hash.eq(request_hash),
                     zips::files_total.eq(files_total),
+                    zips::traceparent.eq(new.traceparent),
                 ))
                 .returning(Zip::as_returning())
                 .get_result(conn)
@@ -274,18 +277,19 @@ impl Zip {
             .await
     }
 
-    /// Jobs whose message the broker has not confirmed, created before `before`, oldest first.
+    /// Jobs whose message the broker has not confirmed, created before `before`, oldest first,
+    /// with the trace context each was created in.
     pub async fn unpublished(
         conn: &mut AsyncPgConnection,
         before: DateTime<Utc>,
         limit: i64,
-    ) -> QueryResult<Vec<ZipId>> {
+    ) -> QueryResult<Vec<(ZipId, Option<String>)>> {
         zips::table
             .filter(zips::published_at.is_null())
             .filter(zips::status.eq(ZipStatus::None))
             .filter(zips::created_at.lt(before))
             .order(zips::created_at.asc())
-            .select(zips::id)
+            .select((zips::id, zips::traceparent))
             .limit(limit)
             .load(conn)
             .await
