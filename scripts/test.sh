@@ -24,6 +24,13 @@ apt_install prometheus
 # The API against its OpenAPI document (crates/zipkit-api/tests/schemathesis.rs).
 ZIPKIT_TEST_SCHEMATHESIS=$(scripts/tools.sh schemathesis)
 export ZIPKIT_TEST_SCHEMATHESIS
+# The Helm chart's tests (crates/zipkit-api/tests/helm_chart.rs): both Helm majors,
+# kubernetes-validate and the KEDA / Prometheus Operator models.
+ZIPKIT_TEST_HELM4=$(scripts/tools.sh helm4)
+ZIPKIT_TEST_HELM3=$(scripts/tools.sh helm3)
+ZIPKIT_TEST_KUBERNETES_VALIDATE=$(scripts/tools.sh kubernetes-validate)
+ZIPKIT_TEST_KUBERNETES_MODELS=$(scripts/tools.sh kubernetes-models)
+export ZIPKIT_TEST_HELM4 ZIPKIT_TEST_HELM3 ZIPKIT_TEST_KUBERNETES_VALIDATE ZIPKIT_TEST_KUBERNETES_MODELS
 log "npm ci (playwright-core for the browser test)"
 npm ci --prefix crates/zipkit-api/tests/browser --no-audit --no-fund --loglevel=error
 

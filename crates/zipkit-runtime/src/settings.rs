@@ -71,6 +71,7 @@ pub fn load<T: DeserializeOwned>(sources: &SettingsSources) -> Result<T, Setting
                 .list_separator(",")
                 .with_list_parse_key("egress.allowed_networks")
                 .with_list_parse_key("egress.allowed_hosts")
+                .with_list_parse_key("rate_limits.trusted_proxies")
                 .source(Some(variables)),
         )
         .build()?;
