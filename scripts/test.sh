@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check and every test, from a fresh Debian machine with only the Rust toolchain:
 # starts (or reuses) PostgreSQL, RabbitMQ and the S3 store on loopback, installs what the tests
-# read archives with and the browser the dashboard test drives, then runs fmt, clippy, the schema
+# read archives with, the browser the dashboard test drives, Helm and the manifest validators,
+# starts a private Docker engine and builds zipkit's image, then runs fmt, clippy, the schema
 # drift check, the check that .ci/run runs the README's commands, and the whole workspace test
 # suite against those real services.
 set -euo pipefail
@@ -31,6 +32,15 @@ ZIPKIT_TEST_HELM3=$(scripts/tools.sh helm3)
 ZIPKIT_TEST_KUBERNETES_VALIDATE=$(scripts/tools.sh kubernetes-validate)
 ZIPKIT_TEST_KUBERNETES_MODELS=$(scripts/tools.sh kubernetes-models)
 export ZIPKIT_TEST_HELM4 ZIPKIT_TEST_HELM3 ZIPKIT_TEST_KUBERNETES_VALIDATE ZIPKIT_TEST_KUBERNETES_MODELS
+# The container test (crates/zipkit-api/tests/container.rs): a private Docker engine with no
+# bridge network, stopped by its PID when the tests end, and zipkit's image built from
+# deploy/Dockerfile on Debian base images made with debootstrap.
+scripts/docker.sh up
+trap 'scripts/docker.sh down' EXIT
+ZIPKIT_TEST_IMAGE=$(scripts/docker.sh images)
+eval "$(scripts/docker.sh env)"
+ZIPKIT_TEST_COMPOSE=$(scripts/tools.sh compose)
+export ZIPKIT_TEST_IMAGE ZIPKIT_TEST_COMPOSE
 log "npm ci (playwright-core for the browser test)"
 npm ci --prefix crates/zipkit-api/tests/browser --no-audit --no-fund --loglevel=error
 

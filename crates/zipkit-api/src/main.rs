@@ -68,8 +68,8 @@ async fn main() {
     }
 }
 
-fn init_telemetry(settings: &Settings) -> Result<(), CliError> {
-    telemetry::init("zipkit-api", &settings.telemetry).map_err(|e| CliError {
+fn init_telemetry(settings: &Settings, stream: telemetry::LogStream) -> Result<(), CliError> {
+    telemetry::init("zipkit-api", &settings.telemetry, stream).map_err(|e| CliError {
         exit_code: 1,
         message: e.to_string(),
     })
@@ -88,13 +88,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         })?;
     match command {
         Command::Serve => {
-            init_telemetry(&settings)?;
+            init_telemetry(&settings, telemetry::LogStream::Stdout)?;
             let app = Application::build(settings).await?;
             app.run_until(shutdown::signal()).await?;
             telemetry::shutdown();
         }
         Command::Migrate => {
-            init_telemetry(&settings)?;
+            // Standard output carries the result (`--output json`): logs go to standard error.
+            init_telemetry(&settings, telemetry::LogStream::Stderr)?;
             let applied = zipkit_domain::db::run_migrations(&settings.database.url).await?;
             if output == Output::Json {
                 println!("{}", serde_json::json!({"applied": applied}));

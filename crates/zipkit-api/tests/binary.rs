@@ -32,6 +32,29 @@ async fn migrate_applies_every_migration_once() {
 }
 
 #[tokio::test]
+async fn migrate_with_json_output_prints_only_its_result_on_stdout_and_logs_on_stderr() {
+    let (db, vhost) = (TestDatabase::empty().await, TestBroker::new().await);
+    // JSON logs at info, as in production: they must not end up in the result.
+    let output = zipkit_command(BINARY, db.url(), &vhost.url())
+        .args(["--output", "json", "migrate"])
+        .output()
+        .expect("migrate runs");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result: serde_json::Value =
+        serde_json::from_str(&stdout).expect("stdout is one JSON object");
+    assert!(
+        result["applied"].as_array().is_some_and(|a| !a.is_empty()),
+        "{result}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("telemetry initialised"),
+        "logs go to stderr: {stderr}"
+    );
+}
+
+#[tokio::test]
 async fn serve_becomes_ready_and_exits_zero_on_sigterm() {
     let (db, vhost) = (
         TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,

@@ -8,29 +8,17 @@
 //! ZIPKIT_TEST_HELM3, ZIPKIT_TEST_KUBERNETES_VALIDATE, ZIPKIT_TEST_KUBERNETES_MODELS.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
 use serde_json::Value;
+use zipkit_test_support::chart::{
+    annotation, chart, config_map, containers, named, objects, of_kind, repo, run, template, tool,
+};
 use zipkit_test_support::stack::{Stack, sibling_binary};
 use zipkit_test_support::{TestBroker, TestDatabase};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn chart() -> PathBuf {
-    repo().join("helm/zipkit")
-}
-
-fn tool(variable: &str) -> String {
-    std::env::var(variable).unwrap_or_else(|_| {
-        panic!("{variable} is not set: run scripts/test.sh (scripts/tools.sh installs the chart's tools)")
-    })
-}
 
 fn helms() -> [(&'static str, String); 2] {
     [
@@ -46,95 +34,11 @@ fn values(name: &str) -> PathBuf {
     repo().join(format!("helm/tests/values/{name}.yaml"))
 }
 
-/// Runs a command; (success, stdout, stderr).
-fn run(command: &mut Command, stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .expect("write stdin");
-    drop(input);
-    let output = child.wait_with_output().expect("the command exits");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// `helm template` with the values files (and API versions the "cluster" serves); Err(stderr).
-fn template(helm: &str, files: &[PathBuf], api_versions: &[&str]) -> Result<String, String> {
-    let mut command = Command::new(helm);
-    command
-        .args(["template", "zipkit", &chart().to_string_lossy()])
-        .args(["--namespace", "apps"]);
-    for file in files {
-        command.arg("-f").arg(file);
-    }
-    for version in api_versions {
-        command.args(["--api-versions", version]);
-    }
-    let (ok, out, err) = run(&mut command, None);
-    if ok { Ok(out) } else { Err(err) }
-}
-
-/// The rendered YAML stream as JSON objects (PyYAML from kubernetes-validate's environment).
-fn objects(yaml: &str) -> Vec<Value> {
-    let python = Path::new(&tool("ZIPKIT_TEST_KUBERNETES_VALIDATE")).with_file_name("python");
-    let (ok, out, err) = run(
-        Command::new(python).args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
-        ]),
-        Some(yaml),
-    );
-    assert!(ok, "the rendered chart is not YAML: {err}");
-    serde_json::from_str(&out).expect("JSON")
-}
-
 fn render(values_name: &str, api_versions: &[&str]) -> Vec<Value> {
     let (_, helm) = &helms()[0];
     let yaml = template(helm, &[values(values_name)], api_versions)
         .unwrap_or_else(|e| panic!("{values_name}: {e}"));
     objects(&yaml)
-}
-
-fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objects.iter().filter(|o| o["kind"] == kind).collect()
-}
-
-fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name}"))
-}
-
-fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
-    object["metadata"]["annotations"][key].as_str()
-}
-
-fn containers(pod_owner: &Value) -> Vec<&Value> {
-    let spec = if pod_owner["kind"] == "Pod" {
-        &pod_owner["spec"]
-    } else {
-        &pod_owner["spec"]["template"]["spec"]
-    };
-    spec["containers"]
-        .as_array()
-        .expect("containers")
-        .iter()
-        .collect()
-}
-
-/// The ConfigMap's data as a map.
-fn config_map(objects: &[Value], name: &str) -> BTreeMap<String, String> {
-    serde_json::from_value(named(objects, "ConfigMap", name)["data"].clone()).expect("string data")
 }
 
 #[test]

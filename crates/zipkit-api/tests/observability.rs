@@ -233,6 +233,29 @@ fn assert_worker_spans(spans: &[ReceivedSpan], job: &ReceivedSpan, sources: usiz
     assert_eq!(children(spans, job, "complete upload").len(), 1);
 }
 
+/// Waits until the receiver has the request's span, the job's (which closes last, after all its
+/// children) and `also`; returns every span and the request's.
+async fn spans_of_the_job(
+    receiver: &OtlpReceiver,
+    stack: &Stack,
+    also: &[&str],
+) -> (Vec<ReceivedSpan>, ReceivedSpan) {
+    let spans = receiver
+        .wait_for(Duration::from_secs(20), |spans| {
+            ["process zipkit.jobs", "POST /v1/zips"]
+                .iter()
+                .chain(also)
+                .all(|name| spans.iter().any(|s| s.name == *name))
+        })
+        .await;
+    let request = spans
+        .iter()
+        .find(|s| s.name == "POST /v1/zips")
+        .cloned()
+        .unwrap_or_else(|| panic!("no request span: {spans:#?}\n{}", stack.logs()));
+    (spans, request)
+}
+
 fn traced_env(receiver: &OtlpReceiver) -> Vec<(&'static str, String)> {
     vec![
         ("ZIPKIT__TELEMETRY__OTLP_ENDPOINT", receiver.endpoint()),
@@ -285,22 +308,13 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part() {
         .await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
 
-    let spans = receiver
-        .wait_for(Duration::from_secs(20), |spans| {
-            // The job span closes last, after all its children.
-            spans.iter().any(|s| s.name == "process zipkit.jobs")
-                && spans.iter().any(|s| s.name == "POST /v1/zips")
-        })
-        .await;
-    let request = spans
-        .iter()
-        .find(|s| s.name == "POST /v1/zips")
-        .unwrap_or_else(|| panic!("no request span: {spans:#?}\n{}", stack.logs()));
+    let (spans, request) = spans_of_the_job(&receiver, &stack, &[]).await;
     assert_eq!(request.service, "zipkit-api");
     assert_eq!(request.parent_span_id, "", "the request span is the root");
     assert_eq!(request.attributes["http.route"], "/v1/zips");
     assert_eq!(request.attributes["http.response.status_code"], "202");
-    let trace = request.trace_id.as_str();
+    let trace = request.trace_id.clone();
+    let trace = trace.as_str();
 
     assert_eq!(
         by_name(&spans, trace, "store job").parent_span_id,
@@ -373,20 +387,11 @@ async fn a_job_the_sweeper_published_stays_in_the_trace_of_its_request() {
         .await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
 
-    let spans = receiver
-        .wait_for(Duration::from_secs(20), |spans| {
-            // The job span closes last, after all its children.
-            spans.iter().any(|s| s.name == "process zipkit.jobs")
-                && spans.iter().any(|s| s.name == "sweep")
-        })
-        .await;
-    let request = spans
-        .iter()
-        .find(|s| s.name == "POST /v1/zips")
-        .unwrap_or_else(|| panic!("no request span: {spans:#?}\n{}", stack.logs()));
-    let trace = request.trace_id.as_str();
+    let (spans, request) = spans_of_the_job(&receiver, &stack, &["sweep"]).await;
+    let trace = request.trace_id.clone();
+    let trace = trace.as_str();
     // The request's own publish failed (broker away) …
-    let failed = children(&spans, request, "publish zipkit.jobs");
+    let failed = children(&spans, &request, "publish zipkit.jobs");
     assert_eq!(failed.len(), 1, "{spans:#?}");
     assert_eq!(failed[0].attributes["published_by"], "request");
     // … the sweeper picked the trace up from the row and published under it …

@@ -16,9 +16,11 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use std::io::IsTerminal;
 use tracing::{Event, Level, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
@@ -70,8 +72,20 @@ pub enum TelemetryError {
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
+/// Where log lines go: a service logs to standard output (what container runtimes collect); a
+/// command whose standard output is its result (`migrate --output json`) logs to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
 /// Installs the global subscriber; later calls (tests starting several apps) are no-ops.
-pub fn init(service: &'static str, settings: &TelemetrySettings) -> Result<(), TelemetryError> {
+pub fn init(
+    service: &'static str,
+    settings: &TelemetrySettings,
+    stream: LogStream,
+) -> Result<(), TelemetryError> {
     if PROVIDER.get().is_some() {
         return Ok(());
     }
@@ -84,6 +98,16 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> Result<(), T
 
     let log_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.filter));
+    let (writer, terminal) = match stream {
+        LogStream::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+        LogStream::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+    };
     let logs = match settings.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .event_format(WithTraceIds(
@@ -94,12 +118,14 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) -> Result<(), T
                     .with_span_list(false),
             ))
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .with_writer(writer)
             .with_filter(log_filter)
             .boxed(),
         // Colour codes only for a person at a terminal: in a log file they are noise.
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .compact()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_ansi(terminal)
+            .with_writer(writer)
             .with_filter(log_filter)
             .boxed(),
     };

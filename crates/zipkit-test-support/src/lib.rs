@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod bucket;
 pub mod canned_http;
+pub mod chart;
 pub mod database;
 pub mod otlp;
 pub mod process;

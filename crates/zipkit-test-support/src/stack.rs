@@ -259,29 +259,41 @@ impl Stack {
         id: &str,
         timeout: Duration,
     ) -> serde_json::Value {
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let answer: serde_json::Value = http
-                .get(self.api_url(&format!("/v1/zips/{id}")))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("GET the job")
-                .json()
-                .await
-                .expect("JSON");
-            let job = answer["data"].clone();
-            if !matches!(job["status"].as_str(), Some("none" | "processing")) {
-                return job;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {id} did not end: {job}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_for_job(&self.api_url(""), token, id, timeout, || self.logs()).await
+    }
+}
+
+/// Polls `GET <api>/v1/zips/{id}` until the job has ended; returns the job object, or panics
+/// with `logs()` after `timeout`.
+pub async fn wait_for_job(
+    api: &str,
+    token: &str,
+    id: &str,
+    timeout: Duration,
+    logs: impl Fn() -> String,
+) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let answer: serde_json::Value = http
+            .get(format!("{api}/v1/zips/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET the job")
+            .json()
+            .await
+            .expect("JSON");
+        let job = answer["data"].clone();
+        if !matches!(job["status"].as_str(), Some("none" | "processing")) {
+            return job;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} did not end: {job}\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -15,7 +15,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let settings: Settings =
         settings::load(&SettingsSources::from_env()).context("loading settings")?;
-    telemetry::init("zipkit-worker", &settings.telemetry)?;
+    telemetry::init(
+        "zipkit-worker",
+        &settings.telemetry,
+        telemetry::LogStream::Stdout,
+    )?;
     let worker = Worker::build(settings).await?;
     worker.run_until(shutdown::signal()).await;
     telemetry::shutdown();

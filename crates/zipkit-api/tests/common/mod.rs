@@ -96,7 +96,12 @@ impl TestApp {
     pub async fn start(settings: Settings) -> Self {
         let keyring = KeyRing::from_settings(&settings.crypto).expect("key ring");
         // As the binary does: spans (and so the traceparent of job messages) need it.
-        zipkit_runtime::telemetry::init("zipkit-api", &settings.telemetry).expect("telemetry");
+        zipkit_runtime::telemetry::init(
+            "zipkit-api",
+            &settings.telemetry,
+            zipkit_runtime::telemetry::LogStream::Stdout,
+        )
+        .expect("telemetry");
         let app = Application::build(settings).await.expect("the API starts");
         let base = format!("http://127.0.0.1:{}", app.port());
         let (stop, stopped) = oneshot::channel();

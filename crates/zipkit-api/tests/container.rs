@@ -1,0 +1,455 @@
+//! zipkit's image (deploy/Dockerfile, built by `scripts/docker.sh images`) run the way the Helm
+//! chart runs it: each container started from the rendered chart's own spec (command, args, env
+//! from the rendered ConfigMap and Secret, read-only root, the non-root user, no capabilities,
+//! the memory limit), with host networking, against this machine's PostgreSQL, RabbitMQ and S3
+//! store. The migration Job's command migrates an empty database, the API and the worker pass
+//! their rendered readiness probes, a job posted to the containerised API is built by the
+//! containerised worker, and `docker stop` on a worker in the middle of a job loses nothing.
+//! Also: `docker compose config` accepts deploy/compose.yaml.
+//!
+//! Needs DOCKER_HOST (scripts/docker.sh's private engine), ZIPKIT_TEST_IMAGE, the chart tools
+//! (see `zipkit_test_support::chart`) and ZIPKIT_TEST_COMPOSE; scripts/test.sh sets them all.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use zipkit_test_support::chart::{
+    config_map, containers, named, objects, repo, run, template, tool,
+};
+use zipkit_test_support::process::free_port;
+use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
+use zipkit_test_support::sources::{Behaviour, SourceServer};
+use zipkit_test_support::stack::wait_for_job;
+use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
+
+fn docker(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    run(Command::new("docker").args(args), stdin)
+}
+
+/// A container that is removed when the test ends, however it ends.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0], None);
+    }
+}
+
+impl Container {
+    fn logs(&self) -> String {
+        let (_, out, err) = docker(&["logs", &self.0], None);
+        format!("{out}{err}")
+    }
+}
+
+/// What `docker run` needs to start a container as Kubernetes would from this spec.
+struct Spec {
+    command: Vec<String>,
+    env: BTreeMap<String, String>,
+    security: Vec<String>,
+}
+
+/// Resolves a rendered container: env from the ConfigMaps and Secrets it names (as the kubelet
+/// would), and the security context as `docker run` flags.
+fn spec(objects: &[Value], container: &Value) -> Spec {
+    let mut env = BTreeMap::new();
+    for source in container["envFrom"].as_array().into_iter().flatten() {
+        let name = source["configMapRef"]["name"]
+            .as_str()
+            .expect("only ConfigMaps");
+        env.extend(config_map(objects, name));
+    }
+    for variable in container["env"].as_array().into_iter().flatten() {
+        let name = variable["name"].as_str().expect("a name").to_owned();
+        if let Some(value) = variable["value"].as_str() {
+            env.insert(name, value.to_owned());
+            continue;
+        }
+        let reference = &variable["valueFrom"]["secretKeyRef"];
+        let secret = named(
+            objects,
+            "Secret",
+            reference["name"].as_str().expect("a Secret"),
+        );
+        match secret["data"][reference["key"].as_str().expect("a key")].as_str() {
+            Some(encoded) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .expect("base64");
+                env.insert(name, String::from_utf8(bytes).expect("UTF-8"));
+            }
+            None => assert_eq!(
+                reference["optional"], true,
+                "{name} is missing from its Secret"
+            ),
+        }
+    }
+    let context = &container["securityContext"];
+    let mut security = vec![format!(
+        "--user={}:{}",
+        context["runAsUser"], context["runAsGroup"]
+    )];
+    if context["readOnlyRootFilesystem"] == true {
+        security.push("--read-only".into());
+    }
+    if context["allowPrivilegeEscalation"] == false {
+        security.push("--security-opt=no-new-privileges".into());
+    }
+    for capability in context["capabilities"]["drop"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        security.push(format!(
+            "--cap-drop={}",
+            capability.as_str().expect("a name")
+        ));
+    }
+    if let Some(memory) = container["resources"]["limits"]["memory"].as_str() {
+        // Kubernetes' Mi/Gi are docker's m/g.
+        security.push(format!(
+            "--memory={}",
+            memory.replace("Mi", "m").replace("Gi", "g")
+        ));
+    }
+    let mut command: Vec<String> = container["command"]
+        .as_array()
+        .expect("a command")
+        .iter()
+        .chain(container["args"].as_array().into_iter().flatten())
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect();
+    command.retain(|c| !c.is_empty());
+    Spec {
+        command,
+        env,
+        security,
+    }
+}
+
+fn docker_run_args(spec: &Spec, name: &str, detach: bool) -> Vec<String> {
+    let mut args = vec![
+        "run".to_owned(),
+        format!("--name={name}"),
+        "--network=host".to_owned(),
+    ];
+    if detach {
+        args.push("--detach".into());
+    }
+    args.extend(spec.security.iter().cloned());
+    for (key, value) in &spec.env {
+        args.push(format!("--env={key}={value}"));
+    }
+    args.push(format!("--entrypoint={}", spec.command[0]));
+    args.push(tool("ZIPKIT_TEST_IMAGE"));
+    args.extend(spec.command[1..].iter().cloned());
+    args
+}
+
+fn start(spec: &Spec, role: &str) -> Container {
+    let name = format!("zipkit-test-{role}-{}", uuid::Uuid::new_v4().simple());
+    let args = docker_run_args(spec, &name, true);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = docker(&args, None);
+    assert!(ok, "docker run {role}: {err}");
+    Container(name)
+}
+
+/// Waits until the container's rendered readiness probe answers 200 on the host's network.
+async fn wait_ready(container: &Container, rendered: &Value, port: &str) {
+    let probe = &rendered["readinessProbe"]["httpGet"];
+    let path = probe["path"].as_str().expect("a probe path");
+    let url = format!("http://127.0.0.1:{port}{path}");
+    for _ in 0..300 {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never became ready:\n{}", container.logs());
+}
+
+/// Runs the CLI inside the API's container (as NOTES.txt tells operators to) and parses its JSON.
+fn cli(api: &Container, args: &[&str], stdin: &str) -> Value {
+    let mut all = vec!["exec", "-i", &api.0, "zipkit-api", "--output", "json"];
+    all.extend_from_slice(args);
+    let (ok, out, err) = docker(&all, Some(stdin));
+    assert!(ok, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+}
+
+async fn job(api_port: &str, token: &str, id: &str) -> Value {
+    let answer: Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{api_port}/v1/zips/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET the job")
+        .json()
+        .await
+        .expect("JSON");
+    answer["data"].clone()
+}
+
+/// Independent check of the archive: Python's zipfile reads every entry and its CRC.
+fn assert_valid_zip(bytes: &[u8], names: &[&str]) {
+    let path = std::env::temp_dir().join(format!("zipkit-container-{}.zip", uuid::Uuid::new_v4()));
+    std::fs::write(&path, bytes).expect("write the archive");
+    let (ok, out, err) = run(
+        Command::new("python3").args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print('\\n'.join(z.namelist()))",
+        ]).arg(&path),
+        None,
+    );
+    let _ = std::fs::remove_file(&path);
+    assert!(ok, "not a valid archive: {err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), names);
+}
+
+#[tokio::test]
+async fn the_image_runs_the_rendered_chart_migrates_serves_builds_a_zip_and_survives_docker_stop() {
+    let (db, vhost, bucket) = (
+        TestDatabase::empty().await,
+        TestBroker::new().await,
+        TestBucket::new().await,
+    );
+    let small = b"hello from a container".to_vec();
+    let sources = SourceServer::start(vec![
+        ("hello.txt", Behaviour::Serve(small.clone())),
+        // About 6 s of download: long enough to stop the worker in the middle of it.
+        (
+            "slow.bin",
+            Behaviour::Slow {
+                chunk: 64 * 1024,
+                chunks: 24,
+                pause: Duration::from_millis(250),
+            },
+        ),
+    ])
+    .await;
+
+    // The chart rendered for this machine: the image under test, the test's database, vhost
+    // and a key, free ports, loopback allowed as the sources and the store are there, and a
+    // short shutdown grace and lease so the stop below is quick to observe.
+    let image = tool("ZIPKIT_TEST_IMAGE");
+    let (repository, tag) = image.rsplit_once(':').expect("name:tag");
+    let (api_port, worker_port) = (free_port(), free_port());
+    let values = json!({
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "secrets": {
+            "databaseUrl": db.url(),
+            "brokerUrl": vhost.url(),
+            "cryptoKeys": {"k1": base64::engine::general_purpose::STANDARD.encode([7u8; 32])},
+        },
+        "crypto": {"activeKey": "k1"},
+        "api": {"port": api_port},
+        "worker": {"port": worker_port},
+        "config": {
+            "egress": {"allowed_networks": ["127.0.0.0/8"]},
+            "worker": {"concurrency": 2, "shutdown_grace_secs": 1, "lease_secs": 3, "retry_backoff_secs": 1},
+            "api": {"secure_cookies": false},
+        },
+    });
+    let values_file =
+        std::env::temp_dir().join(format!("zipkit-values-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&values_file, values.to_string()).expect("values");
+    let rendered = template(
+        &tool("ZIPKIT_TEST_HELM4"),
+        std::slice::from_ref(&values_file),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("helm template: {e}"));
+    let _ = std::fs::remove_file(&values_file);
+    let objects = objects(&rendered);
+
+    // The migration Job's container applies every migration to the empty database.
+    let migrate = containers(named(&objects, "Job", "zipkit-migrate"))[0].clone();
+    let migrate_spec = spec(&objects, &migrate);
+    let name = format!("zipkit-test-migrate-{}", uuid::Uuid::new_v4().simple());
+    let _migrate = Container(name.clone());
+    let args = docker_run_args(&migrate_spec, &name, false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = docker(&args, None);
+    assert!(ok, "the migrate Job's command failed: {out}{err}");
+    let printed: Value = serde_json::from_str(out.trim()).expect("migrate --output json");
+    let on_disk = std::fs::read_dir(repo().join("migrations"))
+        .expect("migrations")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
+        .count();
+    assert_eq!(
+        printed["applied"].as_array().map(Vec::len),
+        Some(on_disk),
+        "{out}"
+    );
+
+    // The API and a worker from their Deployments, ready by their own readiness probes.
+    let api_spec_json = containers(named(&objects, "Deployment", "zipkit-api"))[0].clone();
+    let worker_spec_json = containers(named(&objects, "Deployment", "zipkit-worker"))[0].clone();
+    let (api_spec, worker_spec) = (
+        spec(&objects, &api_spec_json),
+        spec(&objects, &worker_spec_json),
+    );
+    let api = start(&api_spec, "api");
+    let worker = start(&worker_spec, "worker");
+    let api_port = api_port.to_string();
+    let api_url = format!("http://127.0.0.1:{api_port}");
+    wait_ready(&api, &api_spec_json, &api_port).await;
+    wait_ready(&worker, &worker_spec_json, &worker_port.to_string()).await;
+
+    // An operator sets up a project from inside the API's container.
+    let project = cli(&api, &["project", "create", "--name", "Containers"], "");
+    let project_id = project["id"].as_str().expect("an id");
+    let token = cli(
+        &api,
+        &["token", "create", "--project", project_id, "--name", "ci"],
+        "",
+    );
+    let token = token["secret"].as_str().expect("a secret").to_owned();
+    let endpoint = s3_endpoint();
+    let access_key = s3_access_key();
+    cli(
+        &api,
+        &[
+            "bucket",
+            "add",
+            "--project",
+            project_id,
+            "--service",
+            "s3",
+            "--name",
+            bucket.name(),
+            "--endpoint",
+            &endpoint,
+            "--path-style",
+            "--access-key-id",
+            &access_key,
+        ],
+        &s3_secret_key(),
+    );
+
+    // A job posted to the containerised API is built by the containerised worker.
+    let http = reqwest::Client::new();
+    let post = |key: &str, urls: Value| {
+        let body = json!({"urls": urls, "bucket_name": bucket.name(), "key": key});
+        http.post(format!("http://127.0.0.1:{api_port}/v1/zips"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let created: Value = post(
+        "first.zip",
+        json!([{"url": sources.url("hello.txt"), "filename": "hello.txt"}]),
+    )
+    .await
+    .expect("POST")
+    .json()
+    .await
+    .expect("JSON");
+    let id = created["data"]["id"].as_str().expect("an id").to_owned();
+    let logs = || format!("{}\n{}", api.logs(), worker.logs());
+    let done = wait_for_job(&api_url, &token, &id, Duration::from_secs(120), logs).await;
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", logs());
+    assert_valid_zip(&bucket.get("first.zip").await, &["hello.txt"]);
+
+    // `docker stop` (SIGTERM, then the pod's grace) on the worker in the middle of a job: it
+    // stops cleanly, and the job is finished by the next worker with nothing lost.
+    let created: Value = post(
+        "second.zip",
+        json!([
+            {"url": sources.url("hello.txt"), "filename": "hello.txt"},
+            {"url": sources.url("slow.bin"), "filename": "slow.bin"},
+        ]),
+    )
+    .await
+    .expect("POST")
+    .json()
+    .await
+    .expect("JSON");
+    let id = created["data"]["id"].as_str().expect("an id").to_owned();
+    for _ in 0..100 {
+        let now = job(&api_port, &token, &id).await;
+        if now["status"] == "processing" && sources.chunks_sent("slow.bin") > 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        sources.chunks_sent("slow.bin") < 24,
+        "the job must still be running"
+    );
+    let grace = named(&objects, "Deployment", "zipkit-worker")["spec"]["template"]["spec"]
+        ["terminationGracePeriodSeconds"]
+        .to_string();
+    let (ok, _, err) = docker(&["stop", "--time", &grace, &worker.0], None);
+    assert!(ok, "docker stop: {err}");
+    let (_, code, _) = docker(
+        &["inspect", "--format", "{{.State.ExitCode}}", &worker.0],
+        None,
+    );
+    assert_eq!(
+        code.trim(),
+        "0",
+        "the worker stopped on SIGTERM by itself:\n{}",
+        worker.logs()
+    );
+    assert!(
+        worker.logs().contains("received SIGTERM"),
+        "{}",
+        worker.logs()
+    );
+
+    let replacement = start(&worker_spec, "worker");
+    let logs = || format!("{}\n{}\n{}", api.logs(), worker.logs(), replacement.logs());
+    let done = wait_for_job(&api_url, &token, &id, Duration::from_secs(120), logs).await;
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", logs());
+    let archive = bucket.get("second.zip").await;
+    assert_valid_zip(&archive, &["hello.txt", "slow.bin"]);
+    assert_eq!(done["result"]["size"].as_u64(), Some(archive.len() as u64));
+}
+
+#[test]
+fn docker_compose_accepts_the_compose_file() {
+    let compose = tool("ZIPKIT_TEST_COMPOSE");
+    let file: PathBuf = repo().join("deploy/compose.yaml");
+    let (ok, out, err) = run(
+        Command::new(&compose)
+            .arg("-f")
+            .arg(&file)
+            .args(["config", "--format", "json"])
+            .env("ZIPKIT_CRYPTO_KEY", "a-key-for-the-check"),
+        None,
+    );
+    assert!(ok, "docker compose config: {err}");
+    let config: Value = serde_json::from_str(&out).expect("JSON");
+    let services = config["services"].as_object().expect("services");
+    for name in ["postgres", "rabbitmq", "minio", "migrate", "api", "worker"] {
+        assert!(services.contains_key(name), "{name} missing");
+        // Host networking only: the default bridge is a private range.
+        assert_eq!(services[name]["network_mode"], "host", "{name}");
+    }
+    for zipkit in ["migrate", "api", "worker"] {
+        let service = &services[zipkit];
+        assert_eq!(service["read_only"], true, "{zipkit}");
+        assert_eq!(service["user"], "65532:65532", "{zipkit}");
+        assert_eq!(service["cap_drop"], json!(["ALL"]), "{zipkit}");
+    }
+    assert_eq!(
+        services["migrate"]["command"],
+        json!(["zipkit-api", "--output", "json", "migrate"])
+    );
+    // Without the key it refuses to start at all, naming the variable.
+    let (ok, _, err) = run(
+        Command::new(&compose)
+            .arg("-f")
+            .arg(&file)
+            .args(["config", "--quiet"])
+            .env_remove("ZIPKIT_CRYPTO_KEY"),
+        None,
+    );
+    assert!(!ok && err.contains("ZIPKIT_CRYPTO_KEY"), "{err}");
+}
