@@ -8,6 +8,7 @@ use serde_json::json;
 use zipkit_test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use zipkit_test_support::prometheus::{promtool_check, sample};
 use zipkit_test_support::proxy::TcpProxy;
+use zipkit_test_support::receiver::WebhookReceiver;
 use zipkit_test_support::services::amqp_host_port;
 use zipkit_test_support::sources::{Behaviour, SourceServer};
 use zipkit_test_support::stack::{Launch, Stack, sibling_binary};
@@ -284,7 +285,7 @@ async fn two_sources() -> SourceServer {
 }
 
 #[tokio::test]
-async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part() {
+async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part_and_the_webhook() {
     let (db, vhost, bucket) = (
         TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,
         TestBroker::new().await,
@@ -297,6 +298,18 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part() {
     let worker = sibling_binary(BINARY, "zipkit-worker");
     let stack = Stack::start(BINARY, &worker, db.url(), &vhost.url(), &env).await;
     let tenant = stack.tenant(bucket.name());
+    let hooks = WebhookReceiver::start(0).await;
+    stack.cli(
+        &[
+            "webhook",
+            "add",
+            "--project",
+            &tenant.project_id,
+            "--url",
+            hooks.url(),
+        ],
+        "",
+    );
 
     // No traceparent from the client: the API starts the trace.
     let job = stack
@@ -308,7 +321,8 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part() {
         .await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
 
-    let (spans, request) = spans_of_the_job(&receiver, &stack, &[]).await;
+    assert_eq!(hooks.wait_for(1, Duration::from_secs(20)).await.len(), 1);
+    let (spans, request) = spans_of_the_job(&receiver, &stack, &["webhook delivery"]).await;
     assert_eq!(request.service, "zipkit-api");
     assert_eq!(request.parent_span_id, "", "the request span is the root");
     assert_eq!(request.attributes["http.route"], "/v1/zips");
@@ -333,6 +347,11 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part() {
         job["id"].as_str().expect("an id")
     );
     assert_worker_spans(&spans, job_span, 2);
+    // The zip.completed event was queued while the job finished, so its delivery (a later, separate
+    // task) continues the job's span.
+    let delivery = by_name(&spans, trace, "webhook delivery");
+    assert_eq!(delivery.parent_span_id, job_span.span_id);
+    assert_eq!(delivery.attributes["event.kind"], "zip.completed");
 
     // The worker's JSON log lines carry the trace id.
     let logs = stack.logs();
