@@ -23,7 +23,7 @@ use zipkit_test_support::chart::{
 use zipkit_test_support::process::free_port;
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
 use zipkit_test_support::sources::{Behaviour, SourceServer};
-use zipkit_test_support::stack::wait_for_job;
+use zipkit_test_support::stack::{get_job, wait_for_job};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 
 fn docker(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
@@ -180,19 +180,6 @@ fn cli(api: &Container, args: &[&str], stdin: &str) -> Value {
     let (ok, out, err) = docker(&all, Some(stdin));
     assert!(ok, "{args:?}: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
-}
-
-async fn job(api_port: &str, token: &str, id: &str) -> Value {
-    let answer: Value = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{api_port}/v1/zips/{id}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET the job")
-        .json()
-        .await
-        .expect("JSON");
-    answer["data"].clone()
 }
 
 /// Independent check of the archive: Python's zipfile reads every entry and its CRC.
@@ -372,7 +359,7 @@ async fn the_image_runs_the_rendered_chart_migrates_serves_builds_a_zip_and_surv
     .expect("JSON");
     let id = created["data"]["id"].as_str().expect("an id").to_owned();
     for _ in 0..100 {
-        let now = job(&api_port, &token, &id).await;
+        let now = get_job(&api_url, &token, &id).await;
         if now["status"] == "processing" && sources.chunks_sent("slow.bin") > 2 {
             break;
         }

@@ -263,6 +263,20 @@ impl Stack {
     }
 }
 
+/// `GET <api>/v1/zips/{id}`: the job object.
+pub async fn get_job(api: &str, token: &str, id: &str) -> serde_json::Value {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .get(format!("{api}/v1/zips/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET the job")
+        .json()
+        .await
+        .expect("JSON");
+    answer["data"].clone()
+}
+
 /// Polls `GET <api>/v1/zips/{id}` until the job has ended; returns the job object, or panics
 /// with `logs()` after `timeout`.
 pub async fn wait_for_job(
@@ -272,19 +286,9 @@ pub async fn wait_for_job(
     timeout: Duration,
     logs: impl Fn() -> String,
 ) -> serde_json::Value {
-    let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let answer: serde_json::Value = http
-            .get(format!("{api}/v1/zips/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET the job")
-            .json()
-            .await
-            .expect("JSON");
-        let job = answer["data"].clone();
+        let job = get_job(api, token, id).await;
         if !matches!(job["status"].as_str(), Some("none" | "processing")) {
             return job;
         }
