@@ -59,6 +59,12 @@ down() {
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
   fi
   rm -f "$PIDFILE"
+  # dockerd leaves its default network namespace mounted.
+  local ns
+  for ns in "$STATE"/exec/netns/*; do
+    mountpoint -q "$ns" 2>/dev/null && umount "$ns"
+  done
+  return 0
 }
 
 # debootstrap ROOT with extra packages, imported as TAG (once).
