@@ -148,7 +148,6 @@ impl JobPublisher {
                     .await
                 {
                     Ok(()) => {
-                        ::metrics::counter!(metrics::SWEEPER_REPUBLISHED).increment(1);
                         tracing::info!(zip.id = %zip_id, "sweeper: published a job that had no confirmed message")
                     }
                     Err(err) => {

@@ -436,10 +436,6 @@ async fn a_job_the_sweeper_published_stays_in_the_trace_of_its_request() {
         "{api}"
     );
     assert_eq!(
-        sample(&api, "zipkit_sweeper_republished_total", &[]),
-        Some(1.0)
-    );
-    assert_eq!(
         sample(&api, "zipkit_jobs_published_total", &[("by", "sweeper")]),
         Some(1.0)
     );

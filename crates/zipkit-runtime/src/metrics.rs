@@ -16,7 +16,6 @@ pub const HTTP_REQUEST_DURATION: &str = "zipkit_http_request_duration_seconds";
 pub const JOBS_ACCEPTED: &str = "zipkit_jobs_accepted_total";
 pub const JOBS_PUBLISHED: &str = "zipkit_jobs_published_total";
 pub const PUBLISH_FAILURES: &str = "zipkit_job_publish_failures_total";
-pub const SWEEPER_REPUBLISHED: &str = "zipkit_sweeper_republished_total";
 
 // The worker.
 pub const JOBS_FINISHED: &str = "zipkit_jobs_finished_total";
@@ -79,12 +78,6 @@ pub const CATALOGUE: &[Metric] = &[
         kind: Kind::Counter,
         labels: &["by"],
         help: "Job messages the broker did not confirm (the sweeper publishes them later).",
-    },
-    Metric {
-        name: SWEEPER_REPUBLISHED,
-        kind: Kind::Counter,
-        labels: &[],
-        help: "Jobs the sweeper published because their first message was never confirmed.",
     },
     Metric {
         name: JOBS_FINISHED,
