@@ -185,6 +185,7 @@ diesel::table! {
         finished_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
         traceparent -> Nullable<Text>,
+        last_failure -> Nullable<Text>,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod receiver;
 pub mod services;
 pub mod sources;
 pub mod stack;
+pub mod store_proxy;
 
 pub use broker::TestBroker;
 pub use bucket::TestBucket;

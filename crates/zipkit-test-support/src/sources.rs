@@ -26,6 +26,8 @@ pub enum Behaviour {
         cut: usize,
         then: Vec<u8>,
     },
+    /// Announces the length of `bytes` but breaks off after `cut` of them, every time.
+    Truncated { bytes: Vec<u8>, cut: usize },
     /// Serves `chunks` chunks of `chunk` bytes, waiting `pause` before each.
     Slow {
         chunk: usize,
@@ -142,6 +144,7 @@ async fn serve(
             });
             HttpResponse::Ok().streaming(body)
         }
+        Some(Behaviour::Truncated { bytes, cut }) => broken_off(bytes, *cut, false),
         Some(Behaviour::BreakThenResume { bytes, cut }) if hit == 0 => {
             broken_off(bytes, *cut, true)
         }

@@ -15,11 +15,12 @@ use lapin::types::FieldTable;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 use zipkit_domain::messages::JobMessage;
-use zipkit_domain::models::{JobError, Zip, ZipOutcome};
+use zipkit_domain::models::{Zip, ZipOutcome};
 use zipkit_runtime::broker::Broker;
 use zipkit_runtime::metrics as names;
 use zipkit_runtime::telemetry;
 
+use crate::failure::JobFailure;
 use crate::job::{self, JobContext};
 
 #[derive(Debug, Clone)]
@@ -49,7 +50,7 @@ pub async fn consume(
     settings: ConsumerSettings,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(usize::from(settings.concurrency.max(1))));
+    let slots = Arc::new(Semaphore::new(usize::from(settings.concurrency)));
     'connection: loop {
         if *stop.borrow() {
             break;
@@ -63,7 +64,7 @@ pub async fn consume(
             }
             continue;
         };
-        let prefetch = settings.concurrency.max(1);
+        let prefetch = settings.concurrency;
         let tag = format!("{}-{}", ctx.owner, uuid_suffix());
         let consumer = async {
             channel
@@ -114,7 +115,7 @@ pub async fn consume(
     }
     // Wait for in-flight jobs up to the grace period; unacked ones return to the queue when the
     // channel closes, and their leases expire so another worker takes over.
-    let all = u32::from(settings.concurrency.max(1));
+    let all = u32::from(settings.concurrency);
     if tokio::time::timeout(settings.grace, slots.acquire_many(all))
         .await
         .is_err()
@@ -306,29 +307,34 @@ async fn process(
     let run_ctx = ctx.clone();
     let run_zip = zip.clone();
     // A panic inside the job fails the job, never the consumer.
-    let outcome = match tokio::spawn(
+    let result = match tokio::spawn(
         async move { job::run(&run_ctx, &run_zip, cancelled).await }
             .instrument(tracing::Span::current()),
     )
     .await
     {
-        Ok(outcome) => outcome,
-        Err(e) => ZipOutcome::Failed(JobError {
-            error_type: "api_error".into(),
-            code: "internal_error".into(),
-            message: format!("the job stopped unexpectedly: {e}"),
-            param: None,
-        }),
+        Ok(result) => result,
+        Err(e) => Err(JobFailure::internal(format!(
+            "the job stopped unexpectedly: {e}"
+        ))),
     };
     let _ = beat_stop.send(true);
     let _ = heartbeat.await;
-    let transient = matches!(&outcome, ZipOutcome::Failed(e) if job::is_transient(&e.code));
-    let (outcome_label, code) = match &outcome {
-        ZipOutcome::Succeeded { .. } => ("succeeded", String::new()),
-        ZipOutcome::Failed(e) if e.code == "cancelled" => ("cancelled", String::new()),
-        ZipOutcome::Failed(e) => ("failed", e.code.clone()),
+    let (outcome_label, code) = match &result {
+        Ok(_) => ("succeeded", String::new()),
+        Err(failure) if failure.is_cancelled() => ("cancelled", String::new()),
+        Err(failure) => ("failed", failure.code.to_owned()),
     };
-    let retried = transient && zip.attempts < settings.max_attempts;
+    let retried = match &result {
+        Err(failure) => {
+            failure.worth_retrying(zip.last_failure.as_deref())
+                && zip.attempts < settings.max_attempts
+        }
+        Ok(_) => false,
+    };
+    // Out of attempts on a failure that was worth retrying: dead-lettered for inspection.
+    let exhausted =
+        !retried && matches!(&result, Err(f) if f.worth_retrying(zip.last_failure.as_deref()));
     let attempt_label = if retried { "retried" } else { outcome_label };
     metrics::histogram!(names::JOB_DURATION, "outcome" => attempt_label)
         .record(started.elapsed().as_secs_f64());
@@ -338,15 +344,25 @@ async fn process(
         metrics::counter!(names::JOBS_FINISHED, "outcome" => outcome_label, "code" => code)
             .increment(1);
     }
-    if retried {
-        let delay = settings.retry_delay(zip.attempts);
-        if retry_later(ctx, broker, &message, delay).await {
-            ack(&delivery).await;
-        } else {
-            requeue(&delivery).await;
+    let outcome = match result {
+        Ok(built) => ZipOutcome::Succeeded {
+            size: i64::try_from(built.size).unwrap_or(i64::MAX),
+            etag: built.etag,
+            entries: built.entries,
+        },
+        Err(failure) => {
+            if retried {
+                let delay = settings.retry_delay(zip.attempts);
+                if retry_later(ctx, broker, &message, delay, &failure).await {
+                    ack(&delivery).await;
+                } else {
+                    requeue(&delivery).await;
+                }
+                return;
+            }
+            ZipOutcome::Failed(failure.to_job_error())
         }
-        return;
-    }
+    };
     let finished = match ctx.pool.get().await {
         // The final state and the webhook event commit together: no event is ever lost.
         Ok(mut conn) => {
@@ -370,7 +386,7 @@ async fn process(
         Ok(None) => tracing::info!(zip.id = %zip_id, "job was cancelled or taken over meanwhile"),
         Err(e) => tracing::warn!(zip.id = %zip_id, error = %e, "recording the outcome failed"),
     }
-    if transient {
+    if exhausted {
         // Out of attempts: the message goes to the dead-letter queue for inspection.
         tracing::warn!(zip.id = %zip_id, attempts = zip.attempts, "job failed after its last attempt; dead-lettering the message");
         let options = BasicNackOptions {
@@ -392,6 +408,7 @@ async fn retry_later(
     broker: &Broker,
     message: &JobMessage,
     delay: Duration,
+    failure: &JobFailure,
 ) -> bool {
     let zip_id = message.zip_id;
     let mut conn = match ctx.pool.get().await {
@@ -401,7 +418,7 @@ async fn retry_later(
             return false;
         }
     };
-    match Zip::release_for_retry(&mut conn, zip_id, &ctx.owner).await {
+    match Zip::release_for_retry(&mut conn, zip_id, &ctx.owner, &failure.fingerprint()).await {
         Ok(true) => {}
         // Cancelled or taken over meanwhile: nothing to retry.
         Ok(false) => return true,

@@ -6,31 +6,52 @@ use reqwest::StatusCode;
 
 use zipkit_egress::EgressPolicy;
 
-/// Source failures that may go away on their own (5xx, 429, connection trouble, a stall, a source
-/// that changed mid-download): retried here, and again as a whole job later (`job::is_transient`).
-pub fn is_transient_code(code: &str) -> bool {
-    matches!(
-        code,
-        "source_unavailable"
-            | "source_unreachable"
-            | "source_rate_limited"
-            | "source_stalled"
-            | "source_changed"
-    )
-}
+use crate::failure::{Blame, JobFailure, Retry};
 
-/// Why a source could not be fetched; `code` is what the job's `error.code` shows.
+/// Why a source could not be fetched; `code` is what the job's `error.code` shows, and `retry`
+/// whether the source may answer differently later (5xx, 429, connection trouble, a stall, a
+/// source that changed mid-download), decided where the failure is seen.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct SourceError {
     pub code: &'static str,
     pub message: String,
+    pub retry: Retry,
 }
 
 impl SourceError {
-    /// Worth another try: the source or the network may recover (5xx, 429, connection trouble).
+    /// A failure the source may get over: retried here, and the job again later.
+    pub fn transient(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry: Retry::Later,
+        }
+    }
+
+    /// A failure another request would meet again (a missing source, a refused address).
+    pub fn permanent(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry: Retry::Never,
+        }
+    }
+
+    /// Worth another request now.
     pub fn is_transient(&self) -> bool {
-        is_transient_code(self.code)
+        self.retry != Retry::Never
+    }
+
+    /// The job's failure: the request's problem, at `urls[index]`.
+    pub fn into_failure(self, index: i32) -> JobFailure {
+        JobFailure::new(
+            self.code,
+            format!("urls[{index}]: {}", self.message),
+            Blame::Request,
+            self.retry,
+        )
+        .with_param(format!("urls[{index}]"))
     }
 }
 
@@ -124,16 +145,13 @@ pub async fn fetch(
     resume: Option<&Resume>,
 ) -> Result<reqwest::Response, SourceError> {
     let forbidden = || {
-        SourceError {
-        code: "source_address_forbidden",
-        message: "the source's address is private, loopback, link-local or otherwise internal, which this deployment does not fetch from"
-            .into(),
-    }
+        SourceError::permanent(
+            "source_address_forbidden",
+            "the source's address is private, loopback, link-local or otherwise internal, which this deployment does not fetch from",
+        )
     };
-    let parsed = reqwest::Url::parse(url).map_err(|_| SourceError {
-        code: "source_rejected",
-        message: "not a URL".into(),
-    })?;
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| SourceError::permanent("source_rejected", "not a URL"))?;
     if egress.check_url(&parsed).is_err() {
         return Err(forbidden());
     }
@@ -154,24 +172,25 @@ pub async fn fetch(
         } else {
             "connection failed"
         };
-        SourceError {
-            code: "source_unreachable",
-            message: format!("the source could not be reached ({why})"),
-        }
+        SourceError::transient(
+            "source_unreachable",
+            format!("the source could not be reached ({why})"),
+        )
     })?;
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
-    let code = match status {
-        StatusCode::NOT_FOUND | StatusCode::GONE => "source_not_found",
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "source_forbidden",
-        StatusCode::TOO_MANY_REQUESTS => "source_rate_limited",
-        s if s.is_server_error() => "source_unavailable",
-        _ => "source_rejected",
-    };
-    Err(SourceError {
-        code,
-        message: format!("the source answered HTTP {}", status.as_u16()),
+    let message = format!("the source answered HTTP {}", status.as_u16());
+    Err(match status {
+        StatusCode::NOT_FOUND | StatusCode::GONE => {
+            SourceError::permanent("source_not_found", message)
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            SourceError::permanent("source_forbidden", message)
+        }
+        StatusCode::TOO_MANY_REQUESTS => SourceError::transient("source_rate_limited", message),
+        s if s.is_server_error() => SourceError::transient("source_unavailable", message),
+        _ => SourceError::permanent("source_rejected", message),
     })
 }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::db::PgPool;
-use zipkit_domain::models::{Bucket, EntryOutcome, JobError, Zip, ZipEntry, ZipOutcome};
+use zipkit_domain::models::{Bucket, EntryOutcome, Zip, ZipEntry};
 use zipkit_domain::{EntryState, OnError, Service, ZipId};
 use zipkit_storage::BucketLocation;
 
@@ -18,8 +18,10 @@ use crate::archive::deflate::Compressors;
 use crate::archive::{
     ArchiveError, ArchiveOptions, ArchiveWriter, DosTime, ZIP64_THRESHOLD, method_for,
 };
+use crate::download::SourceError;
+use crate::failure::{Blame, JobFailure, Retry};
 use crate::prefetch::{DownloadLimits, Event, Prefetcher};
-use crate::upload::{self, PartPlan, Target};
+use crate::upload::{self, Destination, PartPlan, StoreTimeouts, UploadError, UploadedPart};
 
 /// Everything a job needs from the worker.
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub struct JobContext {
     pub buckets: zipkit_storage::BucketClients,
     /// Size of the first parts (they grow on S3 for very large archives).
     pub part_size: usize,
+    /// Time limits of calls on the store.
+    pub store_timeouts: StoreTimeouts,
     /// Parts uploading at once.
     pub parts_in_flight: usize,
     pub owner: String,
@@ -42,135 +46,115 @@ pub struct JobContext {
     pub compressors: Compressors,
 }
 
-/// A failed outcome. The source's problems are the request's (`invalid_request_error`: fix the
-/// URL and resubmit); everything else — the bucket, the database, the archive — is `api_error`.
-fn failed(code: &str, message: impl Into<String>, param: Option<String>) -> ZipOutcome {
-    let error_type = if code.starts_with("source_")
-        || code == "archive_too_large"
-        || code == "all_sources_skipped"
-    {
-        "invalid_request_error"
-    } else {
-        "api_error"
-    };
-    ZipOutcome::Failed(JobError {
-        error_type: error_type.into(),
-        code: code.into(),
-        message: message.into(),
-        param,
-    })
-}
-
-/// Whether a failure may go away on its own, so the whole job is worth another attempt later:
-/// sources that were down, slow or rate limiting, and trouble on the way to the bucket or in this
-/// worker. A missing source, a refused bucket or a job over a limit fail at once.
-pub fn is_transient(code: &str) -> bool {
-    crate::download::is_transient_code(code)
-        || matches!(
-            code,
-            "bucket_unreachable" | "bucket_unavailable" | "bucket_upload_failed" | "internal_error"
-        )
+/// How a job attempt that did not fail ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    pub size: u64,
+    pub etag: String,
+    pub entries: i32,
 }
 
 /// Why feeding the sources stopped early.
 enum FeedError {
-    Outcome(ZipOutcome),
+    Failed(JobFailure),
     /// The uploader stopped taking the archive; its own error says why.
     OutputClosed,
+}
+
+impl From<JobFailure> for FeedError {
+    fn from(failure: JobFailure) -> Self {
+        Self::Failed(failure)
+    }
 }
 
 impl From<ArchiveError> for FeedError {
     fn from(e: ArchiveError) -> Self {
         match e {
             ArchiveError::OutputClosed => FeedError::OutputClosed,
-            e => FeedError::Outcome(failed("archive_failed", e.to_string(), None)),
+            e => FeedError::Failed(JobFailure::new(
+                "archive_failed",
+                e.to_string(),
+                Blame::Service,
+                Retry::Never,
+            )),
         }
     }
 }
 
-/// Builds the archive for a claimed job and says how it ended. Never panics on bad input.
-pub async fn run(ctx: &JobContext, zip: &Zip, cancelled: watch::Receiver<bool>) -> ZipOutcome {
-    let mut conn = match ctx.pool.get().await {
-        Ok(conn) => conn,
-        Err(e) => return failed("internal_error", format!("database unavailable: {e}"), None),
-    };
-    let bucket = match Bucket::find_any(&mut conn, zip.bucket_id).await {
-        Ok(Some(bucket)) => bucket,
-        Ok(None) => return failed("bucket_not_found", "the bucket was removed", None),
-        Err(e) => return failed("internal_error", e.to_string(), None),
-    };
-    let credentials = match bucket.credentials(&ctx.keyring) {
-        Ok(c) => c,
-        Err(e) => return failed("bucket_credentials_unreadable", e.to_string(), None),
-    };
-    let entries = match Zip::entries(&mut conn, zip.id).await {
-        Ok(e) => e,
-        Err(e) => return failed("internal_error", e.to_string(), None),
-    };
+/// The bucket's row, credentials and client, and the job's entries.
+async fn prepare(
+    ctx: &JobContext,
+    zip: &Zip,
+) -> Result<(Destination, Service, Vec<ZipEntry>), JobFailure> {
+    let unavailable = |e: &dyn std::fmt::Display| JobFailure::internal(format!("database: {e}"));
+    let mut conn = ctx.pool.get().await.map_err(|e| unavailable(&e))?;
+    let bucket = Bucket::find_any(&mut conn, zip.bucket_id)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .ok_or_else(|| {
+            JobFailure::new(
+                "bucket_not_found",
+                "the bucket was removed",
+                Blame::Service,
+                Retry::Never,
+            )
+        })?;
+    let credentials = bucket.credentials(&ctx.keyring).map_err(|e| {
+        JobFailure::new(
+            "bucket_credentials_unreadable",
+            e.to_string(),
+            Blame::Service,
+            Retry::Never,
+        )
+    })?;
+    let entries = Zip::entries(&mut conn, zip.id)
+        .await
+        .map_err(|e| unavailable(&e))?;
     drop(conn);
-
     let location = BucketLocation::from(&bucket);
-    let client = match ctx.buckets.client(&location, &credentials) {
-        Ok(client) => client,
-        Err(why) => return failed(why.job_code(), why.to_string(), None),
-    };
-    let mut create = client
-        .create_multipart_upload()
-        .bucket(&bucket.name)
-        .key(&zip.object_key)
-        .content_type("application/zip");
-    if let Some(acl) = &location.acl {
-        create = create.acl(aws_sdk_s3::types::ObjectCannedAcl::from(acl.as_str()));
-    }
-    let create_span = tracing::info_span!("create upload", otel.kind = "client");
-    let upload_id = match create.send().instrument(create_span).await {
-        Ok(out) => out.upload_id().unwrap_or_default().to_owned(),
-        Err(e) => {
-            let why = zipkit_storage::explain(&location, &e);
-            return failed(why.job_code(), why.to_string(), None);
-        }
-    };
-    let target = Target {
+    let client = ctx.buckets.client(&location, &credentials).map_err(|why| {
+        JobFailure::new(
+            why.job_code(),
+            why.to_string(),
+            Blame::Service,
+            Retry::Never,
+        )
+    })?;
+    let destination = Destination::new(
         client,
-        bucket: bucket.name.clone(),
-        key: zip.object_key.clone(),
-        upload_id: upload_id.clone(),
-    };
-    if let Ok(mut conn) = ctx.pool.get().await {
-        let _ = Zip::set_upload_id(&mut conn, zip.id, &ctx.owner, &upload_id).await;
-    }
+        location,
+        zip.object_key.clone(),
+        zip.id,
+        ctx.store_timeouts,
+    );
+    Ok((destination, bucket.service, entries))
+}
 
+/// Builds the archive for a claimed job. Never panics on bad input.
+pub async fn run(
+    ctx: &JobContext,
+    zip: &Zip,
+    cancelled: watch::Receiver<bool>,
+) -> Result<Built, JobFailure> {
+    let (destination, service, entries) = prepare(ctx, zip).await?;
     let (recorder, notes) = Recorder::start(ctx.pool.clone(), zip.id, ctx.owner.clone());
     let plan = PartPlan::new(
         ctx.part_size,
         ctx.parts_in_flight,
         // R2 needs equal parts, so their size must cover the largest archive from the start.
-        (bucket.service == Service::R2).then_some(ctx.max_archive_bytes),
+        (service == Service::R2).then_some(ctx.max_archive_bytes),
     );
     let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(8);
-    let (complete, complete_rx) = tokio::sync::oneshot::channel::<bool>();
+    let (finished, finished_rx) = tokio::sync::oneshot::channel::<bool>();
+    let ledger = PgLedger {
+        pool: ctx.pool.clone(),
+        zip_id: zip.id,
+        owner: ctx.owner.clone(),
+        notes: notes.clone(),
+    };
     let uploader = tokio::spawn(
-        {
-            let (pool, zip_id, upload_id) = (ctx.pool.clone(), zip.id, upload_id.clone());
-            let target = target.clone();
-            let notes = notes.clone();
-            async move {
-                let mut record = move |number: i32, etag: String, size: i64| {
-                    let (pool, upload_id, notes) = (pool.clone(), upload_id.clone(), notes.clone());
-                    Box::pin(async move {
-                        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-                        Zip::record_part(&mut conn, zip_id, &upload_id, number, &etag, size)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let _ = notes.send(Note::Uploaded(size)).await;
-                        Ok(())
-                    })
-                        as std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
-                };
-                upload::upload(&target, chunks_rx, plan, &mut record, complete_rx).await
-            }
-        }
-        .instrument(tracing::Span::current()),
+        async move { upload::upload(&destination, chunks_rx, plan, &ledger, finished_rx).await }
+            .instrument(tracing::Span::current()),
     );
 
     let archive = ArchiveWriter::new(
@@ -182,39 +166,85 @@ pub async fn run(ctx: &JobContext, zip: &Zip, cancelled: watch::Receiver<bool>) 
         chunks_tx,
     );
     let feed = feed_sources(ctx, zip, entries, archive, &notes, cancelled).await;
-    // Complete the upload only if every source went in and the archive was finished.
-    let _ = complete.send(feed.is_ok());
+    // The upload is completed only if every source went in and the archive was finished;
+    // otherwise the uploader sends nothing more and aborts.
+    let _ = finished.send(feed.is_ok());
     let uploaded = uploader.await;
     drop(notes);
     recorder.finish().await;
 
-    let outcome = match (feed, uploaded) {
-        (Err(FeedError::Outcome(outcome)), _) => outcome,
-        (_, Err(e)) => failed("internal_error", format!("the uploader stopped: {e}"), None),
-        (_, Ok(Err(e))) => failed("bucket_upload_failed", e.to_string(), None),
-        (Err(FeedError::OutputClosed), Ok(Ok(_))) => failed(
-            "internal_error",
-            "the uploader stopped taking the archive",
-            None,
+    match (feed, uploaded) {
+        (Err(FeedError::Failed(failure)), _) => Err(failure),
+        (_, Err(e)) => Err(JobFailure::internal(format!("the uploader stopped: {e}"))),
+        (_, Ok(Err(UploadError::Failed(failure)))) => Err(failure),
+        (Err(FeedError::OutputClosed), Ok(_)) | (Ok(_), Ok(Err(UploadError::Abandoned))) => Err(
+            JobFailure::internal("the uploader stopped taking the archive"),
         ),
-        (Ok(done), Ok(Ok((size, etag)))) => ZipOutcome::Succeeded {
-            size: i64::try_from(size).unwrap_or(i64::MAX),
-            etag,
-            entries: done,
-        },
-    };
-    if matches!(outcome, ZipOutcome::Failed(_)) {
-        upload::abort(&target).await;
+        (Ok(entries), Ok(Ok(uploaded))) => Ok(Built {
+            size: uploaded.size,
+            etag: uploaded.etag,
+            entries,
+        }),
     }
-    outcome
 }
 
-fn cancelled_outcome() -> FeedError {
-    FeedError::Outcome(failed(
-        "cancelled",
-        "the job was cancelled (or taken over by another worker)",
-        None,
-    ))
+/// Records the upload in PostgreSQL as it happens (`zips.upload_id`, `zip_parts`). A failure
+/// here is this side's, never the bucket's.
+struct PgLedger {
+    pool: PgPool,
+    zip_id: ZipId,
+    owner: String,
+    notes: mpsc::Sender<Note>,
+}
+
+impl upload::Ledger for PgLedger {
+    async fn started(&self, upload_id: &str) -> Result<(), JobFailure> {
+        let mut conn = self.pool.get().await.map_err(|e| {
+            JobFailure::internal(format!("recording the upload in the database failed: {e}"))
+        })?;
+        match Zip::set_upload_id(&mut conn, self.zip_id, &self.owner, upload_id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(JobFailure::cancelled()),
+            Err(e) => Err(JobFailure::internal(format!(
+                "recording the upload in the database failed: {e}"
+            ))),
+        }
+    }
+
+    async fn part_uploaded(&self, upload_id: &str, part: &UploadedPart) -> Result<(), JobFailure> {
+        let failed = |e: &dyn std::fmt::Display| {
+            JobFailure::internal(format!(
+                "recording part {} in the database failed: {e}",
+                part.number
+            ))
+        };
+        let mut conn = self.pool.get().await.map_err(|e| failed(&e))?;
+        Zip::record_part(
+            &mut conn,
+            self.zip_id,
+            upload_id,
+            part.number,
+            &part.etag,
+            part.size,
+        )
+        .await
+        .map_err(|e| failed(&e))?;
+        let _ = self.notes.send(Note::Uploaded(part.size)).await;
+        Ok(())
+    }
+}
+
+/// Leaves a failed source out of the archive (`on_error: skip`) by recording why.
+async fn skip(notes: &mpsc::Sender<Note>, index: i32, error: SourceError) {
+    let outcome = EntryOutcome {
+        index,
+        state: EntryState::Skipped,
+        size: None,
+        crc32: None,
+        error_code: Some(error.code.into()),
+        error_message: Some(error.message),
+    };
+    let _ = notes.send(Note::Entry(outcome)).await;
 }
 
 /// Takes each entry's download in order and writes it into the archive; returns how many
@@ -228,42 +258,30 @@ async fn feed_sources(
     mut cancelled: watch::Receiver<bool>,
 ) -> Result<i32, FeedError> {
     let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries);
+    let skipping = zip.on_error == OnError::Skip;
     let (mut done, mut total, mut unreported) = (0i32, 0u64, 0u64);
-    while let Some(mut download) = downloads.next_download() {
+    'entries: while let Some(mut download) = downloads.next_download() {
         let index = download.entry.entry_index;
-        let param = || Some(format!("urls[{index}]"));
         // A quiet source must not delay a cancel: wait for whichever comes first.
         let mut next = async || -> Result<Option<Event>, FeedError> {
             tokio::select! {
                 event = download.events.recv() => Ok(event),
-                _ = cancelled.wait_for(|c| *c) => Err(cancelled_outcome()),
+                _ = cancelled.wait_for(|c| *c) => Err(JobFailure::cancelled().into()),
             }
         };
         let content_length = match next().await? {
             Some(Event::Started { content_length }) => content_length,
-            Some(Event::Failed(error)) if zip.on_error == OnError::Skip => {
-                let outcome = EntryOutcome {
-                    index,
-                    state: EntryState::Skipped,
-                    size: None,
-                    crc32: None,
-                    error_code: Some(error.code.into()),
-                    error_message: Some(error.message),
-                };
-                let _ = notes.send(Note::Entry(outcome)).await;
+            Some(Event::Failed(error)) if skipping => {
+                skip(notes, index, error).await;
                 continue;
             }
-            Some(Event::Failed(error)) => {
-                let message = format!("urls[{index}]: {}", error.message);
-                return Err(FeedError::Outcome(failed(error.code, message, param())));
-            }
+            Some(Event::Failed(error)) => return Err(error.into_failure(index).into()),
             Some(Event::Data(..)) | None => {
-                let message = format!("urls[{index}]: the download stopped unexpectedly");
-                return Err(FeedError::Outcome(failed(
-                    "internal_error",
-                    message,
-                    param(),
-                )));
+                return Err(JobFailure::internal(format!(
+                    "urls[{index}]: the download stopped unexpectedly"
+                ))
+                .with_param(format!("urls[{index}]"))
+                .into());
             }
         };
         // `auto` may need the first bytes to decide; they are written right after the header.
@@ -290,11 +308,14 @@ async fn feed_sources(
                             "the sources add up to more than this deployment's limit of {} bytes",
                             ctx.max_archive_bytes
                         );
-                        return Err(FeedError::Outcome(failed(
+                        return Err(JobFailure::new(
                             "archive_too_large",
                             message,
-                            param(),
-                        )));
+                            Blame::Request,
+                            Retry::Never,
+                        )
+                        .with_param(format!("urls[{index}]"))
+                        .into());
                     }
                     // Counted locally and reported when the recorder has room: never waits.
                     unreported += bytes.len() as u64;
@@ -304,11 +325,14 @@ async fn feed_sources(
                     archive.write(bytes).await?;
                     drop(permit);
                 }
-                // Bytes of this entry are already in the archive: no skipping from here on.
-                Some(Event::Failed(error)) => {
-                    let message = format!("urls[{index}]: {}", error.message);
-                    return Err(FeedError::Outcome(failed(error.code, message, param())));
+                // Some of its bytes are in the archive already: the entry is closed and left out
+                // of the central directory, so no reader lists it (docs/JOBS.md).
+                Some(Event::Failed(error)) if skipping => {
+                    archive.abandon_entry().await?;
+                    skip(notes, index, error).await;
+                    continue 'entries;
                 }
+                Some(Event::Failed(error)) => return Err(error.into_failure(index).into()),
                 Some(Event::Started { .. }) => {}
                 None => break,
             }
@@ -328,12 +352,14 @@ async fn feed_sources(
     if done == 0 {
         // Asked to leave failures out, the caller still wants an archive of something: an empty
         // one would "succeed" with nothing in it. Each entry's own reason is recorded.
-        return Err(FeedError::Outcome(failed(
+        return Err(JobFailure::new(
             "all_sources_skipped",
             "every source failed and was skipped (on_error: skip), so no archive was written; \
              each source's reason is on its entry",
-            None,
-        )));
+            Blame::Request,
+            Retry::Never,
+        )
+        .into());
     }
     archive.finish().await?;
     let _ = notes.send(Note::Downloaded(unreported)).await;

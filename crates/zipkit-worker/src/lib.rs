@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod consumer;
 pub mod download;
+pub mod failure;
 pub mod job;
 pub mod prefetch;
 pub mod probes;
@@ -53,6 +54,13 @@ pub struct WorkerSettings {
     /// resumed where possible).
     pub stall_window_secs: u64,
     pub stall_min_bytes: u64,
+    /// The longest a job waits on one source, summed over the source's retries (connecting,
+    /// waiting for an answer, silences of a second or more, backoffs); past it the source fails
+    /// for good and is not retried with the job.
+    pub source_wait_secs: u64,
+    /// The slowest upload rate that still counts as working: a call on the store may take 30 s
+    /// plus its body at this rate.
+    pub store_min_rate_kib: u64,
     /// Largest single source accepted (`source_too_large` beyond).
     pub max_source_bytes: u64,
     /// Largest total of a job's sources (`archive_too_large` beyond); on R2 it also sets the
@@ -94,8 +102,12 @@ pub struct Worker {
 pub enum StartError {
     #[error(transparent)]
     KeyRing(#[from] zipkit_domain::crypto::KeyRingError),
-    #[error("worker.part_size_mib must be at least 5 (S3's minimum part size)")]
-    PartSize,
+    #[error("worker.{key} {rule} (it is {value})")]
+    Setting {
+        key: &'static str,
+        rule: &'static str,
+        value: u64,
+    },
     #[error("could not start the compressing threads: {0}")]
     Compressors(std::io::Error),
     #[error("cannot listen on {address} (worker.http_host, worker.http_port): {source}")]
@@ -105,13 +117,93 @@ pub enum StartError {
     },
 }
 
+impl WorkerSettings {
+    /// Checks every setting once, at start-up, naming the first one out of range; nothing
+    /// downstream clamps them again.
+    pub fn validate(&self) -> Result<(), StartError> {
+        let check = |key, value: u64, ok: bool, rule| {
+            if ok {
+                Ok(())
+            } else {
+                Err(StartError::Setting { key, rule, value })
+            }
+        };
+        let at_least_one = "must be at least 1";
+        check(
+            "concurrency",
+            self.concurrency.into(),
+            self.concurrency >= 1,
+            at_least_one,
+        )?;
+        check(
+            "part_size_mib",
+            self.part_size_mib.into(),
+            (5..=5 * 1024).contains(&self.part_size_mib),
+            "must be between 5 (S3's smallest part) and 5120 (its largest)",
+        )?;
+        check(
+            "parts_in_flight",
+            self.parts_in_flight.into(),
+            self.parts_in_flight >= 1,
+            at_least_one,
+        )?;
+        check(
+            "lease_secs",
+            self.lease_secs,
+            self.lease_secs >= 3,
+            "must be at least 3 (the heartbeat renews it every third of it)",
+        )?;
+        check(
+            "downloads_ahead",
+            self.downloads_ahead.into(),
+            self.downloads_ahead >= 1,
+            at_least_one,
+        )?;
+        check(
+            "download_buffer_mib",
+            self.download_buffer_mib.into(),
+            self.download_buffer_mib >= 1,
+            at_least_one,
+        )?;
+        check(
+            "stall_window_secs",
+            self.stall_window_secs,
+            self.stall_window_secs >= 1,
+            at_least_one,
+        )?;
+        check(
+            "source_wait_secs",
+            self.source_wait_secs,
+            self.source_wait_secs >= 1,
+            at_least_one,
+        )?;
+        check(
+            "store_min_rate_kib",
+            self.store_min_rate_kib,
+            self.store_min_rate_kib >= 1,
+            at_least_one,
+        )?;
+        check(
+            "deflate_level",
+            self.deflate_level.into(),
+            (1..=9).contains(&self.deflate_level),
+            "must be between 1 (fastest) and 9 (smallest)",
+        )?;
+        check(
+            "max_attempts",
+            self.max_attempts.into(),
+            self.max_attempts >= 1,
+            at_least_one,
+        )?;
+        Ok(())
+    }
+}
+
 impl Worker {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let keyring = KeyRing::from_settings(&settings.crypto)?;
+        settings.worker.validate()?;
         zipkit_runtime::metrics::install("zipkit-worker");
-        if settings.worker.part_size_mib < 5 {
-            return Err(StartError::PartSize);
-        }
         let pool: PgPool = zipkit_domain::db::pool(&settings.database);
         let broker = Broker::start(settings.broker);
         let w = &settings.worker;
@@ -126,20 +218,24 @@ impl Worker {
             ),
             buckets: zipkit_storage::BucketClients::new(egress.clone()),
             downloads: prefetch::DownloadLimits {
-                ahead: usize::from(w.downloads_ahead.max(1)),
+                ahead: usize::from(w.downloads_ahead),
                 bytes_per_entry: (w.download_buffer_mib as usize * 1024 * 1024)
-                    / usize::from(w.downloads_ahead.max(1)),
-                stall_window: Duration::from_secs(w.stall_window_secs.max(1)),
+                    / usize::from(w.downloads_ahead),
+                stall_window: Duration::from_secs(w.stall_window_secs),
+                source_wait: Duration::from_secs(w.source_wait_secs),
                 stall_min_bytes: w.stall_min_bytes,
                 max_source_bytes: w.max_source_bytes,
                 egress: egress.clone(),
             },
             max_archive_bytes: w.max_archive_bytes,
-            deflate_level: w.deflate_level.clamp(1, 9),
+            deflate_level: w.deflate_level,
             compressors: archive::deflate::Compressors::per_core()
                 .map_err(StartError::Compressors)?,
             part_size: w.part_size_mib as usize * 1024 * 1024,
-            parts_in_flight: usize::from(w.parts_in_flight.max(1)),
+            parts_in_flight: usize::from(w.parts_in_flight),
+            store_timeouts: upload::StoreTimeouts {
+                min_rate: w.store_min_rate_kib * 1024,
+            },
             owner: format!(
                 "worker-{}-{}",
                 std::process::id(),
@@ -150,7 +246,7 @@ impl Worker {
             concurrency: w.concurrency,
             lease: Duration::from_secs(w.lease_secs),
             grace: Duration::from_secs(w.shutdown_grace_secs),
-            max_attempts: i32::from(w.max_attempts.max(1)),
+            max_attempts: i32::from(w.max_attempts),
             retry_backoff: Duration::from_secs(w.retry_backoff_secs),
         };
         let dispatcher = webhooks::Dispatcher::new(

@@ -31,6 +31,8 @@ pub struct DownloadLimits {
     /// A source slower than `stall_min_bytes` per `stall_window` is stalled.
     pub stall_window: Duration,
     pub stall_min_bytes: u64,
+    /// The longest the job waits on one source, summed over its retries (`Patience`).
+    pub source_wait: Duration,
     /// Largest source accepted.
     pub max_source_bytes: u64,
     /// What sources may be fetched from.
@@ -92,7 +94,7 @@ impl Prefetcher {
     }
 
     fn fill(&mut self) {
-        while self.running.len() < self.limits.ahead.max(1) {
+        while self.running.len() < self.limits.ahead {
             let Some(entry) = self.waiting.pop_front() else {
                 return;
             };
@@ -163,16 +165,75 @@ impl StallWatch {
     }
 }
 
+/// Waits shorter than this are a source at work; longer ones count against `source_wait`.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// How much longer the job will wait on one source: connecting, waiting for an answer, silences
+/// of at least `QUIET`, and backoffs between attempts all count, across the source's retries.
+/// Once it is spent the source fails for good, and is not retried with the job either, so no
+/// source holds a job longer than `worker.source_wait_secs`.
+struct Patience {
+    left: Duration,
+    limit: Duration,
+}
+
+impl Patience {
+    fn new(limit: Duration) -> Self {
+        Self { left: limit, limit }
+    }
+
+    /// When the patience runs out if nothing arrives.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.left
+    }
+
+    /// Counts a wait that took `took`; short waits only when `always`.
+    fn spend(&mut self, took: Duration, always: bool) {
+        if always || took >= QUIET {
+            self.left = self.left.saturating_sub(took);
+        }
+    }
+
+    fn is_spent(&self) -> bool {
+        self.left.is_zero()
+    }
+
+    /// The final failure once it is spent; `code` names the trouble it was spent on.
+    fn gave_up(&self, code: &'static str) -> SourceError {
+        SourceError::permanent(
+            code,
+            format!(
+                "the source kept the job waiting for more than {} s in all (worker.source_wait_secs)",
+                self.limit.as_secs()
+            ),
+        )
+    }
+}
+
 async fn download(
     http: reqwest::Client,
     url: String,
     limits: Arc<DownloadLimits>,
     tx: mpsc::Sender<Event>,
 ) {
-    let response = match download::fetch_with_retries(&http, &url, &limits.egress).await {
-        Ok(response) => response,
-        Err(error) => {
+    let mut patience = Patience::new(limits.source_wait);
+    let began = Instant::now();
+    let fetched = tokio::time::timeout_at(
+        patience.deadline(),
+        download::fetch_with_retries(&http, &url, &limits.egress),
+    )
+    .await;
+    patience.spend(began.elapsed(), true);
+    let response = match fetched {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
             let _ = tx.send(Event::Failed(error)).await;
+            return;
+        }
+        Err(_) => {
+            let _ = tx
+                .send(Event::Failed(patience.gave_up("source_unreachable")))
+                .await;
             return;
         }
     };
@@ -186,7 +247,7 @@ async fn download(
     if tx.send(Event::Started { content_length }).await.is_err() {
         return;
     }
-    let budget = Arc::new(Semaphore::new(limits.bytes_per_entry.max(1)));
+    let budget = Arc::new(Semaphore::new(limits.bytes_per_entry));
     let mut body = response.bytes_stream();
     let (mut received, mut attempt, mut backoff) = (0u64, 1u32, Duration::from_millis(250));
     let mut stall = StallWatch::new(limits.stall_window, limits.stall_min_bytes);
@@ -195,7 +256,17 @@ async fn download(
     let mut handed_on = crc32fast::Hasher::new();
     let mut replay: Option<(u64, crc32fast::Hasher)> = None;
     loop {
-        let error = match tokio::time::timeout_at(stall.deadline(), body.next()).await {
+        if patience.is_spent() {
+            let _ = tx
+                .send(Event::Failed(patience.gave_up("source_stalled")))
+                .await;
+            return;
+        }
+        let began = Instant::now();
+        let next = tokio::time::timeout_at(stall.deadline().min(patience.deadline()), body.next());
+        let next = next.await;
+        patience.spend(began.elapsed(), false);
+        let error = match next {
             Ok(None) if replay.is_some() => {
                 let _ = tx.send(Event::Failed(changed())).await;
                 return;
@@ -230,7 +301,7 @@ async fn download(
                         let _ = tx.send(Event::Failed(error)).await;
                         return;
                     }
-                    let share = chunk.len().clamp(1, limits.bytes_per_entry.max(1)) as u32;
+                    let share = chunk.len().clamp(1, limits.bytes_per_entry) as u32;
                     let Ok(permit) = budget.clone().acquire_many_owned(share).await else {
                         return;
                     };
@@ -243,10 +314,11 @@ async fn download(
                 }
                 stalled_error(&limits)
             }
-            Ok(Some(Err(_))) => SourceError {
-                code: "source_unreachable",
-                message: "the source stopped sending before the end".into(),
-            },
+            Ok(Some(Err(_))) => SourceError::transient(
+                "source_unreachable",
+                "the source stopped sending before the end",
+            ),
+            Err(_) if patience.is_spent() => continue, // said at the top of the loop
             Err(_) if stall.check(0).is_ok() => continue,
             Err(_) => stalled_error(&limits),
         };
@@ -256,7 +328,12 @@ async fn download(
                 let _ = tx.send(Event::Failed(error)).await;
                 return;
             }
-            tokio::time::sleep(backoff).await;
+            if patience.is_spent() {
+                let _ = tx.send(Event::Failed(patience.gave_up(error.code))).await;
+                return;
+            }
+            let began = Instant::now();
+            tokio::time::sleep(backoff.min(patience.left)).await;
             backoff *= 2;
             attempt += 1;
             metrics::counter!(metrics_names::RETRIES, "stage" => "download", "cause" => error.code)
@@ -269,9 +346,13 @@ async fn download(
                 ranged = validator.is_some(),
                 "picking a source up again"
             );
-            if let Some(picked) =
-                pick_up(&http, &url, &limits, validator.as_deref(), received).await
-            {
+            let picked = tokio::time::timeout_at(
+                patience.deadline(),
+                pick_up(&http, &url, &limits, validator.as_deref(), received),
+            )
+            .await;
+            patience.spend(began.elapsed(), true);
+            if let Ok(Some(picked)) = picked {
                 break picked;
             }
         };
@@ -310,26 +391,26 @@ async fn pick_up(
 }
 
 fn changed() -> SourceError {
-    SourceError {
-        code: "source_changed",
-        message: "the source broke off and, fetched again, no longer starts with the bytes already written".into(),
-    }
+    SourceError::transient(
+        "source_changed",
+        "the source broke off and, fetched again, no longer starts with the bytes already written",
+    )
 }
 
 fn too_large(limit: u64) -> SourceError {
-    SourceError {
-        code: "source_too_large",
-        message: format!("the source is larger than this deployment's limit of {limit} bytes"),
-    }
+    SourceError::permanent(
+        "source_too_large",
+        format!("the source is larger than this deployment's limit of {limit} bytes"),
+    )
 }
 
 fn stalled_error(limits: &DownloadLimits) -> SourceError {
-    SourceError {
-        code: "source_stalled",
-        message: format!(
+    SourceError::transient(
+        "source_stalled",
+        format!(
             "the source sent fewer than {} bytes in {} s",
             limits.stall_min_bytes,
             limits.stall_window.as_secs()
         ),
-    }
+    )
 }

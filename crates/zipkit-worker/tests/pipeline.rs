@@ -123,6 +123,8 @@ impl Harness {
                 download_buffer_mib: 32,
                 stall_window_secs: 30,
                 stall_min_bytes: 1024,
+                source_wait_secs: 120,
+                store_min_rate_kib: 256,
                 max_source_bytes: 1 << 40,
                 max_archive_bytes: 1 << 42,
                 deflate_level: 6,
@@ -924,33 +926,94 @@ async fn sigterm_lets_the_job_in_flight_finish_and_the_worker_exits_zero() {
 }
 
 #[tokio::test]
-async fn wrong_bucket_credentials_fail_the_job_with_bucket_access_denied() {
-    let harness = Harness::start().await;
+async fn revoked_bucket_keys_fail_the_job_at_once_with_the_providers_code() {
+    let harness = Harness::start_configured(|w| {
+        w.max_attempts = 3;
+        w.retry_backoff_secs = 1;
+    })
+    .await;
     let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
-    let bucket = harness.bucket().await;
-    // The secret changes at the provider after the bucket was saved.
     let keyring = KeyRing::from_settings(&harness.crypto).unwrap();
     let mut conn = harness.db.connect().await;
-    let wrong = BucketCredentials {
-        access_key_id: SecretString::from(s3_access_key()),
-        secret_access_key: SecretString::from("rotated-elsewhere".to_owned()),
-    };
-    Bucket::update_credentials(
-        &mut conn,
-        &keyring,
-        bucket.project_id,
-        bucket.id,
-        &wrong,
-        None,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    // The secret changes at the provider after the bucket was saved; or the key is deleted.
+    let cases = [
+        (
+            (s3_access_key(), "rotated-elsewhere".to_owned()),
+            "SignatureDoesNotMatch",
+            "The secret access key does not match the access key ID. Check that it was copied completely.",
+        ),
+        // AWS answers an unknown key with InvalidAccessKeyId, the local store with a 403 of
+        // its own (NotSignedUp): whichever, it is kept.
+        (
+            ("AKIADELETEDKEY0000".to_owned(), s3_secret_key()),
+            "",
+            "The credentials are valid but may not write to this bucket.",
+        ),
+    ];
+    for ((key, secret), provider_code, words) in cases {
+        let bucket = harness.bucket().await;
+        let revoked = BucketCredentials {
+            access_key_id: SecretString::from(key),
+            secret_access_key: SecretString::from(secret),
+        };
+        Bucket::update_credentials(
+            &mut conn,
+            &keyring,
+            bucket.project_id,
+            bucket.id,
+            &revoked,
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let id = harness
+            .submit(
+                &bucket,
+                "denied.zip",
+                &[(sources.url("a.txt"), "a.txt")],
+                Compression::Store,
+                OnError::Fail,
+            )
+            .await;
+        let zip = harness.wait_finished(id).await;
+        assert_eq!(zip.status, ZipStatus::Failed);
+        assert_eq!(
+            zip.error_code.as_deref(),
+            Some("bucket_access_denied"),
+            "{:?}",
+            zip.error_message
+        );
+        let message = zip.error_message.unwrap_or_default();
+        assert!(message.starts_with(words), "{message}");
+        assert!(
+            message.contains(&format!("PutObject answered {provider_code}")),
+            "the provider's code is kept: {message}"
+        );
+        assert!(!message.contains("test upload"), "{message}");
+        assert_eq!(zip.error_type.as_deref(), Some("api_error"));
+        assert_eq!(zip.error_param, None);
+        assert_eq!(zip.attempts, 1, "not retried: the key will not come back");
+    }
+    assert_eq!(harness.broker.depth("zipkit.jobs.dead").await, 0);
+    harness.stop().await;
+}
 
+#[tokio::test]
+async fn a_store_that_answers_the_same_500_again_is_not_asked_a_third_time() {
+    let harness = Harness::start_configured(|w| {
+        w.max_attempts = 5;
+        w.retry_backoff_secs = 1;
+    })
+    .await;
+    let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
+    let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
+    let bucket = harness.bucket_at(proxy.url()).await;
+    proxy.refuse("PutObject", 500, "InternalError", None);
     let id = harness
         .submit(
             &bucket,
-            "denied.zip",
+            "refused.zip",
             &[(sources.url("a.txt"), "a.txt")],
             Compression::Store,
             OnError::Fail,
@@ -958,25 +1021,132 @@ async fn wrong_bucket_credentials_fail_the_job_with_bucket_access_denied() {
         .await;
     let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Failed);
+    assert_eq!(zip.error_code.as_deref(), Some("bucket_unavailable"));
     assert_eq!(
-        zip.error_code.as_deref(),
-        Some("bucket_access_denied"),
+        zip.attempts, 2,
+        "retried once; the same answer again is final"
+    );
+    assert!(
+        zip.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("InternalError")),
         "{:?}",
         zip.error_message
     );
-    assert_eq!(
-        zip.error_message.as_deref(),
-        Some(
-            "The secret access key does not match the access key ID. Check that it was copied completely."
+    // A store that had a moment: the answer differs on the next attempt, which succeeds.
+    proxy.clear();
+    proxy.refuse("PutObject", 500, "InternalError", Some(3));
+    let id = harness
+        .submit(
+            &bucket,
+            "moment.zip",
+            &[(sources.url("a.txt"), "a.txt")],
+            Compression::Store,
+            OnError::Fail,
         )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(zip.attempts, 2);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn with_skip_a_source_that_stops_before_its_length_is_left_out_and_reported() {
+    let harness = Harness::start_configured(|w| {
+        w.max_attempts = 3;
+        w.retry_backoff_secs = 1;
+    })
+    .await;
+    let whole = pseudo_random(300_000, 7);
+    let sources = SourceServer::start(vec![
+        ("a.txt", Behaviour::Serve(b"alpha".to_vec())),
+        (
+            "cut.bin",
+            Behaviour::Truncated {
+                bytes: whole.clone(),
+                cut: 120_000,
+            },
+        ),
+        ("c.txt", Behaviour::Serve(b"gamma".repeat(1000))),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    for compression in [Compression::Store, Compression::Deflate] {
+        let key = format!("cut-{compression:?}.zip");
+        let id = harness
+            .submit(
+                &bucket,
+                &key,
+                &[
+                    (sources.url("a.txt"), "a.txt"),
+                    (sources.url("cut.bin"), "cut.bin"),
+                    (sources.url("c.txt"), "c.txt"),
+                ],
+                compression,
+                OnError::Skip,
+            )
+            .await;
+        let zip = harness.wait_finished(id).await;
+        assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+        assert_eq!(zip.attempts, 1);
+        assert_eq!(zip.result_entries, Some(2));
+        let read = read_with_python(&harness.store.get(&key).await);
+        assert_eq!(read.keys().collect::<Vec<_>>(), ["a.txt", "c.txt"]);
+        assert_eq!(read["c.txt"], b"gamma".repeat(1000));
+        let mut conn = harness.db.connect().await;
+        let left_out = Zip::skipped_entries(&mut conn, &[id]).await.unwrap();
+        assert_eq!(left_out.len(), 1);
+        assert_eq!(
+            left_out[0].error_code.as_deref(),
+            Some("source_unreachable")
+        );
+    }
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_source_that_keeps_the_job_waiting_fails_for_good_after_source_wait_secs() {
+    let harness = Harness::start_configured(|w| {
+        w.max_attempts = 3;
+        w.retry_backoff_secs = 1;
+        w.source_read_timeout_secs = 1;
+        w.source_wait_secs = 3;
+    })
+    .await;
+    let sources = SourceServer::start(vec![(
+        "silent.bin",
+        Behaviour::Slow {
+            chunk: 1024,
+            chunks: 10,
+            pause: Duration::from_secs(3600),
+        },
+    )])
+    .await;
+    let bucket = harness.bucket().await;
+    let started = std::time::Instant::now();
+    let id = harness
+        .submit(
+            &bucket,
+            "silent.zip",
+            &[(sources.url("silent.bin"), "silent.bin")],
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    let took = started.elapsed();
+    assert_eq!(zip.status, ZipStatus::Failed);
+    assert_eq!(zip.error_code.as_deref(), Some("source_stalled"));
+    assert!(
+        zip.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("worker.source_wait_secs")),
+        "{:?}",
+        zip.error_message
     );
-    assert_eq!(zip.error_type.as_deref(), Some("api_error"));
-    assert_eq!(zip.error_param, None);
-    assert_eq!(
-        sources.hits("a.txt"),
-        0,
-        "nothing was downloaded for a bucket that cannot be written"
-    );
+    assert_eq!(zip.attempts, 1, "the job is not retried to wait again");
+    assert!(took < Duration::from_secs(10), "held the job {took:?}");
     harness.stop().await;
 }
 

@@ -1,154 +1,324 @@
-//! Provider answers the local store does not reproduce, with AWS S3's exact bodies.
+//! The upload on its own: against the local store through a proxy that counts every call and
+//! answers chosen ones itself, and against recorded provider answers the store does not give.
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a panic is how a test fails"
 )]
 
+use std::sync::Mutex;
+
 use bytes::Bytes;
 use secrecy::SecretString;
 use tokio::sync::{mpsc, oneshot};
-use zipkit_domain::Service;
 use zipkit_domain::models::BucketCredentials;
+use zipkit_domain::{Service, ZipId};
 use zipkit_storage::BucketLocation;
+use zipkit_test_support::TestBucket;
 use zipkit_test_support::canned_http::{CannedHttp, s3_error};
-use zipkit_worker::upload::{PartPlan, Target, UploadError, upload};
+use zipkit_test_support::services::{s3_access_key, s3_secret_key};
+use zipkit_test_support::store_proxy::StoreProxy;
+use zipkit_worker::failure::{JobFailure, Retry};
+use zipkit_worker::upload::{
+    Destination, Ledger, PartPlan, StoreTimeouts, UploadError, Uploaded, UploadedPart, upload,
+};
 
-#[tokio::test]
-async fn a_complete_that_answers_200_with_an_error_body_is_a_failure() {
-    // S3 may answer CompleteMultipartUpload with 200 and an <Error> body (the status is sent
-    // before the work is done). UploadPart (a PUT) is accepted; the completion (a POST) gets that.
-    let failure = s3_error(
-        "InternalError",
-        "We encountered an internal error. Please try again.",
-    );
-    let server = CannedHttp::start_by(&[
-        ("PUT ", 200, &[("ETag", r#""0123456789abcdef""#)], ""),
-        ("POST ", 200, &[], &failure),
-    ])
-    .await;
+const MIB: usize = 1024 * 1024;
+
+/// Keeps what the upload reports, in memory.
+#[derive(Default)]
+struct MemoryLedger {
+    started: Mutex<Vec<String>>,
+    parts: Mutex<Vec<UploadedPart>>,
+    /// Fails recording this part (as PostgreSQL going away would).
+    fail_part: Option<i32>,
+}
+
+impl Ledger for MemoryLedger {
+    async fn started(&self, upload_id: &str) -> Result<(), JobFailure> {
+        self.started.lock().unwrap().push(upload_id.to_owned());
+        Ok(())
+    }
+
+    async fn part_uploaded(&self, _upload_id: &str, part: &UploadedPart) -> Result<(), JobFailure> {
+        // Slow, as a database is: later parts keep uploading meanwhile.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if self.fail_part == Some(part.number) {
+            return Err(JobFailure::internal("the database went away"));
+        }
+        self.parts.lock().unwrap().push(part.clone());
+        Ok(())
+    }
+}
+
+fn destination(endpoint: &str, bucket: &str, key: &str, credentials: (&str, &str)) -> Destination {
     let location = BucketLocation {
         service: Service::S3,
-        name: "customer-bucket".into(),
+        name: bucket.into(),
         region: "us-east-1".into(),
         r2_account_id: None,
-        endpoint_url: Some(server.url().to_owned()),
+        endpoint_url: Some(endpoint.to_owned()),
         force_path_style: true,
         acl: None,
     };
     let credentials = BucketCredentials {
-        access_key_id: SecretString::from("AKIAEXAMPLE".to_owned()),
-        secret_access_key: SecretString::from("secret".to_owned()),
+        access_key_id: SecretString::from(credentials.0.to_owned()),
+        secret_access_key: SecretString::from(credentials.1.to_owned()),
     };
-    let target = Target {
-        client: zipkit_storage::BucketClients::new(zipkit_egress::EgressPolicy::new(
-            &zipkit_test_support::services::loopback_egress(),
-        ))
-        .client(&location, &credentials)
-        .unwrap(),
-        bucket: "customer-bucket".into(),
-        key: "archive.zip".into(),
-        upload_id: "upload-1".into(),
-    };
-    let (chunks, rx) = mpsc::channel(2);
-    chunks.send(Bytes::from(vec![7u8; 1024])).await.unwrap();
-    drop(chunks);
-    let (complete, complete_rx) = oneshot::channel();
-    complete.send(true).unwrap();
-    let mut parts = Vec::new();
-    let mut record = |number: i32, etag: String, _size: i64| {
-        parts.push((number, etag));
-        Box::pin(async { Ok(()) })
-            as std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
-    };
-    let result = upload(
-        &target,
-        rx,
-        PartPlan::new(5 * 1024 * 1024, 2, None),
-        &mut record,
-        complete_rx,
+    let client = zipkit_storage::BucketClients::new(zipkit_egress::EgressPolicy::new(
+        &zipkit_test_support::services::loopback_egress(),
+    ))
+    .client(&location, &credentials)
+    .unwrap();
+    Destination::new(
+        client,
+        location,
+        key.into(),
+        ZipId::new(),
+        StoreTimeouts {
+            min_rate: 256 * 1024,
+        },
     )
-    .await;
-    match result {
-        Err(UploadError::Complete { code, .. }) => {
-            assert_eq!(code.as_deref(), Some("InternalError"))
+}
+
+fn archive_bytes(len: usize) -> Bytes {
+    (0..len)
+        .map(|i: usize| (i % 251) as u8 ^ (i / 4099) as u8)
+        .collect()
+}
+
+/// Feeds `archive` in 300,000-byte chunks, then ends the stream; `whole` is the job's word.
+async fn run_upload(
+    destination: &Destination,
+    archive: Bytes,
+    plan: PartPlan,
+    ledger: &MemoryLedger,
+    whole: bool,
+) -> Result<Uploaded, UploadError> {
+    let (chunks, rx) = mpsc::channel(4);
+    let (finished, finished_rx) = oneshot::channel();
+    let feeding = tokio::spawn(async move {
+        let mut at = 0;
+        while at < archive.len() {
+            let end = (at + 300_000).min(archive.len());
+            if chunks.send(archive.slice(at..end)).await.is_err() {
+                break;
+            }
+            at = end;
         }
-        other => panic!("expected the completion to fail, got {other:?}"),
-    }
-    assert_eq!(
-        parts,
-        [(1, "\"0123456789abcdef\"".to_owned())],
-        "the one part was recorded"
-    );
+        drop(chunks);
+        let _ = finished.send(whole);
+    });
+    let result = upload(destination, rx, plan, ledger, finished_rx).await;
+    feeding.await.unwrap();
+    result
+}
+
+fn store_destination(proxy: &StoreProxy, store: &TestBucket, key: &str) -> Destination {
+    destination(
+        proxy.url(),
+        store.name(),
+        key,
+        (&s3_access_key(), &s3_secret_key()),
+    )
 }
 
 #[tokio::test]
 async fn every_part_is_recorded_once_while_later_parts_keep_uploading() {
-    // More parts than may fly at once, and a slow recorder (parts are recorded while the next
+    // More parts than may fly at once, and a slow ledger (parts are recorded while the next
     // ones upload): none recorded twice, none lost, and the object is the bytes sent.
-    let store = zipkit_test_support::TestBucket::new().await;
-    let key = "parts.zip";
-    let started = store
-        .client()
-        .create_multipart_upload()
-        .bucket(store.name())
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    let target = Target {
-        client: store.client().clone(),
-        bucket: store.name().to_owned(),
-        key: key.into(),
-        upload_id: started.upload_id().unwrap().to_owned(),
-    };
-    let mib = 1024 * 1024;
-    let archive: Vec<u8> = (0..6 * 5 * mib + 12_345)
-        .map(|i: usize| (i % 251) as u8 ^ (i / 4099) as u8)
-        .collect();
-    let (chunks, rx) = mpsc::channel(4);
-    let feeding = {
-        let archive = Bytes::from(archive.clone());
-        tokio::spawn(async move {
-            for piece in archive.chunks(300_000) {
-                chunks.send(Bytes::copy_from_slice(piece)).await.unwrap();
-            }
-        })
-    };
-    let (complete, complete_rx) = oneshot::channel();
-    complete.send(true).unwrap();
-    let recorded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut record = {
-        let recorded = recorded.clone();
-        move |number: i32, etag: String, size: i64| {
-            let recorded = recorded.clone();
-            Box::pin(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-                recorded.lock().unwrap().push((number, etag, size));
-                Ok(())
-            }) as std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
-        }
-    };
-    let (size, _etag) = upload(
-        &target,
-        rx,
-        PartPlan::new(5 * mib, 2, None),
-        &mut record,
-        complete_rx,
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let archive = archive_bytes(6 * 5 * MIB + 12_345);
+    let ledger = MemoryLedger::default();
+    let uploaded = run_upload(
+        &store_destination(&proxy, &store, "parts.zip"),
+        archive.clone(),
+        PartPlan::new(5 * MIB, 2, None),
+        &ledger,
+        true,
     )
     .await
     .unwrap();
-    feeding.await.unwrap();
-    assert_eq!(size as usize, archive.len());
-    let mut recorded = recorded.lock().unwrap().clone();
-    recorded.sort();
-    let numbers: Vec<i32> = recorded.iter().map(|(n, _, _)| *n).collect();
+    assert_eq!(uploaded.size as usize, archive.len());
+    assert_eq!(uploaded.parts, 7);
+    let mut parts = ledger.parts.lock().unwrap().clone();
+    parts.sort_by_key(|p| p.number);
+    let numbers: Vec<i32> = parts.iter().map(|p| p.number).collect();
     assert_eq!(numbers, (1..=7).collect::<Vec<_>>(), "each part once");
-    assert!(recorded.iter().all(|(_, etag, _)| !etag.is_empty()));
-    let sizes: i64 = recorded.iter().map(|(_, _, size)| size).sum();
-    assert_eq!(sizes as usize, archive.len());
+    assert!(parts.iter().all(|p| !p.etag.is_empty()));
     assert_eq!(
-        store.get(key).await,
+        parts.iter().map(|p| p.size).sum::<i64>() as usize,
+        archive.len()
+    );
+    assert_eq!(ledger.started.lock().unwrap().len(), 1);
+    assert_eq!(proxy.count("CreateMultipartUpload"), 1);
+    assert_eq!(proxy.count("UploadPart"), 7, "no part sent twice");
+    assert_eq!(proxy.count("CompleteMultipartUpload"), 1);
+    assert_eq!(
+        store.get("parts.zip").await,
         archive,
         "the object is the bytes sent"
     );
+}
+
+#[tokio::test]
+async fn an_archive_that_fits_in_one_part_is_one_put_object() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let archive = archive_bytes(5 * MIB - 1);
+    let ledger = MemoryLedger::default();
+    let uploaded = run_upload(
+        &store_destination(&proxy, &store, "small.zip"),
+        archive.clone(),
+        PartPlan::new(5 * MIB, 2, None),
+        &ledger,
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(uploaded.parts, 0);
+    assert!(!uploaded.etag.is_empty());
+    assert_eq!(
+        proxy.operations(),
+        ["PutObject"],
+        "one call, no multipart upload"
+    );
+    assert!(ledger.started.lock().unwrap().is_empty());
+    assert_eq!(store.get("small.zip").await, archive);
+}
+
+#[tokio::test]
+async fn a_job_that_ends_without_its_archive_sends_nothing_more_and_aborts_the_upload() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    // One whole part and a tail that must not go up.
+    let archive = archive_bytes(5 * MIB + 100_000);
+    let ledger = MemoryLedger::default();
+    let result = run_upload(
+        &store_destination(&proxy, &store, "abandoned.zip"),
+        archive,
+        PartPlan::new(5 * MIB, 2, None),
+        &ledger,
+        false,
+    )
+    .await;
+    assert!(matches!(result, Err(UploadError::Abandoned)), "{result:?}");
+    let calls = proxy.calls();
+    assert!(
+        !calls.iter().any(|c| c.part == Some(2)),
+        "the buffered tail was not sent: {calls:?}"
+    );
+    let operations = proxy.operations();
+    assert_eq!(
+        operations.last().map(String::as_str),
+        Some("AbortMultipartUpload")
+    );
+    assert!(!operations.iter().any(|o| o == "CompleteMultipartUpload"));
+    assert!(!store.has("abandoned.zip").await);
+}
+
+#[tokio::test]
+async fn a_refused_part_keeps_the_providers_code_is_not_retried_and_aborts_the_upload() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    proxy.refuse("UploadPart", 403, "AccessDenied", None);
+    let ledger = MemoryLedger::default();
+    let result = run_upload(
+        &store_destination(&proxy, &store, "denied.zip"),
+        archive_bytes(11 * MIB),
+        PartPlan::new(5 * MIB, 2, None),
+        &ledger,
+        true,
+    )
+    .await;
+    let Err(UploadError::Failed(failure)) = result else {
+        panic!("expected a failure, got {result:?}");
+    };
+    assert_eq!(failure.code, "bucket_access_denied");
+    assert_eq!(failure.retry, Retry::Never);
+    assert!(
+        failure.message.contains("UploadPart answered AccessDenied"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        !failure.message.contains("test upload"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(proxy.count("AbortMultipartUpload"), 1);
+    assert!(ledger.parts.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_part_the_ledger_cannot_record_fails_as_this_sides_error_not_the_buckets() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let ledger = MemoryLedger {
+        fail_part: Some(1),
+        ..Default::default()
+    };
+    let result = run_upload(
+        &store_destination(&proxy, &store, "unrecorded.zip"),
+        archive_bytes(16 * MIB),
+        PartPlan::new(5 * MIB, 1, None),
+        &ledger,
+        true,
+    )
+    .await;
+    let Err(UploadError::Failed(failure)) = result else {
+        panic!("expected a failure, got {result:?}");
+    };
+    assert_eq!(failure.code, "internal_error");
+    assert_eq!(failure.retry, Retry::Later);
+    assert_eq!(proxy.count("AbortMultipartUpload"), 1);
+    assert!(!store.has("unrecorded.zip").await);
+}
+
+#[tokio::test]
+async fn a_complete_that_answers_200_with_an_error_body_is_a_failure() {
+    // S3 may answer CompleteMultipartUpload with 200 and an <Error> body (the status is sent
+    // before the work is done). Creating the upload and its parts are accepted.
+    let failure = s3_error(
+        "InternalError",
+        "We encountered an internal error. Please try again.",
+    );
+    let created = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<InitiateMultipartUploadResult>\
+        <Bucket>customer-bucket</Bucket><Key>archive.zip</Key><UploadId>upload-1</UploadId>\
+        </InitiateMultipartUploadResult>";
+    let server = CannedHttp::start_by(&[
+        ("uploads", 200, &[], created),
+        ("PUT ", 200, &[("ETag", r#""0123456789abcdef""#)], ""),
+        ("POST ", 200, &[], &failure),
+        ("DELETE ", 204, &[], ""),
+    ])
+    .await;
+    let ledger = MemoryLedger::default();
+    let result = run_upload(
+        &destination(
+            server.url(),
+            "customer-bucket",
+            "archive.zip",
+            ("AKIAEXAMPLE", "secret"),
+        ),
+        archive_bytes(5 * MIB + 1024),
+        PartPlan::new(5 * MIB, 2, None),
+        &ledger,
+        true,
+    )
+    .await;
+    let Err(UploadError::Failed(failure)) = result else {
+        panic!("expected the completion to fail, got {result:?}");
+    };
+    assert_eq!(failure.code, "bucket_unavailable");
+    assert_eq!(failure.retry, Retry::UnlessRepeated);
+    assert!(
+        failure.message.contains("InternalError"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(*ledger.started.lock().unwrap(), ["upload-1"]);
+    let numbers: Vec<i32> = ledger
+        .parts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.number)
+        .collect();
+    assert_eq!(numbers.len(), 2, "both parts were recorded");
 }

@@ -43,6 +43,8 @@ pub struct Zip {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The failure of the previous attempt (`code: message`), when it was given back.
+    pub last_failure: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -510,6 +512,7 @@ impl Zip {
         conn: &mut AsyncPgConnection,
         id: ZipId,
         owner: &str,
+        failure: &str,
     ) -> QueryResult<bool> {
         let updated = diesel::update(zips::table.find(id))
             .filter(zips::status.eq(ZipStatus::Processing))
@@ -522,6 +525,7 @@ impl Zip {
                 zips::files_done.eq(0),
                 zips::bytes_downloaded.eq(0),
                 zips::bytes_uploaded.eq(0),
+                zips::last_failure.eq(failure),
                 zips::updated_at.eq(diesel::dsl::now),
             ))
             .execute(conn)

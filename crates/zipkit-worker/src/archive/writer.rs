@@ -66,6 +66,8 @@ struct EntryEnd {
     zip64: bool,
     crc32: u32,
     uncompressed: u64,
+    /// Whether the central directory lists it.
+    listed: bool,
 }
 
 struct OpenEntry {
@@ -114,10 +116,7 @@ impl ArchiveWriter {
         out: mpsc::Sender<Bytes>,
     ) -> Self {
         Self {
-            options: ArchiveOptions {
-                level: options.level.clamp(1, 9),
-                ..options
-            },
+            options,
             max_blocks: compressors.threads() * 2,
             compressors,
             out,
@@ -187,6 +186,18 @@ impl ArchiveWriter {
 
     /// Ends the open entry; its size and CRC-32 are known at once, its bytes follow in order.
     pub async fn finish_entry(&mut self) -> Result<EntrySummary, ArchiveError> {
+        self.end_entry(true).await
+    }
+
+    /// Ends the open entry and leaves it out of the central directory: its source failed after
+    /// some of its bytes were written (`on_error: skip`). The bytes stay in the archive as a
+    /// well-formed entry (its deflate stream ended, its data descriptor written) that no reader
+    /// of the central directory lists.
+    pub async fn abandon_entry(&mut self) -> Result<(), ArchiveError> {
+        self.end_entry(false).await.map(drop)
+    }
+
+    async fn end_entry(&mut self, listed: bool) -> Result<EntrySummary, ArchiveError> {
         if self.open.as_ref().ok_or(ArchiveError::NoEntry)?.method == Method::Deflated {
             self.cut_block(true).await?;
         }
@@ -201,6 +212,7 @@ impl ArchiveWriter {
             zip64: entry.zip64,
             crc32: summary.crc32,
             uncompressed: summary.size,
+            listed,
         })))
         .await?;
         Ok(summary)
@@ -303,6 +315,9 @@ impl ArchiveWriter {
                 let descriptor =
                     format::data_descriptor(end.crc32, compressed, end.uncompressed, end.zip64);
                 self.emit(descriptor).await?;
+                if !end.listed {
+                    return Ok(());
+                }
                 self.directory.push(CentralRecord {
                     name: end.name,
                     method: end.method,

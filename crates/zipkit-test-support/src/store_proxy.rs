@@ -1,0 +1,248 @@
+//! An HTTP proxy in front of the local S3 store that records every call by its S3 operation and
+//! can answer chosen calls itself (a 500 that repeats, AccessDenied, NoSuchUpload), so tests can
+//! count what the worker sent and see what it does with a store's refusals. Requests are
+//! forwarded unchanged (the `Host` header included, so SigV4 signatures still verify).
+
+use std::sync::{Arc, Mutex};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+
+use crate::services::s3_endpoint;
+
+/// One call the store received (or the proxy answered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreCall {
+    /// `PutObject`, `CreateMultipartUpload`, `UploadPart`, `CompleteMultipartUpload`,
+    /// `AbortMultipartUpload`, or the method and path for anything else.
+    pub operation: String,
+    pub part: Option<i32>,
+    pub upload_id: Option<String>,
+    pub status: u16,
+}
+
+/// An answer the proxy gives instead of the store.
+#[derive(Debug, Clone)]
+struct Rule {
+    operation: String,
+    status: u16,
+    body: String,
+    /// How many more calls it answers (`None`: every one).
+    left: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: Mutex<Vec<StoreCall>>,
+    rules: Mutex<Vec<Rule>>,
+}
+
+#[derive(Debug)]
+pub struct StoreProxy {
+    url: String,
+    handle: actix_web::dev::ServerHandle,
+    state: Arc<State>,
+}
+
+/// Names the S3 operation of a request from its method and query.
+fn operation(method: &str, query: &str) -> (String, Option<i32>, Option<String>) {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let upload_id = get("uploadId");
+    let part = get("partNumber").and_then(|p| p.parse().ok());
+    let name = match (method, upload_id.is_some(), part.is_some()) {
+        ("PUT", true, true) => "UploadPart",
+        ("PUT", _, _) => "PutObject",
+        ("POST", false, _) if get("uploads").is_some() => "CreateMultipartUpload",
+        ("POST", true, _) => "CompleteMultipartUpload",
+        ("DELETE", true, _) => "AbortMultipartUpload",
+        _ => "",
+    };
+    let name = if name.is_empty() {
+        format!("{method} ?{query}")
+    } else {
+        name.to_owned()
+    };
+    (name, part, upload_id)
+}
+
+async fn forward(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Arc<State>>,
+    client: web::Data<reqwest::Client>,
+) -> HttpResponse {
+    let method = request.method().as_str().to_owned();
+    let query = request.query_string().to_owned();
+    let (name, part, upload_id) = operation(&method, &query);
+    let canned = {
+        let mut rules = state.rules.lock().expect("rules");
+        rules
+            .iter_mut()
+            .find(|r| r.operation == name && r.left != Some(0))
+            .map(|rule| {
+                if let Some(left) = &mut rule.left {
+                    *left -= 1;
+                }
+                (rule.status, rule.body.clone())
+            })
+    };
+    let record = |status: u16| {
+        state.calls.lock().expect("calls").push(StoreCall {
+            operation: name.clone(),
+            part,
+            upload_id: upload_id.clone(),
+            status,
+        });
+    };
+    if let Some((status, body)) = canned {
+        record(status);
+        return HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(status).expect("a valid status"),
+        )
+        .content_type("application/xml")
+        .body(body);
+    }
+    let target = format!(
+        "{}{}",
+        s3_endpoint(),
+        request.uri().path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut forwarded = client.request(
+        reqwest::Method::from_bytes(method.as_bytes()).expect("a method"),
+        target,
+    );
+    for (name, value) in request.headers() {
+        if name.as_str() != "content-length" {
+            forwarded = forwarded.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let answer = match forwarded.body(body).send().await {
+        Ok(answer) => answer,
+        Err(e) => {
+            record(502);
+            return HttpResponse::BadGateway().body(e.to_string());
+        }
+    };
+    let status = answer.status().as_u16();
+    record(status);
+    let mut response =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("a valid status"));
+    for (name, value) in answer.headers() {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection"
+        ) {
+            response.insert_header((name.as_str(), value.as_bytes()));
+        }
+    }
+    response.body(answer.bytes().await.unwrap_or_default())
+}
+
+impl StoreProxy {
+    /// A proxy in front of the local store, on a free loopback port.
+    pub async fn start() -> Self {
+        let state = Arc::new(State::default());
+        let data = web::Data::new(Arc::clone(&state));
+        let client = web::Data::new(
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("a client"),
+        );
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(client.clone())
+                .app_data(web::PayloadConfig::new(256 * 1024 * 1024))
+                .default_service(web::to(forward))
+        })
+        .workers(2)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .expect("bind the store proxy");
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            handle,
+            state,
+        }
+    }
+
+    /// The endpoint to give a bucket.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Answers `operation` with `status` and S3's error body for `code`, `times` times (`None`:
+    /// until told otherwise), instead of the store.
+    pub fn refuse(&self, operation: &str, status: u16, code: &str, times: Option<usize>) {
+        self.state.rules.lock().expect("rules").push(Rule {
+            operation: operation.to_owned(),
+            status,
+            body: crate::canned_http::s3_error(code, &format!("{code} (from the test's proxy)")),
+            left: times,
+        });
+    }
+
+    /// Forwards everything again.
+    pub fn clear(&self) {
+        self.state.rules.lock().expect("rules").clear();
+    }
+
+    /// Every call so far, in the order they arrived.
+    pub fn calls(&self) -> Vec<StoreCall> {
+        self.state.calls.lock().expect("calls").clone()
+    }
+
+    /// How many calls of `operation` arrived.
+    pub fn count(&self, operation: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.operation == operation)
+            .count()
+    }
+
+    /// The operations in the order they arrived.
+    pub fn operations(&self) -> Vec<String> {
+        self.calls().into_iter().map(|c| c.operation).collect()
+    }
+}
+
+impl Drop for StoreProxy {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::operation;
+
+    #[test]
+    fn calls_are_named_by_their_s3_operation() {
+        assert_eq!(operation("PUT", "").0, "PutObject");
+        assert_eq!(operation("POST", "uploads").0, "CreateMultipartUpload");
+        assert_eq!(
+            operation("PUT", "partNumber=3&uploadId=abc"),
+            ("UploadPart".to_owned(), Some(3), Some("abc".to_owned()))
+        );
+        assert_eq!(
+            operation("POST", "uploadId=abc").0,
+            "CompleteMultipartUpload"
+        );
+        assert_eq!(
+            operation("DELETE", "uploadId=abc").0,
+            "AbortMultipartUpload"
+        );
+    }
+}

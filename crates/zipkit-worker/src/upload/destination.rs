@@ -1,0 +1,319 @@
+//! The one owner of every call zipkit makes on the archive's object: a single PutObject for an
+//! archive that fits in one part, or CreateMultipartUpload, UploadPart, CompleteMultipartUpload
+//! and AbortMultipartUpload. Each call gets a time limit that fits its body, and each refusal
+//! becomes a `JobFailure` that keeps the provider's code and says whether it is worth retrying.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectCannedAcl};
+use bytes::Bytes;
+use tracing::Instrument;
+use zipkit_domain::ZipId;
+use zipkit_storage::{BucketLocation, BucketTestError};
+
+use crate::failure::{Blame, JobFailure, Retry};
+
+/// A part the store has taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    pub number: i32,
+    pub etag: String,
+    pub size: i64,
+}
+
+/// How long a call on the store may take: a fixed allowance for the round trip plus the body at
+/// the slowest rate that still counts as working, so a 64 MiB part on a slow link is not cut off
+/// by a limit made for a 5 MiB one.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreTimeouts {
+    /// Bytes per second below which an upload counts as failed.
+    pub min_rate: u64,
+}
+
+/// Provider codes of trouble on the store's side, whatever the HTTP status they came with.
+const SERVER_TROUBLE: &[&str] = &[
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+];
+
+/// The allowance for a call's round trip, whatever its body.
+const ROUND_TRIP: Duration = Duration::from_secs(30);
+/// Attempts the SDK makes at one call (its standard retry policy: 5xx, throttling, timeouts).
+const SDK_ATTEMPTS: u32 = 3;
+
+impl StoreTimeouts {
+    /// The limits for one call carrying `body` bytes.
+    fn for_body(self, body: usize) -> TimeoutConfig {
+        let attempt = ROUND_TRIP + Duration::from_secs(body as u64 / self.min_rate);
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt * SDK_ATTEMPTS + Duration::from_secs(10))
+            .build()
+    }
+}
+
+/// The archive's object in the customer's bucket. Cheap to clone (parts upload on their own
+/// tasks).
+#[derive(Debug, Clone)]
+pub struct Destination {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+    location: BucketLocation,
+    key: String,
+    zip_id: ZipId,
+    timeouts: StoreTimeouts,
+}
+
+impl Destination {
+    pub fn new(
+        client: Client,
+        location: BucketLocation,
+        key: String,
+        zip_id: ZipId,
+        timeouts: StoreTimeouts,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                location,
+                key,
+                zip_id,
+                timeouts,
+            }),
+        }
+    }
+
+    fn config(&self, body: usize) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(self.inner.timeouts.for_body(body))
+    }
+
+    fn acl(&self) -> Option<ObjectCannedAcl> {
+        self.inner
+            .location
+            .acl
+            .as_deref()
+            .map(ObjectCannedAcl::from)
+    }
+
+    /// The whole archive in one request (it fits in one part).
+    pub async fn put_object(&self, body: Bytes) -> Result<String, JobFailure> {
+        let size = body.len();
+        let span = tracing::info_span!("put object", otel.kind = "client", bytes = size);
+        let answer = self
+            .inner
+            .client
+            .put_object()
+            .bucket(&self.inner.location.name)
+            .key(&self.inner.key)
+            .content_type("application/zip")
+            .set_acl(self.acl())
+            .body(ByteStream::from(body))
+            .customize()
+            .config_override(self.config(size))
+            .send()
+            .instrument(span)
+            .await
+            .map_err(|e| self.failure("PutObject", &e))?;
+        metrics::counter!(zipkit_runtime::metrics::PARTS_UPLOADED).increment(1);
+        metrics::counter!(zipkit_runtime::metrics::BYTES_UPLOADED).increment(size as u64);
+        Ok(answer.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// Starts a multipart upload; returns its id.
+    pub async fn create_multipart(&self) -> Result<String, JobFailure> {
+        let span = tracing::info_span!("create upload", otel.kind = "client");
+        let answer = self
+            .inner
+            .client
+            .create_multipart_upload()
+            .bucket(&self.inner.location.name)
+            .key(&self.inner.key)
+            .content_type("application/zip")
+            .set_acl(self.acl())
+            .customize()
+            .config_override(self.config(0))
+            .send()
+            .instrument(span)
+            .await
+            .map_err(|e| self.failure("CreateMultipartUpload", &e))?;
+        match answer.upload_id() {
+            Some(id) if !id.is_empty() => Ok(id.to_owned()),
+            _ => Err(JobFailure::new(
+                "bucket_unavailable",
+                "The provider answered CreateMultipartUpload without an upload id.",
+                Blame::Service,
+                Retry::UnlessRepeated,
+            )),
+        }
+    }
+
+    pub async fn upload_part(
+        &self,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<UploadedPart, JobFailure> {
+        let size = body.len();
+        let answer = self
+            .inner
+            .client
+            .upload_part()
+            .bucket(&self.inner.location.name)
+            .key(&self.inner.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .customize()
+            .config_override(self.config(size))
+            .send()
+            .await
+            .map_err(|e| self.failure("UploadPart", &e))?;
+        metrics::counter!(zipkit_runtime::metrics::PARTS_UPLOADED).increment(1);
+        metrics::counter!(zipkit_runtime::metrics::BYTES_UPLOADED).increment(size as u64);
+        Ok(UploadedPart {
+            number,
+            etag: answer.e_tag().unwrap_or_default().to_owned(),
+            size: size as i64,
+        })
+    }
+
+    /// Completes the upload from its parts (in any order); returns the object's ETag.
+    pub async fn complete(
+        &self,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> Result<String, JobFailure> {
+        let mut listed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(&p.etag)
+                    .build()
+            })
+            .collect();
+        listed.sort_by_key(CompletedPart::part_number);
+        let span =
+            tracing::info_span!("complete upload", otel.kind = "client", parts = parts.len());
+        let answer = self
+            .inner
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.inner.location.name)
+            .key(&self.inner.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(listed))
+                    .build(),
+            )
+            .customize()
+            // The store assembles the parts before it answers.
+            .config_override(self.config(0))
+            .send()
+            .instrument(span)
+            .await
+            .map_err(|e| self.failure("CompleteMultipartUpload", &e))?;
+        Ok(answer.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// Aborts the upload so its parts stop costing storage. The seed's minimal policy does not
+    /// allow it: a refusal is logged once, with what an operator needs to find the upload, and
+    /// left to the bucket's lifecycle rule (docs/JOBS.md).
+    pub async fn abort(&self, upload_id: &str) {
+        let sent = self
+            .inner
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.inner.location.name)
+            .key(&self.inner.key)
+            .upload_id(upload_id)
+            .customize()
+            .config_override(self.config(0))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => tracing::info!(
+                zip.id = %self.inner.zip_id,
+                bucket = %self.inner.location.name,
+                key = %self.inner.key,
+                upload.id = upload_id,
+                "multipart upload aborted"
+            ),
+            Err(e) => tracing::warn!(
+                zip.id = %self.inner.zip_id,
+                bucket = %self.inner.location.name,
+                key = %self.inner.key,
+                upload.id = upload_id,
+                provider.code = e.code().unwrap_or("none"),
+                error = %e.message().map_or_else(|| e.to_string(), str::to_owned),
+                "could not abort the multipart upload; the bucket's lifecycle rule for incomplete \
+                 multipart uploads will remove its parts"
+            ),
+        }
+    }
+
+    /// The job's failure for a refused call: the words of the dashboard's bucket test, the
+    /// provider's code, and whether the next attempt could go differently.
+    fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        operation: &str,
+        err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> JobFailure {
+        let why = zipkit_storage::explain(&self.inner.location, err);
+        let provider = err.code().map(str::to_owned);
+        let status = match err {
+            SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
+            _ => None,
+        };
+        let retry = match &why {
+            // The network, or a timeout: the store may well be there next time.
+            BucketTestError::Unreachable(_) => Retry::Later,
+            // Someone (a lifecycle rule) removed the upload: a new attempt starts a new one.
+            BucketTestError::Other(_) if provider.as_deref() == Some("NoSuchUpload") => {
+                Retry::Later
+            }
+            // A 5xx (also when S3 sends it in a 200's body), or an answer the SDK could not
+            // read: once more, unless it repeats.
+            BucketTestError::Other(_)
+                if status.is_none_or(|s| s >= 500)
+                    || provider
+                        .as_deref()
+                        .is_some_and(|c| SERVER_TROUBLE.contains(&c)) =>
+            {
+                Retry::UnlessRepeated
+            }
+            // Keys, permissions, the bucket's name or region, the egress policy, a request the
+            // store refuses: another attempt would be refused the same way.
+            _ => Retry::Never,
+        };
+        let mut message = why.to_string();
+        match &provider {
+            Some(code) if !message.contains(code.as_str()) => {
+                message.push_str(&format!(" ({operation} answered {code}.)"));
+            }
+            _ => message.push_str(&format!(" ({operation})")),
+        }
+        tracing::warn!(
+            zip.id = %self.inner.zip_id,
+            operation,
+            provider.code = provider.as_deref().unwrap_or("none"),
+            http.status = status.unwrap_or_default(),
+            error = %err,
+            "the store refused a call"
+        );
+        JobFailure::new(why.job_code(), message, Blame::Service, retry)
+    }
+}

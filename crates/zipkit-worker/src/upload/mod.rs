@@ -1,0 +1,287 @@
+//! The archive's way into the bucket. `destination` owns every call on the object; this module
+//! cuts the writer's output into parts (`PartPlan`: growing on S3, equal on R2), keeps several
+//! uploading at once, records each in the `Ledger` as it is written, and completes the upload
+//! only on the job's word. An archive that fits in one part goes up with a single PutObject.
+
+pub mod destination;
+
+pub use destination::{Destination, StoreTimeouts, UploadedPart};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::failure::JobFailure;
+
+/// Where an upload's progress is kept as it happens (PostgreSQL in the worker), so that a worker
+/// taking the job over knows which parts are in the bucket.
+pub trait Ledger: Send + Sync {
+    /// A multipart upload was created.
+    fn started(&self, upload_id: &str) -> impl Future<Output = Result<(), JobFailure>> + Send;
+    /// The store took a part.
+    fn part_uploaded(
+        &self,
+        upload_id: &str,
+        part: &UploadedPart,
+    ) -> impl Future<Output = Result<(), JobFailure>> + Send;
+}
+
+/// Why the upload did not produce an object.
+#[derive(Debug)]
+pub enum UploadError {
+    /// The store refused, or the ledger could not record a part; the upload was aborted.
+    Failed(JobFailure),
+    /// The job ended without a finished archive: nothing more was sent, the upload was aborted.
+    Abandoned,
+}
+
+impl From<JobFailure> for UploadError {
+    fn from(failure: JobFailure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+/// The object as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub size: u64,
+    pub etag: String,
+    /// 0 for a single PutObject.
+    pub parts: usize,
+}
+
+/// S3's limits: at most 10,000 parts, each at most 5 GiB.
+pub const MAX_PARTS: u64 = 10_000;
+const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+/// On S3, part sizes double after every this many parts.
+const GROW_EVERY: i32 = 1_000;
+
+/// How the archive is cut into parts so it fits in 10,000 of them whatever its size. The archive's
+/// size is unknown until the end, so on S3 (and S3-compatible stores) parts start at the
+/// configured size and double every 1,000 parts (8 MiB start: 1,000 parts reach 7.8 GiB, 10,000
+/// parts over 5 TiB, S3's object limit). R2 requires equal parts except the last, so there the
+/// size is fixed up front from the largest archive the deployment accepts. Fewer parts upload at
+/// once as they grow, so memory stays near `(in_flight + 1) × first part size`.
+#[derive(Debug, Clone, Copy)]
+pub struct PartPlan {
+    first: u64,
+    in_flight: usize,
+    equal: bool,
+}
+
+impl PartPlan {
+    pub fn new(first: usize, in_flight: usize, equal_parts_for: Option<u64>) -> Self {
+        let first = first as u64;
+        match equal_parts_for {
+            Some(largest) => Self {
+                first: first.max(largest.div_ceil(MAX_PARTS)).min(MAX_PART),
+                in_flight: in_flight.max(1),
+                equal: true,
+            },
+            None => Self {
+                first,
+                in_flight: in_flight.max(1),
+                equal: false,
+            },
+        }
+    }
+
+    /// The size of part `number` (1-based).
+    pub fn size(&self, number: i32) -> usize {
+        if self.equal {
+            return self.first as usize;
+        }
+        let doublings = ((number.max(1) - 1) / GROW_EVERY).min(20) as u32;
+        (self.first << doublings).min(MAX_PART) as usize
+    }
+
+    /// Parts uploading at once while part `number` is cut.
+    pub fn in_flight(&self, number: i32) -> usize {
+        let grown = self.size(number) as u64 / self.first.max(1);
+        (self.in_flight as u64 / grown.max(1)).max(1) as usize
+    }
+}
+
+/// Uploads everything `chunks` yields, in parts cut by `plan`, several at once (memory: about
+/// `(in_flight + 1) × part size`). When the chunks end, `finished` says whether the archive is
+/// whole: only then is the last part sent and the upload completed; otherwise nothing more is
+/// sent. Whatever stops the upload early aborts it, so no job leaves parts behind it knows of.
+pub async fn upload(
+    destination: &Destination,
+    chunks: mpsc::Receiver<Bytes>,
+    plan: PartPlan,
+    ledger: &impl Ledger,
+    finished: oneshot::Receiver<bool>,
+) -> Result<Uploaded, UploadError> {
+    let mut upload_id = None;
+    let result = stream(destination, chunks, plan, ledger, finished, &mut upload_id).await;
+    if result.is_err()
+        && let Some(upload_id) = upload_id
+    {
+        destination.abort(&upload_id).await;
+    }
+    result
+}
+
+/// Parts on their way to the store.
+type Uploading = JoinSet<Result<UploadedPart, JobFailure>>;
+
+async fn stream(
+    destination: &Destination,
+    mut chunks: mpsc::Receiver<Bytes>,
+    plan: PartPlan,
+    ledger: &impl Ledger,
+    finished: oneshot::Receiver<bool>,
+    upload_id: &mut Option<String>,
+) -> Result<Uploaded, UploadError> {
+    // Dropped on every way out: parts still uploading stop at once.
+    let mut uploading = Uploading::new();
+    let mut parts = Vec::new();
+    // Each part is filled to exactly its size in its own allocation, so a part in flight never
+    // shares (and keeps alive) a larger buffer with the next one.
+    let mut buffer = BytesMut::with_capacity(plan.size(1));
+    let (mut total, mut next_number) = (0u64, 1i32);
+    while let Some(mut chunk) = chunks.recv().await {
+        total += chunk.len() as u64;
+        while !chunk.is_empty() {
+            let part_size = plan.size(next_number);
+            let take = chunk.len().min(part_size - buffer.len());
+            buffer.extend_from_slice(&chunk.split_to(take));
+            if buffer.len() == part_size {
+                let next = BytesMut::with_capacity(plan.size(next_number + 1));
+                let body = std::mem::replace(&mut buffer, next).freeze();
+                let id = match upload_id {
+                    Some(id) => id.clone(),
+                    None => {
+                        let id = destination.create_multipart().await?;
+                        ledger.started(&id).await?;
+                        upload_id.insert(id).clone()
+                    }
+                };
+                let send = SendPart {
+                    destination,
+                    upload_id: &id,
+                    plan,
+                    ledger,
+                };
+                send.send(&mut uploading, &mut parts, next_number, body)
+                    .await?;
+                next_number += 1;
+            }
+        }
+    }
+    // The writer is gone: whole archive, or a job that failed or was cancelled.
+    if !finished.await.unwrap_or(false) {
+        return Err(UploadError::Abandoned);
+    }
+    let Some(id) = upload_id.clone() else {
+        let etag = destination.put_object(buffer.freeze()).await?;
+        return Ok(Uploaded {
+            size: total,
+            etag,
+            parts: 0,
+        });
+    };
+    let send = SendPart {
+        destination,
+        upload_id: &id,
+        plan,
+        ledger,
+    };
+    if !buffer.is_empty() {
+        send.send(&mut uploading, &mut parts, next_number, buffer.freeze())
+            .await?;
+    }
+    while let Some(part) = next_finished(&mut uploading).await? {
+        ledger.part_uploaded(&id, &part).await?;
+        parts.push(part);
+    }
+    let etag = destination.complete(&id, &parts).await?;
+    Ok(Uploaded {
+        size: total,
+        etag,
+        parts: parts.len(),
+    })
+}
+
+/// Starts one part of a multipart upload.
+struct SendPart<'a, L> {
+    destination: &'a Destination,
+    upload_id: &'a str,
+    plan: PartPlan,
+    ledger: &'a L,
+}
+
+impl<L: Ledger> SendPart<'_, L> {
+    /// At the limit, waits for a part to finish before starting this one; records finished parts
+    /// only once this one is on its way, so the store never waits on PostgreSQL.
+    async fn send(
+        &self,
+        uploading: &mut Uploading,
+        parts: &mut Vec<UploadedPart>,
+        number: i32,
+        body: Bytes,
+    ) -> Result<(), JobFailure> {
+        let mut finished = Vec::new();
+        while uploading.len() >= self.plan.in_flight(number) {
+            finished.extend(next_finished(uploading).await?);
+        }
+        let span = tracing::info_span!(
+            "upload part",
+            otel.kind = "client",
+            part = number,
+            bytes = body.len(),
+        );
+        let (destination, upload_id) = (self.destination.clone(), self.upload_id.to_owned());
+        uploading.spawn(
+            async move { destination.upload_part(&upload_id, number, body).await }.instrument(span),
+        );
+        for part in finished {
+            self.ledger.part_uploaded(self.upload_id, &part).await?;
+            parts.push(part);
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the next part upload to finish; `None` when none is uploading.
+async fn next_finished(uploading: &mut Uploading) -> Result<Option<UploadedPart>, JobFailure> {
+    match uploading.join_next().await {
+        None => Ok(None),
+        Some(Ok(part)) => part.map(Some),
+        Some(Err(e)) => Err(JobFailure::internal(format!("a part upload stopped: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn growing_parts_fit_s3s_largest_object_in_10000_parts() {
+        let plan = PartPlan::new(8 * MIB, 4, None);
+        assert_eq!(plan.size(1), 8 * MIB);
+        assert_eq!(plan.size(1000), 8 * MIB);
+        assert_eq!(plan.size(1001), 16 * MIB);
+        assert_eq!(plan.in_flight(1), 4);
+        assert_eq!(plan.in_flight(2001), 1);
+        let total: u64 = (1..=MAX_PARTS as i32).map(|n| plan.size(n) as u64).sum();
+        assert!(
+            total >= 5 * 1024 * 1024 * MIB as u64,
+            "10,000 parts hold {total} bytes"
+        );
+    }
+
+    #[test]
+    fn equal_parts_cover_the_largest_archive() {
+        let largest = 500 * 1024 * MIB as u64;
+        let plan = PartPlan::new(8 * MIB, 4, Some(largest));
+        assert_eq!(plan.size(1), plan.size(9_999));
+        assert!(plan.size(1) as u64 * MAX_PARTS >= largest);
+        let small = PartPlan::new(8 * MIB, 4, Some(10 * MIB as u64));
+        assert_eq!(small.size(1), 8 * MIB);
+    }
+}
