@@ -694,6 +694,13 @@ async fn buckets_tokens_and_webhooks_are_managed_without_any_page_showing_a_stor
     assert!(list.body.contains(store.name()));
     assert!(list.body.contains("S3-compatible (127.0.0.1)"));
     assert!(list.body.contains("us-east-1"));
+    // Where customers configure buckets, they learn about the lifecycle rule (and on the form).
+    for page in [&list.body, &refused.body] {
+        assert!(
+            page.contains("lifecycle rule that aborts incomplete multipart uploads"),
+            "{page}"
+        );
+    }
     let bucket = Bucket::list(&mut db.connect().await, project)
         .await
         .expect("q")

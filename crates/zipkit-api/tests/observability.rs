@@ -205,8 +205,9 @@ fn children<'a>(
 }
 
 /// Everything the worker does for a job: one span per attempt, with the claim, one download per
-/// source, each part and the completion under it.
-fn assert_worker_spans(spans: &[ReceivedSpan], job: &ReceivedSpan, sources: usize) {
+/// source, and under it the upload: one PutObject (`parts` 0) or the multipart upload's
+/// creation, each part and the completion.
+fn assert_worker_spans(spans: &[ReceivedSpan], job: &ReceivedSpan, sources: usize, parts: usize) {
     assert_eq!(job.service, "zipkit-worker");
     assert_eq!(job.attributes["messaging.destination.name"], "zipkit.jobs");
     assert_eq!(
@@ -225,13 +226,15 @@ fn assert_worker_spans(spans: &[ReceivedSpan], job: &ReceivedSpan, sources: usiz
             .iter()
             .all(|d| d.attributes["source.host"] == "127.0.0.1")
     );
-    assert_eq!(children(spans, job, "create upload").len(), 1);
+    let multipart = usize::from(parts > 0);
+    assert_eq!(children(spans, job, "put object").len(), 1 - multipart);
+    assert_eq!(children(spans, job, "create upload").len(), multipart);
     assert_eq!(
         children(spans, job, "upload part").len(),
-        1,
-        "one part, under the job"
+        parts,
+        "each part, under the job"
     );
-    assert_eq!(children(spans, job, "complete upload").len(), 1);
+    assert_eq!(children(spans, job, "complete upload").len(), multipart);
 }
 
 /// Waits until the receiver has the request's span, the job's (which closes last, after all its
@@ -291,9 +294,19 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part_and_
         TestBroker::new().await,
         TestBucket::new().await,
     );
-    let sources = two_sources().await;
+    // Two small sources and one of 11 MiB that `auto` stores: three parts of 5 MiB at most.
+    let big: Vec<u8> = (0..11 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let sources = SourceServer::start(vec![
+        ("a.txt", Behaviour::Serve(b"first file".to_vec())),
+        ("b.txt", Behaviour::Serve(vec![b'b'; 50_000])),
+        ("c.jpg", Behaviour::Serve(big)),
+    ])
+    .await;
     let receiver = OtlpReceiver::start().await;
-    let env = traced_env(&receiver);
+    let mut env = traced_env(&receiver);
+    env.push(("ZIPKIT__WORKER__PART_SIZE_MIB", "5".to_owned()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let worker = sibling_binary(BINARY, "zipkit-worker");
     let stack = Stack::start(BINARY, &worker, db.url(), &vhost.url(), &env).await;
@@ -312,13 +325,12 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part_and_
     );
 
     // No traceparent from the client: the API starts the trace.
-    let job = stack
-        .run_job(
-            &tenant.token,
-            &job_body(&sources, &tenant.bucket, "traced.zip"),
-            &[],
-        )
-        .await;
+    let mut body = job_body(&sources, &tenant.bucket, "traced.zip");
+    body["urls"]
+        .as_array_mut()
+        .expect("urls")
+        .push(json!({"url": sources.url("c.jpg"), "filename": "c.jpg"}));
+    let job = stack.run_job(&tenant.token, &body, &[]).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
 
     assert_eq!(hooks.wait_for(1, Duration::from_secs(20)).await.len(), 1);
@@ -346,7 +358,7 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part_and_
         job_span.attributes["zip.id"],
         job["id"].as_str().expect("an id")
     );
-    assert_worker_spans(&spans, job_span, 2);
+    assert_worker_spans(&spans, job_span, 3, 3);
     // The zip.completed event was queued while the job finished, so its delivery (a later, separate
     // task) continues the job's span.
     let delivery = by_name(&spans, trace, "webhook delivery");
@@ -423,7 +435,7 @@ async fn a_job_the_sweeper_published_stays_in_the_trace_of_its_request() {
     // … and the worker continued that publish.
     let job_span = by_name(&spans, trace, "process zipkit.jobs");
     assert_eq!(job_span.parent_span_id, publish[0].span_id);
-    assert_worker_spans(&spans, job_span, 2);
+    assert_worker_spans(&spans, job_span, 2, 0);
 
     let api = scrape(&stack.api_url("/metrics")).await;
     assert_eq!(

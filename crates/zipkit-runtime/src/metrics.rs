@@ -128,7 +128,7 @@ pub const CATALOGUE: &[Metric] = &[
         name: PARTS_UPLOADED,
         kind: Kind::Counter,
         labels: &[],
-        help: "Multipart upload parts the store acknowledged.",
+        help: "Multipart parts (and single-request archives) the stores acknowledged.",
     },
     Metric {
         name: WEBHOOK_DELIVERIES,

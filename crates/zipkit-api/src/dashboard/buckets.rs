@@ -108,6 +108,24 @@ fn service_label(bucket: &Bucket) -> String {
     }
 }
 
+/// Why a bucket should have a lifecycle rule for incomplete multipart uploads: the one safety net
+/// for parts a job could not abort (docs/JOBS.md, orphaned uploads).
+fn lifecycle_hint() -> Markup {
+    html! {
+        section.hint aria-labelledby="lifecycle-title" {
+            h2 #lifecycle-title { "Add a lifecycle rule for incomplete uploads" }
+            p {
+                "Large archives go up as multipart uploads. A job that fails or is cancelled aborts its upload, "
+                "but only if your keys may (" code { "s3:AbortMultipartUpload" } "; zipkit itself needs only "
+                code { "s3:PutObject" } "), and a worker that dies mid-job cannot. The parts of such an upload "
+                "stay in your bucket, billed, until removed. Add a lifecycle rule that aborts incomplete "
+                "multipart uploads after one day: on S3 under Management → Lifecycle rules, on R2 under "
+                "Settings → Object lifecycle rules."
+            }
+        }
+    }
+}
+
 fn list_page(member: &Member, buckets: &[Bucket], notice: Option<(&str, String)>) -> Markup {
     let base = member.base();
     pages::project_page(
@@ -150,6 +168,7 @@ fn list_page(member: &Member, buckets: &[Bucket], notice: Option<(&str, String)>
                         }
                     }
                 }
+                (lifecycle_hint())
             }
         },
     )
@@ -275,6 +294,7 @@ fn add_page(
                         a href={ (base) "/buckets" } { "Cancel" }
                     }
                 }
+                (lifecycle_hint())
             }
         },
     )
@@ -413,6 +433,7 @@ fn edit_page(
                         a href={ (base) "/buckets" } { "Cancel" }
                     }
                 }
+                (lifecycle_hint())
             }
         },
     )
