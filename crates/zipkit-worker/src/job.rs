@@ -16,7 +16,7 @@ use zipkit_storage::BucketLocation;
 
 use crate::archive::deflate::Compressors;
 use crate::archive::{
-    ArchiveError, ArchiveOptions, ArchiveWriter, DosTime, ZIP64_THRESHOLD, method_for,
+    ArchiveError, ArchiveOptions, ArchiveWriter, DosTime, HEAD_BYTES, ZIP64_THRESHOLD, method_for,
 };
 use crate::download::SourceError;
 use crate::failure::{Blame, JobFailure, Retry};
@@ -285,19 +285,33 @@ async fn feed_sources(
             }
         };
         // `auto` may need the first bytes to decide; they are written right after the header.
-        let mut first = next().await?;
-        let head = match &first {
-            Some(Event::Data(bytes, _)) => bytes.clone(),
-            _ => Bytes::new(),
-        };
+        // Always the same number of them, however the network cut them into chunks: the same
+        // job must give the same archive.
+        let mut early = std::collections::VecDeque::new();
+        let mut head = Vec::new();
+        while head.len() < HEAD_BYTES {
+            let event = next().await?;
+            let more = match &event {
+                Some(Event::Data(bytes, _)) => {
+                    let take = bytes.len().min(HEAD_BYTES - head.len());
+                    head.extend_from_slice(&bytes[..take]);
+                    true
+                }
+                _ => false,
+            };
+            early.push_back(event);
+            if !more {
+                break;
+            }
+        }
         let method = method_for(zip.compression, &download.entry.filename, &head);
         let zip64 = content_length.is_none_or(|l| l >= ZIP64_THRESHOLD);
         archive
             .start_entry(&download.entry.filename, method, zip64)
             .await?;
         loop {
-            let event = match first.take() {
-                Some(event) => Some(event),
+            let event = match early.pop_front() {
+                Some(event) => event,
                 None => next().await?,
             };
             match event {

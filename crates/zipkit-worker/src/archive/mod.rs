@@ -36,6 +36,9 @@ const SIGNATURES: &[(usize, &[u8])] = &[
     (0, b"wOF2"),               // woff2
 ];
 
+/// How many of a source's first bytes `auto` looks at (the longest signature ends at 12).
+pub const HEAD_BYTES: usize = 16;
+
 /// Whether the first bytes of a source look like an already compressed format.
 pub fn looks_compressed(head: &[u8]) -> bool {
     let riff_webp = head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP";
