@@ -149,6 +149,17 @@ diesel::table! {
         etag -> Text,
         size -> Int8,
         created_at -> Timestamptz,
+        crc32 -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    zip_uploads (zip_id, upload_id) {
+        zip_id -> Uuid,
+        upload_id -> Text,
+        plan -> Text,
+        started_at -> Timestamptz,
+        ended_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -200,6 +211,7 @@ diesel::joinable!(webhook_delivery_attempts -> webhook_deliveries (delivery_id))
 diesel::joinable!(webhook_endpoints -> projects (project_id));
 diesel::joinable!(zip_entries -> zips (zip_id));
 diesel::joinable!(zip_parts -> zips (zip_id));
+diesel::joinable!(zip_uploads -> zips (zip_id));
 diesel::joinable!(zips -> projects (project_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -215,5 +227,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_endpoints,
     zip_entries,
     zip_parts,
+    zip_uploads,
     zips,
 );

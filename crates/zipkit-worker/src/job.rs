@@ -21,7 +21,9 @@ use crate::archive::{
 use crate::download::SourceError;
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::prefetch::{DownloadLimits, Event, Prefetcher};
-use crate::upload::{self, Destination, PartPlan, StoreTimeouts, UploadError, UploadedPart};
+use crate::upload::{
+    self, Destination, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
+};
 
 /// Everything a job needs from the worker.
 #[derive(Debug, Clone)]
@@ -130,61 +132,240 @@ async fn prepare(
     Ok((destination, bucket.service, entries))
 }
 
-/// Builds the archive for a claimed job. Never panics on bad input.
+/// Builds the archive for a claimed job. Never panics on bad input. A job taken over from a
+/// worker that died continues its upload when the archive rebuilds to the same bytes, and
+/// otherwise starts a new one (aborting the old): never a mix of two archives.
 pub async fn run(
     ctx: &JobContext,
     zip: &Zip,
     cancelled: watch::Receiver<bool>,
 ) -> Result<Built, JobFailure> {
     let (destination, service, entries) = prepare(ctx, zip).await?;
-    let (recorder, notes) = Recorder::start(ctx.pool.clone(), zip.id, ctx.owner.clone());
     let plan = PartPlan::new(
         ctx.part_size,
         ctx.parts_in_flight,
         // R2 needs equal parts, so their size must cover the largest archive from the start.
         (service == Service::R2).then_some(ctx.max_archive_bytes),
     );
-    let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(8);
-    let (finished, finished_rx) = tokio::sync::oneshot::channel::<bool>();
-    let ledger = PgLedger {
-        pool: ctx.pool.clone(),
-        zip_id: zip.id,
-        owner: ctx.owner.clone(),
-        notes: notes.clone(),
+    // Everything that decides the archive's bytes and where its parts are cut.
+    let description = format!(
+        "{} level {} {}",
+        ARCHIVE_FORMAT,
+        ctx.deflate_level,
+        plan.describe()
+    );
+    let resume = resume_point(ctx, zip, &destination, &description).await?;
+    let resuming = resume.as_ref().map(|r| r.upload_id.clone());
+    let job = Attempt {
+        ctx,
+        zip,
+        destination: &destination,
+        plan,
+        description: &description,
     };
-    let uploader = tokio::spawn(
-        async move { upload::upload(&destination, chunks_rx, plan, &ledger, finished_rx).await }
+    match job.build(entries.clone(), cancelled.clone(), resume).await {
+        Err(Restart::Diverged { part }) => {
+            let upload_id = resuming.unwrap_or_default();
+            tracing::warn!(
+                zip.id = %zip.id,
+                upload.id = %upload_id,
+                part,
+                "the rebuilt archive differs from the part already uploaded (a source changed?); \
+                 aborting that upload and starting a new one"
+            );
+            destination.abort(&upload_id).await;
+            forget_upload(ctx, zip, &upload_id).await?;
+        }
+        Err(Restart::Lost(failure)) => {
+            let upload_id = resuming.unwrap_or_default();
+            tracing::warn!(
+                zip.id = %zip.id,
+                upload.id = %upload_id,
+                error = %failure,
+                "the upload to resume is gone from the bucket; starting a new one"
+            );
+            forget_upload(ctx, zip, &upload_id).await?;
+        }
+        Err(Restart::Not(failure)) => return Err(failure),
+        Ok(built) => return Ok(built),
+    }
+    match job.build(entries, cancelled, None).await {
+        Ok(built) => Ok(built),
+        Err(Restart::Not(failure) | Restart::Lost(failure)) => Err(failure),
+        Err(Restart::Diverged { .. }) => Err(JobFailure::internal(
+            "a new upload was checked against parts it does not have",
+        )),
+    }
+}
+
+/// The version of the archive writer's output: a worker resumes another's upload only when it
+/// writes the same bytes. Bump it with any change to what `archive` emits.
+const ARCHIVE_FORMAT: &str = "zipkit-archive/1";
+
+/// The upload a job taken over can continue: the one recorded for it, made with the same plan,
+/// and its parts from the first on, each with its CRC-32. Any other recorded upload is aborted.
+async fn resume_point(
+    ctx: &JobContext,
+    zip: &Zip,
+    destination: &Destination,
+    description: &str,
+) -> Result<Option<Resume>, JobFailure> {
+    let Some(upload_id) = zip.upload_id.clone() else {
+        return Ok(None);
+    };
+    let unavailable = |e: &dyn std::fmt::Display| JobFailure::internal(format!("database: {e}"));
+    let mut conn = ctx.pool.get().await.map_err(|e| unavailable(&e))?;
+    let recorded = Zip::upload_plan(&mut conn, zip.id, &upload_id)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    if recorded.as_deref() != Some(description) {
+        tracing::info!(
+            zip.id = %zip.id,
+            upload.id = %upload_id,
+            recorded = recorded.as_deref().unwrap_or("none"),
+            current = description,
+            "the upload to take over was made with other settings; starting a new one"
+        );
+        drop(conn);
+        destination.abort(&upload_id).await;
+        forget_upload(ctx, zip, &upload_id).await?;
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    for part in Zip::parts(&mut conn, zip.id, &upload_id)
+        .await
+        .map_err(|e| unavailable(&e))?
+    {
+        // From part 1 on without a gap; later ones are uploaded again.
+        let Some(crc32) = part.crc32.and_then(|c| u32::try_from(c).ok()) else {
+            break;
+        };
+        if part.part_number != parts.len() as i32 + 1 {
+            break;
+        }
+        parts.push(UploadedPart {
+            number: part.part_number,
+            etag: part.etag,
+            size: part.size,
+            crc32,
+        });
+    }
+    tracing::info!(
+        zip.id = %zip.id,
+        upload.id = %upload_id,
+        parts = parts.len(),
+        bytes = parts.iter().map(|p| p.size).sum::<i64>(),
+        "taking the job over: resuming its upload"
+    );
+    Ok(Some(Resume { upload_id, parts }))
+}
+
+/// Marks an upload ended and no longer the job's.
+async fn forget_upload(ctx: &JobContext, zip: &Zip, upload_id: &str) -> Result<(), JobFailure> {
+    let failed = |e: &dyn std::fmt::Display| JobFailure::internal(format!("database: {e}"));
+    let mut conn = ctx.pool.get().await.map_err(|e| failed(&e))?;
+    Zip::end_upload(&mut conn, zip.id, upload_id)
+        .await
+        .map_err(|e| failed(&e))?;
+    Zip::forget_upload(&mut conn, zip.id, &ctx.owner)
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(())
+}
+
+/// How one build of the archive ended, when it did not.
+enum Restart {
+    /// A failure of the job.
+    Not(JobFailure),
+    /// The resumed upload's parts do not match the rebuilt archive.
+    Diverged { part: i32 },
+    /// The resumed upload is gone.
+    Lost(JobFailure),
+}
+
+/// One build of a job's archive, from its first source to its object.
+struct Attempt<'a> {
+    ctx: &'a JobContext,
+    zip: &'a Zip,
+    destination: &'a Destination,
+    plan: PartPlan,
+    description: &'a str,
+}
+
+impl Attempt<'_> {
+    async fn build(
+        &self,
+        entries: Vec<ZipEntry>,
+        cancelled: watch::Receiver<bool>,
+        resume: Option<Resume>,
+    ) -> Result<Built, Restart> {
+        let (ctx, zip) = (self.ctx, self.zip);
+        let (recorder, notes) = Recorder::start(ctx.pool.clone(), zip.id, ctx.owner.clone());
+        if let Some(resume) = &resume {
+            let already: i64 = resume.parts.iter().map(|p| p.size).sum();
+            let _ = notes.send(Note::Uploaded(already)).await;
+        }
+        let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(8);
+        let (finished, finished_rx) = tokio::sync::oneshot::channel::<bool>();
+        let ledger = PgLedger {
+            pool: ctx.pool.clone(),
+            zip_id: zip.id,
+            owner: ctx.owner.clone(),
+            plan: self.description.to_owned(),
+            notes: notes.clone(),
+        };
+        let (destination, plan) = (self.destination.clone(), self.plan);
+        let uploader = tokio::spawn(
+            async move {
+                upload::upload(&destination, chunks_rx, plan, &ledger, finished_rx, resume).await
+            }
             .instrument(tracing::Span::current()),
-    );
+        );
+        let archive = ArchiveWriter::new(
+            ArchiveOptions {
+                level: ctx.deflate_level,
+                modified: DosTime::from_utc(zip.created_at),
+            },
+            ctx.compressors.clone(),
+            chunks_tx,
+        );
+        let feed = feed_sources(ctx, zip, entries, archive, &notes, cancelled).await;
+        // The upload is completed only if every source went in and the archive was finished;
+        // otherwise the uploader sends nothing more and aborts.
+        let _ = finished.send(feed.is_ok());
+        let uploaded = uploader.await;
+        drop(notes);
+        recorder.finish().await;
 
-    let archive = ArchiveWriter::new(
-        ArchiveOptions {
-            level: ctx.deflate_level,
-            modified: DosTime::from_utc(zip.created_at),
-        },
-        ctx.compressors.clone(),
-        chunks_tx,
-    );
-    let feed = feed_sources(ctx, zip, entries, archive, &notes, cancelled).await;
-    // The upload is completed only if every source went in and the archive was finished;
-    // otherwise the uploader sends nothing more and aborts.
-    let _ = finished.send(feed.is_ok());
-    let uploaded = uploader.await;
-    drop(notes);
-    recorder.finish().await;
-
-    match (feed, uploaded) {
-        (Err(FeedError::Failed(failure)), _) => Err(failure),
-        (_, Err(e)) => Err(JobFailure::internal(format!("the uploader stopped: {e}"))),
-        (_, Ok(Err(UploadError::Failed(failure)))) => Err(failure),
-        (Err(FeedError::OutputClosed), Ok(_)) | (Ok(_), Ok(Err(UploadError::Abandoned))) => Err(
-            JobFailure::internal("the uploader stopped taking the archive"),
-        ),
-        (Ok(entries), Ok(Ok(uploaded))) => Ok(Built {
-            size: uploaded.size,
-            etag: uploaded.etag,
-            entries,
-        }),
+        match (feed, uploaded) {
+            (_, Ok(Err(UploadError::Diverged { part }))) => Err(Restart::Diverged { part }),
+            (_, Ok(Err(UploadError::Lost(failure)))) => Err(Restart::Lost(failure)),
+            (Err(FeedError::Failed(failure)), _) => Err(Restart::Not(failure)),
+            (_, Err(e)) => Err(Restart::Not(JobFailure::internal(format!(
+                "the uploader stopped: {e}"
+            )))),
+            (_, Ok(Err(UploadError::Failed(failure)))) => Err(Restart::Not(failure)),
+            (Err(FeedError::OutputClosed), Ok(_)) | (Ok(_), Ok(Err(UploadError::Abandoned))) => {
+                Err(Restart::Not(JobFailure::internal(
+                    "the uploader stopped taking the archive",
+                )))
+            }
+            (Ok(entries), Ok(Ok(uploaded))) => {
+                if uploaded.resumed_parts > 0 {
+                    tracing::info!(
+                        zip.id = %zip.id,
+                        resumed_parts = uploaded.resumed_parts,
+                        parts = uploaded.parts,
+                        "finished a job taken over without uploading its first parts again"
+                    );
+                }
+                Ok(Built {
+                    size: uploaded.size,
+                    etag: uploaded.etag,
+                    entries,
+                })
+            }
+        }
     }
 }
 
@@ -194,6 +375,8 @@ struct PgLedger {
     pool: PgPool,
     zip_id: ZipId,
     owner: String,
+    /// How the archive is cut, recorded with the upload.
+    plan: String,
     notes: mpsc::Sender<Note>,
 }
 
@@ -202,7 +385,7 @@ impl upload::Ledger for PgLedger {
         let mut conn = self.pool.get().await.map_err(|e| {
             JobFailure::internal(format!("recording the upload in the database failed: {e}"))
         })?;
-        match Zip::set_upload_id(&mut conn, self.zip_id, &self.owner, upload_id).await {
+        match Zip::set_upload_id(&mut conn, self.zip_id, &self.owner, upload_id, &self.plan).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(JobFailure::cancelled()),
             Err(e) => Err(JobFailure::internal(format!(
@@ -226,11 +409,25 @@ impl upload::Ledger for PgLedger {
             part.number,
             &part.etag,
             part.size,
+            part.crc32,
         )
         .await
         .map_err(|e| failed(&e))?;
         let _ = self.notes.send(Note::Uploaded(part.size)).await;
         Ok(())
+    }
+
+    async fn ended(&self, upload_id: &str) {
+        let ended = async {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            Zip::end_upload(&mut conn, self.zip_id, upload_id)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = ended.await {
+            // Only the orphan sweeper reads it; it checks the job's state too.
+            tracing::warn!(zip.id = %self.zip_id, upload.id = upload_id, error = %e, "could not record the end of an upload");
+        }
     }
 }
 

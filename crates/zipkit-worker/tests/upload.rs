@@ -19,7 +19,8 @@ use zipkit_test_support::services::{s3_access_key, s3_secret_key};
 use zipkit_test_support::store_proxy::StoreProxy;
 use zipkit_worker::failure::{JobFailure, Retry};
 use zipkit_worker::upload::{
-    Destination, Ledger, PartPlan, StoreTimeouts, UploadError, Uploaded, UploadedPart, upload,
+    Destination, Ledger, PartPlan, Resume, StoreTimeouts, UploadError, Uploaded, UploadedPart,
+    upload,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -29,6 +30,7 @@ const MIB: usize = 1024 * 1024;
 struct MemoryLedger {
     started: Mutex<Vec<String>>,
     parts: Mutex<Vec<UploadedPart>>,
+    ended: Mutex<Vec<String>>,
     /// Fails recording this part (as PostgreSQL going away would).
     fail_part: Option<i32>,
 }
@@ -47,6 +49,10 @@ impl Ledger for MemoryLedger {
         }
         self.parts.lock().unwrap().push(part.clone());
         Ok(())
+    }
+
+    async fn ended(&self, upload_id: &str) {
+        self.ended.lock().unwrap().push(upload_id.to_owned());
     }
 }
 
@@ -93,6 +99,7 @@ async fn run_upload(
     plan: PartPlan,
     ledger: &MemoryLedger,
     whole: bool,
+    resume: Option<Resume>,
 ) -> Result<Uploaded, UploadError> {
     let (chunks, rx) = mpsc::channel(4);
     let (finished, finished_rx) = oneshot::channel();
@@ -108,7 +115,7 @@ async fn run_upload(
         drop(chunks);
         let _ = finished.send(whole);
     });
-    let result = upload(destination, rx, plan, ledger, finished_rx).await;
+    let result = upload(destination, rx, plan, ledger, finished_rx, resume).await;
     feeding.await.unwrap();
     result
 }
@@ -135,6 +142,7 @@ async fn every_part_is_recorded_once_while_later_parts_keep_uploading() {
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
         true,
+        None,
     )
     .await
     .unwrap();
@@ -171,6 +179,7 @@ async fn an_archive_that_fits_in_one_part_is_one_put_object() {
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
         true,
+        None,
     )
     .await
     .unwrap();
@@ -197,6 +206,7 @@ async fn a_job_that_ends_without_its_archive_sends_nothing_more_and_aborts_the_u
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
         false,
+        None,
     )
     .await;
     assert!(matches!(result, Err(UploadError::Abandoned)), "{result:?}");
@@ -225,6 +235,7 @@ async fn a_refused_part_keeps_the_providers_code_is_not_retried_and_aborts_the_u
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
         true,
+        None,
     )
     .await;
     let Err(UploadError::Failed(failure)) = result else {
@@ -259,6 +270,7 @@ async fn a_part_the_ledger_cannot_record_fails_as_this_sides_error_not_the_bucke
         PartPlan::new(5 * MIB, 1, None),
         &ledger,
         true,
+        None,
     )
     .await;
     let Err(UploadError::Failed(failure)) = result else {
@@ -300,6 +312,7 @@ async fn a_complete_that_answers_200_with_an_error_body_is_a_failure() {
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
         true,
+        None,
     )
     .await;
     let Err(UploadError::Failed(failure)) = result else {
@@ -321,4 +334,131 @@ async fn a_complete_that_answers_200_with_an_error_body_is_a_failure() {
         .map(|p| p.number)
         .collect();
     assert_eq!(numbers.len(), 2, "both parts were recorded");
+}
+
+/// A multipart upload of `archive` whose first `parts` parts of `part` bytes are in the bucket,
+/// as a worker that died would have left it.
+async fn half_done_upload(
+    destination: &Destination,
+    archive: &Bytes,
+    part: usize,
+    parts: usize,
+) -> Resume {
+    let upload_id = destination.create_multipart().await.unwrap();
+    let mut uploaded = Vec::new();
+    for n in 0..parts {
+        let body = archive.slice(n * part..(n + 1) * part);
+        uploaded.push(
+            destination
+                .upload_part(&upload_id, n as i32 + 1, body)
+                .await
+                .unwrap(),
+        );
+    }
+    Resume {
+        upload_id,
+        parts: uploaded,
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_upload_sends_only_the_parts_after_those_in_the_bucket() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let destination = store_destination(&proxy, &store, "resumed.zip");
+    let archive = archive_bytes(4 * 5 * MIB + 777);
+    let resume = half_done_upload(&destination, &archive, 5 * MIB, 2).await;
+    let upload_id = resume.upload_id.clone();
+    let ledger = MemoryLedger::default();
+    let uploaded = run_upload(
+        &destination,
+        archive.clone(),
+        PartPlan::new(5 * MIB, 2, None),
+        &ledger,
+        true,
+        Some(resume),
+    )
+    .await
+    .unwrap();
+    assert_eq!(uploaded.resumed_parts, 2);
+    assert_eq!(uploaded.parts, 5);
+    let mut sent: Vec<Option<i32>> = proxy
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "UploadPart")
+        .map(|c| c.part)
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [Some(1), Some(2), Some(3), Some(4), Some(5)],
+        "parts 1 and 2 once (before the takeover), the rest once"
+    );
+    assert_eq!(proxy.count("CreateMultipartUpload"), 1, "the same upload");
+    assert!(ledger.started.lock().unwrap().is_empty());
+    assert_eq!(*ledger.ended.lock().unwrap(), [upload_id]);
+    assert_eq!(store.get("resumed.zip").await, archive);
+}
+
+#[tokio::test]
+async fn a_rebuilt_archive_that_differs_from_the_uploaded_parts_sends_nothing() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let destination = store_destination(&proxy, &store, "diverged.zip");
+    let archive = archive_bytes(3 * 5 * MIB);
+    let resume = half_done_upload(&destination, &archive, 5 * MIB, 2).await;
+    // One byte of the second part differs in the rebuilt archive.
+    let mut changed = archive.to_vec();
+    changed[5 * MIB + 1234] ^= 1;
+    let ledger = MemoryLedger::default();
+    let before = proxy.calls().len();
+    let result = run_upload(
+        &destination,
+        Bytes::from(changed),
+        PartPlan::new(5 * MIB, 2, None),
+        &ledger,
+        true,
+        Some(resume),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(UploadError::Diverged { part: 2 })),
+        "{result:?}"
+    );
+    assert_eq!(proxy.calls().len(), before, "nothing sent, nothing aborted");
+    assert!(!store.has("diverged.zip").await);
+    // Parts cut by another plan are no match either.
+    let resume = half_done_upload(&destination, &archive, 5 * MIB, 1).await;
+    let result = run_upload(
+        &destination,
+        archive.clone(),
+        PartPlan::new(6 * MIB, 2, None),
+        &ledger,
+        true,
+        Some(resume),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(UploadError::Diverged { part: 1 })),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_resumed_upload_the_store_no_longer_has_is_reported_lost() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let destination = store_destination(&proxy, &store, "lost.zip");
+    let archive = archive_bytes(3 * 5 * MIB);
+    let resume = half_done_upload(&destination, &archive, 5 * MIB, 1).await;
+    proxy.refuse("UploadPart", 404, "NoSuchUpload", None);
+    let ledger = MemoryLedger::default();
+    let result = run_upload(
+        &destination,
+        archive,
+        PartPlan::new(5 * MIB, 2, None),
+        &ledger,
+        true,
+        Some(resume),
+    )
+    .await;
+    assert!(matches!(result, Err(UploadError::Lost(_))), "{result:?}");
+    assert_eq!(proxy.count("AbortMultipartUpload"), 0);
 }

@@ -7,7 +7,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use crate::enums::Service;
 use crate::enums::{Compression, EntryState, OnError, ZipStatus};
 use crate::ids::{BucketId, ProjectId, ZipId};
-use crate::schema::{buckets, zip_entries, zip_parts, zips};
+use crate::schema::{buckets, zip_entries, zip_parts, zip_uploads, zips};
 use crate::values::{EntryName, ObjectKey, SourceUrl};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -45,6 +45,17 @@ pub struct Zip {
     pub updated_at: DateTime<Utc>,
     /// The failure of the previous attempt (`code: message`), when it was given back.
     pub last_failure: Option<String>,
+}
+
+/// A part of a job's multipart upload the store took.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = zip_parts, check_for_backend(diesel::pg::Pg))]
+pub struct ZipPart {
+    pub part_number: i32,
+    pub etag: String,
+    pub size: i64,
+    /// CRC-32 of the part's bytes as sent (absent on parts recorded before it was kept).
+    pub crc32: Option<i64>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -347,22 +358,68 @@ impl Zip {
             .optional()
     }
 
-    /// Records the multipart upload the owner started, so a takeover can abort it.
+    /// Records the multipart upload the owner started and how its archive is cut (`plan`: the
+    /// worker's own description), so a worker taking the job over can resume it. `false` when
+    /// the owner lost the job meanwhile.
     pub async fn set_upload_id(
         conn: &mut AsyncPgConnection,
         id: ZipId,
         owner: &str,
         upload_id: &str,
+        plan: &str,
     ) -> QueryResult<bool> {
-        let updated = diesel::update(zips::table.find(id))
-            .filter(zips::lease_owner.eq(owner))
-            .set((
-                zips::upload_id.eq(upload_id),
-                zips::updated_at.eq(diesel::dsl::now),
-            ))
+        conn.transaction(async |conn| {
+            let updated = diesel::update(zips::table.find(id))
+                .filter(zips::lease_owner.eq(owner))
+                .set((
+                    zips::upload_id.eq(upload_id),
+                    zips::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await?;
+            if updated == 1 {
+                diesel::insert_into(zip_uploads::table)
+                    .values((
+                        zip_uploads::zip_id.eq(id),
+                        zip_uploads::upload_id.eq(upload_id),
+                        zip_uploads::plan.eq(plan),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(updated == 1)
+        })
+        .await
+    }
+
+    /// How the archive of one of the job's uploads is cut, as recorded when it started.
+    pub async fn upload_plan(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        upload_id: &str,
+    ) -> QueryResult<Option<String>> {
+        zip_uploads::table
+            .find((id, upload_id))
+            .select(zip_uploads::plan)
+            .first(conn)
+            .await
+            .optional()
+    }
+
+    /// Marks one of the job's uploads ended (completed or aborted): nothing resumes it and no
+    /// sweeper needs to clean it up.
+    pub async fn end_upload(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        upload_id: &str,
+    ) -> QueryResult<()> {
+        diesel::update(zip_uploads::table.find((id, upload_id)))
+            .filter(zip_uploads::ended_at.is_null())
+            .set(zip_uploads::ended_at.eq(diesel::dsl::now))
             .execute(conn)
-            .await?;
-        Ok(updated == 1)
+            .await
+            .map(drop)
     }
 
     /// Progress counters, written by the owner at a modest rate.
@@ -414,6 +471,7 @@ impl Zip {
         part_number: i32,
         etag: &str,
         size: i64,
+        crc32: u32,
     ) -> QueryResult<()> {
         diesel::insert_into(zip_parts::table)
             .values((
@@ -422,6 +480,7 @@ impl Zip {
                 zip_parts::part_number.eq(part_number),
                 zip_parts::etag.eq(etag),
                 zip_parts::size.eq(size),
+                zip_parts::crc32.eq(i64::from(crc32)),
             ))
             .on_conflict((
                 zip_parts::zip_id,
@@ -429,10 +488,46 @@ impl Zip {
                 zip_parts::part_number,
             ))
             .do_update()
-            .set((zip_parts::etag.eq(etag), zip_parts::size.eq(size)))
+            .set((
+                zip_parts::etag.eq(etag),
+                zip_parts::size.eq(size),
+                zip_parts::crc32.eq(i64::from(crc32)),
+            ))
             .execute(conn)
             .await
             .map(drop)
+    }
+
+    /// The parts recorded for one of the job's uploads, by number.
+    pub async fn parts(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        upload_id: &str,
+    ) -> QueryResult<Vec<ZipPart>> {
+        zip_parts::table
+            .filter(zip_parts::zip_id.eq(id))
+            .filter(zip_parts::upload_id.eq(upload_id))
+            .order(zip_parts::part_number.asc())
+            .select(ZipPart::as_select())
+            .load(conn)
+            .await
+    }
+
+    /// Forgets the job's upload (it was aborted, or is gone): the next attempt starts a new one.
+    pub async fn forget_upload(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        owner: &str,
+    ) -> QueryResult<bool> {
+        let updated = diesel::update(zips::table.find(id))
+            .filter(zips::lease_owner.eq(owner))
+            .set((
+                zips::upload_id.eq(None::<String>),
+                zips::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(updated == 1)
     }
 
     /// Extends the owner's lease; `false` means the job was taken over, finished or cancelled.

@@ -183,7 +183,11 @@ mod tests {
             for k in 0..2 + (state >> 40) % 9 {
                 out.push(b'a' + ((rank * 7 + k * 13) % 26) as u8);
             }
-            out.push(if (state >> 10).is_multiple_of(11) { b'\n' } else { b' ' });
+            out.push(if (state >> 10).is_multiple_of(11) {
+                b'\n'
+            } else {
+                b' '
+            });
         }
         out.truncate(len);
         out

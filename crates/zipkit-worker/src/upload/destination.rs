@@ -24,6 +24,23 @@ pub struct UploadedPart {
     pub number: i32,
     pub etag: String,
     pub size: i64,
+    /// CRC-32 of the bytes sent: a worker resuming the upload checks its rebuilt archive by it.
+    pub crc32: u32,
+}
+
+/// A call the store refused.
+#[derive(Debug, Clone)]
+pub struct StoreFailure {
+    pub failure: JobFailure,
+    /// The upload is gone from the bucket (`NoSuchUpload`: aborted by someone, or by a lifecycle
+    /// rule): a resumed upload falls back to a new one.
+    pub upload_lost: bool,
+}
+
+impl From<StoreFailure> for JobFailure {
+    fn from(refused: StoreFailure) -> Self {
+        refused.failure
+    }
 }
 
 /// How long a call on the store may take: a fixed allowance for the round trip plus the body at
@@ -125,7 +142,7 @@ impl Destination {
             .send()
             .instrument(span)
             .await
-            .map_err(|e| self.failure("PutObject", &e))?;
+            .map_err(|e| self.failure("PutObject", &e).failure)?;
         metrics::counter!(zipkit_runtime::metrics::PARTS_UPLOADED).increment(1);
         metrics::counter!(zipkit_runtime::metrics::BYTES_UPLOADED).increment(size as u64);
         Ok(answer.e_tag().unwrap_or_default().to_owned())
@@ -147,7 +164,7 @@ impl Destination {
             .send()
             .instrument(span)
             .await
-            .map_err(|e| self.failure("CreateMultipartUpload", &e))?;
+            .map_err(|e| self.failure("CreateMultipartUpload", &e).failure)?;
         match answer.upload_id() {
             Some(id) if !id.is_empty() => Ok(id.to_owned()),
             _ => Err(JobFailure::new(
@@ -164,8 +181,9 @@ impl Destination {
         upload_id: &str,
         number: i32,
         body: Bytes,
-    ) -> Result<UploadedPart, JobFailure> {
+    ) -> Result<UploadedPart, StoreFailure> {
         let size = body.len();
+        let crc32 = crc32fast::hash(&body);
         let answer = self
             .inner
             .client
@@ -186,6 +204,7 @@ impl Destination {
             number,
             etag: answer.e_tag().unwrap_or_default().to_owned(),
             size: size as i64,
+            crc32,
         })
     }
 
@@ -194,7 +213,7 @@ impl Destination {
         &self,
         upload_id: &str,
         parts: &[UploadedPart],
-    ) -> Result<String, JobFailure> {
+    ) -> Result<String, StoreFailure> {
         let mut listed: Vec<CompletedPart> = parts
             .iter()
             .map(|p| {
@@ -271,7 +290,7 @@ impl Destination {
         &self,
         operation: &str,
         err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-    ) -> JobFailure {
+    ) -> StoreFailure {
         let why = zipkit_storage::explain(&self.inner.location, err);
         let provider = err.code().map(str::to_owned);
         let status = match err {
@@ -314,6 +333,9 @@ impl Destination {
             error = %err,
             "the store refused a call"
         );
-        JobFailure::new(why.job_code(), message, Blame::Service, retry)
+        StoreFailure {
+            upload_lost: provider.as_deref() == Some("NoSuchUpload"),
+            failure: JobFailure::new(why.job_code(), message, Blame::Service, retry),
+        }
     }
 }

@@ -2,10 +2,15 @@
 //! cuts the writer's output into parts (`PartPlan`: growing on S3, equal on R2), keeps several
 //! uploading at once, records each in the `Ledger` as it is written, and completes the upload
 //! only on the job's word. An archive that fits in one part goes up with a single PutObject.
+//!
+//! A job taken over from a worker that died continues that worker's upload (`Resume`): the
+//! rebuilt archive's first bytes are checked, part by part, against the size and CRC-32 recorded
+//! for each part already in the bucket instead of being sent again; the first difference stops
+//! the upload (`UploadError::Diverged`) before anything is sent, and the job starts a new one.
 
 pub mod destination;
 
-pub use destination::{Destination, StoreTimeouts, UploadedPart};
+pub use destination::{Destination, StoreFailure, StoreTimeouts, UploadedPart};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +30,15 @@ pub trait Ledger: Send + Sync {
         upload_id: &str,
         part: &UploadedPart,
     ) -> impl Future<Output = Result<(), JobFailure>> + Send;
+    /// The upload was completed or aborted: nothing resumes it, nothing needs to clean it up.
+    fn ended(&self, upload_id: &str) -> impl Future<Output = ()> + Send;
+}
+
+/// A multipart upload to continue, and its parts already in the bucket (numbers 1 to n, in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    pub upload_id: String,
+    pub parts: Vec<UploadedPart>,
 }
 
 /// Why the upload did not produce an object.
@@ -34,6 +48,11 @@ pub enum UploadError {
     Failed(JobFailure),
     /// The job ended without a finished archive: nothing more was sent, the upload was aborted.
     Abandoned,
+    /// Resuming: the rebuilt archive differs from the bytes of this part already in the bucket
+    /// (a source changed, or the writer did). Nothing was sent; the upload was left as it was.
+    Diverged { part: i32 },
+    /// Resuming: the store no longer has the upload (`NoSuchUpload`).
+    Lost(JobFailure),
 }
 
 impl From<JobFailure> for UploadError {
@@ -49,6 +68,8 @@ pub struct Uploaded {
     pub etag: String,
     /// 0 for a single PutObject.
     pub parts: usize,
+    /// Parts that were already in the bucket when the upload was resumed.
+    pub resumed_parts: usize,
 }
 
 /// S3's limits: at most 10,000 parts, each at most 5 GiB.
@@ -96,6 +117,16 @@ impl PartPlan {
         (self.first << doublings).min(MAX_PART) as usize
     }
 
+    /// What decides where parts start and end, for the record of an upload (`in_flight` does
+    /// not change the bytes).
+    pub fn describe(&self) -> String {
+        format!(
+            "parts {} {}",
+            self.first,
+            if self.equal { "equal" } else { "growing" }
+        )
+    }
+
     /// Parts uploading at once while part `number` is cut.
     pub fn in_flight(&self, number: i32) -> usize {
         let grown = self.size(number) as u64 / self.first.max(1);
@@ -106,26 +137,91 @@ impl PartPlan {
 /// Uploads everything `chunks` yields, in parts cut by `plan`, several at once (memory: about
 /// `(in_flight + 1) × part size`). When the chunks end, `finished` says whether the archive is
 /// whole: only then is the last part sent and the upload completed; otherwise nothing more is
-/// sent. Whatever stops the upload early aborts it, so no job leaves parts behind it knows of.
+/// sent. With `resume`, continues that upload after checking the bytes of its parts. Whatever
+/// stops an upload early aborts it (except a divergence: the caller decides), so no job leaves
+/// parts behind that it knows of.
 pub async fn upload(
     destination: &Destination,
     chunks: mpsc::Receiver<Bytes>,
     plan: PartPlan,
     ledger: &impl Ledger,
     finished: oneshot::Receiver<bool>,
+    resume: Option<Resume>,
 ) -> Result<Uploaded, UploadError> {
-    let mut upload_id = None;
-    let result = stream(destination, chunks, plan, ledger, finished, &mut upload_id).await;
-    if result.is_err()
-        && let Some(upload_id) = upload_id
-    {
-        destination.abort(&upload_id).await;
+    let mut upload_id = resume.as_ref().map(|r| r.upload_id.clone());
+    let result = stream(
+        destination,
+        chunks,
+        plan,
+        ledger,
+        finished,
+        resume,
+        &mut upload_id,
+    )
+    .await;
+    if let Some(upload_id) = upload_id {
+        match &result {
+            Ok(_) => ledger.ended(&upload_id).await,
+            Err(UploadError::Failed(_) | UploadError::Abandoned) => {
+                destination.abort(&upload_id).await;
+                ledger.ended(&upload_id).await;
+            }
+            Err(UploadError::Lost(_)) => ledger.ended(&upload_id).await,
+            Err(UploadError::Diverged { .. }) => {}
+        }
     }
     result
 }
 
 /// Parts on their way to the store.
-type Uploading = JoinSet<Result<UploadedPart, JobFailure>>;
+type Uploading = JoinSet<Result<UploadedPart, StoreFailure>>;
+
+/// Checks the start of a rebuilt archive against the parts already in the bucket.
+struct PrefixCheck {
+    parts: std::vec::IntoIter<UploadedPart>,
+    current: Option<UploadedPart>,
+    seen: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl PrefixCheck {
+    fn new(parts: Vec<UploadedPart>) -> Self {
+        let mut parts = parts.into_iter();
+        let current = parts.next();
+        Self {
+            parts,
+            current,
+            seen: 0,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.current.is_none()
+    }
+
+    /// Takes the bytes of `chunk` that belong to recorded parts and checks each part as it
+    /// completes.
+    fn consume(&mut self, chunk: &mut Bytes) -> Result<(), UploadError> {
+        let Some(part) = &self.current else {
+            return Ok(());
+        };
+        let want = part.size as u64 - self.seen;
+        let take = chunk.len().min(usize::try_from(want).unwrap_or(usize::MAX));
+        let taken = chunk.split_to(take);
+        self.crc.update(&taken);
+        self.seen += take as u64;
+        if self.seen == part.size as u64 {
+            let crc = std::mem::take(&mut self.crc).finalize();
+            if crc != part.crc32 {
+                return Err(UploadError::Diverged { part: part.number });
+            }
+            self.current = self.parts.next();
+            self.seen = 0;
+        }
+        Ok(())
+    }
+}
 
 async fn stream(
     destination: &Destination,
@@ -133,18 +229,61 @@ async fn stream(
     plan: PartPlan,
     ledger: &impl Ledger,
     finished: oneshot::Receiver<bool>,
+    resume: Option<Resume>,
     upload_id: &mut Option<String>,
 ) -> Result<Uploaded, UploadError> {
     // Dropped on every way out: parts still uploading stop at once.
     let mut uploading = Uploading::new();
-    let mut parts = Vec::new();
+    let mut parts: Vec<UploadedPart> = Vec::new();
+    let mut prefix = None;
+    let mut next_number = 1i32;
+    let mut last_part_short = None;
+    let resumed = resume.is_some();
+    if let Some(resume) = resume {
+        // The parts must be the ones this plan cuts: all full, but the archive's last.
+        let count = resume.parts.len();
+        for (i, part) in resume.parts.iter().enumerate() {
+            let full = part.size as usize == plan.size(part.number);
+            let last_and_short = i + 1 == count && (part.size as usize) < plan.size(part.number);
+            if part.number != i as i32 + 1 || !(full || last_and_short) {
+                return Err(UploadError::Diverged { part: part.number });
+            }
+        }
+        next_number = count as i32 + 1;
+        // A short part can only have been the archive's last: nothing may follow it.
+        last_part_short = resume
+            .parts
+            .last()
+            .filter(|p| (p.size as usize) < plan.size(p.number))
+            .map(|p| p.number);
+        parts = resume.parts.clone();
+        prefix = Some(PrefixCheck::new(resume.parts));
+    }
+    let resumed_parts = parts.len();
+    let lost = |refused: StoreFailure| {
+        if refused.upload_lost && resumed {
+            UploadError::Lost(refused.failure)
+        } else {
+            UploadError::Failed(refused.failure)
+        }
+    };
     // Each part is filled to exactly its size in its own allocation, so a part in flight never
     // shares (and keeps alive) a larger buffer with the next one.
-    let mut buffer = BytesMut::with_capacity(plan.size(1));
-    let (mut total, mut next_number) = (0u64, 1i32);
+    let mut buffer = BytesMut::with_capacity(plan.size(next_number));
+    let mut total = 0u64;
     while let Some(mut chunk) = chunks.recv().await {
         total += chunk.len() as u64;
         while !chunk.is_empty() {
+            if let Some(check) = &mut prefix {
+                check.consume(&mut chunk)?;
+                if check.is_done() {
+                    prefix = None;
+                }
+                continue;
+            }
+            if let Some(part) = last_part_short {
+                return Err(UploadError::Diverged { part });
+            }
             let part_size = plan.size(next_number);
             let take = chunk.len().min(part_size - buffer.len());
             buffer.extend_from_slice(&chunk.split_to(take));
@@ -166,7 +305,8 @@ async fn stream(
                     ledger,
                 };
                 send.send(&mut uploading, &mut parts, next_number, body)
-                    .await?;
+                    .await
+                    .map_err(lost)?;
                 next_number += 1;
             }
         }
@@ -175,12 +315,18 @@ async fn stream(
     if !finished.await.unwrap_or(false) {
         return Err(UploadError::Abandoned);
     }
+    if let Some(check) = &prefix {
+        // The rebuilt archive ends inside the bytes already uploaded: not the same archive.
+        let part = check.current.as_ref().map_or(0, |p| p.number);
+        return Err(UploadError::Diverged { part });
+    }
     let Some(id) = upload_id.clone() else {
         let etag = destination.put_object(buffer.freeze()).await?;
         return Ok(Uploaded {
             size: total,
             etag,
             parts: 0,
+            resumed_parts,
         });
     };
     let send = SendPart {
@@ -191,17 +337,19 @@ async fn stream(
     };
     if !buffer.is_empty() {
         send.send(&mut uploading, &mut parts, next_number, buffer.freeze())
-            .await?;
+            .await
+            .map_err(lost)?;
     }
-    while let Some(part) = next_finished(&mut uploading).await? {
+    while let Some(part) = next_finished(&mut uploading).await.map_err(lost)? {
         ledger.part_uploaded(&id, &part).await?;
         parts.push(part);
     }
-    let etag = destination.complete(&id, &parts).await?;
+    let etag = destination.complete(&id, &parts).await.map_err(lost)?;
     Ok(Uploaded {
         size: total,
         etag,
         parts: parts.len(),
+        resumed_parts,
     })
 }
 
@@ -222,7 +370,7 @@ impl<L: Ledger> SendPart<'_, L> {
         parts: &mut Vec<UploadedPart>,
         number: i32,
         body: Bytes,
-    ) -> Result<(), JobFailure> {
+    ) -> Result<(), StoreFailure> {
         let mut finished = Vec::new();
         while uploading.len() >= self.plan.in_flight(number) {
             finished.extend(next_finished(uploading).await?);
@@ -238,7 +386,13 @@ impl<L: Ledger> SendPart<'_, L> {
             async move { destination.upload_part(&upload_id, number, body).await }.instrument(span),
         );
         for part in finished {
-            self.ledger.part_uploaded(self.upload_id, &part).await?;
+            self.ledger
+                .part_uploaded(self.upload_id, &part)
+                .await
+                .map_err(|failure| StoreFailure {
+                    failure,
+                    upload_lost: false,
+                })?;
             parts.push(part);
         }
         Ok(())
@@ -246,11 +400,14 @@ impl<L: Ledger> SendPart<'_, L> {
 }
 
 /// Waits for the next part upload to finish; `None` when none is uploading.
-async fn next_finished(uploading: &mut Uploading) -> Result<Option<UploadedPart>, JobFailure> {
+async fn next_finished(uploading: &mut Uploading) -> Result<Option<UploadedPart>, StoreFailure> {
     match uploading.join_next().await {
         None => Ok(None),
         Some(Ok(part)) => part.map(Some),
-        Some(Err(e)) => Err(JobFailure::internal(format!("a part upload stopped: {e}"))),
+        Some(Err(e)) => Err(StoreFailure {
+            failure: JobFailure::internal(format!("a part upload stopped: {e}")),
+            upload_lost: false,
+        }),
     }
 }
 
