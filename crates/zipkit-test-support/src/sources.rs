@@ -28,6 +28,15 @@ pub enum Behaviour {
     },
     /// Announces the length of `bytes` but breaks off after `cut` of them, every time.
     Truncated { bytes: Vec<u8>, cut: usize },
+    /// Serves `bytes` in chunks of `chunk`, waiting `pause` before each (counted in
+    /// `chunks_sent`).
+    Trickle {
+        bytes: Vec<u8>,
+        chunk: usize,
+        pause: std::time::Duration,
+    },
+    /// Serves `first` to the first request and `then` to every later one (a source that changed).
+    Changing { first: Vec<u8>, then: Vec<u8> },
     /// Serves `chunks` chunks of `chunk` bytes, waiting `pause` before each.
     Slow {
         chunk: usize,
@@ -145,6 +154,34 @@ async fn serve(
             HttpResponse::Ok().streaming(body)
         }
         Some(Behaviour::Truncated { bytes, cut }) => broken_off(bytes, *cut, false),
+        Some(Behaviour::Changing { first, .. }) if hit == 0 => {
+            HttpResponse::Ok().body(first.clone())
+        }
+        Some(Behaviour::Changing { then, .. }) => HttpResponse::Ok().body(then.clone()),
+        Some(Behaviour::Trickle {
+            bytes,
+            chunk,
+            pause,
+        }) => {
+            let (chunk, pause, bytes) = (*chunk, *pause, web::Bytes::from(bytes.clone()));
+            let length = bytes.len() as u64;
+            let files = Arc::clone(&files);
+            let body = futures_util::stream::unfold(0usize, move |at| {
+                let (files, name, bytes) = (Arc::clone(&files), name.clone(), bytes.clone());
+                async move {
+                    if at >= bytes.len() {
+                        return None;
+                    }
+                    tokio::time::sleep(pause).await;
+                    if let Some(sent) = files.chunks_sent.get(&name) {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let end = (at + chunk).min(bytes.len());
+                    Some((Ok::<_, std::io::Error>(bytes.slice(at..end)), end))
+                }
+            });
+            HttpResponse::Ok().no_chunking(length).streaming(body)
+        }
         Some(Behaviour::BreakThenResume { bytes, cut }) if hit == 0 => {
             broken_off(bytes, *cut, true)
         }

@@ -24,6 +24,8 @@ pub struct StoreCall {
 #[derive(Debug, Clone)]
 struct Rule {
     operation: String,
+    /// Only calls on this upload (`None`: any).
+    upload_id: Option<String>,
     status: u16,
     body: String,
     /// How many more calls it answers (`None`: every one).
@@ -85,7 +87,11 @@ async fn forward(
         let mut rules = state.rules.lock().expect("rules");
         rules
             .iter_mut()
-            .find(|r| r.operation == name && r.left != Some(0))
+            .find(|r| {
+                r.operation == name
+                    && r.left != Some(0)
+                    && (r.upload_id.is_none() || r.upload_id == upload_id)
+            })
             .map(|rule| {
                 if let Some(left) = &mut rule.left {
                     *left -= 1;
@@ -186,8 +192,25 @@ impl StoreProxy {
     /// Answers `operation` with `status` and S3's error body for `code`, `times` times (`None`:
     /// until told otherwise), instead of the store.
     pub fn refuse(&self, operation: &str, status: u16, code: &str, times: Option<usize>) {
+        self.refuse_on(operation, None, status, code, times);
+    }
+
+    /// As `refuse`, only for calls on the upload `upload_id`.
+    pub fn refuse_upload(&self, operation: &str, upload_id: &str, status: u16, code: &str) {
+        self.refuse_on(operation, Some(upload_id), status, code, None);
+    }
+
+    fn refuse_on(
+        &self,
+        operation: &str,
+        upload_id: Option<&str>,
+        status: u16,
+        code: &str,
+        times: Option<usize>,
+    ) {
         self.state.rules.lock().expect("rules").push(Rule {
             operation: operation.to_owned(),
+            upload_id: upload_id.map(str::to_owned),
             status,
             body: crate::canned_http::s3_error(code, &format!("{code} (from the test's proxy)")),
             left: times,

@@ -27,6 +27,18 @@ use zipkit_test_support::sources::{Behaviour, SourceServer};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 use zipkit_worker::{Settings, Worker, WorkerSettings};
 
+/// Where a worker binary's output goes: nowhere, or the file ZIPKIT_TEST_WORKER_LOG names.
+fn log() -> std::process::Stdio {
+    match std::env::var_os("ZIPKIT_TEST_WORKER_LOG") {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_or_else(|_| std::process::Stdio::null(), Into::into),
+        None => std::process::Stdio::null(),
+    }
+}
+
 fn loopback() -> EgressSettings {
     zipkit_test_support::services::loopback_egress()
 }
@@ -71,7 +83,8 @@ impl Harness {
         }
     }
 
-    /// The worker binary on this harness's services and key ring.
+    /// The worker binary on this harness's services and key ring; with ZIPKIT_TEST_WORKER_LOG
+    /// set, its logs are appended to that file.
     fn spawn_binary(&self) -> zipkit_test_support::process::KillOnDrop {
         use secrecy::ExposeSecret;
         let key = self.crypto.keys["k1"].expose_secret().to_owned();
@@ -84,8 +97,8 @@ impl Harness {
         .env("ZIPKIT__CRYPTO__KEYS__K1", key)
         .env("ZIPKIT__WORKER__LEASE_SECS", "3")
         .env("ZIPKIT__WORKER__PART_SIZE_MIB", "5")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(log())
+        .stderr(log())
         .spawn()
         .unwrap();
         zipkit_test_support::process::KillOnDrop(child)
@@ -944,6 +957,198 @@ async fn a_job_whose_worker_is_killed_mid_job_is_finished_by_another_worker() {
         2,
         "downloaded again from the start by the second worker"
     );
+}
+
+/// A 5 MiB-part job on a worker binary behind the counting store proxy: `a.bin` (7 MiB) and
+/// `b.bin` (16 MiB, trickling), so part 2 ends inside `b.bin`. The first worker is killed
+/// (SIGKILL) once two parts are recorded (a part is recorded once the next is on its way);
+/// `between` runs before a second worker takes the job over.
+/// Returns the finished job, the first upload's id, the archive and the sources (still served).
+async fn killed_after_two_parts(
+    harness: &Harness,
+    proxy: &zipkit_test_support::store_proxy::StoreProxy,
+    a: Behaviour,
+    compression: Compression,
+    between: impl FnOnce(&str),
+) -> (Zip, String, Vec<u8>, SourceServer) {
+    let mib = 1024 * 1024;
+    let sources = SourceServer::start(vec![
+        ("a.bin", a),
+        (
+            "b.bin",
+            Behaviour::Trickle {
+                bytes: pseudo_random(16 * mib, 2),
+                chunk: 256 * 1024,
+                pause: Duration::from_millis(100),
+            },
+        ),
+    ])
+    .await;
+    let bucket = harness.bucket_at(proxy.url()).await;
+    let mut first = harness.spawn_binary();
+    let id = harness
+        .submit(
+            &bucket,
+            "takeover.zip",
+            &[
+                (sources.url("a.bin"), "a.bin"),
+                (sources.url("b.bin"), "b.bin"),
+            ],
+            compression,
+            OnError::Fail,
+        )
+        .await;
+    let mut conn = harness.db.connect().await;
+    let mut upload_id = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
+        if let Some(upload) = &zip.upload_id
+            && Zip::parts(&mut conn, id, upload).await.unwrap().len() >= 2
+        {
+            upload_id = Some(upload.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let upload_id = upload_id.unwrap_or_else(|| {
+        panic!(
+            "the first worker did not record two parts; the store saw {:?}",
+            proxy.operations()
+        )
+    });
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    assert!(
+        sources.chunks_sent("b.bin") < 64,
+        "killed while b.bin was still downloading"
+    );
+    between(&upload_id);
+    let _second = harness.spawn_binary();
+    let zip = harness.wait_finished(id).await;
+    let archive = harness.store.get("takeover.zip").await;
+    (zip, upload_id, archive, sources)
+}
+
+/// How often the store received `operation` for part `part` of `upload_id` (and answered 200).
+fn part_uploads(
+    proxy: &zipkit_test_support::store_proxy::StoreProxy,
+    upload_id: &str,
+    part: i32,
+) -> usize {
+    proxy
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.operation == "UploadPart"
+                && c.part == Some(part)
+                && c.upload_id.as_deref() == Some(upload_id)
+                && c.status == 200
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_job_taken_over_after_a_kill_continues_its_upload_without_sending_a_part_twice() {
+    for compression in [Compression::Store, Compression::Deflate] {
+        let harness = Harness::services_only().await;
+        let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
+        let a = pseudo_random(7 * 1024 * 1024, 1);
+        let (zip, upload_id, archive, _sources) = killed_after_two_parts(
+            &harness,
+            &proxy,
+            Behaviour::Serve(a.clone()),
+            compression,
+            |_| {},
+        )
+        .await;
+        assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+        assert_eq!(zip.attempts, 2, "claimed once by each worker");
+        for part in [1, 2] {
+            assert_eq!(
+                part_uploads(&proxy, &upload_id, part),
+                1,
+                "{compression:?}: part {part} was uploaded before the kill and not again"
+            );
+        }
+        assert_eq!(
+            proxy.count("CreateMultipartUpload"),
+            1,
+            "the first upload was continued: {:?}",
+            proxy.operations()
+        );
+        assert_eq!(proxy.count("CompleteMultipartUpload"), 1);
+        assert_eq!(proxy.count("AbortMultipartUpload"), 0);
+        let read = read_with_python(&archive);
+        assert_eq!(read["a.bin"], a);
+        assert_eq!(read["b.bin"], pseudo_random(16 * 1024 * 1024, 2));
+
+        // Byte for byte what one uninterrupted run of the job builds.
+        harness.rerun(zip.id).await;
+        let _worker = harness.spawn_binary();
+        let again = harness.wait_finished(zip.id).await;
+        assert_eq!(again.status, ZipStatus::Succeeded);
+        assert_eq!(again.attempts, 1);
+        let uninterrupted = harness.store.get("takeover.zip").await;
+        assert!(
+            uninterrupted == archive,
+            "{compression:?}: the resumed archive differs from an uninterrupted run's"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_job_taken_over_whose_source_changed_starts_a_new_upload_and_aborts_the_old() {
+    let harness = Harness::services_only().await;
+    let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
+    let first = pseudo_random(7 * 1024 * 1024, 1);
+    let mut then = first.clone();
+    then[1000] ^= 0xFF;
+    let (zip, upload_id, archive, _) = killed_after_two_parts(
+        &harness,
+        &proxy,
+        Behaviour::Changing {
+            first,
+            then: then.clone(),
+        },
+        Compression::Store,
+        |_| {},
+    )
+    .await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(proxy.count("CreateMultipartUpload"), 2, "a new upload");
+    let aborted: Vec<_> = proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "AbortMultipartUpload")
+        .collect();
+    assert_eq!(aborted.len(), 1, "{:?}", proxy.operations());
+    assert_eq!(aborted[0].upload_id.as_deref(), Some(upload_id.as_str()));
+    let read = read_with_python(&archive);
+    assert_eq!(read["a.bin"], then, "the source as it is now, never a mix");
+}
+
+#[tokio::test]
+async fn a_job_taken_over_whose_upload_the_store_lost_starts_a_new_one() {
+    let harness = Harness::services_only().await;
+    let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
+    let a = pseudo_random(7 * 1024 * 1024, 1);
+    let (zip, _, archive, _) = killed_after_two_parts(
+        &harness,
+        &proxy,
+        Behaviour::Serve(a.clone()),
+        Compression::Deflate,
+        |upload_id| {
+            for operation in ["UploadPart", "CompleteMultipartUpload"] {
+                proxy.refuse_upload(operation, upload_id, 404, "NoSuchUpload");
+            }
+        },
+    )
+    .await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(zip.attempts, 2);
+    assert_eq!(proxy.count("CreateMultipartUpload"), 2, "a new upload");
+    assert_eq!(read_with_python(&archive)["a.bin"], a);
 }
 
 #[tokio::test]

@@ -371,7 +371,12 @@ impl<L: Ledger> SendPart<'_, L> {
         number: i32,
         body: Bytes,
     ) -> Result<(), StoreFailure> {
+        // Parts that finished meanwhile are recorded now, so a worker taking the job over finds
+        // them; at the limit, one more is waited for.
         let mut finished = Vec::new();
+        while let Some(joined) = uploading.try_join_next() {
+            finished.push(joined_part(joined)?);
+        }
         while uploading.len() >= self.plan.in_flight(number) {
             finished.extend(next_finished(uploading).await?);
         }
@@ -401,14 +406,18 @@ impl<L: Ledger> SendPart<'_, L> {
 
 /// Waits for the next part upload to finish; `None` when none is uploading.
 async fn next_finished(uploading: &mut Uploading) -> Result<Option<UploadedPart>, StoreFailure> {
-    match uploading.join_next().await {
-        None => Ok(None),
-        Some(Ok(part)) => part.map(Some),
-        Some(Err(e)) => Err(StoreFailure {
+    uploading.join_next().await.map(joined_part).transpose()
+}
+
+fn joined_part(
+    joined: Result<Result<UploadedPart, StoreFailure>, tokio::task::JoinError>,
+) -> Result<UploadedPart, StoreFailure> {
+    joined.unwrap_or_else(|e| {
+        Err(StoreFailure {
             failure: JobFailure::internal(format!("a part upload stopped: {e}")),
             upload_lost: false,
-        }),
-    }
+        })
+    })
 }
 
 #[cfg(test)]
