@@ -22,6 +22,7 @@ use zipkit_runtime::telemetry;
 
 use crate::failure::JobFailure;
 use crate::job::{self, JobContext};
+use crate::lease::Lease;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -216,22 +217,9 @@ async fn process(
         }
     };
     let zip_id = message.zip_id;
-    let lease_chrono = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
-    let claim = tracing::info_span!("claim", zip.id = %zip_id);
-    let claimed = match ctx.pool.get().instrument(claim.clone()).await {
-        Ok(mut conn) => {
-            Zip::claim(&mut conn, zip_id, &ctx.owner, lease_chrono)
-                .instrument(claim)
-                .await
-        }
-        Err(e) => {
-            tracing::warn!(zip.id = %zip_id, error = %e, "database unavailable; requeueing");
-            requeue(&delivery).await;
-            return;
-        }
-    };
-    let zip = match claimed {
-        Ok(Some(zip)) => zip,
+    let claimed = Lease::claim(&ctx.pool, zip_id, &ctx.owner, lease).await;
+    let (zip, lease) = match claimed {
+        Ok(Some(claimed)) => claimed,
         Ok(None) => {
             // Held by another worker's live lease: that worker may have died, so come back when
             // the lease can have expired (through the delay queue) instead of dropping the job.
@@ -279,36 +267,12 @@ async fn process(
     }
     let _in_flight = InFlight::start();
 
-    // Heartbeat: extend the lease while the job runs. It beats often (every 2 s at most) because
-    // a failed beat is also how a cancel from the API reaches the job.
-    let (beat_stop, mut beat_stopped) = watch::channel(false);
-    let (cancel, cancelled) = watch::channel(false);
-    let heartbeat = {
-        let (pool, owner) = (ctx.pool.clone(), ctx.owner.clone());
-        let every = (lease / 3).min(Duration::from_secs(2));
-        tokio::spawn(async move {
-            loop {
-                if tokio::time::timeout(every, beat_stopped.changed())
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
-                let Ok(mut conn) = pool.get().await else {
-                    continue;
-                };
-                if let Ok(false) = Zip::heartbeat(&mut conn, zip_id, &owner, lease_chrono).await {
-                    let _ = cancel.send(true); // cancelled, or the lease was lost to another worker
-                    return;
-                }
-            }
-        })
-    };
+    let interrupted = lease.interrupted();
     let run_ctx = ctx.clone();
     let run_zip = zip.clone();
     // A panic inside the job fails the job, never the consumer.
     let result = match tokio::spawn(
-        async move { job::run(&run_ctx, &run_zip, cancelled).await }
+        async move { job::run(&run_ctx, &run_zip, interrupted).await }
             .instrument(tracing::Span::current()),
     )
     .await
@@ -318,8 +282,7 @@ async fn process(
             "the job stopped unexpectedly: {e}"
         ))),
     };
-    let _ = beat_stop.send(true);
-    let _ = heartbeat.await;
+    drop(lease);
     let (outcome_label, code) = match &result {
         Ok(_) => ("succeeded", String::new()),
         Err(failure) if failure.is_cancelled() => ("cancelled", String::new()),

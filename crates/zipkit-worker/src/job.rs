@@ -20,9 +20,10 @@ use crate::archive::{
 };
 use crate::download::SourceError;
 use crate::failure::{Blame, JobFailure, Retry};
+use crate::lease::Interrupt;
 use crate::prefetch::{DownloadLimits, Event, Prefetcher};
 use crate::upload::{
-    self, Destination, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
+    self, Destination, Ending, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
 };
 
 /// Everything a job needs from the worker.
@@ -138,7 +139,7 @@ async fn prepare(
 pub async fn run(
     ctx: &JobContext,
     zip: &Zip,
-    cancelled: watch::Receiver<bool>,
+    cancelled: watch::Receiver<Interrupt>,
 ) -> Result<Built, JobFailure> {
     let (destination, service, entries) = prepare(ctx, zip).await?;
     let plan = PartPlan::new(
@@ -296,7 +297,7 @@ impl Attempt<'_> {
     async fn build(
         &self,
         entries: Vec<ZipEntry>,
-        cancelled: watch::Receiver<bool>,
+        cancelled: watch::Receiver<Interrupt>,
         resume: Option<Resume>,
     ) -> Result<Built, Restart> {
         let (ctx, zip) = (self.ctx, self.zip);
@@ -306,7 +307,7 @@ impl Attempt<'_> {
             let _ = notes.send(Note::Uploaded(already)).await;
         }
         let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(8);
-        let (finished, finished_rx) = tokio::sync::oneshot::channel::<bool>();
+        let (finished, finished_rx) = tokio::sync::oneshot::channel::<Ending>();
         let ledger = PgLedger {
             pool: ctx.pool.clone(),
             zip_id: zip.id,
@@ -329,10 +330,15 @@ impl Attempt<'_> {
             ctx.compressors.clone(),
             chunks_tx,
         );
-        let feed = feed_sources(ctx, zip, entries, archive, &notes, cancelled).await;
+        let feed = feed_sources(ctx, zip, entries, archive, &notes, cancelled.clone()).await;
         // The upload is completed only if every source went in and the archive was finished;
-        // otherwise the uploader sends nothing more and aborts.
-        let _ = finished.send(feed.is_ok());
+        // otherwise the uploader sends nothing more, and aborts unless another worker has the
+        // job now (it may be continuing the upload).
+        let _ = finished.send(match (&feed, *cancelled.borrow()) {
+            (Ok(_), _) => Ending::Complete,
+            (Err(_), Interrupt::TakenOver) => Ending::HandOver,
+            (Err(_), _) => Ending::Abort,
+        });
         let uploaded = uploader.await;
         drop(notes);
         recorder.finish().await;
@@ -452,7 +458,7 @@ async fn feed_sources(
     entries: Vec<ZipEntry>,
     mut archive: ArchiveWriter,
     notes: &mpsc::Sender<Note>,
-    mut cancelled: watch::Receiver<bool>,
+    mut cancelled: watch::Receiver<Interrupt>,
 ) -> Result<i32, FeedError> {
     let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries);
     let skipping = zip.on_error == OnError::Skip;
@@ -463,7 +469,7 @@ async fn feed_sources(
         let mut next = async || -> Result<Option<Event>, FeedError> {
             tokio::select! {
                 event = download.events.recv() => Ok(event),
-                _ = cancelled.wait_for(|c| *c) => Err(JobFailure::cancelled().into()),
+                _ = cancelled.wait_for(|c| *c != Interrupt::None) => Err(JobFailure::cancelled().into()),
             }
         };
         let content_length = match next().await? {

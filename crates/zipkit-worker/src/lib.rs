@@ -1,13 +1,15 @@
 //! zipkit's worker. `Worker::build` wires settings into a running worker that tests can start
 //! in-process. Stages: `consumer` (queue → claimed job), `download` + `prefetch` (sources,
-//! several ahead), `archive` (streaming ZIP writer, multi-core deflate), `upload` (multipart
-//! upload), orchestrated per job by `job`.
+//! several ahead), `archive` (streaming ZIP writer, multi-core deflate), `upload` (the object:
+//! PutObject or a multipart upload, resumed after a takeover), orchestrated per job by `job`;
+//! `lease` is a claimed job's lease and heartbeat, `failure` why an attempt failed.
 
 pub mod archive;
 pub mod consumer;
 pub mod download;
 pub mod failure;
 pub mod job;
+pub mod lease;
 pub mod prefetch;
 pub mod probes;
 pub mod upload;

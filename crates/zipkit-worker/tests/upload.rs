@@ -19,8 +19,8 @@ use zipkit_test_support::services::{s3_access_key, s3_secret_key};
 use zipkit_test_support::store_proxy::StoreProxy;
 use zipkit_worker::failure::{JobFailure, Retry};
 use zipkit_worker::upload::{
-    Destination, Ledger, PartPlan, Resume, StoreTimeouts, UploadError, Uploaded, UploadedPart,
-    upload,
+    Destination, Ending, Ledger, PartPlan, Resume, StoreTimeouts, UploadError, Uploaded,
+    UploadedPart, upload,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -92,13 +92,13 @@ fn archive_bytes(len: usize) -> Bytes {
         .collect()
 }
 
-/// Feeds `archive` in 300,000-byte chunks, then ends the stream; `whole` is the job's word.
+/// Feeds `archive` in 300,000-byte chunks, then ends the stream; `ending` is the job's word.
 async fn run_upload(
     destination: &Destination,
     archive: Bytes,
     plan: PartPlan,
     ledger: &MemoryLedger,
-    whole: bool,
+    ending: Ending,
     resume: Option<Resume>,
 ) -> Result<Uploaded, UploadError> {
     let (chunks, rx) = mpsc::channel(4);
@@ -113,7 +113,7 @@ async fn run_upload(
             at = end;
         }
         drop(chunks);
-        let _ = finished.send(whole);
+        let _ = finished.send(ending);
     });
     let result = upload(destination, rx, plan, ledger, finished_rx, resume).await;
     feeding.await.unwrap();
@@ -141,7 +141,7 @@ async fn every_part_is_recorded_once_while_later_parts_keep_uploading() {
         archive.clone(),
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
-        true,
+        Ending::Complete,
         None,
     )
     .await
@@ -178,7 +178,7 @@ async fn an_archive_that_fits_in_one_part_is_one_put_object() {
         archive.clone(),
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
-        true,
+        Ending::Complete,
         None,
     )
     .await
@@ -205,7 +205,7 @@ async fn a_job_that_ends_without_its_archive_sends_nothing_more_and_aborts_the_u
         archive,
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
-        false,
+        Ending::Abort,
         None,
     )
     .await;
@@ -234,7 +234,7 @@ async fn a_refused_part_keeps_the_providers_code_is_not_retried_and_aborts_the_u
         archive_bytes(11 * MIB),
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
-        true,
+        Ending::Complete,
         None,
     )
     .await;
@@ -269,7 +269,7 @@ async fn a_part_the_ledger_cannot_record_fails_as_this_sides_error_not_the_bucke
         archive_bytes(16 * MIB),
         PartPlan::new(5 * MIB, 1, None),
         &ledger,
-        true,
+        Ending::Complete,
         None,
     )
     .await;
@@ -311,7 +311,7 @@ async fn a_complete_that_answers_200_with_an_error_body_is_a_failure() {
         archive_bytes(5 * MIB + 1024),
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
-        true,
+        Ending::Complete,
         None,
     )
     .await;
@@ -374,7 +374,7 @@ async fn a_resumed_upload_sends_only_the_parts_after_those_in_the_bucket() {
         archive.clone(),
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
-        true,
+        Ending::Complete,
         Some(resume),
     )
     .await
@@ -415,7 +415,7 @@ async fn a_rebuilt_archive_that_differs_from_the_uploaded_parts_sends_nothing() 
         Bytes::from(changed),
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
-        true,
+        Ending::Complete,
         Some(resume),
     )
     .await;
@@ -432,7 +432,7 @@ async fn a_rebuilt_archive_that_differs_from_the_uploaded_parts_sends_nothing() 
         archive.clone(),
         PartPlan::new(6 * MIB, 2, None),
         &ledger,
-        true,
+        Ending::Complete,
         Some(resume),
     )
     .await;
@@ -455,10 +455,36 @@ async fn a_resumed_upload_the_store_no_longer_has_is_reported_lost() {
         archive,
         PartPlan::new(5 * MIB, 2, None),
         &ledger,
-        true,
+        Ending::Complete,
         Some(resume),
     )
     .await;
     assert!(matches!(result, Err(UploadError::Lost(_))), "{result:?}");
     assert_eq!(proxy.count("AbortMultipartUpload"), 0);
+}
+
+#[tokio::test]
+async fn an_upload_handed_over_to_another_worker_is_left_alone() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let ledger = MemoryLedger::default();
+    let result = run_upload(
+        &store_destination(&proxy, &store, "handed-over.zip"),
+        archive_bytes(5 * MIB + 100_000),
+        PartPlan::new(5 * MIB, 2, None),
+        &ledger,
+        Ending::HandOver,
+        None,
+    )
+    .await;
+    assert!(matches!(result, Err(UploadError::Abandoned)), "{result:?}");
+    let operations = proxy.operations();
+    assert_eq!(
+        operations.first().map(String::as_str),
+        Some("CreateMultipartUpload")
+    );
+    assert!(
+        !operations.iter().any(|o| o == "AbortMultipartUpload"),
+        "the new owner may be continuing it: {operations:?}"
+    );
+    assert!(ledger.ended.lock().unwrap().is_empty());
 }

@@ -34,6 +34,18 @@ pub trait Ledger: Send + Sync {
     fn ended(&self, upload_id: &str) -> impl Future<Output = ()> + Send;
 }
 
+/// How the job ended, as the uploader learns once the archive's bytes stop coming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The archive is whole: send the rest and complete the upload.
+    Complete,
+    /// The job failed or was cancelled: send nothing more and abort the upload.
+    Abort,
+    /// Another worker took the job over and may be continuing the upload: send nothing more
+    /// and leave it alone.
+    HandOver,
+}
+
 /// A multipart upload to continue, and its parts already in the bucket (numbers 1 to n, in order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
@@ -46,7 +58,8 @@ pub struct Resume {
 pub enum UploadError {
     /// The store refused, or the ledger could not record a part; the upload was aborted.
     Failed(JobFailure),
-    /// The job ended without a finished archive: nothing more was sent, the upload was aborted.
+    /// The job ended without a finished archive: nothing more was sent, the upload was aborted
+    /// (or, handed over to another worker, left alone).
     Abandoned,
     /// Resuming: the rebuilt archive differs from the bytes of this part already in the bucket
     /// (a source changed, or the writer did). Nothing was sent; the upload was left as it was.
@@ -145,9 +158,10 @@ pub async fn upload(
     chunks: mpsc::Receiver<Bytes>,
     plan: PartPlan,
     ledger: &impl Ledger,
-    finished: oneshot::Receiver<bool>,
+    finished: oneshot::Receiver<Ending>,
     resume: Option<Resume>,
 ) -> Result<Uploaded, UploadError> {
+    let mut ending = None;
     let mut upload_id = resume.as_ref().map(|r| r.upload_id.clone());
     let result = stream(
         destination,
@@ -157,11 +171,13 @@ pub async fn upload(
         finished,
         resume,
         &mut upload_id,
+        &mut ending,
     )
     .await;
     if let Some(upload_id) = upload_id {
         match &result {
             Ok(_) => ledger.ended(&upload_id).await,
+            Err(UploadError::Abandoned) if ending == Some(Ending::HandOver) => {}
             Err(UploadError::Failed(_) | UploadError::Abandoned) => {
                 destination.abort(&upload_id).await;
                 ledger.ended(&upload_id).await;
@@ -228,9 +244,10 @@ async fn stream(
     mut chunks: mpsc::Receiver<Bytes>,
     plan: PartPlan,
     ledger: &impl Ledger,
-    finished: oneshot::Receiver<bool>,
+    finished: oneshot::Receiver<Ending>,
     resume: Option<Resume>,
     upload_id: &mut Option<String>,
+    ending: &mut Option<Ending>,
 ) -> Result<Uploaded, UploadError> {
     // Dropped on every way out: parts still uploading stop at once.
     let mut uploading = Uploading::new();
@@ -312,7 +329,8 @@ async fn stream(
         }
     }
     // The writer is gone: whole archive, or a job that failed or was cancelled.
-    if !finished.await.unwrap_or(false) {
+    *ending = finished.await.ok();
+    if *ending != Some(Ending::Complete) {
         return Err(UploadError::Abandoned);
     }
     if let Some(check) = &prefix {
