@@ -161,8 +161,10 @@ pub async fn upload(
     finished: oneshot::Receiver<Ending>,
     resume: Option<Resume>,
 ) -> Result<Uploaded, UploadError> {
-    let mut ending = None;
-    let mut upload_id = resume.as_ref().map(|r| r.upload_id.clone());
+    let mut seen = Seen {
+        upload_id: resume.as_ref().map(|r| r.upload_id.clone()),
+        ending: None,
+    };
     let result = stream(
         destination,
         chunks,
@@ -170,11 +172,11 @@ pub async fn upload(
         ledger,
         finished,
         resume,
-        &mut upload_id,
-        &mut ending,
+        &mut seen,
     )
     .await;
-    if let Some(upload_id) = upload_id {
+    let ending = seen.ending;
+    if let Some(upload_id) = seen.upload_id {
         match &result {
             Ok(_) => ledger.ended(&upload_id).await,
             Err(UploadError::Abandoned) if ending == Some(Ending::HandOver) => {}
@@ -187,6 +189,14 @@ pub async fn upload(
         }
     }
     result
+}
+
+/// What the stream learnt that the cleanup after it needs.
+struct Seen {
+    /// The multipart upload in use, once there is one.
+    upload_id: Option<String>,
+    /// The job's word, once the archive's bytes stopped coming.
+    ending: Option<Ending>,
 }
 
 /// Parts on their way to the store.
@@ -246,8 +256,7 @@ async fn stream(
     ledger: &impl Ledger,
     finished: oneshot::Receiver<Ending>,
     resume: Option<Resume>,
-    upload_id: &mut Option<String>,
-    ending: &mut Option<Ending>,
+    seen: &mut Seen,
 ) -> Result<Uploaded, UploadError> {
     // Dropped on every way out: parts still uploading stop at once.
     let mut uploading = Uploading::new();
@@ -307,12 +316,12 @@ async fn stream(
             if buffer.len() == part_size {
                 let next = BytesMut::with_capacity(plan.size(next_number + 1));
                 let body = std::mem::replace(&mut buffer, next).freeze();
-                let id = match upload_id {
+                let id = match &seen.upload_id {
                     Some(id) => id.clone(),
                     None => {
                         let id = destination.create_multipart().await?;
                         ledger.started(&id).await?;
-                        upload_id.insert(id).clone()
+                        seen.upload_id.insert(id).clone()
                     }
                 };
                 let send = SendPart {
@@ -329,8 +338,8 @@ async fn stream(
         }
     }
     // The writer is gone: whole archive, or a job that failed or was cancelled.
-    *ending = finished.await.ok();
-    if *ending != Some(Ending::Complete) {
+    seen.ending = finished.await.ok();
+    if seen.ending != Some(Ending::Complete) {
         return Err(UploadError::Abandoned);
     }
     if let Some(check) = &prefix {
@@ -338,7 +347,7 @@ async fn stream(
         let part = check.current.as_ref().map_or(0, |p| p.number);
         return Err(UploadError::Diverged { part });
     }
-    let Some(id) = upload_id.clone() else {
+    let Some(id) = seen.upload_id.clone() else {
         let etag = destination.put_object(buffer.freeze()).await?;
         return Ok(Uploaded {
             size: total,
