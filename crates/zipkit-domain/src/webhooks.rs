@@ -5,8 +5,6 @@
 //! HMAC-SHA256 with the endpoint's signing secret over `<t>.<raw body>`. A receiver recomputes
 //! it, compares in constant time, and rejects timestamps too far from its clock (replays).
 
-use std::time::Duration;
-
 use ring::hmac;
 use serde::Deserialize;
 
@@ -25,15 +23,6 @@ pub struct WebhookSettings {
     pub first_retry_secs: u64,
     /// How long a failing delivery keeps being retried before it is marked failed.
     pub retry_for_secs: u64,
-}
-
-impl WebhookSettings {
-    /// The delay after the `attempt`-th failed attempt.
-    pub fn retry_delay(&self, attempt: i32) -> Duration {
-        let doublings = (attempt.max(1) - 1).min(16) as u32;
-        (Duration::from_secs(self.first_retry_secs) * 2u32.pow(doublings))
-            .min(Duration::from_secs(3600))
-    }
 }
 
 /// The `Zipkit-Signature` value for `body` sent at `timestamp` (unix seconds).
@@ -174,18 +163,5 @@ mod tests {
             parse_url("https://u:p@x.example/", false),
             Err(WebhookUrlError::Credentials)
         );
-    }
-
-    #[test]
-    fn retries_back_off_exponentially_up_to_an_hour() {
-        let settings = WebhookSettings {
-            allow_http: false,
-            timeout_secs: 10,
-            first_retry_secs: 10,
-            retry_for_secs: 3 * 86_400,
-        };
-        assert_eq!(settings.retry_delay(1), Duration::from_secs(10));
-        assert_eq!(settings.retry_delay(3), Duration::from_secs(40));
-        assert_eq!(settings.retry_delay(20), Duration::from_secs(3600));
     }
 }

@@ -274,8 +274,11 @@ async fn supervise(
     settings: BrokerSettings,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let max_backoff = Duration::from_secs(settings.reconnect_max_secs.max(1));
-    let mut backoff = Duration::from_millis(250);
+    let backoff = crate::backoff::Backoff::new(
+        Duration::from_millis(250),
+        Duration::from_secs(settings.reconnect_max_secs.max(1)),
+    );
+    let mut failures = 0;
     loop {
         if *stopped.borrow() {
             return;
@@ -306,17 +309,15 @@ async fn supervise(
                         connection: Arc::new(connection),
                         channel,
                     });
-                    backoff = Duration::from_millis(250);
+                    failures = 0;
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "broker unreachable");
-                    if tokio::time::timeout(backoff, stopped.changed())
-                        .await
-                        .is_ok()
-                    {
+                    failures += 1;
+                    let delay = backoff.delay(failures);
+                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "broker unreachable");
+                    if tokio::time::timeout(delay, stopped.changed()).await.is_ok() {
                         return;
                     }
-                    backoff = (backoff * 2).min(max_backoff);
                     continue;
                 }
             }

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::{Zip, ZipOutcome};
+use zipkit_runtime::backoff::Backoff;
 use zipkit_runtime::broker::Broker;
 use zipkit_runtime::metrics as names;
 use zipkit_runtime::telemetry;
@@ -31,16 +32,8 @@ pub struct ConsumerSettings {
     pub grace: Duration,
     /// Attempts at a job that keeps failing transiently before it fails for good.
     pub max_attempts: i32,
-    /// Delay before the second attempt; doubled for each one after.
-    pub retry_backoff: Duration,
-}
-
-impl ConsumerSettings {
-    /// How long the delay queue holds a job after its `attempt`-th attempt failed.
-    pub fn retry_delay(&self, attempt: i32) -> Duration {
-        let doublings = (attempt.max(1) - 1).min(16) as u32;
-        (self.retry_backoff * 2u32.pow(doublings)).min(Duration::from_secs(3600))
-    }
+    /// How long the delay queue holds a job after its n-th attempt failed.
+    pub retry_backoff: Backoff,
 }
 
 /// Consumes until `stop` turns true, then lets in-flight jobs finish within the grace period and
@@ -315,7 +308,9 @@ async fn process(
         },
         Err(failure) => {
             if retried {
-                let delay = settings.retry_delay(zip.attempts);
+                let delay = settings
+                    .retry_backoff
+                    .delay(u32::try_from(zip.attempts).unwrap_or(1));
                 if retry_later(ctx, broker, &message, delay, &failure).await {
                     ack(&delivery).await;
                 } else {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use zipkit_egress::EgressPolicy;
+use zipkit_runtime::backoff::Backoff;
 
 use crate::failure::{Blame, JobFailure, Retry};
 
@@ -87,9 +88,10 @@ impl Resume {
     }
 }
 
-/// Attempts per source before its error is final, and the first backoff (doubled each time).
+/// Attempts per source before its error is final, and the wait after each failed one (250 ms,
+/// 500 ms, 1 s).
 pub const ATTEMPTS: u32 = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 
 /// `fetch` with retries and exponential backoff on transient errors. Only the start of a
 /// download is retried: once bytes of an entry are in the archive it cannot be restarted.
@@ -98,7 +100,6 @@ pub async fn fetch_with_retries(
     url: &str,
     egress: &EgressPolicy,
 ) -> Result<reqwest::Response, SourceError> {
-    let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
         match fetch(client, url, egress, None).await {
@@ -108,11 +109,10 @@ pub async fn fetch_with_retries(
                 tracing::info!(
                     attempt,
                     code = e.code,
-                    retry_in_ms = backoff.as_millis() as u64,
+                    retry_in_ms = BACKOFF.delay(attempt).as_millis() as u64,
                     "source failed; retrying"
                 );
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                tokio::time::sleep(BACKOFF.delay(attempt)).await;
                 attempt += 1;
             }
             other => return other,

@@ -249,7 +249,11 @@ impl Worker {
             lease: Duration::from_secs(w.lease_secs),
             grace: Duration::from_secs(w.shutdown_grace_secs),
             max_attempts: i32::from(w.max_attempts),
-            retry_backoff: Duration::from_secs(w.retry_backoff_secs),
+            // Doubling from `retry_backoff_secs`, at most an hour.
+            retry_backoff: zipkit_runtime::backoff::Backoff::new(
+                Duration::from_secs(w.retry_backoff_secs),
+                Duration::from_secs(3600),
+            ),
         };
         let dispatcher = webhooks::Dispatcher::new(
             context.pool.clone(),

@@ -249,7 +249,7 @@ async fn download(
     }
     let budget = Arc::new(Semaphore::new(limits.bytes_per_entry));
     let mut body = response.bytes_stream();
-    let (mut received, mut attempt, mut backoff) = (0u64, 1u32, Duration::from_millis(250));
+    let (mut received, mut attempt) = (0u64, 1u32);
     let mut stall = StallWatch::new(limits.stall_window, limits.stall_min_bytes);
     // The CRC-32 of what was handed on, and while a restarted download replays that prefix,
     // how much of it is still to come and its CRC so far.
@@ -333,8 +333,7 @@ async fn download(
                 return;
             }
             let began = Instant::now();
-            tokio::time::sleep(backoff.min(patience.left)).await;
-            backoff *= 2;
+            tokio::time::sleep(download::BACKOFF.delay(attempt).min(patience.left)).await;
             attempt += 1;
             metrics::counter!(metrics_names::RETRIES, "stage" => "download", "cause" => error.code)
                 .increment(1);

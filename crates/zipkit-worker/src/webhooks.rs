@@ -18,6 +18,7 @@ use zipkit_domain::webhooks::{SIGNATURE_HEADER, WebhookSettings, signature};
 
 use tracing::Instrument;
 use zipkit_egress::EgressPolicy;
+use zipkit_runtime::backoff::Backoff;
 use zipkit_runtime::telemetry;
 
 /// Queues the `zip.completed` event of a zip that just succeeded or failed. Call inside the
@@ -150,8 +151,13 @@ impl Dispatcher {
         };
         let delivered = status_code.is_some_and(|c| (200..300).contains(&c));
         let attempt = delivery.attempts + 1;
-        let next = chrono::Utc::now()
-            + chrono::Duration::from_std(self.settings.retry_delay(attempt)).unwrap_or_default();
+        // Doubling from `first_retry_secs`, at most an hour apart.
+        let backoff = Backoff::new(
+            Duration::from_secs(self.settings.first_retry_secs),
+            Duration::from_secs(3600),
+        );
+        let delay = backoff.delay(u32::try_from(attempt).unwrap_or(1));
+        let next = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         let give_up_at = delivery.created_at
             + chrono::Duration::seconds(
                 i64::try_from(self.settings.retry_for_secs).unwrap_or(i64::MAX / 2),
