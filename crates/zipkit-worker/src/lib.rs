@@ -97,6 +97,7 @@ pub struct Worker {
     context: JobContext,
     consumer: ConsumerSettings,
     dispatcher: webhooks::Dispatcher,
+    sweeper: upload::sweeper::OrphanSweeper,
     probes: probes::ProbeServer,
 }
 
@@ -261,6 +262,15 @@ impl Worker {
             settings.webhooks,
             egress,
         );
+        let sweeper = upload::sweeper::OrphanSweeper {
+            pool: context.pool.clone(),
+            keyring: context.keyring.clone(),
+            buckets: context.buckets.clone(),
+            timeouts: context.store_timeouts,
+            // Far beyond any lease: such a job's owner is gone and no message brought it back.
+            stale: Duration::from_secs(3600).max(Duration::from_secs(w.lease_secs) * 10),
+            every: Duration::from_secs(300),
+        };
         let probes = probes::ProbeServer::bind(
             &settings.worker.http_host,
             settings.worker.http_port,
@@ -279,6 +289,7 @@ impl Worker {
             context,
             consumer,
             dispatcher,
+            sweeper,
             probes,
         })
     }
@@ -310,7 +321,8 @@ impl Worker {
             self.consumer.clone(),
             stop_rx.clone(),
         ));
-        let dispatching = tokio::spawn(self.dispatcher.clone().run(stop_rx));
+        let dispatching = tokio::spawn(self.dispatcher.clone().run(stop_rx.clone()));
+        let sweeping = tokio::spawn(self.sweeper.clone().run(stop_rx));
         let probes = self.probes.start();
         let announce_ready = async {
             while !self.is_ready().await {
@@ -326,6 +338,7 @@ impl Worker {
         let _ = stop_tx.send(true);
         let _ = consuming.await;
         let _ = dispatching.await;
+        let _ = sweeping.await;
         if let Some(probes) = probes {
             probes.stop(true).await;
         }

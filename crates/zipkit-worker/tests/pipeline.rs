@@ -1152,6 +1152,92 @@ async fn a_job_taken_over_whose_upload_the_store_lost_starts_a_new_one() {
 }
 
 #[tokio::test]
+async fn the_sweeper_aborts_uploads_nobody_will_complete_and_only_those() {
+    use zipkit_domain::models::{JobError, ZipOutcome};
+    let harness = Harness::services_only().await;
+    let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
+    let bucket = harness.bucket_at(proxy.url()).await;
+    let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
+    let mut conn = harness.db.connect().await;
+    // Three jobs whose worker started an upload: one then failed (its worker died before it could
+    // abort), one's worker died long ago, one is alive.
+    let mut uploads = Vec::new();
+    for (key, lease) in [
+        ("failed.zip", chrono::Duration::seconds(60)),
+        ("abandoned.zip", chrono::Duration::seconds(-7200)),
+        ("alive.zip", chrono::Duration::seconds(60)),
+    ] {
+        let id = harness
+            .submit(
+                &bucket,
+                key,
+                &[(sources.url("a.txt"), "a.txt")],
+                Compression::Store,
+                OnError::Fail,
+            )
+            .await;
+        Zip::claim(&mut conn, id, "gone-worker", lease)
+            .await
+            .unwrap()
+            .unwrap();
+        let started = harness
+            .store
+            .client()
+            .create_multipart_upload()
+            .bucket(harness.store.name())
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let upload_id = started.upload_id().unwrap().to_owned();
+        assert!(
+            Zip::set_upload_id(&mut conn, id, "gone-worker", &upload_id, "plan")
+                .await
+                .unwrap()
+        );
+        uploads.push((id, upload_id));
+    }
+    let failure = ZipOutcome::Failed(JobError {
+        error_type: "api_error".into(),
+        code: "internal_error".into(),
+        message: "the worker failed".into(),
+        param: None,
+    });
+    Zip::finish(&mut conn, uploads[0].0, "gone-worker", &failure)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let sweeper = zipkit_worker::upload::sweeper::OrphanSweeper {
+        pool: zipkit_domain::db::pool(&DatabaseSettings {
+            url: SecretString::from(harness.db.url().to_owned()),
+            max_connections: 2,
+            connect_timeout_secs: 2,
+        }),
+        keyring: std::sync::Arc::new(KeyRing::from_settings(&harness.crypto).unwrap()),
+        buckets: zipkit_storage::BucketClients::new(zipkit_egress::EgressPolicy::new(&loopback())),
+        timeouts: zipkit_worker::upload::StoreTimeouts { min_rate: 1 << 20 },
+        stale: Duration::from_secs(3600),
+        every: Duration::from_secs(300),
+    };
+    assert_eq!(sweeper.sweep_once().await, 2);
+    let mut aborted: Vec<String> = proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "AbortMultipartUpload" && c.status == 204)
+        .filter_map(|c| c.upload_id)
+        .collect();
+    aborted.sort();
+    let mut expected = vec![uploads[0].1.clone(), uploads[1].1.clone()];
+    expected.sort();
+    assert_eq!(
+        aborted, expected,
+        "the failed job's and the abandoned job's, not the live one's"
+    );
+    assert_eq!(sweeper.sweep_once().await, 0, "each is tried once");
+}
+
+#[tokio::test]
 async fn three_workers_build_thirty_jobs_each_exactly_once() {
     let harness = Harness::services_only().await;
     let files: Vec<(String, Vec<u8>)> = (0..30)

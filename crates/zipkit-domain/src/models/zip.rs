@@ -47,6 +47,20 @@ pub struct Zip {
     pub last_failure: Option<String>,
 }
 
+/// A multipart upload nobody will complete: its job ended without it, or the job's lease died
+/// long ago. Taken by `Zip::take_orphaned_uploads` for the sweeper to abort.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct OrphanedUpload {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub zip_id: ZipId,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub bucket_id: BucketId,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub object_key: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub upload_id: String,
+}
+
 /// A part of a job's multipart upload the store took.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = zip_parts, check_for_backend(diesel::pg::Pg))]
@@ -511,6 +525,37 @@ impl Zip {
             .select(ZipPart::as_select())
             .load(conn)
             .await
+    }
+
+    /// Takes up to `limit` open uploads nobody will complete and marks them ended, so exactly one
+    /// sweeper aborts each: uploads of jobs that failed or were cancelled, uploads of succeeded
+    /// jobs other than the one that made the archive, and uploads of jobs whose lease (or, with
+    /// none, the upload itself) is older than `stale`.
+    pub async fn take_orphaned_uploads(
+        conn: &mut AsyncPgConnection,
+        stale: Duration,
+        limit: i64,
+    ) -> QueryResult<Vec<OrphanedUpload>> {
+        // Raw SQL: the join and SKIP LOCKED sub-select read more clearly than the query builder.
+        diesel::sql_query(
+            "WITH taken AS ( \
+                 UPDATE zip_uploads SET ended_at = now() \
+                 WHERE (zip_id, upload_id) IN ( \
+                     SELECT u.zip_id, u.upload_id FROM zip_uploads u JOIN zips z ON z.id = u.zip_id \
+                     WHERE u.ended_at IS NULL AND ( \
+                         z.status IN ('failed', 'cancelled') \
+                         OR (z.status = 'succeeded' AND z.upload_id IS DISTINCT FROM u.upload_id) \
+                         OR (z.status IN ('none', 'processing') \
+                             AND coalesce(z.lease_expires_at, u.started_at) < now() - $1)) \
+                     ORDER BY u.started_at LIMIT $2 FOR UPDATE OF u SKIP LOCKED) \
+                 RETURNING zip_id, upload_id) \
+             SELECT taken.zip_id, z.bucket_id, z.object_key, taken.upload_id \
+             FROM taken JOIN zips z ON z.id = taken.zip_id",
+        )
+        .bind::<diesel::sql_types::Interval, _>(stale)
+        .bind::<diesel::sql_types::BigInt, _>(limit)
+        .load(conn)
+        .await
     }
 
     /// Forgets the job's upload (it was aborted, or is gone): the next attempt starts a new one.

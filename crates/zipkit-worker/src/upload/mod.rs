@@ -9,6 +9,7 @@
 //! the upload (`UploadError::Diverged`) before anything is sent, and the job starts a new one.
 
 pub mod destination;
+pub mod sweeper;
 
 pub use destination::{Destination, StoreFailure, StoreTimeouts, UploadedPart};
 
