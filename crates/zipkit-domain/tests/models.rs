@@ -492,6 +492,58 @@ async fn a_zip_is_stored_with_its_entries_in_order() {
 }
 
 #[tokio::test]
+async fn entry_outcomes_are_recorded_many_at_once() {
+    use zipkit_domain::EntryState;
+    use zipkit_domain::models::EntryOutcome;
+    let mut f = fixture().await;
+    let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
+    let zip = Zip::create(conn, new_zip(project.id, &bucket, &["a", "b", "c"]))
+        .await
+        .unwrap();
+    let done = |index, size, crc32| EntryOutcome {
+        index,
+        state: EntryState::Done,
+        size: Some(size),
+        crc32: Some(crc32),
+        error_code: None,
+        error_message: None,
+    };
+    let skipped = EntryOutcome {
+        index: 1,
+        state: EntryState::Skipped,
+        size: None,
+        crc32: None,
+        error_code: Some("source_not_found".into()),
+        error_message: Some("the source answered HTTP 404".into()),
+    };
+    Zip::record_entries(
+        conn,
+        zip.id,
+        &[done(0, 5, 4_294_967_295), skipped, done(2, 0, 0)],
+    )
+    .await
+    .unwrap();
+    Zip::record_entries(conn, zip.id, &[]).await.unwrap();
+    let entries = Zip::entries(conn, zip.id).await.unwrap();
+    let read: Vec<_> = entries
+        .iter()
+        .map(|e| (e.state, e.size, e.crc32, e.error_code.as_deref()))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            (EntryState::Done, Some(5), Some(4_294_967_295), None),
+            (EntryState::Skipped, None, None, Some("source_not_found")),
+            (EntryState::Done, Some(0), Some(0), None),
+        ]
+    );
+    assert_eq!(
+        entries[1].error_message.as_deref(),
+        Some("the source answered HTTP 404")
+    );
+}
+
+#[tokio::test]
 async fn the_database_refuses_entry_names_that_differ_only_in_ascii_case() {
     let mut f = fixture().await;
     let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
