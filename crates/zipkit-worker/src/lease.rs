@@ -73,13 +73,11 @@ impl Lease {
                     continue;
                 };
                 if let Ok(false) = Zip::heartbeat(&mut conn, id, &owner, chrono_length).await {
+                    // Only a cancel aborts the upload; any other end of the lease means another
+                    // worker has (or had) the job, and its upload is that worker's business (an
+                    // upload nobody completes is swept).
                     let why = match Zip::find_any(&mut conn, id).await {
-                        Ok(Some(zip))
-                            if zip.status == ZipStatus::Processing
-                                && zip.lease_owner.as_deref() != Some(owner.as_str()) =>
-                        {
-                            Interrupt::TakenOver
-                        }
+                        Ok(Some(zip)) if zip.status != ZipStatus::Cancelled => Interrupt::TakenOver,
                         _ => Interrupt::Cancelled,
                     };
                     tracing::info!(zip.id = %id, interrupt = ?why, "the job's lease ended");

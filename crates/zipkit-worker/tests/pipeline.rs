@@ -86,6 +86,11 @@ impl Harness {
     /// The worker binary on this harness's services and key ring; with ZIPKIT_TEST_WORKER_LOG
     /// set, its logs are appended to that file.
     fn spawn_binary(&self) -> zipkit_test_support::process::KillOnDrop {
+        self.spawn_binary_with(&[])
+    }
+
+    /// As `spawn_binary`, with more settings.
+    fn spawn_binary_with(&self, env: &[(&str, &str)]) -> zipkit_test_support::process::KillOnDrop {
         use secrecy::ExposeSecret;
         let key = self.crypto.keys["k1"].expose_secret().to_owned();
         let child = zipkit_test_support::process::zipkit_command(
@@ -97,6 +102,7 @@ impl Harness {
         .env("ZIPKIT__CRYPTO__KEYS__K1", key)
         .env("ZIPKIT__WORKER__LEASE_SECS", "3")
         .env("ZIPKIT__WORKER__PART_SIZE_MIB", "5")
+        .envs(env.iter().copied())
         .stdout(log())
         .stderr(log())
         .spawn()
@@ -971,6 +977,27 @@ async fn killed_after_two_parts(
     compression: Compression,
     between: impl FnOnce(&str),
 ) -> (Zip, String, Vec<u8>, SourceServer) {
+    takeover_after_two_parts(harness, proxy, a, compression, between, Interruption::Kill).await
+}
+
+/// How the first worker is taken out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interruption {
+    /// SIGKILL: the process is gone.
+    Kill,
+    /// SIGSTOP, and SIGCONT once the second worker has claimed the job: the first comes back
+    /// to find its lease lost (a long GC-like pause, a frozen node).
+    Pause,
+}
+
+async fn takeover_after_two_parts(
+    harness: &Harness,
+    proxy: &zipkit_test_support::store_proxy::StoreProxy,
+    a: Behaviour,
+    compression: Compression,
+    between: impl FnOnce(&str),
+    interruption: Interruption,
+) -> (Zip, String, Vec<u8>, SourceServer) {
     let mib = 1024 * 1024;
     let sources = SourceServer::start(vec![
         ("a.bin", a),
@@ -985,7 +1012,9 @@ async fn killed_after_two_parts(
     ])
     .await;
     let bucket = harness.bucket_at(proxy.url()).await;
-    let mut first = harness.spawn_binary();
+    // One job at a time: the broker delivers nothing more to the first worker while it holds
+    // this job's message (a paused worker would otherwise take the job's next message too).
+    let first = harness.spawn_binary_with(&[("ZIPKIT__WORKER__CONCURRENCY", "1")]);
     let id = harness
         .submit(
             &bucket,
@@ -1017,15 +1046,43 @@ async fn killed_after_two_parts(
             proxy.operations()
         )
     });
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{name}"), first.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name}");
+    };
+    match interruption {
+        Interruption::Kill => signal("KILL"),
+        Interruption::Pause => signal("STOP"),
+    }
     assert!(
         sources.chunks_sent("b.bin") < 64,
         "killed while b.bin was still downloading"
     );
     between(&upload_id);
     let _second = harness.spawn_binary();
+    if interruption == Interruption::Pause {
+        // The paused worker's connection stays open, so its message is not redelivered: send
+        // the job again, as it would come back once the broker gave up on that connection.
+        harness.publish(id).await;
+        // Wake the first worker once the second holds the job and is continuing the upload.
+        for _ in 0..300 {
+            let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
+            if zip.attempts == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        signal("CONT");
+    }
     let zip = harness.wait_finished(id).await;
+    if interruption == Interruption::Pause {
+        // Its heartbeat (every second) finds the lease gone; give it time to act on it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    drop(first);
     let archive = harness.store.get("takeover.zip").await;
     (zip, upload_id, archive, sources)
 }
@@ -1095,6 +1152,32 @@ async fn a_job_taken_over_after_a_kill_continues_its_upload_without_sending_a_pa
             "{compression:?}: the resumed archive differs from an uninterrupted run's"
         );
     }
+}
+
+#[tokio::test]
+async fn a_worker_that_wakes_up_to_find_its_job_taken_over_leaves_the_upload_alone() {
+    let harness = Harness::services_only().await;
+    let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
+    let a = pseudo_random(7 * 1024 * 1024, 1);
+    let (zip, _, archive, _sources) = takeover_after_two_parts(
+        &harness,
+        &proxy,
+        Behaviour::Serve(a.clone()),
+        Compression::Store,
+        |_| {},
+        Interruption::Pause,
+    )
+    .await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(zip.attempts, 2, "the second worker took the job over");
+    assert_eq!(
+        proxy.count("AbortMultipartUpload"),
+        0,
+        "the paused worker did not abort the upload the new owner continued: {:?}",
+        proxy.operations()
+    );
+    assert_eq!(proxy.count("CreateMultipartUpload"), 1);
+    assert_eq!(read_with_python(&archive)["a.bin"], a);
 }
 
 #[tokio::test]

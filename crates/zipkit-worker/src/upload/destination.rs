@@ -100,9 +100,10 @@ struct Inner {
 /// time was 43 % of the worker's CPU when storing. Over plain HTTP (a store on a private
 /// network) the signed hash is the only integrity check, so it stays.
 pub fn signs_bodies(location: &BucketLocation) -> bool {
-    location
-        .endpoint()
-        .is_some_and(|e| e.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")))
+    location.endpoint().is_some_and(|e| {
+        e.get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+    })
 }
 
 impl Destination {
@@ -302,7 +303,7 @@ impl Destination {
                 key = %self.inner.key,
                 upload.id = upload_id,
                 provider.code = e.code().unwrap_or("none"),
-                error = %e.message().map_or_else(|| e.to_string(), str::to_owned),
+                error = %aws_sdk_s3::error::DisplayErrorContext(&e),
                 "could not abort the multipart upload; the bucket's lifecycle rule for incomplete \
                  multipart uploads will remove its parts"
             ),
@@ -355,7 +356,7 @@ impl Destination {
             operation,
             provider.code = provider.as_deref().unwrap_or("none"),
             http.status = status.unwrap_or_default(),
-            error = %err,
+            error = %aws_sdk_s3::error::DisplayErrorContext(err),
             "the store refused a call"
         );
         StoreFailure {
@@ -386,8 +387,14 @@ mod tests {
         use zipkit_domain::Service;
         assert!(!signs_bodies(&at(Service::S3, None)), "AWS: HTTPS");
         assert!(!signs_bodies(&at(Service::R2, None)), "R2: HTTPS");
-        assert!(!signs_bodies(&at(Service::S3, Some("https://minio.example"))));
+        assert!(!signs_bodies(&at(
+            Service::S3,
+            Some("https://minio.example")
+        )));
         assert!(signs_bodies(&at(Service::S3, Some("http://10.0.0.5:9000"))));
-        assert!(signs_bodies(&at(Service::S3, Some("HTTP://store.internal"))));
+        assert!(signs_bodies(&at(
+            Service::S3,
+            Some("HTTP://store.internal")
+        )));
     }
 }
