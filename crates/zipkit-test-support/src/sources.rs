@@ -267,3 +267,25 @@ impl Drop for SourceServer {
         drop(self.handle.stop(false));
     }
 }
+
+/// Word-like text that deflate works hard on (long hash chains), the same for the same seed.
+pub fn word_salad(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let rank = ((state >> 20) % 1000).pow(2) / 1000;
+        for k in 0..2 + (state >> 40) % 9 {
+            out.push(b'a' + ((rank * 7 + k * 13) % 26) as u8);
+        }
+        out.push(if (state >> 10).is_multiple_of(11) {
+            b'\n'
+        } else {
+            b' '
+        });
+    }
+    out.truncate(len);
+    out
+}

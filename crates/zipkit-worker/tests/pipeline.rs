@@ -23,7 +23,7 @@ use zipkit_egress::EgressSettings;
 use zipkit_runtime::broker::{BrokerSettings, publish_confirmed};
 use zipkit_runtime::telemetry::{LogFormat, TelemetrySettings};
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
-use zipkit_test_support::sources::{Behaviour, SourceServer};
+use zipkit_test_support::sources::{Behaviour, SourceServer, word_salad};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 use zipkit_worker::{Settings, Worker, WorkerSettings};
 
@@ -482,28 +482,6 @@ async fn a_job_is_streamed_into_a_valid_archive_in_the_bucket() {
     };
     assert_eq!(parts, 3, "a 12 MiB archive in 5 MiB parts");
     harness.stop().await;
-}
-
-/// Word-like text deflate works hard on (long hash chains), different for every seed.
-fn word_salad(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let rank = ((state >> 20) % 1000).pow(2) / 1000;
-        for k in 0..2 + (state >> 40) % 9 {
-            out.push(b'a' + ((rank * 7 + k * 13) % 26) as u8);
-        }
-        out.push(if (state >> 10).is_multiple_of(11) {
-            b'\n'
-        } else {
-            b' '
-        });
-    }
-    out.truncate(len);
-    out
 }
 
 #[tokio::test]

@@ -171,33 +171,11 @@ mod tests {
         assert_eq!(back, text);
     }
 
-    /// Word-like text (what makes hash chains long), different for every seed.
-    fn salad(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        let mut out = Vec::with_capacity(len);
-        while out.len() < len {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let rank = ((state >> 20) % 1000).pow(2) / 1000;
-            for k in 0..2 + (state >> 40) % 9 {
-                out.push(b'a' + ((rank * 7 + k * 13) % 26) as u8);
-            }
-            out.push(if (state >> 10).is_multiple_of(11) {
-                b'\n'
-            } else {
-                b' '
-            });
-        }
-        out.truncate(len);
-        out
-    }
-
     #[test]
     fn a_block_compresses_to_the_same_bytes_whatever_the_thread_compressed_before() {
         // With a reused (reset) zlib-rs state this differed by a few bytes after some blocks.
         let blocks: Vec<Vec<u8>> = (0..6)
-            .map(|i| salad(BLOCK - i * 777, i as u64 + 1))
+            .map(|i| zipkit_test_support::sources::word_salad(BLOCK - i * 777, i as u64 + 1))
             .collect();
         for i in 1..blocks.len() {
             let dictionary = &blocks[i - 1][blocks[i - 1].len() - WINDOW..];

@@ -106,6 +106,12 @@ pub fn signs_bodies(location: &BucketLocation) -> bool {
     })
 }
 
+/// Counts a body the store took (a part, or a whole archive).
+fn count_sent(bytes: usize) {
+    metrics::counter!(zipkit_runtime::metrics::PARTS_UPLOADED).increment(1);
+    metrics::counter!(zipkit_runtime::metrics::BYTES_UPLOADED).increment(bytes as u64);
+}
+
 impl Destination {
     pub fn new(
         client: Client,
@@ -163,8 +169,7 @@ impl Destination {
             .instrument(span)
             .await
             .map_err(|e| self.failure("PutObject", &e).failure)?;
-        metrics::counter!(zipkit_runtime::metrics::PARTS_UPLOADED).increment(1);
-        metrics::counter!(zipkit_runtime::metrics::BYTES_UPLOADED).increment(size as u64);
+        count_sent(size);
         Ok(answer.e_tag().unwrap_or_default().to_owned())
     }
 
@@ -224,8 +229,7 @@ impl Destination {
             .send()
             .await
             .map_err(|e| self.failure("UploadPart", &e))?;
-        metrics::counter!(zipkit_runtime::metrics::PARTS_UPLOADED).increment(1);
-        metrics::counter!(zipkit_runtime::metrics::BYTES_UPLOADED).increment(size as u64);
+        count_sent(size);
         Ok(UploadedPart {
             number,
             etag: answer.e_tag().unwrap_or_default().to_owned(),
