@@ -27,8 +27,9 @@ use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 
 const MIB: u64 = 1024 * 1024;
-/// Downloads at once in the ceiling run: the worker's default `downloads_ahead`.
-const DOWNLOADS_AHEAD: usize = 16;
+/// Downloads at once in the ceiling run: what the link allows (as `curl --parallel-max 64`),
+/// not the worker's own `downloads_ahead`, so a setting that holds the worker back shows.
+const DOWNLOADS_AHEAD: usize = 64;
 /// Parts of the ceiling upload: the worker's default part size and parts in flight.
 const PART: u64 = 8 * MIB;
 const PARTS_IN_FLIGHT: usize = 4;
@@ -698,6 +699,14 @@ async fn main() -> anyhow::Result<()> {
             compression: Compression::Store,
             corpus: Corpus::WordSalad,
             sources: vec![(32 * 1024, 50); 2000],
+        },
+        Case {
+            name: "store 4.5 GiB + 70,000 x 1 KiB",
+            compression: Compression::Store,
+            corpus: Corpus::WordSalad,
+            sources: std::iter::once((4608 * MIB, 0))
+                .chain(std::iter::repeat_n((1024, 0), 70_000))
+                .collect(),
         },
         Case {
             name: "store ZIP64 (4.25 GiB + 256 MiB)",
