@@ -89,8 +89,9 @@ impl Compressors {
 /// Every block gets a fresh deflate state. A state reused after `reset` (zlib-rs keeps its
 /// hash chains) finds different matches depending on what it compressed before, so the bytes
 /// would depend on which thread took which block: archives must be reproducible byte for byte
-/// (a job taken over resumes after the parts already uploaded). Setting up a state costs about
-/// a thousandth of compressing a block.
+/// (a job taken over resumes after the parts already uploaded). Setting up a state takes 0.01 to
+/// 0.1 ms against some 55 ms to compress a 1 MiB block; 24 blocks fresh against reused timed
+/// within this machine's ±5 % noise (2026-11-29).
 pub fn compress_block(
     input: &[u8],
     dictionary: &[u8],
