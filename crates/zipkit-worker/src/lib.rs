@@ -48,9 +48,11 @@ pub struct WorkerSettings {
     pub source_connect_timeout_secs: u64,
     /// Longest silence from a source before it counts as stalled.
     pub source_read_timeout_secs: u64,
-    /// Sources downloading at once per job, ahead of the one being written.
+    /// Sources downloading at once per job (the one being written included): a count ceiling;
+    /// the bytes they hold are bounded by `download_buffer_mib`.
     pub downloads_ahead: u16,
-    /// Downloaded bytes a job may hold before the writer takes them, shared by those downloads.
+    /// Downloaded bytes a job's downloads may hold together before the writer takes them, beyond
+    /// a small share each (`prefetch::OWN_BYTES`).
     pub download_buffer_mib: u32,
     /// A source sending fewer than `stall_min_bytes` in `stall_window_secs` is stalled (retried,
     /// resumed where possible).
@@ -222,8 +224,8 @@ impl Worker {
             buckets: zipkit_storage::BucketClients::new(egress.clone()),
             downloads: prefetch::DownloadLimits {
                 ahead: usize::from(w.downloads_ahead),
-                bytes_per_entry: (w.download_buffer_mib as usize * 1024 * 1024)
-                    / usize::from(w.downloads_ahead),
+                job_bytes: w.download_buffer_mib as usize * 1024 * 1024,
+                own_bytes: prefetch::OWN_BYTES,
                 stall_window: Duration::from_secs(w.stall_window_secs),
                 source_wait: Duration::from_secs(w.source_wait_secs),
                 stall_min_bytes: w.stall_min_bytes,

@@ -3,8 +3,11 @@
 //! broken connection when the source allows it — and otherwise starts the source over, checking
 //! that the bytes already handed on come again unchanged — and hands its bytes over through a
 //! channel. At
-//! most `ahead` entries download at once and each holds at most `bytes_per_entry` unconsumed
-//! bytes, so memory is bounded by count and by bytes; the job takes the entries strictly in order.
+//! most `ahead` entries download at once; the bytes they hold until the writer takes them come
+//! from one budget for the whole job (`job_bytes`), so many small sources overlap their latency
+//! while a few large ones cannot fill memory. Each download also has a small share of its own
+//! (`own_bytes`): the entry being written always gets on, however much the downloads ahead of
+//! it hold of the job's budget. The job takes the entries strictly in order.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,13 +24,19 @@ use zipkit_runtime::metrics as metrics_names;
 
 use crate::download::{self, ATTEMPTS, Resume, SourceError};
 
+/// The bytes each download may always hold (`DownloadLimits::own_bytes`): a few chunks.
+pub const OWN_BYTES: usize = 64 * 1024;
+
 /// Limits and timing for source downloads.
 #[derive(Debug, Clone)]
 pub struct DownloadLimits {
     /// Entries downloading at once (the one being written included).
     pub ahead: usize,
-    /// Unconsumed bytes one entry may hold.
-    pub bytes_per_entry: usize,
+    /// Unconsumed bytes all of a job's downloads may hold together, beyond their own shares.
+    pub job_bytes: usize,
+    /// Unconsumed bytes each download may always hold (a chunk or two), whatever the job's
+    /// budget: what keeps the entry being written moving.
+    pub own_bytes: usize,
     /// A source slower than `stall_min_bytes` per `stall_window` is stalled.
     pub stall_window: Duration,
     pub stall_min_bytes: u64,
@@ -73,6 +82,8 @@ pub struct Prefetcher {
     running: VecDeque<Download>,
     http: reqwest::Client,
     limits: Arc<DownloadLimits>,
+    /// The job's byte budget, shared by its downloads.
+    budget: Arc<Semaphore>,
 }
 
 impl Prefetcher {
@@ -81,6 +92,7 @@ impl Prefetcher {
             waiting: entries.into(),
             running: VecDeque::new(),
             http,
+            budget: Arc::new(Semaphore::new(limits.job_bytes)),
             limits: Arc::new(limits),
         }
     }
@@ -117,6 +129,7 @@ impl Prefetcher {
                     self.http.clone(),
                     entry.url.clone(),
                     self.limits.clone(),
+                    self.budget.clone(),
                     tx,
                 )
                 .instrument(span),
@@ -214,6 +227,7 @@ async fn download(
     http: reqwest::Client,
     url: String,
     limits: Arc<DownloadLimits>,
+    job_budget: Arc<Semaphore>,
     tx: mpsc::Sender<Event>,
 ) {
     let mut patience = Patience::new(limits.source_wait);
@@ -247,7 +261,7 @@ async fn download(
     if tx.send(Event::Started { content_length }).await.is_err() {
         return;
     }
-    let budget = Arc::new(Semaphore::new(limits.bytes_per_entry));
+    let own = Arc::new(Semaphore::new(limits.own_bytes));
     let mut body = response.bytes_stream();
     let (mut received, mut attempt) = (0u64, 1u32);
     let mut stall = StallWatch::new(limits.stall_window, limits.stall_min_bytes);
@@ -301,8 +315,7 @@ async fn download(
                         let _ = tx.send(Event::Failed(error)).await;
                         return;
                     }
-                    let share = chunk.len().clamp(1, limits.bytes_per_entry) as u32;
-                    let Ok(permit) = budget.clone().acquire_many_owned(share).await else {
+                    let Some(permit) = hold(&own, &job_budget, chunk.len(), &limits).await else {
                         return;
                     };
                     if tx.send(Event::Data(chunk, permit)).await.is_err() {
@@ -358,6 +371,25 @@ async fn download(
         body = response.bytes_stream();
         stall = StallWatch::new(limits.stall_window, limits.stall_min_bytes);
         replay = (replayed && received > 0).then(|| (received, crc32fast::Hasher::new()));
+    }
+}
+
+/// Permission to hold `bytes` until the writer takes them: from the download's own share if it
+/// has room, else from whichever of its share and the job's budget frees up first.
+async fn hold(
+    own: &Arc<Semaphore>,
+    job: &Arc<Semaphore>,
+    bytes: usize,
+    limits: &DownloadLimits,
+) -> Option<OwnedSemaphorePermit> {
+    let from_own = bytes.clamp(1, limits.own_bytes) as u32;
+    if let Ok(permit) = own.clone().try_acquire_many_owned(from_own) {
+        return Some(permit);
+    }
+    let from_job = bytes.clamp(1, limits.job_bytes) as u32;
+    tokio::select! {
+        permit = own.clone().acquire_many_owned(from_own) => permit.ok(),
+        permit = job.clone().acquire_many_owned(from_job) => permit.ok(),
     }
 }
 

@@ -568,6 +568,64 @@ async fn the_same_job_built_twice_gives_the_same_bytes() {
 }
 
 #[tokio::test]
+async fn downloads_ahead_share_one_byte_budget_without_starving_the_entry_being_written() {
+    // A budget smaller than one source: the sources ahead take all of it, and the one being
+    // written still gets on with its own share.
+    let harness = Harness::start_configured(|w| {
+        w.download_buffer_mib = 1;
+        w.downloads_ahead = 64;
+    })
+    .await;
+    let mut routes: Vec<(String, Behaviour)> = (0..5)
+        .map(|i| {
+            (
+                format!("big-{i}.bin"),
+                Behaviour::Serve(pseudo_random(3 << 20, i)),
+            )
+        })
+        .collect();
+    // And many small ones that wait before their first byte.
+    routes.extend((0..200).map(|i| {
+        (
+            format!("small-{i}.txt"),
+            Behaviour::Slow {
+                chunk: 1000,
+                chunks: 1,
+                pause: Duration::from_millis(50),
+            },
+        )
+    }));
+    let sources = SourceServer::start(
+        routes
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.clone()))
+            .collect(),
+    )
+    .await;
+    let bucket = harness.bucket().await;
+    let entries: Vec<(String, &str)> = routes
+        .iter()
+        .map(|(name, _)| (sources.url(name), name.as_str()))
+        .collect();
+    let id = harness
+        .submit(
+            &bucket,
+            "budget.zip",
+            &entries,
+            Compression::Store,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    let read = read_with_python(&harness.store.get("budget.zip").await);
+    assert_eq!(read.len(), 205);
+    assert_eq!(read["big-4.bin"], pseudo_random(3 << 20, 4));
+    assert_eq!(read["small-199.txt"], vec![b'x'; 1000]);
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked() {
     let harness = Harness::start().await;
     let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
