@@ -281,16 +281,10 @@ async fn process(
         Err(failure) if failure.is_cancelled() => ("cancelled", String::new()),
         Err(failure) => ("failed", failure.code.to_owned()),
     };
-    let retried = match &result {
-        Err(failure) => {
-            failure.worth_retrying(zip.last_failure.as_deref())
-                && zip.attempts < settings.max_attempts
-        }
-        Ok(_) => false,
-    };
+    let worth_retrying = matches!(&result, Err(f) if f.worth_retrying(zip.last_failure.as_deref()));
+    let retried = worth_retrying && zip.attempts < settings.max_attempts;
     // Out of attempts on a failure that was worth retrying: dead-lettered for inspection.
-    let exhausted =
-        !retried && matches!(&result, Err(f) if f.worth_retrying(zip.last_failure.as_deref()));
+    let exhausted = worth_retrying && !retried;
     let attempt_label = if retried { "retried" } else { outcome_label };
     metrics::histogram!(names::JOB_DURATION, "outcome" => attempt_label)
         .record(started.elapsed().as_secs_f64());

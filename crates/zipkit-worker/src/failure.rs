@@ -59,6 +59,11 @@ impl JobFailure {
         Self::new("internal_error", message, Blame::Service, Retry::Later)
     }
 
+    /// PostgreSQL failed this side: worth another attempt.
+    pub fn database(error: impl std::fmt::Display) -> Self {
+        Self::internal(format!("database: {error}"))
+    }
+
     /// The job was cancelled through the API, or its lease went to another worker.
     pub fn cancelled() -> Self {
         Self::new(

@@ -89,11 +89,10 @@ async fn prepare(
     ctx: &JobContext,
     zip: &Zip,
 ) -> Result<(Destination, Service, Vec<ZipEntry>), JobFailure> {
-    let unavailable = |e: &dyn std::fmt::Display| JobFailure::internal(format!("database: {e}"));
-    let mut conn = ctx.pool.get().await.map_err(|e| unavailable(&e))?;
+    let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     let bucket = Bucket::find_any(&mut conn, zip.bucket_id)
         .await
-        .map_err(|e| unavailable(&e))?
+        .map_err(JobFailure::database)?
         .ok_or_else(|| {
             JobFailure::new(
                 "bucket_not_found",
@@ -112,7 +111,7 @@ async fn prepare(
     })?;
     let entries = Zip::entries(&mut conn, zip.id)
         .await
-        .map_err(|e| unavailable(&e))?;
+        .map_err(JobFailure::database)?;
     drop(conn);
     let location = BucketLocation::from(&bucket);
     let client = ctx.buckets.client(&location, &credentials).map_err(|why| {
@@ -214,11 +213,10 @@ async fn resume_point(
     let Some(upload_id) = zip.upload_id.clone() else {
         return Ok(None);
     };
-    let unavailable = |e: &dyn std::fmt::Display| JobFailure::internal(format!("database: {e}"));
-    let mut conn = ctx.pool.get().await.map_err(|e| unavailable(&e))?;
+    let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     let recorded = Zip::upload_plan(&mut conn, zip.id, &upload_id)
         .await
-        .map_err(|e| unavailable(&e))?;
+        .map_err(JobFailure::database)?;
     if recorded.as_deref() != Some(description) {
         tracing::info!(
             zip.id = %zip.id,
@@ -235,7 +233,7 @@ async fn resume_point(
     let mut parts = Vec::new();
     for part in Zip::parts(&mut conn, zip.id, &upload_id)
         .await
-        .map_err(|e| unavailable(&e))?
+        .map_err(JobFailure::database)?
     {
         // From part 1 on without a gap; later ones are uploaded again.
         let Some(crc32) = part.crc32.and_then(|c| u32::try_from(c).ok()) else {
@@ -263,14 +261,13 @@ async fn resume_point(
 
 /// Marks an upload ended and no longer the job's.
 async fn forget_upload(ctx: &JobContext, zip: &Zip, upload_id: &str) -> Result<(), JobFailure> {
-    let failed = |e: &dyn std::fmt::Display| JobFailure::internal(format!("database: {e}"));
-    let mut conn = ctx.pool.get().await.map_err(|e| failed(&e))?;
+    let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     Zip::end_upload(&mut conn, zip.id, upload_id)
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(JobFailure::database)?;
     Zip::forget_upload(&mut conn, zip.id, &ctx.owner)
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(JobFailure::database)?;
     Ok(())
 }
 
