@@ -12,6 +12,7 @@ use std::time::Duration;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -92,11 +93,23 @@ impl Topology {
     }
 }
 
+/// Largest AMQP frame this side asks for (bytes); bigger messages are split into several frames.
+const FRAME_MAX: u32 = 16 * 1024;
+
 /// Opens a connection, declares the topology, and returns a channel with publisher confirms on.
 pub async fn connect(settings: &BrokerSettings) -> lapin::Result<(Connection, Channel)> {
     let properties = ConnectionProperties::default()
         .with_connection_name(settings.connection_name.as_str().into());
-    let connection = Connection::connect(settings.url.expose_secret(), properties).await?;
+    let mut uri: AMQPUri = settings
+        .url
+        .expose_secret()
+        .parse()
+        .map_err(|e: String| lapin::Error::from(std::io::Error::other(e)))?;
+    // lapin keeps two buffers of 32 frames each per connection: at RabbitMQ's 128 KiB frame that
+    // is 8 MiB of a worker's memory for messages of a few hundred bytes. A URL's own `frame_max`
+    // wins.
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    let connection = Connection::connect_uri(uri, properties).await?;
     let channel = connection.create_channel().await?;
     Topology::new(&settings.queue_prefix)
         .declare(&channel)

@@ -21,6 +21,7 @@ use crate::archive::{
 use crate::download::SourceError;
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
+use crate::memory::{BufferBudget, PartMemory};
 use crate::prefetch::{DownloadLimits, Event, Prefetcher};
 use crate::upload::{
     self, Destination, Ending, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
@@ -47,6 +48,8 @@ pub struct JobContext {
     pub deflate_level: u32,
     /// The threads that compress deflate blocks, shared by every job.
     pub compressors: Compressors,
+    /// The worker's buffer memory, shared by its jobs (`worker.buffer_mib`).
+    pub buffers: BufferBudget,
 }
 
 /// How a job attempt that did not fail ended.
@@ -298,6 +301,8 @@ impl Attempt<'_> {
         resume: Option<Resume>,
     ) -> Result<Built, Restart> {
         let (ctx, zip) = (self.ctx, self.zip);
+        // Before the first download: a job that has started can always finish.
+        let memory = PartMemory::reserve(&ctx.buffers, self.plan.size(1)).await;
         let (recorder, notes) = Recorder::start(ctx.pool.clone(), zip.id, ctx.owner.clone());
         if let Some(resume) = &resume {
             let already: i64 = resume.parts.iter().map(|p| p.size).sum();
@@ -315,7 +320,17 @@ impl Attempt<'_> {
         let (destination, plan) = (self.destination.clone(), self.plan);
         let uploader = tokio::spawn(
             async move {
-                upload::upload(&destination, chunks_rx, plan, &ledger, finished_rx, resume).await
+                let memory = memory;
+                upload::upload(
+                    &destination,
+                    chunks_rx,
+                    plan,
+                    &memory,
+                    &ledger,
+                    finished_rx,
+                    resume,
+                )
+                .await
             }
             .instrument(tracing::Span::current()),
         );

@@ -10,6 +10,7 @@ pub mod download;
 pub mod failure;
 pub mod job;
 pub mod lease;
+pub mod memory;
 pub mod prefetch;
 pub mod probes;
 pub mod upload;
@@ -39,8 +40,12 @@ pub struct WorkerSettings {
     pub concurrency: u16,
     /// Size of each multipart-upload part (S3's minimum is 5 MiB).
     pub part_size_mib: u32,
-    /// Parts uploading at once per job.
+    /// Parts uploading at once per job, at most: more parts in flight draw on `buffer_mib`.
     pub parts_in_flight: u16,
+    /// The worker's buffer memory, shared by all its jobs: each job's part being filled (reserved
+    /// when the job starts; a job waits for it), more parts in flight, and downloaded bytes read
+    /// ahead of the writer (`memory`).
+    pub buffer_mib: u32,
     /// How long a claim holds without a heartbeat before another worker may take the job over.
     pub lease_secs: u64,
     /// On SIGTERM, how long in-flight jobs may run before they are handed back.
@@ -153,6 +158,12 @@ impl WorkerSettings {
             at_least_one,
         )?;
         check(
+            "buffer_mib",
+            self.buffer_mib.into(),
+            self.buffer_mib >= self.part_size_mib,
+            "must hold at least one part (part_size_mib)",
+        )?;
+        check(
             "lease_secs",
             self.lease_secs,
             self.lease_secs >= 3,
@@ -213,6 +224,7 @@ impl Worker {
         let broker = Broker::start(settings.broker);
         let w = &settings.worker;
         let egress = EgressPolicy::new(&settings.egress);
+        let buffers = memory::BufferBudget::new(w.buffer_mib as usize * 1024 * 1024);
         let context = JobContext {
             pool,
             keyring: Arc::new(keyring),
@@ -231,11 +243,13 @@ impl Worker {
                 stall_min_bytes: w.stall_min_bytes,
                 max_source_bytes: w.max_source_bytes,
                 egress: egress.clone(),
+                budget: buffers.clone(),
             },
             max_archive_bytes: w.max_archive_bytes,
             deflate_level: w.deflate_level,
             compressors: archive::deflate::Compressors::per_core()
                 .map_err(StartError::Compressors)?,
+            buffers,
             part_size: w.part_size_mib as usize * 1024 * 1024,
             parts_in_flight: usize::from(w.parts_in_flight),
             store_timeouts: upload::StoreTimeouts {

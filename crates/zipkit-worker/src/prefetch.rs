@@ -23,6 +23,7 @@ use zipkit_domain::models::ZipEntry;
 use zipkit_runtime::metrics as metrics_names;
 
 use crate::download::{self, ATTEMPTS, Resume, SourceError};
+use crate::memory::{BufferBudget, Reservation};
 
 /// The bytes each download may always hold (`DownloadLimits::own_bytes`): a few chunks.
 pub const OWN_BYTES: usize = 64 * 1024;
@@ -46,6 +47,17 @@ pub struct DownloadLimits {
     pub max_source_bytes: u64,
     /// What sources may be fetched from.
     pub egress: EgressPolicy,
+    /// The worker's buffer budget: bytes held beyond a download's own share come from it as well
+    /// as from the job's.
+    pub budget: BufferBudget,
+}
+
+/// What downloaded bytes hold until the writer takes them: a download's own share, or the job's
+/// budget and the worker's.
+#[derive(Debug)]
+pub struct Held {
+    _share: OwnedSemaphorePermit,
+    _worker: Option<Reservation>,
 }
 
 /// What an entry's download reports, in this order: `Started`, then `Data`..., then the channel
@@ -55,8 +67,8 @@ pub enum Event {
     Started {
         content_length: Option<u64>,
     },
-    /// Bytes, with the share of the entry's byte budget they hold until consumed.
-    Data(Bytes, OwnedSemaphorePermit),
+    /// Bytes, with the budget they hold until consumed.
+    Data(Bytes, Held),
     /// The download failed for good (after any bytes already handed over).
     Failed(SourceError),
 }
@@ -375,21 +387,34 @@ async fn download(
 }
 
 /// Permission to hold `bytes` until the writer takes them: from the download's own share if it
-/// has room, else from whichever of its share and the job's budget frees up first.
+/// has room, else from whichever frees up first: its share, or the job's budget and then the
+/// worker's.
 async fn hold(
     own: &Arc<Semaphore>,
     job: &Arc<Semaphore>,
     bytes: usize,
     limits: &DownloadLimits,
-) -> Option<OwnedSemaphorePermit> {
+) -> Option<Held> {
     let from_own = bytes.clamp(1, limits.own_bytes) as u32;
+    let own_only = |permit| Held {
+        _share: permit,
+        _worker: None,
+    };
     if let Ok(permit) = own.clone().try_acquire_many_owned(from_own) {
-        return Some(permit);
+        return Some(own_only(permit));
     }
     let from_job = bytes.clamp(1, limits.job_bytes) as u32;
+    let shared = async {
+        let permit = job.clone().acquire_many_owned(from_job).await.ok()?;
+        let worker = limits.budget.reserve(bytes).await;
+        Some(Held {
+            _share: permit,
+            _worker: Some(worker),
+        })
+    };
     tokio::select! {
-        permit = own.clone().acquire_many_owned(from_own) => permit.ok(),
-        permit = job.clone().acquire_many_owned(from_job) => permit.ok(),
+        permit = own.clone().acquire_many_owned(from_own) => permit.ok().map(own_only),
+        held = shared => held,
     }
 }
 

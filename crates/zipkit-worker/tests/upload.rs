@@ -18,6 +18,7 @@ use zipkit_test_support::canned_http::{CannedHttp, s3_error};
 use zipkit_test_support::services::{s3_access_key, s3_secret_key};
 use zipkit_test_support::store_proxy::StoreProxy;
 use zipkit_worker::failure::{JobFailure, Retry};
+use zipkit_worker::memory::{BufferBudget, PartMemory};
 use zipkit_worker::upload::{
     Destination, Ending, Ledger, PartPlan, Resume, StoreTimeouts, UploadError, Uploaded,
     UploadedPart, upload,
@@ -101,6 +102,33 @@ async fn run_upload(
     ending: Ending,
     resume: Option<Resume>,
 ) -> Result<Uploaded, UploadError> {
+    let budget = BufferBudget::new(64 * MIB);
+    let run = Run {
+        destination,
+        plan,
+        ledger,
+        budget: &budget,
+    };
+    run.upload(archive, ending, resume).await
+}
+
+/// One upload, with the worker's buffer budget it draws on.
+struct Run<'a> {
+    destination: &'a Destination,
+    plan: PartPlan,
+    ledger: &'a MemoryLedger,
+    budget: &'a BufferBudget,
+}
+
+impl Run<'_> {
+    async fn upload(
+        &self,
+        archive: Bytes,
+        ending: Ending,
+        resume: Option<Resume>,
+    ) -> Result<Uploaded, UploadError> {
+        let (destination, plan, ledger) = (self.destination, self.plan, self.ledger);
+        let memory = PartMemory::reserve(self.budget, plan.size(1)).await;
     let (chunks, rx) = mpsc::channel(4);
     let (finished, finished_rx) = oneshot::channel();
     let feeding = tokio::spawn(async move {
@@ -115,9 +143,10 @@ async fn run_upload(
         drop(chunks);
         let _ = finished.send(ending);
     });
-    let result = upload(destination, rx, plan, ledger, finished_rx, resume).await;
+    let result = upload(destination, rx, plan, &memory, ledger, finished_rx, resume).await;
     feeding.await.unwrap();
     result
+    }
 }
 
 fn store_destination(proxy: &StoreProxy, store: &TestBucket, key: &str) -> Destination {
@@ -127,6 +156,32 @@ fn store_destination(proxy: &StoreProxy, store: &TestBucket, key: &str) -> Desti
         key,
         (&s3_access_key(), &s3_secret_key()),
     )
+}
+
+#[tokio::test]
+async fn with_only_a_floor_of_budget_parts_go_one_at_a_time_and_the_budget_comes_back_whole() {
+    // Two parts may fly at once, but the worker's budget holds one part: the job's floor. The
+    // next part's buffer waits for the one uploading, the archive still arrives whole, and every
+    // byte of the budget is free again afterwards (part buffers hold it until they are up).
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let archive = archive_bytes(3 * 5 * MIB + 4_321);
+    let budget = BufferBudget::new(5 * MIB);
+    let ledger = MemoryLedger::default();
+    let destination = store_destination(&proxy, &store, "floor.zip");
+    let run = Run {
+        destination: &destination,
+        plan: PartPlan::new(5 * MIB, 2, None),
+        ledger: &ledger,
+        budget: &budget,
+    };
+    let uploaded = run
+        .upload(archive.clone(), Ending::Complete, None)
+        .await
+        .unwrap();
+    assert_eq!(uploaded.parts, 4);
+    assert_eq!(proxy.count("UploadPart"), 4);
+    assert_eq!(store.get("floor.zip").await, archive);
+    assert_eq!(budget.available(), 5 * MIB);
 }
 
 #[tokio::test]

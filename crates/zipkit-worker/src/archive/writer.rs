@@ -14,8 +14,10 @@ use super::format::{self, CentralRecord, DosTime, Method};
 
 /// Entries that may pass 4 GiB (unknown size, or near the limit) get ZIP64 fields up front.
 pub const ZIP64_THRESHOLD: u64 = 0xFFFF_FFFF - 64 * 1024 * 1024;
-/// Output is handed to the uploader in chunks of about this size.
-const OUTPUT_CHUNK: usize = 256 * 1024;
+/// Output is handed to the uploader in chunks of about this size: pieces of a quarter of it or
+/// more go as they are, smaller ones are gathered. Small enough that the gathering buffer is an
+/// ordinary heap block the allocator reuses (below the worker's mmap threshold, main.rs).
+const OUTPUT_CHUNK: usize = 64 * 1024;
 /// Bytes waiting in the queue (stored data, and blocks being compressed) before the writer waits.
 const QUEUED_BYTES: usize = 16 * 1024 * 1024;
 
@@ -120,7 +122,7 @@ impl ArchiveWriter {
             max_blocks: compressors.threads() * 2,
             compressors,
             out,
-            buffer: BytesMut::with_capacity(OUTPUT_CHUNK * 2),
+            buffer: BytesMut::with_capacity(OUTPUT_CHUNK + OUTPUT_CHUNK / 4),
             queue: VecDeque::new(),
             blocks_in_queue: 0,
             bytes_in_queue: 0,

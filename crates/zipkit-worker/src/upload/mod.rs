@@ -13,12 +13,13 @@ pub mod sweeper;
 
 pub use destination::{Destination, StoreFailure, StoreTimeouts, UploadedPart};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::failure::JobFailure;
+use crate::memory::{PartBuffer, PartMemory, PartPermit};
 
 /// Where an upload's progress is kept as it happens (PostgreSQL in the worker), so that a worker
 /// taking the job over knows which parts are in the bucket.
@@ -158,6 +159,7 @@ pub async fn upload(
     destination: &Destination,
     chunks: mpsc::Receiver<Bytes>,
     plan: PartPlan,
+    memory: &PartMemory,
     ledger: &impl Ledger,
     finished: oneshot::Receiver<Ending>,
     resume: Option<Resume>,
@@ -170,6 +172,7 @@ pub async fn upload(
         destination,
         chunks,
         plan,
+        memory,
         ledger,
         finished,
         resume,
@@ -254,6 +257,7 @@ async fn stream(
     destination: &Destination,
     mut chunks: mpsc::Receiver<Bytes>,
     plan: PartPlan,
+    memory: &PartMemory,
     ledger: &impl Ledger,
     finished: oneshot::Receiver<Ending>,
     resume: Option<Resume>,
@@ -294,9 +298,9 @@ async fn stream(
             UploadError::Failed(refused.failure)
         }
     };
-    // Each part is filled to exactly its size in its own allocation, so a part in flight never
-    // shares (and keeps alive) a larger buffer with the next one.
-    let mut buffer = BytesMut::with_capacity(plan.size(next_number));
+    // Each part is filled to exactly its size in its own mapping, taken when its first byte
+    // arrives (`next_buffer`).
+    let mut buffer: Option<PartBuffer<PartPermit>> = None;
     let mut total = 0u64;
     while let Some(mut chunk) = chunks.recv().await {
         total += chunk.len() as u64;
@@ -311,12 +315,22 @@ async fn stream(
             if let Some(part) = last_part_short {
                 return Err(UploadError::Diverged { part });
             }
-            let part_size = plan.size(next_number);
-            let take = chunk.len().min(part_size - buffer.len());
-            buffer.extend_from_slice(&chunk.split_to(take));
-            if buffer.len() == part_size {
-                let next = BytesMut::with_capacity(plan.size(next_number + 1));
-                let body = std::mem::replace(&mut buffer, next).freeze();
+            let filling = match &mut buffer {
+                Some(filling) => filling,
+                None => {
+                    let next = NextBuffer {
+                        memory,
+                        size: plan.size(next_number),
+                        upload_id: seen.upload_id.as_deref(),
+                        ledger,
+                    };
+                    buffer.insert(next.take(&mut uploading, &mut parts).await.map_err(lost)?)
+                }
+            };
+            let take = filling.fill(&chunk);
+            let _ = chunk.split_to(take);
+            if filling.len() == filling.capacity() {
+                let body = buffer.take().expect("a buffer is being filled").freeze();
                 let id = match &seen.upload_id {
                     Some(id) => id.clone(),
                     None => {
@@ -349,7 +363,8 @@ async fn stream(
         return Err(UploadError::Diverged { part });
     }
     let Some(id) = seen.upload_id.clone() else {
-        let etag = destination.put_object(buffer.freeze()).await?;
+        let body = buffer.map(PartBuffer::freeze).unwrap_or_default();
+        let etag = destination.put_object(body).await?;
         return Ok(Uploaded {
             size: total,
             etag,
@@ -363,8 +378,8 @@ async fn stream(
         plan,
         ledger,
     };
-    if !buffer.is_empty() {
-        send.send(&mut uploading, &mut parts, next_number, buffer.freeze())
+    if let Some(last) = buffer.filter(|b| !b.is_empty()) {
+        send.send(&mut uploading, &mut parts, next_number, last.freeze())
             .await
             .map_err(lost)?;
     }
@@ -429,6 +444,48 @@ impl<L: Ledger> SendPart<'_, L> {
             parts.push(part);
         }
         Ok(())
+    }
+}
+
+/// Where the memory for the next part buffer comes from.
+struct NextBuffer<'a, L> {
+    memory: &'a PartMemory,
+    size: usize,
+    /// The upload, once there is one (parts are in flight only then).
+    upload_id: Option<&'a str>,
+    ledger: &'a L,
+}
+
+impl<L: Ledger> NextBuffer<'_, L> {
+    /// The job's floor or free budget; when neither is free, one of the job's own parts finishing
+    /// (recorded as it finishes) frees some. Never waits on memory other jobs hold.
+    async fn take(
+        &self,
+        uploading: &mut Uploading,
+        parts: &mut Vec<UploadedPart>,
+    ) -> Result<PartBuffer<PartPermit>, StoreFailure> {
+        let permit = loop {
+            if let Some(permit) = self.memory.try_take(self.size) {
+                break permit;
+            }
+            let Some(upload_id) = self.upload_id.filter(|_| !uploading.is_empty()) else {
+                break self.memory.take_floor(self.size).await;
+            };
+            if let Some(part) = next_finished(uploading).await? {
+                self.ledger
+                    .part_uploaded(upload_id, &part)
+                    .await
+                    .map_err(|failure| StoreFailure {
+                        failure,
+                        upload_lost: false,
+                    })?;
+                parts.push(part);
+            }
+        };
+        PartBuffer::new(self.size, permit).map_err(|e| StoreFailure {
+            failure: JobFailure::internal(format!("could not map a {} byte part: {e}", self.size)),
+            upload_lost: false,
+        })
     }
 }
 
