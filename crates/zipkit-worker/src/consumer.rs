@@ -21,6 +21,7 @@ use zipkit_runtime::broker::Broker;
 use zipkit_runtime::metrics as names;
 use zipkit_runtime::telemetry;
 
+use crate::allocator;
 use crate::failure::JobFailure;
 use crate::job::{self, JobContext};
 use crate::lease::Lease;
@@ -181,6 +182,7 @@ async fn handle(
     process(ctx, broker, delivery, settings, message)
         .instrument(span)
         .await;
+    allocator::release_free_memory();
 }
 
 /// The `traceparent` AMQP header, when the publisher set one.

@@ -4,6 +4,7 @@
 //! PutObject or a multipart upload, resumed after a takeover), orchestrated per job by `job`;
 //! `lease` is a claimed job's lease and heartbeat, `failure` why an attempt failed.
 
+pub mod allocator;
 pub mod archive;
 pub mod consumer;
 pub mod download;

@@ -296,7 +296,11 @@ mod tests {
         let budget = BufferBudget::new(16 * MIB);
         let mut part = PartBuffer::new(8 * MIB, budget.reserve(8 * MIB).await).unwrap();
         assert_eq!(part.fill(&[7u8; 5 * MIB]), 5 * MIB);
-        assert_eq!(part.fill(&[9u8; 5 * MIB]), 3 * MIB, "only what fits goes in");
+        assert_eq!(
+            part.fill(&[9u8; 5 * MIB]),
+            3 * MIB,
+            "only what fits goes in"
+        );
         assert_eq!(part.len(), part.capacity());
         let body = part.freeze();
         assert_eq!(body.len(), 8 * MIB);

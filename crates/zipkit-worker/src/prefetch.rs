@@ -90,7 +90,9 @@ impl Drop for Download {
 /// Starts downloads ahead and yields them in request order.
 #[derive(Debug)]
 pub struct Prefetcher {
-    waiting: VecDeque<ZipEntry>,
+    /// The job's entries (one copy for all its attempts), and the next to start.
+    entries: Arc<[ZipEntry]>,
+    next: usize,
     running: VecDeque<Download>,
     http: reqwest::Client,
     limits: Arc<DownloadLimits>,
@@ -99,9 +101,10 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
-    pub fn new(http: reqwest::Client, limits: DownloadLimits, entries: Vec<ZipEntry>) -> Self {
+    pub fn new(http: reqwest::Client, limits: DownloadLimits, entries: Arc<[ZipEntry]>) -> Self {
         Self {
-            waiting: entries.into(),
+            entries,
+            next: 0,
             running: VecDeque::new(),
             http,
             budget: Arc::new(Semaphore::new(limits.job_bytes)),
@@ -119,9 +122,10 @@ impl Prefetcher {
 
     fn fill(&mut self) {
         while self.running.len() < self.limits.ahead {
-            let Some(entry) = self.waiting.pop_front() else {
+            let Some(entry) = self.entries.get(self.next).cloned() else {
                 return;
             };
+            self.next += 1;
             // Capacity is not the bound (the byte budget is); it only has to exceed the chunks
             // the budget can hold.
             let (tx, events) = mpsc::channel(1024);

@@ -134,6 +134,7 @@ impl Harness {
                 concurrency: 2,
                 part_size_mib: 5,
                 parts_in_flight: 3,
+                buffer_mib: 64,
                 lease_secs: 30,
                 shutdown_grace_secs: 10,
                 source_connect_timeout_secs: 2,

@@ -129,23 +129,23 @@ impl Run<'_> {
     ) -> Result<Uploaded, UploadError> {
         let (destination, plan, ledger) = (self.destination, self.plan, self.ledger);
         let memory = PartMemory::reserve(self.budget, plan.size(1)).await;
-    let (chunks, rx) = mpsc::channel(4);
-    let (finished, finished_rx) = oneshot::channel();
-    let feeding = tokio::spawn(async move {
-        let mut at = 0;
-        while at < archive.len() {
-            let end = (at + 300_000).min(archive.len());
-            if chunks.send(archive.slice(at..end)).await.is_err() {
-                break;
+        let (chunks, rx) = mpsc::channel(4);
+        let (finished, finished_rx) = oneshot::channel();
+        let feeding = tokio::spawn(async move {
+            let mut at = 0;
+            while at < archive.len() {
+                let end = (at + 300_000).min(archive.len());
+                if chunks.send(archive.slice(at..end)).await.is_err() {
+                    break;
+                }
+                at = end;
             }
-            at = end;
-        }
-        drop(chunks);
-        let _ = finished.send(ending);
-    });
-    let result = upload(destination, rx, plan, &memory, ledger, finished_rx, resume).await;
-    feeding.await.unwrap();
-    result
+            drop(chunks);
+            let _ = finished.send(ending);
+        });
+        let result = upload(destination, rx, plan, &memory, ledger, finished_rx, resume).await;
+        feeding.await.unwrap();
+        result
     }
 }
 
