@@ -171,8 +171,7 @@ pub async fn upload(
     let result = stream(
         destination,
         chunks,
-        plan,
-        memory,
+        Cutting { plan, memory },
         ledger,
         finished,
         resume,
@@ -253,11 +252,16 @@ impl PrefixCheck {
     }
 }
 
+/// How the archive is cut into parts, and the memory the parts are filled in.
+struct Cutting<'a> {
+    plan: PartPlan,
+    memory: &'a PartMemory,
+}
+
 async fn stream(
     destination: &Destination,
     mut chunks: mpsc::Receiver<Bytes>,
-    plan: PartPlan,
-    memory: &PartMemory,
+    Cutting { plan, memory }: Cutting<'_>,
     ledger: &impl Ledger,
     finished: oneshot::Receiver<Ending>,
     resume: Option<Resume>,
