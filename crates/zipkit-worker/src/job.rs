@@ -22,7 +22,7 @@ use crate::download::SourceError;
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
 use crate::memory::{BufferBudget, PartMemory};
-use crate::prefetch::{DownloadLimits, Event, Prefetcher};
+use crate::prefetch::{DownloadLimits, Event, Prefetcher, Source};
 use crate::upload::{
     self, Destination, Ending, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
 };
@@ -144,8 +144,8 @@ pub async fn run(
     cancelled: watch::Receiver<Interrupt>,
 ) -> Result<Built, JobFailure> {
     let (destination, service, entries) = prepare(ctx, zip).await?;
-    // One copy for both builds (70,000 entries hold ~20 MiB).
-    let entries: Arc<[ZipEntry]> = entries.into();
+    // One copy for both builds, of what downloads need.
+    let entries: Arc<[Source]> = entries.into_iter().map(Source::from).collect();
     let plan = PartPlan::new(
         ctx.part_size,
         ctx.parts_in_flight,
@@ -298,7 +298,7 @@ struct Attempt<'a> {
 impl Attempt<'_> {
     async fn build(
         &self,
-        entries: Arc<[ZipEntry]>,
+        entries: Arc<[Source]>,
         cancelled: watch::Receiver<Interrupt>,
         resume: Option<Resume>,
     ) -> Result<Built, Restart> {
@@ -469,7 +469,7 @@ async fn skip(notes: &mpsc::Sender<Note>, index: i32, error: SourceError) {
 async fn feed_sources(
     ctx: &JobContext,
     zip: &Zip,
-    entries: Arc<[ZipEntry]>,
+    entries: Arc<[Source]>,
     mut archive: ArchiveWriter,
     notes: &mpsc::Sender<Note>,
     mut cancelled: watch::Receiver<Interrupt>,
@@ -478,7 +478,7 @@ async fn feed_sources(
     let skipping = zip.on_error == OnError::Skip;
     let (mut done, mut total, mut unreported) = (0i32, 0u64, 0u64);
     'entries: while let Some(mut download) = downloads.next_download() {
-        let index = download.entry.entry_index;
+        let index = download.entry.index;
         // A quiet source must not delay a cancel: wait for whichever comes first.
         let mut next = async || -> Result<Option<Event>, FeedError> {
             tokio::select! {

@@ -99,14 +99,17 @@ pub struct ArchiveWriter {
     /// Offsets of the entry being drained: its local header and its first data byte.
     draining: (u64, u64),
     open: Option<OpenEntry>,
-    directory: Vec<CentralRecord>,
+    /// The central directory so far, as its bytes (about 70 per entry: a job of 70,000 entries
+    /// kept twice that as records), and how many entries it lists.
+    directory: BytesMut,
+    listed: u64,
 }
 
 impl std::fmt::Debug for ArchiveWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArchiveWriter")
             .field("offset", &self.offset)
-            .field("entries", &self.directory.len())
+            .field("entries", &self.listed)
             .finish_non_exhaustive()
     }
 }
@@ -129,7 +132,8 @@ impl ArchiveWriter {
             offset: 0,
             draining: (0, 0),
             open: None,
-            directory: Vec::new(),
+            directory: BytesMut::new(),
+            listed: 0,
         }
     }
 
@@ -230,19 +234,13 @@ impl ArchiveWriter {
             self.drain_one().await?;
         }
         let directory_offset = self.offset;
-        let mut directory = BytesMut::new();
-        let records = std::mem::take(&mut self.directory);
-        for record in &records {
-            format::central_header(&mut directory, record);
-            if directory.len() >= OUTPUT_CHUNK {
-                let chunk = directory.split().freeze();
-                self.emit(chunk).await?;
-            }
+        let mut directory = std::mem::take(&mut self.directory).freeze();
+        while !directory.is_empty() {
+            let piece = directory.split_to(OUTPUT_CHUNK.min(directory.len()));
+            self.emit(piece).await?;
         }
-        let tail = directory.freeze();
-        self.emit(tail).await?;
         let directory_size = self.offset - directory_offset;
-        let end = format::end_records(records.len() as u64, directory_offset, directory_size);
+        let end = format::end_records(self.listed, directory_offset, directory_size);
         self.emit(end).await?;
         self.flush().await?;
         Ok(self.offset)
@@ -320,15 +318,19 @@ impl ArchiveWriter {
                 if !end.listed {
                     return Ok(());
                 }
-                self.directory.push(CentralRecord {
-                    name: end.name,
-                    method: end.method,
-                    modified: self.options.modified,
-                    crc32: end.crc32,
-                    compressed,
-                    uncompressed: end.uncompressed,
-                    header_offset,
-                });
+                self.listed += 1;
+                format::central_header(
+                    &mut self.directory,
+                    &CentralRecord {
+                        name: end.name,
+                        method: end.method,
+                        modified: self.options.modified,
+                        crc32: end.crc32,
+                        compressed,
+                        uncompressed: end.uncompressed,
+                        header_offset,
+                    },
+                );
                 Ok(())
             }
         }
