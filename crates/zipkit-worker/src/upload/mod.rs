@@ -438,17 +438,28 @@ impl<L: Ledger> SendPart<'_, L> {
             async move { destination.upload_part(&upload_id, number, body).await }.instrument(span),
         );
         for part in finished {
-            self.ledger
-                .part_uploaded(self.upload_id, &part)
-                .await
-                .map_err(|failure| StoreFailure {
-                    failure,
-                    upload_lost: false,
-                })?;
-            parts.push(part);
+            record_part(self.ledger, self.upload_id, part, parts).await?;
         }
         Ok(())
     }
+}
+
+/// Records a finished part (a failure there is this side's, not the store's) and keeps it.
+async fn record_part(
+    ledger: &impl Ledger,
+    upload_id: &str,
+    part: UploadedPart,
+    parts: &mut Vec<UploadedPart>,
+) -> Result<(), StoreFailure> {
+    ledger
+        .part_uploaded(upload_id, &part)
+        .await
+        .map_err(|failure| StoreFailure {
+            failure,
+            upload_lost: false,
+        })?;
+    parts.push(part);
+    Ok(())
 }
 
 /// Where the memory for the next part buffer comes from.
@@ -476,14 +487,7 @@ impl<L: Ledger> NextBuffer<'_, L> {
                 break self.memory.take_floor(self.size).await;
             };
             if let Some(part) = next_finished(uploading).await? {
-                self.ledger
-                    .part_uploaded(upload_id, &part)
-                    .await
-                    .map_err(|failure| StoreFailure {
-                        failure,
-                        upload_lost: false,
-                    })?;
-                parts.push(part);
+                record_part(self.ledger, upload_id, part, parts).await?;
             }
         };
         PartBuffer::new(self.size, permit).map_err(|e| StoreFailure {
