@@ -2,12 +2,11 @@
 //! (with retries), watches for stalls and size limits, resumes with `Range` + `If-Range` after a
 //! broken connection when the source allows it — and otherwise starts the source over, checking
 //! that the bytes already handed on come again unchanged — and hands its bytes over through a
-//! channel. At
-//! most `ahead` entries download at once; the bytes they hold until the writer takes them come
-//! from one budget for the whole job (`job_bytes`), so many small sources overlap their latency
-//! while a few large ones cannot fill memory. Each download also has a small share of its own
-//! (`own_bytes`): the entry being written always gets on, however much the downloads ahead of
-//! it hold of the job's budget. The job takes the entries strictly in order.
+//! channel. At most `ahead` entries download at once; the bytes they hold until the writer takes
+//! them come from one budget for the whole job (`job_bytes`) and from the worker's (`memory`), so
+//! many small sources overlap their latency while a few large ones cannot fill memory. Each
+//! download also has a small share of its own (`own_bytes`): the entry being written always gets
+//! on, however much the downloads ahead of it hold. The job takes the entries strictly in order.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

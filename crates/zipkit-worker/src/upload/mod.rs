@@ -149,8 +149,8 @@ impl PartPlan {
     }
 }
 
-/// Uploads everything `chunks` yields, in parts cut by `plan`, several at once (memory: about
-/// `(in_flight + 1) × part size`). When the chunks end, `finished` says whether the archive is
+/// Uploads everything `chunks` yields, in parts cut by `plan`, several at once as `memory`
+/// allows (the job's floor, and more parts only while the worker's budget has them free). When the chunks end, `finished` says whether the archive is
 /// whole: only then is the last part sent and the upload completed; otherwise nothing more is
 /// sent. With `resume`, continues that upload after checking the bytes of its parts. Whatever
 /// stops an upload early aborts it (except a divergence: the caller decides), so no job leaves
