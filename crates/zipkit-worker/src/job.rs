@@ -324,7 +324,6 @@ impl Attempt<'_> {
         let (destination, plan) = (self.destination.clone(), self.plan);
         let uploader = tokio::spawn(
             async move {
-                let memory = memory;
                 upload::upload(
                     &destination,
                     chunks_rx,

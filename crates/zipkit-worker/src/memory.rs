@@ -45,11 +45,6 @@ impl BufferBudget {
         }
     }
 
-    /// The budget's size.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// What is not reserved now.
     pub fn available(&self) -> usize {
         self.units.available_permits() * UNIT

@@ -159,9 +159,10 @@ fn store_destination(proxy: &StoreProxy, store: &TestBucket, key: &str) -> Desti
 }
 
 #[tokio::test]
-async fn with_only_a_floor_of_budget_parts_go_one_at_a_time_and_the_budget_comes_back_whole() {
-    // Two parts may fly at once, but the worker's budget holds one part: the job's floor. The
-    // next part's buffer waits for the one uploading, the archive still arrives whole, and every
+async fn with_only_a_floor_of_budget_the_upload_completes_and_the_budget_comes_back_whole() {
+    // Two parts may fly at once, but the worker's budget holds one part: the job's floor. Each
+    // next part's buffer can only come from the floor once the part uploading gives it back (a
+    // wait on the budget itself would never end), the archive still arrives whole, and every
     // byte of the budget is free again afterwards (part buffers hold it until they are up).
     let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
     let archive = archive_bytes(3 * 5 * MIB + 4_321);

@@ -16,10 +16,8 @@ use super::format::{self, CentralRecord, DosTime, Method};
 pub const ZIP64_THRESHOLD: u64 = 0xFFFF_FFFF - 64 * 1024 * 1024;
 /// Output is handed to the uploader in chunks of about this size: pieces of a quarter of it or
 /// more go as they are, smaller ones are gathered. Small enough that the gathering buffer is an
-/// ordinary heap block the allocator reuses (below the worker's mmap threshold, main.rs).
+/// ordinary heap block the allocator reuses (below the worker's mmap threshold, allocator.rs).
 const OUTPUT_CHUNK: usize = 64 * 1024;
-/// Bytes waiting in the queue (stored data, and blocks being compressed) before the writer waits.
-const QUEUED_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -273,7 +271,11 @@ impl ArchiveWriter {
         self.queue.push_back(item);
         while let Some(front) = self.queue.front() {
             let ready = !matches!(front, Pending::Block(block, _) if block.is_empty());
-            let full = self.blocks_in_queue > self.max_blocks || self.bytes_in_queue > QUEUED_BYTES;
+            // Stored bytes queue behind blocks still compressing up to what the blocks themselves
+            // may hold: a job mixing stored and deflated entries holds no more than one that
+            // only deflates.
+            let full = self.blocks_in_queue > self.max_blocks
+                || self.bytes_in_queue > self.max_blocks * BLOCK;
             if !ready && !full {
                 break;
             }

@@ -150,8 +150,8 @@ impl PartPlan {
 }
 
 /// Uploads everything `chunks` yields, in parts cut by `plan`, several at once as `memory`
-/// allows (the job's floor, and more parts only while the worker's budget has them free). When the chunks end, `finished` says whether the archive is
-/// whole: only then is the last part sent and the upload completed; otherwise nothing more is
+/// allows (the job's floor, and more parts only while the worker's budget has them free). When
+/// the chunks end, `finished` says whether the archive is whole: only then is the last part sent and the upload completed; otherwise nothing more is
 /// sent. With `resume`, continues that upload after checking the bytes of its parts. Whatever
 /// stops an upload early aborts it (except a divergence: the caller decides), so no job leaves
 /// parts behind that it knows of.
@@ -303,7 +303,7 @@ async fn stream(
         }
     };
     // Each part is filled to exactly its size in its own mapping, taken when its first byte
-    // arrives (`next_buffer`).
+    // arrives (`NextBuffer::take`).
     let mut buffer: Option<PartBuffer<PartPermit>> = None;
     let mut total = 0u64;
     while let Some(mut chunk) = chunks.recv().await {
