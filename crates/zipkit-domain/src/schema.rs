@@ -138,6 +138,11 @@ diesel::table! {
         crc32 -> Nullable<Int8>,
         error_code -> Nullable<Text>,
         error_message -> Nullable<Text>,
+        archive_offset -> Nullable<Int8>,
+        archive_end -> Nullable<Int8>,
+        compressed_size -> Nullable<Int8>,
+        deflated -> Nullable<Bool>,
+        archive_crc32 -> Nullable<Int8>,
     }
 }
 

@@ -10,19 +10,21 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::db::PgPool;
-use zipkit_domain::models::{Bucket, EntryOutcome, Zip, ZipEntry};
+use zipkit_domain::models::{Bucket, EntryOutcome, EntryPlacement, Zip, ZipEntry};
 use zipkit_domain::{EntryState, OnError, Service, ZipId};
 use zipkit_storage::BucketLocation;
 
 use crate::archive::deflate::Compressors;
 use crate::archive::{
-    ArchiveError, ArchiveOptions, ArchiveWriter, DosTime, HEAD_BYTES, ZIP64_THRESHOLD, method_for,
+    ArchiveError, ArchiveOptions, ArchiveWriter, DosTime, HEAD_BYTES, Method, Placement,
+    ZIP64_THRESHOLD, method_for,
 };
 use crate::download::SourceError;
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
 use crate::memory::{BufferBudget, PartMemory};
 use crate::prefetch::{DownloadLimits, Event, Prefetcher, Source};
+use crate::resume::{self, Continuation};
 use crate::upload::{
     self, Destination, Ending, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
 };
@@ -161,8 +163,8 @@ pub async fn run(
         ctx.deflate_level,
         plan.describe()
     );
-    let resume = resume_point(ctx, zip, &destination, &description).await?;
-    let resuming = resume.as_ref().map(|r| r.upload_id.clone());
+    let resume = resume_point(ctx, zip, &destination, &description, &entries).await?;
+    let resuming = resume.as_ref().map(|(r, _)| r.upload_id.clone());
     let job = Attempt {
         ctx,
         zip,
@@ -210,13 +212,15 @@ pub async fn run(
 const ARCHIVE_FORMAT: &str = "zipkit-archive/1";
 
 /// The upload a job taken over can continue: the one recorded for it, made with the same plan,
-/// and its parts from the first on, each with its CRC-32. Any other recorded upload is aborted.
+/// and its parts from the first on, each with its CRC-32; and the entries wholly inside those
+/// parts, which are not built again. Any other recorded upload is aborted.
 async fn resume_point(
     ctx: &JobContext,
     zip: &Zip,
     destination: &Destination,
     description: &str,
-) -> Result<Option<Resume>, JobFailure> {
+    entries: &[Source],
+) -> Result<Option<(Resume, Continuation)>, JobFailure> {
     let Some(upload_id) = zip.upload_id.clone() else {
         return Ok(None);
     };
@@ -256,14 +260,35 @@ async fn resume_point(
             crc32,
         });
     }
+    let uploaded = parts.iter().map(|p| p.size as u64).sum::<u64>();
+    let recorded = Zip::recorded_entries(&mut conn, zip.id)
+        .await
+        .map_err(JobFailure::database)?;
+    drop(conn);
+    let kept = resume::continuation(
+        &recorded,
+        entries,
+        uploaded,
+        DosTime::from_utc(zip.created_at),
+    );
+    drop(recorded);
+    crate::allocator::release_free_memory();
     tracing::info!(
         zip.id = %zip.id,
         upload.id = %upload_id,
         parts = parts.len(),
-        bytes = parts.iter().map(|p| p.size).sum::<i64>(),
+        bytes = uploaded,
+        entries_kept = kept.kept,
+        rebuilt_from = kept.written.offset,
         "taking the job over: resuming its upload"
     );
-    Ok(Some(Resume { upload_id, parts }))
+    let resume = Resume {
+        upload_id,
+        parts,
+        from: kept.written.offset,
+        crc32_before: kept.written.crc32,
+    };
+    Ok(Some((resume, kept)))
 }
 
 /// Marks an upload ended and no longer the job's.
@@ -288,6 +313,12 @@ enum Restart {
     Lost(JobFailure),
 }
 
+impl From<JobFailure> for Restart {
+    fn from(failure: JobFailure) -> Self {
+        Self::Not(failure)
+    }
+}
+
 /// One build of a job's archive, from its first source to its object.
 struct Attempt<'a> {
     ctx: &'a JobContext,
@@ -302,15 +333,32 @@ impl Attempt<'_> {
         &self,
         entries: Arc<[Source]>,
         cancelled: watch::Receiver<Interrupt>,
-        resume: Option<Resume>,
+        resume: Option<(Resume, Continuation)>,
     ) -> Result<Built, Restart> {
         let (ctx, zip) = (self.ctx, self.zip);
+        let (resume, kept) = match resume {
+            Some((resume, kept)) => (Some(resume), kept),
+            None => {
+                // Built from byte zero: an earlier build's placements are not this one's.
+                let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
+                Zip::clear_placements(&mut conn, zip.id)
+                    .await
+                    .map_err(JobFailure::database)?;
+                (None, Continuation::default())
+            }
+        };
         // Before the first download: a job that has started can always finish.
         let memory = PartMemory::reserve(&ctx.buffers, self.plan.size(1)).await;
         let (recorder, notes) = Recorder::start(ctx.pool.clone(), zip.id, ctx.owner.clone());
         if let Some(resume) = &resume {
             let already: i64 = resume.parts.iter().map(|p| p.size).sum();
             let _ = notes.send(Note::Uploaded(already)).await;
+            let _ = notes
+                .send(Note::Kept {
+                    files: kept.files,
+                    bytes: kept.bytes,
+                })
+                .await;
         }
         let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(8);
         let (finished, finished_rx) = tokio::sync::oneshot::channel::<Ending>();
@@ -337,15 +385,24 @@ impl Attempt<'_> {
             }
             .instrument(tracing::Span::current()),
         );
-        let archive = ArchiveWriter::new(
+        let archive = ArchiveWriter::resume(
             ArchiveOptions {
                 level: ctx.deflate_level,
                 modified: DosTime::from_utc(zip.created_at),
             },
             ctx.compressors.clone(),
             chunks_tx,
+            kept.written,
         );
-        let feed = feed_sources(ctx, zip, entries, archive, &notes, cancelled.clone()).await;
+        let rest: Arc<[Source]> = match kept.kept {
+            0 => entries,
+            kept => Arc::from(&entries[kept..]),
+        };
+        let carried = Carried {
+            files: kept.files,
+            bytes: kept.bytes,
+        };
+        let feed = feed_sources(ctx, zip, rest, archive, &notes, cancelled.clone(), carried).await;
         // The upload is completed only if every source went in and the archive was finished;
         // otherwise the uploader sends nothing more, and aborts unless another worker has the
         // job now (it may be continuing the upload).
@@ -465,8 +522,24 @@ async fn skip(notes: &mpsc::Sender<Note>, index: i32, error: SourceError) {
     let _ = notes.send(Note::Entry(outcome)).await;
 }
 
+/// What a build taken over carries from the entries it kept (`resume`).
+#[derive(Debug, Clone, Copy)]
+struct Carried {
+    files: i32,
+    bytes: u64,
+}
+
+/// Sends where the entries written out since the last call went, for a worker that may take
+/// the job over. Always after the entries' outcomes: a placement recorded means its outcome is.
+async fn report_placed(archive: &mut ArchiveWriter, notes: &mpsc::Sender<Note>) {
+    let placed = archive.take_placed();
+    if !placed.is_empty() {
+        let _ = notes.send(Note::Placed(placed)).await;
+    }
+}
+
 /// Takes each entry's download in order and writes it into the archive; returns how many
-/// entries went in.
+/// entries are in it (with those `carried` from an earlier build).
 async fn feed_sources(
     ctx: &JobContext,
     zip: &Zip,
@@ -474,10 +547,11 @@ async fn feed_sources(
     mut archive: ArchiveWriter,
     notes: &mpsc::Sender<Note>,
     mut cancelled: watch::Receiver<Interrupt>,
+    carried: Carried,
 ) -> Result<i32, FeedError> {
     let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries);
     let skipping = zip.on_error == OnError::Skip;
-    let (mut done, mut total, mut unreported) = (0i32, 0u64, 0u64);
+    let (mut done, mut total, mut unreported) = (carried.files, carried.bytes, 0u64);
     'entries: while let Some(mut download) = downloads.next_download() {
         let index = download.entry.index;
         // A quiet source must not delay a cancel: wait for whichever comes first.
@@ -525,8 +599,9 @@ async fn feed_sources(
         let method = method_for(zip.compression, &download.entry.filename, &head);
         let zip64 = content_length.is_none_or(|l| l >= ZIP64_THRESHOLD);
         archive
-            .start_entry(&download.entry.filename, method, zip64)
+            .start_entry(index, &download.entry.filename, method, zip64)
             .await?;
+        report_placed(&mut archive, notes).await;
         loop {
             let event = match early.pop_front() {
                 Some(event) => event,
@@ -556,12 +631,14 @@ async fn feed_sources(
                     }
                     archive.write(bytes).await?;
                     drop(permit);
+                    report_placed(&mut archive, notes).await;
                 }
                 // Some of its bytes are in the archive already: the entry is closed and left out
                 // of the central directory, so no reader lists it (docs/JOBS.md).
                 Some(Event::Failed(error)) if skipping => {
                     archive.abandon_entry().await?;
                     skip(notes, index, error).await;
+                    report_placed(&mut archive, notes).await;
                     continue 'entries;
                 }
                 Some(Event::Failed(error)) => return Err(error.into_failure(index).into()),
@@ -580,6 +657,7 @@ async fn feed_sources(
             error_message: None,
         };
         let _ = notes.send(Note::Entry(outcome)).await;
+        report_placed(&mut archive, notes).await;
     }
     if done == 0 {
         // Asked to leave failures out, the caller still wants an archive of something: an empty
@@ -593,7 +671,10 @@ async fn feed_sources(
         )
         .into());
     }
-    archive.finish().await?;
+    let finished = archive.finish().await?;
+    if !finished.placed.is_empty() {
+        let _ = notes.send(Note::Placed(finished.placed)).await;
+    }
     let _ = notes.send(Note::Downloaded(unreported)).await;
     Ok(done)
 }
@@ -602,8 +683,28 @@ async fn feed_sources(
 #[derive(Debug)]
 enum Note {
     Entry(EntryOutcome),
+    /// Where entries' bytes went, in archive order.
+    Placed(Vec<Placement>),
     Downloaded(u64),
     Uploaded(i64),
+    /// Kept from the build a job was taken over from: its entries and their bytes.
+    Kept {
+        files: i32,
+        bytes: u64,
+    },
+}
+
+/// An entry's placement as the database keeps it.
+fn placement_row(p: &Placement) -> EntryPlacement {
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    EntryPlacement {
+        index: p.entry,
+        offset: int(p.offset),
+        end: int(p.end),
+        compressed_size: int(p.compressed),
+        deflated: p.method == Method::Deflated,
+        archive_crc32: p.archive_crc32,
+    }
 }
 
 /// Writes entry outcomes and progress counters on its own task, so the database never slows the
@@ -622,6 +723,7 @@ const BATCH: usize = 2_000;
 #[derive(Default)]
 struct Pending {
     entries: Vec<EntryOutcome>,
+    placed: Vec<EntryPlacement>,
     files: i32,
     downloaded: i64,
     uploaded: i64,
@@ -638,8 +740,13 @@ impl Pending {
                 }
                 self.entries.push(outcome);
             }
+            Note::Placed(placed) => self.placed.extend(placed.iter().map(placement_row)),
             Note::Downloaded(n) => self.downloaded += i64::try_from(n).unwrap_or(0),
             Note::Uploaded(n) => self.uploaded += n,
+            Note::Kept { files, bytes } => {
+                self.files += files;
+                self.downloaded += i64::try_from(bytes).unwrap_or(0);
+            }
         }
     }
 }
@@ -657,7 +764,7 @@ impl Recorder {
                     pending.take(note);
                 }
                 // Everything that is already waiting joins this write.
-                while pending.entries.len() < BATCH {
+                while pending.entries.len() < BATCH && pending.placed.len() < BATCH {
                     match rx.try_recv() {
                         Ok(note) => pending.take(note),
                         Err(_) => break,
@@ -673,6 +780,20 @@ impl Recorder {
                     };
                     if let Err(e) = written {
                         tracing::warn!(zip.id = %zip_id, entries = entries.len(), error = %e, "recording entries failed");
+                    }
+                }
+                // After the outcomes: a worker taking the job over trusts a placement only
+                // with its entry's outcome.
+                if !pending.placed.is_empty() {
+                    let placed = std::mem::take(&mut pending.placed);
+                    let written = match pool.get().await {
+                        Ok(mut conn) => Zip::record_placements(&mut conn, zip_id, &owner, &placed)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(e) = written {
+                        tracing::warn!(zip.id = %zip_id, entries = placed.len(), error = %e, "recording where entries went failed");
                     }
                 }
                 if pending.dirty && (closed || last.elapsed() >= PROGRESS_EVERY) {

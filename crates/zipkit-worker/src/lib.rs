@@ -14,6 +14,7 @@ pub mod lease;
 pub mod memory;
 pub mod prefetch;
 pub mod probes;
+pub mod resume;
 pub mod upload;
 pub mod webhooks;
 

@@ -414,6 +414,8 @@ async fn half_done_upload(
     Resume {
         upload_id,
         parts: uploaded,
+        from: 0,
+        crc32_before: 0,
     }
 }
 
@@ -453,6 +455,70 @@ async fn a_resumed_upload_sends_only_the_parts_after_those_in_the_bucket() {
     assert!(ledger.started.lock().unwrap().is_empty());
     assert_eq!(*ledger.ended.lock().unwrap(), [upload_id]);
     assert_eq!(store.get("resumed.zip").await, archive);
+}
+
+#[tokio::test]
+async fn a_rebuild_that_starts_inside_an_uploaded_part_is_checked_from_there_and_sends_the_rest() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let archive = archive_bytes(4 * 5 * MIB + 777);
+    let plan = PartPlan::new(5 * MIB, 2, None);
+    // The entries before this offset were kept: the rebuild's bytes start here, in part 2.
+    let from = 5 * MIB + 12_345;
+    let crc32_before = crc32fast::hash(&archive[..from]);
+
+    let destination = store_destination(&proxy, &store, "continued.zip");
+    let mut resume = half_done_upload(&destination, &archive, 5 * MIB, 2).await;
+    (resume.from, resume.crc32_before) = (from as u64, crc32_before);
+    let ledger = MemoryLedger::default();
+    let uploaded = run_upload(
+        &destination,
+        archive.slice(from..),
+        plan,
+        &ledger,
+        Ending::Complete,
+        Some(resume),
+    )
+    .await
+    .unwrap();
+    assert_eq!((uploaded.resumed_parts, uploaded.parts), (2, 5));
+    assert_eq!(uploaded.size, archive.len() as u64);
+    let mut sent: Vec<Option<i32>> = proxy
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "UploadPart")
+        .map(|c| c.part)
+        .collect();
+    sent.sort();
+    assert_eq!(sent, [Some(1), Some(2), Some(3), Some(4), Some(5)]);
+    assert_eq!(store.get("continued.zip").await, archive);
+
+    // A byte of part 2 after `from` differs, or the bytes before `from` are not what the parts
+    // hold (their CRC-32 is another): part 2 does not match, nothing is sent.
+    let mut changed = archive.to_vec();
+    changed[from + 1000] ^= 1;
+    for (rebuilt, before) in [
+        (Bytes::from(changed).slice(from..), crc32_before),
+        (archive.slice(from..), crc32_before ^ 1),
+    ] {
+        let destination = store_destination(&proxy, &store, "not-continued.zip");
+        let mut resume = half_done_upload(&destination, &archive, 5 * MIB, 2).await;
+        (resume.from, resume.crc32_before) = (from as u64, before);
+        let calls = proxy.calls().len();
+        let result = run_upload(
+            &destination,
+            rebuilt,
+            plan,
+            &ledger,
+            Ending::Complete,
+            Some(resume),
+        )
+        .await;
+        assert!(
+            matches!(result, Err(UploadError::Diverged { part: 2 })),
+            "{result:?}"
+        );
+        assert_eq!(proxy.calls().len(), calls, "nothing sent");
+    }
 }
 
 #[tokio::test]

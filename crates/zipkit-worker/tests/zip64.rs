@@ -41,7 +41,7 @@ where
         tx,
     );
     build(&mut writer).await;
-    let size = writer.finish().await.unwrap();
+    let size = writer.finish().await.unwrap().size;
     assert_eq!(sink.await.unwrap(), size);
     path
 }
@@ -97,7 +97,7 @@ async fn an_entry_over_4_gib_and_one_after_it_are_read_back_by_independent_reade
     }
     let expected_crc = crc.finalize();
     let path = archive_to_file(async |w: &mut ArchiveWriter| {
-        w.start_entry("huge.bin", Method::Stored, true)
+        w.start_entry(0, "huge.bin", Method::Stored, true)
             .await
             .unwrap();
         for _ in 0..chunks {
@@ -105,7 +105,7 @@ async fn an_entry_over_4_gib_and_one_after_it_are_read_back_by_independent_reade
         }
         let summary = w.finish_entry().await.unwrap();
         assert_eq!(summary.crc32, expected_crc);
-        w.start_entry("after/é.txt", Method::Deflated, false)
+        w.start_entry(1, "after/é.txt", Method::Deflated, false)
             .await
             .unwrap();
         w.write(Bytes::from_static(b"past the 4 GiB mark"))
@@ -135,7 +135,7 @@ async fn more_than_65535_entries_use_the_zip64_end_records() {
             } else {
                 Method::Deflated
             };
-            w.start_entry(&format!("d{}/f{i}.txt", i % 100), method, false)
+            w.start_entry(i, &format!("d{}/f{i}.txt", i % 100), method, false)
                 .await
                 .unwrap();
             w.write(Bytes::from(format!("entry {i}\n"))).await.unwrap();

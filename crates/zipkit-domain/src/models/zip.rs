@@ -120,6 +120,30 @@ pub struct EntryOutcome {
     pub error_message: Option<String>,
 }
 
+/// Where an entry's bytes sit in the archive being built (its local header to the end of its
+/// data descriptor), and the CRC-32 of the archive up to that end: enough for a worker taking
+/// the job over to skip the entry without its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryPlacement {
+    pub index: i32,
+    pub offset: i64,
+    pub end: i64,
+    pub compressed_size: i64,
+    pub deflated: bool,
+    pub archive_crc32: u32,
+}
+
+/// An entry as a worker taking the job over finds it: its outcome and, once its bytes are in
+/// the archive, their placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEntry {
+    pub index: i32,
+    pub state: EntryState,
+    pub size: Option<i64>,
+    pub crc32: Option<i64>,
+    pub placement: Option<EntryPlacement>,
+}
+
 /// A failure as the API shows it in `error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobError {
@@ -502,6 +526,135 @@ impl Zip {
         .execute(conn)
         .await
         .map(drop)
+    }
+
+    /// Records where entries' bytes went in the archive, many in one statement; only while
+    /// `owner` holds the job (a worker that lost it must not overwrite what its successor
+    /// records).
+    pub async fn record_placements(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        owner: &str,
+        placements: &[EntryPlacement],
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
+        if placements.is_empty() {
+            return Ok(());
+        }
+        // Raw SQL: an UPDATE from unnest()ed arrays, as in `record_entries`.
+        diesel::sql_query(
+            "UPDATE zip_entries e SET archive_offset = v.archive_offset, \
+               archive_end = v.archive_end, compressed_size = v.compressed_size, \
+               deflated = v.deflated, archive_crc32 = v.archive_crc32 \
+             FROM unnest($3::int4[], $4::int8[], $5::int8[], $6::int8[], $7::bool[], $8::int8[]) \
+               AS v(entry_index, archive_offset, archive_end, compressed_size, deflated, archive_crc32) \
+             WHERE e.zip_id = $1 AND e.entry_index = v.entry_index \
+               AND EXISTS (SELECT 1 FROM zips z WHERE z.id = $1 AND z.lease_owner = $2)",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .bind::<Text, _>(owner)
+        .bind::<Array<Integer>, _>(placements.iter().map(|p| p.index).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(placements.iter().map(|p| p.offset).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(placements.iter().map(|p| p.end).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(
+            placements
+                .iter()
+                .map(|p| p.compressed_size)
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Bool>, _>(placements.iter().map(|p| p.deflated).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(
+            placements
+                .iter()
+                .map(|p| i64::from(p.archive_crc32))
+                .collect::<Vec<_>>(),
+        )
+        .execute(conn)
+        .await
+        .map(drop)
+    }
+
+    /// Forgets every entry's placement: a build that starts from byte zero places them anew,
+    /// and none of an earlier build's may be taken for its own.
+    pub async fn clear_placements(conn: &mut AsyncPgConnection, id: ZipId) -> QueryResult<()> {
+        diesel::update(zip_entries::table)
+            .filter(zip_entries::zip_id.eq(id))
+            .filter(zip_entries::archive_offset.is_not_null())
+            .set((
+                zip_entries::archive_offset.eq(None::<i64>),
+                zip_entries::archive_end.eq(None::<i64>),
+                zip_entries::compressed_size.eq(None::<i64>),
+                zip_entries::deflated.eq(None::<bool>),
+                zip_entries::archive_crc32.eq(None::<i64>),
+            ))
+            .execute(conn)
+            .await
+            .map(drop)
+    }
+
+    /// The job's entries as recorded so far, by index: what a worker taking it over needs.
+    pub async fn recorded_entries(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+    ) -> QueryResult<Vec<RecordedEntry>> {
+        type Row = (
+            i32,
+            EntryState,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<bool>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = zip_entries::table
+            .filter(zip_entries::zip_id.eq(id))
+            .order(zip_entries::entry_index.asc())
+            .select((
+                zip_entries::entry_index,
+                zip_entries::state,
+                zip_entries::size,
+                zip_entries::crc32,
+                zip_entries::archive_offset,
+                zip_entries::archive_end,
+                zip_entries::compressed_size,
+                zip_entries::deflated,
+                zip_entries::archive_crc32,
+            ))
+            .load(conn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(index, state, size, crc32, offset, end, compressed, deflated, archive_crc)| {
+                    let placement = match (offset, end, compressed, deflated, archive_crc) {
+                        (
+                            Some(offset),
+                            Some(end),
+                            Some(compressed_size),
+                            Some(deflated),
+                            Some(c),
+                        ) => u32::try_from(c).ok().map(|archive_crc32| EntryPlacement {
+                            index,
+                            offset,
+                            end,
+                            compressed_size,
+                            deflated,
+                            archive_crc32,
+                        }),
+                        _ => None,
+                    };
+                    RecordedEntry {
+                        index,
+                        state,
+                        size,
+                        crc32,
+                        placement,
+                    }
+                },
+            )
+            .collect())
     }
 
     /// Stores an uploaded part's ETag as soon as the part is written.

@@ -6,8 +6,12 @@ pub mod deflate;
 pub mod format;
 pub mod writer;
 
+pub use format::CentralRecord;
 pub use format::{DosTime, Method};
-pub use writer::{ArchiveError, ArchiveOptions, ArchiveWriter, EntrySummary, ZIP64_THRESHOLD};
+pub use writer::{
+    ArchiveError, ArchiveOptions, ArchiveWriter, EntrySummary, Finished, Placement, WrittenSoFar,
+    ZIP64_THRESHOLD,
+};
 
 /// Extensions of formats that are already compressed: `auto` stores them instead of deflating.
 const COMPRESSED: &[&str] = &[
@@ -131,14 +135,111 @@ mod tests {
         };
         let compressors = deflate::Compressors::new(2).unwrap();
         let mut writer = ArchiveWriter::new(options, compressors, out);
-        for (name, method, chunks) in entries {
-            writer.start_entry(name, method, false).await.unwrap();
+        for (i, (name, method, chunks)) in (0..).zip(entries) {
+            writer.start_entry(i, name, method, false).await.unwrap();
             for chunk in chunks {
                 writer.write(chunk).await.unwrap();
             }
         }
-        let size = writer.finish().await.unwrap();
+        let size = writer.finish().await.unwrap().size;
         (collector.await.unwrap(), size)
+    }
+
+    /// Writes `entries` after `so_far` with a writer resumed there; returns its output and
+    /// every placement, in order.
+    async fn resumed_build(
+        entries: &[(&'static str, Method, Vec<Bytes>)],
+        first_id: i32,
+        so_far: WrittenSoFar,
+    ) -> (Vec<u8>, Vec<Placement>) {
+        let (out, mut rx) = mpsc::channel::<Bytes>(4);
+        let collector = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Some(chunk) = rx.recv().await {
+                all.extend_from_slice(&chunk);
+            }
+            all
+        });
+        let options = ArchiveOptions {
+            level: 6,
+            modified: DosTime::default(),
+        };
+        let compressors = deflate::Compressors::new(2).unwrap();
+        let mut writer = ArchiveWriter::resume(options, compressors, out, so_far);
+        let mut placed = Vec::new();
+        for (id, (name, method, chunks)) in (first_id..).zip(entries) {
+            writer.start_entry(id, name, *method, false).await.unwrap();
+            for chunk in chunks {
+                writer.write(chunk.clone()).await.unwrap();
+                placed.extend(writer.take_placed());
+            }
+            placed.extend(writer.take_placed());
+        }
+        let finished = writer.finish().await.unwrap();
+        placed.extend(finished.placed);
+        (collector.await.unwrap(), placed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_resumed_after_any_placed_entry_writes_the_rest_of_the_same_archive() {
+        let big: Vec<u8> = (0..(2 * deflate::BLOCK + 999))
+            .map(|i| (i % 253) as u8 ^ (i / 3000) as u8)
+            .collect();
+        let pieces = |b: &[u8]| b.chunks(70_000).map(Bytes::copy_from_slice).collect();
+        let entries: Vec<(&'static str, Method, Vec<Bytes>)> = vec![
+            (
+                "one.txt",
+                Method::Deflated,
+                vec![Bytes::from("one ".repeat(500))],
+            ),
+            ("two.bin", Method::Stored, pieces(&big)),
+            ("three.bin", Method::Deflated, pieces(&big)),
+            ("empty", Method::Stored, vec![]),
+            ("five.txt", Method::Deflated, vec![Bytes::from("five")]),
+        ];
+        let (whole, placed) = resumed_build(&entries, 0, WrittenSoFar::default()).await;
+        assert_eq!(placed.len(), entries.len());
+        let read = zip::ZipArchive::new(std::io::Cursor::new(whole.clone())).unwrap();
+        assert_eq!(read.len(), entries.len());
+        for (at, p) in placed.iter().enumerate() {
+            assert_eq!(p.entry, at as i32);
+            assert_eq!(p.archive_crc32, crc32fast::hash(&whole[..p.end as usize]));
+            assert_eq!(
+                &whole[p.offset as usize..p.offset as usize + 4],
+                b"PK\x03\x04"
+            );
+        }
+        for kept in 1..entries.len() {
+            // What a worker taking over rebuilds from the records of the kept entries.
+            let directory = entries[..kept]
+                .iter()
+                .zip(&placed)
+                .map(|((name, method, chunks), p)| {
+                    let data: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+                    CentralRecord {
+                        name: Bytes::from_static(name.as_bytes()),
+                        method: *method,
+                        modified: DosTime::default(),
+                        crc32: crc32fast::hash(&data),
+                        compressed: p.compressed,
+                        uncompressed: data.len() as u64,
+                        header_offset: p.offset,
+                    }
+                })
+                .collect();
+            let last = placed[kept - 1];
+            let so_far = WrittenSoFar {
+                offset: last.end,
+                crc32: last.archive_crc32,
+                directory,
+            };
+            let (rest, again) = resumed_build(&entries[kept..], kept as i32, so_far).await;
+            assert!(
+                rest == whole[last.end as usize..],
+                "resumed after entry {kept}: the rest differs"
+            );
+            assert_eq!(again, placed[kept..], "resumed after entry {kept}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,39 @@ pub struct EntrySummary {
     pub crc32: u32,
 }
 
+/// Where an entry's bytes landed, known once its data descriptor is out: from its local header
+/// (`offset`) to the end of its descriptor (`end`), and the CRC-32 of the whole archive up to
+/// `end`. A build taken over by another worker starts after the last entry placed in parts
+/// already uploaded (`ArchiveWriter::resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// The caller's id for the entry (`start_entry`).
+    pub entry: i32,
+    pub offset: u64,
+    pub end: u64,
+    pub compressed: u64,
+    pub method: Method,
+    pub archive_crc32: u32,
+}
+
+/// The state of an archive written up to `offset` by an earlier build: where the next byte
+/// goes, the CRC-32 of the bytes before it, and the central directory records of the entries
+/// listed so far.
+#[derive(Debug, Clone, Default)]
+pub struct WrittenSoFar {
+    pub offset: u64,
+    pub crc32: u32,
+    pub directory: Vec<CentralRecord>,
+}
+
+/// How the writer ended: the archive's size and the entries placed since the last
+/// `take_placed`.
+#[derive(Debug)]
+pub struct Finished {
+    pub size: u64,
+    pub placed: Vec<Placement>,
+}
+
 /// Something the output is waiting for, in archive order.
 enum Pending {
     Ready(Bytes),
@@ -61,6 +94,7 @@ enum Pending {
 }
 
 struct EntryEnd {
+    entry: i32,
     name: Bytes,
     method: Method,
     zip64: bool,
@@ -71,6 +105,7 @@ struct EntryEnd {
 }
 
 struct OpenEntry {
+    entry: i32,
     name: Bytes,
     method: Method,
     zip64: bool,
@@ -94,8 +129,12 @@ pub struct ArchiveWriter {
     blocks_in_queue: usize,
     bytes_in_queue: usize,
     offset: u64,
+    /// CRC-32 of everything emitted so far (recorded with each `Placement`).
+    crc: crc32fast::Hasher,
     /// Offsets of the entry being drained: its local header and its first data byte.
     draining: (u64, u64),
+    /// Entries whose bytes are all out, not yet taken by the caller.
+    placed: Vec<Placement>,
     open: Option<OpenEntry>,
     /// The central directory so far, as its bytes (about 70 per entry: a job of 70,000 entries
     /// kept twice that as records), and how many entries it lists.
@@ -118,6 +157,21 @@ impl ArchiveWriter {
         compressors: Compressors,
         out: mpsc::Sender<Bytes>,
     ) -> Self {
+        Self::resume(options, compressors, out, WrittenSoFar::default())
+    }
+
+    /// A writer that continues an archive an earlier build wrote up to `so_far.offset`: its
+    /// output starts there, and the central directory already lists `so_far.directory`.
+    pub fn resume(
+        options: ArchiveOptions,
+        compressors: Compressors,
+        out: mpsc::Sender<Bytes>,
+        so_far: WrittenSoFar,
+    ) -> Self {
+        let mut directory = BytesMut::new();
+        for record in &so_far.directory {
+            format::central_header(&mut directory, record);
+        }
         Self {
             options,
             max_blocks: compressors.threads() * 2,
@@ -127,17 +181,26 @@ impl ArchiveWriter {
             queue: VecDeque::new(),
             blocks_in_queue: 0,
             bytes_in_queue: 0,
-            offset: 0,
-            draining: (0, 0),
+            offset: so_far.offset,
+            crc: crc32fast::Hasher::new_with_initial_len(so_far.crc32, so_far.offset),
+            draining: (so_far.offset, so_far.offset),
+            placed: Vec::new(),
             open: None,
-            directory: BytesMut::new(),
-            listed: 0,
+            directory,
+            listed: so_far.directory.len() as u64,
         }
     }
 
-    /// Starts an entry, ending the open one. `zip64` must be set when it may pass 4 GiB.
+    /// The entries whose bytes went out since the last call, in archive order.
+    pub fn take_placed(&mut self) -> Vec<Placement> {
+        std::mem::take(&mut self.placed)
+    }
+
+    /// Starts an entry, ending the open one; `entry` is the caller's id for it (`Placement`).
+    /// `zip64` must be set when it may pass 4 GiB.
     pub async fn start_entry(
         &mut self,
+        entry: i32,
         name: &str,
         method: Method,
         zip64: bool,
@@ -149,6 +212,7 @@ impl ArchiveWriter {
         let header = format::local_header(&name, method, self.options.modified, zip64);
         self.push(Pending::Header(header)).await?;
         self.open = Some(OpenEntry {
+            entry,
             name,
             method,
             zip64,
@@ -211,6 +275,7 @@ impl ArchiveWriter {
             crc32: entry.crc.finalize(),
         };
         self.push(Pending::Descriptor(Box::new(EntryEnd {
+            entry: entry.entry,
             name: entry.name,
             method: entry.method,
             zip64: entry.zip64,
@@ -222,9 +287,8 @@ impl ArchiveWriter {
         Ok(summary)
     }
 
-    /// Ends the archive: the last entry, the central directory and the end records. Returns the
-    /// archive's size.
-    pub async fn finish(mut self) -> Result<u64, ArchiveError> {
+    /// Ends the archive: the last entry, the central directory and the end records.
+    pub async fn finish(mut self) -> Result<Finished, ArchiveError> {
         if self.open.is_some() {
             self.finish_entry().await?;
         }
@@ -241,7 +305,10 @@ impl ArchiveWriter {
         let end = format::end_records(self.listed, directory_offset, directory_size);
         self.emit(end).await?;
         self.flush().await?;
-        Ok(self.offset)
+        Ok(Finished {
+            size: self.offset,
+            placed: self.placed,
+        })
     }
 
     /// Hands the open entry's pending input to the compressing threads as one block.
@@ -317,6 +384,14 @@ impl ArchiveWriter {
                 let descriptor =
                     format::data_descriptor(end.crc32, compressed, end.uncompressed, end.zip64);
                 self.emit(descriptor).await?;
+                self.placed.push(Placement {
+                    entry: end.entry,
+                    offset: header_offset,
+                    end: self.offset,
+                    compressed,
+                    method: end.method,
+                    archive_crc32: self.crc.clone().finalize(),
+                });
                 if !end.listed {
                     return Ok(());
                 }
@@ -341,6 +416,7 @@ impl ArchiveWriter {
     /// Appends to the output, coalescing small pieces into chunks for the uploader.
     async fn emit(&mut self, bytes: Bytes) -> Result<(), ArchiveError> {
         self.offset += bytes.len() as u64;
+        self.crc.update(&bytes);
         if bytes.len() >= OUTPUT_CHUNK / 4 {
             self.flush().await?;
             return self.send(bytes).await;

@@ -4,9 +4,11 @@
 //! only on the job's word. An archive that fits in one part goes up with a single PutObject.
 //!
 //! A job taken over from a worker that died continues that worker's upload (`Resume`): the
-//! rebuilt archive's first bytes are checked, part by part, against the size and CRC-32 recorded
-//! for each part already in the bucket instead of being sent again; the first difference stops
-//! the upload (`UploadError::Diverged`) before anything is sent, and the job starts a new one.
+//! rebuilt archive's bytes, from where the rebuild starts (after the entries wholly inside the
+//! uploaded parts, which are not built again), are checked part by part against the size and
+//! CRC-32 recorded for each part already in the bucket instead of being sent again; the first
+//! difference stops the upload (`UploadError::Diverged`) before anything is sent, and the job
+//! starts a new one.
 
 pub mod destination;
 pub mod sweeper;
@@ -53,6 +55,11 @@ pub enum Ending {
 pub struct Resume {
     pub upload_id: String,
     pub parts: Vec<UploadedPart>,
+    /// The archive offset of the first byte the rebuild sends (at most the parts' total: what
+    /// comes before it is neither rebuilt nor checked again), and the CRC-32 of the archive's
+    /// bytes before it.
+    pub from: u64,
+    pub crc32_before: u32,
 }
 
 /// Why the upload did not produce an object.
@@ -205,7 +212,7 @@ struct Seen {
 /// Parts on their way to the store.
 type Uploading = JoinSet<Result<UploadedPart, StoreFailure>>;
 
-/// Checks the start of a rebuilt archive against the parts already in the bucket.
+/// Checks the rebuilt archive's bytes against the parts already in the bucket.
 struct PrefixCheck {
     parts: std::vec::IntoIter<UploadedPart>,
     current: Option<UploadedPart>,
@@ -214,14 +221,26 @@ struct PrefixCheck {
 }
 
 impl PrefixCheck {
-    fn new(parts: Vec<UploadedPart>) -> Self {
+    /// For a rebuild whose bytes start at `from`, the archive's bytes before it having the
+    /// CRC-32 `crc32_before`: parts that end before `from` are taken as they are, the part
+    /// `from` falls in is checked from there on, with its bytes before `from` accounted for
+    /// by their CRC-32 (from the earlier parts' and `crc32_before`).
+    fn new(parts: Vec<UploadedPart>, from: u64, crc32_before: u32) -> Self {
         let mut parts = parts.into_iter();
-        let current = parts.next();
+        let (mut start, mut crc_to_start) = (0u64, 0u32);
+        let mut current = parts.next();
+        while let Some(part) = current.take_if(|p| start + p.size as u64 <= from) {
+            crc_to_start = crc32_concat(crc_to_start, part.crc32, part.size as u64);
+            start += part.size as u64;
+            current = parts.next();
+        }
+        let seen = from.saturating_sub(start);
+        let crc_in_part = crc32_tail(crc32_before, crc_to_start, seen);
         Self {
             parts,
             current,
-            seen: 0,
-            crc: crc32fast::Hasher::new(),
+            seen,
+            crc: crc32fast::Hasher::new_with_initial_len(crc_in_part, seen),
         }
     }
 
@@ -252,6 +271,20 @@ impl PrefixCheck {
     }
 }
 
+/// CRC-32 of `a` followed by `b`, from theirs and `b`'s length.
+fn crc32_concat(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
+    let mut a = crc32fast::Hasher::new_with_initial(crc_a);
+    a.combine(&crc32fast::Hasher::new_with_initial_len(crc_b, len_b));
+    a.finalize()
+}
+
+/// CRC-32 of the last `len_b` bytes of `a` followed by `b`, from the CRC-32 of the whole and of
+/// `a`. CRC-32 is affine: crc(a‖b) = crc(b) ⊕ crc(a) shifted over `len_b` zero bytes, which is
+/// what concatenating `a` with `len_b` bytes whose CRC-32 is 0 gives.
+fn crc32_tail(crc_whole: u32, crc_a: u32, len_b: u64) -> u32 {
+    crc_whole ^ crc32_concat(crc_a, 0, len_b)
+}
+
 /// How the archive is cut into parts, and the memory the parts are filled in.
 struct Cutting<'a> {
     plan: PartPlan,
@@ -273,6 +306,8 @@ async fn stream(
     let mut prefix = None;
     let mut next_number = 1i32;
     let mut last_part_short = None;
+    // The object's size: the rebuild's bytes and, resuming, those before where it starts.
+    let mut total = 0u64;
     let resumed = resume.is_some();
     if let Some(resume) = resume {
         // The parts must be the ones this plan cuts: all full, but the archive's last.
@@ -292,7 +327,12 @@ async fn stream(
             .filter(|p| (p.size as usize) < plan.size(p.number))
             .map(|p| p.number);
         parts = resume.parts.clone();
-        prefix = Some(PrefixCheck::new(resume.parts));
+        prefix = Some(PrefixCheck::new(
+            resume.parts,
+            resume.from,
+            resume.crc32_before,
+        ));
+        total = resume.from;
     }
     let resumed_parts = parts.len();
     let lost = |refused: StoreFailure| {
@@ -305,7 +345,6 @@ async fn stream(
     // Each part is filled to exactly its size in its own mapping, taken when its first byte
     // arrives (`NextBuffer::take`).
     let mut buffer: Option<PartBuffer<PartPermit>> = None;
-    let mut total = 0u64;
     while let Some(mut chunk) = chunks.recv().await {
         total += chunk.len() as u64;
         while !chunk.is_empty() {
@@ -518,6 +557,23 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn the_crc32_of_a_tail_comes_from_the_crc32s_of_the_whole_and_the_head() {
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for cut in [0, 1, 4096, 77_777, 100_000] {
+            let (head, tail) = bytes.split_at(cut);
+            let (whole, head_crc) = (crc32fast::hash(&bytes), crc32fast::hash(head));
+            assert_eq!(
+                crc32_tail(whole, head_crc, tail.len() as u64),
+                crc32fast::hash(tail)
+            );
+            assert_eq!(
+                crc32_concat(head_crc, crc32fast::hash(tail), tail.len() as u64),
+                whole
+            );
+        }
+    }
 
     #[test]
     fn growing_parts_fit_s3s_largest_object_in_10000_parts() {
