@@ -29,14 +29,14 @@ pub enum Behaviour {
     /// Announces the length of `bytes` but breaks off after `cut` of them, every time.
     Truncated { bytes: Vec<u8>, cut: usize },
     /// Serves `bytes` in chunks of `chunk`, waiting `pause` before each (counted in
-    /// `chunks_sent`).
+    /// `chunks_sent`); with `then`, those bytes to every request after the first (a source
+    /// that changed).
     Trickle {
         bytes: Vec<u8>,
         chunk: usize,
         pause: std::time::Duration,
+        then: Option<Vec<u8>>,
     },
-    /// Serves `first` to the first request and `then` to every later one (a source that changed).
-    Changing { first: Vec<u8>, then: Vec<u8> },
     /// Serves `chunks` chunks of `chunk` bytes, waiting `pause` before each.
     Slow {
         chunk: usize,
@@ -154,15 +154,16 @@ async fn serve(
             HttpResponse::Ok().streaming(body)
         }
         Some(Behaviour::Truncated { bytes, cut }) => broken_off(bytes, *cut, false),
-        Some(Behaviour::Changing { first, .. }) if hit == 0 => {
-            HttpResponse::Ok().body(first.clone())
-        }
-        Some(Behaviour::Changing { then, .. }) => HttpResponse::Ok().body(then.clone()),
         Some(Behaviour::Trickle {
             bytes,
             chunk,
             pause,
+            then,
         }) => {
+            let bytes = match then {
+                Some(then) if hit > 0 => then,
+                _ => bytes,
+            };
             let (chunk, pause, bytes) = (*chunk, *pause, web::Bytes::from(bytes.clone()));
             let length = bytes.len() as u64;
             let files = Arc::clone(&files);

@@ -1002,19 +1002,29 @@ async fn a_job_whose_worker_is_killed_mid_job_is_finished_by_another_worker() {
     );
 }
 
-/// A 5 MiB-part job on a worker binary behind the counting store proxy: `a.bin` (7 MiB) and
-/// `b.bin` (16 MiB, trickling), so part 2 ends inside `b.bin`. The first worker is killed
+/// A 5 MiB-part job on a worker binary behind the counting store proxy: `a.bin` (7 MiB, all in
+/// part 1 and 2) and `b.bin` (16 MiB of `pseudo_random(_, 2)`, trickling; `b_then`: what it
+/// serves after the first request), so part 2 ends inside `b.bin`. The first worker is killed
 /// (SIGKILL) once two parts are recorded (a part is recorded once the next is on its way);
 /// `between` runs before a second worker takes the job over.
 /// Returns the finished job, the first upload's id, the archive and the sources (still served).
 async fn killed_after_two_parts(
     harness: &Harness,
     proxy: &zipkit_test_support::store_proxy::StoreProxy,
-    a: Behaviour,
+    (a, b_then): (Behaviour, Option<Vec<u8>>),
     compression: Compression,
     between: impl FnOnce(&str),
 ) -> (Zip, String, Vec<u8>, SourceServer) {
-    takeover_after_two_parts(harness, proxy, a, compression, between, Interruption::Kill).await
+    let sources = (a, b_then);
+    takeover_after_two_parts(
+        harness,
+        proxy,
+        sources,
+        compression,
+        between,
+        Interruption::Kill,
+    )
+    .await
 }
 
 /// How the first worker is taken out.
@@ -1030,7 +1040,7 @@ enum Interruption {
 async fn takeover_after_two_parts(
     harness: &Harness,
     proxy: &zipkit_test_support::store_proxy::StoreProxy,
-    a: Behaviour,
+    (a, b_then): (Behaviour, Option<Vec<u8>>),
     compression: Compression,
     between: impl FnOnce(&str),
     interruption: Interruption,
@@ -1044,6 +1054,7 @@ async fn takeover_after_two_parts(
                 bytes: pseudo_random(16 * mib, 2),
                 chunk: 256 * 1024,
                 pause: Duration::from_millis(100),
+                then: b_then,
             },
         ),
     ])
@@ -1148,16 +1159,27 @@ async fn a_job_taken_over_after_a_kill_continues_its_upload_without_sending_a_pa
         let harness = Harness::services_only().await;
         let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
         let a = pseudo_random(7 * 1024 * 1024, 1);
-        let (zip, upload_id, archive, _sources) = killed_after_two_parts(
+        let (zip, upload_id, archive, sources) = killed_after_two_parts(
             &harness,
             &proxy,
-            Behaviour::Serve(a.clone()),
+            (Behaviour::Serve(a.clone()), None),
             compression,
             |_| {},
         )
         .await;
         assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
         assert_eq!(zip.attempts, 2, "claimed once by each worker");
+        assert_eq!(
+            sources.hits("a.bin"),
+            1,
+            "{compression:?}: a.bin is wholly inside the uploaded parts: not downloaded again"
+        );
+        assert_eq!(
+            sources.hits("b.bin"),
+            2,
+            "{compression:?}: b.bin, cut by the end of part 2, is built again"
+        );
+        assert_eq!((zip.files_done, zip.result_entries), (2, Some(2)));
         for part in [1, 2] {
             assert_eq!(
                 part_uploads(&proxy, &upload_id, part),
@@ -1199,7 +1221,7 @@ async fn a_worker_that_wakes_up_to_find_its_job_taken_over_leaves_the_upload_alo
     let (zip, _, archive, _sources) = takeover_after_two_parts(
         &harness,
         &proxy,
-        Behaviour::Serve(a.clone()),
+        (Behaviour::Serve(a.clone()), None),
         Compression::Store,
         |_| {},
         Interruption::Pause,
@@ -1221,20 +1243,23 @@ async fn a_worker_that_wakes_up_to_find_its_job_taken_over_leaves_the_upload_alo
 async fn a_job_taken_over_whose_source_changed_starts_a_new_upload_and_aborts_the_old() {
     let harness = Harness::services_only().await;
     let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
-    let first = pseudo_random(7 * 1024 * 1024, 1);
-    let mut then = first.clone();
+    let a = pseudo_random(7 * 1024 * 1024, 1);
+    // b.bin's first bytes are in part 2: the rebuild checks them against it.
+    let mut then = pseudo_random(16 * 1024 * 1024, 2);
     then[1000] ^= 0xFF;
-    let (zip, upload_id, archive, _) = killed_after_two_parts(
+    let (zip, upload_id, archive, sources) = killed_after_two_parts(
         &harness,
         &proxy,
-        Behaviour::Changing {
-            first,
-            then: then.clone(),
-        },
+        (Behaviour::Serve(a.clone()), Some(then.clone())),
         Compression::Store,
         |_| {},
     )
     .await;
+    assert_eq!(
+        sources.hits("a.bin"),
+        2,
+        "kept on takeover, downloaded again for the new upload"
+    );
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     assert_eq!(proxy.count("CreateMultipartUpload"), 2, "a new upload");
     let aborted: Vec<_> = proxy
@@ -1245,7 +1270,8 @@ async fn a_job_taken_over_whose_source_changed_starts_a_new_upload_and_aborts_th
     assert_eq!(aborted.len(), 1, "{:?}", proxy.operations());
     assert_eq!(aborted[0].upload_id.as_deref(), Some(upload_id.as_str()));
     let read = read_with_python(&archive);
-    assert_eq!(read["a.bin"], then, "the source as it is now, never a mix");
+    assert_eq!(read["a.bin"], a);
+    assert_eq!(read["b.bin"], then, "the source as it is now, never a mix");
 }
 
 #[tokio::test]
@@ -1256,7 +1282,7 @@ async fn a_job_taken_over_whose_upload_the_store_lost_starts_a_new_one() {
     let (zip, _, archive, _) = killed_after_two_parts(
         &harness,
         &proxy,
-        Behaviour::Serve(a.clone()),
+        (Behaviour::Serve(a.clone()), None),
         Compression::Deflate,
         |upload_id| {
             for operation in ["UploadPart", "CompleteMultipartUpload"] {
