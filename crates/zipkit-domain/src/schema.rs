@@ -139,9 +139,10 @@ diesel::table! {
         error_code -> Nullable<Text>,
         error_message -> Nullable<Text>,
         archive_offset -> Nullable<Int8>,
+        deflated -> Nullable<Bool>,
+        zip64 -> Nullable<Bool>,
         archive_end -> Nullable<Int8>,
         compressed_size -> Nullable<Int8>,
-        deflated -> Nullable<Bool>,
         archive_crc32 -> Nullable<Int8>,
     }
 }

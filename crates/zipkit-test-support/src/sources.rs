@@ -30,12 +30,13 @@ pub enum Behaviour {
     Truncated { bytes: Vec<u8>, cut: usize },
     /// Serves `bytes` in chunks of `chunk`, waiting `pause` before each (counted in
     /// `chunks_sent`); with `then`, those bytes to every request after the first (a source
-    /// that changed).
+    /// that changed). With `ranges`, `Range: bytes=N-` gets 206 and the rest from N.
     Trickle {
         bytes: Vec<u8>,
         chunk: usize,
         pause: std::time::Duration,
         then: Option<Vec<u8>>,
+        ranges: bool,
     },
     /// Serves `chunks` chunks of `chunk` bytes, waiting `pause` before each.
     Slow {
@@ -51,6 +52,8 @@ struct Files {
     hits: HashMap<String, AtomicUsize>,
     /// Chunks actually sent by `Slow` sources (stops growing when the client lets go).
     chunks_sent: HashMap<String, AtomicUsize>,
+    /// Each request's `Range` header, in order.
+    ranges: std::sync::Mutex<HashMap<String, Vec<Option<String>>>>,
 }
 
 #[derive(Debug)]
@@ -118,6 +121,14 @@ async fn serve(
         .hits
         .get(&name)
         .map_or(0, |h| h.fetch_add(1, Ordering::SeqCst));
+    let range = request
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Ok(mut ranges) = files.ranges.lock() {
+        ranges.entry(name.clone()).or_default().push(range.clone());
+    }
     match files.routes.get(&name) {
         None => HttpResponse::NotFound().finish(),
         Some(Behaviour::Serve(bytes)) => HttpResponse::Ok().body(bytes.clone()),
@@ -159,12 +170,21 @@ async fn serve(
             chunk,
             pause,
             then,
+            ranges,
         }) => {
             let bytes = match then {
                 Some(then) if hit > 0 => then,
                 _ => bytes,
             };
-            let (chunk, pause, bytes) = (*chunk, *pause, web::Bytes::from(bytes.clone()));
+            let total = bytes.len();
+            let from = range
+                .as_deref()
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *ranges && *n < total);
+            let (chunk, pause) = (*chunk, *pause);
+            let bytes = web::Bytes::from(bytes[from.unwrap_or(0)..].to_vec());
             let length = bytes.len() as u64;
             let files = Arc::clone(&files);
             let body = futures_util::stream::unfold(0usize, move |at| {
@@ -181,7 +201,21 @@ async fn serve(
                     Some((Ok::<_, std::io::Error>(bytes.slice(at..end)), end))
                 }
             });
-            HttpResponse::Ok().no_chunking(length).streaming(body)
+            let mut response = match from {
+                Some(from) => {
+                    let mut partial = HttpResponse::PartialContent();
+                    partial.insert_header((
+                        "Content-Range",
+                        format!("bytes {from}-{}/{total}", total - 1),
+                    ));
+                    partial
+                }
+                None => HttpResponse::Ok(),
+            };
+            if *ranges {
+                response.insert_header(("Accept-Ranges", "bytes"));
+            }
+            response.no_chunking(length).streaming(body)
         }
         Some(Behaviour::BreakThenResume { bytes, cut }) if hit == 0 => {
             broken_off(bytes, *cut, true)
@@ -219,6 +253,7 @@ impl SourceServer {
                 .map(|(n, _)| ((*n).to_owned(), AtomicUsize::new(0)))
                 .collect(),
             routes: routes.into_iter().map(|(n, b)| (n.to_owned(), b)).collect(),
+            ranges: std::sync::Mutex::default(),
         });
         let data = web::Data::new(Arc::clone(&files));
         let server = HttpServer::new(move || {
@@ -252,6 +287,15 @@ impl SourceServer {
             .chunks_sent
             .get(name)
             .map_or(0, |c| c.load(Ordering::SeqCst))
+    }
+
+    /// The `Range` header of each request `name` received, in order.
+    pub fn ranges_asked(&self, name: &str) -> Vec<Option<String>> {
+        self.files
+            .ranges
+            .lock()
+            .map(|r| r.get(name).cloned().unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// How many requests `name` received.

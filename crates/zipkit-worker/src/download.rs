@@ -56,23 +56,25 @@ impl SourceError {
     }
 }
 
-/// Where to pick a download up again: `Range: bytes=from-`, valid only while the source still
-/// answers with the same ETag (or Last-Modified), which `If-Range` checks.
+/// Where to pick a download up: `Range: bytes=from-`, with `If-Range` when there is a
+/// validator (the source's ETag or Last-Modified as first seen): then only while the source
+/// still answers with it.
 #[derive(Debug, Clone)]
 pub struct Resume {
     pub from: u64,
-    pub validator: String,
+    pub validator: Option<String>,
 }
 
 impl Resume {
-    /// The validator a resumed request can send, if the source accepts byte ranges and gave one.
-    /// Weak ETags are not allowed in `If-Range`.
+    /// The validator a resumed request can send, if the source accepts byte ranges (it says so,
+    /// or it just answered a range) and gave one. Weak ETags are not allowed in `If-Range`.
     pub fn validator(response: &reqwest::Response) -> Option<String> {
         let headers = response.headers();
-        let ranges = headers
-            .get(reqwest::header::ACCEPT_RANGES)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("bytes"));
+        let ranges = response.status() == StatusCode::PARTIAL_CONTENT
+            || headers
+                .get(reqwest::header::ACCEPT_RANGES)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("bytes"));
         if !ranges {
             return None;
         }
@@ -94,15 +96,16 @@ pub const ATTEMPTS: u32 = 4;
 pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 
 /// `fetch` with retries and exponential backoff on transient errors. Only the start of a
-/// download is retried: once bytes of an entry are in the archive it cannot be restarted.
+/// download is retried here (later breaks are picked up by the download itself).
 pub async fn fetch_with_retries(
     client: &reqwest::Client,
     url: &str,
     egress: &EgressPolicy,
+    range: Option<&Resume>,
 ) -> Result<reqwest::Response, SourceError> {
     let mut attempt = 1;
     loop {
-        match fetch(client, url, egress, None).await {
+        match fetch(client, url, egress, range).await {
             Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                 metrics::counter!(zipkit_runtime::metrics::RETRIES, "stage" => "download", "cause" => e.code)
                     .increment(1);
@@ -118,6 +121,19 @@ pub async fn fetch_with_retries(
             other => return other,
         }
     }
+}
+
+/// What a `206 Partial Content` answer holds: where its bytes start in the source, and the
+/// source's whole length when it says (`Content-Range: bytes FIRST-LAST/LENGTH`, or `/*`).
+pub fn content_range(response: &reqwest::Response) -> Option<(u64, Option<u64>)> {
+    let value = response
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let (range, length) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let first = range.split_once('-')?.0.trim().parse().ok()?;
+    Some((first, length.trim().parse().ok()))
 }
 
 /// The HTTP client for sources: every name it resolves and every redirect hop passes the egress
@@ -157,9 +173,10 @@ pub async fn fetch(
     }
     let mut request = client.get(parsed);
     if let Some(resume) = resume {
-        request = request
-            .header(reqwest::header::RANGE, format!("bytes={}-", resume.from))
-            .header(reqwest::header::IF_RANGE, &resume.validator);
+        request = request.header(reqwest::header::RANGE, format!("bytes={}-", resume.from));
+        if let Some(validator) = &resume.validator {
+            request = request.header(reqwest::header::IF_RANGE, validator);
+        }
     }
     let response = request.send().await.map_err(|e| {
         if zipkit_egress::is_forbidden(&e) {

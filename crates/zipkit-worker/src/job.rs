@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::db::PgPool;
-use zipkit_domain::models::{Bucket, EntryOutcome, EntryPlacement, Zip, ZipEntry};
+use zipkit_domain::models::{Bucket, EntryOutcome, EntryPlacement, PlacedEnd, Zip, ZipEntry};
 use zipkit_domain::{EntryState, OnError, Service, ZipId};
 use zipkit_storage::BucketLocation;
 
@@ -23,7 +23,7 @@ use crate::download::SourceError;
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
 use crate::memory::{BufferBudget, PartMemory};
-use crate::prefetch::{DownloadLimits, Event, Prefetcher, Source};
+use crate::prefetch::{Continue, DownloadLimits, Event, Prefetcher, Source};
 use crate::resume::{self, Continuation};
 use crate::upload::{
     self, Destination, Ending, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
@@ -67,6 +67,9 @@ enum FeedError {
     Failed(JobFailure),
     /// The uploader stopped taking the archive; its own error says why.
     OutputClosed,
+    /// The entry this build continues could not be picked up where it was cut
+    /// (`Event::RangeRefused`).
+    Uncontinued,
 }
 
 impl From<JobFailure> for FeedError {
@@ -172,7 +175,26 @@ pub async fn run(
         plan,
         description: &description,
     };
-    match job.build(entries.clone(), cancelled.clone(), resume).await {
+    let mut built = job
+        .build(entries.clone(), cancelled.clone(), resume.clone())
+        .await;
+    if let (Err(Restart::Uncontinued), Some((resume, kept))) = (&built, resume) {
+        tracing::info!(
+            zip.id = %zip.id,
+            "the source cut by the uploaded parts' end did not answer the range asked for; \
+             building its entry again from its start"
+        );
+        let kept = kept.without_continuing();
+        let resume = Resume {
+            from: kept.written.offset,
+            crc32_before: kept.written.crc32,
+            ..resume
+        };
+        built = job
+            .build(entries.clone(), cancelled.clone(), Some((resume, kept)))
+            .await;
+    }
+    match built {
         Err(Restart::Diverged { part }) => {
             let upload_id = resuming.unwrap_or_default();
             tracing::warn!(
@@ -196,12 +218,17 @@ pub async fn run(
             forget_upload(ctx, zip, &upload_id).await?;
         }
         Err(Restart::Not(failure)) => return Err(failure),
+        Err(Restart::Uncontinued) => {
+            return Err(JobFailure::internal(
+                "a build that continues no entry was asked to start one over",
+            ));
+        }
         Ok(built) => return Ok(built),
     }
     match job.build(entries, cancelled, None).await {
         Ok(built) => Ok(built),
         Err(Restart::Not(failure) | Restart::Lost(failure)) => Err(failure),
-        Err(Restart::Diverged { .. }) => Err(JobFailure::internal(
+        Err(Restart::Diverged { .. } | Restart::Uncontinued) => Err(JobFailure::internal(
             "a new upload was checked against parts it does not have",
         )),
     }
@@ -268,7 +295,7 @@ async fn resume_point(
     let kept = resume::continuation(
         &recorded,
         entries,
-        uploaded,
+        &parts,
         DosTime::from_utc(zip.created_at),
     );
     drop(recorded);
@@ -280,6 +307,7 @@ async fn resume_point(
         bytes = uploaded,
         entries_kept = kept.kept,
         rebuilt_from = kept.written.offset,
+        continued_from = kept.continuing.map(|c| c.from),
         "taking the job over: resuming its upload"
     );
     let resume = Resume {
@@ -311,6 +339,9 @@ enum Restart {
     Diverged { part: i32 },
     /// The resumed upload is gone.
     Lost(JobFailure),
+    /// The entry cut by the uploaded parts' end could not be continued: build it from its start
+    /// (the upload is left as it was).
+    Uncontinued,
 }
 
 impl From<JobFailure> for Restart {
@@ -401,6 +432,7 @@ impl Attempt<'_> {
         let carried = Carried {
             files: kept.files,
             bytes: kept.bytes,
+            continuing: kept.continuing,
         };
         let feed = feed_sources(ctx, zip, rest, archive, &notes, cancelled.clone(), carried).await;
         // The upload is completed only if every source went in and the archive was finished;
@@ -408,6 +440,8 @@ impl Attempt<'_> {
         // job now (it may be continuing the upload).
         let _ = finished.send(match (&feed, *cancelled.borrow()) {
             (Ok(_), _) => Ending::Complete,
+            // Nothing was sent; the next build continues the upload.
+            (Err(FeedError::Uncontinued), _) => Ending::HandOver,
             (Err(_), Interrupt::TakenOver) => Ending::HandOver,
             (Err(_), _) => Ending::Abort,
         });
@@ -416,6 +450,7 @@ impl Attempt<'_> {
         recorder.finish().await;
 
         match (feed, uploaded) {
+            (Err(FeedError::Uncontinued), _) => Err(Restart::Uncontinued),
             (_, Ok(Err(UploadError::Diverged { part }))) => Err(Restart::Diverged { part }),
             (_, Ok(Err(UploadError::Lost(failure)))) => Err(Restart::Lost(failure)),
             (Err(FeedError::Failed(failure)), _) => Err(Restart::Not(failure)),
@@ -527,6 +562,8 @@ async fn skip(notes: &mpsc::Sender<Note>, index: i32, error: SourceError) {
 struct Carried {
     files: i32,
     bytes: u64,
+    /// The first entry is open in the archive already: its download starts here.
+    continuing: Option<Continue>,
 }
 
 /// Sends where the entries written out since the last call went, for a worker that may take
@@ -549,11 +586,15 @@ async fn feed_sources(
     mut cancelled: watch::Receiver<Interrupt>,
     carried: Carried,
 ) -> Result<i32, FeedError> {
-    let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries);
+    let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries)
+        .continuing(carried.continuing);
     let skipping = zip.on_error == OnError::Skip;
     let (mut done, mut total, mut unreported) = (carried.files, carried.bytes, 0u64);
+    let mut continuing = carried.continuing.is_some();
     'entries: while let Some(mut download) = downloads.next_download() {
         let index = download.entry.index;
+        // Only the first entry can be one the archive has open already.
+        let continued = std::mem::take(&mut continuing);
         // A quiet source must not delay a cancel: wait for whichever comes first.
         let mut next = async || -> Result<Option<Event>, FeedError> {
             tokio::select! {
@@ -563,8 +604,13 @@ async fn feed_sources(
         };
         let content_length = match next().await? {
             Some(Event::Started { content_length }) => content_length,
+            Some(Event::RangeRefused) => return Err(FeedError::Uncontinued),
             Some(Event::Failed(error)) if skipping => {
+                if continued {
+                    archive.abandon_entry().await?;
+                }
                 skip(notes, index, error).await;
+                report_placed(&mut archive, notes).await;
                 continue;
             }
             Some(Event::Failed(error)) => return Err(error.into_failure(index).into()),
@@ -576,32 +622,39 @@ async fn feed_sources(
                 .into());
             }
         };
-        // `auto` may need the first bytes to decide; they are written right after the header.
-        // Always the same number of them, however the network cut them into chunks: the same
-        // job must give the same archive.
         let mut early = std::collections::VecDeque::new();
-        let mut head = Vec::new();
-        while head.len() < HEAD_BYTES {
-            let event = next().await?;
-            let more = match &event {
-                Some(Event::Data(bytes, _)) => {
-                    let take = bytes.len().min(HEAD_BYTES - head.len());
-                    head.extend_from_slice(&bytes[..take]);
-                    true
+        // A continued entry is open in the archive already, its header written long ago.
+        if !continued {
+            // `auto` may need the first bytes to decide; they are written right after the
+            // header. Always the same number of them, however the network cut them into chunks:
+            // the same job must give the same archive.
+            let mut head = Vec::new();
+            while head.len() < HEAD_BYTES {
+                let event = next().await?;
+                let more = match &event {
+                    Some(Event::Data(bytes, _)) => {
+                        let take = bytes.len().min(HEAD_BYTES - head.len());
+                        head.extend_from_slice(&bytes[..take]);
+                        true
+                    }
+                    _ => false,
+                };
+                early.push_back(event);
+                if !more {
+                    break;
                 }
-                _ => false,
-            };
-            early.push_back(event);
-            if !more {
-                break;
             }
+            let method = method_for(zip.compression, &download.entry.filename, &head);
+            let zip64 = content_length.is_none_or(|l| l >= ZIP64_THRESHOLD);
+            // A stored entry of a part or more announces its start: a worker taking the job
+            // over can pick its source up with `Range` where the uploaded parts end.
+            let announce = method == Method::Stored
+                && content_length.is_none_or(|l| l >= ctx.part_size as u64);
+            archive
+                .start_entry(index, &download.entry.filename, method, zip64, announce)
+                .await?;
+            report_placed(&mut archive, notes).await;
         }
-        let method = method_for(zip.compression, &download.entry.filename, &head);
-        let zip64 = content_length.is_none_or(|l| l >= ZIP64_THRESHOLD);
-        archive
-            .start_entry(index, &download.entry.filename, method, zip64)
-            .await?;
-        report_placed(&mut archive, notes).await;
         loop {
             let event = match early.pop_front() {
                 Some(event) => event,
@@ -642,7 +695,7 @@ async fn feed_sources(
                     continue 'entries;
                 }
                 Some(Event::Failed(error)) => return Err(error.into_failure(index).into()),
-                Some(Event::Started { .. }) => {}
+                Some(Event::Started { .. } | Event::RangeRefused) => {}
                 None => break,
             }
         }
@@ -700,10 +753,13 @@ fn placement_row(p: &Placement) -> EntryPlacement {
     EntryPlacement {
         index: p.entry,
         offset: int(p.offset),
-        end: int(p.end),
-        compressed_size: int(p.compressed),
         deflated: p.method == Method::Deflated,
-        archive_crc32: p.archive_crc32,
+        zip64: p.zip64,
+        end: p.end.map(|e| PlacedEnd {
+            end: int(e.end),
+            compressed_size: int(e.compressed),
+            archive_crc32: e.archive_crc32,
+        }),
     }
 }
 

@@ -89,6 +89,9 @@ pub enum Event {
     Data(Bytes, Held),
     /// The download failed for good (after any bytes already handed over).
     Failed(SourceError),
+    /// A download continuing an entry (`Continue`) did not get the rest of the source from
+    /// where it asked: the entry has to be built from its start.
+    RangeRefused,
 }
 
 /// An entry whose download runs in the background; dropping it stops the download.
@@ -105,12 +108,22 @@ impl Drop for Download {
     }
 }
 
+/// Where the first source's download starts when a build taken over continues its entry: its
+/// first `from` bytes, whose CRC-32 is `crc32`, are in the archive already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continue {
+    pub from: u64,
+    pub crc32: u32,
+}
+
 /// Starts downloads ahead and yields them in request order.
 #[derive(Debug)]
 pub struct Prefetcher {
     /// The job's sources (one copy for all its builds), and the next to start.
     entries: Arc<[Source]>,
     next: usize,
+    /// For the first source: where its download starts.
+    first_from: Option<Continue>,
     running: VecDeque<Download>,
     http: reqwest::Client,
     limits: Arc<DownloadLimits>,
@@ -123,11 +136,18 @@ impl Prefetcher {
         Self {
             entries,
             next: 0,
+            first_from: None,
             running: VecDeque::new(),
             http,
             budget: Arc::new(Semaphore::new(limits.job_bytes)),
             limits: Arc::new(limits),
         }
+    }
+
+    /// The first source's download starts at `from` instead of its first byte.
+    pub fn continuing(mut self, from: Option<Continue>) -> Self {
+        self.first_from = from;
+        self
     }
 
     /// The next entry in order, its download already under way; later ones start meanwhile.
@@ -158,6 +178,11 @@ impl Prefetcher {
                 entry.index = entry.index,
                 source.host = %host,
             );
+            let from = if self.next == 1 {
+                self.first_from.take()
+            } else {
+                None
+            };
             let task = tokio::spawn(
                 download(
                     self.http.clone(),
@@ -165,6 +190,7 @@ impl Prefetcher {
                     self.limits.clone(),
                     self.budget.clone(),
                     tx,
+                    from,
                 )
                 .instrument(span),
             );
@@ -263,17 +289,27 @@ async fn download(
     limits: Arc<DownloadLimits>,
     job_budget: Arc<Semaphore>,
     tx: mpsc::Sender<Event>,
+    from: Option<Continue>,
 ) {
     let mut patience = Patience::new(limits.source_wait);
     let began = Instant::now();
+    let range = from.map(|c| Resume {
+        from: c.from,
+        validator: None,
+    });
     let fetched = tokio::time::timeout_at(
         patience.deadline(),
-        download::fetch_with_retries(&http, &url, &limits.egress),
+        download::fetch_with_retries(&http, &url, &limits.egress, range.as_ref()),
     )
     .await;
     patience.spend(began.elapsed(), true);
     let response = match fetched {
         Ok(Ok(response)) => response,
+        // A 404 or 416 to the range: the build that starts the entry over will say.
+        Ok(Err(error)) if from.is_some() && !error.is_transient() => {
+            let _ = tx.send(Event::RangeRefused).await;
+            return;
+        }
         Ok(Err(error)) => {
             let _ = tx.send(Event::Failed(error)).await;
             return;
@@ -285,7 +321,22 @@ async fn download(
             return;
         }
     };
-    let content_length = response.content_length();
+    // Continuing: only a 206 with the rest from `from` will do (a whole body would have to be
+    // checked against bytes that are in the bucket, not here).
+    let content_length = match from {
+        Some(c) => match download::content_range(&response) {
+            Some((first, length))
+                if response.status() == reqwest::StatusCode::PARTIAL_CONTENT && first == c.from =>
+            {
+                length
+            }
+            _ => {
+                let _ = tx.send(Event::RangeRefused).await;
+                return;
+            }
+        },
+        None => response.content_length(),
+    };
     if content_length.is_some_and(|l| l > limits.max_source_bytes) {
         let error = too_large(limits.max_source_bytes);
         let _ = tx.send(Event::Failed(error)).await;
@@ -297,11 +348,18 @@ async fn download(
     }
     let own = Arc::new(Semaphore::new(limits.own_bytes));
     let mut body = response.bytes_stream();
-    let (mut received, mut attempt) = (0u64, 1u32);
+    let mut attempt = 1u32;
     let mut stall = StallWatch::new(limits.stall_window, limits.stall_min_bytes);
-    // The CRC-32 of what was handed on, and while a restarted download replays that prefix,
-    // how much of it is still to come and its CRC so far.
-    let mut handed_on = crc32fast::Hasher::new();
+    // The CRC-32 of what was handed on (or, continuing, was in the archive already), and while
+    // a restarted download replays that prefix, how much of it is still to come and its CRC so
+    // far.
+    let (mut received, mut handed_on) = match from {
+        Some(c) => (
+            c.from,
+            crc32fast::Hasher::new_with_initial_len(c.crc32, c.from),
+        ),
+        None => (0, crc32fast::Hasher::new()),
+    };
     let mut replay: Option<(u64, crc32fast::Hasher)> = None;
     loop {
         if patience.is_spent() {
@@ -453,7 +511,7 @@ async fn pick_up(
     if let Some(validator) = validator {
         let resume = Resume {
             from: received,
-            validator: validator.to_owned(),
+            validator: Some(validator.to_owned()),
         };
         match download::fetch(http, url, &limits.egress, Some(&resume)).await {
             Ok(r) if r.status() == reqwest::StatusCode::PARTIAL_CONTENT => return Some((r, false)),

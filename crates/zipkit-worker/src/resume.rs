@@ -3,40 +3,67 @@
 //! offsets, compressed size, method, the archive's CRC-32 up to its end). Those entries are not
 //! downloaded again; the writer starts right after the last of them with the central directory
 //! records they need, and the uploader checks the rebuilt bytes from there on against the
-//! recorded parts (`upload::Resume`). An entry cut across the end of the uploaded parts is built
-//! again from its start.
+//! recorded parts (`upload::Resume`).
+//!
+//! The entry cut across the end of the uploaded parts is built again from its start, unless it
+//! is stored and its start was recorded (entries of a part or more announce it): then its
+//! source is picked up with `Range` at the start of the last uploaded part, so that part's bytes
+//! of it are downloaded again and checked against the part (the CRC-32 of the source's bytes
+//! before that point follows from the recorded CRCs).
 
 use bytes::Bytes;
 use zipkit_domain::EntryState;
 use zipkit_domain::models::RecordedEntry;
 
-use crate::archive::{CentralRecord, DosTime, Method, WrittenSoFar};
-use crate::prefetch::Source;
+use crate::archive::{CentralRecord, DosTime, Method, OpenSoFar, WrittenSoFar, format};
+use crate::prefetch::{Continue, Source};
+use crate::upload::{UploadedPart, crc32_concat, crc32_tail};
 
 /// Where a taken-over build starts.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Continuation {
-    /// The archive as the earlier build wrote it up to where this one starts.
+    /// The archive as the earlier build wrote it up to where this one starts, with the entry it
+    /// continues, if any.
     pub written: WrittenSoFar,
-    /// How many of the job's entries (from the first) are kept: not downloaded, not recorded
-    /// again.
+    /// How many of the job's entries (from the first) are kept whole: not downloaded, not
+    /// recorded again.
     pub kept: usize,
-    /// Of those, the entries in the archive, and their sources' bytes.
+    /// Of those, the entries in the archive, and their sources' bytes (with those of the
+    /// continued entry already written).
     pub files: i32,
     pub bytes: u64,
+    /// The entry after the kept ones is continued: its download starts here.
+    pub continuing: Option<Continue>,
+    /// The end of the kept run and the archive's CRC-32 there, where a build that does not
+    /// continue the entry after it starts.
+    run_end: (u64, u32),
 }
 
-/// The longest run of entries, from the first, that the earlier build placed wholly within the
-/// first `uploaded` bytes of the archive (entries it skipped without writing a byte belong to
-/// the run when a later entry does). Anything that does not line up (an offset that does not
-/// follow the previous entry's end, a listed entry without its size or CRC-32) ends the run
-/// there: the rest is built again and checked against the parts.
+impl Continuation {
+    /// The same, but building the entry after the kept ones from its start (its source did not
+    /// answer the range asked for).
+    pub fn without_continuing(mut self) -> Self {
+        if let Some(open) = self.written.open.take() {
+            (self.written.offset, self.written.crc32) = self.run_end;
+            self.bytes -= open.size;
+            self.continuing = None;
+        }
+        self
+    }
+}
+
+/// The longest run of entries, from the first, that the earlier build placed wholly within
+/// `parts` (entries it skipped without writing a byte belong to the run when a later entry
+/// does), and the stored entry after them when it can be continued. Anything that does not line
+/// up (an offset that does not follow the previous entry's end, a listed entry without its size
+/// or CRC-32) ends the run there: the rest is built again and checked against the parts.
 pub fn continuation(
     recorded: &[RecordedEntry],
     sources: &[Source],
-    uploaded: u64,
+    parts: &[UploadedPart],
     modified: DosTime,
 ) -> Continuation {
+    let uploaded: u64 = parts.iter().map(|p| p.size as u64).sum();
     let mut found = Continuation::default();
     // Every entry pushed here is kept in the same turn of the loop.
     let mut directory = Vec::new();
@@ -44,20 +71,20 @@ pub fn continuation(
         if entry.index != source.index {
             break;
         }
-        let Some(placed) = entry.placement else {
-            if entry.state == EntryState::Skipped {
+        let Some((placed, end)) = entry.placement.and_then(|p| Some((p, p.end?))) else {
+            if entry.state == EntryState::Skipped && entry.placement.is_none() {
                 continue;
             }
             break;
         };
-        let (Ok(offset), Ok(end), Ok(compressed)) = (
+        let (Ok(offset), Ok(end_offset), Ok(compressed)) = (
             u64::try_from(placed.offset),
-            u64::try_from(placed.end),
-            u64::try_from(placed.compressed_size),
+            u64::try_from(end.end),
+            u64::try_from(end.compressed_size),
         ) else {
             break;
         };
-        if offset != found.written.offset || end > uploaded {
+        if offset != found.written.offset || end_offset > uploaded {
             break;
         }
         match (entry.state, entry.size, entry.crc32) {
@@ -85,18 +112,79 @@ pub fn continuation(
             (EntryState::Skipped, ..) => {}
             _ => break,
         }
-        found.written.offset = end;
-        found.written.crc32 = placed.archive_crc32;
+        found.written.offset = end_offset;
+        found.written.crc32 = end.archive_crc32;
         found.kept = position + 1;
     }
     found.written.directory = directory;
+    found.run_end = (found.written.offset, found.written.crc32);
+    if let (Some(entry), Some(source)) = (recorded.get(found.kept), sources.get(found.kept)) {
+        continue_entry(&mut found, entry, source, parts, modified);
+    }
     found
+}
+
+/// Continues `entry`, the one after the kept run, inside the last uploaded part when it is a
+/// stored entry whose start was recorded right where the run ends and whose data began before
+/// that part.
+fn continue_entry(
+    found: &mut Continuation,
+    entry: &RecordedEntry,
+    source: &Source,
+    parts: &[UploadedPart],
+    modified: DosTime,
+) {
+    let Some(placed) = entry.placement else {
+        return;
+    };
+    let Some((_, earlier)) = parts.split_last() else {
+        return;
+    };
+    let at_run_end = u64::try_from(placed.offset).ok() == Some(found.written.offset);
+    if entry.index != source.index || placed.deflated || !at_run_end {
+        return;
+    }
+    if entry.state == EntryState::Skipped {
+        return;
+    }
+    let name = Bytes::copy_from_slice(source.filename.as_bytes());
+    let header = format::local_header(&name, Method::Stored, modified, placed.zip64);
+    let data_start = found.written.offset + header.len() as u64;
+    let last_start: u64 = earlier.iter().map(|p| p.size as u64).sum();
+    let Some(written) = last_start.checked_sub(data_start).filter(|n| *n > 0) else {
+        return;
+    };
+    let crc_to_last = earlier
+        .iter()
+        .fold(0, |crc, p| crc32_concat(crc, p.crc32, p.size as u64));
+    let crc_to_data = crc32_concat(
+        found.written.crc32,
+        crc32fast::hash(&header),
+        header.len() as u64,
+    );
+    let crc32 = crc32_tail(crc_to_last, crc_to_data, written);
+    found.written.open = Some(OpenSoFar {
+        entry: entry.index,
+        name,
+        zip64: placed.zip64,
+        header_offset: found.written.offset,
+        data_start,
+        size: written,
+        crc32,
+    });
+    found.written.offset = last_start;
+    found.written.crc32 = crc_to_last;
+    found.bytes += written;
+    found.continuing = Some(Continue {
+        from: written,
+        crc32,
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zipkit_domain::models::EntryPlacement;
+    use zipkit_domain::models::{EntryPlacement, PlacedEnd};
 
     fn source(index: i32) -> Source {
         Source {
@@ -115,10 +203,13 @@ mod tests {
             placement: Some(EntryPlacement {
                 index,
                 offset,
-                end,
-                compressed_size: end - offset - 50,
                 deflated: index % 2 == 1,
-                archive_crc32: crc,
+                zip64: false,
+                end: Some(PlacedEnd {
+                    end,
+                    compressed_size: end - offset - 50,
+                    archive_crc32: crc,
+                }),
             }),
         }
     }
@@ -133,6 +224,19 @@ mod tests {
         }
     }
 
+    /// Parts of these sizes (their CRC-32s do not matter where nothing is continued).
+    fn parts(sizes: &[i64]) -> Vec<UploadedPart> {
+        (1..)
+            .zip(sizes)
+            .map(|(number, size)| UploadedPart {
+                number,
+                etag: format!("e{number}"),
+                size: *size,
+                crc32: 0,
+            })
+            .collect()
+    }
+
     #[test]
     fn entries_placed_wholly_inside_the_uploaded_bytes_are_kept_with_their_directory_records() {
         let sources: Vec<Source> = (0..5).map(source).collect();
@@ -143,13 +247,14 @@ mod tests {
             done(3, 3000, 6000, 33),
             done(4, 6000, 9000, 44),
         ];
-        let kept = continuation(&recorded, &sources, 6500, DosTime::default());
+        let kept = continuation(&recorded, &sources, &parts(&[6500]), DosTime::default());
         assert_eq!(
             kept.kept, 4,
             "entry 3 ends at 6,000, entry 4 at 9,000 > 6,500"
         );
         assert_eq!((kept.written.offset, kept.written.crc32), (6000, 33));
         assert_eq!((kept.files, kept.bytes), (3, 950 + 1950 + 2950));
+        assert!(kept.continuing.is_none(), "entry 4 is not being written");
         let directory = &kept.written.directory;
         assert_eq!(directory.len(), 3, "the skipped entry is not listed");
         assert_eq!(directory[1].name, Bytes::from_static(b"f2.bin"));
@@ -162,30 +267,106 @@ mod tests {
     #[test]
     fn the_run_ends_at_the_first_entry_that_does_not_line_up() {
         let sources: Vec<Source> = (0..4).map(source).collect();
+        let parts = parts(&[1000]);
+        let none = DosTime::default();
         // A skipped entry with no later placed entry may have been left out after its bytes
         // went in: it is built again.
         let trailing_skip = vec![done(0, 0, 100, 1), unplaced(1, EntryState::Skipped)];
-        let kept = continuation(&trailing_skip, &sources, 1000, DosTime::default());
+        let kept = continuation(&trailing_skip, &sources, &parts, none);
         assert_eq!((kept.kept, kept.written.offset), (1, 100));
         // An offset that does not follow the previous end (an earlier build's leftover).
         let gap = vec![done(0, 0, 100, 1), done(1, 150, 300, 2)];
-        assert_eq!(
-            continuation(&gap, &sources, 1000, DosTime::default()).kept,
-            1
-        );
+        assert_eq!(continuation(&gap, &sources, &parts, none).kept, 1);
         // Done but not placed yet (its bytes were still on their way out).
         let pending = vec![unplaced(0, EntryState::Done), done(1, 0, 100, 1)];
-        let kept = continuation(&pending, &sources, 1000, DosTime::default());
+        let kept = continuation(&pending, &sources, &parts, none);
         assert_eq!(
             (kept.kept, kept.written.offset, kept.written.crc32),
             (0, 0, 0)
         );
         // Nothing uploaded: nothing kept.
         let all = vec![done(0, 0, 100, 1), done(1, 100, 200, 2)];
-        assert_eq!(continuation(&all, &sources, 0, DosTime::default()).kept, 0);
+        assert_eq!(continuation(&all, &sources, &[], none).kept, 0);
+        assert_eq!(continuation(&all, &sources, &parts, none).kept, 2);
+    }
+
+    #[test]
+    fn a_stored_entry_cut_by_the_last_part_is_continued_at_that_parts_start() {
+        // An archive: entry 0 (1,000 bytes of whatever), then the stored f1.bin, in 4,096-byte
+        // parts of which three are uploaded; f1.bin's start was announced.
+        let modified = DosTime::default();
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let header = format::local_header(b"f1.bin", Method::Stored, modified, true);
+        let mut archive: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        archive.extend_from_slice(&header);
+        archive.extend_from_slice(&data);
+        let uploaded: Vec<UploadedPart> = archive[..3 * 4096]
+            .chunks(4096)
+            .zip(1..)
+            .map(|(bytes, number)| UploadedPart {
+                number,
+                etag: String::new(),
+                size: bytes.len() as i64,
+                crc32: crc32fast::hash(bytes),
+            })
+            .collect();
+        let mut first = done(0, 0, 1000, crc32fast::hash(&archive[..1000]));
+        first.placement.as_mut().unwrap().deflated = false;
+        let recorded = vec![
+            first,
+            RecordedEntry {
+                index: 1,
+                state: EntryState::Pending,
+                size: None,
+                crc32: None,
+                placement: Some(EntryPlacement {
+                    index: 1,
+                    offset: 1000,
+                    deflated: false,
+                    zip64: true,
+                    end: None,
+                }),
+            },
+        ];
+        let sources: Vec<Source> = (0..2).map(source).collect();
+        let found = continuation(&recorded, &sources, &uploaded, modified);
+        assert_eq!(found.kept, 1);
+        let data_start = 1000 + header.len();
+        let written = 2 * 4096 - data_start;
         assert_eq!(
-            continuation(&all, &sources, 200, DosTime::default()).kept,
-            2
+            found.continuing,
+            Some(Continue {
+                from: written as u64,
+                crc32: crc32fast::hash(&data[..written]),
+            }),
+            "picked up at the start of part 3, with the CRC-32 of the source before it"
         );
+        assert_eq!(found.written.offset, 2 * 4096);
+        assert_eq!(found.written.crc32, crc32fast::hash(&archive[..2 * 4096]));
+        let open = found.written.open.clone().unwrap();
+        assert_eq!(
+            (open.header_offset, open.data_start),
+            (1000, data_start as u64)
+        );
+        assert_eq!((open.size, open.zip64), (written as u64, true));
+        assert_eq!(found.bytes, 950 + written as u64);
+
+        // Without continuing: from the end of entry 0.
+        let plain = found.without_continuing();
+        assert!(plain.written.open.is_none() && plain.continuing.is_none());
+        assert_eq!(plain.written.offset, 1000);
+        assert_eq!(plain.written.crc32, crc32fast::hash(&archive[..1000]));
+        assert_eq!(plain.bytes, 950);
+
+        // A deflated entry, or one whose data starts inside the last part, is built again.
+        let mut deflated = recorded.clone();
+        deflated[1].placement.as_mut().unwrap().deflated = true;
+        assert!(
+            continuation(&deflated, &sources, &uploaded, modified)
+                .continuing
+                .is_none()
+        );
+        let found = continuation(&recorded, &sources, &uploaded[..1], modified);
+        assert!(found.continuing.is_none(), "f1.bin's data starts in part 1");
     }
 }

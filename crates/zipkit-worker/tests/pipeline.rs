@@ -1003,28 +1003,38 @@ async fn a_job_whose_worker_is_killed_mid_job_is_finished_by_another_worker() {
 }
 
 /// A 5 MiB-part job on a worker binary behind the counting store proxy: `a.bin` (7 MiB, all in
-/// part 1 and 2) and `b.bin` (16 MiB of `pseudo_random(_, 2)`, trickling; `b_then`: what it
-/// serves after the first request), so part 2 ends inside `b.bin`. The first worker is killed
-/// (SIGKILL) once two parts are recorded (a part is recorded once the next is on its way);
-/// `between` runs before a second worker takes the job over.
+/// part 1 and 2) and `b.bin` (`Sources`, trickling), so part 2 ends inside `b.bin`. The first
+/// worker is killed (SIGKILL) once two parts are recorded (a part is recorded once the next is
+/// on its way); `between` runs before a second worker takes the job over.
 /// Returns the finished job, the first upload's id, the archive and the sources (still served).
 async fn killed_after_two_parts(
     harness: &Harness,
     proxy: &zipkit_test_support::store_proxy::StoreProxy,
-    (a, b_then): (Behaviour, Option<Vec<u8>>),
+    sources: Sources,
     compression: Compression,
     between: impl FnOnce(&str),
 ) -> (Zip, String, Vec<u8>, SourceServer) {
-    let sources = (a, b_then);
-    takeover_after_two_parts(
-        harness,
-        proxy,
-        sources,
-        compression,
-        between,
-        Interruption::Kill,
-    )
-    .await
+    let first = Interruption::Kill;
+    takeover_after_parts(harness, proxy, sources, compression, 2, between, first).await
+}
+
+/// The two sources of a takeover test: `a.bin`, and how `b.bin` (16 MiB of
+/// `pseudo_random(_, 2)`, trickled) answers: what it serves after the first request, and
+/// whether it honours `Range`.
+struct Sources {
+    a: Behaviour,
+    b_then: Option<Vec<u8>>,
+    b_ranges: bool,
+}
+
+impl Sources {
+    fn a(a: Behaviour) -> Self {
+        Self {
+            a,
+            b_then: None,
+            b_ranges: true,
+        }
+    }
 }
 
 /// How the first worker is taken out.
@@ -1037,11 +1047,18 @@ enum Interruption {
     Pause,
 }
 
-async fn takeover_after_two_parts(
+/// As `killed_after_two_parts`, the first worker taken out by `interruption` once `parts` parts
+/// are recorded.
+async fn takeover_after_parts(
     harness: &Harness,
     proxy: &zipkit_test_support::store_proxy::StoreProxy,
-    (a, b_then): (Behaviour, Option<Vec<u8>>),
+    Sources {
+        a,
+        b_then,
+        b_ranges,
+    }: Sources,
     compression: Compression,
+    parts: usize,
     between: impl FnOnce(&str),
     interruption: Interruption,
 ) -> (Zip, String, Vec<u8>, SourceServer) {
@@ -1055,6 +1072,7 @@ async fn takeover_after_two_parts(
                 chunk: 256 * 1024,
                 pause: Duration::from_millis(100),
                 then: b_then,
+                ranges: b_ranges,
             },
         ),
     ])
@@ -1081,7 +1099,7 @@ async fn takeover_after_two_parts(
     while std::time::Instant::now() < deadline {
         let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
         if let Some(upload) = &zip.upload_id
-            && Zip::parts(&mut conn, id, upload).await.unwrap().len() >= 2
+            && Zip::parts(&mut conn, id, upload).await.unwrap().len() >= parts
         {
             upload_id = Some(upload.clone());
             break;
@@ -1090,7 +1108,7 @@ async fn takeover_after_two_parts(
     }
     let upload_id = upload_id.unwrap_or_else(|| {
         panic!(
-            "the first worker did not record two parts; the store saw {:?}",
+            "the first worker did not record {parts} parts; the store saw {:?}",
             proxy.operations()
         )
     });
@@ -1162,7 +1180,7 @@ async fn a_job_taken_over_after_a_kill_continues_its_upload_without_sending_a_pa
         let (zip, upload_id, archive, sources) = killed_after_two_parts(
             &harness,
             &proxy,
-            (Behaviour::Serve(a.clone()), None),
+            Sources::a(Behaviour::Serve(a.clone())),
             compression,
             |_| {},
         )
@@ -1175,9 +1193,10 @@ async fn a_job_taken_over_after_a_kill_continues_its_upload_without_sending_a_pa
             "{compression:?}: a.bin is wholly inside the uploaded parts: not downloaded again"
         );
         assert_eq!(
-            sources.hits("b.bin"),
-            2,
-            "{compression:?}: b.bin, cut by the end of part 2, is built again"
+            sources.ranges_asked("b.bin"),
+            [None, None],
+            "{compression:?}: b.bin, cut by the end of part 2 and begun inside it, is built again \
+             from its start"
         );
         assert_eq!((zip.files_done, zip.result_entries), (2, Some(2)));
         for part in [1, 2] {
@@ -1214,15 +1233,79 @@ async fn a_job_taken_over_after_a_kill_continues_its_upload_without_sending_a_pa
 }
 
 #[tokio::test]
+async fn a_stored_source_cut_by_the_uploaded_parts_is_picked_up_with_range_at_the_last_part() {
+    let mib = 1024 * 1024;
+    let a = pseudo_random(7 * mib, 1);
+    let b = pseudo_random(16 * mib, 2);
+    // Local header (30 bytes + name), data, 16-byte descriptor: b.bin's data starts here, and
+    // part 3 (the last uploaded) at 10 MiB, so the source is asked for from there on.
+    let b_data_start = (30 + 5) + 7 * mib + 16 + (30 + 5);
+    let from = 10 * mib - b_data_start;
+    for b_ranges in [true, false] {
+        let harness = Harness::services_only().await;
+        let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
+        let sources = Sources {
+            b_ranges,
+            ..Sources::a(Behaviour::Serve(a.clone()))
+        };
+        let (zip, upload_id, archive, sources) = takeover_after_parts(
+            &harness,
+            &proxy,
+            sources,
+            Compression::Store,
+            3,
+            |_| {},
+            Interruption::Kill,
+        )
+        .await;
+        assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+        assert_eq!(sources.hits("a.bin"), 1, "kept: not downloaded again");
+        let asked = sources.ranges_asked("b.bin");
+        if b_ranges {
+            assert_eq!(asked, [None, Some(format!("bytes={from}-"))]);
+        } else {
+            // Asked for the range, answered the whole source: built again from its start.
+            assert_eq!(
+                asked,
+                [None, Some(format!("bytes={from}-")), None],
+                "{:?}",
+                proxy.operations()
+            );
+        }
+        for part in [1, 2, 3] {
+            assert_eq!(
+                part_uploads(&proxy, &upload_id, part),
+                1,
+                "ranges {b_ranges}: part {part} was uploaded before the kill and not again"
+            );
+        }
+        assert_eq!(proxy.count("CreateMultipartUpload"), 1);
+        assert_eq!(proxy.count("CompleteMultipartUpload"), 1);
+        assert_eq!(proxy.count("AbortMultipartUpload"), 0);
+        let read = read_with_python(&archive);
+        assert!(read["a.bin"] == a && read["b.bin"] == b);
+
+        harness.rerun(zip.id).await;
+        let _worker = harness.spawn_binary();
+        assert_eq!(harness.wait_finished(zip.id).await.attempts, 1);
+        assert!(
+            harness.store.get("takeover.zip").await == archive,
+            "ranges {b_ranges}: the resumed archive differs from an uninterrupted run's"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_worker_that_wakes_up_to_find_its_job_taken_over_leaves_the_upload_alone() {
     let harness = Harness::services_only().await;
     let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
     let a = pseudo_random(7 * 1024 * 1024, 1);
-    let (zip, _, archive, _sources) = takeover_after_two_parts(
+    let (zip, _, archive, _sources) = takeover_after_parts(
         &harness,
         &proxy,
-        (Behaviour::Serve(a.clone()), None),
+        Sources::a(Behaviour::Serve(a.clone())),
         Compression::Store,
+        2,
         |_| {},
         Interruption::Pause,
     )
@@ -1250,7 +1333,10 @@ async fn a_job_taken_over_whose_source_changed_starts_a_new_upload_and_aborts_th
     let (zip, upload_id, archive, sources) = killed_after_two_parts(
         &harness,
         &proxy,
-        (Behaviour::Serve(a.clone()), Some(then.clone())),
+        Sources {
+            b_then: Some(then.clone()),
+            ..Sources::a(Behaviour::Serve(a.clone()))
+        },
         Compression::Store,
         |_| {},
     )
@@ -1282,7 +1368,7 @@ async fn a_job_taken_over_whose_upload_the_store_lost_starts_a_new_one() {
     let (zip, _, archive, _) = killed_after_two_parts(
         &harness,
         &proxy,
-        (Behaviour::Serve(a.clone()), None),
+        Sources::a(Behaviour::Serve(a.clone())),
         Compression::Deflate,
         |upload_id| {
             for operation in ["UploadPart", "CompleteMultipartUpload"] {

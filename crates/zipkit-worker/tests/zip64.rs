@@ -97,7 +97,7 @@ async fn an_entry_over_4_gib_and_one_after_it_are_read_back_by_independent_reade
     }
     let expected_crc = crc.finalize();
     let path = archive_to_file(async |w: &mut ArchiveWriter| {
-        w.start_entry(0, "huge.bin", Method::Stored, true)
+        w.start_entry(0, "huge.bin", Method::Stored, true, false)
             .await
             .unwrap();
         for _ in 0..chunks {
@@ -105,7 +105,7 @@ async fn an_entry_over_4_gib_and_one_after_it_are_read_back_by_independent_reade
         }
         let summary = w.finish_entry().await.unwrap();
         assert_eq!(summary.crc32, expected_crc);
-        w.start_entry(1, "after/é.txt", Method::Deflated, false)
+        w.start_entry(1, "after/é.txt", Method::Deflated, false, false)
             .await
             .unwrap();
         w.write(Bytes::from_static(b"past the 4 GiB mark"))
@@ -135,7 +135,7 @@ async fn more_than_65535_entries_use_the_zip64_end_records() {
             } else {
                 Method::Deflated
             };
-            w.start_entry(i, &format!("d{}/f{i}.txt", i % 100), method, false)
+            w.start_entry(i, &format!("d{}/f{i}.txt", i % 100), method, false, false)
                 .await
                 .unwrap();
             w.write(Bytes::from(format!("entry {i}\n"))).await.unwrap();

@@ -18,8 +18,8 @@ pub use session::{LoginThrottle, RecentFailures, Session, SessionError};
 pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
 pub use webhook_delivery::{AttemptResult, DeliveryAttempt, WebhookDelivery};
 pub use zip::{
-    EntryOutcome, EntryPlacement, JobError, NewZip, NewZipEntry, OrphanedUpload, RecordedEntry,
-    Zip, ZipEntry, ZipOutcome, ZipPage, ZipPart, ZipWithBucket,
+    EntryOutcome, EntryPlacement, JobError, NewZip, NewZipEntry, OrphanedUpload, PlacedEnd,
+    RecordedEntry, Zip, ZipEntry, ZipOutcome, ZipPage, ZipPart, ZipWithBucket,
 };
 
 /// Errors of the model layer: the query failed, or a stored secret would not decrypt.

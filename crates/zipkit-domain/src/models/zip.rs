@@ -120,16 +120,25 @@ pub struct EntryOutcome {
     pub error_message: Option<String>,
 }
 
-/// Where an entry's bytes sit in the archive being built (its local header to the end of its
-/// data descriptor), and the CRC-32 of the archive up to that end: enough for a worker taking
-/// the job over to skip the entry without its source.
+/// Where an entry's bytes sit in the archive being built: its local header (where, and what
+/// it says: method, ZIP64) and, once its data descriptor is out, where that ends. With the end, a
+/// worker taking the job over can keep the entry without its source; with only the start, pick
+/// its source up where the uploaded parts end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryPlacement {
     pub index: i32,
     pub offset: i64,
+    pub deflated: bool,
+    pub zip64: bool,
+    pub end: Option<PlacedEnd>,
+}
+
+/// The end of an entry's bytes (after its data descriptor), its compressed size, and the CRC-32
+/// of the archive up to that end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlacedEnd {
     pub end: i64,
     pub compressed_size: i64,
-    pub deflated: bool,
     pub archive_crc32: u32,
 }
 
@@ -537,17 +546,22 @@ impl Zip {
         owner: &str,
         placements: &[EntryPlacement],
     ) -> QueryResult<()> {
-        use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
+        use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
         if placements.is_empty() {
             return Ok(());
         }
+        let ends = |f: fn(&PlacedEnd) -> i64| -> Vec<Option<i64>> {
+            placements.iter().map(|p| p.end.as_ref().map(f)).collect()
+        };
         // Raw SQL: an UPDATE from unnest()ed arrays, as in `record_entries`.
         diesel::sql_query(
-            "UPDATE zip_entries e SET archive_offset = v.archive_offset, \
-               archive_end = v.archive_end, compressed_size = v.compressed_size, \
-               deflated = v.deflated, archive_crc32 = v.archive_crc32 \
-             FROM unnest($3::int4[], $4::int8[], $5::int8[], $6::int8[], $7::bool[], $8::int8[]) \
-               AS v(entry_index, archive_offset, archive_end, compressed_size, deflated, archive_crc32) \
+            "UPDATE zip_entries e SET archive_offset = v.archive_offset, deflated = v.deflated, \
+               zip64 = v.zip64, archive_end = v.archive_end, \
+               compressed_size = v.compressed_size, archive_crc32 = v.archive_crc32 \
+             FROM unnest($3::int4[], $4::int8[], $5::bool[], $6::bool[], $7::int8[], $8::int8[], \
+                         $9::int8[]) \
+               AS v(entry_index, archive_offset, deflated, zip64, archive_end, compressed_size, \
+                    archive_crc32) \
              WHERE e.zip_id = $1 AND e.entry_index = v.entry_index \
                AND EXISTS (SELECT 1 FROM zips z WHERE z.id = $1 AND z.lease_owner = $2)",
         )
@@ -555,20 +569,11 @@ impl Zip {
         .bind::<Text, _>(owner)
         .bind::<Array<Integer>, _>(placements.iter().map(|p| p.index).collect::<Vec<_>>())
         .bind::<Array<BigInt>, _>(placements.iter().map(|p| p.offset).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(placements.iter().map(|p| p.end).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(
-            placements
-                .iter()
-                .map(|p| p.compressed_size)
-                .collect::<Vec<_>>(),
-        )
         .bind::<Array<Bool>, _>(placements.iter().map(|p| p.deflated).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(
-            placements
-                .iter()
-                .map(|p| i64::from(p.archive_crc32))
-                .collect::<Vec<_>>(),
-        )
+        .bind::<Array<Bool>, _>(placements.iter().map(|p| p.zip64).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(ends(|e| e.end))
+        .bind::<Array<Nullable<BigInt>>, _>(ends(|e| e.compressed_size))
+        .bind::<Array<Nullable<BigInt>>, _>(ends(|e| i64::from(e.archive_crc32)))
         .execute(conn)
         .await
         .map(drop)
@@ -582,9 +587,10 @@ impl Zip {
             .filter(zip_entries::archive_offset.is_not_null())
             .set((
                 zip_entries::archive_offset.eq(None::<i64>),
+                zip_entries::deflated.eq(None::<bool>),
+                zip_entries::zip64.eq(None::<bool>),
                 zip_entries::archive_end.eq(None::<i64>),
                 zip_entries::compressed_size.eq(None::<i64>),
-                zip_entries::deflated.eq(None::<bool>),
                 zip_entries::archive_crc32.eq(None::<i64>),
             ))
             .execute(conn)
@@ -598,50 +604,54 @@ impl Zip {
         id: ZipId,
     ) -> QueryResult<Vec<RecordedEntry>> {
         type Row = (
-            i32,
-            EntryState,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<bool>,
-            Option<i64>,
+            (i32, EntryState, Option<i64>, Option<i64>),
+            (Option<i64>, Option<bool>, Option<bool>),
+            (Option<i64>, Option<i64>, Option<i64>),
         );
         let rows: Vec<Row> = zip_entries::table
             .filter(zip_entries::zip_id.eq(id))
             .order(zip_entries::entry_index.asc())
             .select((
-                zip_entries::entry_index,
-                zip_entries::state,
-                zip_entries::size,
-                zip_entries::crc32,
-                zip_entries::archive_offset,
-                zip_entries::archive_end,
-                zip_entries::compressed_size,
-                zip_entries::deflated,
-                zip_entries::archive_crc32,
+                (
+                    zip_entries::entry_index,
+                    zip_entries::state,
+                    zip_entries::size,
+                    zip_entries::crc32,
+                ),
+                (
+                    zip_entries::archive_offset,
+                    zip_entries::deflated,
+                    zip_entries::zip64,
+                ),
+                (
+                    zip_entries::archive_end,
+                    zip_entries::compressed_size,
+                    zip_entries::archive_crc32,
+                ),
             ))
             .load(conn)
             .await?;
         Ok(rows
             .into_iter()
             .map(
-                |(index, state, size, crc32, offset, end, compressed, deflated, archive_crc)| {
-                    let placement = match (offset, end, compressed, deflated, archive_crc) {
-                        (
-                            Some(offset),
-                            Some(end),
-                            Some(compressed_size),
-                            Some(deflated),
-                            Some(c),
-                        ) => u32::try_from(c).ok().map(|archive_crc32| EntryPlacement {
+                |((index, state, size, crc32), start, (end, compressed, archive))| {
+                    let end = match (end, compressed, archive.map(u32::try_from)) {
+                        (Some(end), Some(compressed_size), Some(Ok(archive_crc32))) => {
+                            Some(PlacedEnd {
+                                end,
+                                compressed_size,
+                                archive_crc32,
+                            })
+                        }
+                        _ => None,
+                    };
+                    let placement = match start {
+                        (Some(offset), Some(deflated), Some(zip64)) => Some(EntryPlacement {
                             index,
                             offset,
-                            end,
-                            compressed_size,
                             deflated,
-                            archive_crc32,
+                            zip64,
+                            end,
                         }),
                         _ => None,
                     };

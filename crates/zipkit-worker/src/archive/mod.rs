@@ -9,8 +9,8 @@ pub mod writer;
 pub use format::CentralRecord;
 pub use format::{DosTime, Method};
 pub use writer::{
-    ArchiveError, ArchiveOptions, ArchiveWriter, EntrySummary, Finished, Placement, WrittenSoFar,
-    ZIP64_THRESHOLD,
+    ArchiveError, ArchiveOptions, ArchiveWriter, EntrySummary, Finished, OpenSoFar, PlacedEnd,
+    Placement, WrittenSoFar, ZIP64_THRESHOLD,
 };
 
 /// Extensions of formats that are already compressed: `auto` stores them instead of deflating.
@@ -136,7 +136,10 @@ mod tests {
         let compressors = deflate::Compressors::new(2).unwrap();
         let mut writer = ArchiveWriter::new(options, compressors, out);
         for (i, (name, method, chunks)) in (0..).zip(entries) {
-            writer.start_entry(i, name, method, false).await.unwrap();
+            writer
+                .start_entry(i, name, method, false, false)
+                .await
+                .unwrap();
             for chunk in chunks {
                 writer.write(chunk).await.unwrap();
             }
@@ -145,9 +148,11 @@ mod tests {
         (collector.await.unwrap(), size)
     }
 
-    /// Writes `entries` after `so_far` with a writer resumed there; returns its output and
-    /// every placement, in order.
+    /// Writes `entries` after `so_far` with a writer resumed there (first the rest of the entry
+    /// it has open, `open_rest`); returns its output and every placement, in order. Every
+    /// entry's start is announced.
     async fn resumed_build(
+        open_rest: &[u8],
         entries: &[(&'static str, Method, Vec<Bytes>)],
         first_id: i32,
         so_far: WrittenSoFar,
@@ -167,8 +172,14 @@ mod tests {
         let compressors = deflate::Compressors::new(2).unwrap();
         let mut writer = ArchiveWriter::resume(options, compressors, out, so_far);
         let mut placed = Vec::new();
+        for chunk in open_rest.chunks(50_000) {
+            writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
         for (id, (name, method, chunks)) in (first_id..).zip(entries) {
-            writer.start_entry(id, name, *method, false).await.unwrap();
+            writer
+                .start_entry(id, name, *method, false, true)
+                .await
+                .unwrap();
             for chunk in chunks {
                 writer.write(chunk.clone()).await.unwrap();
                 placed.extend(writer.take_placed());
@@ -197,48 +208,83 @@ mod tests {
             ("empty", Method::Stored, vec![]),
             ("five.txt", Method::Deflated, vec![Bytes::from("five")]),
         ];
-        let (whole, placed) = resumed_build(&entries, 0, WrittenSoFar::default()).await;
-        assert_eq!(placed.len(), entries.len());
+        let (whole, placed) = resumed_build(&[], &entries, 0, WrittenSoFar::default()).await;
+        let data = |e: &(&str, Method, Vec<Bytes>)| -> Vec<u8> {
+            e.2.iter().flat_map(|c| c.iter().copied()).collect()
+        };
+        // Each entry's start, then its end.
+        assert_eq!(placed.len(), 2 * entries.len());
+        let (starts, ends): (Vec<Placement>, Vec<Placement>) =
+            placed.iter().partition(|p| p.end.is_none());
         let read = zip::ZipArchive::new(std::io::Cursor::new(whole.clone())).unwrap();
         assert_eq!(read.len(), entries.len());
-        for (at, p) in placed.iter().enumerate() {
-            assert_eq!(p.entry, at as i32);
-            assert_eq!(p.archive_crc32, crc32fast::hash(&whole[..p.end as usize]));
+        for (at, (start, p)) in starts.iter().zip(&ends).enumerate() {
+            assert_eq!((start.entry, p.entry), (at as i32, at as i32));
+            assert_eq!((start.offset, start.method), (p.offset, p.method));
+            let end = p.end.unwrap();
+            assert_eq!(
+                end.archive_crc32,
+                crc32fast::hash(&whole[..end.end as usize])
+            );
             assert_eq!(
                 &whole[p.offset as usize..p.offset as usize + 4],
                 b"PK\x03\x04"
             );
         }
-        for kept in 1..entries.len() {
-            // What a worker taking over rebuilds from the records of the kept entries.
-            let directory = entries[..kept]
+        // What a worker taking over rebuilds from the records of the first `kept` entries.
+        let directory = |kept: usize| -> Vec<CentralRecord> {
+            entries[..kept]
                 .iter()
-                .zip(&placed)
-                .map(|((name, method, chunks), p)| {
-                    let data: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-                    CentralRecord {
-                        name: Bytes::from_static(name.as_bytes()),
-                        method: *method,
-                        modified: DosTime::default(),
-                        crc32: crc32fast::hash(&data),
-                        compressed: p.compressed,
-                        uncompressed: data.len() as u64,
-                        header_offset: p.offset,
-                    }
+                .zip(&ends)
+                .map(|(e, p)| CentralRecord {
+                    name: Bytes::from_static(e.0.as_bytes()),
+                    method: e.1,
+                    modified: DosTime::default(),
+                    crc32: crc32fast::hash(&data(e)),
+                    compressed: p.end.unwrap().compressed,
+                    uncompressed: data(e).len() as u64,
+                    header_offset: p.offset,
                 })
-                .collect();
-            let last = placed[kept - 1];
+                .collect()
+        };
+        for kept in 1..entries.len() {
+            let last = ends[kept - 1].end.unwrap();
             let so_far = WrittenSoFar {
                 offset: last.end,
                 crc32: last.archive_crc32,
-                directory,
+                directory: directory(kept),
+                open: None,
             };
-            let (rest, again) = resumed_build(&entries[kept..], kept as i32, so_far).await;
+            let (rest, _) = resumed_build(&[], &entries[kept..], kept as i32, so_far).await;
             assert!(
                 rest == whole[last.end as usize..],
                 "resumed after entry {kept}: the rest differs"
             );
-            assert_eq!(again, placed[kept..], "resumed after entry {kept}");
+        }
+        // Inside the stored two.bin, at a few offsets of its data.
+        let data_start = starts[1].offset + 30 + "two.bin".len() as u64;
+        for written in [1usize, 70_000, 1_234_567] {
+            let at = data_start + written as u64;
+            let so_far = WrittenSoFar {
+                offset: at,
+                crc32: crc32fast::hash(&whole[..at as usize]),
+                directory: directory(1),
+                open: Some(OpenSoFar {
+                    entry: 1,
+                    name: Bytes::from_static(b"two.bin"),
+                    zip64: false,
+                    header_offset: starts[1].offset,
+                    data_start,
+                    size: written as u64,
+                    crc32: crc32fast::hash(&big[..written]),
+                }),
+            };
+            let (rest, again) = resumed_build(&big[written..], &entries[2..], 2, so_far).await;
+            assert!(
+                rest == whole[at as usize..],
+                "resumed {written} bytes into two.bin: the rest differs"
+            );
+            assert_eq!(again[0], ends[1], "two.bin's end, placed as before");
         }
     }
 

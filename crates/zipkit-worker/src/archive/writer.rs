@@ -49,29 +49,51 @@ pub struct EntrySummary {
     pub crc32: u32,
 }
 
-/// Where an entry's bytes landed, known once its data descriptor is out: from its local header
-/// (`offset`) to the end of its descriptor (`end`), and the CRC-32 of the whole archive up to
-/// `end`. A build taken over by another worker starts after the last entry placed in parts
-/// already uploaded (`ArchiveWriter::resume`).
+/// Where an entry's bytes landed: its local header (`offset`, and what it says), announced as
+/// it goes out when the caller asked (`start_entry`), and, once its data descriptor is out, the
+/// end of that descriptor and the CRC-32 of the whole archive up to there. A build taken over
+/// by another worker starts after the last entry placed in parts already uploaded, or inside a
+/// stored entry whose start was announced (`ArchiveWriter::resume`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
     /// The caller's id for the entry (`start_entry`).
     pub entry: i32,
     pub offset: u64,
+    pub method: Method,
+    pub zip64: bool,
+    pub end: Option<PlacedEnd>,
+}
+
+/// The end of an entry's bytes: after its data descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlacedEnd {
     pub end: u64,
     pub compressed: u64,
-    pub method: Method,
     pub archive_crc32: u32,
 }
 
 /// The state of an archive written up to `offset` by an earlier build: where the next byte
-/// goes, the CRC-32 of the bytes before it, and the central directory records of the entries
-/// listed so far.
+/// goes, the CRC-32 of the bytes before it, the central directory records of the entries
+/// listed so far, and the stored entry still open there, if any.
 #[derive(Debug, Clone, Default)]
 pub struct WrittenSoFar {
     pub offset: u64,
     pub crc32: u32,
     pub directory: Vec<CentralRecord>,
+    pub open: Option<OpenSoFar>,
+}
+
+/// A stored entry an earlier build was writing at `WrittenSoFar::offset`: its header, where its
+/// data starts, and the size and CRC-32 of its bytes written so far.
+#[derive(Debug, Clone)]
+pub struct OpenSoFar {
+    pub entry: i32,
+    pub name: Bytes,
+    pub zip64: bool,
+    pub header_offset: u64,
+    pub data_start: u64,
+    pub size: u64,
+    pub crc32: u32,
 }
 
 /// How the writer ended: the archive's size and the entries placed since the last
@@ -87,8 +109,9 @@ enum Pending {
     Ready(Bytes),
     /// A deflate block queued on or compressing on the pool, and how many input bytes it holds.
     Block(CompressedBlock, usize),
-    /// An entry's local header: where it lands is the entry's offset.
-    Header(Bytes),
+    /// An entry's local header: where it lands is the entry's offset. With the entry's start to
+    /// announce (`Placement` without an end).
+    Header(Bytes, Option<Placement>),
     /// The end of an entry: its compressed size is what went out since its header.
     Descriptor(Box<EntryEnd>),
 }
@@ -172,6 +195,22 @@ impl ArchiveWriter {
         for record in &so_far.directory {
             format::central_header(&mut directory, record);
         }
+        let draining = so_far
+            .open
+            .as_ref()
+            .map_or((so_far.offset, so_far.offset), |o| {
+                (o.header_offset, o.data_start)
+            });
+        let open = so_far.open.map(|o| OpenEntry {
+            entry: o.entry,
+            name: o.name,
+            method: Method::Stored,
+            zip64: o.zip64,
+            crc: crc32fast::Hasher::new_with_initial_len(o.crc32, o.size),
+            size: o.size,
+            block: BytesMut::new(),
+            dictionary: Bytes::new(),
+        });
         Self {
             options,
             max_blocks: compressors.threads() * 2,
@@ -183,9 +222,9 @@ impl ArchiveWriter {
             bytes_in_queue: 0,
             offset: so_far.offset,
             crc: crc32fast::Hasher::new_with_initial_len(so_far.crc32, so_far.offset),
-            draining: (so_far.offset, so_far.offset),
+            draining,
             placed: Vec::new(),
-            open: None,
+            open,
             directory,
             listed: so_far.directory.len() as u64,
         }
@@ -196,7 +235,8 @@ impl ArchiveWriter {
         std::mem::take(&mut self.placed)
     }
 
-    /// Starts an entry, ending the open one; `entry` is the caller's id for it (`Placement`).
+    /// Starts an entry, ending the open one; `entry` is the caller's id for it (`Placement`),
+    /// and with `announce` its start is placed as soon as its header is out, not only its end.
     /// `zip64` must be set when it may pass 4 GiB.
     pub async fn start_entry(
         &mut self,
@@ -204,13 +244,21 @@ impl ArchiveWriter {
         name: &str,
         method: Method,
         zip64: bool,
+        announce: bool,
     ) -> Result<(), ArchiveError> {
         if self.open.is_some() {
             self.finish_entry().await?;
         }
         let name = Bytes::copy_from_slice(name.as_bytes());
         let header = format::local_header(&name, method, self.options.modified, zip64);
-        self.push(Pending::Header(header)).await?;
+        let start = announce.then_some(Placement {
+            entry,
+            offset: 0, // where the header lands, once it does
+            method,
+            zip64,
+            end: None,
+        });
+        self.push(Pending::Header(header, start)).await?;
         self.open = Some(OpenEntry {
             entry,
             name,
@@ -333,7 +381,7 @@ impl ArchiveWriter {
                 self.bytes_in_queue += size;
             }
             Pending::Ready(b) => self.bytes_in_queue += b.len(),
-            Pending::Header(_) | Pending::Descriptor(_) => {}
+            Pending::Header(..) | Pending::Descriptor(_) => {}
         }
         self.queue.push_back(item);
         while let Some(front) = self.queue.front() {
@@ -367,10 +415,16 @@ impl ArchiveWriter {
                 let compressed = block.await??;
                 self.emit(compressed).await
             }
-            Pending::Header(header) => {
+            Pending::Header(header, announce) => {
                 let start = self.offset;
                 self.emit(header).await?;
                 self.draining = (start, self.offset);
+                if let Some(start_only) = announce {
+                    self.placed.push(Placement {
+                        offset: start,
+                        ..start_only
+                    });
+                }
                 Ok(())
             }
             Pending::Descriptor(end) => {
@@ -387,10 +441,13 @@ impl ArchiveWriter {
                 self.placed.push(Placement {
                     entry: end.entry,
                     offset: header_offset,
-                    end: self.offset,
-                    compressed,
                     method: end.method,
-                    archive_crc32: self.crc.clone().finalize(),
+                    zip64: end.zip64,
+                    end: Some(PlacedEnd {
+                        end: self.offset,
+                        compressed,
+                        archive_crc32: self.crc.clone().finalize(),
+                    }),
                 });
                 if !end.listed {
                     return Ok(());

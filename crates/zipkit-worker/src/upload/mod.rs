@@ -272,7 +272,7 @@ impl PrefixCheck {
 }
 
 /// CRC-32 of `a` followed by `b`, from theirs and `b`'s length.
-fn crc32_concat(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
+pub(crate) fn crc32_concat(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
     let mut a = crc32fast::Hasher::new_with_initial(crc_a);
     a.combine(&crc32fast::Hasher::new_with_initial_len(crc_b, len_b));
     a.finalize()
@@ -281,7 +281,7 @@ fn crc32_concat(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
 /// CRC-32 of the last `len_b` bytes of `a` followed by `b`, from the CRC-32 of the whole and of
 /// `a`. CRC-32 is affine: crc(a‖b) = crc(b) ⊕ crc(a) shifted over `len_b` zero bytes, which is
 /// what concatenating `a` with `len_b` bytes whose CRC-32 is 0 gives.
-fn crc32_tail(crc_whole: u32, crc_a: u32, len_b: u64) -> u32 {
+pub(crate) fn crc32_tail(crc_whole: u32, crc_a: u32, len_b: u64) -> u32 {
     crc_whole ^ crc32_concat(crc_a, 0, len_b)
 }
 
