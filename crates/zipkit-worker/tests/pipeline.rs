@@ -1324,40 +1324,52 @@ async fn a_worker_that_wakes_up_to_find_its_job_taken_over_leaves_the_upload_alo
 
 #[tokio::test]
 async fn a_job_taken_over_whose_source_changed_starts_a_new_upload_and_aborts_the_old() {
-    let harness = Harness::services_only().await;
-    let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
-    let a = pseudo_random(7 * 1024 * 1024, 1);
-    // b.bin's first bytes are in part 2: the rebuild checks them against it.
-    let mut then = pseudo_random(16 * 1024 * 1024, 2);
-    then[1000] ^= 0xFF;
-    let (zip, upload_id, archive, sources) = killed_after_two_parts(
-        &harness,
-        &proxy,
-        Sources {
+    let mib = 1024 * 1024;
+    let a = pseudo_random(7 * mib, 1);
+    // Killed after 2 parts, b.bin is built again from its start and its first bytes (in part
+    // 2) are checked; after 3, it is picked up at 10 MiB (3 MiB - 86 bytes into it) and its
+    // bytes in part 3 are checked. Either way a change there is seen.
+    for (parts, changed_at) in [(2, 1000), (3, 3 * mib)] {
+        let harness = Harness::services_only().await;
+        let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
+        let mut then = pseudo_random(16 * mib, 2);
+        then[changed_at] ^= 0xFF;
+        let sources = Sources {
             b_then: Some(then.clone()),
             ..Sources::a(Behaviour::Serve(a.clone()))
-        },
-        Compression::Store,
-        |_| {},
-    )
-    .await;
-    assert_eq!(
-        sources.hits("a.bin"),
-        2,
-        "kept on takeover, downloaded again for the new upload"
-    );
-    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
-    assert_eq!(proxy.count("CreateMultipartUpload"), 2, "a new upload");
-    let aborted: Vec<_> = proxy
-        .calls()
-        .into_iter()
-        .filter(|c| c.operation == "AbortMultipartUpload")
-        .collect();
-    assert_eq!(aborted.len(), 1, "{:?}", proxy.operations());
-    assert_eq!(aborted[0].upload_id.as_deref(), Some(upload_id.as_str()));
-    let read = read_with_python(&archive);
-    assert_eq!(read["a.bin"], a);
-    assert_eq!(read["b.bin"], then, "the source as it is now, never a mix");
+        };
+        let kill = Interruption::Kill;
+        let (zip, upload_id, archive, sources) = takeover_after_parts(
+            &harness,
+            &proxy,
+            sources,
+            Compression::Store,
+            parts,
+            |_| {},
+            kill,
+        )
+        .await;
+        assert_eq!(
+            sources.hits("a.bin"),
+            2,
+            "kept on takeover, downloaded again for the new upload"
+        );
+        assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+        assert_eq!(proxy.count("CreateMultipartUpload"), 2, "a new upload");
+        let aborted: Vec<_> = proxy
+            .calls()
+            .into_iter()
+            .filter(|c| c.operation == "AbortMultipartUpload")
+            .collect();
+        assert_eq!(aborted.len(), 1, "{:?}", proxy.operations());
+        assert_eq!(aborted[0].upload_id.as_deref(), Some(upload_id.as_str()));
+        let read = read_with_python(&archive);
+        assert_eq!(read["a.bin"], a);
+        assert!(
+            read["b.bin"] == then,
+            "the source as it is now, never a mix"
+        );
+    }
 }
 
 #[tokio::test]
