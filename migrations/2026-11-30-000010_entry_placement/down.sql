@@ -3,6 +3,7 @@ ALTER TABLE zip_entries
     DROP COLUMN archive_crc32,
     DROP COLUMN compressed_size,
     DROP COLUMN archive_end,
+    DROP COLUMN source_validator,
     DROP COLUMN zip64,
     DROP COLUMN deflated,
     DROP COLUMN archive_offset;

@@ -3,12 +3,15 @@
 -- (offsets, the central directory records) and does not download again the sources whose bytes
 -- are all in parts already uploaded, and picks the source cut by the uploaded parts' end up
 -- with `Range`. NULL until the entry's bytes are out (or when a new build starts from byte zero).
--- The start (offset of the local header, method, ZIP64 header) is recorded as the header goes
--- out for an entry of at least one part, the end with everything else for every entry.
+-- The start (offset of the local header, method, ZIP64 header, and the source's validator to
+-- send as If-Range) is recorded as the header goes out for a stored entry of at least one part,
+-- the end with everything else for every entry.
 ALTER TABLE zip_entries
     ADD COLUMN archive_offset bigint CHECK (archive_offset >= 0),
     ADD COLUMN deflated boolean,
     ADD COLUMN zip64 boolean,
+    -- The source's strong ETag or Last-Modified as first answered.
+    ADD COLUMN source_validator text CHECK (length(source_validator) <= 1024),
     ADD COLUMN archive_end bigint,
     ADD COLUMN compressed_size bigint CHECK (compressed_size >= 0),
     -- CRC-32 of the archive's bytes from its start to `archive_end`.

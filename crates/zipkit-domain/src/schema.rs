@@ -141,6 +141,7 @@ diesel::table! {
         archive_offset -> Nullable<Int8>,
         deflated -> Nullable<Bool>,
         zip64 -> Nullable<Bool>,
+        source_validator -> Nullable<Text>,
         archive_end -> Nullable<Int8>,
         compressed_size -> Nullable<Int8>,
         archive_crc32 -> Nullable<Int8>,

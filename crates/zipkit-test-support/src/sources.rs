@@ -30,7 +30,8 @@ pub enum Behaviour {
     Truncated { bytes: Vec<u8>, cut: usize },
     /// Serves `bytes` in chunks of `chunk`, waiting `pause` before each (counted in
     /// `chunks_sent`); with `then`, those bytes to every request after the first (a source
-    /// that changed). With `ranges`, `Range: bytes=N-` gets 206 and the rest from N.
+    /// that changed). With `ranges`, it gives an ETag (`"v1"`, `"v2"` once changed) and
+    /// `Range: bytes=N-` gets 206 and the rest from N, unless an `If-Range` names another ETag.
     Trickle {
         bytes: Vec<u8>,
         chunk: usize,
@@ -172,17 +173,21 @@ async fn serve(
             then,
             ranges,
         }) => {
-            let bytes = match then {
-                Some(then) if hit > 0 => then,
-                _ => bytes,
+            let (bytes, etag) = match then {
+                Some(then) if hit > 0 => (then, "\"v2\""),
+                _ => (bytes, ETAG),
             };
             let total = bytes.len();
+            let if_range = request
+                .headers()
+                .get("if-range")
+                .and_then(|v| v.to_str().ok());
             let from = range
                 .as_deref()
                 .and_then(|r| r.strip_prefix("bytes="))
                 .and_then(|r| r.strip_suffix('-'))
                 .and_then(|n| n.parse::<usize>().ok())
-                .filter(|n| *ranges && *n < total);
+                .filter(|n| *ranges && *n < total && if_range.is_none_or(|v| v == etag));
             let (chunk, pause) = (*chunk, *pause);
             let bytes = web::Bytes::from(bytes[from.unwrap_or(0)..].to_vec());
             let length = bytes.len() as u64;
@@ -212,8 +217,11 @@ async fn serve(
                 }
                 None => HttpResponse::Ok(),
             };
+
             if *ranges {
-                response.insert_header(("Accept-Ranges", "bytes"));
+                response
+                    .insert_header(("Accept-Ranges", "bytes"))
+                    .insert_header(("ETag", etag));
             }
             response.no_chunking(length).streaming(body)
         }

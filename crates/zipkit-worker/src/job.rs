@@ -307,7 +307,7 @@ async fn resume_point(
         bytes = uploaded,
         entries_kept = kept.kept,
         rebuilt_from = kept.written.offset,
-        continued_from = kept.continuing.map(|c| c.from),
+        continued_from = kept.continuing.as_ref().map(|c| c.from),
         "taking the job over: resuming its upload"
     );
     let resume = Resume {
@@ -558,7 +558,7 @@ async fn skip(notes: &mpsc::Sender<Note>, index: i32, error: SourceError) {
 }
 
 /// What a build taken over carries from the entries it kept (`resume`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Carried {
     files: i32,
     bytes: u64,
@@ -566,12 +566,28 @@ struct Carried {
     continuing: Option<Continue>,
 }
 
-/// Sends where the entries written out since the last call went, for a worker that may take
-/// the job over. Always after the entries' outcomes: a placement recorded means its outcome is.
-async fn report_placed(archive: &mut ArchiveWriter, notes: &mpsc::Sender<Note>) {
-    let placed = archive.take_placed();
-    if !placed.is_empty() {
-        let _ = notes.send(Note::Placed(placed)).await;
+/// Where the entries written out went, reported for a worker that may take the job over.
+#[derive(Default)]
+struct Placements {
+    /// The validators of sources whose entries announce their start, until it is placed.
+    validators: std::collections::HashMap<i32, String>,
+}
+
+impl Placements {
+    /// Sends the placements since the last call. Always after the entries' outcomes: a
+    /// placement recorded means its outcome is.
+    async fn report(&mut self, placed: Vec<Placement>, notes: &mpsc::Sender<Note>) {
+        if placed.is_empty() {
+            return;
+        }
+        let rows = placed
+            .iter()
+            .map(|p| {
+                let validator = p.end.is_none().then(|| self.validators.remove(&p.entry));
+                placement_row(p, validator.flatten())
+            })
+            .collect();
+        let _ = notes.send(Note::Placed(rows)).await;
     }
 }
 
@@ -586,11 +602,12 @@ async fn feed_sources(
     mut cancelled: watch::Receiver<Interrupt>,
     carried: Carried,
 ) -> Result<i32, FeedError> {
+    let mut continuing = carried.continuing.is_some();
     let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries)
         .continuing(carried.continuing);
     let skipping = zip.on_error == OnError::Skip;
     let (mut done, mut total, mut unreported) = (carried.files, carried.bytes, 0u64);
-    let mut continuing = carried.continuing.is_some();
+    let mut placements = Placements::default();
     'entries: while let Some(mut download) = downloads.next_download() {
         let index = download.entry.index;
         // Only the first entry can be one the archive has open already.
@@ -602,15 +619,18 @@ async fn feed_sources(
                 _ = cancelled.wait_for(|c| *c != Interrupt::None) => Err(JobFailure::cancelled().into()),
             }
         };
-        let content_length = match next().await? {
-            Some(Event::Started { content_length }) => content_length,
+        let (content_length, validator) = match next().await? {
+            Some(Event::Started {
+                content_length,
+                validator,
+            }) => (content_length, validator),
             Some(Event::RangeRefused) => return Err(FeedError::Uncontinued),
             Some(Event::Failed(error)) if skipping => {
                 if continued {
                     archive.abandon_entry().await?;
                 }
                 skip(notes, index, error).await;
-                report_placed(&mut archive, notes).await;
+                placements.report(archive.take_placed(), notes).await;
                 continue;
             }
             Some(Event::Failed(error)) => return Err(error.into_failure(index).into()),
@@ -650,10 +670,13 @@ async fn feed_sources(
             // over can pick its source up with `Range` where the uploaded parts end.
             let announce = method == Method::Stored
                 && content_length.is_none_or(|l| l >= ctx.part_size as u64);
+            if let Some(validator) = validator.filter(|_| announce) {
+                placements.validators.insert(index, validator);
+            }
             archive
                 .start_entry(index, &download.entry.filename, method, zip64, announce)
                 .await?;
-            report_placed(&mut archive, notes).await;
+            placements.report(archive.take_placed(), notes).await;
         }
         loop {
             let event = match early.pop_front() {
@@ -684,14 +707,14 @@ async fn feed_sources(
                     }
                     archive.write(bytes).await?;
                     drop(permit);
-                    report_placed(&mut archive, notes).await;
+                    placements.report(archive.take_placed(), notes).await;
                 }
                 // Some of its bytes are in the archive already: the entry is closed and left out
                 // of the central directory, so no reader lists it (docs/JOBS.md).
                 Some(Event::Failed(error)) if skipping => {
                     archive.abandon_entry().await?;
                     skip(notes, index, error).await;
-                    report_placed(&mut archive, notes).await;
+                    placements.report(archive.take_placed(), notes).await;
                     continue 'entries;
                 }
                 Some(Event::Failed(error)) => return Err(error.into_failure(index).into()),
@@ -710,7 +733,7 @@ async fn feed_sources(
             error_message: None,
         };
         let _ = notes.send(Note::Entry(outcome)).await;
-        report_placed(&mut archive, notes).await;
+        placements.report(archive.take_placed(), notes).await;
     }
     if done == 0 {
         // Asked to leave failures out, the caller still wants an archive of something: an empty
@@ -725,9 +748,7 @@ async fn feed_sources(
         .into());
     }
     let finished = archive.finish().await?;
-    if !finished.placed.is_empty() {
-        let _ = notes.send(Note::Placed(finished.placed)).await;
-    }
+    placements.report(finished.placed, notes).await;
     let _ = notes.send(Note::Downloaded(unreported)).await;
     Ok(done)
 }
@@ -737,7 +758,7 @@ async fn feed_sources(
 enum Note {
     Entry(EntryOutcome),
     /// Where entries' bytes went, in archive order.
-    Placed(Vec<Placement>),
+    Placed(Vec<EntryPlacement>),
     Downloaded(u64),
     Uploaded(i64),
     /// Kept from the build a job was taken over from: its entries and their bytes.
@@ -748,13 +769,14 @@ enum Note {
 }
 
 /// An entry's placement as the database keeps it.
-fn placement_row(p: &Placement) -> EntryPlacement {
+fn placement_row(p: &Placement, source_validator: Option<String>) -> EntryPlacement {
     let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     EntryPlacement {
         index: p.entry,
         offset: int(p.offset),
         deflated: p.method == Method::Deflated,
         zip64: p.zip64,
+        source_validator,
         end: p.end.map(|e| PlacedEnd {
             end: int(e.end),
             compressed_size: int(e.compressed),
@@ -796,7 +818,7 @@ impl Pending {
                 }
                 self.entries.push(outcome);
             }
-            Note::Placed(placed) => self.placed.extend(placed.iter().map(placement_row)),
+            Note::Placed(placed) => self.placed.extend(placed),
             Note::Downloaded(n) => self.downloaded += i64::try_from(n).unwrap_or(0),
             Note::Uploaded(n) => self.uploaded += n,
             Note::Kept { files, bytes } => {

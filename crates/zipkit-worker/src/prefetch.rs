@@ -84,6 +84,8 @@ impl From<ZipEntry> for Source {
 pub enum Event {
     Started {
         content_length: Option<u64>,
+        /// The source's strong ETag or Last-Modified, when it takes byte ranges.
+        validator: Option<String>,
     },
     /// Bytes, with the budget they hold until consumed.
     Data(Bytes, Held),
@@ -109,11 +111,14 @@ impl Drop for Download {
 }
 
 /// Where the first source's download starts when a build taken over continues its entry: its
-/// first `from` bytes, whose CRC-32 is `crc32`, are in the archive already.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// first `from` bytes, whose CRC-32 is `crc32`, are in the archive already, read when the
+/// source answered with `validator` (sent as `If-Range`: a source that changed since answers
+/// with all of itself, which will not do).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Continue {
     pub from: u64,
     pub crc32: u32,
+    pub validator: String,
 }
 
 /// Starts downloads ahead and yields them in request order.
@@ -293,9 +298,9 @@ async fn download(
 ) {
     let mut patience = Patience::new(limits.source_wait);
     let began = Instant::now();
-    let range = from.map(|c| Resume {
+    let range = from.as_ref().map(|c| Resume {
         from: c.from,
-        validator: None,
+        validator: Some(c.validator.clone()),
     });
     let fetched = tokio::time::timeout_at(
         patience.deadline(),
@@ -323,7 +328,7 @@ async fn download(
     };
     // Continuing: only a 206 with the rest from `from` will do (a whole body would have to be
     // checked against bytes that are in the bucket, not here).
-    let content_length = match from {
+    let content_length = match &from {
         Some(c) => match download::content_range(&response) {
             Some((first, length))
                 if response.status() == reqwest::StatusCode::PARTIAL_CONTENT && first == c.from =>
@@ -343,7 +348,11 @@ async fn download(
         return;
     }
     let validator = Resume::validator(&response);
-    if tx.send(Event::Started { content_length }).await.is_err() {
+    let started = Event::Started {
+        content_length,
+        validator: validator.clone(),
+    };
+    if tx.send(started).await.is_err() {
         return;
     }
     let own = Arc::new(Semaphore::new(limits.own_bytes));
@@ -353,7 +362,7 @@ async fn download(
     // The CRC-32 of what was handed on (or, continuing, was in the archive already), and while
     // a restarted download replays that prefix, how much of it is still to come and its CRC so
     // far.
-    let (mut received, mut handed_on) = match from {
+    let (mut received, mut handed_on) = match &from {
         Some(c) => (
             c.from,
             crc32fast::Hasher::new_with_initial_len(c.crc32, c.from),

@@ -6,10 +6,12 @@
 //! recorded parts (`upload::Resume`).
 //!
 //! The entry cut across the end of the uploaded parts is built again from its start, unless it
-//! is stored and its start was recorded (entries of a part or more announce it): then its
-//! source is picked up with `Range` at the start of the last uploaded part, so that part's bytes
-//! of it are downloaded again and checked against the part (the CRC-32 of the source's bytes
-//! before that point follows from the recorded CRCs).
+//! is stored and its start was recorded with the source's validator (stored entries of a part
+//! or more announce it): then its source is picked up with `Range` + `If-Range` at the start of
+//! the last uploaded part, so that part's bytes of it are downloaded again and checked against
+//! the part (the CRC-32 of the source's bytes before that point follows from the recorded
+//! CRCs), and a source that changed since answers with all of itself, which sends the build
+//! back to the entry's start.
 
 use bytes::Bytes;
 use zipkit_domain::EntryState;
@@ -71,7 +73,7 @@ pub fn continuation(
         if entry.index != source.index {
             break;
         }
-        let Some((placed, end)) = entry.placement.and_then(|p| Some((p, p.end?))) else {
+        let Some((placed, end)) = entry.placement.as_ref().and_then(|p| Some((p, p.end?))) else {
             if entry.state == EntryState::Skipped && entry.placement.is_none() {
                 continue;
             }
@@ -134,7 +136,13 @@ fn continue_entry(
     parts: &[UploadedPart],
     modified: DosTime,
 ) {
-    let Some(placed) = entry.placement else {
+    // Without a validator to send as `If-Range`, a source that changed could not be told from
+    // one that did not.
+    let Some((placed, validator)) = entry
+        .placement
+        .as_ref()
+        .and_then(|p| Some((p, p.source_validator.clone()?)))
+    else {
         return;
     };
     let Some((_, earlier)) = parts.split_last() else {
@@ -178,6 +186,7 @@ fn continue_entry(
     found.continuing = Some(Continue {
         from: written,
         crc32,
+        validator,
     });
 }
 
@@ -203,8 +212,10 @@ mod tests {
             placement: Some(EntryPlacement {
                 index,
                 offset,
+
                 deflated: index % 2 == 1,
                 zip64: false,
+                source_validator: None,
                 end: Some(PlacedEnd {
                     end,
                     compressed_size: end - offset - 50,
@@ -321,9 +332,11 @@ mod tests {
                 crc32: None,
                 placement: Some(EntryPlacement {
                     index: 1,
+
                     offset: 1000,
                     deflated: false,
                     zip64: true,
+                    source_validator: Some("\"v1\"".into()),
                     end: None,
                 }),
             },
@@ -338,6 +351,7 @@ mod tests {
             Some(Continue {
                 from: written as u64,
                 crc32: crc32fast::hash(&data[..written]),
+                validator: "\"v1\"".into(),
             }),
             "picked up at the start of part 3, with the CRC-32 of the source before it"
         );
@@ -366,7 +380,13 @@ mod tests {
                 .continuing
                 .is_none()
         );
+
         let found = continuation(&recorded, &sources, &uploaded[..1], modified);
         assert!(found.continuing.is_none(), "f1.bin's data starts in part 1");
+        // Nor one whose source gave no validator to send as If-Range.
+        let mut unvalidated = recorded.clone();
+        unvalidated[1].placement.as_mut().unwrap().source_validator = None;
+        let found = continuation(&unvalidated, &sources, &uploaded, modified);
+        assert!(found.continuing.is_none());
     }
 }

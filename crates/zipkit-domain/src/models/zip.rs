@@ -124,12 +124,15 @@ pub struct EntryOutcome {
 /// it says: method, ZIP64) and, once its data descriptor is out, where that ends. With the end, a
 /// worker taking the job over can keep the entry without its source; with only the start, pick
 /// its source up where the uploaded parts end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryPlacement {
     pub index: i32,
     pub offset: i64,
     pub deflated: bool,
     pub zip64: bool,
+    /// The source's strong ETag or Last-Modified as it first answered, recorded with the start:
+    /// a continued download sends it as `If-Range`.
+    pub source_validator: Option<String>,
     pub end: Option<PlacedEnd>,
 }
 
@@ -557,11 +560,13 @@ impl Zip {
         diesel::sql_query(
             "UPDATE zip_entries e SET archive_offset = v.archive_offset, deflated = v.deflated, \
                zip64 = v.zip64, archive_end = v.archive_end, \
-               compressed_size = v.compressed_size, archive_crc32 = v.archive_crc32 \
+               compressed_size = v.compressed_size, archive_crc32 = v.archive_crc32, \
+               source_validator = CASE WHEN v.archive_end IS NULL THEN v.source_validator \
+                                       ELSE e.source_validator END \
              FROM unnest($3::int4[], $4::int8[], $5::bool[], $6::bool[], $7::int8[], $8::int8[], \
-                         $9::int8[]) \
+                         $9::int8[], $10::text[]) \
                AS v(entry_index, archive_offset, deflated, zip64, archive_end, compressed_size, \
-                    archive_crc32) \
+                    archive_crc32, source_validator) \
              WHERE e.zip_id = $1 AND e.entry_index = v.entry_index \
                AND EXISTS (SELECT 1 FROM zips z WHERE z.id = $1 AND z.lease_owner = $2)",
         )
@@ -574,6 +579,12 @@ impl Zip {
         .bind::<Array<Nullable<BigInt>>, _>(ends(|e| e.end))
         .bind::<Array<Nullable<BigInt>>, _>(ends(|e| e.compressed_size))
         .bind::<Array<Nullable<BigInt>>, _>(ends(|e| i64::from(e.archive_crc32)))
+        .bind::<Array<Nullable<Text>>, _>(
+            placements
+                .iter()
+                .map(|p| p.source_validator.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .execute(conn)
         .await
         .map(drop)
@@ -589,6 +600,7 @@ impl Zip {
                 zip_entries::archive_offset.eq(None::<i64>),
                 zip_entries::deflated.eq(None::<bool>),
                 zip_entries::zip64.eq(None::<bool>),
+                zip_entries::source_validator.eq(None::<String>),
                 zip_entries::archive_end.eq(None::<i64>),
                 zip_entries::compressed_size.eq(None::<i64>),
                 zip_entries::archive_crc32.eq(None::<i64>),
@@ -605,7 +617,7 @@ impl Zip {
     ) -> QueryResult<Vec<RecordedEntry>> {
         type Row = (
             (i32, EntryState, Option<i64>, Option<i64>),
-            (Option<i64>, Option<bool>, Option<bool>),
+            (Option<i64>, Option<bool>, Option<bool>, Option<String>),
             (Option<i64>, Option<i64>, Option<i64>),
         );
         let rows: Vec<Row> = zip_entries::table
@@ -622,6 +634,7 @@ impl Zip {
                     zip_entries::archive_offset,
                     zip_entries::deflated,
                     zip_entries::zip64,
+                    zip_entries::source_validator,
                 ),
                 (
                     zip_entries::archive_end,
@@ -646,13 +659,16 @@ impl Zip {
                         _ => None,
                     };
                     let placement = match start {
-                        (Some(offset), Some(deflated), Some(zip64)) => Some(EntryPlacement {
-                            index,
-                            offset,
-                            deflated,
-                            zip64,
-                            end,
-                        }),
+                        (Some(offset), Some(deflated), Some(zip64), source_validator) => {
+                            Some(EntryPlacement {
+                                index,
+                                offset,
+                                deflated,
+                                zip64,
+                                source_validator,
+                                end,
+                            })
+                        }
                         _ => None,
                     };
                     RecordedEntry {
