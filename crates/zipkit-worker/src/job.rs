@@ -175,24 +175,28 @@ pub async fn run(
         plan,
         description: &description,
     };
-    let mut built = job
-        .build(entries.clone(), cancelled.clone(), resume.clone())
-        .await;
-    if let (Err(Restart::Uncontinued), Some((resume, kept))) = (&built, resume) {
+
+    let mut built = job.build(entries.clone(), cancelled.clone(), resume).await;
+    if let Err(Restart::Uncontinued) = built {
         tracing::info!(
             zip.id = %zip.id,
             "the source cut by the uploaded parts' end did not answer the range asked for; \
              building its entry again from its start"
         );
-        let kept = kept.without_continuing();
-        let resume = Resume {
-            from: kept.written.offset,
-            crc32_before: kept.written.crc32,
-            ..resume
-        };
-        built = job
-            .build(entries.clone(), cancelled.clone(), Some((resume, kept)))
-            .await;
+        // The same as before (the build recorded nothing), without continuing that entry.
+        let resume = resume_point(ctx, zip, &destination, &description, &entries)
+            .await?
+            .map(|(resume, kept)| {
+                let kept = kept.without_continuing();
+                let from = (kept.written.offset, kept.written.crc32);
+                let resume = Resume {
+                    from: from.0,
+                    crc32_before: from.1,
+                    ..resume
+                };
+                (resume, kept)
+            });
+        built = job.build(entries.clone(), cancelled.clone(), resume).await;
     }
     match built {
         Err(Restart::Diverged { part }) => {
@@ -666,11 +670,15 @@ async fn feed_sources(
             }
             let method = method_for(zip.compression, &download.entry.filename, &head);
             let zip64 = content_length.is_none_or(|l| l >= ZIP64_THRESHOLD);
-            // A stored entry of a part or more announces its start: a worker taking the job
-            // over can pick its source up with `Range` where the uploaded parts end.
-            let announce = method == Method::Stored
-                && content_length.is_none_or(|l| l >= ctx.part_size as u64);
-            if let Some(validator) = validator.filter(|_| announce) {
+
+            // A stored entry of a part or more from a source with a validator announces its
+            // start: a worker taking the job over can pick its source up with `Range` +
+            // `If-Range` where the uploaded parts end.
+            let validator = validator.filter(|_| {
+                method == Method::Stored && content_length.is_none_or(|l| l >= ctx.part_size as u64)
+            });
+            let announce = validator.is_some();
+            if let Some(validator) = validator {
                 placements.validators.insert(index, validator);
             }
             archive
