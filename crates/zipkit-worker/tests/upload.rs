@@ -147,6 +147,18 @@ impl Run<'_> {
         feeding.await.unwrap();
         result
     }
+
+    /// Resuming with `rebuilt` stops at `part`, which differs, before anything is sent or
+    /// aborted.
+    async fn diverges(&self, proxy: &StoreProxy, rebuilt: Bytes, resume: Resume, part: i32) {
+        let calls = proxy.calls().len();
+        let result = self.upload(rebuilt, Ending::Complete, Some(resume)).await;
+        assert!(
+            matches!(result, Err(UploadError::Diverged { part: p }) if p == part),
+            "{result:?}"
+        );
+        assert_eq!(proxy.calls().len(), calls, "nothing sent, nothing aborted");
+    }
 }
 
 fn store_destination(proxy: &StoreProxy, store: &TestBucket, key: &str) -> Destination {
@@ -503,21 +515,13 @@ async fn a_rebuild_that_starts_inside_an_uploaded_part_is_checked_from_there_and
         let destination = store_destination(&proxy, &store, "not-continued.zip");
         let mut resume = half_done_upload(&destination, &archive, 5 * MIB, 2).await;
         (resume.from, resume.crc32_before) = (from as u64, before);
-        let calls = proxy.calls().len();
-        let result = run_upload(
-            &destination,
-            rebuilt,
+        let run = Run {
+            destination: &destination,
             plan,
-            &ledger,
-            Ending::Complete,
-            Some(resume),
-        )
-        .await;
-        assert!(
-            matches!(result, Err(UploadError::Diverged { part: 2 })),
-            "{result:?}"
-        );
-        assert_eq!(proxy.calls().len(), calls, "nothing sent");
+            ledger: &ledger,
+            budget: &BufferBudget::new(64 * MIB),
+        };
+        run.diverges(&proxy, rebuilt, resume, 2).await;
     }
 }
 
@@ -531,21 +535,13 @@ async fn a_rebuilt_archive_that_differs_from_the_uploaded_parts_sends_nothing() 
     let mut changed = archive.to_vec();
     changed[5 * MIB + 1234] ^= 1;
     let ledger = MemoryLedger::default();
-    let before = proxy.calls().len();
-    let result = run_upload(
-        &destination,
-        Bytes::from(changed),
-        PartPlan::new(5 * MIB, 2, None),
-        &ledger,
-        Ending::Complete,
-        Some(resume),
-    )
-    .await;
-    assert!(
-        matches!(result, Err(UploadError::Diverged { part: 2 })),
-        "{result:?}"
-    );
-    assert_eq!(proxy.calls().len(), before, "nothing sent, nothing aborted");
+    let run = Run {
+        destination: &destination,
+        plan: PartPlan::new(5 * MIB, 2, None),
+        ledger: &ledger,
+        budget: &BufferBudget::new(64 * MIB),
+    };
+    run.diverges(&proxy, Bytes::from(changed), resume, 2).await;
     assert!(!store.has("diverged.zip").await);
     // Parts cut by another plan are no match either.
     let resume = half_done_upload(&destination, &archive, 5 * MIB, 1).await;

@@ -120,43 +120,21 @@ mod tests {
         );
     }
 
+    /// The archive of `entries`, and its size as the writer counted it.
     async fn build(entries: Vec<(&'static str, Method, Vec<Bytes>)>) -> (Vec<u8>, u64) {
-        let (out, mut rx) = mpsc::channel::<Bytes>(4);
-        let collector = tokio::spawn(async move {
-            let mut all = Vec::new();
-            while let Some(chunk) = rx.recv().await {
-                all.extend_from_slice(&chunk);
-            }
-            all
-        });
-        let options = ArchiveOptions {
-            level: 6,
-            modified: DosTime::default(),
-        };
-        let compressors = deflate::Compressors::new(2).unwrap();
-        let mut writer = ArchiveWriter::new(options, compressors, out);
-        for (i, (name, method, chunks)) in (0..).zip(entries) {
-            writer
-                .start_entry(i, name, method, false, false)
-                .await
-                .unwrap();
-            for chunk in chunks {
-                writer.write(chunk).await.unwrap();
-            }
-        }
-        let size = writer.finish().await.unwrap().size;
-        (collector.await.unwrap(), size)
+        let (archive, _, size) = resumed_build(&[], &entries, 0, WrittenSoFar::default()).await;
+        (archive, size)
     }
 
     /// Writes `entries` after `so_far` with a writer resumed there (first the rest of the entry
-    /// it has open, `open_rest`); returns its output and every placement, in order. Every
-    /// entry's start is announced.
+    /// it has open, `open_rest`); returns its output, every placement in order, and the size
+    /// the writer counted. Every entry's start is announced.
     async fn resumed_build(
         open_rest: &[u8],
         entries: &[(&'static str, Method, Vec<Bytes>)],
         first_id: i32,
         so_far: WrittenSoFar,
-    ) -> (Vec<u8>, Vec<Placement>) {
+    ) -> (Vec<u8>, Vec<Placement>, u64) {
         let (out, mut rx) = mpsc::channel::<Bytes>(4);
         let collector = tokio::spawn(async move {
             let mut all = Vec::new();
@@ -188,7 +166,7 @@ mod tests {
         }
         let finished = writer.finish().await.unwrap();
         placed.extend(finished.placed);
-        (collector.await.unwrap(), placed)
+        (collector.await.unwrap(), placed, finished.size)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +186,7 @@ mod tests {
             ("empty", Method::Stored, vec![]),
             ("five.txt", Method::Deflated, vec![Bytes::from("five")]),
         ];
-        let (whole, placed) = resumed_build(&[], &entries, 0, WrittenSoFar::default()).await;
+        let (whole, placed, _) = resumed_build(&[], &entries, 0, WrittenSoFar::default()).await;
         let data = |e: &(&str, Method, Vec<Bytes>)| -> Vec<u8> {
             e.2.iter().flat_map(|c| c.iter().copied()).collect()
         };
@@ -255,7 +233,7 @@ mod tests {
                 directory: directory(kept),
                 open: None,
             };
-            let (rest, _) = resumed_build(&[], &entries[kept..], kept as i32, so_far).await;
+            let (rest, ..) = resumed_build(&[], &entries[kept..], kept as i32, so_far).await;
             assert!(
                 rest == whole[last.end as usize..],
                 "resumed after entry {kept}: the rest differs"
@@ -279,7 +257,7 @@ mod tests {
                     crc32: crc32fast::hash(&big[..written]),
                 }),
             };
-            let (rest, again) = resumed_build(&big[written..], &entries[2..], 2, so_far).await;
+            let (rest, again, _) = resumed_build(&big[written..], &entries[2..], 2, so_far).await;
             assert!(
                 rest == whole[at as usize..],
                 "resumed {written} bytes into two.bin: the rest differs"
