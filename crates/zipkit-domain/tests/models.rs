@@ -544,6 +544,78 @@ async fn entry_outcomes_are_recorded_many_at_once() {
 }
 
 #[tokio::test]
+async fn placements_are_recorded_by_the_owner_only_kept_with_their_validator_and_cleared() {
+    use zipkit_domain::models::{EntryPlacement, PlacedEnd};
+    let mut f = fixture().await;
+    let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
+    let zip = Zip::create(conn, new_zip(project.id, &bucket, &["a", "b"]))
+        .await
+        .unwrap();
+    Zip::claim(conn, zip.id, "worker-1", Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let start = EntryPlacement {
+        index: 1,
+        offset: 1000,
+        deflated: false,
+        zip64: true,
+        source_validator: Some("\"v1\"".into()),
+        end: None,
+    };
+    let first = EntryPlacement {
+        index: 0,
+        offset: 0,
+        deflated: true,
+        zip64: false,
+        source_validator: None,
+        end: Some(PlacedEnd {
+            end: 1000,
+            compressed_size: 900,
+            archive_crc32: 4_294_967_295,
+        }),
+    };
+    // Someone else's write changes nothing.
+    Zip::record_placements(conn, zip.id, "worker-2", &[first.clone(), start.clone()])
+        .await
+        .unwrap();
+    let placed = |entries: Vec<zipkit_domain::models::RecordedEntry>| -> Vec<_> {
+        entries.into_iter().map(|e| e.placement).collect()
+    };
+    let recorded = Zip::recorded_entries(conn, zip.id).await.unwrap();
+    assert_eq!(placed(recorded), [None, None]);
+
+    Zip::record_placements(conn, zip.id, "worker-1", &[first.clone(), start.clone()])
+        .await
+        .unwrap();
+    let recorded = Zip::recorded_entries(conn, zip.id).await.unwrap();
+    assert_eq!(placed(recorded), [Some(first.clone()), Some(start.clone())]);
+    // The end of entry 1 keeps the validator recorded with its start.
+    let end = EntryPlacement {
+        source_validator: None,
+        end: Some(PlacedEnd {
+            end: 99_000,
+            compressed_size: 97_950,
+            archive_crc32: 7,
+        }),
+        ..start.clone()
+    };
+    Zip::record_placements(conn, zip.id, "worker-1", std::slice::from_ref(&end))
+        .await
+        .unwrap();
+    let recorded = Zip::recorded_entries(conn, zip.id).await.unwrap();
+    let ended = EntryPlacement {
+        source_validator: start.source_validator.clone(),
+        ..end
+    };
+    assert_eq!(placed(recorded), [Some(first), Some(ended)]);
+
+    Zip::clear_placements(conn, zip.id).await.unwrap();
+    let recorded = Zip::recorded_entries(conn, zip.id).await.unwrap();
+    assert_eq!(placed(recorded), [None, None]);
+}
+
+#[tokio::test]
 async fn the_database_refuses_entry_names_that_differ_only_in_ascii_case() {
     let mut f = fixture().await;
     let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
