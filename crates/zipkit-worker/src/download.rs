@@ -56,13 +56,12 @@ impl SourceError {
     }
 }
 
-/// Where to pick a download up: `Range: bytes=from-`, with `If-Range` when there is a
-/// validator (the source's ETag or Last-Modified as first seen): then only while the source
-/// still answers with it.
+/// Where to pick a download up: `Range: bytes=from-`, valid only while the source still answers
+/// with the same ETag (or Last-Modified) as first seen, which `If-Range` checks.
 #[derive(Debug, Clone)]
 pub struct Resume {
     pub from: u64,
-    pub validator: Option<String>,
+    pub validator: String,
 }
 
 impl Resume {
@@ -173,10 +172,9 @@ pub async fn fetch(
     }
     let mut request = client.get(parsed);
     if let Some(resume) = resume {
-        request = request.header(reqwest::header::RANGE, format!("bytes={}-", resume.from));
-        if let Some(validator) = &resume.validator {
-            request = request.header(reqwest::header::IF_RANGE, validator);
-        }
+        request = request
+            .header(reqwest::header::RANGE, format!("bytes={}-", resume.from))
+            .header(reqwest::header::IF_RANGE, &resume.validator);
     }
     let response = request.send().await.map_err(|e| {
         if zipkit_egress::is_forbidden(&e) {

@@ -2,7 +2,8 @@
 //! (with retries), watches for stalls and size limits, resumes with `Range` + `If-Range` after a
 //! broken connection when the source allows it — and otherwise starts the source over, checking
 //! that the bytes already handed on come again unchanged — and hands its bytes over through a
-//! channel. At most `ahead` entries download at once; the bytes they hold until the writer takes
+//! channel (a job taken over may start its first source further in, `Continue`). At most
+//! `ahead` entries download at once; the bytes they hold until the writer takes
 //! them come from one budget for the whole job (`job_bytes`) and from the worker's (`memory`), so
 //! many small sources overlap their latency while a few large ones cannot fill memory. Each
 //! download also has a small share of its own (`own_bytes`): the entry being written always gets
@@ -300,7 +301,7 @@ async fn download(
     let began = Instant::now();
     let range = from.as_ref().map(|c| Resume {
         from: c.from,
-        validator: Some(c.validator.clone()),
+        validator: c.validator.clone(),
     });
     let fetched = tokio::time::timeout_at(
         patience.deadline(),
@@ -520,7 +521,7 @@ async fn pick_up(
     if let Some(validator) = validator {
         let resume = Resume {
             from: received,
-            validator: Some(validator.to_owned()),
+            validator: validator.to_owned(),
         };
         match download::fetch(http, url, &limits.egress, Some(&resume)).await {
             Ok(r) if r.status() == reqwest::StatusCode::PARTIAL_CONTENT => return Some((r, false)),
