@@ -232,8 +232,9 @@ pub async fn run(
     match job.build(entries, cancelled, None).await {
         Ok(built) => Ok(built),
         Err(Restart::Not(failure) | Restart::Lost(failure)) => Err(failure),
+
         Err(Restart::Diverged { .. } | Restart::Uncontinued) => Err(JobFailure::internal(
-            "a new upload was checked against parts it does not have",
+            "a build from byte zero was asked to check parts or continue an entry it does not have",
         )),
     }
 }

@@ -19,7 +19,7 @@ use zipkit_domain::models::RecordedEntry;
 
 use crate::archive::{CentralRecord, DosTime, Method, OpenSoFar, WrittenSoFar, format};
 use crate::prefetch::{Continue, Source};
-use crate::upload::{UploadedPart, crc32_concat, crc32_tail};
+use crate::upload::{UploadedPart, crc32_concat, crc32_of, crc32_tail};
 
 /// Where a taken-over build starts.
 #[derive(Debug, Clone, Default)]
@@ -158,13 +158,11 @@ fn continue_entry(
     let name = Bytes::copy_from_slice(source.filename.as_bytes());
     let header = format::local_header(&name, Method::Stored, modified, placed.zip64);
     let data_start = found.written.offset + header.len() as u64;
-    let last_start: u64 = earlier.iter().map(|p| p.size as u64).sum();
+
+    let (last_start, crc_to_last) = crc32_of(earlier);
     let Some(written) = last_start.checked_sub(data_start).filter(|n| *n > 0) else {
         return;
     };
-    let crc_to_last = earlier
-        .iter()
-        .fold(0, |crc, p| crc32_concat(crc, p.crc32, p.size as u64));
     let crc_to_data = crc32_concat(
         found.written.crc32,
         crc32fast::hash(&header),
@@ -212,7 +210,6 @@ mod tests {
             placement: Some(EntryPlacement {
                 index,
                 offset,
-
                 deflated: index % 2 == 1,
                 zip64: false,
                 source_validator: None,
@@ -332,7 +329,6 @@ mod tests {
                 crc32: None,
                 placement: Some(EntryPlacement {
                     index: 1,
-
                     offset: 1000,
                     deflated: false,
                     zip64: true,

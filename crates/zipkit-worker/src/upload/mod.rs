@@ -214,7 +214,7 @@ type Uploading = JoinSet<Result<UploadedPart, StoreFailure>>;
 
 /// Checks the rebuilt archive's bytes against the parts already in the bucket.
 struct PrefixCheck {
-    parts: std::vec::IntoIter<UploadedPart>,
+    parts: std::iter::Skip<std::vec::IntoIter<UploadedPart>>,
     current: Option<UploadedPart>,
     seen: u64,
     crc: crc32fast::Hasher,
@@ -226,14 +226,18 @@ impl PrefixCheck {
     /// `from` falls in is checked from there on, with its bytes before `from` accounted for
     /// by their CRC-32 (from the earlier parts' and `crc32_before`).
     fn new(parts: Vec<UploadedPart>, from: u64, crc32_before: u32) -> Self {
-        let mut parts = parts.into_iter();
-        let (mut start, mut crc_to_start) = (0u64, 0u32);
-        let mut current = parts.next();
-        while let Some(part) = current.take_if(|p| start + p.size as u64 <= from) {
-            crc_to_start = crc32_concat(crc_to_start, part.crc32, part.size as u64);
-            start += part.size as u64;
-            current = parts.next();
-        }
+        // The parts wholly before `from`.
+        let mut end = 0u64;
+        let before = parts
+            .iter()
+            .take_while(|p| {
+                end += p.size as u64;
+                end <= from
+            })
+            .count();
+        let (start, crc_to_start) = crc32_of(&parts[..before]);
+        let mut parts = parts.into_iter().skip(before);
+        let current = parts.next();
         let seen = from.saturating_sub(start);
         let crc_in_part = crc32_tail(crc32_before, crc_to_start, seen);
         Self {
@@ -276,6 +280,14 @@ pub(crate) fn crc32_concat(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
     let mut a = crc32fast::Hasher::new_with_initial(crc_a);
     a.combine(&crc32fast::Hasher::new_with_initial_len(crc_b, len_b));
     a.finalize()
+}
+
+/// How many bytes `parts` hold together, and their CRC-32.
+pub(crate) fn crc32_of(parts: &[UploadedPart]) -> (u64, u32) {
+    parts.iter().fold((0, 0), |(len, crc), p| {
+        let size = p.size as u64;
+        (len + size, crc32_concat(crc, p.crc32, size))
+    })
 }
 
 /// CRC-32 of the last `len_b` bytes of `a` followed by `b`, from the CRC-32 of the whole and of
