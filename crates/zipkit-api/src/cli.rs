@@ -338,8 +338,8 @@ pub async fn user(
         return Err(CliError::invalid("--email: not an email address"));
     }
     let password = read_secret("Password: ")?;
-    let hash =
-        passwords::hash(password.expose_secret()).map_err(|e| CliError::invalid(e.to_string()))?;
+    let hash = passwords::hash(password.expose_secret(), &settings.passwords)
+        .map_err(|e| CliError::invalid(e.to_string()))?;
     let mut conn = connect(settings).await?;
     if User::find_by_email(&mut conn, &email).await?.is_some() {
         return Err(CliError::new(

@@ -49,6 +49,10 @@ pub enum StartError {
     },
     #[error(transparent)]
     KeyRing(#[from] zipkit_domain::crypto::KeyRingError),
+    #[error("{0}")]
+    Settings(String),
+    #[error("cannot start the password hashing threads: {0}")]
+    Threads(std::io::Error),
 }
 
 impl std::fmt::Debug for Application {
@@ -65,6 +69,10 @@ impl Application {
     /// accepted meanwhile are published by the sweeper once the broker returns.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let keyring = KeyRing::from_settings(&settings.crypto)?;
+        settings
+            .passwords
+            .validate()
+            .map_err(StartError::Settings)?;
         zipkit_runtime::metrics::install("zipkit-api");
         let address = format!("{}:{}", settings.api.host, settings.api.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {
@@ -105,6 +113,8 @@ impl Application {
                 settings.api.max_body_bytes_in_flight,
             ),
             rate_limits: rate_limit::RateLimits::new(&settings.rate_limits),
+            passwords: admin::passwords::PasswordPool::start(&settings.passwords)
+                .map_err(StartError::Threads)?,
             openapi: openapi::served(settings.api.max_urls),
         });
         // Every minute: keys back at a full allowance are forgotten, so the limiters' memory stays
@@ -120,6 +130,8 @@ impl Application {
                 tokio::select! {
                     _ = every.tick() => {
                         limits.forget_idle();
+                        // What request bodies and sign-ins freed goes back to the kernel.
+                        zipkit_runtime::allocator::release_free_memory();
                         if let Ok(mut conn) = pool.get().await {
                             let before = chrono::Utc::now() - window;
                             let _ = zipkit_domain::models::LoginThrottle::forget_before(&mut conn, before).await;

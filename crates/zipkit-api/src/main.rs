@@ -52,8 +52,23 @@ enum Command {
     Webhook(WebhookCommand),
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Before any thread starts: mallopt settings are process-wide.
+    zipkit_runtime::allocator::tune();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(main_async());
+}
+
+async fn main_async() {
     let cli = Cli::parse();
     let output = cli.output;
     if let Err(err) = run(cli).await {

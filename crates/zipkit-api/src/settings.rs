@@ -40,4 +40,5 @@ pub struct Settings {
     /// What customer-supplied addresses (bucket endpoints, webhook URLs) may be.
     pub egress: zipkit_egress::EgressSettings,
     pub rate_limits: crate::rate_limit::RateLimitSettings,
+    pub passwords: crate::admin::passwords::PasswordSettings,
 }

@@ -27,6 +27,8 @@ pub struct AppState {
     /// Deadline and shared memory budget for request bodies.
     pub body_limits: crate::body_limits::BodyLimits,
     pub rate_limits: crate::rate_limit::RateLimits,
+    /// The threads sign-ins are verified on (bounded: memory, not strangers, sets the limit).
+    pub passwords: crate::admin::passwords::PasswordPool,
     /// `/v1/openapi.json`, made once at start (`openapi::served`).
     pub openapi: serde_json::Value,
 }

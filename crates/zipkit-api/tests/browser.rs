@@ -76,7 +76,9 @@ async fn a_person_manages_the_project_in_a_real_browser() {
     let api_settings = settings(db.url(), &broker.url());
     let crypto = api_settings.crypto.clone();
     let app = TestApp::start(api_settings).await;
-    let (status, _) = app.get_until("/readyz", |s, _| s == 200).await;
+    let (status, _) = app
+        .get_until("/readyz", |_, body| body["checks"]["broker"] == "ok")
+        .await;
     assert_eq!(status, 200);
     // A worker in this process builds the zip and delivers the webhook, configured as in
     // development (private networks allowed: every service here is on loopback).
@@ -104,7 +106,11 @@ async fn a_person_manages_the_project_in_a_real_browser() {
     let email = "person@example.com";
     {
         let mut conn = db.connect().await;
-        let hash = zipkit_api::admin::passwords::hash(PASSWORD).expect("hash");
+        let hash = zipkit_api::admin::passwords::hash(
+            PASSWORD,
+            &zipkit_api::admin::passwords::PasswordSettings::default(),
+        )
+        .expect("hash");
         let user = User::create(&mut conn, email, &hash).await.expect("user");
         let project = Project::create(&mut conn, project_name)
             .await

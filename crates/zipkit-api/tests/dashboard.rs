@@ -125,7 +125,11 @@ async fn user_in(db: &TestDatabase, email: &str, project: &str) -> User {
 
 async fn user_with_project(db: &TestDatabase, email: &str, project: &str) -> (User, ProjectId) {
     let mut conn = db.connect().await;
-    let hash = zipkit_api::admin::passwords::hash(PASSWORD).expect("hash");
+    let hash = zipkit_api::admin::passwords::hash(
+        PASSWORD,
+        &zipkit_api::admin::passwords::PasswordSettings::default(),
+    )
+    .expect("hash");
     let user = User::create(&mut conn, email, &hash).await.expect("user");
     let project = Project::create(&mut conn, project).await.expect("project");
     Project::add_member(&mut conn, project.id, user.id, ProjectRole::Owner)

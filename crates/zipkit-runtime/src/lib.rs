@@ -1,6 +1,8 @@
 //! Plumbing both zipkit binaries share: layered settings, telemetry, the broker connection and
-//! its topology, readiness, metrics, the shutdown signal and the backoff schedule.
+//! its topology, readiness, metrics, the shutdown signal, the backoff schedule and the
+//! allocator's settings.
 
+pub mod allocator;
 pub mod backoff;
 pub mod broker;
 pub mod metrics;

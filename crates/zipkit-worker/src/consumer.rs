@@ -21,10 +21,10 @@ use zipkit_runtime::broker::Broker;
 use zipkit_runtime::metrics as names;
 use zipkit_runtime::telemetry;
 
-use crate::allocator;
 use crate::failure::JobFailure;
 use crate::job::{self, JobContext};
 use crate::lease::Lease;
+use zipkit_runtime::allocator;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {

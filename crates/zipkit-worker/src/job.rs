@@ -152,7 +152,7 @@ pub async fn run(
     // One copy for both builds, of what downloads need; the rows as loaded (~0.3 KiB each, with
     // the database client's buffers) are given back before the job's buffers fill up.
     let entries: Arc<[Source]> = entries.into_iter().map(Source::from).collect();
-    crate::allocator::release_free_memory();
+    zipkit_runtime::allocator::release_free_memory();
     let plan = PartPlan::new(
         ctx.part_size,
         ctx.parts_in_flight,
@@ -304,7 +304,7 @@ async fn resume_point(
         DosTime::from_utc(zip.created_at),
     );
     drop(recorded);
-    crate::allocator::release_free_memory();
+    zipkit_runtime::allocator::release_free_memory();
     tracing::info!(
         zip.id = %zip.id,
         upload.id = %upload_id,

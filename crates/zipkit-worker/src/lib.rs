@@ -4,7 +4,6 @@
 //! PutObject or a multipart upload, resumed after a takeover), orchestrated per job by `job`;
 //! `lease` is a claimed job's lease and heartbeat, `failure` why an attempt failed.
 
-pub mod allocator;
 pub mod archive;
 pub mod consumer;
 pub mod download;
@@ -323,9 +322,13 @@ impl Worker {
 
     /// Whether PostgreSQL answers and the broker is connected.
     pub async fn is_ready(&self) -> bool {
-        zipkit_runtime::readiness::check(zipkit_domain::db::ping(&self.context.pool), &self.broker)
-            .await
-            .is_ready()
+        zipkit_runtime::readiness::check(
+            zipkit_domain::db::ping(&self.context.pool),
+            &self.broker,
+            zipkit_runtime::readiness::BrokerNeed::Required,
+        )
+        .await
+        .is_ready()
     }
 
     /// Consumes jobs until `stop` resolves; then stops consuming, lets in-flight jobs finish

@@ -6,7 +6,7 @@ use zipkit_runtime::{shutdown, telemetry};
 use zipkit_worker::{Settings, Worker};
 
 fn main() -> anyhow::Result<()> {
-    zipkit_worker::allocator::tune();
+    zipkit_runtime::allocator::tune();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -30,8 +30,12 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<ProbeState>) -> HttpResponse {
-    let readiness =
-        zipkit_runtime::readiness::check(zipkit_domain::db::ping(&state.pool), &state.broker).await;
+    let readiness = zipkit_runtime::readiness::check(
+        zipkit_domain::db::ping(&state.pool),
+        &state.broker,
+        zipkit_runtime::readiness::BrokerNeed::Required,
+    )
+    .await;
     if readiness.is_ready() {
         HttpResponse::Ok().json(readiness)
     } else {

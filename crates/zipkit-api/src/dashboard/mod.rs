@@ -203,18 +203,20 @@ async fn login(
         }
     }
     let user = User::find_by_email(&mut conn, &email).await.ok().flatten();
-    // Argon2 is deliberately slow: off the async threads. An unknown address costs the same.
+    // Argon2 is deliberately slow and memory-hungry: on the password pool's few threads, and
+    // refused at once when they and their queue are full. An unknown address costs the same.
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let password = form.password;
-    let verified = web::block(move || match stored {
-        Some(hash) => crate::admin::passwords::verify(&password, &hash),
-        None => {
-            let _ = crate::admin::passwords::verify(&password, &DUMMY_HASH);
-            false
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let Ok(verifying) = state.passwords.verify(form.password, stored) else {
+        drop(conn);
+        let mut busy = problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many sign-ins are being checked right now. Try again in a moment.",
+        );
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return busy;
+    };
+    let verified = verifying.await;
     let Some(user) = user.filter(|_| verified) else {
         if let Err(e) = LoginThrottle::record_failure(&mut conn, &email, &address).await {
             tracing::warn!(error = %e, "recording a failed sign-in failed");
@@ -249,12 +251,6 @@ async fn login(
     let _ = response.add_cookie(&spent);
     response
 }
-
-/// An Argon2id hash made with the same parameters as real ones, so a sign-in for an unknown
-/// address takes as long as one for a known address. Made once, at the first such sign-in.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    crate::admin::passwords::hash("no user has this password").unwrap_or_default()
-});
 
 #[derive(Debug, Deserialize)]
 struct CsrfForm {

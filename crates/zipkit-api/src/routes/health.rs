@@ -1,5 +1,6 @@
 //! Liveness (`/healthz`: the process serves HTTP) and readiness (`/readyz`: it can do its job,
-//! i.e. PostgreSQL answers and the broker is connected). Kubernetes probes use both. And
+//! i.e. PostgreSQL answers; the broker is reported but not required, as accepted jobs wait in
+//! the outbox). Kubernetes probes use both. And
 //! `/metrics`, the Prometheus exposition (the chart's Ingress does not route any of the three).
 
 use actix_web::{HttpResponse, web};
@@ -17,8 +18,12 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let readiness =
-        zipkit_runtime::readiness::check(zipkit_domain::db::ping(&state.pool), &state.broker).await;
+    let readiness = zipkit_runtime::readiness::check(
+        zipkit_domain::db::ping(&state.pool),
+        &state.broker,
+        zipkit_runtime::readiness::BrokerNeed::Reported,
+    )
+    .await;
     if readiness.is_ready() {
         HttpResponse::Ok().json(readiness)
     } else {

@@ -54,6 +54,7 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
                 SecretString::from(generate_key().expect("a key")),
             )]
             .into(),
+            keys_dir: None,
         },
         telemetry: TelemetrySettings {
             format: LogFormat::Pretty,
@@ -81,6 +82,7 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
             sign_in_window_minutes: 15,
         },
         egress: zipkit_test_support::services::loopback_egress(),
+        passwords: zipkit_api::admin::passwords::PasswordSettings::default(),
     }
 }
 
@@ -226,7 +228,9 @@ pub async fn start_adjusted(
     let mut settings = settings(db.url(), &broker.url());
     adjust(&mut settings);
     let app = TestApp::start(settings).await;
-    let (status, body) = app.get_until("/readyz", |s, _| s == 200).await;
+    let (status, body) = app
+        .get_until("/readyz", |_, body| body["checks"]["broker"] == "ok")
+        .await;
     assert_eq!(status, 200, "API not ready: {body}");
     (db, broker, app)
 }

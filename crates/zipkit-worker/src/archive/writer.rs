@@ -16,7 +16,7 @@ use super::format::{self, CentralRecord, DosTime, Method};
 pub const ZIP64_THRESHOLD: u64 = 0xFFFF_FFFF - 64 * 1024 * 1024;
 /// Output is handed to the uploader in chunks of about this size: pieces of a quarter of it or
 /// more go as they are, smaller ones are gathered. Small enough that the gathering buffer is an
-/// ordinary heap block the allocator reuses (below the worker's mmap threshold, allocator.rs).
+/// ordinary heap block the allocator reuses (below the mmap threshold, zipkit_runtime::allocator).
 const OUTPUT_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
