@@ -321,6 +321,7 @@ impl Bench {
         let crypto = CryptoSettings {
             active_key: "bench".into(),
             keys: [("bench".to_owned(), SecretString::from(key.clone()))].into(),
+            keys_dir: None,
         };
         let keyring = KeyRing::from_settings(&crypto)?;
         let mut conn = db.connect().await;

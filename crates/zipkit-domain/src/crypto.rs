@@ -14,19 +14,60 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 /// `[crypto]` settings: named 32-byte keys (base64) and the one new secrets are sealed with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CryptoSettings {
     pub active_key: String,
+    #[serde(default)]
     pub keys: BTreeMap<String, SecretString>,
+    /// A folder whose every file is a key named after the file (a mounted Kubernetes Secret).
+    /// Ids that environment variable names cannot carry (`prod-2026`, `Key.1`) work here:
+    /// `ZIPKIT__CRYPTO__KEYS__<ID>` is read in lower case, with no `-` or `.`.
+    #[serde(default)]
+    pub keys_dir: Option<std::path::PathBuf>,
+}
+
+impl CryptoSettings {
+    /// `keys` and the files of `keys_dir`, by id.
+    fn all_keys(&self) -> Result<BTreeMap<String, SecretString>, KeyRingError> {
+        let mut all = self.keys.clone();
+        let Some(dir) = &self.keys_dir else {
+            return Ok(all);
+        };
+        let unreadable = |e: std::io::Error| KeyRingError::KeysDir {
+            dir: dir.display().to_string(),
+            reason: e.to_string(),
+        };
+        for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            // Kubernetes' own entries in a mounted Secret (`..data`, `..2026_…`) and hidden files.
+            if id.starts_with('.') || !std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            let key = std::fs::read_to_string(entry.path()).map_err(unreadable)?;
+            if all.insert(id.clone(), SecretString::from(key)).is_some() {
+                return Err(KeyRingError::DuplicateId(id));
+            }
+        }
+        Ok(all)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyRingError {
     #[error("crypto.keys is empty; configure at least one 32-byte key (base64)")]
     NoKeys,
-    #[error("crypto.active_key `{0}` is not one of crypto.keys")]
-    UnknownActiveKey(String),
+    #[error(
+        "crypto.active_key `{active}` is not one of crypto.keys ({known}); ids set as ZIPKIT__CRYPTO__KEYS__<ID> variables are read in lower case with no `-` or `.`: give such ids as files in crypto.keys_dir"
+    )]
+    UnknownActiveKey { active: String, known: String },
+    #[error("crypto.keys_dir `{dir}` cannot be read: {reason}")]
+    KeysDir { dir: String, reason: String },
+    #[error("crypto key `{0}` is given both in crypto.keys and as a file in crypto.keys_dir")]
+    DuplicateId(String),
     #[error("crypto.keys.{0} is not valid base64")]
     NotBase64(String),
     #[error("crypto.keys.{id} must decode to 32 bytes, got {len}")]
@@ -94,11 +135,12 @@ impl fmt::Debug for KeyRing {
 
 impl KeyRing {
     pub fn from_settings(settings: &CryptoSettings) -> Result<Self, KeyRingError> {
-        if settings.keys.is_empty() {
+        let all = settings.all_keys()?;
+        if all.is_empty() {
             return Err(KeyRingError::NoKeys);
         }
         let mut keys = BTreeMap::new();
-        for (id, encoded) in &settings.keys {
+        for (id, encoded) in &all {
             let bytes = BASE64
                 .decode(encoded.expose_secret().trim())
                 .map_err(|_| KeyRingError::NotBase64(id.clone()))?;
@@ -110,7 +152,10 @@ impl KeyRing {
             keys.insert(id.clone(), LessSafeKey::new(unbound));
         }
         if !keys.contains_key(&settings.active_key) {
-            return Err(KeyRingError::UnknownActiveKey(settings.active_key.clone()));
+            return Err(KeyRingError::UnknownActiveKey {
+                active: settings.active_key.clone(),
+                known: keys.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
         }
         Ok(Self {
             active: settings.active_key.clone(),
@@ -217,6 +262,7 @@ mod tests {
         KeyRing::from_settings(&CryptoSettings {
             active_key: active.to_owned(),
             keys,
+            keys_dir: None,
         })
         .unwrap()
     }
@@ -329,11 +375,13 @@ mod tests {
         let old = KeyRing::from_settings(&CryptoSettings {
             active_key: "old".into(),
             keys: keys.clone(),
+            keys_dir: None,
         })
         .unwrap();
         let new = KeyRing::from_settings(&CryptoSettings {
             active_key: "new".into(),
             keys,
+            keys_dir: None,
         })
         .unwrap();
         let row = Uuid::new_v4();
@@ -357,6 +405,7 @@ mod tests {
         let settings = |active: &str, id: &str, key: &str| CryptoSettings {
             active_key: active.into(),
             keys: [(id.to_owned(), SecretString::from(key.to_owned()))].into(),
+            keys_dir: None,
         };
         let short = BASE64.encode([0u8; 16]);
         assert_eq!(
@@ -376,7 +425,64 @@ mod tests {
             KeyRing::from_settings(&settings("k2", "k1", &good))
                 .unwrap_err()
                 .to_string(),
-            "crypto.active_key `k2` is not one of crypto.keys"
+            "crypto.active_key `k2` is not one of crypto.keys (k1); ids set as ZIPKIT__CRYPTO__KEYS__<ID> variables are read in lower case with no `-` or `.`: give such ids as files in crypto.keys_dir"
         );
+    }
+
+    #[test]
+    fn keys_dir_names_keys_by_their_file_names_hyphens_dots_and_case_kept() {
+        let dir = std::env::temp_dir().join(format!("zipkit-keys-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("..2026_12_06")).unwrap();
+        // As a mounted Kubernetes Secret looks: files, a hidden data folder, a trailing newline.
+        std::fs::write(
+            dir.join("prod-2026"),
+            format!("{}\n", generate_key().unwrap()),
+        )
+        .unwrap();
+        std::fs::write(dir.join("Old.Key_1"), generate_key().unwrap()).unwrap();
+        std::fs::write(dir.join("..data"), "not a key").unwrap();
+        let settings = |active: &str| CryptoSettings {
+            active_key: active.into(),
+            keys: BTreeMap::new(),
+            keys_dir: Some(dir.clone()),
+        };
+        let ring = KeyRing::from_settings(&settings("prod-2026")).unwrap();
+        assert_eq!(
+            format!("{ring:?}"),
+            r#"KeyRing { active: "prod-2026", key_ids: ["Old.Key_1", "prod-2026"] }"#
+        );
+        let sealed = ring.seal(b"secret", binding("f", Uuid::nil())).unwrap();
+        assert_eq!(sealed.key_id, "prod-2026");
+        assert!(KeyRing::from_settings(&settings("Old.Key_1")).is_ok());
+        assert!(
+            KeyRing::from_settings(&settings("prod_2026"))
+                .unwrap_err()
+                .to_string()
+                .contains("(Old.Key_1, prod-2026)")
+        );
+        // The same id from both places is refused rather than one silently winning.
+        let both = CryptoSettings {
+            keys: [(
+                "prod-2026".to_owned(),
+                SecretString::from(generate_key().unwrap()),
+            )]
+            .into(),
+            ..settings("prod-2026")
+        };
+        assert!(matches!(
+            KeyRing::from_settings(&both),
+            Err(KeyRingError::DuplicateId(id)) if id == "prod-2026"
+        ));
+        let missing = CryptoSettings {
+            keys_dir: Some(dir.join("nowhere")),
+            ..settings("prod-2026")
+        };
+        assert!(
+            KeyRing::from_settings(&missing)
+                .unwrap_err()
+                .to_string()
+                .starts_with("crypto.keys_dir `")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -71,6 +71,7 @@ impl Harness {
                 SecretString::from(generate_key().expect("key")),
             )]
             .into(),
+            keys_dir: None,
         };
         Self {
             db,

@@ -15,6 +15,7 @@ pub fn keyring(active: &str, keys: &BTreeMap<String, SecretString>) -> KeyRing {
     KeyRing::from_settings(&CryptoSettings {
         active_key: active.to_owned(),
         keys: keys.clone(),
+        keys_dir: None,
     })
     .expect("key ring")
 }
