@@ -72,8 +72,8 @@ debian_image() { # tag packages
   local tag=$1 packages=$2 root
   docker image inspect "$tag" >/dev/null 2>&1 && return 0
   root=$(mktemp -d "$STATE/rootfs.XXXXXX")
-  log "debootstrap bookworm ($packages) for $tag"
-  debootstrap --variant=minbase --include="$packages" bookworm "$root" "$MIRROR" >"$STATE/debootstrap.log" 2>&1 \
+  log "debootstrap bookworm minbase${packages:+ + $packages} for $tag"
+  debootstrap --variant=minbase ${packages:+--include="$packages"} bookworm "$root" "$MIRROR" >"$STATE/debootstrap.log" 2>&1 \
     || { tail -20 "$STATE/debootstrap.log" >&2; die "debootstrap failed"; }
   # What Debian's slim images leave out too: documentation, manuals, translations, apt caches.
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc \
@@ -97,7 +97,10 @@ debian_image() { # tag packages
 
 images() {
   up
-  debian_image "$RUNTIME_BASE" ca-certificates
+  # The runtime base is minbase and nothing more, as debian:bookworm-slim is (no CA bundle, no
+  # openssl): whatever zipkit needs at run time, deploy/Dockerfile must install, or it fails here
+  # as it would in a real cluster. tests/container.rs checks the base holds no extra package.
+  debian_image "$RUNTIME_BASE" ""
   debian_image "$BUILDER_BASE" ca-certificates,build-essential,pkg-config
   log "building $IMAGE from deploy/Dockerfile (release build inside the builder)"
   docker build --network host -f "$ROOT/deploy/Dockerfile" -t "$IMAGE" "$ROOT" >"$STATE/build.log" 2>&1 \
