@@ -18,6 +18,8 @@ pub mod zips;
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::middleware::from_fn;
@@ -38,6 +40,8 @@ pub struct Application {
     server: actix_web::dev::Server,
     broker: Broker,
     stop_sweeper: watch::Sender<bool>,
+    draining: Arc<AtomicBool>,
+    drain_delay: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +100,7 @@ impl Application {
         tokio::spawn(publisher.clone().sweep(after, every, sweeper_stopped));
 
         let egress = zipkit_egress::EgressPolicy::new(&settings.egress);
+        let draining = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
             pool,
             broker: broker.clone(),
@@ -115,6 +120,7 @@ impl Application {
             rate_limits: rate_limit::RateLimits::new(&settings.rate_limits),
             passwords: admin::passwords::PasswordPool::start(&settings.passwords)
                 .map_err(StartError::Threads)?,
+            draining: draining.clone(),
             openapi: openapi::served(settings.api.max_urls),
         });
         // Every minute: keys back at a full allowance are forgotten, so the limiters' memory stays
@@ -179,6 +185,8 @@ impl Application {
             server,
             broker,
             stop_sweeper,
+            draining,
+            drain_delay: Duration::from_secs(settings.api.drain_delay_secs),
         })
     }
 
@@ -186,14 +194,26 @@ impl Application {
         self.port
     }
 
-    /// Serves until `stop` resolves, then drains in-flight requests and closes the broker.
+    /// Serves until `stop` resolves; then keeps serving for the drain delay with `/readyz`
+    /// failing (endpoints and load balancers still list the pod for a moment after SIGTERM, and
+    /// a closed listener would refuse what they send), then stops accepting, lets in-flight
+    /// requests finish and closes the broker.
     pub async fn run_until(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let handle = self.server.handle();
+        let (draining, delay) = (self.draining.clone(), self.drain_delay);
         tokio::spawn(async move {
             stop.await;
+            draining.store(true, Ordering::SeqCst);
+            if !delay.is_zero() {
+                tracing::info!(
+                    duration_ms = delay.as_millis() as u64,
+                    "draining: serving on while endpoints forget this process"
+                );
+                tokio::time::sleep(delay).await;
+            }
             handle.stop(true).await;
         });
         let result = self.server.await;

@@ -27,6 +27,9 @@ pub struct ApiSettings {
     pub republish_after_secs: u64,
     /// Dashboard cookies carry `Secure` (HTTPS only); off only for local development over http.
     pub secure_cookies: bool,
+    /// On SIGTERM, how long the API keeps serving (answering `/readyz` with 503) before it
+    /// closes its listener: the time a load balancer or Kubernetes needs to stop sending to it.
+    pub drain_delay_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -29,6 +29,8 @@ pub struct AppState {
     pub rate_limits: crate::rate_limit::RateLimits,
     /// The threads sign-ins are verified on (bounded: memory, not strangers, sets the limit).
     pub passwords: crate::admin::passwords::PasswordPool,
+    /// Set on SIGTERM: `/readyz` answers 503 while the API drains (`api.drain_delay_secs`).
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// `/v1/openapi.json`, made once at start (`openapi::served`).
     pub openapi: serde_json::Value,
 }

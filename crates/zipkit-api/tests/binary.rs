@@ -189,6 +189,102 @@ async fn serve_becomes_ready_and_exits_zero_on_sigterm() {
     );
 }
 
+/// Kubernetes keeps sending to a pod for a moment after SIGTERM, until every node has seen the
+/// endpoint removed. A load generator that goes on for that moment sees no failed request, and
+/// `/readyz` says `draining` meanwhile.
+#[tokio::test]
+async fn a_load_running_through_sigterm_sees_no_failed_request_while_the_api_drains() {
+    let (db, vhost) = (
+        TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,
+        TestBroker::new().await,
+    );
+    let port = free_port();
+    // Thousands of access-log lines: into a file, as a pipe nobody reads until the exit fills.
+    let log = std::env::temp_dir().join(format!("zipkit-drain-{}.log", uuid::Uuid::new_v4()));
+    let mut child = KillOnDrop(
+        zipkit_command(BINARY, db.url(), &vhost.url())
+            .env("ZIPKIT__API__PORT", port.to_string())
+            .env("ZIPKIT__API__DRAIN_DELAY_SECS", "3")
+            // One address sends the whole load here: the per-address limit is not under test.
+            .env(
+                "ZIPKIT__RATE_LIMITS__API_PER_ADDRESS_PER_MINUTE",
+                "10000000",
+            )
+            .env("ZIPKIT__RATE_LIMITS__API_PER_ADDRESS_BURST", "10000000")
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..200 {
+        let answer = reqwest::get(format!("{base}/readyz")).await;
+        if answer.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the API never became ready");
+
+    // Eight clients in a loop until `stop_at`: what endpoints still route during propagation.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loads: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, mut stop) = (format!("{base}/v1/openapi.json"), stop_rx.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !*stop.borrow_and_update() {
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => failed.push(r.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = std::time::Instant::now();
+    sigterm(&child.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("served");
+    assert_eq!(during.status(), 503, "readiness fails while draining");
+    let body: serde_json::Value = during.json().await.expect("JSON");
+    assert_eq!(body["status"], "draining");
+    // Endpoint propagation: the load goes on for 1.5 s after SIGTERM.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop_tx.send(true).expect("stop the load");
+    let (mut ok, mut failed) = (0, Vec::new());
+    for load in loads {
+        let (o, f) = load.await.expect("load");
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(ok > 50, "the load ran: {ok} requests");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let (status, errors) = wait_for_exit(&mut child.0, Duration::from_secs(20));
+    let output = std::fs::read_to_string(&log).expect("the log");
+    let _ = std::fs::remove_file(&log);
+    assert!(status.success(), "exit {status:?}: {errors}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "it served for the drain delay before stopping"
+    );
+    assert!(output.contains("draining"), "{errors}");
+    assert!(output.contains("zipkit-api stopped"), "{errors}");
+}
+
 #[test]
 fn a_missing_setting_stops_the_start_naming_the_key() {
     // Production has no environment file: every secret must come from the deployment.

@@ -182,6 +182,58 @@ fn cli(api: &Container, args: &[&str], stdin: &str) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
 }
 
+/// The chart rendered by Helm 4 with these values.
+fn render(values: &Value) -> Vec<Value> {
+    let values_file =
+        std::env::temp_dir().join(format!("zipkit-values-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&values_file, values.to_string()).expect("values");
+    let rendered = template(
+        &tool("ZIPKIT_TEST_HELM4"),
+        std::slice::from_ref(&values_file),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("helm template: {e}"));
+    let _ = std::fs::remove_file(&values_file);
+    objects(&rendered)
+}
+
+/// Values for this machine: the image under test, the test's database, vhost and a key, free
+/// ports, loopback allowed as the sources and the store are there, and a short shutdown grace
+/// and lease so a stop is quick to observe.
+fn machine_values(db: &TestDatabase, vhost: &TestBroker, api_port: u16, worker_port: u16) -> Value {
+    let image = tool("ZIPKIT_TEST_IMAGE");
+    let (repository, tag) = image.rsplit_once(':').expect("name:tag");
+    json!({
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "secrets": {
+            "databaseUrl": db.url(),
+            "brokerUrl": vhost.url(),
+            "cryptoKeys": {"k1": base64::engine::general_purpose::STANDARD.encode([7u8; 32])},
+        },
+        "crypto": {"activeKey": "k1"},
+        "api": {"port": api_port},
+        "worker": {"port": worker_port},
+        "config": {
+            "egress": {"allowed_networks": ["127.0.0.0/8"]},
+            "worker": {"concurrency": 2, "shutdown_grace_secs": 1, "lease_secs": 3, "retry_backoff_secs": 1},
+            "api": {"secure_cookies": false},
+        },
+    })
+}
+
+/// Runs the migration Job's container to completion; what it printed (`--output json`).
+fn migrate(objects: &[Value]) -> Value {
+    let migrate = containers(named(objects, "Job", "zipkit-migrate"))[0].clone();
+    let migrate_spec = spec(objects, &migrate);
+    let name = format!("zipkit-test-migrate-{}", uuid::Uuid::new_v4().simple());
+    let _migrate = Container(name.clone());
+    let args = docker_run_args(&migrate_spec, &name, false);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = docker(&args, None);
+    assert!(ok, "the migrate Job's command failed: {out}{err}");
+    serde_json::from_str(out.trim()).expect("migrate --output json")
+}
+
 /// Independent check of the archive: Python's zipfile reads every entry and its CRC.
 fn assert_valid_zip(bytes: &[u8], names: &[&str]) {
     let path = std::env::temp_dir().join(format!("zipkit-container-{}.zip", uuid::Uuid::new_v4()));
@@ -220,50 +272,11 @@ async fn the_image_runs_the_rendered_chart_migrates_serves_builds_a_zip_and_surv
     ])
     .await;
 
-    // The chart rendered for this machine: the image under test, the test's database, vhost
-    // and a key, free ports, loopback allowed as the sources and the store are there, and a
-    // short shutdown grace and lease so the stop below is quick to observe.
-    let image = tool("ZIPKIT_TEST_IMAGE");
-    let (repository, tag) = image.rsplit_once(':').expect("name:tag");
     let (api_port, worker_port) = (free_port(), free_port());
-    let values = json!({
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "secrets": {
-            "databaseUrl": db.url(),
-            "brokerUrl": vhost.url(),
-            "cryptoKeys": {"k1": base64::engine::general_purpose::STANDARD.encode([7u8; 32])},
-        },
-        "crypto": {"activeKey": "k1"},
-        "api": {"port": api_port},
-        "worker": {"port": worker_port},
-        "config": {
-            "egress": {"allowed_networks": ["127.0.0.0/8"]},
-            "worker": {"concurrency": 2, "shutdown_grace_secs": 1, "lease_secs": 3, "retry_backoff_secs": 1},
-            "api": {"secure_cookies": false},
-        },
-    });
-    let values_file =
-        std::env::temp_dir().join(format!("zipkit-values-{}.json", uuid::Uuid::new_v4()));
-    std::fs::write(&values_file, values.to_string()).expect("values");
-    let rendered = template(
-        &tool("ZIPKIT_TEST_HELM4"),
-        std::slice::from_ref(&values_file),
-        &[],
-    )
-    .unwrap_or_else(|e| panic!("helm template: {e}"));
-    let _ = std::fs::remove_file(&values_file);
-    let objects = objects(&rendered);
+    let objects = render(&machine_values(&db, &vhost, api_port, worker_port));
 
     // The migration Job's container applies every migration to the empty database.
-    let migrate = containers(named(&objects, "Job", "zipkit-migrate"))[0].clone();
-    let migrate_spec = spec(&objects, &migrate);
-    let name = format!("zipkit-test-migrate-{}", uuid::Uuid::new_v4().simple());
-    let _migrate = Container(name.clone());
-    let args = docker_run_args(&migrate_spec, &name, false);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, out, err) = docker(&args, None);
-    assert!(ok, "the migrate Job's command failed: {out}{err}");
-    let printed: Value = serde_json::from_str(out.trim()).expect("migrate --output json");
+    let printed = migrate(&objects);
     let on_disk = std::fs::read_dir(repo().join("migrations"))
         .expect("migrations")
         .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_dir()))
@@ -271,7 +284,7 @@ async fn the_image_runs_the_rendered_chart_migrates_serves_builds_a_zip_and_surv
     assert_eq!(
         printed["applied"].as_array().map(Vec::len),
         Some(on_disk),
-        "{out}"
+        "{printed}"
     );
 
     // The API and a worker from their Deployments, ready by their own readiness probes.
@@ -439,4 +452,183 @@ fn docker_compose_accepts_the_compose_file() {
         None,
     );
     assert!(!ok && err.contains("ZIPKIT_CRYPTO_KEY"), "{err}");
+}
+
+/// Resident memory of a process, from /proc (the container's process is this machine's too).
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
+}
+
+/// The highest resident memory seen while `work` runs, sampled every 10 ms.
+async fn peak_rss_during<T>(pid: u32, work: impl Future<Output = T>) -> (T, f64) {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let mut peak: f64 = 0.0;
+        loop {
+            peak = peak.max(rss_mib(pid));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = stopped.changed() => return peak.max(rss_mib(pid)),
+            }
+        }
+    });
+    let out = work.await;
+    let _ = stop.send(true);
+    (out, sampler.await.expect("sampler"))
+}
+
+/// Waits up to 10 s for the process to come back within `slack` MiB of `idle`; the last reading.
+async fn settled_rss(pid: u32, idle: f64, slack: f64) -> f64 {
+    let mut now = rss_mib(pid);
+    for _ in 0..100 {
+        if now <= idle + slack {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = rss_mib(pid);
+    }
+    now
+}
+
+/// A stranger's sign-in from its own loopback address: the login page's CSRF cookie, then a
+/// wrong password for an address nobody has. Its status and `Retry-After`.
+async fn stranger_signs_in(base: &str, from: std::net::Ipv4Addr) -> (u16, Option<String>) {
+    let http = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(from))
+        .build()
+        .expect("client");
+    let page = http
+        .get(format!("{base}/dashboard/login"))
+        .send()
+        .await
+        .expect("GET login");
+    let csrf = page
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("zipkit_login_csrf="))
+        .and_then(|v| v.split(';').next())
+        .expect("a login CSRF cookie")
+        .to_owned();
+    let answer = http
+        .post(format!("{base}/dashboard/login"))
+        .header(reqwest::header::COOKIE, format!("zipkit_login_csrf={csrf}"))
+        .form(&[
+            ("email", format!("stranger-{from}@example.com")),
+            ("password", format!("not the password of {from}")),
+            ("csrf", csrf),
+        ])
+        .send()
+        .await
+        .expect("POST login");
+    let retry_after = answer
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (answer.status().as_u16(), retry_after)
+}
+
+/// The API's documented bound (docs/OPERATIONS.md, "Memory"): the peak under abuse stays below
+/// it, and the chart's default limit (512 Mi) covers it with room.
+const API_PEAK_MIB: f64 = 160.0;
+/// How far above idle the API may stay once the abuse is over.
+const API_SETTLED_SLACK_MIB: f64 = 24.0;
+
+#[tokio::test]
+async fn the_api_stays_within_its_memory_bound_under_concurrent_wrong_sign_ins_and_maximal_bodies()
+{
+    let (db, vhost) = (TestDatabase::empty().await, TestBroker::new().await);
+    let api_port = free_port();
+    let objects = render(&machine_values(&db, &vhost, api_port, free_port()));
+    migrate(&objects);
+    let api_json = containers(named(&objects, "Deployment", "zipkit-api"))[0].clone();
+    let api_spec = spec(&objects, &api_json);
+    let api = start(&api_spec, "api");
+    wait_ready(&api, &api_json, &api_port.to_string()).await;
+    let (_, pid, _) = docker(&["inspect", "--format", "{{.State.Pid}}", &api.0], None);
+    let pid: u32 = pid.trim().parse().expect("the API's pid");
+    let project = cli(&api, &["project", "create", "--name", "Memory"], "");
+    let project_id = project["id"].as_str().expect("an id");
+    let token = cli(
+        &api,
+        &["token", "create", "--project", project_id, "--name", "m"],
+        "",
+    );
+    let token = token["secret"].as_str().expect("a secret").to_owned();
+    let base = format!("http://127.0.0.1:{api_port}");
+    // Warm: one sign-in and one small body, so idle counts what any served API holds.
+    stranger_signs_in(&base, std::net::Ipv4Addr::new(127, 0, 2, 1)).await;
+    let idle = settled_rss(pid, 0.0, f64::MAX).await;
+
+    // A hundred strangers at once, each from its own address (no per-address throttle applies).
+    let (answers, sign_in_peak) = peak_rss_during(
+        pid,
+        futures_util::future::join_all(
+            (0..100u8).map(|i| stranger_signs_in(&base, std::net::Ipv4Addr::new(127, 0, 1, i + 1))),
+        ),
+    )
+    .await;
+    let after_sign_ins = settled_rss(pid, idle, API_SETTLED_SLACK_MIB).await;
+    let wrong = answers.iter().filter(|(s, _)| *s == 401).count();
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 503).collect();
+    assert_eq!(wrong + busy.len(), 100, "only 401 or 503: {answers:?}");
+    assert!(wrong >= 2, "some sign-ins were checked: {answers:?}");
+    assert!(
+        busy.iter().all(|(_, retry)| retry.as_deref() == Some("1")),
+        "a busy answer says when to come back: {busy:?}"
+    );
+
+    // Twenty bodies at once, each just under the API's largest (16 MiB): parsed, then refused.
+    let item = format!(
+        r#"{{"url":"https://example.com/{}","filename":"f.bin"}}"#,
+        "a".repeat(1400)
+    );
+    let body = format!(
+        r#"{{"urls":[{}],"bucket_name":"nowhere","key":"k.zip"}}"#,
+        vec![item; 10_000].join(",")
+    );
+    assert!(body.len() < 16 * 1024 * 1024, "{}", body.len());
+    let http = reqwest::Client::new();
+    let (statuses, body_peak) = peak_rss_during(
+        pid,
+        futures_util::future::join_all((0..20).map(|_| {
+            http.post(format!("{base}/v1/zips"))
+                .bearer_auth(&token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+        })),
+    )
+    .await;
+    for status in statuses {
+        let status = status.expect("an answer").status().as_u16();
+        // Refused after parsing (no such bucket), or 503 `server_busy` past the bytes all
+        // bodies being read may hold at once.
+        assert!((400..500).contains(&status) || status == 503, "{status}");
+    }
+    let after_bodies = settled_rss(pid, idle, API_SETTLED_SLACK_MIB).await;
+
+    eprintln!(
+        "API RSS: idle {idle:.1} MiB; 100 sign-ins ({wrong} checked, {} busy): peak {sign_in_peak:.1}, after {after_sign_ins:.1}; 20 bodies of {:.1} MB: peak {body_peak:.1}, after {after_bodies:.1}",
+        busy.len(),
+        body.len() as f64 / 1e6
+    );
+    let logs = api.logs();
+    assert!(
+        sign_in_peak < API_PEAK_MIB && body_peak < API_PEAK_MIB,
+        "peaks {sign_in_peak:.1} / {body_peak:.1} MiB over {API_PEAK_MIB}:\n{logs}"
+    );
+    assert!(
+        after_sign_ins <= idle + API_SETTLED_SLACK_MIB
+            && after_bodies <= idle + API_SETTLED_SLACK_MIB,
+        "memory kept: idle {idle:.1}, after {after_sign_ins:.1} / {after_bodies:.1} MiB"
+    );
 }

@@ -18,6 +18,9 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable().json(Health { status: "draining" });
+    }
     let readiness = zipkit_runtime::readiness::check(
         zipkit_domain::db::ping(&state.pool),
         &state.broker,

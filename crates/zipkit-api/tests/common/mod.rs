@@ -35,6 +35,7 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
             max_urls: 50,
             republish_after_secs: 1,
             secure_cookies: false,
+            drain_delay_secs: 0,
         },
         database: DatabaseSettings {
             url: SecretString::from(database_url.to_owned()),
