@@ -91,7 +91,7 @@ pub const CATALOGUE: &[Metric] = &[
         kind: Kind::Histogram,
         labels: &["outcome"],
         help: "Time one attempt at a job took, from claim to outcome, by outcome (succeeded, \
-               failed, cancelled, retried).",
+               failed, cancelled, retried, handed_back).",
     },
     Metric {
         name: JOB_QUEUE_WAIT,

@@ -1,7 +1,9 @@
 //! Taking jobs from the queue. The row is the truth: a message only names a job, which is
 //! claimed with one conditional UPDATE; a message for a job already claimed, finished or
 //! cancelled is acked and dropped. A message is acked only after the job's terminal state is
-//! committed, so a worker that dies mid-job leaves the message to be redelivered.
+//! committed, so a worker that dies mid-job leaves the message to be redelivered. A worker told
+//! to stop hands its jobs back at once (`Zip::hand_back` + requeue), for another worker to
+//! continue from their last recorded part.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use zipkit_runtime::telemetry;
 
 use crate::failure::JobFailure;
 use crate::job::{self, JobContext};
-use crate::lease::Lease;
+use crate::lease::{Interrupt, Lease};
 use zipkit_runtime::allocator;
 
 #[derive(Debug, Clone)]
@@ -37,8 +39,8 @@ pub struct ConsumerSettings {
     pub retry_backoff: Backoff,
 }
 
-/// Consumes until `stop` turns true, then lets in-flight jobs finish within the grace period and
-/// hands back (requeues) the rest.
+/// Consumes until `stop` turns true; then every job in flight is handed back (lease released,
+/// attempt not counted, message requeued), within the grace period at most.
 pub async fn consume(
     broker: Broker,
     ctx: JobContext,
@@ -100,22 +102,24 @@ pub async fn consume(
                     let ctx = ctx.clone();
                     let broker = broker.clone();
                     let settings = settings.clone();
+                    let stopping = stop.clone();
                     tokio::spawn(async move {
-                        handle(&ctx, &broker, delivery, &settings).await;
+                        handle(&ctx, &broker, delivery, &settings, stopping).await;
                         drop(permit);
                     });
                 }
             }
         }
     }
-    // Wait for in-flight jobs up to the grace period; unacked ones return to the queue when the
-    // channel closes, and their leases expire so another worker takes over.
+    // In-flight jobs are handing themselves back; wait for that up to the grace period. Any
+    // still unsettled then return to the queue when the channel closes, and their leases expire
+    // so another worker takes over.
     let all = u32::from(settings.concurrency);
     if tokio::time::timeout(settings.grace, slots.acquire_many(all))
         .await
         .is_err()
     {
-        tracing::warn!("grace period over; unfinished jobs are handed back to the queue");
+        tracing::warn!("grace period over; jobs not yet handed back return when their leases end");
     }
 }
 
@@ -151,6 +155,7 @@ async fn handle(
     broker: &Broker,
     delivery: lapin::message::Delivery,
     settings: &ConsumerSettings,
+    stopping: watch::Receiver<bool>,
 ) {
     let Ok(message) = JobMessage::from_bytes(&delivery.data) else {
         tracing::error!("a message that is not a job message; dead-lettering it");
@@ -179,7 +184,7 @@ async fn handle(
     );
     let traceparent = header_traceparent(&delivery).or_else(|| message.traceparent.clone());
     telemetry::continue_trace(&span, traceparent.as_deref());
-    process(ctx, broker, delivery, settings, message)
+    process(ctx, broker, delivery, settings, message, stopping)
         .instrument(span)
         .await;
     allocator::release_free_memory();
@@ -201,6 +206,7 @@ async fn process(
     delivery: lapin::message::Delivery,
     settings: &ConsumerSettings,
     message: JobMessage,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let lease = settings.lease;
     let ack = |delivery: &lapin::message::Delivery| {
@@ -266,18 +272,29 @@ async fn process(
     let run_ctx = ctx.clone();
     let run_zip = zip.clone();
     // A panic inside the job fails the job, never the consumer.
-    let result = match tokio::spawn(
+    let mut running = tokio::spawn(
         async move { job::run(&run_ctx, &run_zip, interrupted).await }
             .instrument(tracing::Span::current()),
-    )
-    .await
-    {
+    );
+    let joined = tokio::select! {
+        joined = &mut running => joined,
+        Ok(()) = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
+            lease.hand_back();
+            running.await
+        }
+    };
+    let result = match joined {
         Ok(result) => result,
         Err(e) => Err(JobFailure::internal(format!(
             "the job stopped unexpectedly: {e}"
         ))),
     };
+    let interrupt = lease.interrupt();
     drop(lease);
+    if interrupt == Interrupt::HandBack && result.is_err() {
+        hand_back(ctx, &delivery, zip_id, started).await;
+        return;
+    }
     let (outcome_label, code) = match &result {
         Ok(_) => ("succeeded", String::new()),
         Err(failure) if failure.is_cancelled() => ("cancelled", String::new()),
@@ -353,6 +370,37 @@ async fn process(
     } else {
         ack(&delivery).await;
     }
+}
+
+/// Gives the job of a stopping worker back: lease ended and the attempt uncounted, then the
+/// message requeued, so another worker claims it at once and continues its upload.
+async fn hand_back(
+    ctx: &JobContext,
+    delivery: &lapin::message::Delivery,
+    zip_id: zipkit_domain::ZipId,
+    started: std::time::Instant,
+) {
+    let released = match ctx.pool.get().await {
+        Ok(mut conn) => Zip::hand_back(&mut conn, zip_id, &ctx.owner).await,
+        Err(e) => Err(diesel::result::Error::QueryBuilderError(
+            e.to_string().into(),
+        )),
+    };
+    match released {
+        Ok(true) => {
+            tracing::info!(zip.id = %zip_id, ran_ms = started.elapsed().as_millis() as u64, "worker stopping; job handed back")
+        }
+        Ok(false) => {
+            tracing::info!(zip.id = %zip_id, "worker stopping; the job had ended or moved on already")
+        }
+        // The lease then ends by itself and the next claim counts one more attempt.
+        Err(e) => {
+            tracing::warn!(zip.id = %zip_id, error = %e, "could not release the job's lease; it is requeued")
+        }
+    }
+    metrics::histogram!(names::JOB_DURATION, "outcome" => "handed_back")
+        .record(started.elapsed().as_secs_f64());
+    requeue(delivery).await;
 }
 
 /// Gives the job back and schedules its next attempt through the delay queue. `false` when that

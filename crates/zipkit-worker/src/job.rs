@@ -447,7 +447,7 @@ impl Attempt<'_> {
             (Ok(_), _) => Ending::Complete,
             // Nothing was sent; the next build continues the upload.
             (Err(FeedError::Uncontinued), _) => Ending::HandOver,
-            (Err(_), Interrupt::TakenOver) => Ending::HandOver,
+            (Err(_), interrupt) if interrupt.keeps_upload() => Ending::HandOver,
             (Err(_), _) => Ending::Abort,
         });
         let uploaded = uploader.await;

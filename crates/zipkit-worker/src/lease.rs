@@ -21,12 +21,23 @@ pub enum Interrupt {
     /// Another worker holds the job now and may be continuing its upload: stop sending, but
     /// leave the upload alone.
     TakenOver,
+    /// This worker is stopping: stop sending, leave the upload alone, and hand the job back for
+    /// another worker to continue from its last recorded part.
+    HandBack,
+}
+
+impl Interrupt {
+    /// Whether the job's upload belongs to whoever builds the job next.
+    pub fn keeps_upload(self) -> bool {
+        matches!(self, Self::TakenOver | Self::HandBack)
+    }
 }
 
 #[derive(Debug)]
 pub struct Lease {
     heartbeat: tokio::task::JoinHandle<()>,
     interrupt: watch::Receiver<Interrupt>,
+    interrupt_tx: std::sync::Arc<watch::Sender<Interrupt>>,
 }
 
 /// Why a claim did not happen.
@@ -64,8 +75,10 @@ impl Lease {
         };
         drop(conn);
         let (interrupt_tx, interrupt) = watch::channel(Interrupt::None);
+        let interrupt_tx = std::sync::Arc::new(interrupt_tx);
         let every = (length / 3).min(Duration::from_secs(2));
         let (pool, owner) = (pool.clone(), owner.to_owned());
+        let beat_tx = std::sync::Arc::clone(&interrupt_tx);
         let heartbeat = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -81,7 +94,14 @@ impl Lease {
                         _ => Interrupt::Cancelled,
                     };
                     tracing::info!(zip.id = %id, interrupt = ?why, "the job's lease ended");
-                    let _ = interrupt_tx.send(why);
+                    // A hand-back already asked for stays what it is.
+                    beat_tx.send_if_modified(|now| {
+                        let first = *now == Interrupt::None;
+                        if first {
+                            *now = why;
+                        }
+                        first
+                    });
                     return;
                 }
             }
@@ -91,6 +111,7 @@ impl Lease {
             Self {
                 heartbeat,
                 interrupt,
+                interrupt_tx,
             },
         )))
     }
@@ -98,6 +119,23 @@ impl Lease {
     /// Changes once when the job must stop.
     pub fn interrupted(&self) -> watch::Receiver<Interrupt> {
         self.interrupt.clone()
+    }
+
+    /// Asks the job to stop for a hand-back (the worker is stopping), unless it was already
+    /// interrupted otherwise.
+    pub fn hand_back(&self) {
+        self.interrupt_tx.send_if_modified(|now| {
+            let first = *now == Interrupt::None;
+            if first {
+                *now = Interrupt::HandBack;
+            }
+            first
+        });
+    }
+
+    /// Why the job was interrupted, if it was.
+    pub fn interrupt(&self) -> Interrupt {
+        *self.interrupt.borrow()
     }
 }
 

@@ -1046,6 +1046,9 @@ enum Interruption {
     /// SIGSTOP, and SIGCONT once the second worker has claimed the job: the first comes back
     /// to find its lease lost (a long GC-like pause, a frozen node).
     Pause,
+    /// SIGTERM (scale-in, a rollout) with a lease of a minute: the first worker must hand the
+    /// job back itself, and exit, for the second to continue it within seconds.
+    Term,
 }
 
 /// As `killed_after_two_parts`, the first worker taken out by `interruption` once `parts` parts
@@ -1081,7 +1084,15 @@ async fn takeover_after_parts(
     let bucket = harness.bucket_at(proxy.url()).await;
     // One job at a time: the broker delivers nothing more to the first worker while it holds
     // this job's message (a paused worker would otherwise take the job's next message too).
-    let first = harness.spawn_binary_with(&[("ZIPKIT__WORKER__CONCURRENCY", "1")]);
+    let lease = if interruption == Interruption::Term {
+        "60"
+    } else {
+        "3"
+    };
+    let mut first = harness.spawn_binary_with(&[
+        ("ZIPKIT__WORKER__CONCURRENCY", "1"),
+        ("ZIPKIT__WORKER__LEASE_SECS", lease),
+    ]);
     let id = harness
         .submit(
             &bucket,
@@ -1113,9 +1124,10 @@ async fn takeover_after_parts(
             proxy.operations()
         )
     });
+    let first_pid = first.0.id().to_string();
     let signal = |name: &str| {
         let sent = std::process::Command::new("kill")
-            .args([format!("-{name}"), first.0.id().to_string()])
+            .args([format!("-{name}"), first_pid.clone()])
             .status()
             .unwrap();
         assert!(sent.success(), "kill -{name}");
@@ -1123,13 +1135,26 @@ async fn takeover_after_parts(
     match interruption {
         Interruption::Kill => signal("KILL"),
         Interruption::Pause => signal("STOP"),
+        Interruption::Term => {
+            let asked = std::time::Instant::now();
+            signal("TERM");
+            let (status, _) =
+                zipkit_test_support::process::wait_for_exit(&mut first.0, Duration::from_secs(30));
+            assert!(status.success(), "exit {status:?}");
+            assert!(
+                asked.elapsed() < Duration::from_secs(5),
+                "the job was handed back at once, not finished first ({:?})",
+                asked.elapsed()
+            );
+        }
     }
     assert!(
         sources.chunks_sent("b.bin") < 64,
         "killed while b.bin was still downloading"
     );
     between(&upload_id);
-    let _second = harness.spawn_binary();
+    let handed_back = std::time::Instant::now();
+    let _second = harness.spawn_binary_with(&[("ZIPKIT__WORKER__LEASE_SECS", lease)]);
     if interruption == Interruption::Pause {
         // The paused worker's connection stays open, so its message is not redelivered: send
         // the job again, as it would come back once the broker gave up on that connection.
@@ -1145,6 +1170,14 @@ async fn takeover_after_parts(
         signal("CONT");
     }
     let zip = harness.wait_finished(id).await;
+    if interruption == Interruption::Term {
+        // Another worker continued it without waiting out the minute's lease.
+        assert!(
+            handed_back.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            handed_back.elapsed()
+        );
+    }
     if interruption == Interruption::Pause {
         // Its heartbeat (every second) finds the lease gone; give it time to act on it.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1547,52 +1580,49 @@ async fn three_workers_build_thirty_jobs_each_exactly_once() {
 }
 
 #[tokio::test]
-async fn sigterm_lets_the_job_in_flight_finish_and_the_worker_exits_zero() {
+async fn sigterm_hands_the_job_back_at_once_and_another_worker_continues_it_from_its_last_part() {
     let harness = Harness::services_only().await;
-    let chunks = 20;
-    let sources = SourceServer::start(vec![(
-        "slow.bin",
-        Behaviour::Slow {
-            chunk: 32 * 1024,
-            chunks,
-            pause: Duration::from_millis(100),
-        },
-    )])
+    let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
+    let a = pseudo_random(7 * 1024 * 1024, 1);
+    let (zip, upload_id, archive, sources) = takeover_after_parts(
+        &harness,
+        &proxy,
+        Sources::a(Behaviour::Serve(a.clone())),
+        Compression::Store,
+        2,
+        |_| {},
+        Interruption::Term,
+    )
     .await;
-    let bucket = harness.bucket().await;
-    let mut worker = harness.spawn_binary();
-    let id = harness
-        .submit(
-            &bucket,
-            "graceful.zip",
-            &[(sources.url("slow.bin"), "slow.bin")],
-            Compression::Store,
-            OnError::Fail,
-        )
-        .await;
-    for _ in 0..200 {
-        if sources.chunks_sent("slow.bin") >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(
+        zip.attempts, 1,
+        "a hand-back is not a failed attempt: only the finishing claim counts"
+    );
+    assert_eq!(zip.last_failure, None);
+    assert_eq!(
+        sources.hits("b.bin"),
+        2,
+        "the second worker built the rest of the job"
+    );
+    for part in [1, 2] {
+        assert_eq!(
+            part_uploads(&proxy, &upload_id, part),
+            1,
+            "part {part} was uploaded before SIGTERM and not again"
+        );
     }
-    assert!(sources.chunks_sent("slow.bin") >= 3, "the job is in flight");
-    zipkit_test_support::process::sigterm(&worker.0);
-    let (status, _) =
-        zipkit_test_support::process::wait_for_exit(&mut worker.0, Duration::from_secs(30));
-    assert!(status.success(), "exit {status:?}");
-    let mut conn = harness.db.connect().await;
-    let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
     assert_eq!(
-        zip.status,
-        ZipStatus::Succeeded,
-        "finished within the grace period: {:?}",
-        zip.error_message
+        proxy.count("CreateMultipartUpload"),
+        1,
+        "{:?}",
+        proxy.operations()
     );
-    assert_eq!(
-        read_with_python(&harness.store.get("graceful.zip").await)["slow.bin"].len(),
-        chunks * 32 * 1024
-    );
+    assert_eq!(proxy.count("CompleteMultipartUpload"), 1);
+    assert_eq!(proxy.count("AbortMultipartUpload"), 0);
+    let read = read_with_python(&archive);
+    assert_eq!(read["a.bin"], a);
+    assert_eq!(read["b.bin"], pseudo_random(16 * 1024 * 1024, 2));
 }
 
 #[tokio::test]

@@ -879,6 +879,30 @@ impl Zip {
         Ok(updated == 1)
     }
 
+    /// Gives a job back from a worker that is stopping (scale-in, rollout), for the next worker
+    /// to take at once: the lease ends now, and the attempt it was on is not counted, as
+    /// nothing failed. The upload and its recorded parts stay, so the next worker continues it.
+    /// `false` when `owner` no longer held the job.
+    pub async fn hand_back(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        owner: &str,
+    ) -> QueryResult<bool> {
+        let updated = diesel::update(zips::table.find(id))
+            .filter(zips::status.eq(ZipStatus::Processing))
+            .filter(zips::lease_owner.eq(owner))
+            .set((
+                // Expired (the owner stays recorded until the next claim), so a claim takes it
+                // at once.
+                zips::lease_expires_at.eq(Utc::now() - chrono::Duration::seconds(1)),
+                zips::attempts.eq(zips::attempts - 1),
+                zips::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(updated == 1)
+    }
+
     /// Cancels a job that has not ended; idempotent (a cancelled job stays cancelled).
     /// Returns the row as it is afterwards, or `None` when the project has no such job.
     pub async fn cancel(
