@@ -13,7 +13,8 @@ use std::process::Command;
 
 use serde_json::Value;
 use zipkit_test_support::chart::{
-    annotation, chart, config_map, containers, named, objects, of_kind, repo, run, template, tool,
+    annotation, chart, config_map, containers, named, objects, of_kind, repo, run, template,
+    template_as, tool,
 };
 use zipkit_test_support::stack::{Stack, sibling_binary};
 use zipkit_test_support::{TestBroker, TestDatabase};
@@ -35,10 +36,24 @@ fn values(name: &str) -> PathBuf {
 }
 
 fn render(values_name: &str, api_versions: &[&str]) -> Vec<Value> {
+    render_with(values_name, api_versions, &[])
+}
+
+/// As `render`, with `--set` values.
+fn render_with(values_name: &str, api_versions: &[&str], set: &[&str]) -> Vec<Value> {
     let (_, helm) = &helms()[0];
-    let yaml = template(helm, &[values(values_name)], api_versions)
+    let yaml = template_as(helm, "zipkit", &[values(values_name)], api_versions, set)
         .unwrap_or_else(|e| panic!("{values_name}: {e}"));
     objects(&yaml)
+}
+
+/// The pod spec of a Deployment, Job or Pod.
+fn pod_spec(owner: &Value) -> &Value {
+    if owner["kind"] == "Pod" {
+        &owner["spec"]
+    } else {
+        &owner["spec"]["template"]["spec"]
+    }
 }
 
 #[test]
@@ -107,6 +122,9 @@ fn the_chart_lints_renders_and_validates_with_helm_4_and_helm_3_for_every_values
                 "zipkit",
                 &chart().to_string_lossy(),
                 "--dry-run=client",
+                // No cluster to ask whether KEDA is there.
+                "--set",
+                "worker.autoscaling.keda.skipCapabilityCheck=true",
                 "-f",
             ])
             .arg(values("everything")),
@@ -284,7 +302,7 @@ fn every_pod_runs_restricted_and_every_deployment_has_a_disruption_budget() {
 #[test]
 fn the_worker_pod_outlives_the_workers_shutdown_grace() {
     for name in VALUES {
-        let objects = render(name, &[]);
+        let objects = render(name, &["keda.sh/v1alpha1"]);
         let settings = config_map(&objects, "zipkit");
         let grace: u64 = settings["ZIPKIT__WORKER__SHUTDOWN_GRACE_SECS"]
             .parse()
@@ -334,9 +352,53 @@ fn workers_scale_on_the_queue_they_consume_through_keda_or_on_cpu_without_it() {
     // The Deployment leaves the replica count to the autoscaler.
     assert!(named(&with_keda, "Deployment", "zipkit-worker")["spec"]["replicas"].is_null());
 
-    // Where the cluster does not serve KEDA's API, a CPU HPA stands in.
-    let without = render("everything", &[]);
+    // Scale to zero: started again once more jobs wait than the activation threshold; while the
+    // queue depth cannot be read, the fallback's replicas.
+    assert_eq!(scaled["spec"]["minReplicaCount"], 0);
+    assert_eq!(trigger["metadata"]["activationValue"], "1");
+    assert_eq!(
+        scaled["spec"]["fallback"],
+        serde_json::json!({"failureThreshold": 5, "replicas": 3})
+    );
+
+    // Asked for where the cluster does not serve KEDA's API: rendering fails naming the value
+    // (before, a CPU HPA stood in silently), unless the check is skipped on purpose.
+    for (version, helm) in helms() {
+        let error = template(&helm, &[values("everything")], &[])
+            .expect_err(&format!("{version} rendered KEDA's objects without KEDA"));
+        assert!(
+            error.contains("worker.autoscaling.keda.enabled")
+                && error.contains("skipCapabilityCheck"),
+            "{version}: {error}"
+        );
+    }
+    let forced = render_with(
+        "everything",
+        &[],
+        &["worker.autoscaling.keda.skipCapabilityCheck=true"],
+    );
+    assert_eq!(of_kind(&forced, "ScaledObject").len(), 1);
+
+    // KEDA not asked for: a CPU HPA, which cannot scale to zero.
+    let without = render_with(
+        "everything",
+        &[],
+        &[
+            "worker.autoscaling.keda.enabled=false",
+            "worker.autoscaling.minReplicas=1",
+        ],
+    );
     assert!(of_kind(&without, "ScaledObject").is_empty());
+    let (_, helm) = &helms()[0];
+    let zero = template_as(
+        helm,
+        "zipkit",
+        &[values("everything")],
+        &[],
+        &["worker.autoscaling.keda.enabled=false"],
+    )
+    .expect_err("a CPU HPA with minReplicas 0");
+    assert!(zero.contains("minReplicas"), "{zero}");
     let hpa = named(&without, "HorizontalPodAutoscaler", "zipkit-worker");
     assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
     assert!(
@@ -410,12 +472,11 @@ fn every_zipkit_variable_the_chart_sets_is_a_documented_setting() {
             let key = variable["ZIPKIT__".len()..]
                 .to_lowercase()
                 .replacen("__", ".", 1);
-            let documented = if let Some(id) = key.strip_prefix("crypto.keys__") {
-                assert!(!id.is_empty());
-                "crypto.keys.<id>".to_owned()
-            } else {
-                key.clone()
-            };
+            assert!(
+                !key.starts_with("crypto.keys__"),
+                "{name}: crypto keys are mounted as files (crypto.keys_dir), not named in variables: {variable}"
+            );
+            let documented = key.clone();
             assert!(
                 reference.contains(&format!("| `{documented}` |")),
                 "{name}: {variable} ({documented}) is not in docs/CONFIGURATION.md"
@@ -426,7 +487,10 @@ fn every_zipkit_variable_the_chart_sets_is_a_documented_setting() {
 
 #[tokio::test]
 async fn probe_and_scrape_paths_are_routes_the_binaries_serve_on_the_ports_the_chart_names() {
-    let objects = render("everything", &["monitoring.coreos.com/v1"]);
+    let objects = render(
+        "everything",
+        &["monitoring.coreos.com/v1", "keda.sh/v1alpha1"],
+    );
     let settings = config_map(&objects, "zipkit");
     let (db, vhost) = (
         TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,
@@ -441,7 +505,16 @@ async fn probe_and_scrape_paths_are_routes_the_binaries_serve_on_the_ports_the_c
     ] {
         let container = containers(named(&objects, "Deployment", deployment))[0];
         let ports = container["ports"].as_array().expect("ports");
-        for probe in ["livenessProbe", "readinessProbe"] {
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            // Kubernetes' default of 1 s is shorter than the readiness check's 2 s on the
+            // database.
+            assert!(
+                container[probe]["timeoutSeconds"]
+                    .as_u64()
+                    .is_some_and(|t| t > 2),
+                "{deployment} {probe}: {}",
+                container[probe]
+            );
             let get = &container[probe]["httpGet"];
             let port = ports
                 .iter()
@@ -511,4 +584,254 @@ async fn probe_and_scrape_paths_are_routes_the_binaries_serve_on_the_ports_the_c
             "{path} is reachable through the Ingress's prefixes"
         );
     }
+}
+
+#[test]
+fn every_name_fits_kubernetes_limit_for_the_longest_release_name_helm_accepts() {
+    // Helm accepts release names of up to 53 characters.
+    let release = "a-release-name-that-is-exactly-fifty-three-chars-long";
+    assert_eq!(release.len(), 53);
+    let (_, helm) = &helms()[0];
+    for name in VALUES {
+        let yaml = template_as(
+            helm,
+            release,
+            &[values(name)],
+            &["keda.sh/v1alpha1", "monitoring.coreos.com/v1"],
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let objects = objects(&yaml);
+        let mut seen = std::collections::BTreeSet::new();
+        for object in &objects {
+            let object_name = object["metadata"]["name"].as_str().expect("a name");
+            assert!(
+                object_name.len() <= 63,
+                "{name}: {} {object_name} is {} characters",
+                object["kind"],
+                object_name.len()
+            );
+            assert!(
+                seen.insert((object["kind"].to_string(), object_name.to_owned())),
+                "{name}: two {} named {object_name}",
+                object["kind"]
+            );
+            for (key, value) in object["metadata"]["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                assert!(
+                    value.as_str().is_some_and(|v| v.len() <= 63),
+                    "{name}: label {key}={value}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn migrations_fit_helms_default_timeout_and_a_gitops_job_is_named_by_its_whole_spec() {
+    // `helm install`/`upgrade` wait 5 minutes for hooks by default.
+    for name in VALUES {
+        for job in of_kind(&render(name, &["keda.sh/v1alpha1"]), "Job") {
+            let deadline = job["spec"]["activeDeadlineSeconds"]
+                .as_u64()
+                .expect("a deadline");
+            assert!(deadline < 300, "{name}: {deadline} s");
+        }
+    }
+    let job_name = |set: &[&str]| {
+        let rendered = render_with("no-hooks", &[], set);
+        let jobs = of_kind(&rendered, "Job");
+        assert_eq!(jobs.len(), 1);
+        (
+            jobs[0]["metadata"]["name"]
+                .as_str()
+                .expect("a name")
+                .to_owned(),
+            jobs[0]["spec"]["ttlSecondsAfterFinished"].clone(),
+        )
+    };
+    let (plain, ttl) = job_name(&[]);
+    assert_eq!(ttl, 86400);
+    assert_eq!(job_name(&[]).0, plain, "the same values, the same Job");
+    // A Job's pod template cannot be changed: anything the pod runs with names a new Job.
+    for change in [
+        "secrets.cryptoKeys.k2=dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdDI=",
+        "config.worker.concurrency=9",
+        "image.tag=0.2.0",
+        "migrations.resources.limits.memory=300Mi",
+        "extraEnv[0].name=OTEL_SERVICE_NAME",
+    ] {
+        assert_ne!(job_name(&[change]).0, plain, "{change}");
+    }
+    assert_eq!(job_name(&["migrations.ttlSecondsAfterFinished=600"]).1, 600);
+}
+
+#[test]
+fn keys_the_operators_ca_and_the_escape_hatches_reach_every_zipkit_pod() {
+    let objects = render("everything", &["keda.sh/v1alpha1"]);
+    let settings = config_map(&objects, "zipkit");
+    assert_eq!(
+        settings["ZIPKIT__CRYPTO__KEYS_DIR"],
+        "/etc/zipkit/crypto-keys"
+    );
+    assert_eq!(settings["ZIPKIT__CRYPTO__ACTIVE_KEY"], "Key.2026-b");
+    assert_eq!(
+        settings["SSL_CERT_FILE"],
+        "/etc/ssl/certs/ca-certificates.crt"
+    );
+    assert_eq!(settings["SSL_CERT_DIR"], "/etc/zipkit/ca");
+    let owners: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment" || o["kind"] == "Job")
+        .collect();
+    assert_eq!(owners.len(), 3, "api, worker, migrations");
+    for owner in owners {
+        let what = owner["metadata"]["name"].as_str().expect("a name");
+        let pod = pod_spec(owner);
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        let volume = |name: &str| {
+            volumes
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("{what}: no volume {name}"))
+        };
+        // Each key a file named by its id, whatever characters the id has.
+        let keys = &volume("crypto-keys")["secret"]["items"];
+        assert_eq!(
+            keys,
+            &serde_json::json!([
+                {"key": "crypto-key-Key.2026-b", "path": "Key.2026-b"},
+                {"key": "crypto-key-k1", "path": "k1"}
+            ]),
+            "{what}"
+        );
+        assert_eq!(
+            volume("extra-ca")["configMap"],
+            serde_json::json!({"name": "acme-ca", "items": [{"key": "acme-root.pem", "path": "ca.crt"}]}),
+            "{what}"
+        );
+        assert!(volume("scratch")["emptyDir"].is_object(), "{what}");
+        let labels = &owner["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["team"], "archives", "{what}");
+        let container = containers(owner)[0];
+        let mounts: Vec<&str> = container["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .map(|m| m["mountPath"].as_str().expect("a path"))
+            .collect();
+        assert_eq!(
+            mounts,
+            ["/etc/zipkit/crypto-keys", "/etc/zipkit/ca", "/scratch"],
+            "{what}"
+        );
+        assert!(
+            container["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .any(|e| e["name"] == "OTEL_RESOURCE_ATTRIBUTES"),
+            "{what}"
+        );
+        assert_eq!(
+            container["envFrom"][1]["secretRef"]["name"],
+            "acme-extra-env"
+        );
+        assert!(
+            container["image"]
+                .as_str()
+                .expect("an image")
+                .contains("@sha256:")
+        );
+    }
+    let api = pod_spec(named(&objects, "Deployment", "zipkit-api"));
+    assert_eq!(api["priorityClassName"], "acme-high");
+    assert_eq!(
+        api["topologySpreadConstraints"][0]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    assert_eq!(
+        pod_spec(named(&objects, "Deployment", "zipkit-worker"))["priorityClassName"],
+        "acme-batch"
+    );
+    // The API's drain delay is inside its grace period, with the 30 s for requests in flight.
+    assert_eq!(api["terminationGracePeriodSeconds"], 8 + 35);
+
+    // Security contexts can be replaced as a whole (e.g. a platform's own restricted profile).
+    let replaced = render_with(
+        "default",
+        &[],
+        &[
+            "securityContext.runAsUser=10001",
+            "securityContext.runAsNonRoot=true",
+            "podSecurityContext.fsGroup=10001",
+        ],
+    );
+    let worker = named(&replaced, "Deployment", "zipkit-worker");
+    assert_eq!(
+        containers(worker)[0]["securityContext"],
+        serde_json::json!({"runAsUser": 10001, "runAsNonRoot": true})
+    );
+    assert_eq!(
+        pod_spec(worker)["securityContext"],
+        serde_json::json!({"fsGroup": 10001})
+    );
+}
+
+/// Whether a NetworkPolicy ingress rule lets a pod with `labels` (same namespace) reach `port`.
+fn admits(rule: &Value, labels: &Value, port: &str) -> bool {
+    let port_ok = rule["ports"]
+        .as_array()
+        .is_none_or(|ports| ports.iter().any(|p| p["port"] == port));
+    let from_ok = match rule["from"].as_array() {
+        None => true,
+        Some(peers) => peers.iter().any(|peer| {
+            peer["namespaceSelector"].is_null()
+                && peer["podSelector"]["matchLabels"]
+                    .as_object()
+                    .is_some_and(|wanted| wanted.iter().all(|(k, v)| &labels[k] == v))
+        }),
+    };
+    port_ok && from_ok
+}
+
+#[test]
+fn with_every_network_policy_on_helm_test_and_prometheus_still_get_in() {
+    let objects = render(
+        "everything",
+        &["keda.sh/v1alpha1", "monitoring.coreos.com/v1"],
+    );
+    let api_policy = named(&objects, "NetworkPolicy", "zipkit-api");
+    let rules = api_policy["spec"]["ingress"].as_array().expect("rules");
+    // `helm test`'s pod, as rendered, reaches the API's port.
+    let test_pod = of_kind(&objects, "Pod")
+        .into_iter()
+        .find(|p| annotation(p, "helm.sh/hook") == Some("test"))
+        .expect("the helm test pod");
+    let labels = &test_pod["metadata"]["labels"];
+    assert!(
+        rules.iter().any(|r| admits(r, labels, "http")),
+        "the helm test pod is shut out: {rules:?}"
+    );
+    // A stranger pod of the namespace is not (apiFrom names the ingress controller only).
+    let stranger = serde_json::json!({"app": "something-else"});
+    assert!(!rules.iter().any(|r| admits(r, &stranger, "http")));
+    // Prometheus' namespace has a rule of its own on the API's port (where /metrics is served)
+    // and on the workers'.
+    let monitoring = serde_json::json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]);
+    assert!(rules.iter().any(|r| r["from"] == monitoring), "{rules:?}");
+    let worker_policy = named(&objects, "NetworkPolicy", "zipkit-worker");
+    assert_eq!(worker_policy["spec"]["ingress"][0]["from"], monitoring);
+    // The ServiceMonitor scrapes exactly those ports.
+    let monitor = named(&objects, "ServiceMonitor", "zipkit");
+    let scraped: Vec<&str> = monitor["spec"]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| e["port"].as_str().expect("a port"))
+        .collect();
+    assert_eq!(scraped, ["http", "probes"]);
 }

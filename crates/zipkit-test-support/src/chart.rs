@@ -48,15 +48,29 @@ pub fn run(command: &mut Command, stdin: Option<&str>) -> (bool, String, String)
 
 /// `helm template` with the values files (and API versions the "cluster" serves); Err(stderr).
 pub fn template(helm: &str, files: &[PathBuf], api_versions: &[&str]) -> Result<String, String> {
+    template_as(helm, "zipkit", files, api_versions, &[])
+}
+
+/// As `template`, as release `release` and with `--set` values (`key=value`).
+pub fn template_as(
+    helm: &str,
+    release: &str,
+    files: &[PathBuf],
+    api_versions: &[&str],
+    set: &[&str],
+) -> Result<String, String> {
     let mut command = Command::new(helm);
     command
-        .args(["template", "zipkit", &chart().to_string_lossy()])
+        .args(["template", release, &chart().to_string_lossy()])
         .args(["--namespace", "apps"]);
     for file in files {
         command.arg("-f").arg(file);
     }
     for version in api_versions {
         command.args(["--api-versions", version]);
+    }
+    for value in set {
+        command.args(["--set", value]);
     }
     let (ok, out, err) = run(&mut command, None);
     if ok { Ok(out) } else { Err(err) }

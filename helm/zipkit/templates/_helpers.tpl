@@ -3,13 +3,16 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* At most 45 characters, so that the longest object name made from it
+("<fullname>-migrate-<8 hex>", 62) stays within Kubernetes' 63 for any release name Helm
+accepts (53). */}}
 {{- define "zipkit.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | trunc 45 | trimSuffix "-" }}
 {{- else if contains (include "zipkit.name" .) .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- .Release.Name | trunc 45 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name (include "zipkit.name" .) | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name (include "zipkit.name" .) | trunc 45 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 
@@ -37,7 +40,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "zipkit.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of a component's pods: the chart's, the component, and podLabels. dict root, component */}}
+{{- define "zipkit.podLabels" -}}
+{{ include "zipkit.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .root.Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "zipkit.secretName" -}}
@@ -66,6 +82,12 @@ ZIPKIT__API__PORT: {{ .Values.api.port | quote }}
 ZIPKIT__WORKER__HTTP_HOST: "0.0.0.0"
 ZIPKIT__WORKER__HTTP_PORT: {{ .Values.worker.port | quote }}
 ZIPKIT__CRYPTO__ACTIVE_KEY: {{ .Values.crypto.activeKey | quote }}
+ZIPKIT__CRYPTO__KEYS_DIR: /etc/zipkit/crypto-keys
+{{- if or .Values.tls.extraCA.configMap .Values.tls.extraCA.secret }}
+# The public CA set and the operator's CA (rustls-native-certs reads both variables).
+SSL_CERT_FILE: /etc/ssl/certs/ca-certificates.crt
+SSL_CERT_DIR: /etc/zipkit/ca
+{{- end }}
 {{- with .Values.telemetry.otlpEndpoint }}
 ZIPKIT__TELEMETRY__OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
@@ -82,14 +104,66 @@ ZIPKIT__TELEMETRY__OTLP_ENDPOINT: {{ . | quote }}
   valueFrom: {secretKeyRef: {name: {{ .secretName }}, key: database-url}}
 - name: ZIPKIT__BROKER__URL
   valueFrom: {secretKeyRef: {name: {{ .secretName }}, key: broker-url}}
-{{- range $id := splitList "," (include "zipkit.keyIds" .root) }}
-{{- if $id }}
-- name: {{ printf "ZIPKIT__CRYPTO__KEYS__%s" ($id | upper | replace "-" "_") }}
-  valueFrom: {secretKeyRef: {name: {{ $.secretName }}, key: {{ printf "crypto-key-%s" $id }}}}
-{{- end }}
-{{- end }}
 - name: ZIPKIT__TELEMETRY__OTLP_HEADERS
   valueFrom: {secretKeyRef: {name: {{ .secretName }}, key: otlp-headers, optional: true}}
+{{- with .root.Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes of every zipkit pod: the crypto keys as files named by their ids (an id such as
+prod-2026 cannot be an environment variable's name), an operator's CA, extraVolumes.
+dict: root, secretName. */}}
+{{- define "zipkit.volumes" -}}
+- name: crypto-keys
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+    items:
+      {{- range $id := splitList "," (include "zipkit.keyIds" .root) }}
+      {{- if $id }}
+      - {key: {{ printf "crypto-key-%s" $id | quote }}, path: {{ $id | quote }}}
+      {{- end }}
+      {{- end }}
+{{- with .root.Values.tls.extraCA }}
+{{- if .configMap }}
+- name: extra-ca
+  configMap:
+    name: {{ .configMap }}
+    items: [{key: {{ .key | quote }}, path: ca.crt}]
+{{- else if .secret }}
+- name: extra-ca
+  secret:
+    secretName: {{ .secret }}
+    items: [{key: {{ .key | quote }}, path: ca.crt}]
+{{- end }}
+{{- end }}
+{{- with .root.Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "zipkit.volumeMounts" -}}
+- name: crypto-keys
+  mountPath: /etc/zipkit/crypto-keys
+  readOnly: true
+{{- if or .Values.tls.extraCA.configMap .Values.tls.extraCA.secret }}
+- name: extra-ca
+  mountPath: /etc/zipkit/ca
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* envFrom of every zipkit container. dict: root, configMapName. */}}
+{{- define "zipkit.envFrom" -}}
+- configMapRef:
+    name: {{ .configMapName }}
+{{- with .root.Values.extraEnvFrom }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Pod annotations that roll pods when settings or chart-made secrets change. */}}
@@ -114,8 +188,11 @@ otlp-headers: {{ . | b64enc | quote }}
 {{- end }}
 {{- end }}
 
-{{/* The restricted security context of every container. */}}
+{{/* The restricted security context of every container, unless securityContext replaces it. */}}
 {{- define "zipkit.containerSecurityContext" -}}
+{{- if .Values.securityContext }}
+{{- toYaml .Values.securityContext }}
+{{- else -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 runAsNonRoot: true
@@ -126,14 +203,19 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+{{- end }}
 
 {{- define "zipkit.podSecurityContext" -}}
+{{- if .Values.podSecurityContext }}
+{{- toYaml .Values.podSecurityContext }}
+{{- else -}}
 runAsNonRoot: true
 runAsUser: 65532
 runAsGroup: 65532
 fsGroup: 65532
 seccompProfile:
   type: RuntimeDefault
+{{- end }}
 {{- end }}
 
 {{/* The migration Job's spec, shared by the hook and the GitOps (no hooks) forms; dict: root,
@@ -146,6 +228,9 @@ template:
   metadata:
     labels:
       {{- include "zipkit.selector" (dict "root" $root "component" "migrate") | nindent 6 }}
+      {{- with $root.Values.podLabels }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
   spec:
     restartPolicy: Never
     serviceAccountName: {{ .serviceAccountName }}
@@ -163,12 +248,15 @@ template:
         command: [zipkit-api]
         args: [--output, json, migrate]
         envFrom:
-          - configMapRef:
-              name: {{ .configMapName }}
+          {{- include "zipkit.envFrom" (dict "root" $root "configMapName" .configMapName) | nindent 10 }}
         env:
           {{- include "zipkit.secretEnv" (dict "root" $root "secretName" .secretName) | nindent 10 }}
+        volumeMounts:
+          {{- include "zipkit.volumeMounts" $root | nindent 10 }}
         resources:
           {{- toYaml $root.Values.migrations.resources | nindent 10 }}
         securityContext:
           {{- include "zipkit.containerSecurityContext" $root | nindent 10 }}
+    volumes:
+      {{- include "zipkit.volumes" (dict "root" $root "secretName" .secretName) | nindent 6 }}
 {{- end }}
