@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use zipkit_test_support::chart::{
-    config_map, containers, named, objects, repo, run, template, tool,
-};
+use zipkit_test_support::chart::{containers, named, objects, of_kind, repo, run, template, tool};
 use zipkit_test_support::process::free_port;
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
 use zipkit_test_support::sources::{Behaviour, SourceServer};
@@ -51,17 +49,71 @@ struct Spec {
     command: Vec<String>,
     env: BTreeMap<String, String>,
     security: Vec<String>,
+    /// `--volume` / `--tmpfs` flags for the pod's volumes the container mounts.
+    mounts: Vec<String>,
+    /// Folders holding the mounted Secrets' and ConfigMaps' files, removed with the spec.
+    folders: Vec<PathBuf>,
 }
 
-/// Resolves a rendered container: env from the ConfigMaps and Secrets it names (as the kubelet
-/// would), and the security context as `docker run` flags.
-fn spec(objects: &[Value], container: &Value) -> Spec {
+impl Drop for Spec {
+    fn drop(&mut self) {
+        for folder in &self.folders {
+            let _ = std::fs::remove_dir_all(folder);
+        }
+    }
+}
+
+/// A Secret's or ConfigMap's entries as bytes (Secrets are base64), if the object exists.
+fn entries(objects: &[Value], kind: &str, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+    let object = objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)?;
+    let data = object["data"].as_object()?;
+    Some(
+        data.iter()
+            .map(|(key, value)| {
+                let text = value.as_str().expect("string data");
+                let bytes = if kind == "Secret" {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .expect("base64")
+                } else {
+                    text.as_bytes().to_vec()
+                };
+                (key.clone(), bytes)
+            })
+            .collect(),
+    )
+}
+
+/// Resolves a rendered pod's first container as the kubelet would: env from the ConfigMaps and
+/// Secrets it names, the Secret and ConfigMap volumes it mounts written out as files (only the
+/// `items` asked for, under their paths), emptyDirs as tmpfs, and the security context as
+/// `docker run` flags. `objects` holds what the chart rendered plus what the cluster would
+/// already have (an existing Secret, an operator's CA).
+fn spec(objects: &[Value], owner: &Value) -> Spec {
+    let container = containers(owner)[0];
+    let pod = if owner["kind"] == "Pod" {
+        &owner["spec"]
+    } else {
+        &owner["spec"]["template"]["spec"]
+    };
     let mut env = BTreeMap::new();
     for source in container["envFrom"].as_array().into_iter().flatten() {
-        let name = source["configMapRef"]["name"]
-            .as_str()
-            .expect("only ConfigMaps");
-        env.extend(config_map(objects, name));
+        let (kind, reference) = if source["configMapRef"].is_object() {
+            ("ConfigMap", &source["configMapRef"])
+        } else {
+            ("Secret", &source["secretRef"])
+        };
+        let name = reference["name"].as_str().expect("a name");
+        match entries(objects, kind, name) {
+            Some(found) => env.extend(
+                found
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8(v).expect("UTF-8"))),
+            ),
+            None => assert_eq!(reference["optional"], true, "no {kind} {name}"),
+        }
     }
     for variable in container["env"].as_array().into_iter().flatten() {
         let name = variable["name"].as_str().expect("a name").to_owned();
@@ -70,16 +122,12 @@ fn spec(objects: &[Value], container: &Value) -> Spec {
             continue;
         }
         let reference = &variable["valueFrom"]["secretKeyRef"];
-        let secret = named(
-            objects,
-            "Secret",
-            reference["name"].as_str().expect("a Secret"),
-        );
-        match secret["data"][reference["key"].as_str().expect("a key")].as_str() {
-            Some(encoded) => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .expect("base64");
+        let secret = reference["name"].as_str().expect("a Secret");
+        let found = entries(objects, "Secret", secret)
+            .unwrap_or_else(|| panic!("no Secret {secret}"))
+            .remove(reference["key"].as_str().expect("a key"));
+        match found {
+            Some(bytes) => {
                 env.insert(name, String::from_utf8(bytes).expect("UTF-8"));
             }
             None => assert_eq!(
@@ -87,6 +135,58 @@ fn spec(objects: &[Value], container: &Value) -> Spec {
                 "{name} is missing from its Secret"
             ),
         }
+    }
+    let (mut mounts, mut folders) = (Vec::new(), Vec::new());
+    for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+        let path = mount["mountPath"].as_str().expect("a mount path");
+        let volume = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the mounted volume");
+        if volume["emptyDir"].is_object() {
+            mounts.push(format!("--tmpfs={path}:uid=65532,gid=65532"));
+            continue;
+        }
+        let (kind, name, items) = if volume["secret"].is_object() {
+            let s = &volume["secret"];
+            (
+                "Secret",
+                s["secretName"].as_str().expect("a name"),
+                &s["items"],
+            )
+        } else {
+            let c = &volume["configMap"];
+            (
+                "ConfigMap",
+                c["name"].as_str().expect("a name"),
+                &c["items"],
+            )
+        };
+        let data = entries(objects, kind, name).unwrap_or_else(|| panic!("no {kind} {name}"));
+        let folder = std::env::temp_dir().join(format!("zipkit-volume-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&folder).expect("a volume folder");
+        let files: Vec<(String, String)> = match items.as_array() {
+            Some(items) => items
+                .iter()
+                .map(|i| {
+                    (
+                        i["key"].as_str().expect("a key").to_owned(),
+                        i["path"].as_str().expect("a path").to_owned(),
+                    )
+                })
+                .collect(),
+            None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+        };
+        for (key, file) in files {
+            let bytes = data
+                .get(&key)
+                .unwrap_or_else(|| panic!("{kind} {name} has no {key}"));
+            std::fs::write(folder.join(&file), bytes).expect("a volume file");
+        }
+        mounts.push(format!("--volume={}:{path}:ro", folder.display()));
+        folders.push(folder);
     }
     let context = &container["securityContext"];
     let mut security = vec![format!(
@@ -128,6 +228,8 @@ fn spec(objects: &[Value], container: &Value) -> Spec {
         command,
         env,
         security,
+        mounts,
+        folders,
     }
 }
 
@@ -141,6 +243,7 @@ fn docker_run_args(spec: &Spec, name: &str, detach: bool) -> Vec<String> {
         args.push("--detach".into());
     }
     args.extend(spec.security.iter().cloned());
+    args.extend(spec.mounts.iter().cloned());
     for (key, value) in &spec.env {
         args.push(format!("--env={key}={value}"));
     }
@@ -184,17 +287,41 @@ fn cli(api: &Container, args: &[&str], stdin: &str) -> Value {
 
 /// The chart rendered by Helm 4 with these values.
 fn render(values: &Value) -> Vec<Value> {
+    render_files(&[], values)
+}
+
+/// The chart rendered by Helm 4 with the values files (under helm/tests/values/) and then
+/// `overrides` (KEDA "installed").
+fn render_files(files: &[&str], overrides: &Value) -> Vec<Value> {
     let values_file =
         std::env::temp_dir().join(format!("zipkit-values-{}.json", uuid::Uuid::new_v4()));
-    std::fs::write(&values_file, values.to_string()).expect("values");
-    let rendered = template(
-        &tool("ZIPKIT_TEST_HELM4"),
-        std::slice::from_ref(&values_file),
-        &[],
-    )
-    .unwrap_or_else(|e| panic!("helm template: {e}"));
+    std::fs::write(&values_file, overrides.to_string()).expect("values");
+    let mut all: Vec<PathBuf> = files
+        .iter()
+        .map(|f| repo().join(format!("helm/tests/values/{f}.yaml")))
+        .collect();
+    all.push(values_file.clone());
+    let rendered = template(&tool("ZIPKIT_TEST_HELM4"), &all, &["keda.sh/v1alpha1"])
+        .unwrap_or_else(|e| panic!("helm template: {e}"));
     let _ = std::fs::remove_file(&values_file);
     objects(&rendered)
+}
+
+/// A Secret or ConfigMap as the cluster would already hold it (an existing Secret, an
+/// operator's CA), for `spec` to resolve.
+fn cluster_object(kind: &str, name: &str, data: &[(&str, &str)]) -> Value {
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| {
+            let v = if kind == "Secret" {
+                base64::engine::general_purpose::STANDARD.encode(v)
+            } else {
+                (*v).to_owned()
+            };
+            ((*k).to_owned(), Value::String(v))
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name}, "data": data})
 }
 
 /// Values for this machine: the image under test, the test's database, vhost and a key, free
@@ -223,8 +350,9 @@ fn machine_values(db: &TestDatabase, vhost: &TestBroker, api_port: u16, worker_p
 
 /// Runs the migration Job's container to completion; what it printed (`--output json`).
 fn migrate(objects: &[Value]) -> Value {
-    let migrate = containers(named(objects, "Job", "zipkit-migrate"))[0].clone();
-    let migrate_spec = spec(objects, &migrate);
+    let jobs = of_kind(objects, "Job");
+    assert_eq!(jobs.len(), 1, "one migration Job");
+    let migrate_spec = spec(objects, jobs[0]);
     let name = format!("zipkit-test-migrate-{}", uuid::Uuid::new_v4().simple());
     let _migrate = Container(name.clone());
     let args = docker_run_args(&migrate_spec, &name, false);
@@ -288,12 +416,11 @@ async fn the_image_runs_the_rendered_chart_migrates_serves_builds_a_zip_and_surv
     );
 
     // The API and a worker from their Deployments, ready by their own readiness probes.
-    let api_spec_json = containers(named(&objects, "Deployment", "zipkit-api"))[0].clone();
-    let worker_spec_json = containers(named(&objects, "Deployment", "zipkit-worker"))[0].clone();
-    let (api_spec, worker_spec) = (
-        spec(&objects, &api_spec_json),
-        spec(&objects, &worker_spec_json),
-    );
+    let api_owner = named(&objects, "Deployment", "zipkit-api");
+    let worker_owner = named(&objects, "Deployment", "zipkit-worker");
+    let api_spec_json = containers(api_owner)[0].clone();
+    let worker_spec_json = containers(worker_owner)[0].clone();
+    let (api_spec, worker_spec) = (spec(&objects, api_owner), spec(&objects, worker_owner));
     let api = start(&api_spec, "api");
     let worker = start(&worker_spec, "worker");
     let api_port = api_port.to_string();
@@ -549,8 +676,9 @@ async fn the_api_stays_within_its_memory_bound_under_concurrent_wrong_sign_ins_a
     let api_port = free_port();
     let objects = render(&machine_values(&db, &vhost, api_port, free_port()));
     migrate(&objects);
-    let api_json = containers(named(&objects, "Deployment", "zipkit-api"))[0].clone();
-    let api_spec = spec(&objects, &api_json);
+    let api_owner = named(&objects, "Deployment", "zipkit-api");
+    let api_json = containers(api_owner)[0].clone();
+    let api_spec = spec(&objects, api_owner);
     let api = start(&api_spec, "api");
     wait_ready(&api, &api_json, &api_port.to_string()).await;
     let (_, pid, _) = docker(&["inspect", "--format", "{{.State.Pid}}", &api.0], None);
@@ -631,4 +759,273 @@ async fn the_api_stays_within_its_memory_bound_under_concurrent_wrong_sign_ins_a
             && after_bodies <= idle + API_SETTLED_SLACK_MIB,
         "memory kept: idle {idle:.1}, after {after_sign_ins:.1} / {after_bodies:.1} MiB"
     );
+}
+
+/// The chart's own test values are not only rendered: for each file, the migration Job, the API
+/// and a worker start from the rendered specs (with what only this machine can say: the image,
+/// the database, the broker, ports, loopback allowed) and pass their readiness probes. Key ids
+/// with hyphens, dots and capitals (`prod-2026`, `Key.2026-b`) seal secrets as themselves.
+#[tokio::test]
+async fn every_test_values_file_runs_from_its_rendered_specs_and_passes_its_probes() {
+    let ca = zipkit_test_support::tls::TestCa::new();
+    let image = tool("ZIPKIT_TEST_IMAGE");
+    let (repository, tag) = image.rsplit_once(':').expect("name:tag");
+    for file in ["default", "everything", "existing-secret", "no-hooks"] {
+        let (db, vhost) = (TestDatabase::empty().await, TestBroker::new().await);
+        let (api_port, worker_port) = (free_port(), free_port());
+        let mut overrides = json!({
+            "image": {"repository": repository, "tag": tag, "digest": "", "pullPolicy": "Never"},
+            "api": {"port": api_port},
+            "worker": {"port": worker_port},
+            "config": {
+                "egress": {"allowed_networks": ["127.0.0.0/8"]},
+                "api": {"secure_cookies": false, "drain_delay_secs": 0},
+            },
+        });
+        let mut cluster = Vec::new();
+        let sealing_key = match file {
+            "existing-secret" => {
+                // The operator's Secret, with the ids the values file names.
+                let (old, new) = (
+                    base64::engine::general_purpose::STANDARD.encode([1u8; 32]),
+                    base64::engine::general_purpose::STANDARD.encode([2u8; 32]),
+                );
+                cluster.push(cluster_object(
+                    "Secret",
+                    "zipkit-credentials",
+                    &[
+                        ("database-url", db.url()),
+                        ("broker-url", &vhost.url()),
+                        ("crypto-key-prod-2025", &old),
+                        ("crypto-key-prod-2026", &new),
+                    ],
+                ));
+                "prod-2026"
+            }
+            "everything" => {
+                overrides["secrets"] = json!({"databaseUrl": db.url(), "brokerUrl": vhost.url()});
+                cluster.push(cluster_object(
+                    "ConfigMap",
+                    "acme-ca",
+                    &[("acme-root.pem", ca.pem())],
+                ));
+                "Key.2026-b"
+            }
+            _ => {
+                overrides["secrets"] = json!({"databaseUrl": db.url(), "brokerUrl": vhost.url()});
+                "k1"
+            }
+        };
+        let mut objects = render_files(&[file], &overrides);
+        objects.extend(cluster);
+
+        let printed = migrate(&objects);
+        assert!(
+            printed["applied"].as_array().is_some_and(|a| !a.is_empty()),
+            "{file}: {printed}"
+        );
+        let api_owner = named(&objects, "Deployment", "zipkit-api");
+        let worker_owner = named(&objects, "Deployment", "zipkit-worker");
+        let (api_spec, worker_spec) = (spec(&objects, api_owner), spec(&objects, worker_owner));
+        let api = start(&api_spec, "api");
+        let worker = start(&worker_spec, "worker");
+        wait_ready(&api, containers(api_owner)[0], &api_port.to_string()).await;
+        wait_ready(
+            &worker,
+            containers(worker_owner)[0],
+            &worker_port.to_string(),
+        )
+        .await;
+
+        // A secret sealed through the running API's container is sealed with the active key,
+        // under its own id.
+        let project = cli(&api, &["project", "create", "--name", file], "");
+        let project_id = project["id"].as_str().expect("an id");
+        cli(
+            &api,
+            &[
+                "bucket",
+                "add",
+                "--project",
+                project_id,
+                "--service",
+                "s3",
+                "--name",
+                "sealed-bucket",
+                "--access-key-id",
+                "AKIASEALED",
+                "--no-test",
+            ],
+            "a-secret-to-seal",
+        );
+        let mut conn = db.connect().await;
+        let key_ids: Vec<String> = {
+            use diesel::prelude::*;
+            use diesel_async::RunQueryDsl;
+            zipkit_domain::schema::buckets::table
+                .select(zipkit_domain::schema::buckets::encryption_key_id)
+                .load(&mut conn)
+                .await
+                .expect("the bucket rows")
+        };
+        assert_eq!(key_ids, [sealing_key], "{file}");
+        drop((api, worker));
+    }
+}
+
+/// Production talks TLS: the store, the sources and the webhook receivers are HTTPS, with
+/// certificates from a CA the operator adds to the chart (`tls.extraCA`) beside the public CA
+/// set the image carries. The image as deploy/Dockerfile builds it, on a base with nothing
+/// beyond minbase (as debian:bookworm-slim), builds an archive through all three.
+#[tokio::test]
+async fn the_image_builds_an_archive_through_an_https_store_source_and_webhook() {
+    // The public CA set is in the image (the base has none): SSL_CERT_FILE names it.
+    let image = tool("ZIPKIT_TEST_IMAGE");
+    let (ok, _, err) = docker(
+        &[
+            "run",
+            "--rm",
+            "--network=host",
+            "--entrypoint=/usr/bin/test",
+            &image,
+            "-s",
+            "/etc/ssl/certs/ca-certificates.crt",
+        ],
+        None,
+    );
+    assert!(ok, "the image has no CA bundle: {err}");
+
+    let (db, vhost, bucket) = (
+        TestDatabase::empty().await,
+        TestBroker::new().await,
+        TestBucket::new().await,
+    );
+    let ca = zipkit_test_support::tls::TestCa::new();
+    let body = b"fetched over https".to_vec();
+    let sources = SourceServer::start(vec![("secure.txt", Behaviour::Serve(body.clone()))]).await;
+    let receiver = zipkit_test_support::receiver::WebhookReceiver::start(0).await;
+    let plain_store = s3_endpoint();
+    let store = ca
+        .front(plain_store.trim_start_matches("http://").to_owned())
+        .await;
+    let source = ca
+        .front(
+            sources.url("secure.txt")["http://".len()..]
+                .split('/')
+                .next()
+                .expect("host:port"),
+        )
+        .await;
+    let hooks = ca
+        .front(
+            receiver.url()["http://".len()..]
+                .split('/')
+                .next()
+                .expect("host:port"),
+        )
+        .await;
+
+    let (api_port, worker_port) = (free_port(), free_port());
+    let mut values = machine_values(&db, &vhost, api_port, worker_port);
+    values["tls"] = json!({"extraCA": {"configMap": "zipkit-test-ca", "key": "ca.crt"}});
+    let mut objects = render(&values);
+    objects.push(cluster_object(
+        "ConfigMap",
+        "zipkit-test-ca",
+        &[("ca.crt", ca.pem())],
+    ));
+    // Production settings: webhooks must be https.
+    let settings = zipkit_test_support::chart::config_map(&objects, "zipkit");
+    assert_eq!(settings.get("ZIPKIT__WEBHOOKS__ALLOW_HTTP"), None);
+    assert_eq!(settings["ZIPKIT_ENV"], "production");
+
+    migrate(&objects);
+    let api_owner = named(&objects, "Deployment", "zipkit-api");
+    let worker_owner = named(&objects, "Deployment", "zipkit-worker");
+    let (api_spec, worker_spec) = (spec(&objects, api_owner), spec(&objects, worker_owner));
+    let api = start(&api_spec, "api");
+    let worker = start(&worker_spec, "worker");
+    wait_ready(&api, containers(api_owner)[0], &api_port.to_string()).await;
+    wait_ready(
+        &worker,
+        containers(worker_owner)[0],
+        &worker_port.to_string(),
+    )
+    .await;
+
+    let project = cli(&api, &["project", "create", "--name", "TLS"], "");
+    let project_id = project["id"].as_str().expect("an id");
+    let token = cli(
+        &api,
+        &["token", "create", "--project", project_id, "--name", "tls"],
+        "",
+    );
+    let token = token["secret"].as_str().expect("a secret").to_owned();
+    // Save and Test writes to the bucket through the HTTPS endpoint.
+    let added = cli(
+        &api,
+        &[
+            "bucket",
+            "add",
+            "--project",
+            project_id,
+            "--service",
+            "s3",
+            "--name",
+            bucket.name(),
+            "--endpoint",
+            &store.origin(),
+            "--path-style",
+            "--access-key-id",
+            &s3_access_key(),
+        ],
+        &s3_secret_key(),
+    );
+    assert!(added["id"].is_string(), "{added}");
+    cli(
+        &api,
+        &[
+            "webhook",
+            "add",
+            "--project",
+            project_id,
+            "--url",
+            &hooks.https(receiver.url()),
+        ],
+        "",
+    );
+
+    let source_url = source.https(&sources.url("secure.txt"));
+    assert!(source_url.starts_with("https://127.0.0.1:"), "{source_url}");
+    let created: Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{api_port}/v1/zips"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "urls": [{"url": source_url, "filename": "secure.txt"}],
+            "bucket_name": bucket.name(),
+            "key": "tls.zip",
+        }))
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON");
+    let id = created["data"]["id"].as_str().expect("an id").to_owned();
+    let logs = || format!("{}\n{}", api.logs(), worker.logs());
+    let done = wait_for_job(
+        &format!("http://127.0.0.1:{api_port}"),
+        &token,
+        &id,
+        Duration::from_secs(120),
+        logs,
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", logs());
+    assert_valid_zip(&bucket.get("tls.zip").await, &["secure.txt"]);
+    let delivered = receiver.wait_for(1, Duration::from_secs(60)).await;
+    let event: Value = serde_json::from_slice(&delivered[0].body).expect("an event");
+    assert_eq!(event["type"], "zip.completed", "{event}");
+    assert_eq!(event["data"]["object"]["id"], id.as_str());
+    assert_eq!(sources.hits("secure.txt"), 1);
 }

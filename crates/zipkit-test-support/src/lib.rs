@@ -16,6 +16,7 @@ pub mod services;
 pub mod sources;
 pub mod stack;
 pub mod store_proxy;
+pub mod tls;
 
 pub use broker::TestBroker;
 pub use bucket::TestBucket;
