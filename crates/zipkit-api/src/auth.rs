@@ -62,7 +62,10 @@ impl FromRequest for Caller {
             let found = AccessToken::authenticate(&mut conn, &hash)
                 .await?
                 .ok_or_else(invalid)?;
-            state.rate_limits.check_token(&found.id.to_string())?;
+            state
+                .rate_limits
+                .check_token(&mut conn, &found.id.to_string())
+                .await?;
             let now = Utc::now();
             // Skip the write unless the recorded time is stale: auth stays a read on most requests.
             if found

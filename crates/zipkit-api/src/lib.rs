@@ -141,6 +141,7 @@ impl Application {
                         if let Ok(mut conn) = pool.get().await {
                             let before = chrono::Utc::now() - window;
                             let _ = zipkit_domain::models::LoginThrottle::forget_before(&mut conn, before).await;
+                            let _ = zipkit_domain::models::RateLimit::forget_full(&mut conn).await;
                         }
                     }
                     _ = sweep_stopped.changed() => break,

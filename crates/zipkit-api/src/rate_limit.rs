@@ -1,7 +1,10 @@
 //! Rate limits on the API: per client address on every `/v1` request (before authentication,
-//! so guessing tokens is slowed too) and per access token once it is known. GCRA (governor),
-//! in this process's memory: with several API replicas each allows the configured rate. A
-//! refusal is 429 `rate_limited` with `Retry-After` in the one envelope.
+//! so guessing tokens is slowed too) and per access token once it is known. GCRA, twice: first
+//! in this process's memory (governor: a flood is refused without a query), then in PostgreSQL
+//! (`RateLimit::take`, one statement), which every API replica shares, so a deployment allows
+//! the configured rate once, whatever its number of replicas. A refusal is 429 `rate_limited`
+//! with `Retry-After` in the one envelope. When PostgreSQL cannot be asked, the shared check
+//! lets the request through: the request needs the database anyway and will say so.
 //!
 //! The client address is the peer's, unless the peer is a proxy the operator listed in
 //! `rate_limits.trusted_proxies`: then it is the last address in `X-Forwarded-For` that is not
@@ -22,6 +25,10 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
 use serde::Deserialize;
+
+use diesel_async::AsyncPgConnection;
+use zipkit_domain::db::PgPool;
+use zipkit_domain::models::{Quota as SharedQuota, RateLimit};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -101,9 +108,34 @@ impl RateLimits {
         )
     }
 
-    /// One request with the token whose id is `token_id`.
-    pub fn check_token(&self, token_id: &str) -> Result<(), ApiError> {
-        check(&self.per_token, &token_id.to_owned(), "this access token")
+    /// One request with the token whose id is `token_id`: this process's limiter, then the
+    /// deployment's.
+    pub async fn check_token(
+        &self,
+        conn: &mut AsyncPgConnection,
+        token_id: &str,
+    ) -> Result<(), ApiError> {
+        const WHOSE: &str = "this access token";
+        check(&self.per_token, &token_id.to_owned(), WHOSE)?;
+        let quota = SharedQuota {
+            per_minute: self.settings.api_per_token_per_minute,
+            burst: self.settings.api_per_token_burst,
+        };
+        shared(conn, &format!("token:{token_id}"), quota, WHOSE).await
+    }
+
+    /// One request from `address`: this process's limiter, then the deployment's.
+    async fn check_address(&self, pool: &PgPool, address: IpAddr) -> Result<(), ApiError> {
+        const WHOSE: &str = "this address";
+        check(&self.per_address, &address, WHOSE)?;
+        let Ok(mut conn) = pool.get().await else {
+            return Ok(());
+        };
+        let quota = SharedQuota {
+            per_minute: self.settings.api_per_address_per_minute,
+            burst: self.settings.api_per_address_burst,
+        };
+        shared(&mut conn, &format!("address:{address}"), quota, WHOSE).await
     }
 
     /// Forgets keys that are back to a full allowance (run every minute).
@@ -112,6 +144,23 @@ impl RateLimits {
         self.per_token.retain_recent();
         self.per_address.shrink_to_fit();
         self.per_token.shrink_to_fit();
+    }
+}
+
+/// The deployment-wide check (see the module header).
+async fn shared(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+    quota: SharedQuota,
+    whose: &str,
+) -> Result<(), ApiError> {
+    match RateLimit::take(conn, key, quota).await {
+        Ok(None) => Ok(()),
+        Ok(Some(wait)) => Err(ApiError::rate_limited(whose, wait)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the shared rate limit could not be read; letting the request through");
+            Ok(())
+        }
     }
 }
 
@@ -131,12 +180,10 @@ pub async fn per_address(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let limits = req
-        .app_data::<Data<AppState>>()
-        .map(|s| s.rate_limits.clone());
-    if let Some(limits) = limits
-        && let Some(address) = limits.client_address(req.request())
-        && let Err(refused) = check(&limits.per_address, &address, "this address")
+    let state = req.app_data::<Data<AppState>>().cloned();
+    if let Some(state) = state
+        && let Some(address) = state.rate_limits.client_address(req.request())
+        && let Err(refused) = state.rate_limits.check_address(&state.pool, address).await
     {
         return Ok(req.error_response(refused));
     }
@@ -168,14 +215,12 @@ mod tests {
     #[test]
     fn a_token_gets_its_burst_then_waits_about_a_second_per_request() {
         let limits = RateLimits::new(&settings());
-        assert!(limits.check_token("a").is_ok());
-        assert!(limits.check_token("a").is_ok());
-        let refused = limits.check_token("a").unwrap_err();
+        let take = |token: &str| check(&limits.per_token, &token.to_owned(), "this access token");
+        assert!(take("a").is_ok());
+        assert!(take("a").is_ok());
+        let refused = take("a").unwrap_err();
         assert_eq!(refused.code(), "rate_limited");
-        assert!(
-            limits.check_token("b").is_ok(),
-            "other tokens are not affected"
-        );
+        assert!(take("b").is_ok(), "other tokens are not affected");
     }
 
     #[test]

@@ -322,3 +322,91 @@ fn a_malformed_setting_stops_the_start_naming_the_key() {
     assert!(!status.success());
     assert!(output.contains("api.port"), "{output}");
 }
+
+/// Two API processes on one database allow a token, and an address, the configured rate once
+/// between them: the limits hold whatever the number of replicas.
+#[tokio::test]
+async fn two_api_processes_share_one_rate_limit_per_token_and_per_address() {
+    let (db, vhost) = (
+        TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,
+        TestBroker::new().await,
+    );
+    let ports = [free_port(), free_port()];
+    let mut children: Vec<KillOnDrop> = ports
+        .iter()
+        .map(|port| {
+            KillOnDrop(
+                zipkit_command(BINARY, db.url(), &vhost.url())
+                    .env("ZIPKIT__API__PORT", port.to_string())
+                    .env("ZIPKIT__RATE_LIMITS__API_PER_TOKEN_PER_MINUTE", "6")
+                    .env("ZIPKIT__RATE_LIMITS__API_PER_TOKEN_BURST", "3")
+                    .env("ZIPKIT__RATE_LIMITS__API_PER_ADDRESS_PER_MINUTE", "6")
+                    .env("ZIPKIT__RATE_LIMITS__API_PER_ADDRESS_BURST", "8")
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for port in ports {
+        let mut ready = false;
+        for _ in 0..200 {
+            let answer = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+            if answer.is_ok_and(|r| r.status() == 200) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "the API on {port} never became ready");
+    }
+    let created = zipkit_command(BINARY, db.url(), &vhost.url())
+        .args(["--output", "json", "project", "create", "--name", "Limits"])
+        .output()
+        .expect("CLI");
+    let project: serde_json::Value = serde_json::from_slice(&created.stdout).expect("JSON");
+    let project = project["id"].as_str().expect("an id");
+    let created = zipkit_command(BINARY, db.url(), &vhost.url())
+        .args([
+            "--output",
+            "json",
+            "token",
+            "create",
+            "--project",
+            project,
+            "--name",
+            "t",
+        ])
+        .output()
+        .expect("CLI");
+    let token: serde_json::Value = serde_json::from_slice(&created.stdout).expect("JSON");
+    let token = token["secret"].as_str().expect("a secret").to_owned();
+
+    let http = reqwest::Client::new();
+    let list = |n: usize, token: &str| {
+        http.get(format!("http://127.0.0.1:{}/v1/zips", ports[n % 2]))
+            .bearer_auth(token)
+            .send()
+    };
+    // The token's burst of 3, spread over both processes, then refused by either.
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        statuses.push(list(n, &token).await.expect("GET").status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "per token");
+    // The address has made 4 requests; 4 more (with a wrong token) are counted, then refused.
+    let mut statuses = Vec::new();
+    for n in 0..5 {
+        statuses.push(list(n, "zk_wrong").await.expect("GET").status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 429], "per address");
+    let refused = list(1, "zk_wrong").await.expect("GET");
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    for child in &mut children {
+        sigterm(&child.0);
+        let (status, _) = wait_for_exit(&mut child.0, Duration::from_secs(20));
+        assert!(status.success());
+    }
+}

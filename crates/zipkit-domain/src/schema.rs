@@ -75,6 +75,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    rate_limits (key) {
+        key -> Text,
+        tat -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         email -> Text,
@@ -228,6 +235,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_failures,
     project_members,
     projects,
+    rate_limits,
     users,
     webhook_deliveries,
     webhook_delivery_attempts,

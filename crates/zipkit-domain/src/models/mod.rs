@@ -4,6 +4,7 @@
 pub mod access_token;
 mod account;
 mod bucket;
+mod rate_limit;
 mod rotation;
 mod session;
 mod webhook;
@@ -13,6 +14,7 @@ mod zip;
 pub use access_token::{AccessToken, NewAccessToken};
 pub use account::{NewUser, Project, User};
 pub use bucket::{Bucket, BucketCredentials, BucketTestResult, DeleteBucketError, NewBucket};
+pub use rate_limit::{Quota, RateLimit};
 pub use rotation::{RotationReport, rotate_encryption_keys};
 pub use session::{LoginThrottle, RecentFailures, Session, SessionError};
 pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
