@@ -554,11 +554,75 @@ fn docker_compose_accepts_the_compose_file() {
     assert!(ok, "docker compose config: {err}");
     let config: Value = serde_json::from_str(&out).expect("JSON");
     let services = config["services"].as_object().expect("services");
-    for name in ["postgres", "rabbitmq", "minio", "migrate", "api", "worker"] {
+    for name in [
+        "postgres",
+        "rabbitmq",
+        "minio",
+        "minio-bucket",
+        "migrate",
+        "api",
+        "worker",
+    ] {
         assert!(services.contains_key(name), "{name} missing");
         // Host networking only: the default bridge is a private range.
         assert_eq!(services[name]["network_mode"], "host", "{name}");
+        // Every image pinned to a version: `latest` or no tag changes under the user.
+        let image = services[name]["image"].as_str().expect("an image");
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        assert!(
+            !tag.is_empty() && tag != "latest" && tag.chars().any(|c| c.is_ascii_digit())
+                || services[name]["build"].is_object(),
+            "{name}: {image} is not pinned"
+        );
     }
+    // zipkit is built from this checkout: a fresh clone needs no registry for it.
+    for zipkit in ["migrate", "api", "worker"] {
+        let build = &services[zipkit]["build"];
+        assert_eq!(build["dockerfile"], "deploy/Dockerfile", "{zipkit}");
+        assert_eq!(
+            std::path::Path::new(build["context"].as_str().expect("a context"))
+                .canonicalize()
+                .expect("the context exists"),
+            repo().canonicalize().expect("the checkout"),
+            "{zipkit}"
+        );
+    }
+    // Every listener on loopback: PostgreSQL by its command, RabbitMQ's AMQP, management and
+    // distribution listeners by its config, epmd by its variable, MinIO by its command.
+    let postgres = services["postgres"]["command"].to_string();
+    assert!(
+        postgres.contains("listen_addresses=127.0.0.1"),
+        "{postgres}"
+    );
+    let rabbit_config = config["configs"]["rabbitmq-loopback"]["content"]
+        .as_str()
+        .expect("RabbitMQ's config");
+    for line in [
+        "listeners.tcp.default = 127.0.0.1:5672",
+        "management.tcp.ip = 127.0.0.1",
+        "distribution.listener.interface = 127.0.0.1",
+    ] {
+        assert!(rabbit_config.contains(line), "{line}: {rabbit_config}");
+    }
+    assert_eq!(
+        services["rabbitmq"]["configs"][0]["target"],
+        "/etc/rabbitmq/conf.d/90-loopback.conf"
+    );
+    assert_eq!(
+        services["rabbitmq"]["environment"]["ERL_EPMD_ADDRESS"],
+        "127.0.0.1"
+    );
+    let minio = services["minio"]["command"].to_string();
+    assert!(
+        minio.contains("127.0.0.1:9000") && minio.contains("127.0.0.1:9001"),
+        "{minio}"
+    );
+    // The bucket exists once MinIO is up.
+    let bucket = services["minio-bucket"]["command"].to_string();
+    assert!(
+        bucket.contains("mc mb --ignore-existing local/zipkit-archives"),
+        "{bucket}"
+    );
     for zipkit in ["migrate", "api", "worker"] {
         let service = &services[zipkit];
         assert_eq!(service["read_only"], true, "{zipkit}");
