@@ -9,9 +9,10 @@ use zipkit_test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use zipkit_test_support::prometheus::{promtool_check, sample};
 use zipkit_test_support::proxy::TcpProxy;
 use zipkit_test_support::receiver::WebhookReceiver;
-use zipkit_test_support::services::amqp_host_port;
+use zipkit_test_support::services::{amqp_host_port, s3_endpoint};
 use zipkit_test_support::sources::{Behaviour, SourceServer};
 use zipkit_test_support::stack::{Launch, Stack, sibling_binary};
+use zipkit_test_support::tls::TestCa;
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
@@ -287,6 +288,9 @@ async fn two_sources() -> SourceServer {
     .await
 }
 
+/// Everything a job talks to is HTTPS here, as in production: the OTLP receiver, the sources,
+/// the store and the webhook receiver, behind TLS fronts with certificates from a CA of the
+/// test's own, which the binaries (and the CLI's bucket test) trust as an operator's private CA.
 #[tokio::test]
 async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part_and_the_webhook() {
     let (db, vhost, bucket) = (
@@ -304,14 +308,29 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part_and_
         ("c.jpg", Behaviour::Serve(big)),
     ])
     .await;
+    let ca = TestCa::new();
+    let host_port = |url: &str| {
+        url["http://".len()..]
+            .split('/')
+            .next()
+            .expect("host:port")
+            .to_owned()
+    };
     let receiver = OtlpReceiver::start().await;
+    let otlp = ca.front(host_port(&receiver.endpoint())).await;
+    let source_front = ca.front(host_port(&sources.url("a.txt"))).await;
+    let store = ca.front(host_port(&s3_endpoint())).await;
     let mut env = traced_env(&receiver);
+    env[0].1 = otlp.https(&receiver.endpoint());
+    assert!(env[0].1.starts_with("https://"), "{env:?}");
     env.push(("ZIPKIT__WORKER__PART_SIZE_MIB", "5".to_owned()));
+    env.extend(ca.trust_env());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let worker = sibling_binary(BINARY, "zipkit-worker");
     let stack = Stack::start(BINARY, &worker, db.url(), &vhost.url(), &env).await;
-    let tenant = stack.tenant(bucket.name());
+    let tenant = stack.tenant_at(bucket.name(), &store.origin());
     let hooks = WebhookReceiver::start(0).await;
+    let hooks_front = ca.front(host_port(hooks.url())).await;
     stack.cli(
         &[
             "webhook",
@@ -319,17 +338,23 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part_and_
             "--project",
             &tenant.project_id,
             "--url",
-            hooks.url(),
+            &hooks_front.https(hooks.url()),
         ],
         "",
     );
 
     // No traceparent from the client: the API starts the trace.
-    let mut body = job_body(&sources, &tenant.bucket, "traced.zip");
-    body["urls"]
-        .as_array_mut()
-        .expect("urls")
-        .push(json!({"url": sources.url("c.jpg"), "filename": "c.jpg"}));
+    let urls: Vec<serde_json::Value> = ["a.txt", "b.txt", "c.jpg"]
+        .iter()
+        .map(|name| json!({"url": source_front.https(&sources.url(name)), "filename": name}))
+        .collect();
+    let body = json!({"urls": urls, "bucket_name": tenant.bucket, "key": "traced.zip"});
+    assert!(
+        body["urls"][0]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://")),
+        "{body}"
+    );
     let job = stack.run_job(&tenant.token, &body, &[]).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
 

@@ -32,6 +32,8 @@ pub struct Stack {
     api_binary: String,
     database_url: String,
     amqp_url: String,
+    /// The launch's variables, for the CLI too (a test CA, say).
+    env: Vec<(String, String)>,
 }
 
 /// How to start a stack.
@@ -116,6 +118,11 @@ impl Stack {
             api_binary: launch.api_binary.to_owned(),
             database_url: launch.database_url.to_owned(),
             amqp_url: launch.amqp_url.to_owned(),
+            env: launch
+                .env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         stack.wait_ready(worker_port).await;
         if launch.api_amqp_url == launch.amqp_url {
@@ -178,22 +185,24 @@ impl Stack {
 
     /// Runs the API binary's CLI with `--output json` and returns the object it printed.
     pub fn cli(&self, args: &[&str], stdin: &str) -> serde_json::Value {
-        cli_json(
-            zipkit_command(&self.api_binary, &self.database_url, &self.amqp_url),
-            args,
-            stdin,
-        )
+        let mut command = zipkit_command(&self.api_binary, &self.database_url, &self.amqp_url);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cli_json(command, args, stdin)
     }
 
     /// A project, a token and the test bucket (on the local S3 store), through the CLI.
     pub fn tenant(&self, bucket: &str) -> Tenant {
+        self.tenant_at(bucket, &s3_endpoint())
+    }
+
+    /// As `tenant`, with the store reached at `endpoint` (a TLS front, say).
+    pub fn tenant_at(&self, bucket: &str, endpoint: &str) -> Tenant {
         let project = self.cli(&["project", "create", "--name", "Observed"], "");
         let project_id = project["id"].as_str().expect("a project id").to_owned();
         let token = self.cli(
             &["token", "create", "--project", &project_id, "--name", "ops"],
             "",
         );
-        let endpoint = s3_endpoint();
         let access_key = s3_access_key();
         self.cli(
             &[
@@ -206,7 +215,7 @@ impl Stack {
                 "--name",
                 bucket,
                 "--endpoint",
-                &endpoint,
+                endpoint,
                 "--path-style",
                 "--access-key-id",
                 &access_key,

@@ -81,26 +81,70 @@ impl TestCa {
         &self.file
     }
 
-    /// Starts a TLS front on a free loopback port that relays to `target` (`host:port`).
+    /// The variables that make a zipkit binary trust this CA beside the system's public set,
+    /// as the Helm chart's `tls.extraCA` does: `SSL_CERT_FILE` keeps the public bundle,
+    /// `SSL_CERT_DIR` adds the folder holding this CA.
+    pub fn trust_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "SSL_CERT_FILE",
+                "/etc/ssl/certs/ca-certificates.crt".to_owned(),
+            ),
+            (
+                "SSL_CERT_DIR",
+                self.file
+                    .parent()
+                    .expect("the CA's folder")
+                    .display()
+                    .to_string(),
+            ),
+        ]
+    }
+
+    /// Starts a TLS front on a free loopback port that relays to `target` (`host:port`). It runs
+    /// on a thread of its own, so a test that blocks its runtime (waiting for a CLI process that
+    /// talks to the front) does not stall it.
     pub async fn front(&self, target: impl Into<String>) -> TlsFront {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
         let port = listener.local_addr().expect("address").port();
         let (acceptor, target) = (TlsAcceptor::from(Arc::clone(&self.server)), target.into());
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (acceptor, target) = (acceptor.clone(), target.clone());
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(client).await else {
-                        return; // a client that does not trust the CA
-                    };
-                    let Ok(mut upstream) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("tls-front-{port}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the TLS front");
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener).expect("a tokio listener");
+                    loop {
+                        let client = tokio::select! {
+                            accepted = listener.accept() => match accepted {
+                                Ok((client, _)) => client,
+                                Err(_) => return,
+                            },
+                            _ = &mut stopped => return,
+                        };
+                        let (acceptor, target) = (acceptor.clone(), target.clone());
+                        tokio::spawn(async move {
+                            let Ok(mut tls) = acceptor.accept(client).await else {
+                                return; // a client that does not trust the CA
+                            };
+                            let Ok(mut upstream) = TcpStream::connect(&target).await else {
+                                return;
+                            };
+                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                        });
+                    }
                 });
-            }
-        });
-        TlsFront { port, task }
+            })
+            .expect("the TLS front's thread");
+        TlsFront {
+            port,
+            stop: Some(stop),
+        }
     }
 }
 
@@ -122,7 +166,7 @@ impl Drop for TestCa {
 #[derive(Debug)]
 pub struct TlsFront {
     port: u16,
-    task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TlsFront {
@@ -147,6 +191,8 @@ impl TlsFront {
 
 impl Drop for TlsFront {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
