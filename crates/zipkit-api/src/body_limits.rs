@@ -75,8 +75,8 @@ impl BodyLimits {
         tokio::spawn(async move {
             tokio::time::sleep(TRIM_DELAY).await;
             scheduled.store(false, Ordering::SeqCst);
-            let _ = tokio::task::spawn_blocking(zipkit_runtime::allocator::release_free_memory)
-                .await;
+            let _ =
+                tokio::task::spawn_blocking(zipkit_runtime::allocator::release_free_memory).await;
         });
     }
 
