@@ -7,6 +7,18 @@ use zipkit_test_support::{TestBroker, TestDatabase};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
 
+/// Waits up to 20 s for `url` (a `/readyz`) to answer 200.
+async fn wait_ready(url: &str) {
+    for _ in 0..200 {
+        let answer = reqwest::get(url).await;
+        if answer.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered 200");
+}
+
 #[tokio::test]
 async fn migrate_applies_every_migration_once() {
     let (db, vhost) = (TestDatabase::empty().await, TestBroker::new().await);
@@ -67,16 +79,7 @@ async fn serve_becomes_ready_and_exits_zero_on_sigterm() {
             .spawn()
             .unwrap(),
     );
-    let mut ready = false;
-    for _ in 0..200 {
-        let answer = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
-        if answer.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the API never became ready");
+    wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
 
     // Real traffic with a token and a bucket whose secret we know; neither may reach the logs.
     let cli = |args: &[&str], stdin: &str| {
@@ -216,16 +219,7 @@ async fn a_load_running_through_sigterm_sees_no_failed_request_while_the_api_dra
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let mut ready = false;
-    for _ in 0..200 {
-        let answer = reqwest::get(format!("{base}/readyz")).await;
-        if answer.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the API never became ready");
+    wait_ready(&format!("{base}/readyz")).await;
 
     // Eight clients in a loop until `stop_at`: what endpoints still route during propagation.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -349,16 +343,7 @@ async fn two_api_processes_share_one_rate_limit_per_token_and_per_address() {
         })
         .collect();
     for port in ports {
-        let mut ready = false;
-        for _ in 0..200 {
-            let answer = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
-            if answer.is_ok_and(|r| r.status() == 200) {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(ready, "the API on {port} never became ready");
+        wait_ready(&format!("http://127.0.0.1:{port}/readyz")).await;
     }
     let created = zipkit_command(BINARY, db.url(), &vhost.url())
         .args(["--output", "json", "project", "create", "--name", "Limits"])

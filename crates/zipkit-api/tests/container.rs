@@ -276,6 +276,28 @@ async fn wait_ready(container: &Container, rendered: &Value, port: &str) {
     panic!("{url} never became ready:\n{}", container.logs());
 }
 
+/// The API and a worker started from their rendered Deployments, ready by their own probes, and
+/// their specs (which hold the files their volumes mount: keep them while the containers run).
+async fn start_ready(
+    objects: &[Value],
+    api_port: u16,
+    worker_port: u16,
+) -> (Container, Container, [Spec; 2]) {
+    let api_owner = named(objects, "Deployment", "zipkit-api");
+    let worker_owner = named(objects, "Deployment", "zipkit-worker");
+    let (api_spec, worker_spec) = (spec(objects, api_owner), spec(objects, worker_owner));
+    let api = start(&api_spec, "api");
+    let worker = start(&worker_spec, "worker");
+    wait_ready(&api, containers(api_owner)[0], &api_port.to_string()).await;
+    wait_ready(
+        &worker,
+        containers(worker_owner)[0],
+        &worker_port.to_string(),
+    )
+    .await;
+    (api, worker, [api_spec, worker_spec])
+}
+
 /// Runs the CLI inside the API's container (as NOTES.txt tells operators to) and parses its JSON.
 fn cli(api: &Container, args: &[&str], stdin: &str) -> Value {
     let mut all = vec!["exec", "-i", &api.0, "zipkit-api", "--output", "json"];
@@ -910,18 +932,7 @@ async fn every_test_values_file_runs_from_its_rendered_specs_and_passes_its_prob
             printed["applied"].as_array().is_some_and(|a| !a.is_empty()),
             "{file}: {printed}"
         );
-        let api_owner = named(&objects, "Deployment", "zipkit-api");
-        let worker_owner = named(&objects, "Deployment", "zipkit-worker");
-        let (api_spec, worker_spec) = (spec(&objects, api_owner), spec(&objects, worker_owner));
-        let api = start(&api_spec, "api");
-        let worker = start(&worker_spec, "worker");
-        wait_ready(&api, containers(api_owner)[0], &api_port.to_string()).await;
-        wait_ready(
-            &worker,
-            containers(worker_owner)[0],
-            &worker_port.to_string(),
-        )
-        .await;
+        let (api, worker, _specs) = start_ready(&objects, api_port, worker_port).await;
 
         // A secret sealed through the running API's container is sealed with the active key,
         // under its own id.
@@ -1026,18 +1037,7 @@ async fn the_image_builds_an_archive_through_an_https_store_source_and_webhook()
     assert_eq!(settings["ZIPKIT_ENV"], "production");
 
     migrate(&objects);
-    let api_owner = named(&objects, "Deployment", "zipkit-api");
-    let worker_owner = named(&objects, "Deployment", "zipkit-worker");
-    let (api_spec, worker_spec) = (spec(&objects, api_owner), spec(&objects, worker_owner));
-    let api = start(&api_spec, "api");
-    let worker = start(&worker_spec, "worker");
-    wait_ready(&api, containers(api_owner)[0], &api_port.to_string()).await;
-    wait_ready(
-        &worker,
-        containers(worker_owner)[0],
-        &worker_port.to_string(),
-    )
-    .await;
+    let (api, worker, _specs) = start_ready(&objects, api_port, worker_port).await;
 
     let project = cli(&api, &["project", "create", "--name", "TLS"], "");
     let project_id = project["id"].as_str().expect("an id");

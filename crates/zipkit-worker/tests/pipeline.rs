@@ -1205,6 +1205,34 @@ fn part_uploads(
         .count()
 }
 
+/// After an interruption at two parts: those parts were sent once, the one upload was
+/// continued and completed (never aborted), and the archive holds `a.bin` and all of `b.bin`.
+fn assert_the_upload_was_continued(
+    proxy: &zipkit_test_support::store_proxy::StoreProxy,
+    upload_id: &str,
+    archive: &[u8],
+    a: &[u8],
+) {
+    for part in [1, 2] {
+        assert_eq!(
+            part_uploads(proxy, upload_id, part),
+            1,
+            "part {part} was uploaded before the interruption and not again"
+        );
+    }
+    assert_eq!(
+        proxy.count("CreateMultipartUpload"),
+        1,
+        "the first upload was continued: {:?}",
+        proxy.operations()
+    );
+    assert_eq!(proxy.count("CompleteMultipartUpload"), 1);
+    assert_eq!(proxy.count("AbortMultipartUpload"), 0);
+    let read = read_with_python(archive);
+    assert_eq!(read["a.bin"], a);
+    assert_eq!(read["b.bin"], pseudo_random(16 * 1024 * 1024, 2));
+}
+
 #[tokio::test]
 async fn a_job_taken_over_after_a_kill_continues_its_upload_without_sending_a_part_twice() {
     for compression in [Compression::Store, Compression::Deflate] {
@@ -1233,24 +1261,7 @@ async fn a_job_taken_over_after_a_kill_continues_its_upload_without_sending_a_pa
              from its start"
         );
         assert_eq!((zip.files_done, zip.result_entries), (2, Some(2)));
-        for part in [1, 2] {
-            assert_eq!(
-                part_uploads(&proxy, &upload_id, part),
-                1,
-                "{compression:?}: part {part} was uploaded before the kill and not again"
-            );
-        }
-        assert_eq!(
-            proxy.count("CreateMultipartUpload"),
-            1,
-            "the first upload was continued: {:?}",
-            proxy.operations()
-        );
-        assert_eq!(proxy.count("CompleteMultipartUpload"), 1);
-        assert_eq!(proxy.count("AbortMultipartUpload"), 0);
-        let read = read_with_python(&archive);
-        assert_eq!(read["a.bin"], a);
-        assert_eq!(read["b.bin"], pseudo_random(16 * 1024 * 1024, 2));
+        assert_the_upload_was_continued(&proxy, &upload_id, &archive, &a);
 
         // Byte for byte what one uninterrupted run of the job builds.
         harness.rerun(zip.id).await;
@@ -1605,24 +1616,7 @@ async fn sigterm_hands_the_job_back_at_once_and_another_worker_continues_it_from
         2,
         "the second worker built the rest of the job"
     );
-    for part in [1, 2] {
-        assert_eq!(
-            part_uploads(&proxy, &upload_id, part),
-            1,
-            "part {part} was uploaded before SIGTERM and not again"
-        );
-    }
-    assert_eq!(
-        proxy.count("CreateMultipartUpload"),
-        1,
-        "{:?}",
-        proxy.operations()
-    );
-    assert_eq!(proxy.count("CompleteMultipartUpload"), 1);
-    assert_eq!(proxy.count("AbortMultipartUpload"), 0);
-    let read = read_with_python(&archive);
-    assert_eq!(read["a.bin"], a);
-    assert_eq!(read["b.bin"], pseudo_random(16 * 1024 * 1024, 2));
+    assert_the_upload_was_continued(&proxy, &upload_id, &archive, &a);
 }
 
 #[tokio::test]
