@@ -384,6 +384,40 @@ fn migrate(objects: &[Value]) -> Value {
     serde_json::from_str(out.trim()).expect("migrate --output json")
 }
 
+/// A project, a token and `bucket` at `endpoint` (Save and Test included), made by the CLI
+/// inside the API's container as an operator would; the project's id and the token.
+fn tenant(api: &Container, name: &str, bucket: &str, endpoint: &str) -> (String, String) {
+    let project = cli(api, &["project", "create", "--name", name], "");
+    let project_id = project["id"].as_str().expect("an id").to_owned();
+    let token = cli(
+        api,
+        &["token", "create", "--project", &project_id, "--name", "ci"],
+        "",
+    );
+    let added = cli(
+        api,
+        &[
+            "bucket",
+            "add",
+            "--project",
+            &project_id,
+            "--service",
+            "s3",
+            "--name",
+            bucket,
+            "--endpoint",
+            endpoint,
+            "--path-style",
+            "--access-key-id",
+            &s3_access_key(),
+        ],
+        &s3_secret_key(),
+    );
+    assert!(added["id"].is_string(), "{added}");
+    let token = token["secret"].as_str().expect("a secret").to_owned();
+    (project_id, token)
+}
+
 /// Independent check of the archive: Python's zipfile reads every entry and its CRC.
 fn assert_valid_zip(bytes: &[u8], names: &[&str]) {
     let path = std::env::temp_dir().join(format!("zipkit-container-{}.zip", uuid::Uuid::new_v4()));
@@ -451,35 +485,7 @@ async fn the_image_runs_the_rendered_chart_migrates_serves_builds_a_zip_and_surv
     wait_ready(&worker, &worker_spec_json, &worker_port.to_string()).await;
 
     // An operator sets up a project from inside the API's container.
-    let project = cli(&api, &["project", "create", "--name", "Containers"], "");
-    let project_id = project["id"].as_str().expect("an id");
-    let token = cli(
-        &api,
-        &["token", "create", "--project", project_id, "--name", "ci"],
-        "",
-    );
-    let token = token["secret"].as_str().expect("a secret").to_owned();
-    let endpoint = s3_endpoint();
-    let access_key = s3_access_key();
-    cli(
-        &api,
-        &[
-            "bucket",
-            "add",
-            "--project",
-            project_id,
-            "--service",
-            "s3",
-            "--name",
-            bucket.name(),
-            "--endpoint",
-            &endpoint,
-            "--path-style",
-            "--access-key-id",
-            &access_key,
-        ],
-        &s3_secret_key(),
-    );
+    let (_, token) = tenant(&api, "Containers", bucket.name(), &s3_endpoint());
 
     // A job posted to the containerised API is built by the containerised worker.
     let http = reqwest::Client::new();
@@ -1039,42 +1045,15 @@ async fn the_image_builds_an_archive_through_an_https_store_source_and_webhook()
     migrate(&objects);
     let (api, worker, _specs) = start_ready(&objects, api_port, worker_port).await;
 
-    let project = cli(&api, &["project", "create", "--name", "TLS"], "");
-    let project_id = project["id"].as_str().expect("an id");
-    let token = cli(
-        &api,
-        &["token", "create", "--project", project_id, "--name", "tls"],
-        "",
-    );
-    let token = token["secret"].as_str().expect("a secret").to_owned();
     // Save and Test writes to the bucket through the HTTPS endpoint.
-    let added = cli(
-        &api,
-        &[
-            "bucket",
-            "add",
-            "--project",
-            project_id,
-            "--service",
-            "s3",
-            "--name",
-            bucket.name(),
-            "--endpoint",
-            &store.origin(),
-            "--path-style",
-            "--access-key-id",
-            &s3_access_key(),
-        ],
-        &s3_secret_key(),
-    );
-    assert!(added["id"].is_string(), "{added}");
+    let (project_id, token) = tenant(&api, "TLS", bucket.name(), &store.origin());
     cli(
         &api,
         &[
             "webhook",
             "add",
             "--project",
-            project_id,
+            &project_id,
             "--url",
             &hooks.https(receiver.url()),
         ],
