@@ -1094,3 +1094,44 @@ async fn the_image_builds_an_archive_through_an_https_store_source_and_webhook()
     assert_eq!(event["data"]["object"]["id"], id.as_str());
     assert_eq!(sources.hits("secure.txt"), 1);
 }
+
+/// The packages of an image, from its dpkg database.
+fn packages(image: &str) -> Vec<String> {
+    let (ok, out, err) = docker(
+        &[
+            "run",
+            "--rm",
+            "--network=host",
+            "--entrypoint=dpkg-query",
+            image,
+            "-W",
+            "-f",
+            "${Package}\\n",
+        ],
+        None,
+    );
+    assert!(ok, "dpkg-query in {image}: {err}");
+    out.lines().map(str::to_owned).collect()
+}
+
+/// The stand-in for debian:bookworm-slim that the image is built on here must lack what the
+/// real one lacks, or a missing package in deploy/Dockerfile would pass here and fail in a real
+/// cluster: it is debootstrap's minbase (what the slim image is) and nothing more.
+#[test]
+fn the_runtime_base_carries_nothing_the_real_slim_image_lacks_and_the_image_adds_the_ca_set() {
+    let base = packages("debian:bookworm-slim");
+    for absent in ["ca-certificates", "openssl", "libssl3", "curl", "wget"] {
+        assert!(
+            !base.iter().any(|p| p == absent),
+            "the stand-in base has {absent}, which debian:bookworm-slim does not"
+        );
+    }
+    // minbase is Debian's required packages, apt and their dependencies (88 in bookworm).
+    assert!(base.len() < 100, "{} packages: {base:?}", base.len());
+    let image = packages(&tool("ZIPKIT_TEST_IMAGE"));
+    let added: Vec<&String> = image.iter().filter(|p| !base.contains(p)).collect();
+    assert!(
+        added.iter().any(|p| *p == "ca-certificates"),
+        "deploy/Dockerfile installs the CA set: {added:?}"
+    );
+}
