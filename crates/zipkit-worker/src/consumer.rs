@@ -380,11 +380,12 @@ async fn hand_back(
     zip_id: zipkit_domain::ZipId,
     started: std::time::Instant,
 ) {
+    // Without the database the lease ends by itself, and the next claim counts one more attempt.
     let released = match ctx.pool.get().await {
-        Ok(mut conn) => Zip::hand_back(&mut conn, zip_id, &ctx.owner).await,
-        Err(e) => Err(diesel::result::Error::QueryBuilderError(
-            e.to_string().into(),
-        )),
+        Ok(mut conn) => Zip::hand_back(&mut conn, zip_id, &ctx.owner)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
     match released {
         Ok(true) => {
@@ -393,7 +394,6 @@ async fn hand_back(
         Ok(false) => {
             tracing::info!(zip.id = %zip_id, "worker stopping; the job had ended or moved on already")
         }
-        // The lease then ends by itself and the next claim counts one more attempt.
         Err(e) => {
             tracing::warn!(zip.id = %zip_id, error = %e, "could not release the job's lease; it is requeued")
         }
