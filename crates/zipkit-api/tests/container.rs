@@ -19,9 +19,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use zipkit_test_support::chart::{containers, named, objects, of_kind, repo, run, template, tool};
 use zipkit_test_support::process::free_port;
-use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
+use zipkit_test_support::services::s3_endpoint;
 use zipkit_test_support::sources::{Behaviour, SourceServer};
-use zipkit_test_support::stack::{get_job, wait_for_job};
+use zipkit_test_support::stack::{Tenant, get_job, make_tenant, wait_for_job};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 
 fn docker(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
@@ -384,40 +384,6 @@ fn migrate(objects: &[Value]) -> Value {
     serde_json::from_str(out.trim()).expect("migrate --output json")
 }
 
-/// A project, a token and `bucket` at `endpoint` (Save and Test included), made by the CLI
-/// inside the API's container as an operator would; the project's id and the token.
-fn tenant(api: &Container, name: &str, bucket: &str, endpoint: &str) -> (String, String) {
-    let project = cli(api, &["project", "create", "--name", name], "");
-    let project_id = project["id"].as_str().expect("an id").to_owned();
-    let token = cli(
-        api,
-        &["token", "create", "--project", &project_id, "--name", "ci"],
-        "",
-    );
-    let added = cli(
-        api,
-        &[
-            "bucket",
-            "add",
-            "--project",
-            &project_id,
-            "--service",
-            "s3",
-            "--name",
-            bucket,
-            "--endpoint",
-            endpoint,
-            "--path-style",
-            "--access-key-id",
-            &s3_access_key(),
-        ],
-        &s3_secret_key(),
-    );
-    assert!(added["id"].is_string(), "{added}");
-    let token = token["secret"].as_str().expect("a secret").to_owned();
-    (project_id, token)
-}
-
 /// Independent check of the archive: Python's zipfile reads every entry and its CRC.
 fn assert_valid_zip(bytes: &[u8], names: &[&str]) {
     let path = std::env::temp_dir().join(format!("zipkit-container-{}.zip", uuid::Uuid::new_v4()));
@@ -485,7 +451,13 @@ async fn the_image_runs_the_rendered_chart_migrates_serves_builds_a_zip_and_surv
     wait_ready(&worker, &worker_spec_json, &worker_port.to_string()).await;
 
     // An operator sets up a project from inside the API's container.
-    let (_, token) = tenant(&api, "Containers", bucket.name(), &s3_endpoint());
+    let token = make_tenant(
+        |args, stdin| cli(&api, args, stdin),
+        "Containers",
+        bucket.name(),
+        &s3_endpoint(),
+    )
+    .token;
 
     // A job posted to the containerised API is built by the containerised worker.
     let http = reqwest::Client::new();
@@ -1046,7 +1018,14 @@ async fn the_image_builds_an_archive_through_an_https_store_source_and_webhook()
     let (api, worker, _specs) = start_ready(&objects, api_port, worker_port).await;
 
     // Save and Test writes to the bucket through the HTTPS endpoint.
-    let (project_id, token) = tenant(&api, "TLS", bucket.name(), &store.origin());
+    let Tenant {
+        project_id, token, ..
+    } = make_tenant(
+        |args, stdin| cli(&api, args, stdin),
+        "TLS",
+        bucket.name(),
+        &store.origin(),
+    );
     cli(
         &api,
         &[

@@ -197,36 +197,12 @@ impl Stack {
 
     /// As `tenant`, with the store reached at `endpoint` (a TLS front, say).
     pub fn tenant_at(&self, bucket: &str, endpoint: &str) -> Tenant {
-        let project = self.cli(&["project", "create", "--name", "Observed"], "");
-        let project_id = project["id"].as_str().expect("a project id").to_owned();
-        let token = self.cli(
-            &["token", "create", "--project", &project_id, "--name", "ops"],
-            "",
-        );
-        let access_key = s3_access_key();
-        self.cli(
-            &[
-                "bucket",
-                "add",
-                "--project",
-                &project_id,
-                "--service",
-                "s3",
-                "--name",
-                bucket,
-                "--endpoint",
-                endpoint,
-                "--path-style",
-                "--access-key-id",
-                &access_key,
-            ],
-            &s3_secret_key(),
-        );
-        Tenant {
-            project_id,
-            token: token["secret"].as_str().expect("a token secret").to_owned(),
-            bucket: bucket.to_owned(),
-        }
+        make_tenant(
+            |args, stdin| self.cli(args, stdin),
+            "Observed",
+            bucket,
+            endpoint,
+        )
     }
 
     /// Posts a job and waits until it has ended; returns the final job object.
@@ -269,6 +245,47 @@ impl Stack {
         timeout: Duration,
     ) -> serde_json::Value {
         wait_for_job(&self.api_url(""), token, id, timeout, || self.logs()).await
+    }
+}
+
+/// A project `name`, a token and `bucket` at `endpoint` (path style, the test store's keys;
+/// the CLI's Save and Test included), made through `cli` (`--output json` CLI calls: a process,
+/// or inside a container).
+pub fn make_tenant(
+    cli: impl Fn(&[&str], &str) -> serde_json::Value,
+    name: &str,
+    bucket: &str,
+    endpoint: &str,
+) -> Tenant {
+    let project = cli(&["project", "create", "--name", name], "");
+    let project_id = project["id"].as_str().expect("a project id").to_owned();
+    let token = cli(
+        &["token", "create", "--project", &project_id, "--name", "ops"],
+        "",
+    );
+    let added = cli(
+        &[
+            "bucket",
+            "add",
+            "--project",
+            &project_id,
+            "--service",
+            "s3",
+            "--name",
+            bucket,
+            "--endpoint",
+            endpoint,
+            "--path-style",
+            "--access-key-id",
+            &s3_access_key(),
+        ],
+        &s3_secret_key(),
+    );
+    assert!(added["id"].is_string(), "bucket add: {added}");
+    Tenant {
+        project_id,
+        token: token["secret"].as_str().expect("a token secret").to_owned(),
+        bucket: bucket.to_owned(),
     }
 }
 

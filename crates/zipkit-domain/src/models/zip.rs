@@ -892,8 +892,9 @@ impl Zip {
             .filter(zips::status.eq(ZipStatus::Processing))
             .filter(zips::lease_owner.eq(owner))
             .set((
-                // Expired (the owner stays recorded until the next claim), so a claim takes it
-                // at once.
+                // Just expired (the owner stays recorded until the next claim), so a claim takes
+                // it at once. Not further back: the upload sweeper treats a lease that ended an
+                // hour ago as an abandoned upload.
                 zips::lease_expires_at.eq(Utc::now() - chrono::Duration::seconds(1)),
                 zips::attempts.eq(zips::attempts - 1),
                 zips::updated_at.eq(diesel::dsl::now),
