@@ -5,8 +5,10 @@
 #                             with no bridge network and no iptables: containers use host
 #                             networking only, so traffic stays on loopback
 #   scripts/docker.sh images  makes the base images offline-friendly from Debian's packages
-#                             (debootstrap), tagged as deploy/Dockerfile's defaults, and builds
-#                             zipkit's image from deploy/Dockerfile; prints its name
+#                             (debootstrap), tagged as deploy/Dockerfile's defaults, builds
+#                             zipkit's image from deploy/Dockerfile, and stand-ins for the images
+#                             deploy/compose.yaml pins (scripts/standins/); prints zipkit's name
+#   scripts/docker.sh standins only the stand-ins for deploy/compose.yaml's images
 #   scripts/docker.sh down    stops that dockerd by its PID
 #   scripts/docker.sh env     prints `export DOCKER_HOST=…` for a shell
 # State in $ZIPKIT_DOCKER_DIR (default /var/tmp/zipkit-docker); base images are built once.
@@ -95,6 +97,35 @@ debian_image() { # tag packages
   rm -rf "$root"
 }
 
+# The image deploy/compose.yaml pins for SERVICE, as written there.
+compose_image() { # service
+  sed -n "/^  $1:\$/,/^  [a-z-]*:\$/s/^    image: //p" "$ROOT/deploy/compose.yaml" | head -1
+}
+
+# Builds a stand-in from scripts/standins/NAME, tagged as compose.yaml's image (once).
+standin() { # name service [file to add to the context]
+  local name=$1 tag context
+  tag=$(compose_image "$2")
+  [ -n "$tag" ] || die "deploy/compose.yaml names no image for $2"
+  docker image inspect "$tag" >/dev/null 2>&1 && return 0
+  context=$(mktemp -d "$STATE/standin.XXXXXX")
+  cp -a "$ROOT/scripts/standins/$name/." "$context/"
+  [ -z "${3:-}" ] || cp "$3" "$context/"
+  log "building the stand-in $tag from Debian's packages (scripts/standins/$name)"
+  docker build --network host -t "$tag" "$context" >"$STATE/standin-$name.log" 2>&1 \
+    || { tail -30 "$STATE/standin-$name.log" >&2; die "building the $name stand-in failed"; }
+  rm -rf "$context"
+}
+
+standins() {
+  local s3s_fs
+  s3s_fs=$(cargo_bin s3s-fs)
+  [ -n "$s3s_fs" ] || die "s3s-fs is not installed (scripts/services.sh up installs it)"
+  standin postgres postgres
+  standin rabbitmq rabbitmq
+  standin minio minio "$s3s_fs"
+}
+
 images() {
   up
   # The runtime base is minbase and nothing more, as debian:bookworm-slim is (no CA bundle, no
@@ -106,6 +137,7 @@ images() {
   docker build --network host -f "$ROOT/deploy/Dockerfile" -t "$IMAGE" "$ROOT" >"$STATE/build.log" 2>&1 \
     || { tail -40 "$STATE/build.log" >&2; die "docker build failed (log: $STATE/build.log)"; }
   log "$IMAGE: $(docker image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.1f MiB", $1/1048576}')"
+  standins
   echo "$IMAGE"
 }
 
@@ -113,6 +145,7 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   images) images ;;
+  standins) up; standins ;;
   env) echo "export DOCKER_HOST=$DOCKER_HOST" ;;
-  *) echo "usage: $0 up|images|down|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|images|standins|down|env" >&2; exit 2 ;;
 esac

@@ -5,7 +5,8 @@
 //! store. The migration Job's command migrates an empty database, the API and the worker pass
 //! their rendered readiness probes, a job posted to the containerised API is built by the
 //! containerised worker, and `docker stop` on a worker in the middle of a job loses nothing.
-//! Also: `docker compose config` accepts deploy/compose.yaml.
+//! Also: `docker compose config` accepts deploy/compose.yaml, and `docker compose up` with it
+//! builds an archive end to end (registry images stood in for, see scripts/standins/).
 //!
 //! Needs DOCKER_HOST (scripts/docker.sh's private engine), ZIPKIT_TEST_IMAGE, the chart tools
 //! (see `zipkit_test_support::chart`) and ZIPKIT_TEST_COMPOSE; scripts/test.sh sets them all.
@@ -21,7 +22,9 @@ use zipkit_test_support::chart::{containers, named, objects, of_kind, repo, run,
 use zipkit_test_support::process::free_port;
 use zipkit_test_support::services::s3_endpoint;
 use zipkit_test_support::sources::{Behaviour, SourceServer};
-use zipkit_test_support::stack::{Tenant, get_job, make_tenant, wait_for_job};
+use zipkit_test_support::stack::{
+    Tenant, get_job, make_tenant, make_tenant_with_keys, wait_for_job,
+};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 
 fn docker(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
@@ -618,10 +621,9 @@ fn docker_compose_accepts_the_compose_file() {
         "{minio}"
     );
     // The bucket exists once MinIO is up.
-    let bucket = services["minio-bucket"]["command"].to_string();
-    assert!(
-        bucket.contains("mc mb --ignore-existing local/zipkit-archives"),
-        "{bucket}"
+    assert_eq!(
+        services["minio-bucket"]["command"],
+        json!(["mb", "--ignore-existing", "local/zipkit-archives"])
     );
     for zipkit in ["migrate", "api", "worker"] {
         let service = &services[zipkit];
@@ -643,6 +645,189 @@ fn docker_compose_accepts_the_compose_file() {
         None,
     );
     assert!(!ok && err.contains("ZIPKIT_CRYPTO_KEY"), "{err}");
+}
+
+/// A compose project of deploy/compose.yaml as it is, with its own name and ports: taken down
+/// with its volumes when the test ends, however it ends.
+struct ComposeProject {
+    compose: String,
+    name: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl ComposeProject {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.compose);
+        command
+            .arg("--project-name")
+            .arg(&self.name)
+            .arg("--file")
+            .arg(repo().join("deploy/compose.yaml"))
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                std::env::var("DOCKER_HOST").expect("DOCKER_HOST"),
+            );
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        run(&mut self.command(args), stdin)
+    }
+
+    fn logs(&self) -> String {
+        let (_, out, err) = self.run(&["logs", "--no-color", "--tail", "60"], None);
+        format!("{out}{err}")
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = self.run(
+            &["down", "--volumes", "--remove-orphans", "--timeout", "5"],
+            None,
+        );
+    }
+}
+
+/// What a new user does with a fresh clone: `docker compose up` (zipkit built from the checkout,
+/// PostgreSQL, RabbitMQ and MinIO from the pinned images, the bucket made at start), a project
+/// made with the CLI inside the API's container, one job posted, and the archive read back from
+/// the compose file's own MinIO. Every port moved by its variable, so the machine's own services
+/// are no obstacle. The registry images are stand-ins built from Debian's packages
+/// (scripts/standins/), since no registry can be reached here.
+#[tokio::test]
+async fn docker_compose_up_builds_an_archive_end_to_end() {
+    let ports = [
+        "ZIPKIT_API_PORT",
+        "ZIPKIT_WORKER_PORT",
+        "ZIPKIT_PG_PORT",
+        "ZIPKIT_AMQP_PORT",
+        "ZIPKIT_RABBITMQ_MANAGEMENT_PORT",
+        "ZIPKIT_RABBITMQ_DIST_PORT",
+        "ZIPKIT_EPMD_PORT",
+        "ZIPKIT_S3_PORT",
+        "ZIPKIT_MINIO_CONSOLE_PORT",
+    ]
+    .map(|variable| (variable, free_port().to_string()));
+    let port = |variable: &str| {
+        ports
+            .iter()
+            .find(|(v, _)| *v == variable)
+            .map(|(_, p)| p.clone())
+            .expect("a port variable")
+    };
+    let random: Vec<u8> = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()]
+        .iter()
+        .flat_map(|u| *u.as_bytes())
+        .collect();
+    let key = base64::engine::general_purpose::STANDARD.encode(random);
+    let mut env: Vec<(&'static str, String)> = ports.to_vec();
+    env.push(("ZIPKIT_CRYPTO_KEY", key));
+    // The classic builder, whose cache holds the layers scripts/docker.sh built from the same
+    // Dockerfile and checkout: `build:` runs for real and takes seconds.
+    env.push(("DOCKER_BUILDKIT", "0".to_owned()));
+    let project = ComposeProject {
+        compose: tool("ZIPKIT_TEST_COMPOSE"),
+        name: format!(
+            "zipkit-test-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
+        env,
+    };
+
+    // `up` starts each service once what it depends on is healthy or has completed (`--wait`
+    // would count the two one-shot services' exits as failures).
+    let (ok, out, err) = project.run(&["up", "--detach"], None);
+    assert!(ok, "docker compose up:\n{out}\n{err}\n{}", project.logs());
+    let api = format!("http://127.0.0.1:{}", port("ZIPKIT_API_PORT"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, out, _) = project.run(&["ps", "--all", "--format", "json", "minio-bucket"], None);
+        let bucket_made = out.lines().any(|line| {
+            serde_json::from_str::<Value>(line)
+                .is_ok_and(|c| c["State"] == "exited" && c["ExitCode"] == 0)
+        });
+        let ready = reqwest::get(format!("{api}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if bucket_made && ready {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not up after 120 s (bucket made: {bucket_made}, API ready: {ready}):\n{}",
+            project.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let sources = SourceServer::start(vec![
+        ("report.txt", Behaviour::Serve(b"from compose".to_vec())),
+        ("data.bin", Behaviour::Serve(vec![7u8; 300_000])),
+    ])
+    .await;
+    let cli = |args: &[&str], stdin: &str| {
+        let mut all = vec!["exec", "-T", "api", "zipkit-api", "--output", "json"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = project.run(&all, Some(stdin));
+        assert!(ok, "{args:?}: {err}\n{}", project.logs());
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+    };
+    let store = format!("http://127.0.0.1:{}", port("ZIPKIT_S3_PORT"));
+    let token = make_tenant_with_keys(
+        cli,
+        "Compose",
+        "zipkit-archives",
+        &store,
+        ("zipkit", "zipkit-secret"),
+    )
+    .token;
+
+    let created: Value = reqwest::Client::new()
+        .post(format!("{api}/v1/zips"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "urls": [
+                {"url": sources.url("report.txt"), "filename": "report.txt"},
+                {"url": sources.url("data.bin"), "filename": "data.bin"},
+            ],
+            "bucket_name": "zipkit-archives",
+            "key": "from-compose.zip",
+        }))
+        .send()
+        .await
+        .expect("POST /v1/zips")
+        .json()
+        .await
+        .expect("JSON");
+    let id = created["data"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
+    let done = wait_for_job(&api, &token, id, Duration::from_secs(120), || {
+        project.logs()
+    })
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", project.logs());
+
+    let archive = zipkit_test_support::bucket::client_for(&store, "zipkit", "zipkit-secret")
+        .get_object()
+        .bucket("zipkit-archives")
+        .key("from-compose.zip")
+        .send()
+        .await
+        .expect("the archive in compose's MinIO")
+        .body
+        .collect()
+        .await
+        .expect("its bytes")
+        .into_bytes();
+    assert_valid_zip(&archive, &["report.txt", "data.bin"]);
+    assert_eq!(done["result"]["size"].as_u64(), Some(archive.len() as u64));
 }
 
 /// Resident memory of a process, from /proc (the container's process is this machine's too).

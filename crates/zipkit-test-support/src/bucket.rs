@@ -22,9 +22,14 @@ pub fn client() -> Client {
 
 /// A client for the local store with the given credentials (to test wrong ones).
 pub fn client_with(access_key: &str, secret_key: &str) -> Client {
+    client_for(&s3_endpoint(), access_key, secret_key)
+}
+
+/// A path-style client for any S3-compatible endpoint (another store than the harness's).
+pub fn client_for(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(s3_endpoint())
+        .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
             access_key,

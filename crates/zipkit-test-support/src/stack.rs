@@ -257,6 +257,23 @@ pub fn make_tenant(
     bucket: &str,
     endpoint: &str,
 ) -> Tenant {
+    make_tenant_with_keys(
+        cli,
+        name,
+        bucket,
+        endpoint,
+        (&s3_access_key(), &s3_secret_key()),
+    )
+}
+
+/// [`make_tenant`] for a store with other keys than the test store's: `(access key, secret)`.
+pub fn make_tenant_with_keys(
+    cli: impl Fn(&[&str], &str) -> serde_json::Value,
+    name: &str,
+    bucket: &str,
+    endpoint: &str,
+    (access_key, secret_key): (&str, &str),
+) -> Tenant {
     let project = cli(&["project", "create", "--name", name], "");
     let project_id = project["id"].as_str().expect("a project id").to_owned();
     let token = cli(
@@ -277,9 +294,9 @@ pub fn make_tenant(
             endpoint,
             "--path-style",
             "--access-key-id",
-            &s3_access_key(),
+            access_key,
         ],
-        &s3_secret_key(),
+        secret_key,
     );
     assert!(added["id"].is_string(), "bucket add: {added}");
     Tenant {
