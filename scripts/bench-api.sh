@@ -3,7 +3,9 @@
 # RabbitMQ on this machine, driven by wrk at fixed concurrency. Prints requests/s and latency
 # percentiles for POST /v1/zips (10 entries; stored, published with confirms) and for
 # GET /v1/zips/{uuid}. Figures are recorded in docs/PERFORMANCE.md.
-#   BENCH_CONNECTIONS (default 32), BENCH_SECONDS (default 20), BENCH_PORT (default 18080)
+#   BENCH_CONNECTIONS (default 32), BENCH_SECONDS (default 20), BENCH_PORT (default 18080),
+#   BENCH_API_BIN (a zipkit-api built elsewhere, another commit's say, measured instead of this
+#   checkout's release build: run both in one session to compare)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOG_TAG=bench
@@ -18,9 +20,13 @@ PORT=${BENCH_PORT:-18080}
 scripts/services.sh up >/dev/null
 load_services_env "$ROOT"
 apt_install wrk python3
-log "building zipkit-api (release)"
-cargo build --release --locked --quiet -p zipkit-api
-bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/zipkit-api
+if [ -n "${BENCH_API_BIN:-}" ]; then
+  bin=$BENCH_API_BIN
+else
+  log "building zipkit-api (release)"
+  cargo build --release --locked --quiet -p zipkit-api
+  bin=${CARGO_TARGET_DIR:-$ROOT/target}/release/zipkit-api
+fi
 
 admin=$ZIPKIT_TEST_POSTGRES_URL
 psql -q "$admin" -c "DROP DATABASE IF EXISTS zipkit_bench WITH (FORCE)" -c "CREATE DATABASE zipkit_bench" >/dev/null

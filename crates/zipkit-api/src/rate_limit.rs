@@ -2,19 +2,23 @@
 //! so guessing tokens is slowed too) and per access token once it is known. GCRA, twice: first
 //! in this process's memory (governor: a flood is refused without a query), then in PostgreSQL
 //! (`RateLimit::take`, one statement), which every API replica shares, so a deployment allows
-//! the configured rate once, whatever its number of replicas. A refusal is 429 `rate_limited`
-//! with `Retry-After` in the one envelope. When PostgreSQL cannot be asked, the shared check
-//! lets the request through: the request needs the database anyway and will say so.
+//! the configured rate once, whatever its number of replicas. A process takes a key's shared
+//! allowance a few requests at a time (a sixteenth of the burst, at most 32) and spends them from
+//! memory, so the shared row is written once per few requests; a replica can hold some of a
+//! key's allowance unused, never spend more than it. A refusal is 429 `rate_limited` with
+//! `Retry-After` in the one envelope. When PostgreSQL cannot be asked, the shared check lets the
+//! request through: the request needs the database anyway and will say so.
 //!
 //! The client address is the peer's, unless the peer is a proxy the operator listed in
 //! `rate_limits.trusted_proxies`: then it is the last address in `X-Forwarded-For` that is not
 //! one of those proxies (addresses further left are the client's to write, so never trusted).
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::body::MessageBody;
@@ -28,7 +32,7 @@ use serde::Deserialize;
 
 use diesel_async::AsyncPgConnection;
 use zipkit_domain::db::PgPool;
-use zipkit_domain::models::{Quota as SharedQuota, RateLimit};
+use zipkit_domain::models::{Grant, Quota as SharedQuota, RateLimit};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -59,8 +63,49 @@ pub struct RateLimitSettings {
 pub struct RateLimits {
     per_address: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     per_token: Arc<DefaultKeyedRateLimiter<String>>,
+    held: Arc<Held>,
     trusted_proxies: Arc<Vec<IpNet>>,
     pub settings: RateLimitSettings,
+}
+
+/// Requests this process took from the shared allowance and has not spent yet, per shared key,
+/// with when each key last asked the database (to forget idle keys).
+#[derive(Debug, Default)]
+struct Held(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl Held {
+    /// Spends one held request of `key`, if there is one.
+    fn spend(&self, key: &str) -> bool {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match held.get_mut(key) {
+            Some((left, _)) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps `count` more requests of `key` for later.
+    fn keep(&self, key: &str, count: u32) {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = held.entry(key.to_owned()).or_insert((0, Instant::now()));
+        entry.0 += count;
+        entry.1 = Instant::now();
+    }
+
+    /// Forgets keys that have not asked for a while; what they held goes unused.
+    fn forget_older_than(&self, age: Duration) {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        held.retain(|_, (_, asked)| asked.elapsed() < age);
+        held.shrink_to_fit();
+    }
+}
+
+/// How many requests to take from a shared allowance at once: a sixteenth of the burst (so all
+/// replicas together hold a small part of it), at most 32, at least 1 (exact for small bursts).
+fn chunk(burst: u32) -> u32 {
+    (burst / 16).clamp(1, 32)
 }
 
 fn quota(per_minute: u32, burst: u32) -> Quota {
@@ -80,6 +125,7 @@ impl RateLimits {
                 settings.api_per_token_per_minute,
                 settings.api_per_token_burst,
             ))),
+            held: Arc::default(),
             trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
             settings: settings.clone(),
         }
@@ -121,21 +167,26 @@ impl RateLimits {
             per_minute: self.settings.api_per_token_per_minute,
             burst: self.settings.api_per_token_burst,
         };
-        shared(conn, &format!("token:{token_id}"), quota, WHOSE).await
+        self.shared(conn, &format!("token:{token_id}"), quota, WHOSE)
+            .await
     }
 
     /// One request from `address`: this process's limiter, then the deployment's.
     async fn check_address(&self, pool: &PgPool, address: IpAddr) -> Result<(), ApiError> {
         const WHOSE: &str = "this address";
         check(&self.per_address, &address, WHOSE)?;
-        let Ok(mut conn) = pool.get().await else {
-            return Ok(());
-        };
         let quota = SharedQuota {
             per_minute: self.settings.api_per_address_per_minute,
             burst: self.settings.api_per_address_burst,
         };
-        shared(&mut conn, &format!("address:{address}"), quota, WHOSE).await
+        let key = format!("address:{address}");
+        if self.held.spend(&key) {
+            return Ok(());
+        }
+        let Ok(mut conn) = pool.get().await else {
+            return Ok(());
+        };
+        self.shared(&mut conn, &key, quota, WHOSE).await
     }
 
     /// Forgets keys that are back to a full allowance (run every minute).
@@ -144,22 +195,31 @@ impl RateLimits {
         self.per_token.retain_recent();
         self.per_address.shrink_to_fit();
         self.per_token.shrink_to_fit();
+        self.held.forget_older_than(Duration::from_secs(60));
     }
-}
 
-/// The deployment-wide check (see the module header).
-async fn shared(
-    conn: &mut AsyncPgConnection,
-    key: &str,
-    quota: SharedQuota,
-    whose: &str,
-) -> Result<(), ApiError> {
-    match RateLimit::take(conn, key, quota).await {
-        Ok(None) => Ok(()),
-        Ok(Some(wait)) => Err(ApiError::rate_limited(whose, wait)),
-        Err(e) => {
-            tracing::warn!(error = %e, "the shared rate limit could not be read; letting the request through");
-            Ok(())
+    /// The deployment-wide check (see the module header): a held request, else a few more from
+    /// the shared row.
+    async fn shared(
+        &self,
+        conn: &mut AsyncPgConnection,
+        key: &str,
+        quota: SharedQuota,
+        whose: &str,
+    ) -> Result<(), ApiError> {
+        if self.held.spend(key) {
+            return Ok(());
+        }
+        match RateLimit::take(conn, key, quota, chunk(quota.burst)).await {
+            Ok(Grant::Granted(count)) => {
+                self.held.keep(key, count - 1);
+                Ok(())
+            }
+            Ok(Grant::Wait(wait)) => Err(ApiError::rate_limited(whose, wait)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the shared rate limit could not be read; letting the request through");
+                Ok(())
+            }
         }
     }
 }
@@ -221,6 +281,26 @@ mod tests {
         let refused = take("a").unwrap_err();
         assert_eq!(refused.code(), "rate_limited");
         assert!(take("b").is_ok(), "other tokens are not affected");
+    }
+
+    #[test]
+    fn held_requests_are_spent_one_at_a_time_and_forgotten_when_idle() {
+        let held = Held::default();
+        assert!(!held.spend("k"), "nothing held yet");
+        held.keep("k", 2);
+        assert!(held.spend("k") && held.spend("k"));
+        assert!(!held.spend("k"), "two kept, two spent");
+        held.keep("k", 1);
+        held.forget_older_than(Duration::ZERO);
+        assert!(!held.spend("k"), "forgotten");
+    }
+
+    #[test]
+    fn a_process_takes_a_sixteenth_of_the_burst_at_once_and_small_bursts_exactly() {
+        assert_eq!(chunk(3), 1);
+        assert_eq!(chunk(200), 12);
+        assert_eq!(chunk(400), 25);
+        assert_eq!(chunk(100_000), 32);
     }
 
     #[test]

@@ -938,3 +938,60 @@ async fn a_dashboard_session_works_by_its_token_until_it_ends_or_expires() {
         4
     );
 }
+
+#[tokio::test]
+async fn a_shared_allowance_grants_requests_in_chunks_never_beyond_its_burst() {
+    use zipkit_domain::models::{Grant, Quota, RateLimit};
+    let f = fixture().await;
+    let mut conn = f.conn;
+    // One request a minute sustained, a burst of 10: chunks of 4 get 4, 4, then the 2 left.
+    let quota = Quota {
+        per_minute: 1,
+        burst: 10,
+    };
+    let mut granted = Vec::new();
+    loop {
+        match RateLimit::take(&mut conn, "token:t", quota, 4).await.expect("take") {
+            Grant::Granted(n) => granted.push(n),
+            Grant::Wait(wait) => {
+                // The next request is a minute's interval away, less what has passed.
+                assert!(
+                    wait > std::time::Duration::from_secs(50)
+                        && wait <= std::time::Duration::from_secs(60),
+                    "{wait:?}"
+                );
+                break;
+            }
+        }
+    }
+    assert_eq!(granted, [4, 4, 2]);
+    // Another key has its own allowance; asking for more than the burst gets the burst.
+    assert_eq!(
+        RateLimit::take(&mut conn, "token:u", quota, 50).await.expect("take"),
+        Grant::Granted(10)
+    );
+    assert!(matches!(
+        RateLimit::take(&mut conn, "token:u", quota, 1).await.expect("take"),
+        Grant::Wait(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_rate_above_a_million_a_second_grants_chunks_instead_of_failing() {
+    use zipkit_domain::models::{Grant, Quota, RateLimit};
+    let f = fixture().await;
+    let mut conn = f.conn;
+    // What a benchmark sets to take the limits out of the way: 60 µs-less intervals.
+    let quota = Quota {
+        per_minute: 100_000_000,
+        burst: 100_000_000,
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            RateLimit::take(&mut conn, "token:bench", quota, 32)
+                .await
+                .expect("no division by zero"),
+            Grant::Granted(32)
+        );
+    }
+}

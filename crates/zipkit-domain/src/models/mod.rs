@@ -14,7 +14,7 @@ mod zip;
 pub use access_token::{AccessToken, NewAccessToken};
 pub use account::{NewUser, Project, User};
 pub use bucket::{Bucket, BucketCredentials, BucketTestResult, DeleteBucketError, NewBucket};
-pub use rate_limit::{Quota, RateLimit};
+pub use rate_limit::{Grant, Quota, RateLimit};
 pub use rotation::{RotationReport, rotate_encryption_keys};
 pub use session::{LoginThrottle, RecentFailures, Session, SessionError};
 pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
