@@ -14,8 +14,9 @@ cd "$ROOT"
 
 scripts/services.sh up
 load_services_env "$ROOT"
-# The independent ZIP readers the tests check archives with.
-apt_install python3 unzip
+# The independent ZIP readers the tests check archives with (zipkit_test_support::readers):
+# Python's zipfile, Info-ZIP, 7-Zip, libarchive's bsdtar, the JDK, Go's archive/zip, zipdetails.
+apt_install python3 unzip p7zip-full libarchive-tools default-jdk-headless golang-go perl
 # The dashboard's browser test: Debian's Chromium, driven from Node.js by playwright-core
 # (which downloads no browser of its own).
 apt_install chromium

@@ -951,7 +951,10 @@ async fn a_shared_allowance_grants_requests_in_chunks_never_beyond_its_burst() {
     };
     let mut granted = Vec::new();
     loop {
-        match RateLimit::take(&mut conn, "token:t", quota, 4).await.expect("take") {
+        match RateLimit::take(&mut conn, "token:t", quota, 4)
+            .await
+            .expect("take")
+        {
             Grant::Granted(n) => granted.push(n),
             Grant::Wait(wait) => {
                 // The next request is a minute's interval away, less what has passed.
@@ -967,11 +970,15 @@ async fn a_shared_allowance_grants_requests_in_chunks_never_beyond_its_burst() {
     assert_eq!(granted, [4, 4, 2]);
     // Another key has its own allowance; asking for more than the burst gets the burst.
     assert_eq!(
-        RateLimit::take(&mut conn, "token:u", quota, 50).await.expect("take"),
+        RateLimit::take(&mut conn, "token:u", quota, 50)
+            .await
+            .expect("take"),
         Grant::Granted(10)
     );
     assert!(matches!(
-        RateLimit::take(&mut conn, "token:u", quota, 1).await.expect("take"),
+        RateLimit::take(&mut conn, "token:u", quota, 1)
+            .await
+            .expect("take"),
         Grant::Wait(_)
     ));
 }

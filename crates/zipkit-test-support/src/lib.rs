@@ -11,6 +11,7 @@ pub mod otlp;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
+pub mod readers;
 pub mod receiver;
 pub mod services;
 pub mod sources;

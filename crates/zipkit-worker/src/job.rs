@@ -5,18 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::db::PgPool;
 use zipkit_domain::models::{Bucket, EntryOutcome, EntryPlacement, PlacedEnd, Zip, ZipEntry};
-use zipkit_domain::{EntryState, OnError, Service, ZipId};
+use zipkit_domain::{EntryState, OnError, Service, ZipId, ZipStatus};
 use zipkit_storage::BucketLocation;
 
 use crate::archive::deflate::Compressors;
 use crate::archive::{
-    ArchiveError, ArchiveOptions, ArchiveWriter, DosTime, HEAD_BYTES, Method, Placement,
+    ArchiveError, ArchiveOptions, ArchiveWriter, DosTime, HEAD_BYTES, Method, Piece, Placement,
     ZIP64_THRESHOLD, method_for,
 };
 use crate::download::SourceError;
@@ -82,6 +81,8 @@ impl From<ArchiveError> for FeedError {
     fn from(e: ArchiveError) -> Self {
         match e {
             ArchiveError::OutputClosed => FeedError::OutputClosed,
+            // The continued entry is not the one in the bucket: build it from its start.
+            ArchiveError::Changed(_) => FeedError::Uncontinued,
             e => FeedError::Failed(JobFailure::new(
                 "archive_failed",
                 e.to_string(),
@@ -241,7 +242,7 @@ pub async fn run(
 
 /// The version of the archive writer's output: a worker resumes another's upload only when it
 /// writes the same bytes. Bump it with any change to what `archive` emits.
-const ARCHIVE_FORMAT: &str = "zipkit-archive/1";
+const ARCHIVE_FORMAT: &str = "zipkit-archive/2";
 
 /// The upload a job taken over can continue: the one recorded for it, made with the same plan,
 /// and its parts from the first on, each with its CRC-32; and the entries wholly inside those
@@ -324,6 +325,21 @@ async fn resume_point(
     Ok(Some((resume, kept)))
 }
 
+/// Whether the job's lease is still this worker's (the heartbeat notices a lost lease only on
+/// its next beat). When the database cannot say, the job goes on as if it were.
+async fn still_ours(ctx: &JobContext, zip: &Zip) -> bool {
+    let Ok(mut conn) = ctx.pool.get().await else {
+        return true;
+    };
+    match Zip::find_any(&mut conn, zip.id).await {
+        Ok(Some(now)) => {
+            now.status == ZipStatus::Processing && now.lease_owner.as_deref() == Some(&ctx.owner)
+        }
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
 /// Marks an upload ended and no longer the job's.
 async fn forget_upload(ctx: &JobContext, zip: &Zip, upload_id: &str) -> Result<(), JobFailure> {
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
@@ -396,7 +412,7 @@ impl Attempt<'_> {
                 })
                 .await;
         }
-        let (chunks_tx, chunks_rx) = mpsc::channel::<Bytes>(8);
+        let (chunks_tx, chunks_rx) = mpsc::channel::<Piece>(8);
         let (finished, finished_rx) = tokio::sync::oneshot::channel::<Ending>();
         let ledger = PgLedger {
             pool: ctx.pool.clone(),
@@ -440,10 +456,15 @@ impl Attempt<'_> {
             continuing: kept.continuing,
         };
         let feed = feed_sources(ctx, zip, rest, archive, &notes, cancelled.clone(), carried).await;
-        // The upload is completed only if every source went in and the archive was finished;
-        // otherwise the uploader sends nothing more, and aborts unless another worker has the
-        // job now (it may be continuing the upload).
-        let _ = finished.send(match (&feed, *cancelled.borrow()) {
+        // The upload is completed only if every source went in and the archive was finished,
+        // and the job is still this worker's: one that was paused past its lease may find its
+        // archive whole while another worker continues the same upload, which is that worker's
+        // to complete. Otherwise the uploader sends nothing more, and aborts unless another
+        // worker has the job now.
+        let interrupt = *cancelled.borrow();
+        let _ = finished.send(match (&feed, interrupt) {
+            (Ok(_), Interrupt::TakenOver) => Ending::HandOver,
+            (Ok(_), _) if !still_ours(ctx, zip).await => Ending::HandOver,
             (Ok(_), _) => Ending::Complete,
             // Nothing was sent; the next build continues the upload.
             (Err(FeedError::Uncontinued), _) => Ending::HandOver,

@@ -225,7 +225,11 @@ impl Worker {
         let broker = Broker::start(settings.broker);
         let w = &settings.worker;
         let egress = EgressPolicy::new(&settings.egress);
-        let buffers = memory::BufferBudget::new(w.buffer_mib as usize * 1024 * 1024);
+        // One part of it is the lane for headers held back (memory.rs).
+        let buffers = memory::BufferBudget::new(
+            w.buffer_mib as usize * 1024 * 1024,
+            w.part_size_mib as usize * 1024 * 1024,
+        );
         let context = JobContext {
             pool,
             keyring: Arc::new(keyring),

@@ -2,10 +2,14 @@
 //! buffers, mapped straight from the kernel.
 //!
 //! What draws on the budget: each job's *floor* (one part, reserved before its first download so a
-//! started job can always make progress), more parts in flight (taken only when free, never waited
-//! for), and downloads read ahead of the writer (waited for; the entry being written never needs
-//! them). Nothing that holds the budget waits on something that needs more of it, so jobs cannot
-//! deadlock on it. Part buffers are anonymous mappings, not allocator blocks: a general-purpose
+//! started job can always make progress), the *lane* (two parts for the whole worker, set aside
+//! when it starts, used by one job at a time: a job whose floor is a part held back for an
+//! entry's header, and that finds no free budget, fills its next parts there; two, because a
+//! header cut by a part boundary holds back the part after it too), more parts in flight (taken
+//! only when free, never waited for), and downloads read ahead of the writer (waited for; the
+//! entry being written never needs them). Nothing that holds the budget waits on something that
+//! needs more of it, so jobs cannot deadlock on it: the job in the lane needs nothing more to
+//! finish its entry, and the jobs waiting for the lane wait only for that. Part buffers are anonymous mappings, not allocator blocks: a general-purpose
 //! allocator keeps freed 8 MiB blocks for reuse, and the worker's resident memory stayed at 2–3×
 //! its live buffers (docs/PERFORMANCE.md); an unmapped part is gone at once.
 
@@ -22,7 +26,16 @@ const UNIT: usize = 1024;
 pub struct BufferBudget {
     units: Arc<Semaphore>,
     bytes: usize,
+    /// The lane (see the module header): one job at a time holds the pass, and takes its part
+    /// buffers from the lane's two.
+    lane_pass: Arc<Semaphore>,
+    lane: Arc<Semaphore>,
+    lane_bytes: usize,
 }
+
+/// The right to the lane's buffers, kept by a job while it holds a part back.
+#[derive(Debug)]
+pub struct LanePass(#[allow(dead_code, reason = "held for its drop")] OwnedSemaphorePermit);
 
 /// Bytes taken from the budget, given back on drop.
 #[derive(Debug)]
@@ -38,10 +51,16 @@ impl Reservation {
 }
 
 impl BufferBudget {
-    pub fn new(bytes: usize) -> Self {
+    /// `bytes` in all, of which the lane's two buffers of `part_bytes` (at most half of it).
+    pub fn new(bytes: usize, part_bytes: usize) -> Self {
+        let lane_bytes = part_bytes.min(bytes / 4);
+        let shared = bytes - 2 * lane_bytes;
         Self {
-            units: Arc::new(Semaphore::new(bytes.div_ceil(UNIT))),
-            bytes,
+            units: Arc::new(Semaphore::new(shared.div_ceil(UNIT))),
+            bytes: shared,
+            lane_pass: Arc::new(Semaphore::new(1)),
+            lane: Arc::new(Semaphore::new(2)),
+            lane_bytes,
         }
     }
 
@@ -105,6 +124,11 @@ pub enum PartPermit {
         _growth: Option<Reservation>,
     },
     Shared(Reservation),
+    /// The worker's lane; `growth` as for the floor.
+    Lane {
+        _lane: OwnedSemaphorePermit,
+        _growth: Option<Reservation>,
+    },
 }
 
 impl PartMemory {
@@ -142,6 +166,36 @@ impl PartMemory {
         PartPermit::Floor {
             _floor: floor,
             _growth: self.growth(bytes),
+        }
+    }
+
+    /// Waits for the lane's pass: for a job whose floor is held back while its entry goes on
+    /// (first come, first served; the job in the lane needs nothing more to finish).
+    pub async fn lane_pass(&self) -> LanePass {
+        LanePass(
+            self.budget
+                .lane_pass
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the lane's semaphore is never closed"),
+        )
+    }
+
+    /// One of the lane's buffers, for the job with the pass: free, or soon (the job's own, or
+    /// the previous holder's, parts in flight give them back).
+    pub async fn take_lane(&self, _pass: &LanePass, bytes: usize) -> PartPermit {
+        let lane = self
+            .budget
+            .lane
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the lane's semaphore is never closed");
+        let over = bytes.saturating_sub(self.budget.lane_bytes);
+        PartPermit::Lane {
+            _lane: lane,
+            _growth: (over > 0).then(|| self.budget.try_reserve(over)).flatten(),
         }
     }
 
@@ -205,6 +259,21 @@ impl<R: Send + 'static> PartBuffer<R> {
         take
     }
 
+    /// Replaces the bytes at `at` (within those written) with `bytes`: an entry's header, once
+    /// its values are known.
+    pub fn overwrite(&mut self, at: usize, bytes: &[u8]) {
+        assert!(
+            at + bytes.len() <= self.len,
+            "overwrite past what was written"
+        );
+        self.map[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Forgets what was written from `len` on (an entry left out of the archive).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// The bytes written so far, as a body that keeps the mapping and the reservation alive.
     pub fn freeze(self) -> Bytes {
         let len = self.len;
@@ -237,7 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn reservations_come_back_when_dropped_and_waiters_are_served_in_order() {
-        let budget = BufferBudget::new(10 * MIB);
+        let budget = BufferBudget::new(10 * MIB, 0);
         let first = budget.reserve(8 * MIB).await;
         assert_eq!(budget.available(), 2 * MIB);
         assert!(budget.try_reserve(4 * MIB).is_none());
@@ -256,7 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_larger_than_the_budget_takes_all_of_it_instead_of_waiting_forever() {
-        let budget = BufferBudget::new(4 * MIB);
+        let budget = BufferBudget::new(4 * MIB, 0);
         let all = budget.reserve(64 * MIB).await;
         assert_eq!(budget.available(), 0);
         drop(all);
@@ -265,7 +334,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_keeps_its_floor_and_borrows_more_parts_only_while_the_budget_has_them() {
-        let budget = BufferBudget::new(20 * MIB);
+        let budget = BufferBudget::new(20 * MIB, 0);
         let job = Arc::new(PartMemory::reserve(&budget, 8 * MIB).await);
         assert_eq!(budget.available(), 12 * MIB);
         let first = job.try_take(8 * MIB).expect("the floor");
@@ -288,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_frozen_part_holds_its_reservation_until_its_last_handle_is_dropped() {
-        let budget = BufferBudget::new(16 * MIB);
+        let budget = BufferBudget::new(16 * MIB, 0);
         let mut part = PartBuffer::new(8 * MIB, budget.reserve(8 * MIB).await).unwrap();
         assert_eq!(part.fill(&[7u8; 5 * MIB]), 5 * MIB);
         assert_eq!(

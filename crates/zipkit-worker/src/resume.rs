@@ -17,7 +17,7 @@ use bytes::Bytes;
 use zipkit_domain::EntryState;
 use zipkit_domain::models::RecordedEntry;
 
-use crate::archive::{CentralRecord, DosTime, Method, OpenSoFar, WrittenSoFar, format};
+use crate::archive::{CentralRecord, DosTime, LocalHeader, Method, OpenSoFar, WrittenSoFar};
 use crate::prefetch::{Continue, Source};
 use crate::upload::{UploadedPart, crc32_concat, crc32_of, crc32_tail};
 
@@ -152,11 +152,22 @@ fn continue_entry(
     if entry.index != source.index || placed.deflated || !at_run_end {
         return;
     }
-    if entry.state == EntryState::Skipped {
+    // The header in the bucket carries the entry's CRC-32 and size (the part it is in went up
+    // only once they were known): continuing needs them as the earlier build recorded them.
+    let (EntryState::Done, Some(size), Some(crc32)) = (entry.state, entry.size, entry.crc32) else {
         return;
-    }
+    };
+    let (Ok(size), Ok(entry_crc32)) = (u64::try_from(size), u32::try_from(crc32)) else {
+        return;
+    };
     let name = Bytes::copy_from_slice(source.filename.as_bytes());
-    let header = format::local_header(&name, Method::Stored, modified, placed.zip64);
+    let header = LocalHeader {
+        name: name.clone(),
+        method: Method::Stored,
+        modified,
+        zip64: placed.zip64,
+    }
+    .final_bytes(entry_crc32, size, size);
     let data_start = found.written.offset + header.len() as u64;
 
     let (last_start, crc_to_last) = crc32_of(earlier);
@@ -177,6 +188,7 @@ fn continue_entry(
         data_start,
         size: written,
         crc32,
+        header,
     });
     found.written.offset = last_start;
     found.written.crc32 = crc_to_last;
@@ -301,10 +313,17 @@ mod tests {
     #[test]
     fn a_stored_entry_cut_by_the_last_part_is_continued_at_that_parts_start() {
         // An archive: entry 0 (1,000 bytes of whatever), then the stored f1.bin, in 4,096-byte
-        // parts of which three are uploaded; f1.bin's start was announced.
+        // parts of which three are uploaded; f1.bin's start was announced, and it was done (its
+        // header, in part 1, went up with its values).
         let modified = DosTime::default();
         let data: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 251) as u8).collect();
-        let header = format::local_header(b"f1.bin", Method::Stored, modified, true);
+        let header = LocalHeader {
+            name: Bytes::from_static(b"f1.bin"),
+            method: Method::Stored,
+            modified,
+            zip64: true,
+        }
+        .final_bytes(crc32fast::hash(&data), 20_000, 20_000);
         let mut archive: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
         archive.extend_from_slice(&header);
         archive.extend_from_slice(&data);
@@ -324,9 +343,9 @@ mod tests {
             first,
             RecordedEntry {
                 index: 1,
-                state: EntryState::Pending,
-                size: None,
-                crc32: None,
+                state: EntryState::Done,
+                size: Some(20_000),
+                crc32: Some(i64::from(crc32fast::hash(&data))),
                 placement: Some(EntryPlacement {
                     index: 1,
                     offset: 1000,
@@ -359,6 +378,7 @@ mod tests {
             (1000, data_start as u64)
         );
         assert_eq!((open.size, open.zip64), (written as u64, true));
+        assert_eq!(open.header, header, "the header as the bucket has it");
         assert_eq!(found.bytes, 950 + written as u64);
 
         // Without continuing: from the end of entry 0.
@@ -367,6 +387,16 @@ mod tests {
         assert_eq!(plain.written.offset, 1000);
         assert_eq!(plain.written.crc32, crc32fast::hash(&archive[..1000]));
         assert_eq!(plain.bytes, 950);
+
+        // Not recorded done: the header in the bucket would say what nobody knows here.
+        let mut unfinished = recorded.clone();
+        (unfinished[1].state, unfinished[1].size, unfinished[1].crc32) =
+            (EntryState::Pending, None, None);
+        assert!(
+            continuation(&unfinished, &sources, &uploaded, modified)
+                .continuing
+                .is_none()
+        );
 
         // A deflated entry, or one whose data starts inside the last part, is built again.
         let mut deflated = recorded.clone();

@@ -22,6 +22,7 @@ use zipkit_domain::{Compression, OnError, Service, ZipId, ZipStatus};
 use zipkit_egress::EgressSettings;
 use zipkit_runtime::broker::{BrokerSettings, publish_confirmed};
 use zipkit_runtime::telemetry::{LogFormat, TelemetrySettings};
+use zipkit_test_support::readers::{Seen, assert_every_reader_sees};
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
 use zipkit_test_support::sources::{Behaviour, SourceServer, word_salad};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
@@ -373,19 +374,16 @@ impl Harness {
     }
 }
 
-/// Every entry's name and bytes as Python's zipfile reads them, after its CRC check (`testzip`).
+/// Every entry's name and bytes as Python's zipfile reads them, after its CRC check (`testzip`);
+/// and every other reader people use sees the same entries, sizes and CRC-32s
+/// (`zipkit_test_support::readers`).
 fn read_with_python(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
     let path = std::env::temp_dir().join(format!("zipkit-{}.zip", ZipId::new()));
     std::fs::write(&path, archive).unwrap();
-    let script = "import zipfile,sys,json\nz=zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nprint(json.dumps({i.filename: z.read(i).hex() for i in z.infolist()}))";
+    let script = "import zipfile,sys,json\nz=zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nprint(json.dumps([[i.filename, z.read(i).hex()] for i in z.infolist()]))";
     let out = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)
-        .arg(&path)
-        .output()
-        .unwrap();
-    let unzip = std::process::Command::new("unzip")
-        .arg("-t")
         .arg(&path)
         .output()
         .unwrap();
@@ -395,24 +393,20 @@ fn read_with_python(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
         "python: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        unzip.status.success(),
-        "unzip -t: {}",
-        String::from_utf8_lossy(&unzip.stdout)
-    );
-    let entries: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
-    entries
+    let entries: Vec<(String, String)> = serde_json::from_slice(&out.stdout).unwrap();
+    let entries: Vec<(String, Vec<u8>)> = entries
         .into_iter()
         .map(|(name, hex)| {
-            (
-                name,
-                (0..hex.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                    .collect(),
-            )
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            (name, bytes)
         })
-        .collect()
+        .collect();
+    let expected: Vec<Seen> = entries.iter().map(|(n, b)| Seen::of(n, b)).collect();
+    assert_every_reader_sees(archive, &expected);
+    entries.into_iter().collect()
 }
 
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
@@ -1003,10 +997,12 @@ async fn a_job_whose_worker_is_killed_mid_job_is_finished_by_another_worker() {
     );
 }
 
-/// A 5 MiB-part job on a worker binary behind the counting store proxy: `a.bin` (7 MiB, all in
-/// part 1 and 2) and `b.bin` (`Sources`, trickling), so part 2 ends inside `b.bin`. The first
-/// worker is killed (SIGKILL) once two parts are recorded (a part is recorded once the next is
-/// on its way); `between` runs before a second worker takes the job over.
+/// A 5 MiB-part job on a worker binary behind the counting store proxy: `a.bin` (7 MiB, in parts
+/// 1 and 2), `c.bin` (9 MiB, fast, from part 2 into part 4) and `b.bin` (16 MiB, trickling), so
+/// the parts holding `a.bin`'s and `c.bin`'s headers go up once those entries are done (parts 1
+/// to 3), and part 4, which holds `b.bin`'s, waits. The first worker is killed (SIGKILL) once two
+/// parts from the first are recorded (a part is recorded once the next is on its way) and
+/// `c.bin` is recorded done; `between` runs before a second worker takes the job over.
 /// Returns the finished job, the first upload's id, the archive and the sources (still served).
 async fn killed_after_two_parts(
     harness: &Harness,
@@ -1019,24 +1015,29 @@ async fn killed_after_two_parts(
     takeover_after_parts(harness, proxy, sources, compression, 2, between, first).await
 }
 
-/// The two sources of a takeover test: `a.bin`, and how `b.bin` (16 MiB of
-/// `pseudo_random(_, 2)`, trickled) answers: what it serves after the first request, and
-/// whether it honours `Range`.
+/// The sources of a takeover test: `a.bin`, and how `c.bin` (9 MiB of `pseudo_random(_, 3)`,
+/// the entry cut by the end of the uploaded parts) answers: what it serves after the first
+/// request, and whether it honours `Range`. `b.bin` (16 MiB of `pseudo_random(_, 2)`, trickled)
+/// keeps the job going until the first worker is taken out.
 struct Sources {
     a: Behaviour,
-    b_then: Option<Vec<u8>>,
-    b_ranges: bool,
+    c_then: Option<Vec<u8>>,
+    c_ranges: bool,
 }
 
 impl Sources {
     fn a(a: Behaviour) -> Self {
         Self {
             a,
-            b_then: None,
-            b_ranges: true,
+            c_then: None,
+            c_ranges: true,
         }
     }
 }
+
+/// Where `c.bin`'s data starts in a stored takeover archive: after `a.bin`'s header (30 bytes and
+/// its name), its 7 MiB, and `c.bin`'s header.
+const C_DATA_START: usize = (30 + 5) + 7 * 1024 * 1024 + (30 + 5);
 
 /// How the first worker is taken out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1058,8 +1059,8 @@ async fn takeover_after_parts(
     proxy: &zipkit_test_support::store_proxy::StoreProxy,
     Sources {
         a,
-        b_then,
-        b_ranges,
+        c_then,
+        c_ranges,
     }: Sources,
     compression: Compression,
     parts: usize,
@@ -1070,13 +1071,23 @@ async fn takeover_after_parts(
     let sources = SourceServer::start(vec![
         ("a.bin", a),
         (
+            "c.bin",
+            Behaviour::Trickle {
+                bytes: pseudo_random(9 * mib, 3),
+                chunk: 256 * 1024,
+                pause: Duration::from_millis(1),
+                then: c_then,
+                ranges: c_ranges,
+            },
+        ),
+        (
             "b.bin",
             Behaviour::Trickle {
                 bytes: pseudo_random(16 * mib, 2),
                 chunk: 256 * 1024,
                 pause: Duration::from_millis(100),
-                then: b_then,
-                ranges: b_ranges,
+                then: None,
+                ranges: true,
             },
         ),
     ])
@@ -1099,6 +1110,7 @@ async fn takeover_after_parts(
             "takeover.zip",
             &[
                 (sources.url("a.bin"), "a.bin"),
+                (sources.url("c.bin"), "c.bin"),
                 (sources.url("b.bin"), "b.bin"),
             ],
             compression,
@@ -1110,11 +1122,21 @@ async fn takeover_after_parts(
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
         let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
-        if let Some(upload) = &zip.upload_id
-            && Zip::parts(&mut conn, id, upload).await.unwrap().len() >= parts
-        {
-            upload_id = Some(upload.clone());
-            break;
+        let c_done = Zip::recorded_entries(&mut conn, id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.index == 1 && e.state == zipkit_domain::EntryState::Done);
+        if let Some(upload) = &zip.upload_id {
+            let recorded = Zip::parts(&mut conn, id, upload).await.unwrap();
+            let from_first = (1..)
+                .zip(&recorded)
+                .take_while(|(n, p)| p.part_number == *n)
+                .count();
+            if from_first >= parts && c_done {
+                upload_id = Some(upload.clone());
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -1206,7 +1228,8 @@ fn part_uploads(
 }
 
 /// After an interruption at two parts: those parts were sent once, the one upload was
-/// continued and completed (never aborted), and the archive holds `a.bin` and all of `b.bin`.
+/// continued and completed (never aborted), and the archive holds `a.bin`, `c.bin` and all of
+/// `b.bin`.
 fn assert_the_upload_was_continued(
     proxy: &zipkit_test_support::store_proxy::StoreProxy,
     upload_id: &str,
@@ -1230,6 +1253,7 @@ fn assert_the_upload_was_continued(
     assert_eq!(proxy.count("AbortMultipartUpload"), 0);
     let read = read_with_python(archive);
     assert_eq!(read["a.bin"], a);
+    assert_eq!(read["c.bin"], pseudo_random(9 * 1024 * 1024, 3));
     assert_eq!(read["b.bin"], pseudo_random(16 * 1024 * 1024, 2));
 }
 
@@ -1257,10 +1281,10 @@ async fn a_job_taken_over_after_a_kill_continues_its_upload_without_sending_a_pa
         assert_eq!(
             sources.ranges_asked("b.bin"),
             [None, None],
-            "{compression:?}: b.bin, cut by the end of part 2 and begun inside it, is built again \
-             from its start"
+            "{compression:?}: b.bin, whose header's part was held back, is built again from its \
+             start"
         );
-        assert_eq!((zip.files_done, zip.result_entries), (2, Some(2)));
+        assert_eq!((zip.files_done, zip.result_entries), (3, Some(3)));
         assert_the_upload_was_continued(&proxy, &upload_id, &archive, &a);
 
         // Byte for byte what one uninterrupted run of the job builds.
@@ -1281,16 +1305,15 @@ async fn a_job_taken_over_after_a_kill_continues_its_upload_without_sending_a_pa
 async fn a_stored_source_cut_by_the_uploaded_parts_is_picked_up_with_range_at_the_last_part() {
     let mib = 1024 * 1024;
     let a = pseudo_random(7 * mib, 1);
-    let b = pseudo_random(16 * mib, 2);
-    // Local header (30 bytes + name), data, 16-byte descriptor: b.bin's data starts here, and
-    // part 3 (the last uploaded) at 10 MiB, so the source is asked for from there on.
-    let b_data_start = (30 + 5) + 7 * mib + 16 + (30 + 5);
-    let from = 10 * mib - b_data_start;
-    for b_ranges in [true, false] {
+    let (b, c) = (pseudo_random(16 * mib, 2), pseudo_random(9 * mib, 3));
+    // Part 3 (the last uploaded) starts at 10 MiB, inside c.bin, done and recorded with its
+    // CRC-32: the source is asked for from there on.
+    let from = 10 * mib - C_DATA_START;
+    for c_ranges in [true, false] {
         let harness = Harness::services_only().await;
         let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
         let sources = Sources {
-            b_ranges,
+            c_ranges,
             ..Sources::a(Behaviour::Serve(a.clone()))
         };
         let (zip, upload_id, archive, sources) = takeover_after_parts(
@@ -1306,8 +1329,8 @@ async fn a_stored_source_cut_by_the_uploaded_parts_is_picked_up_with_range_at_th
         assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
         assert_eq!(sources.hits("a.bin"), 1, "kept: not downloaded again");
 
-        let asked = sources.ranges_asked("b.bin");
-        if b_ranges {
+        let asked = sources.ranges_asked("c.bin");
+        if c_ranges {
             assert_eq!(asked, [None, Some(format!("bytes={from}-"))]);
         } else {
             // No ETag to send as If-Range: built again from its start.
@@ -1317,21 +1340,21 @@ async fn a_stored_source_cut_by_the_uploaded_parts_is_picked_up_with_range_at_th
             assert_eq!(
                 part_uploads(&proxy, &upload_id, part),
                 1,
-                "ranges {b_ranges}: part {part} was uploaded before the kill and not again"
+                "ranges {c_ranges}: part {part} was uploaded before the kill and not again"
             );
         }
         assert_eq!(proxy.count("CreateMultipartUpload"), 1);
         assert_eq!(proxy.count("CompleteMultipartUpload"), 1);
         assert_eq!(proxy.count("AbortMultipartUpload"), 0);
         let read = read_with_python(&archive);
-        assert!(read["a.bin"] == a && read["b.bin"] == b);
+        assert!(read["a.bin"] == a && read["c.bin"] == c && read["b.bin"] == b);
 
         harness.rerun(zip.id).await;
         let _worker = harness.spawn_binary();
         assert_eq!(harness.wait_finished(zip.id).await.attempts, 1);
         assert!(
             harness.store.get("takeover.zip").await == archive,
-            "ranges {b_ranges}: the resumed archive differs from an uninterrupted run's"
+            "ranges {c_ranges}: the resumed archive differs from an uninterrupted run's"
         );
     }
 }
@@ -1368,17 +1391,17 @@ async fn a_job_taken_over_whose_source_changed_starts_a_new_upload_and_aborts_th
     let mib = 1024 * 1024;
     let a = pseudo_random(7 * mib, 1);
 
-    // Killed after 2 parts, b.bin is built again from its start and its first bytes (in part
-    // 2) are checked; after 3, it is asked for from 10 MiB on (3 MiB - 86 bytes into it) with
-    // If-Range, which its new ETag refuses: built again from its start, it differs from part 2
-    // or 3. Either way the change is seen, wherever it is.
-    for (parts, changed_at) in [(2, 1000), (3, 1000), (3, 3 * mib)] {
+    // Killed once parts 1 to 3 are up, c.bin (done, cut by the end of part 3) is asked for from
+    // 10 MiB on with If-Range, which its new ETag refuses: built again from its start, it
+    // differs from part 2 or 3, checked once its header has its values. Either way the change
+    // is seen, wherever it is.
+    for changed_at in [1000, 3 * mib] {
         let harness = Harness::services_only().await;
         let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
-        let mut then = pseudo_random(16 * mib, 2);
+        let mut then = pseudo_random(9 * mib, 3);
         then[changed_at] ^= 0xFF;
         let sources = Sources {
-            b_then: Some(then.clone()),
+            c_then: Some(then.clone()),
             ..Sources::a(Behaviour::Serve(a.clone()))
         };
         let kill = Interruption::Kill;
@@ -1387,7 +1410,7 @@ async fn a_job_taken_over_whose_source_changed_starts_a_new_upload_and_aborts_th
             &proxy,
             sources,
             Compression::Store,
-            parts,
+            3,
             |_| {},
             kill,
         )
@@ -1398,14 +1421,14 @@ async fn a_job_taken_over_whose_source_changed_starts_a_new_upload_and_aborts_th
             2,
             "kept on takeover, downloaded again for the new upload"
         );
-        // The first worker's request, the second's (with the range after 3 parts, refused:
-        // then again from the start), and the new upload's.
-        let range = Some(format!("bytes={}-", 10 * mib - (35 + 7 * mib + 16 + 35)));
-        let asked = sources.ranges_asked("b.bin");
-        match parts {
-            2 => assert_eq!(asked, [None, None, None]),
-            _ => assert_eq!(asked, [None, range, None, None]),
-        }
+        // The first worker's request, the second's (with the range, refused: then again from
+        // the start), and the new upload's.
+        let range = Some(format!("bytes={}-", 10 * mib - C_DATA_START));
+        assert_eq!(
+            sources.ranges_asked("c.bin"),
+            [None, range, None, None],
+            "changed at {changed_at}"
+        );
         assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
         assert_eq!(proxy.count("CreateMultipartUpload"), 2, "a new upload");
         let aborted: Vec<_> = proxy
@@ -1418,7 +1441,7 @@ async fn a_job_taken_over_whose_source_changed_starts_a_new_upload_and_aborts_th
         let read = read_with_python(&archive);
         assert_eq!(read["a.bin"], a);
         assert!(
-            read["b.bin"] == then,
+            read["c.bin"] == then,
             "the source as it is now, never a mix"
         );
     }
@@ -1747,54 +1770,68 @@ async fn a_store_that_answers_the_same_500_again_is_not_asked_a_third_time() {
 
 #[tokio::test]
 async fn with_skip_a_source_that_stops_before_its_length_is_left_out_and_reported() {
+    // Cut before any part is full, after one part went up, and after two (parts of 5 MiB): not a
+    // byte of it stays for any reader, those walking local headers included.
     let harness = Harness::start_configured(|w| {
         w.max_attempts = 3;
         w.retry_backoff_secs = 1;
+        w.part_size_mib = 5;
     })
     .await;
-    let whole = pseudo_random(300_000, 7);
-    let sources = SourceServer::start(vec![
-        ("a.txt", Behaviour::Serve(b"alpha".to_vec())),
-        (
-            "cut.bin",
+    let whole = pseudo_random(16 * 1024 * 1024, 7);
+    let cuts = [120_000, 6 * 1024 * 1024, 11 * 1024 * 1024];
+    let mut files = vec![
+        ("a.txt".to_owned(), Behaviour::Serve(b"alpha".to_vec())),
+        ("c.txt".to_owned(), Behaviour::Serve(b"gamma".repeat(1000))),
+    ];
+    for cut in cuts {
+        files.push((
+            format!("cut-{cut}.bin"),
             Behaviour::Truncated {
                 bytes: whole.clone(),
-                cut: 120_000,
+                cut,
             },
-        ),
-        ("c.txt", Behaviour::Serve(b"gamma".repeat(1000))),
-    ])
-    .await;
+        ));
+    }
+    let sources =
+        SourceServer::start(files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect()).await;
     let bucket = harness.bucket().await;
     for compression in [Compression::Store, Compression::Deflate] {
-        let key = format!("cut-{compression:?}.zip");
-        let id = harness
-            .submit(
-                &bucket,
-                &key,
-                &[
-                    (sources.url("a.txt"), "a.txt"),
-                    (sources.url("cut.bin"), "cut.bin"),
-                    (sources.url("c.txt"), "c.txt"),
-                ],
-                compression,
-                OnError::Skip,
-            )
-            .await;
-        let zip = harness.wait_finished(id).await;
-        assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
-        assert_eq!(zip.attempts, 1);
-        assert_eq!(zip.result_entries, Some(2));
-        let read = read_with_python(&harness.store.get(&key).await);
-        assert_eq!(read.keys().collect::<Vec<_>>(), ["a.txt", "c.txt"]);
-        assert_eq!(read["c.txt"], b"gamma".repeat(1000));
-        let mut conn = harness.db.connect().await;
-        let left_out = Zip::skipped_entries(&mut conn, &[id]).await.unwrap();
-        assert_eq!(left_out.len(), 1);
-        assert_eq!(
-            left_out[0].error_code.as_deref(),
-            Some("source_unreachable")
-        );
+        for cut in cuts {
+            let key = format!("cut-{cut}-{compression:?}.zip");
+            let cut_name = format!("cut-{cut}.bin");
+            let id = harness
+                .submit(
+                    &bucket,
+                    &key,
+                    &[
+                        (sources.url("a.txt"), "a.txt"),
+                        (sources.url(&cut_name), "cut.bin"),
+                        (sources.url("c.txt"), "c.txt"),
+                    ],
+                    compression,
+                    OnError::Skip,
+                )
+                .await;
+            let zip = harness.wait_finished(id).await;
+            assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+            assert_eq!(zip.attempts, 1);
+            assert_eq!(zip.result_entries, Some(2));
+            let read = read_with_python(&harness.store.get(&key).await);
+            assert_eq!(
+                read.keys().collect::<Vec<_>>(),
+                ["a.txt", "c.txt"],
+                "{compression:?}, cut at {cut}"
+            );
+            assert_eq!(read["c.txt"], b"gamma".repeat(1000));
+            let mut conn = harness.db.connect().await;
+            let left_out = Zip::skipped_entries(&mut conn, &[id]).await.unwrap();
+            assert_eq!(left_out.len(), 1);
+            assert_eq!(
+                left_out[0].error_code.as_deref(),
+                Some("source_unreachable")
+            );
+        }
     }
     harness.stop().await;
 }

@@ -17,6 +17,7 @@ use zipkit_test_support::TestBucket;
 use zipkit_test_support::canned_http::{CannedHttp, s3_error};
 use zipkit_test_support::services::{s3_access_key, s3_secret_key};
 use zipkit_test_support::store_proxy::StoreProxy;
+use zipkit_worker::archive::Piece;
 use zipkit_worker::failure::{JobFailure, Retry};
 use zipkit_worker::memory::{BufferBudget, PartMemory};
 use zipkit_worker::upload::{
@@ -102,7 +103,7 @@ async fn run_upload(
     ending: Ending,
     resume: Option<Resume>,
 ) -> Result<Uploaded, UploadError> {
-    let budget = BufferBudget::new(64 * MIB);
+    let budget = BufferBudget::new(64 * MIB, 8 * MIB);
     let run = Run {
         destination,
         plan,
@@ -127,18 +128,25 @@ impl Run<'_> {
         ending: Ending,
         resume: Option<Resume>,
     ) -> Result<Uploaded, UploadError> {
+        self.upload_pieces(chunked(&archive), ending, resume).await
+    }
+
+    /// The upload of what the writer would hand it.
+    async fn upload_pieces(
+        &self,
+        pieces: Vec<Piece>,
+        ending: Ending,
+        resume: Option<Resume>,
+    ) -> Result<Uploaded, UploadError> {
         let (destination, plan, ledger) = (self.destination, self.plan, self.ledger);
         let memory = PartMemory::reserve(self.budget, plan.size(1)).await;
         let (chunks, rx) = mpsc::channel(4);
         let (finished, finished_rx) = oneshot::channel();
         let feeding = tokio::spawn(async move {
-            let mut at = 0;
-            while at < archive.len() {
-                let end = (at + 300_000).min(archive.len());
-                if chunks.send(archive.slice(at..end)).await.is_err() {
+            for piece in pieces {
+                if chunks.send(piece).await.is_err() {
                     break;
                 }
-                at = end;
             }
             drop(chunks);
             let _ = finished.send(ending);
@@ -161,6 +169,34 @@ impl Run<'_> {
     }
 }
 
+/// `bytes` in 300,000-byte pieces.
+fn chunked(bytes: &Bytes) -> Vec<Piece> {
+    (0..bytes.len())
+        .step_by(300_000)
+        .map(|at| Piece::Bytes(bytes.slice(at..(at + 300_000).min(bytes.len()))))
+        .collect()
+}
+
+/// `archive` as the writer hands it with an entry's header of `len` bytes at `at`: zeros first,
+/// its bytes in `archive` once everything after it is out (the entry ends with the archive).
+fn with_header_at(archive: &Bytes, at: usize, len: usize) -> Vec<Piece> {
+    let mut pieces = chunked(&archive.slice(..at));
+    pieces.push(Piece::Header(Bytes::from(vec![0u8; len])));
+    pieces.extend(chunked(&archive.slice(at + len..)));
+    pieces.push(Piece::Patch(archive.slice(at..at + len)));
+    pieces
+}
+
+/// The order in which parts went up.
+fn part_order(proxy: &StoreProxy) -> Vec<i32> {
+    proxy
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "UploadPart")
+        .filter_map(|c| c.part)
+        .collect()
+}
+
 fn store_destination(proxy: &StoreProxy, store: &TestBucket, key: &str) -> Destination {
     destination(
         proxy.url(),
@@ -178,7 +214,7 @@ async fn with_only_a_floor_of_budget_the_upload_completes_and_the_budget_comes_b
     // byte of the budget is free again afterwards (part buffers hold it until they are up).
     let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
     let archive = archive_bytes(3 * 5 * MIB + 4_321);
-    let budget = BufferBudget::new(5 * MIB);
+    let budget = BufferBudget::new(5 * MIB, 0);
     let ledger = MemoryLedger::default();
     let destination = store_destination(&proxy, &store, "floor.zip");
     let run = Run {
@@ -519,7 +555,7 @@ async fn a_rebuild_that_starts_inside_an_uploaded_part_is_checked_from_there_and
             destination: &destination,
             plan,
             ledger: &ledger,
-            budget: &BufferBudget::new(64 * MIB),
+            budget: &BufferBudget::new(64 * MIB, 8 * MIB),
         };
         run.diverges(&proxy, rebuilt, resume, 2).await;
     }
@@ -539,7 +575,7 @@ async fn a_rebuilt_archive_that_differs_from_the_uploaded_parts_sends_nothing() 
         destination: &destination,
         plan: PartPlan::new(5 * MIB, 2, None),
         ledger: &ledger,
-        budget: &BufferBudget::new(64 * MIB),
+        budget: &BufferBudget::new(64 * MIB, 8 * MIB),
     };
     run.diverges(&proxy, Bytes::from(changed), resume, 2).await;
     assert!(!store.has("diverged.zip").await);
@@ -605,4 +641,177 @@ async fn an_upload_handed_over_to_another_worker_is_left_alone() {
         "the new owner may be continuing it: {operations:?}"
     );
     assert!(ledger.ended.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_part_holding_a_header_goes_up_once_the_header_has_its_values_and_later_parts_meanwhile()
+{
+    // A header cut by the boundary of parts 1 and 2, its values known only at the end: parts 3
+    // and 4 go first, then 1 and 2 with the header's final bytes. The worker's budget has room
+    // for the job's floor only: the part after the held ones comes from the lane, which holds
+    // two (a cut header holds two parts back).
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let archive = archive_bytes(4 * 5 * MIB + 999);
+    let at = 5 * MIB - 20;
+    let budget = BufferBudget::new(4 * 5 * MIB, 5 * MIB);
+    let ledger = MemoryLedger::default();
+    let destination = store_destination(&proxy, &store, "held.zip");
+    let run = Run {
+        destination: &destination,
+        plan: PartPlan::new(5 * MIB, 2, None),
+        ledger: &ledger,
+        budget: &budget,
+    };
+    let uploaded = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        run.upload_pieces(with_header_at(&archive, at, 46), Ending::Complete, None),
+    )
+    .await
+    .expect("no wait on memory that never comes")
+    .unwrap();
+    assert_eq!(uploaded.parts, 5);
+    let order = part_order(&proxy);
+    let first_held = order.iter().position(|&p| p == 1).unwrap();
+    assert!(
+        order[..first_held].contains(&3) && order[..first_held].contains(&4),
+        "parts 3 and 4 went before the held ones: {order:?}"
+    );
+    assert_eq!(order.len(), 5, "each part once: {order:?}");
+    assert_eq!(store.get("held.zip").await, archive);
+    assert_eq!(
+        budget.available(),
+        2 * 5 * MIB,
+        "the floor's and the lane's back"
+    );
+}
+
+#[tokio::test]
+async fn a_header_in_an_archive_of_one_part_is_written_over_before_the_put() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let archive = archive_bytes(300_123);
+    let ledger = MemoryLedger::default();
+    let destination = store_destination(&proxy, &store, "small.zip");
+    let budget = BufferBudget::new(64 * MIB, 8 * MIB);
+    let run = Run {
+        destination: &destination,
+        plan: PartPlan::new(5 * MIB, 2, None),
+        ledger: &ledger,
+        budget: &budget,
+    };
+    let uploaded = run
+        .upload_pieces(with_header_at(&archive, 1_000, 30), Ending::Complete, None)
+        .await
+        .unwrap();
+    assert_eq!(uploaded.parts, 0, "one PutObject");
+    assert_eq!(store.get("small.zip").await, archive);
+}
+
+#[tokio::test]
+async fn a_rebuild_with_a_header_in_an_uploaded_part_is_checked_once_the_header_has_its_values() {
+    // Parts 1 and 2 are in the bucket; the rebuild starts inside part 1, where an entry's
+    // header goes out with zeros: part 1 is checked only once its values come, and passes; with
+    // other values it does not match, and nothing is sent.
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let archive = archive_bytes(3 * 5 * MIB + 10);
+    let (from, at) = (1_000_000, 1_000_100);
+    let crc32_before = crc32fast::hash(&archive[..from]);
+    let plan = PartPlan::new(5 * MIB, 2, None);
+    let ledger = MemoryLedger::default();
+    let budget = BufferBudget::new(64 * MIB, 8 * MIB);
+    let rebuilt = |header: Bytes| {
+        let mut pieces = chunked(&archive.slice(from..at));
+        pieces.push(Piece::Header(Bytes::from(vec![0u8; header.len()])));
+        pieces.extend(chunked(&archive.slice(at + header.len()..)));
+        pieces.push(Piece::Patch(header));
+        pieces
+    };
+
+    let destination = store_destination(&proxy, &store, "checked.zip");
+    let mut resume = half_done_upload(&destination, &archive, 5 * MIB, 2).await;
+    (resume.from, resume.crc32_before) = (from as u64, crc32_before);
+    let run = Run {
+        destination: &destination,
+        plan,
+        ledger: &ledger,
+        budget: &budget,
+    };
+    let uploaded = run
+        .upload_pieces(
+            rebuilt(archive.slice(at..at + 40)),
+            Ending::Complete,
+            Some(resume),
+        )
+        .await
+        .unwrap();
+    assert_eq!((uploaded.resumed_parts, uploaded.parts), (2, 4));
+    assert_eq!(store.get("checked.zip").await, archive);
+
+    let destination = store_destination(&proxy, &store, "unchecked.zip");
+    let mut resume = half_done_upload(&destination, &archive, 5 * MIB, 2).await;
+    (resume.from, resume.crc32_before) = (from as u64, crc32_before);
+    let run = Run {
+        destination: &destination,
+        plan,
+        ledger: &ledger,
+        budget: &budget,
+    };
+    let mut other = archive.slice(at..at + 40).to_vec();
+    other[14] ^= 1;
+    let before = proxy.calls().len();
+    let result = run
+        .upload_pieces(rebuilt(Bytes::from(other)), Ending::Complete, Some(resume))
+        .await;
+    assert!(
+        matches!(result, Err(UploadError::Diverged { part: 1 })),
+        "{result:?}"
+    );
+    // Parts after it may have gone up meanwhile; the upload is neither completed nor aborted
+    // here (the job aborts it and starts a new one).
+    let operations = &proxy.operations()[before..];
+    assert!(
+        !operations
+            .iter()
+            .any(|o| o.contains("Complete") || o.contains("Abort")),
+        "{operations:?}"
+    );
+    assert!(!store.has("unchecked.zip").await);
+}
+
+#[tokio::test]
+async fn an_entry_left_out_after_parts_went_up_is_taken_back_and_those_parts_sent_again() {
+    // An entry whose header is cut by the end of part 1 fails 12 MiB in (`on_error: skip`):
+    // parts 1 and 2 were held back for its header, part 3 went up. The archive continues where
+    // the header began: part 1 is filled again from there, parts 2 and 3 are sent again with
+    // what follows, and the object holds not a byte of the entry.
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let before = archive_bytes(5 * MIB - 20);
+    let rest: Bytes = (0..6 * MIB + 5).map(|i| (i % 13) as u8).collect();
+    let mut pieces = chunked(&before);
+    pieces.push(Piece::Header(Bytes::from(vec![0u8; 40])));
+    pieces.extend(chunked(&Bytes::from(vec![0xEE; 12 * MIB])));
+    pieces.push(Piece::Rewind);
+    pieces.extend(chunked(&rest));
+    let ledger = MemoryLedger::default();
+    let destination = store_destination(&proxy, &store, "rewound.zip");
+    let budget = BufferBudget::new(64 * MIB, 8 * MIB);
+    let run = Run {
+        destination: &destination,
+        plan: PartPlan::new(5 * MIB, 2, None),
+        ledger: &ledger,
+        budget: &budget,
+    };
+    let uploaded = run
+        .upload_pieces(pieces, Ending::Complete, None)
+        .await
+        .unwrap();
+    assert_eq!(uploaded.parts, 3);
+    let expected: Vec<u8> = before.iter().chain(rest.iter()).copied().collect();
+    assert_eq!(uploaded.size, expected.len() as u64);
+    assert!(store.get("rewound.zip").await == expected);
+    let order = part_order(&proxy);
+    assert_eq!(
+        order.iter().filter(|&&p| p == 3).count(),
+        2,
+        "part 3 went up with the entry's bytes, then again: {order:?}"
+    );
 }

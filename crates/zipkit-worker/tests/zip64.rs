@@ -6,12 +6,12 @@
     reason = "test helpers: a panic is how a test fails"
 )]
 
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use zipkit_worker::archive::deflate::Compressors;
-use zipkit_worker::archive::{ArchiveOptions, ArchiveWriter, DosTime, Method};
+use zipkit_worker::archive::{ArchiveOptions, ArchiveWriter, DosTime, Method, Piece};
 
 /// Runs `build` against a writer whose archive goes to a temporary file; returns its path.
 async fn archive_to_file<F>(build: F) -> std::path::PathBuf
@@ -20,14 +20,30 @@ where
 {
     let path =
         std::env::temp_dir().join(format!("zipkit-zip64-{}.zip", zipkit_domain::ZipId::new()));
-    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let (tx, mut rx) = mpsc::channel::<Piece>(8);
     let file_path = path.clone();
+    // Headers written over with their values, as the uploader does in the bucket.
     let sink = tokio::task::spawn_blocking(move || {
         let mut file = std::io::BufWriter::new(std::fs::File::create(file_path).unwrap());
-        let mut written = 0u64;
-        while let Some(chunk) = rx.blocking_recv() {
-            file.write_all(&chunk).unwrap();
-            written += chunk.len() as u64;
+        let (mut written, mut header_at) = (0u64, 0u64);
+        while let Some(piece) = rx.blocking_recv() {
+            match piece {
+                Piece::Bytes(bytes) => {
+                    file.write_all(&bytes).unwrap();
+                    written += bytes.len() as u64;
+                }
+                Piece::Header(bytes) => {
+                    header_at = written;
+                    file.write_all(&bytes).unwrap();
+                    written += bytes.len() as u64;
+                }
+                Piece::Patch(bytes) => {
+                    file.seek(SeekFrom::Start(header_at)).unwrap();
+                    file.write_all(&bytes).unwrap();
+                    file.seek(SeekFrom::Start(written)).unwrap();
+                }
+                Piece::Rewind => unreachable!("no entry is left out here"),
+            }
         }
         file.flush().unwrap();
         written

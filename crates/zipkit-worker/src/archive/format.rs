@@ -1,6 +1,10 @@
-//! The ZIP records a streaming writer emits (APPNOTE 6.3.10): local headers with sizes deferred to
-//! a data descriptor (general purpose bit 3), the central directory, and the end records, with
-//! ZIP64 fields where a size, an offset or the entry count does not fit the classic ones.
+//! The ZIP records zipkit writes (APPNOTE 6.3.10): local headers that carry each entry's CRC-32
+//! and sizes (no data descriptors: readers that walk local headers, like the JDK's
+//! `ZipInputStream`, find every entry's end from its header), the central directory, and the end
+//! records, with ZIP64 fields where a size, an offset or the entry count does not fit the classic
+//! ones. A local header goes out first with zeros where its values go (`LocalHeader::placeholder`)
+//! and is written again with them once the entry is done (`LocalHeader::final_bytes`), the same
+//! length: the uploader holds back the part it falls in until then.
 //!
 //! The `zip` crate writes these too, but only around its own single-threaded compressor; zipkit
 //! deflates blocks of an entry on several cores and needs to stream already-compressed bytes into
@@ -9,14 +13,13 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 const LOCAL_HEADER: u32 = 0x0403_4b50;
-const DATA_DESCRIPTOR: u32 = 0x0807_4b50;
 const CENTRAL_HEADER: u32 = 0x0201_4b50;
 const ZIP64_END: u32 = 0x0606_4b50;
 const ZIP64_LOCATOR: u32 = 0x0706_4b50;
 const END: u32 = 0x0605_4b50;
 
-/// Bit 3 (sizes in a data descriptor) and bit 11 (names are UTF-8).
-const FLAGS: u16 = 0x0008 | 0x0800;
+/// Bit 11: names are UTF-8.
+const FLAGS: u16 = 0x0800;
 const VERSION_DEFAULT: u16 = 20;
 const VERSION_ZIP64: u16 = 45;
 /// "Made by" Unix (3), spec 4.5, so the external attributes carry Unix permissions.
@@ -84,49 +87,60 @@ pub struct CentralRecord {
     pub header_offset: u64,
 }
 
-/// The local header. With `zip64` it carries a ZIP64 extra field (sizes zero, as they follow in
-/// the descriptor), which tells readers the descriptor's sizes are 8 bytes wide.
-pub fn local_header(name: &[u8], method: Method, modified: DosTime, zip64: bool) -> Bytes {
-    let mut b = BytesMut::with_capacity(30 + name.len() + 20);
-    b.put_u32_le(LOCAL_HEADER);
-    b.put_u16_le(if zip64 {
-        VERSION_ZIP64
-    } else {
-        VERSION_DEFAULT
-    });
-    b.put_u16_le(FLAGS);
-    b.put_u16_le(method.code());
-    b.put_u16_le(modified.time);
-    b.put_u16_le(modified.date);
-    b.put_u32_le(0); // crc-32: in the descriptor
-    let size = if zip64 { MAX32 as u32 } else { 0 };
-    b.put_u32_le(size);
-    b.put_u32_le(size);
-    b.put_u16_le(name.len() as u16);
-    b.put_u16_le(if zip64 { 20 } else { 0 });
-    b.put_slice(name);
-    if zip64 {
-        b.put_u16_le(ZIP64_EXTRA);
-        b.put_u16_le(16);
-        b.put_u64_le(0);
-        b.put_u64_le(0);
-    }
-    b.freeze()
+/// An entry's local header: its name, method, time, and whether it carries a ZIP64 extra field
+/// (decided before its first byte: the header's length cannot change afterwards).
+#[derive(Debug, Clone)]
+pub struct LocalHeader {
+    pub name: Bytes,
+    pub method: Method,
+    pub modified: DosTime,
+    pub zip64: bool,
 }
 
-/// The data descriptor after an entry's bytes; 8-byte sizes when the local header was ZIP64.
-pub fn data_descriptor(crc32: u32, compressed: u64, uncompressed: u64, zip64: bool) -> Bytes {
-    let mut b = BytesMut::with_capacity(24);
-    b.put_u32_le(DATA_DESCRIPTOR);
-    b.put_u32_le(crc32);
-    if zip64 {
-        b.put_u64_le(compressed);
-        b.put_u64_le(uncompressed);
-    } else {
-        b.put_u32_le(compressed as u32);
-        b.put_u32_le(uncompressed as u32);
+impl LocalHeader {
+    /// The header before the entry's values are known: zeros where they go.
+    pub fn placeholder(&self) -> Bytes {
+        self.bytes(0, 0, 0)
     }
-    b.freeze()
+
+    /// The header with the entry's CRC-32 and sizes; as long as the placeholder. With ZIP64 the
+    /// sizes are in its extra field and the classic fields say so.
+    pub fn final_bytes(&self, crc32: u32, compressed: u64, uncompressed: u64) -> Bytes {
+        self.bytes(crc32, compressed, uncompressed)
+    }
+
+    fn bytes(&self, crc32: u32, compressed: u64, uncompressed: u64) -> Bytes {
+        let name = &self.name;
+        let mut b = BytesMut::with_capacity(30 + name.len() + 20);
+        b.put_u32_le(LOCAL_HEADER);
+        b.put_u16_le(if self.zip64 {
+            VERSION_ZIP64
+        } else {
+            VERSION_DEFAULT
+        });
+        b.put_u16_le(FLAGS);
+        b.put_u16_le(self.method.code());
+        b.put_u16_le(self.modified.time);
+        b.put_u16_le(self.modified.date);
+        b.put_u32_le(crc32);
+        if self.zip64 {
+            b.put_u32_le(MAX32 as u32);
+            b.put_u32_le(MAX32 as u32);
+        } else {
+            b.put_u32_le(compressed as u32);
+            b.put_u32_le(uncompressed as u32);
+        }
+        b.put_u16_le(name.len() as u16);
+        b.put_u16_le(if self.zip64 { 20 } else { 0 });
+        b.put_slice(name);
+        if self.zip64 {
+            b.put_u16_le(ZIP64_EXTRA);
+            b.put_u16_le(16);
+            b.put_u64_le(uncompressed);
+            b.put_u64_le(compressed);
+        }
+        b.freeze()
+    }
 }
 
 /// Appends one central directory header.

@@ -7,11 +7,36 @@ pub mod format;
 pub mod writer;
 
 pub use format::CentralRecord;
-pub use format::{DosTime, Method};
+pub use format::{DosTime, LocalHeader, Method};
 pub use writer::{
-    ArchiveError, ArchiveOptions, ArchiveWriter, EntrySummary, Finished, OpenSoFar, PlacedEnd,
-    Placement, WrittenSoFar, ZIP64_THRESHOLD,
+    ArchiveError, ArchiveOptions, ArchiveWriter, EntrySummary, Finished, OpenSoFar, Piece,
+    PlacedEnd, Placement, WrittenSoFar, ZIP64_THRESHOLD,
 };
+
+/// The archive bytes `pieces` make, each header written over with its values: what the uploader
+/// puts in the bucket. For tests and the bench.
+pub fn assemble(pieces: impl IntoIterator<Item = Piece>) -> Vec<u8> {
+    let mut archive = Vec::new();
+    let mut header_at = None;
+    for piece in pieces {
+        match piece {
+            Piece::Bytes(bytes) => archive.extend_from_slice(&bytes),
+            Piece::Header(bytes) => {
+                header_at = Some(archive.len());
+                archive.extend_from_slice(&bytes);
+            }
+            Piece::Patch(bytes) => {
+                let at = header_at.take().expect("a patch follows its header");
+                archive[at..at + bytes.len()].copy_from_slice(&bytes);
+            }
+            Piece::Rewind => {
+                let at = header_at.take().expect("a rewind follows a header");
+                archive.truncate(at);
+            }
+        }
+    }
+    archive
+}
 
 /// Extensions of formats that are already compressed: `auto` stores them instead of deflating.
 const COMPRESSED: &[&str] = &[
@@ -135,13 +160,13 @@ mod tests {
         first_id: i32,
         so_far: WrittenSoFar,
     ) -> (Vec<u8>, Vec<Placement>, u64) {
-        let (out, mut rx) = mpsc::channel::<Bytes>(4);
+        let (out, mut rx) = mpsc::channel::<Piece>(4);
         let collector = tokio::spawn(async move {
-            let mut all = Vec::new();
-            while let Some(chunk) = rx.recv().await {
-                all.extend_from_slice(&chunk);
+            let mut pieces = Vec::new();
+            while let Some(piece) = rx.recv().await {
+                pieces.push(piece);
             }
-            all
+            assemble(pieces)
         });
         let options = ArchiveOptions {
             level: 6,
@@ -255,6 +280,9 @@ mod tests {
                     data_start,
                     size: written as u64,
                     crc32: crc32fast::hash(&big[..written]),
+                    header: Bytes::copy_from_slice(
+                        &whole[starts[1].offset as usize..data_start as usize],
+                    ),
                 }),
             };
             let (rest, again, _) = resumed_build(&big[written..], &entries[2..], 2, so_far).await;
@@ -263,6 +291,77 @@ mod tests {
                 "resumed {written} bytes into two.bin: the rest differs"
             );
             assert_eq!(again[0], ends[1], "two.bin's end, placed as before");
+        }
+    }
+
+    /// The archive of `entries` where the entry at `left_out` fails after `written` of its
+    /// bytes (`abandon_entry`).
+    async fn build_leaving_out(
+        entries: &[(&'static str, Method, Vec<u8>)],
+        left_out: usize,
+        written: usize,
+    ) -> Vec<u8> {
+        let (out, mut rx) = mpsc::channel::<Piece>(4);
+        let collector = tokio::spawn(async move {
+            let mut pieces = Vec::new();
+            while let Some(piece) = rx.recv().await {
+                pieces.push(piece);
+            }
+            assemble(pieces)
+        });
+        let options = ArchiveOptions {
+            level: 6,
+            modified: DosTime::default(),
+        };
+        let mut writer = ArchiveWriter::new(options, deflate::Compressors::new(2).unwrap(), out);
+        for (id, (name, method, data)) in (0..).zip(entries) {
+            writer
+                .start_entry(id, name, *method, false, false)
+                .await
+                .unwrap();
+            let data = if id as usize == left_out {
+                &data[..written]
+            } else {
+                &data[..]
+            };
+            for chunk in data.chunks(100_000) {
+                writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+            }
+            if id as usize == left_out {
+                writer.abandon_entry().await.unwrap();
+            } else {
+                writer.finish_entry().await.unwrap();
+            }
+        }
+        writer.finish().await.unwrap();
+        collector.await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_left_out_leaves_no_byte_whether_its_header_went_out_or_not() {
+        let big: Vec<u8> = (0..(3 * deflate::BLOCK + 5))
+            .map(|i| (i % 241) as u8 ^ (i / 5000) as u8)
+            .collect();
+        let entries = |method| {
+            vec![
+                ("one.txt", Method::Deflated, b"one ".repeat(300)),
+                ("cut.bin", method, big.clone()),
+                ("three.txt", Method::Stored, b"three".to_vec()),
+            ]
+        };
+        for method in [Method::Stored, Method::Deflated] {
+            let all = entries(method);
+            let without = vec![all[0].clone(), all[2].clone()];
+            let expected = build_leaving_out(&without, usize::MAX, 0).await;
+            // Right after its header, a little in (its header may still be queued behind the
+            // blocks before it), and most of it (its header long gone).
+            for written in [0, 1_000, 2 * deflate::BLOCK + 7] {
+                let archive = build_leaving_out(&all, 1, written).await;
+                assert!(
+                    archive == expected,
+                    "{method:?}, {written} bytes written: the archive differs from one without it"
+                );
+            }
         }
     }
 

@@ -3,6 +3,10 @@
 //! compress on the blocking pool while later bytes (and later entries) keep arriving, so every
 //! core works; what waits for a block is kept in a queue bounded by block count and bytes, so
 //! memory stays bounded whatever the archive size.
+//!
+//! Each entry's local header goes out with zeros for its CRC-32 and sizes (`Piece::Header`) and,
+//! once its last byte is out, again with them (`Piece::Patch`): the uploader holds the part the
+//! header is in until then, so the archive in the bucket has no data descriptors.
 
 use std::collections::VecDeque;
 
@@ -10,7 +14,23 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::deflate::{BLOCK, CompressedBlock, Compressors, WINDOW};
-use super::format::{self, CentralRecord, DosTime, Method};
+use super::format::{self, CentralRecord, DosTime, LocalHeader, Method};
+
+/// What the writer hands the uploader, in archive order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// The archive's next bytes.
+    Bytes(Bytes),
+    /// The archive's next bytes are an entry's local header without its values yet: the part
+    /// they fall in must not reach the store, nor be compared with one there, before the
+    /// `Patch` that follows.
+    Header(Bytes),
+    /// The final bytes of the last `Header`, as long as it, to be written over it.
+    Patch(Bytes),
+    /// The last `Header` and everything after it are void (its entry was left out: its source
+    /// failed, `on_error: skip`); the archive goes on from where that header began.
+    Rewind,
+}
 
 /// Entries that may pass 4 GiB (unknown size, or near the limit) get ZIP64 fields up front.
 pub const ZIP64_THRESHOLD: u64 = 0xFFFF_FFFF - 64 * 1024 * 1024;
@@ -31,6 +51,10 @@ pub enum ArchiveError {
     EntryTooLarge(String),
     #[error("no entry is open")]
     NoEntry,
+    /// Continuing an entry an earlier build finished: its CRC-32 or size came out different
+    /// from those in the header already in the bucket (its source changed).
+    #[error("entry {0:?} came out different from the earlier build's")]
+    Changed(String),
 }
 
 /// How the writer compresses.
@@ -84,7 +108,8 @@ pub struct WrittenSoFar {
 }
 
 /// A stored entry an earlier build was writing at `WrittenSoFar::offset`: its header, where its
-/// data starts, and the size and CRC-32 of its bytes written so far.
+/// data starts, and the size and CRC-32 of its bytes written so far. Its header is in the bucket
+/// with its final values (`header`): the entry must end with exactly those.
 #[derive(Debug, Clone)]
 pub struct OpenSoFar {
     pub entry: i32,
@@ -94,6 +119,7 @@ pub struct OpenSoFar {
     pub data_start: u64,
     pub size: u64,
     pub crc32: u32,
+    pub header: Bytes,
 }
 
 /// How the writer ended: the archive's size and the entries placed since the last
@@ -111,20 +137,25 @@ enum Pending {
     Block(CompressedBlock, usize),
     /// An entry's local header: where it lands is the entry's offset. With the entry's start to
     /// announce (`Placement` without an end).
-    Header(Bytes, Option<Placement>),
-    /// The end of an entry: its compressed size is what went out since its header.
-    Descriptor(Box<EntryEnd>),
+    Header(LocalHeader, Option<Placement>),
+    /// The end of an entry: its compressed size is what went out since its header, which is
+    /// then written again with its values.
+    End(Box<EntryEnd>),
 }
 
 struct EntryEnd {
     entry: i32,
-    name: Bytes,
-    method: Method,
-    zip64: bool,
+    header: LocalHeader,
     crc32: u32,
     uncompressed: u64,
-    /// Whether the central directory lists it.
-    listed: bool,
+    /// Continued from an earlier build: the header the bucket has.
+    continued: Option<Bytes>,
+}
+
+/// The local header that went out without its values, and the CRC-32 of what followed it.
+struct Unpatched {
+    header: Bytes,
+    after: crc32fast::Hasher,
 }
 
 struct OpenEntry {
@@ -132,6 +163,8 @@ struct OpenEntry {
     name: Bytes,
     method: Method,
     zip64: bool,
+    /// Continued from an earlier build: the header the bucket has.
+    continued: Option<Bytes>,
     crc: crc32fast::Hasher,
     size: u64,
     /// Deflate input not yet cut into a block.
@@ -146,14 +179,17 @@ pub struct ArchiveWriter {
     /// Blocks this archive keeps queued: two per compressing thread, so a thread that finishes
     /// one finds the next waiting while the finished one is written out.
     max_blocks: usize,
-    out: mpsc::Sender<Bytes>,
+    out: mpsc::Sender<Piece>,
     buffer: BytesMut,
     queue: VecDeque<Pending>,
     blocks_in_queue: usize,
     bytes_in_queue: usize,
     offset: u64,
-    /// CRC-32 of everything emitted so far (recorded with each `Placement`).
+    /// CRC-32 of the archive's final bytes so far (recorded with each `Placement`): up to the
+    /// header still without its values, if one is, whose bytes and those after it are counted
+    /// in `unpatched` until its values are known.
     crc: crc32fast::Hasher,
+    unpatched: Option<Unpatched>,
     /// Offsets of the entry being drained: its local header and its first data byte.
     draining: (u64, u64),
     /// Entries whose bytes are all out, not yet taken by the caller.
@@ -178,7 +214,7 @@ impl ArchiveWriter {
     pub fn new(
         options: ArchiveOptions,
         compressors: Compressors,
-        out: mpsc::Sender<Bytes>,
+        out: mpsc::Sender<Piece>,
     ) -> Self {
         Self::resume(options, compressors, out, WrittenSoFar::default())
     }
@@ -188,7 +224,7 @@ impl ArchiveWriter {
     pub fn resume(
         options: ArchiveOptions,
         compressors: Compressors,
-        out: mpsc::Sender<Bytes>,
+        out: mpsc::Sender<Piece>,
         so_far: WrittenSoFar,
     ) -> Self {
         let mut directory = BytesMut::new();
@@ -206,6 +242,7 @@ impl ArchiveWriter {
             name: o.name,
             method: Method::Stored,
             zip64: o.zip64,
+            continued: Some(o.header),
             crc: crc32fast::Hasher::new_with_initial_len(o.crc32, o.size),
             size: o.size,
             block: BytesMut::new(),
@@ -222,6 +259,7 @@ impl ArchiveWriter {
             bytes_in_queue: 0,
             offset: so_far.offset,
             crc: crc32fast::Hasher::new_with_initial_len(so_far.crc32, so_far.offset),
+            unpatched: None,
             draining,
             placed: Vec::new(),
             open,
@@ -250,7 +288,12 @@ impl ArchiveWriter {
             self.finish_entry().await?;
         }
         let name = Bytes::copy_from_slice(name.as_bytes());
-        let header = format::local_header(&name, method, self.options.modified, zip64);
+        let header = LocalHeader {
+            name: name.clone(),
+            method,
+            modified: self.options.modified,
+            zip64,
+        };
         let start = announce.then_some(Placement {
             entry,
             offset: 0, // where the header lands, once it does
@@ -264,6 +307,7 @@ impl ArchiveWriter {
             name,
             method,
             zip64,
+            continued: None,
             crc: crc32fast::Hasher::new(),
             size: 0,
             block: BytesMut::new(),
@@ -300,20 +344,55 @@ impl ArchiveWriter {
         }
     }
 
+    /// Leaves the open entry out of the archive: its source failed after some of its bytes were
+    /// written (`on_error: skip`). Not a byte of it stays: if its header is still queued, what
+    /// comes before it goes out and it never does; if it went out already, the uploader is told
+    /// to drop it and all after it (`Piece::Rewind`; the part it is in was held back), and the
+    /// archive continues where it began. An entry continued from an earlier build, whose header
+    /// is in the bucket already, cannot be taken back: `Changed`, and the build starts it again.
+    pub async fn abandon_entry(&mut self) -> Result<(), ArchiveError> {
+        let entry = self.open.take().ok_or(ArchiveError::NoEntry)?;
+        if entry.continued.is_some() {
+            return Err(ArchiveError::Changed(
+                String::from_utf8_lossy(&entry.name).into_owned(),
+            ));
+        }
+        self.placed.retain(|p| p.entry != entry.entry);
+        let queued_header = self
+            .queue
+            .iter()
+            .rposition(|p| matches!(p, Pending::Header(..)));
+        match queued_header {
+            // Everything from its header on is its own.
+            Some(at) => self.discard_from(at),
+            None => {
+                self.discard_from(0);
+                self.buffer.clear();
+                self.offset = self.draining.0;
+                // `crc` covers the archive up to where the header began.
+                self.unpatched = None;
+                self.send(Piece::Rewind).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the queue's items from `at` on (blocks still compressing finish on their own).
+    fn discard_from(&mut self, at: usize) {
+        for item in self.queue.drain(at..) {
+            match item {
+                Pending::Block(_, size) => {
+                    self.blocks_in_queue -= 1;
+                    self.bytes_in_queue -= size;
+                }
+                Pending::Ready(bytes) => self.bytes_in_queue -= bytes.len(),
+                Pending::Header(..) | Pending::End(_) => {}
+            }
+        }
+    }
+
     /// Ends the open entry; its size and CRC-32 are known at once, its bytes follow in order.
     pub async fn finish_entry(&mut self) -> Result<EntrySummary, ArchiveError> {
-        self.end_entry(true).await
-    }
-
-    /// Ends the open entry and leaves it out of the central directory: its source failed after
-    /// some of its bytes were written (`on_error: skip`). The bytes stay in the archive as a
-    /// well-formed entry (its deflate stream ended, its data descriptor written) that no reader
-    /// of the central directory lists.
-    pub async fn abandon_entry(&mut self) -> Result<(), ArchiveError> {
-        self.end_entry(false).await.map(drop)
-    }
-
-    async fn end_entry(&mut self, listed: bool) -> Result<EntrySummary, ArchiveError> {
         if self.open.as_ref().ok_or(ArchiveError::NoEntry)?.method == Method::Deflated {
             self.cut_block(true).await?;
         }
@@ -322,14 +401,17 @@ impl ArchiveWriter {
             size: entry.size,
             crc32: entry.crc.finalize(),
         };
-        self.push(Pending::Descriptor(Box::new(EntryEnd {
+        self.push(Pending::End(Box::new(EntryEnd {
             entry: entry.entry,
-            name: entry.name,
-            method: entry.method,
-            zip64: entry.zip64,
+            header: LocalHeader {
+                name: entry.name,
+                method: entry.method,
+                modified: self.options.modified,
+                zip64: entry.zip64,
+            },
             crc32: summary.crc32,
             uncompressed: summary.size,
-            listed,
+            continued: entry.continued,
         })))
         .await?;
         Ok(summary)
@@ -381,7 +463,7 @@ impl ArchiveWriter {
                 self.bytes_in_queue += size;
             }
             Pending::Ready(b) => self.bytes_in_queue += b.len(),
-            Pending::Header(..) | Pending::Descriptor(_) => {}
+            Pending::Header(..) | Pending::End(_) => {}
         }
         self.queue.push_back(item);
         while let Some(front) = self.queue.front() {
@@ -417,7 +499,7 @@ impl ArchiveWriter {
             }
             Pending::Header(header, announce) => {
                 let start = self.offset;
-                self.emit(header).await?;
+                self.emit_header(header.placeholder()).await?;
                 self.draining = (start, self.offset);
                 if let Some(start_only) = announce {
                     self.placed.push(Placement {
@@ -427,37 +509,48 @@ impl ArchiveWriter {
                 }
                 Ok(())
             }
-            Pending::Descriptor(end) => {
+            Pending::End(end) => {
                 let (header_offset, data_start) = self.draining;
                 let compressed = self.offset - data_start;
-                if !end.zip64 && compressed >= 0xFFFF_FFFF {
-                    return Err(ArchiveError::EntryTooLarge(
-                        String::from_utf8_lossy(&end.name).into_owned(),
-                    ));
+                let name = || String::from_utf8_lossy(&end.header.name).into_owned();
+                if !end.header.zip64 && compressed >= 0xFFFF_FFFF {
+                    return Err(ArchiveError::EntryTooLarge(name()));
                 }
-                let descriptor =
-                    format::data_descriptor(end.crc32, compressed, end.uncompressed, end.zip64);
-                self.emit(descriptor).await?;
+                let header = end
+                    .header
+                    .final_bytes(end.crc32, compressed, end.uncompressed);
+                match (&end.continued, self.unpatched.take()) {
+                    // The header went out in this build: now with its values.
+                    (None, Some(unpatched)) => {
+                        debug_assert_eq!(unpatched.header.len(), header.len());
+                        self.crc.update(&header);
+                        self.crc.combine(&unpatched.after);
+                        self.send(Piece::Patch(header)).await?;
+                    }
+                    (Some(in_bucket), None) if *in_bucket == header => {}
+                    (Some(_), None) => return Err(ArchiveError::Changed(name())),
+                    (_, Some(_)) | (None, None) => {
+                        unreachable!("every entry's header is either written here or continued")
+                    }
+                }
+                let end = *end;
                 self.placed.push(Placement {
                     entry: end.entry,
                     offset: header_offset,
-                    method: end.method,
-                    zip64: end.zip64,
+                    method: end.header.method,
+                    zip64: end.header.zip64,
                     end: Some(PlacedEnd {
                         end: self.offset,
                         compressed,
                         archive_crc32: self.crc.clone().finalize(),
                     }),
                 });
-                if !end.listed {
-                    return Ok(());
-                }
                 self.listed += 1;
                 format::central_header(
                     &mut self.directory,
                     &CentralRecord {
-                        name: end.name,
-                        method: end.method,
+                        name: end.header.name,
+                        method: end.header.method,
                         modified: self.options.modified,
                         crc32: end.crc32,
                         compressed,
@@ -470,13 +563,27 @@ impl ArchiveWriter {
         }
     }
 
+    /// Sends a local header still without its values, after what is gathered.
+    async fn emit_header(&mut self, header: Bytes) -> Result<(), ArchiveError> {
+        self.flush().await?;
+        self.offset += header.len() as u64;
+        self.unpatched = Some(Unpatched {
+            header: header.clone(),
+            after: crc32fast::Hasher::new(),
+        });
+        self.send(Piece::Header(header)).await
+    }
+
     /// Appends to the output, coalescing small pieces into chunks for the uploader.
     async fn emit(&mut self, bytes: Bytes) -> Result<(), ArchiveError> {
         self.offset += bytes.len() as u64;
-        self.crc.update(&bytes);
+        match &mut self.unpatched {
+            Some(unpatched) => unpatched.after.update(&bytes),
+            None => self.crc.update(&bytes),
+        }
         if bytes.len() >= OUTPUT_CHUNK / 4 {
             self.flush().await?;
-            return self.send(bytes).await;
+            return self.send(Piece::Bytes(bytes)).await;
         }
         self.buffer.extend_from_slice(&bytes);
         if self.buffer.len() >= OUTPUT_CHUNK {
@@ -490,15 +597,15 @@ impl ArchiveWriter {
             return Ok(());
         }
         let chunk = self.buffer.split().freeze();
-        self.send(chunk).await
+        self.send(Piece::Bytes(chunk)).await
     }
 
-    async fn send(&mut self, bytes: Bytes) -> Result<(), ArchiveError> {
-        if bytes.is_empty() {
+    async fn send(&mut self, piece: Piece) -> Result<(), ArchiveError> {
+        if matches!(&piece, Piece::Bytes(b) if b.is_empty()) {
             return Ok(());
         }
         self.out
-            .send(bytes)
+            .send(piece)
             .await
             .map_err(|_| ArchiveError::OutputClosed)
     }

@@ -3,6 +3,11 @@
 //! uploading at once, records each in the `Ledger` as it is written, and completes the upload
 //! only on the job's word. An archive that fits in one part goes up with a single PutObject.
 //!
+//! A part that holds an entry's local header still without its values (`Piece::Header`) is held
+//! back, full, until the header's final bytes arrive (`Piece::Patch`), written over it, and only
+//! then sent; the parts after it go on meanwhile (a multipart upload takes its parts in any
+//! order). So every header in the bucket carries its entry's CRC-32 and sizes.
+//!
 //! A job taken over from a worker that died continues that worker's upload (`Resume`): the
 //! rebuilt archive's bytes, from where the rebuild starts (after the entries wholly inside the
 //! uploaded parts, which are not built again), are checked part by part against the size and
@@ -20,8 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::archive::Piece;
 use crate::failure::JobFailure;
-use crate::memory::{PartBuffer, PartMemory, PartPermit};
+use crate::memory::{LanePass, PartBuffer, PartMemory, PartPermit};
 
 /// Where an upload's progress is kept as it happens (PostgreSQL in the worker), so that a worker
 /// taking the job over knows which parts are in the bucket.
@@ -71,7 +77,9 @@ pub enum UploadError {
     /// (or, handed over to another worker, left alone).
     Abandoned,
     /// Resuming: the rebuilt archive differs from the bytes of this part already in the bucket
-    /// (a source changed, or the writer did). Nothing was sent; the upload was left as it was.
+    /// (a source changed, or the writer did). The upload was left as it was, for the caller to
+    /// abort: nothing was sent, unless the part's check waited for a header's values (parts
+    /// after it may have gone up meanwhile).
     Diverged { part: i32 },
     /// Resuming: the store no longer has the upload (`NoSuchUpload`).
     Lost(JobFailure),
@@ -164,7 +172,7 @@ impl PartPlan {
 /// parts behind that it knows of.
 pub async fn upload(
     destination: &Destination,
-    chunks: mpsc::Receiver<Bytes>,
+    chunks: mpsc::Receiver<Piece>,
     plan: PartPlan,
     memory: &PartMemory,
     ledger: &impl Ledger,
@@ -252,26 +260,80 @@ impl PrefixCheck {
         self.current.is_none()
     }
 
-    /// Takes the bytes of `chunk` that belong to recorded parts and checks each part as it
-    /// completes.
-    fn consume(&mut self, chunk: &mut Bytes) -> Result<(), UploadError> {
-        let Some(part) = &self.current else {
-            return Ok(());
-        };
+    /// Takes the bytes of `chunk` that belong to recorded parts; a part whose bytes are all in
+    /// comes back with the CRC-32 of the bytes it was given, for the caller to compare (now, or
+    /// once a header in it has its values).
+    fn consume(&mut self, chunk: &mut Bytes) -> Option<(UploadedPart, u32)> {
+        let part = self.current.as_ref()?;
         let want = part.size as u64 - self.seen;
         let take = chunk.len().min(usize::try_from(want).unwrap_or(usize::MAX));
         let taken = chunk.split_to(take);
         self.crc.update(&taken);
         self.seen += take as u64;
-        if self.seen == part.size as u64 {
-            let crc = std::mem::take(&mut self.crc).finalize();
-            if crc != part.crc32 {
-                return Err(UploadError::Diverged { part: part.number });
-            }
-            self.current = self.parts.next();
-            self.seen = 0;
+        if self.seen < part.size as u64 {
+            return None;
         }
-        Ok(())
+        let crc = std::mem::take(&mut self.crc).finalize();
+        self.seen = 0;
+        let done = std::mem::replace(&mut self.current, self.parts.next())?;
+        Some((done, crc))
+    }
+
+    /// Where the part being checked starts in the archive, given the offset of the byte
+    /// `consume` takes next.
+    fn part_start(&self, next: u64) -> u64 {
+        next - self.seen
+    }
+
+    /// Rewrites the running CRC-32 of the part being checked for a header's final bytes.
+    fn patch(&mut self, part_start: u64, header: &HeaderHold, patch: &[u8]) {
+        let end = part_start + self.seen;
+        let crc = header.patched_crc(self.crc.clone().finalize(), part_start, end, patch);
+        self.crc = crc32fast::Hasher::new_with_initial_len(crc, self.seen);
+    }
+}
+
+/// An entry's local header that went out without its values: where it is, and what it said.
+#[derive(Debug)]
+struct HeaderHold {
+    at: u64,
+    placeholder: Bytes,
+}
+
+impl HeaderHold {
+    fn end(&self) -> u64 {
+        self.at + self.placeholder.len() as u64
+    }
+
+    /// Whether it has bytes in `[start, end)`.
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.at < end && start < self.end()
+    }
+
+    /// The part of the header in `[start, end)`: where it is from `start`, and which of its
+    /// bytes.
+    fn within(&self, start: u64, end: u64) -> Option<(usize, std::ops::Range<usize>)> {
+        if !self.overlaps(start, end) {
+            return None;
+        }
+        let from = self.at.max(start);
+        let to = self.end().min(end);
+        let at = (from - start) as usize;
+        Some((at, (from - self.at) as usize..(to - self.at) as usize))
+    }
+
+    /// The CRC-32 of the bytes `[start, end)` once the header's bytes in it are `patch`'s,
+    /// from their CRC-32 with the placeholder: replacing bytes `g` by `f` of the same length,
+    /// with `m` bytes after them, changes a CRC-32 by crc(g) ⊕ crc(f) carried through `m` zero
+    /// bytes (`crc32_concat(x, 0, m)` is linear in `x`).
+    fn patched_crc(&self, crc: u32, start: u64, end: u64, patch: &[u8]) -> u32 {
+        let Some((at, range)) = self.within(start, end) else {
+            return crc;
+        };
+        let after = end - start - (at + range.len()) as u64;
+        let change =
+            crc32fast::hash(&self.placeholder[range.clone()]) ^ crc32fast::hash(&patch[range]);
+        crc ^ crc32_concat(change, 0, after)
     }
 }
 
@@ -305,7 +367,7 @@ struct Cutting<'a> {
 
 async fn stream(
     destination: &Destination,
-    mut chunks: mpsc::Receiver<Bytes>,
+    mut chunks: mpsc::Receiver<Piece>,
     Cutting { plan, memory }: Cutting<'_>,
     ledger: &impl Ledger,
     finished: oneshot::Receiver<Ending>,
@@ -355,15 +417,136 @@ async fn stream(
         }
     };
     // Each part is filled to exactly its size in its own mapping, taken when its first byte
-    // arrives (`NextBuffer::take`).
+    // arrives (`NextBuffer::take`); `filling_start` is where it starts in the archive.
     let mut buffer: Option<PartBuffer<PartPermit>> = None;
-    while let Some(mut chunk) = chunks.recv().await {
+    let mut filling_start = total;
+    // The header still without its values, the full parts it is in (held back), and the
+    // recorded parts it is in whose check waits for it (with the CRC-32 of what they were given).
+    let mut header: Option<HeaderHold> = None;
+    let mut held: Vec<(i32, u64, PartBuffer<PartPermit>)> = Vec::new();
+    let mut unchecked: Vec<(UploadedPart, u64, u32)> = Vec::new();
+    // The worker's lane, while parts are held back and no other memory was free.
+    let mut pass: Option<LanePass> = None;
+    while let Some(piece) = chunks.recv().await {
+        let mut chunk = match piece {
+            Piece::Bytes(bytes) => bytes,
+            Piece::Header(bytes) => {
+                header = Some(HeaderHold {
+                    at: total,
+                    placeholder: bytes.clone(),
+                });
+                bytes
+            }
+            Piece::Patch(patch) => {
+                let hold = header.take().ok_or_else(|| {
+                    UploadError::Failed(JobFailure::internal("a header's values came twice"))
+                })?;
+                // Recorded parts it is in: compared now.
+                for (part, start, crc) in unchecked.drain(..) {
+                    let end = start + part.size as u64;
+                    if hold.patched_crc(crc, start, end, &patch) != part.crc32 {
+                        return Err(UploadError::Diverged { part: part.number });
+                    }
+                }
+                if let Some(check) = &mut prefix {
+                    let start = check.part_start(total);
+                    check.patch(start, &hold, &patch);
+                }
+                // Parts held back for it, and the part being filled: written over, then the
+                // held parts go.
+                if let Some(filling) = &mut buffer
+                    && let Some((at, range)) =
+                        hold.within(filling_start, filling_start + filling.len() as u64)
+                {
+                    filling.overwrite(at, &patch[range]);
+                }
+                for (number, start, mut part) in std::mem::take(&mut held) {
+                    if let Some((at, range)) = hold.within(start, start + part.len() as u64) {
+                        part.overwrite(at, &patch[range]);
+                    }
+                    let id = upload_id(destination, ledger, seen).await?;
+                    let send = SendPart {
+                        destination,
+                        upload_id: &id,
+                        plan,
+                        ledger,
+                    };
+                    send.send(&mut uploading, &mut parts, number, part.freeze())
+                        .await
+                        .map_err(lost)?;
+                }
+                pass = None;
+                continue;
+            }
+            Piece::Rewind => {
+                let hold = header.take().ok_or_else(|| {
+                    UploadError::Failed(JobFailure::internal("a rewind without a header"))
+                })?;
+                // Bytes compared with parts already in the bucket cannot be taken back: the
+                // rebuild is not the archive of that upload.
+                if let Some(part) = unchecked.first().map(|(p, ..)| p.number).or_else(|| {
+                    prefix
+                        .as_ref()
+                        .and_then(|c| c.current.as_ref().map(|p| p.number))
+                }) {
+                    return Err(UploadError::Diverged { part });
+                }
+                let to = hold.at;
+                total = to;
+                let void_from = match held.first() {
+                    // The part it began in was held back: it is filled again from there, and
+                    // the parts sent after it are void (sent again, or left out).
+                    Some(&(number, start, _)) if start <= to => {
+                        let (_, _, mut part) = held.remove(0);
+                        part.truncate((to - start) as usize);
+                        held.clear();
+                        buffer = Some(part);
+                        filling_start = start;
+                        next_number = number;
+                        number
+                    }
+                    _ => {
+                        if let Some(filling) = &mut buffer {
+                            filling.truncate((to - filling_start) as usize);
+                        }
+                        next_number
+                    }
+                };
+                // Parts on their way that are void still finish (a part number sent again must
+                // not race an earlier body); those before it are recorded as usual.
+                while let Some(part) = next_finished(&mut uploading).await.map_err(lost)? {
+                    if part.number < void_from
+                        && let Some(id) = &seen.upload_id
+                    {
+                        ledger.part_uploaded(id, &part).await?;
+                        parts.push(part);
+                    }
+                }
+                parts.retain(|p| p.number < void_from);
+                pass = None;
+                continue;
+            }
+        };
         total += chunk.len() as u64;
         while !chunk.is_empty() {
             if let Some(check) = &mut prefix {
-                check.consume(&mut chunk)?;
+                let next = total - chunk.len() as u64;
+                let start = check.part_start(next);
+                if let Some((part, crc)) = check.consume(&mut chunk) {
+                    let end = start + part.size as u64;
+                    match &header {
+                        Some(hold) if hold.overlaps(start, end) => {
+                            unchecked.push((part, start, crc));
+                        }
+                        _ if crc != part.crc32 => {
+                            return Err(UploadError::Diverged { part: part.number });
+                        }
+                        _ => {}
+                    }
+                }
                 if check.is_done() {
                     prefix = None;
+                    filling_start = total - chunk.len() as u64;
                 }
                 continue;
             }
@@ -378,31 +561,38 @@ async fn stream(
                         size: plan.size(next_number),
                         upload_id: seen.upload_id.as_deref(),
                         ledger,
+                        holding: !held.is_empty(),
                     };
-                    buffer.insert(next.take(&mut uploading, &mut parts).await.map_err(lost)?)
+                    filling_start = total - chunk.len() as u64;
+                    let permit = next
+                        .take(&mut uploading, &mut parts, &mut pass)
+                        .await
+                        .map_err(lost)?;
+                    buffer.insert(permit)
                 }
             };
             let take = filling.fill(&chunk);
             let _ = chunk.split_to(take);
             if filling.len() == filling.capacity() {
-                let body = buffer.take().expect("a buffer is being filled").freeze();
-                let id = match &seen.upload_id {
-                    Some(id) => id.clone(),
-                    None => {
-                        let id = destination.create_multipart().await?;
-                        ledger.started(&id).await?;
-                        seen.upload_id.insert(id).clone()
-                    }
-                };
-                let send = SendPart {
-                    destination,
-                    upload_id: &id,
-                    plan,
-                    ledger,
-                };
-                send.send(&mut uploading, &mut parts, next_number, body)
-                    .await
-                    .map_err(lost)?;
+                let full = buffer.take().expect("a buffer is being filled");
+                let end = filling_start + full.len() as u64;
+                if header
+                    .as_ref()
+                    .is_some_and(|hold| hold.overlaps(filling_start, end))
+                {
+                    held.push((next_number, filling_start, full));
+                } else {
+                    let id = upload_id(destination, ledger, seen).await?;
+                    let send = SendPart {
+                        destination,
+                        upload_id: &id,
+                        plan,
+                        ledger,
+                    };
+                    send.send(&mut uploading, &mut parts, next_number, full.freeze())
+                        .await
+                        .map_err(lost)?;
+                }
                 next_number += 1;
             }
         }
@@ -416,6 +606,11 @@ async fn stream(
         // The rebuilt archive ends inside the bytes already uploaded: not the same archive.
         let part = check.current.as_ref().map_or(0, |p| p.number);
         return Err(UploadError::Diverged { part });
+    }
+    if header.is_some() || !held.is_empty() || !unchecked.is_empty() {
+        return Err(UploadError::Failed(JobFailure::internal(
+            "the archive ended before an entry's header had its values",
+        )));
     }
     let Some(id) = seen.upload_id.clone() else {
         let body = buffer.map(PartBuffer::freeze).unwrap_or_default();
@@ -449,6 +644,20 @@ async fn stream(
         parts: parts.len(),
         resumed_parts,
     })
+}
+
+/// The multipart upload, created (and recorded) on the first part.
+async fn upload_id(
+    destination: &Destination,
+    ledger: &impl Ledger,
+    seen: &mut Seen,
+) -> Result<String, UploadError> {
+    if let Some(id) = &seen.upload_id {
+        return Ok(id.clone());
+    }
+    let id = destination.create_multipart().await?;
+    ledger.started(&id).await?;
+    Ok(seen.upload_id.insert(id).clone())
 }
 
 /// Starts one part of a multipart upload.
@@ -520,21 +729,33 @@ struct NextBuffer<'a, L> {
     /// The upload, once there is one (parts are in flight only then).
     upload_id: Option<&'a str>,
     ledger: &'a L,
+    /// Whether one of the job's parts is held back for a header (it may be the floor).
+    holding: bool,
 }
 
 impl<L: Ledger> NextBuffer<'_, L> {
     /// The job's floor or free budget; when neither is free, one of the job's own parts finishing
-    /// (recorded as it finishes) frees some. Never waits on memory other jobs hold.
+    /// (recorded as it finishes) frees some; with none in flight, the floor, or the worker's lane
+    /// when a part held back for a header may have the floor. Never waits on memory other jobs
+    /// hold, but for the lane, which its holder gives back without needing more.
     async fn take(
         &self,
         uploading: &mut Uploading,
         parts: &mut Vec<UploadedPart>,
+        pass: &mut Option<LanePass>,
     ) -> Result<PartBuffer<PartPermit>, StoreFailure> {
         let permit = loop {
             if let Some(permit) = self.memory.try_take(self.size) {
                 break permit;
             }
             let Some(upload_id) = self.upload_id.filter(|_| !uploading.is_empty()) else {
+                if self.holding {
+                    if pass.is_none() {
+                        *pass = Some(self.memory.lane_pass().await);
+                    }
+                    let pass = pass.as_ref().expect("the pass was just taken");
+                    break self.memory.take_lane(pass, self.size).await;
+                }
                 break self.memory.take_floor(self.size).await;
             };
             if let Some(part) = next_finished(uploading).await? {
