@@ -145,6 +145,17 @@ mod tests {
         );
     }
 
+    /// What the uploader would put in the bucket from what comes through `rx`.
+    fn collect(mut rx: mpsc::Receiver<Piece>) -> tokio::task::JoinHandle<Vec<u8>> {
+        tokio::spawn(async move {
+            let mut pieces = Vec::new();
+            while let Some(piece) = rx.recv().await {
+                pieces.push(piece);
+            }
+            assemble(pieces)
+        })
+    }
+
     /// The archive of `entries`, and its size as the writer counted it.
     async fn build(entries: Vec<(&'static str, Method, Vec<Bytes>)>) -> (Vec<u8>, u64) {
         let (archive, _, size) = resumed_build(&[], &entries, 0, WrittenSoFar::default()).await;
@@ -160,14 +171,8 @@ mod tests {
         first_id: i32,
         so_far: WrittenSoFar,
     ) -> (Vec<u8>, Vec<Placement>, u64) {
-        let (out, mut rx) = mpsc::channel::<Piece>(4);
-        let collector = tokio::spawn(async move {
-            let mut pieces = Vec::new();
-            while let Some(piece) = rx.recv().await {
-                pieces.push(piece);
-            }
-            assemble(pieces)
-        });
+        let (out, rx) = mpsc::channel::<Piece>(4);
+        let collector = collect(rx);
         let options = ArchiveOptions {
             level: 6,
             modified: DosTime::default(),
@@ -301,14 +306,8 @@ mod tests {
         left_out: usize,
         written: usize,
     ) -> Vec<u8> {
-        let (out, mut rx) = mpsc::channel::<Piece>(4);
-        let collector = tokio::spawn(async move {
-            let mut pieces = Vec::new();
-            while let Some(piece) = rx.recv().await {
-                pieces.push(piece);
-            }
-            assemble(pieces)
-        });
+        let (out, rx) = mpsc::channel::<Piece>(4);
+        let collector = collect(rx);
         let options = ArchiveOptions {
             level: 6,
             modified: DosTime::default(),

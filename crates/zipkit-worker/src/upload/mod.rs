@@ -416,6 +416,11 @@ async fn stream(
             UploadError::Failed(refused.failure)
         }
     };
+    let new_part = NewPart {
+        destination,
+        ledger,
+        plan,
+    };
     // Each part is filled to exactly its size in its own mapping, taken when its first byte
     // arrives (`NextBuffer::take`); `filling_start` is where it starts in the archive.
     let mut buffer: Option<PartBuffer<PartPermit>> = None;
@@ -464,16 +469,10 @@ async fn stream(
                     if let Some((at, range)) = hold.within(start, start + part.len() as u64) {
                         part.overwrite(at, &patch[range]);
                     }
-                    let id = upload_id(destination, ledger, seen).await?;
-                    let send = SendPart {
-                        destination,
-                        upload_id: &id,
-                        plan,
-                        ledger,
-                    };
-                    send.send(&mut uploading, &mut parts, number, part.freeze())
-                        .await
-                        .map_err(lost)?;
+                    let part = (number, part.freeze());
+                    new_part
+                        .send(seen, &mut uploading, &mut parts, part, lost)
+                        .await?;
                 }
                 pass = None;
                 continue;
@@ -582,16 +581,10 @@ async fn stream(
                 {
                     held.push((next_number, filling_start, full));
                 } else {
-                    let id = upload_id(destination, ledger, seen).await?;
-                    let send = SendPart {
-                        destination,
-                        upload_id: &id,
-                        plan,
-                        ledger,
-                    };
-                    send.send(&mut uploading, &mut parts, next_number, full.freeze())
-                        .await
-                        .map_err(lost)?;
+                    let part = (next_number, full.freeze());
+                    new_part
+                        .send(seen, &mut uploading, &mut parts, part, lost)
+                        .await?;
                 }
                 next_number += 1;
             }
@@ -646,18 +639,41 @@ async fn stream(
     })
 }
 
-/// The multipart upload, created (and recorded) on the first part.
-async fn upload_id(
-    destination: &Destination,
-    ledger: &impl Ledger,
-    seen: &mut Seen,
-) -> Result<String, UploadError> {
-    if let Some(id) = &seen.upload_id {
-        return Ok(id.clone());
+/// Sends the parts cut from the archive, creating (and recording) the multipart upload with the
+/// first.
+struct NewPart<'a, L> {
+    destination: &'a Destination,
+    ledger: &'a L,
+    plan: PartPlan,
+}
+
+impl<L: Ledger> NewPart<'_, L> {
+    async fn send(
+        &self,
+        seen: &mut Seen,
+        uploading: &mut Uploading,
+        parts: &mut Vec<UploadedPart>,
+        (number, body): (i32, Bytes),
+        lost: impl Fn(StoreFailure) -> UploadError,
+    ) -> Result<(), UploadError> {
+        let id = match &seen.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.destination.create_multipart().await?;
+                self.ledger.started(&id).await?;
+                seen.upload_id.insert(id).clone()
+            }
+        };
+        let send = SendPart {
+            destination: self.destination,
+            upload_id: &id,
+            plan: self.plan,
+            ledger: self.ledger,
+        };
+        send.send(uploading, parts, number, body)
+            .await
+            .map_err(lost)
     }
-    let id = destination.create_multipart().await?;
-    ledger.started(&id).await?;
-    Ok(seen.upload_id.insert(id).clone())
 }
 
 /// Starts one part of a multipart upload.
