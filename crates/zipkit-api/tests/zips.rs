@@ -10,9 +10,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 use zipkit_domain::messages::JobMessage;
-use zipkit_domain::models::{AccessToken, Zip, ZipOutcome};
+use zipkit_domain::models::{AccessToken, EntryOutcome, JobError, Zip, ZipOutcome};
 use zipkit_domain::schema::zips;
-use zipkit_domain::{Service, ZipId};
+use zipkit_domain::{EntryState, Service, ZipId};
 use zipkit_test_support::proxy::TcpProxy;
 use zipkit_test_support::services::amqp_host_port;
 use zipkit_test_support::{TestBroker, TestDatabase};
@@ -1107,5 +1107,60 @@ async fn concurrent_creates_beyond_the_pool_size_are_all_published_at_once() {
         unpublished, 0,
         "every request published and recorded its own job"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_that_failed_with_every_source_skipped_lists_each_with_its_reason() {
+    let (db, _broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+    let (_, created) = app
+        .send(app.post_zip(&token, &zip_body("my-zipkit-archives", 2)))
+        .await;
+    let id: ZipId = created["data"]["uuid"].as_str().unwrap().parse().unwrap();
+    let mut conn = db.connect().await;
+    Zip::claim(&mut conn, id, "w1", chrono::Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let skipped = |index| EntryOutcome {
+        index,
+        state: EntryState::Skipped,
+        size: None,
+        crc32: None,
+        error_code: Some("source_not_found".into()),
+        error_message: Some(format!("urls[{index}] answered 404")),
+    };
+    Zip::record_entries(&mut conn, id, &[skipped(0), skipped(1)])
+        .await
+        .unwrap();
+    let failure = JobError {
+        error_type: "invalid_request_error".into(),
+        code: "all_sources_skipped".into(),
+        message: "every source failed and was skipped".into(),
+        param: None,
+    };
+    Zip::finish(&mut conn, id, "w1", &ZipOutcome::Failed(failure))
+        .await
+        .unwrap()
+        .unwrap();
+    let get = app
+        .http
+        .get(format!("{}/v1/zips/{id}", app.base))
+        .bearer_auth(&token);
+    let (status, body) = app.send(get).await;
+    assert_eq!(status, 200);
+    let error = &body["data"]["error"];
+    assert_eq!(error["code"], "all_sources_skipped", "{body}");
+    let reported: Vec<(i64, &str)> = error["skipped"]
+        .as_array()
+        .expect("error.skipped")
+        .iter()
+        .map(|s| (s["index"].as_i64().unwrap(), s["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reported, [(0, "source_not_found"), (1, "source_not_found")]);
+    assert!(body["data"]["result"].is_null());
     app.stop().await;
 }

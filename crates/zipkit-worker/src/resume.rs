@@ -167,7 +167,7 @@ fn continue_entry(
         modified,
         zip64: placed.zip64,
     }
-    .final_bytes(entry_crc32, size, size);
+    .final_bytes(entry_crc32, size, size, found.written.offset);
     let data_start = found.written.offset + header.len() as u64;
 
     let (last_start, crc_to_last) = crc32_of(earlier);
@@ -323,7 +323,7 @@ mod tests {
             modified,
             zip64: true,
         }
-        .final_bytes(crc32fast::hash(&data), 20_000, 20_000);
+        .final_bytes(crc32fast::hash(&data), 20_000, 20_000, 1000);
         let mut archive: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
         archive.extend_from_slice(&header);
         archive.extend_from_slice(&data);

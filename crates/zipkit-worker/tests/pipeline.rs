@@ -699,6 +699,27 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
     );
     let left_out = Zip::skipped_entries(&mut conn, &[nothing]).await.unwrap();
     assert_eq!(left_out.len(), 2, "each source's reason is kept");
+    // And reported: the job object (the API's and the webhook's) lists them under `error`.
+    let bucket_ref = zipkit_domain::views::BucketRef {
+        service: Service::S3,
+        name: "any".into(),
+    };
+    let object = zipkit_domain::views::ZipObject::new(nothing_left.clone(), bucket_ref, left_out);
+    let object = serde_json::to_value(&object).unwrap();
+    let reported: Vec<(&str, &str)> = object["error"]["skipped"]
+        .as_array()
+        .expect("error.skipped")
+        .iter()
+        .map(|s| (s["filename"].as_str().unwrap(), s["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("missing.txt", "source_not_found"),
+            ("gone.txt", "source_not_found")
+        ],
+        "{object}"
+    );
     assert!(
         !harness.store.has("nothing.zip").await,
         "no empty archive is written"

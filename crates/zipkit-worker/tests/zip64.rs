@@ -1,6 +1,7 @@
 //! ZIP64 as independent readers see it: an entry over 4 GiB (a generated stream, so nothing this
 //! large has to be downloaded) with an entry after it at an offset over 4 GiB, and an archive of
-//! more than 65,535 entries. Checked by Python's zipfile (names, sizes, CRCs) and `unzip -t`.
+//! more than 65,535 entries. Checked by Python's zipfile (names, sizes, CRCs, local headers) and
+//! `unzip -t`.
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a panic is how a test fails"
@@ -65,11 +66,24 @@ where
 /// Python's view: (entry count, [(name, size, crc)] of the named entries), after `testzip`.
 fn python_check(path: &std::path::Path, names: &[&str]) -> serde_json::Value {
     let script = r#"
-import json, sys, zipfile
+import json, struct, sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
 assert z.testzip() is None, "bad CRC"
 infos = z.infolist()
-wanted = {i.filename: [i.file_size, i.CRC, i.compress_type] for i in infos if i.filename in sys.argv[2:]}
+def local(i):
+    # The local header's "version needed" and its extra fields' IDs.
+    with open(sys.argv[1], "rb") as f:
+        f.seek(i.header_offset)
+        h = f.read(30)
+        n, m = struct.unpack("<HH", h[26:30])
+        f.read(n)
+        extra, ids = f.read(m), []
+        while len(extra) >= 4:
+            kind, size = struct.unpack("<HH", extra[:4])
+            ids.append(kind)
+            extra = extra[4 + size:]
+        return [struct.unpack("<H", h[4:6])[0], ids]
+wanted = {i.filename: [i.file_size, i.CRC, i.compress_type, local(i)] for i in infos if i.filename in sys.argv[2:]}
 print(json.dumps({"count": len(infos), "entries": wanted}))
 "#;
     let out = std::process::Command::new("python3")
@@ -137,6 +151,15 @@ async fn an_entry_over_4_gib_and_one_after_it_are_read_back_by_independent_reade
     assert_eq!(seen["entries"]["huge.bin"][1], expected_crc);
     assert_eq!(seen["entries"]["after/é.txt"][0], 19);
     assert_eq!(seen["entries"]["after/é.txt"][2], 8, "deflated");
+    // Both central records need ZIP64 (a size, an offset past 4 GiB): so do their local headers,
+    // with "version needed" 4.5.
+    for name in ["huge.bin", "after/é.txt"] {
+        assert_eq!(
+            seen["entries"][name][3],
+            serde_json::json!([45, [1]]),
+            "{name}"
+        );
+    }
     unzip_test(&path);
     std::fs::remove_file(&path).unwrap();
 }
@@ -165,6 +188,7 @@ async fn more_than_65535_entries_use_the_zip64_end_records() {
         seen["entries"]["d99/f69999.txt"][1],
         crc32fast::hash(b"entry 69999\n")
     );
+    assert_eq!(seen["entries"]["d0/f0.txt"][3], serde_json::json!([20, []]));
     unzip_test(&path);
     std::fs::remove_file(&path).unwrap();
 }

@@ -82,9 +82,10 @@ async fn objects(
     conn: &mut diesel_async::AsyncPgConnection,
     rows: Vec<ZipWithBucket>,
 ) -> Result<Vec<ZipObject>, ApiError> {
+    // Succeeded jobs list what they left out in `result`, failed ones in `error`.
     let with_results: Vec<ZipId> = rows
         .iter()
-        .filter(|(z, _, _)| z.result_size.is_some())
+        .filter(|(z, _, _)| z.result_size.is_some() || z.error_code.is_some())
         .map(|(z, _, _)| z.id)
         .collect();
     let mut skipped = if with_results.is_empty() {

@@ -77,6 +77,9 @@ pub struct ZipError {
     pub code: String,
     pub message: String,
     pub param: Option<String>,
+    /// Sources left out before the job failed (`on_error: skip`), each with its reason: with
+    /// `all_sources_skipped`, every one of them.
+    pub skipped: Vec<Skipped>,
 }
 
 impl ZipObject {
@@ -84,20 +87,21 @@ impl ZipObject {
     pub fn new(zip: Zip, bucket: BucketRef, mut skipped: Vec<ZipEntry>) -> Self {
         skipped.retain(|e| e.state == EntryState::Skipped);
         skipped.sort_by_key(|e| e.entry_index);
+        let mut skipped: Vec<Skipped> = skipped
+            .into_iter()
+            .map(|e| Skipped {
+                index: e.entry_index,
+                url: e.url,
+                filename: e.filename,
+                code: e.error_code,
+                message: e.error_message,
+            })
+            .collect();
         let result = zip.result_size.map(|size| ZipResult {
             size,
             etag: zip.result_etag.clone(),
             entries: zip.result_entries.unwrap_or_default(),
-            skipped: skipped
-                .into_iter()
-                .map(|e| Skipped {
-                    index: e.entry_index,
-                    url: e.url,
-                    filename: e.filename,
-                    code: e.error_code,
-                    message: e.error_message,
-                })
-                .collect(),
+            skipped: std::mem::take(&mut skipped),
         });
         let error = match (zip.error_type, zip.error_code, zip.error_message) {
             (Some(error_type), Some(code), Some(message)) => Some(ZipError {
@@ -105,6 +109,7 @@ impl ZipObject {
                 code,
                 message,
                 param: zip.error_param,
+                skipped,
             }),
             _ => None,
         };

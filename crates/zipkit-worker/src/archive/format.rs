@@ -27,6 +27,9 @@ const MADE_BY: u16 = (3 << 8) | VERSION_ZIP64;
 /// A regular file, rw-r--r--.
 const EXTERNAL_ATTRIBUTES: u32 = 0o100_644 << 16;
 const ZIP64_EXTRA: u16 = 0x0001;
+/// An extra field that only takes room (the ID Android's zipalign uses): where a ZIP64 extra
+/// field was kept room for and turned out not to be needed.
+const PADDING_EXTRA: u16 = 0xD935;
 
 /// Largest value a classic 32-bit field holds; the value itself means "see the ZIP64 field".
 const MAX32: u64 = 0xFFFF_FFFF;
@@ -87,33 +90,55 @@ pub struct CentralRecord {
     pub header_offset: u64,
 }
 
-/// An entry's local header: its name, method, time, and whether it carries a ZIP64 extra field
-/// (decided before its first byte: the header's length cannot change afterwards).
+/// An entry's local header: its name, method, time, and whether it has room for a ZIP64 extra
+/// field (decided before its first byte: the header's length cannot change afterwards).
 #[derive(Debug, Clone)]
 pub struct LocalHeader {
     pub name: Bytes,
     pub method: Method,
     pub modified: DosTime,
+    /// Room for the ZIP64 extra field: an entry whose size is not known to stay under 4 GiB, or
+    /// whose header lies past 4 GiB (`with_room_at`).
     pub zip64: bool,
 }
 
 impl LocalHeader {
+    /// The same header, with room for ZIP64 when it lies at `offset` past 4 GiB: its central
+    /// record then needs ZIP64 for the offset, and so does it.
+    pub fn with_room_at(mut self, offset: u64) -> Self {
+        self.zip64 |= offset >= MAX32;
+        self
+    }
+
     /// The header before the entry's values are known: zeros where they go.
     pub fn placeholder(&self) -> Bytes {
-        self.bytes(0, 0, 0)
+        self.bytes(0, 0, 0, false)
     }
 
-    /// The header with the entry's CRC-32 and sizes; as long as the placeholder. With ZIP64 the
-    /// sizes are in its extra field and the classic fields say so.
-    pub fn final_bytes(&self, crc32: u32, compressed: u64, uncompressed: u64) -> Bytes {
-        self.bytes(crc32, compressed, uncompressed)
+    /// The header at `offset` with the entry's CRC-32 and sizes; as long as the placeholder.
+    /// ZIP64 only where needed: when a size or the offset passes the classic fields, the sizes
+    /// go in the ZIP64 extra field and the classic fields say so; otherwise the room kept for it
+    /// is a padding extra field (0xD935, as Android's zipalign writes), which readers skip.
+    pub fn final_bytes(
+        &self,
+        crc32: u32,
+        compressed: u64,
+        uncompressed: u64,
+        offset: u64,
+    ) -> Bytes {
+        let zip64 = compressed >= MAX32 || uncompressed >= MAX32 || offset >= MAX32;
+        debug_assert!(
+            !zip64 || self.zip64,
+            "ZIP64 values in a header without room for them"
+        );
+        self.bytes(crc32, compressed, uncompressed, zip64 && self.zip64)
     }
 
-    fn bytes(&self, crc32: u32, compressed: u64, uncompressed: u64) -> Bytes {
+    fn bytes(&self, crc32: u32, compressed: u64, uncompressed: u64, zip64: bool) -> Bytes {
         let name = &self.name;
         let mut b = BytesMut::with_capacity(30 + name.len() + 20);
         b.put_u32_le(LOCAL_HEADER);
-        b.put_u16_le(if self.zip64 {
+        b.put_u16_le(if zip64 {
             VERSION_ZIP64
         } else {
             VERSION_DEFAULT
@@ -123,7 +148,7 @@ impl LocalHeader {
         b.put_u16_le(self.modified.time);
         b.put_u16_le(self.modified.date);
         b.put_u32_le(crc32);
-        if self.zip64 {
+        if zip64 {
             b.put_u32_le(MAX32 as u32);
             b.put_u32_le(MAX32 as u32);
         } else {
@@ -134,10 +159,10 @@ impl LocalHeader {
         b.put_u16_le(if self.zip64 { 20 } else { 0 });
         b.put_slice(name);
         if self.zip64 {
-            b.put_u16_le(ZIP64_EXTRA);
+            b.put_u16_le(if zip64 { ZIP64_EXTRA } else { PADDING_EXTRA });
             b.put_u16_le(16);
-            b.put_u64_le(uncompressed);
-            b.put_u64_le(compressed);
+            b.put_u64_le(if zip64 { uncompressed } else { 0 });
+            b.put_u64_le(if zip64 { compressed } else { 0 });
         }
         b.freeze()
     }
@@ -264,6 +289,37 @@ mod tests {
         );
         assert_eq!(large.len(), 46 + 5 + 4 + 16);
         assert_eq!(&large[20..28], &[0xFF; 8]);
+    }
+
+    #[test]
+    fn a_local_header_uses_zip64_only_where_a_size_or_its_offset_needs_it() {
+        let header = LocalHeader {
+            name: Bytes::from_static(b"a.bin"),
+            method: Method::Stored,
+            modified: DosTime::default(),
+            zip64: true,
+        };
+        let extra_id = |b: &Bytes| u16::from_le_bytes([b[35], b[36]]);
+        let version = |b: &Bytes| u16::from_le_bytes([b[4], b[5]]);
+        // Room kept (unknown size), small after all: classic sizes, the room padding.
+        let small = header.final_bytes(7, 10, 10, 0);
+        assert_eq!(small.len(), header.placeholder().len());
+        assert_eq!((version(&small), extra_id(&small)), (20, PADDING_EXTRA));
+        assert_eq!(&small[18..26], &[10, 0, 0, 0, 10, 0, 0, 0]);
+        // A size past 4 GiB, or the header past 4 GiB: ZIP64 with both sizes.
+        for (size, offset) in [(5 << 30, 0), (10, 5 << 30)] {
+            let big = header.final_bytes(7, size, size, offset);
+            assert_eq!((version(&big), extra_id(&big)), (45, ZIP64_EXTRA));
+            assert_eq!(&big[18..26], &[0xFF; 8]);
+            assert_eq!(&big[37 + 2..37 + 10], &size.to_le_bytes());
+        }
+        // No room: no extra field at all.
+        let plain = LocalHeader {
+            zip64: false,
+            ..header.clone()
+        };
+        assert_eq!(plain.final_bytes(7, 10, 10, 0).len(), 30 + 5);
+        assert!(plain.clone().with_room_at(5 << 30).zip64);
     }
 
     #[test]

@@ -104,6 +104,7 @@ mod tests {
     use bytes::Bytes;
     use tokio::sync::mpsc;
     use zipkit_domain::Compression;
+    use zipkit_test_support::readers::{Seen, assert_every_reader_sees};
 
     #[test]
     fn auto_stores_compressed_formats_by_name_or_by_content() {
@@ -362,6 +363,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn room_kept_for_zip64_and_not_needed_is_padding_every_reader_skips() {
+        // Sources of unknown length get room for ZIP64 up front; small after all, they keep
+        // classic headers with a padding extra field.
+        let (out, rx) = mpsc::channel::<Piece>(4);
+        let collector = collect(rx);
+        let options = ArchiveOptions {
+            level: 6,
+            modified: DosTime::default(),
+        };
+        let mut writer = ArchiveWriter::new(options, deflate::Compressors::new(2).unwrap(), out);
+        let entries = [
+            ("stored.bin", Method::Stored, b"no length given".repeat(50)),
+            ("deflated.txt", Method::Deflated, b"chunked ".repeat(500)),
+        ];
+        for (id, (name, method, data)) in (0..).zip(&entries) {
+            writer
+                .start_entry(id, name, *method, true, false)
+                .await
+                .unwrap();
+            writer.write(Bytes::from(data.clone())).await.unwrap();
+            writer.finish_entry().await.unwrap();
+        }
+        writer.finish().await.unwrap();
+        let archive = collector.await.unwrap();
+        assert_eq!(
+            u16::from_le_bytes([archive[4], archive[5]]),
+            20,
+            "version 2.0"
+        );
+        let expected: Vec<Seen> = entries.iter().map(|(n, _, d)| Seen::of(n, d)).collect();
+        assert_every_reader_sees(&archive, &expected);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -499,11 +499,13 @@ impl ArchiveWriter {
             }
             Pending::Header(header, announce) => {
                 let start = self.offset;
+                let header = header.with_room_at(start);
                 self.emit_header(header.placeholder()).await?;
                 self.draining = (start, self.offset);
                 if let Some(start_only) = announce {
                     self.placed.push(Placement {
                         offset: start,
+                        zip64: header.zip64,
                         ..start_only
                     });
                 }
@@ -513,12 +515,12 @@ impl ArchiveWriter {
                 let (header_offset, data_start) = self.draining;
                 let compressed = self.offset - data_start;
                 let name = || String::from_utf8_lossy(&end.header.name).into_owned();
-                if !end.header.zip64 && compressed >= 0xFFFF_FFFF {
+                let local = end.header.clone().with_room_at(header_offset);
+                if !local.zip64 && compressed >= 0xFFFF_FFFF {
                     return Err(ArchiveError::EntryTooLarge(name()));
                 }
-                let header = end
-                    .header
-                    .final_bytes(end.crc32, compressed, end.uncompressed);
+                let header =
+                    local.final_bytes(end.crc32, compressed, end.uncompressed, header_offset);
                 match (&end.continued, self.unpatched.take()) {
                     // The header went out in this build: now with its values.
                     (None, Some(unpatched)) => {
@@ -538,7 +540,7 @@ impl ArchiveWriter {
                     entry: end.entry,
                     offset: header_offset,
                     method: end.header.method,
-                    zip64: end.header.zip64,
+                    zip64: local.zip64,
                     end: Some(PlacedEnd {
                         end: self.offset,
                         compressed,
