@@ -146,6 +146,18 @@ mod tests {
         );
     }
 
+    /// A fresh writer (level 6, two compressing threads) and what it will have put in the
+    /// bucket.
+    fn writer_collected() -> (ArchiveWriter, tokio::task::JoinHandle<Vec<u8>>) {
+        let (out, rx) = mpsc::channel::<Piece>(4);
+        let options = ArchiveOptions {
+            level: 6,
+            modified: DosTime::default(),
+        };
+        let writer = ArchiveWriter::new(options, deflate::Compressors::new(2).unwrap(), out);
+        (writer, collect(rx))
+    }
+
     /// What the uploader would put in the bucket from what comes through `rx`.
     fn collect(mut rx: mpsc::Receiver<Piece>) -> tokio::task::JoinHandle<Vec<u8>> {
         tokio::spawn(async move {
@@ -307,13 +319,7 @@ mod tests {
         left_out: usize,
         written: usize,
     ) -> Vec<u8> {
-        let (out, rx) = mpsc::channel::<Piece>(4);
-        let collector = collect(rx);
-        let options = ArchiveOptions {
-            level: 6,
-            modified: DosTime::default(),
-        };
-        let mut writer = ArchiveWriter::new(options, deflate::Compressors::new(2).unwrap(), out);
+        let (mut writer, collector) = writer_collected();
         for (id, (name, method, data)) in (0..).zip(entries) {
             writer
                 .start_entry(id, name, *method, false, false)
@@ -369,13 +375,7 @@ mod tests {
     async fn room_kept_for_zip64_and_not_needed_is_padding_every_reader_skips() {
         // Sources of unknown length get room for ZIP64 up front; small after all, they keep
         // classic headers with a padding extra field.
-        let (out, rx) = mpsc::channel::<Piece>(4);
-        let collector = collect(rx);
-        let options = ArchiveOptions {
-            level: 6,
-            modified: DosTime::default(),
-        };
-        let mut writer = ArchiveWriter::new(options, deflate::Compressors::new(2).unwrap(), out);
+        let (mut writer, collector) = writer_collected();
         let entries = [
             ("stored.bin", Method::Stored, b"no length given".repeat(50)),
             ("deflated.txt", Method::Deflated, b"chunked ".repeat(500)),
