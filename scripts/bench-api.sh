@@ -5,7 +5,7 @@
 # GET /v1/zips/{uuid}. Figures are recorded in docs/PERFORMANCE.md.
 #   BENCH_CONNECTIONS (default 32), BENCH_SECONDS (default 20), BENCH_PORT (default 18080),
 #   BENCH_API_BIN (a zipkit-api built elsewhere, another commit's say, measured instead of this
-#   checkout's release build: run both in one session to compare)
+#   checkout's release build: run both one after the other to compare)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOG_TAG=bench
