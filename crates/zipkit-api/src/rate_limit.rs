@@ -167,8 +167,11 @@ impl RateLimits {
             per_minute: self.settings.api_per_token_per_minute,
             burst: self.settings.api_per_token_burst,
         };
-        self.shared(conn, &format!("token:{token_id}"), quota, WHOSE)
-            .await
+        let key = format!("token:{token_id}");
+        if self.held.spend(&key) {
+            return Ok(());
+        }
+        self.take_shared(conn, &key, quota, WHOSE).await
     }
 
     /// One request from `address`: this process's limiter, then the deployment's.
@@ -186,7 +189,7 @@ impl RateLimits {
         let Ok(mut conn) = pool.get().await else {
             return Ok(());
         };
-        self.shared(&mut conn, &key, quota, WHOSE).await
+        self.take_shared(&mut conn, &key, quota, WHOSE).await
     }
 
     /// Forgets keys that are back to a full allowance (run every minute).
@@ -198,18 +201,15 @@ impl RateLimits {
         self.held.forget_older_than(Duration::from_secs(60));
     }
 
-    /// The deployment-wide check (see the module header): a held request, else a few more from
-    /// the shared row.
-    async fn shared(
+    /// The deployment-wide check once this process holds none of the key's allowance (see the
+    /// module header): a few more requests from the shared row, one spent now.
+    async fn take_shared(
         &self,
         conn: &mut AsyncPgConnection,
         key: &str,
         quota: SharedQuota,
         whose: &str,
     ) -> Result<(), ApiError> {
-        if self.held.spend(key) {
-            return Ok(());
-        }
         match RateLimit::take(conn, key, quota, chunk(quota.burst)).await {
             Ok(Grant::Granted(count)) => {
                 self.held.keep(key, count - 1);

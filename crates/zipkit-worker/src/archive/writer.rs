@@ -152,9 +152,10 @@ struct EntryEnd {
     continued: Option<Bytes>,
 }
 
-/// The local header that went out without its values, and the CRC-32 of what followed it.
+/// The length of the local header that went out without its values, and the CRC-32 of what
+/// followed it.
 struct Unpatched {
-    header: Bytes,
+    len: usize,
     after: crc32fast::Hasher,
 }
 
@@ -524,7 +525,7 @@ impl ArchiveWriter {
                 match (&end.continued, self.unpatched.take()) {
                     // The header went out in this build: now with its values.
                     (None, Some(unpatched)) => {
-                        debug_assert_eq!(unpatched.header.len(), header.len());
+                        debug_assert_eq!(unpatched.len, header.len());
                         self.crc.update(&header);
                         self.crc.combine(&unpatched.after);
                         self.send(Piece::Patch(header)).await?;
@@ -570,7 +571,7 @@ impl ArchiveWriter {
         self.flush().await?;
         self.offset += header.len() as u64;
         self.unpatched = Some(Unpatched {
-            header: header.clone(),
+            len: header.len(),
             after: crc32fast::Hasher::new(),
         });
         self.send(Piece::Header(header)).await
