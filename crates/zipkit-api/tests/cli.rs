@@ -238,6 +238,8 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
             entries: vec![NewZipEntry {
                 url: SourceUrl::parse("https://example.com/a").unwrap(),
                 filename: EntryName::parse("a").unwrap(),
+                given_filename: None,
+                modified_at: None,
             }],
         },
     )

@@ -360,6 +360,8 @@ async fn a_member_of_one_project_reaches_nothing_of_another_by_changing_ids() {
                 entries: vec![NewZipEntry {
                     url: SourceUrl::parse("https://example.com/a.pdf").expect("url"),
                     filename: EntryName::parse("a.pdf").expect("name"),
+                    given_filename: None,
+                    modified_at: None,
                 }],
             },
         )
@@ -764,6 +766,31 @@ async fn buckets_tokens_and_webhooks_are_managed_without_any_page_showing_a_stor
         status, 202,
         "a token created in the dashboard authenticates"
     );
+    // A job whose names were rewritten for Windows shows what was given and the rule.
+    let mut renamed = common::zip_body(store.name(), 2);
+    renamed["urls"][0]["filename"] = "reports/Q1: summary?.pdf".into();
+    renamed["urls"][1]["filename"] = "CON.txt".into();
+    renamed["windows_safe_names"] = true.into();
+    let (status, renamed) = app.send(app.post_zip(&token, &renamed)).await;
+    assert_eq!(status, 202, "{renamed}");
+    let renamed_page = ann
+        .get(&format!("{p}/zips/{}", renamed["data"]["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(renamed_page.status, 200);
+    for shown in [
+        "reports/Q1_ summary_.pdf",
+        "given as <code>reports/Q1: summary?.pdf</code>",
+        "CON_.txt",
+        "given as <code>CON.txt</code>",
+        "Names Windows cannot create were rewritten",
+        "a device name (CON, PRN, AUX, NUL, COM1-9, LPT1-9, with any extension) gets _ after it",
+    ] {
+        assert!(
+            renamed_page.body.contains(shown),
+            "{shown}: {}",
+            renamed_page.body
+        );
+    }
 
     // A webhook endpoint and its secret, shown once.
     let hook = ann
@@ -841,7 +868,7 @@ async fn buckets_tokens_and_webhooks_are_managed_without_any_page_showing_a_stor
             assert!(!page.body.contains(secret), "GET {path} shows a secret");
         }
     }
-    // The delete is refused while the zip refers to the bucket, saying how many.
+    // The delete is refused while the zips refer to the bucket, saying how many.
     let refused = ann
         .post(
             &format!("{p}/buckets/{}/delete", bucket.id),
@@ -850,7 +877,7 @@ async fn buckets_tokens_and_webhooks_are_managed_without_any_page_showing_a_stor
         .await;
     assert_eq!(refused.status, 409);
     assert!(
-        refused.body.contains("1 zip job still refers to it"),
+        refused.body.contains("2 zip jobs still refer to it"),
         "{}",
         refused.body
     );

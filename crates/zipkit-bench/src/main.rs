@@ -434,6 +434,8 @@ impl Bench {
                             url: SourceUrl::parse(url).context("url")?,
                             filename: EntryName::parse(&format!("files/{:05}.txt", i))
                                 .context("name")?,
+                            given_filename: None,
+                            modified_at: None,
                         })
                     })
                     .collect::<anyhow::Result<_>>()?,

@@ -153,6 +153,9 @@ diesel::table! {
         archive_end -> Nullable<Int8>,
         compressed_size -> Nullable<Int8>,
         archive_crc32 -> Nullable<Int8>,
+        given_filename -> Nullable<Text>,
+        modified_at -> Nullable<Timestamptz>,
+        entry_time -> Nullable<Timestamptz>,
     }
 }
 

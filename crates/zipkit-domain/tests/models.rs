@@ -89,6 +89,8 @@ fn new_zip(project_id: ProjectId, bucket: &Bucket, names: &[&str]) -> NewZip {
             .map(|(i, name)| NewZipEntry {
                 url: SourceUrl::parse(&format!("https://example.com/{i}")).expect("valid url"),
                 filename: EntryName::parse(name).expect("valid name"),
+                given_filename: None,
+                modified_at: None,
             })
             .collect(),
     }
@@ -561,6 +563,7 @@ async fn placements_are_recorded_by_the_owner_only_kept_with_their_validator_and
         deflated: false,
         zip64: true,
         source_validator: Some("\"v1\"".into()),
+        entry_time: chrono::DateTime::from_timestamp(1_700_000_000, 0),
         end: None,
     };
     let first = EntryPlacement {
@@ -569,6 +572,7 @@ async fn placements_are_recorded_by_the_owner_only_kept_with_their_validator_and
         deflated: true,
         zip64: false,
         source_validator: None,
+        entry_time: chrono::DateTime::from_timestamp(1_600_000_000, 0),
         end: Some(PlacedEnd {
             end: 1000,
             compressed_size: 900,

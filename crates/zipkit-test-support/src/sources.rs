@@ -10,6 +10,8 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 pub enum Behaviour {
     /// Serves the bytes.
     Serve(Vec<u8>),
+    /// Serves the bytes with this `Last-Modified` header.
+    ServeModified(Vec<u8>, String),
     /// Answers this status.
     Status(u16),
     /// Answers 302 with this `Location`.
@@ -133,6 +135,9 @@ async fn serve(
     match files.routes.get(&name) {
         None => HttpResponse::NotFound().finish(),
         Some(Behaviour::Serve(bytes)) => HttpResponse::Ok().body(bytes.clone()),
+        Some(Behaviour::ServeModified(bytes, modified)) => HttpResponse::Ok()
+            .insert_header(("Last-Modified", modified.as_str()))
+            .body(bytes.clone()),
         Some(Behaviour::Redirect(location)) => HttpResponse::Found()
             .insert_header(("Location", location.as_str()))
             .finish(),

@@ -89,6 +89,16 @@ impl Resume {
     }
 }
 
+/// The source's `Last-Modified`, which becomes its entry's time (any of HTTP's three date forms).
+pub fn last_modified(response: &reqwest::Response) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = response
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)?
+        .to_str()
+        .ok()?;
+    httpdate::parse_http_date(text).ok().map(Into::into)
+}
+
 /// Attempts per source before its error is final, and the wait after each failed one (250 ms,
 /// 500 ms, 1 s).
 pub const ATTEMPTS: u32 = 4;

@@ -15,7 +15,7 @@ use zipkit_storage::BucketLocation;
 
 use crate::archive::deflate::Compressors;
 use crate::archive::{
-    ArchiveError, ArchiveOptions, ArchiveWriter, DosTime, HEAD_BYTES, Method, Piece, Placement,
+    ArchiveError, ArchiveOptions, ArchiveWriter, EntryTime, HEAD_BYTES, Method, Piece, Placement,
     ZIP64_THRESHOLD, method_for,
 };
 use crate::download::SourceError;
@@ -302,7 +302,7 @@ async fn resume_point(
         &recorded,
         entries,
         &parts,
-        DosTime::from_utc(zip.created_at),
+        EntryTime::from_utc(zip.created_at),
     );
     drop(recorded);
     zipkit_runtime::allocator::release_free_memory();
@@ -440,7 +440,6 @@ impl Attempt<'_> {
         let archive = ArchiveWriter::resume(
             ArchiveOptions {
                 level: ctx.deflate_level,
-                modified: DosTime::from_utc(zip.created_at),
             },
             ctx.compressors.clone(),
             chunks_tx,
@@ -645,11 +644,12 @@ async fn feed_sources(
                 _ = cancelled.wait_for(|c| *c != Interrupt::None) => Err(JobFailure::cancelled().into()),
             }
         };
-        let (content_length, validator) = match next().await? {
+        let (content_length, validator, last_modified) = match next().await? {
             Some(Event::Started {
                 content_length,
                 validator,
-            }) => (content_length, validator),
+                last_modified,
+            }) => (content_length, validator, last_modified),
             Some(Event::RangeRefused) => return Err(FeedError::Uncontinued),
             Some(Event::Failed(error)) if skipping => {
                 if continued {
@@ -703,8 +703,23 @@ async fn feed_sources(
             if let Some(validator) = validator {
                 placements.validators.insert(index, validator);
             }
+            // The same sources give the same time, so a build taken over writes the same bytes.
+            let modified = EntryTime::from_utc(
+                download
+                    .entry
+                    .modified_at
+                    .or(last_modified)
+                    .unwrap_or(zip.created_at),
+            );
             archive
-                .start_entry(index, &download.entry.filename, method, zip64, announce)
+                .start_entry(
+                    index,
+                    &download.entry.filename,
+                    method,
+                    modified,
+                    zip64,
+                    announce,
+                )
                 .await?;
             placements.report(archive.take_placed(), notes).await;
         }
@@ -807,6 +822,7 @@ fn placement_row(p: &Placement, source_validator: Option<String>) -> EntryPlacem
         deflated: p.method == Method::Deflated,
         zip64: p.zip64,
         source_validator,
+        entry_time: Some(p.modified.at()),
         end: p.end.map(|e| PlacedEnd {
             end: int(e.end),
             compressed_size: int(e.compressed),

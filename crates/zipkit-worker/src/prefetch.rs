@@ -67,6 +67,8 @@ pub struct Source {
     pub index: i32,
     pub url: Box<str>,
     pub filename: Box<str>,
+    /// The entry's time as the request gave it.
+    pub modified_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl From<ZipEntry> for Source {
@@ -75,6 +77,7 @@ impl From<ZipEntry> for Source {
             index: entry.entry_index,
             url: entry.url.into_boxed_str(),
             filename: entry.filename.into_boxed_str(),
+            modified_at: entry.modified_at,
         }
     }
 }
@@ -87,6 +90,8 @@ pub enum Event {
         content_length: Option<u64>,
         /// The source's strong ETag or Last-Modified, when it takes byte ranges.
         validator: Option<String>,
+        /// The source's Last-Modified.
+        last_modified: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Bytes, with the budget they hold until consumed.
     Data(Bytes, Held),
@@ -352,6 +357,7 @@ async fn download(
     let started = Event::Started {
         content_length,
         validator: validator.clone(),
+        last_modified: download::last_modified(&response),
     };
     if tx.send(started).await.is_err() {
         return;

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use zipkit_domain::EntryState;
 use zipkit_domain::models::RecordedEntry;
 
-use crate::archive::{CentralRecord, DosTime, LocalHeader, Method, OpenSoFar, WrittenSoFar};
+use crate::archive::{CentralRecord, EntryTime, LocalHeader, Method, OpenSoFar, WrittenSoFar};
 use crate::prefetch::{Continue, Source};
 use crate::upload::{UploadedPart, crc32_concat, crc32_of, crc32_tail};
 
@@ -63,7 +63,7 @@ pub fn continuation(
     recorded: &[RecordedEntry],
     sources: &[Source],
     parts: &[UploadedPart],
-    modified: DosTime,
+    created: EntryTime,
 ) -> Continuation {
     let uploaded: u64 = parts.iter().map(|p| p.size as u64).sum();
     let mut found = Continuation::default();
@@ -101,7 +101,7 @@ pub fn continuation(
                     } else {
                         Method::Stored
                     },
-                    modified,
+                    modified: time_of(placed, created),
                     crc32,
                     compressed,
                     uncompressed: size,
@@ -121,9 +121,15 @@ pub fn continuation(
     found.written.directory = directory;
     found.run_end = (found.written.offset, found.written.crc32);
     if let (Some(entry), Some(source)) = (recorded.get(found.kept), sources.get(found.kept)) {
-        continue_entry(&mut found, entry, source, parts, modified);
+        continue_entry(&mut found, entry, source, parts, created);
     }
     found
+}
+
+/// The time in a placed entry's headers: as recorded, or the job's creation time for an entry
+/// placed before entry times were recorded.
+fn time_of(placed: &zipkit_domain::models::EntryPlacement, created: EntryTime) -> EntryTime {
+    placed.entry_time.map_or(created, EntryTime::from_utc)
 }
 
 /// Continues `entry`, the one after the kept run, inside the last uploaded part when it is a
@@ -134,7 +140,7 @@ fn continue_entry(
     entry: &RecordedEntry,
     source: &Source,
     parts: &[UploadedPart],
-    modified: DosTime,
+    created: EntryTime,
 ) {
     // Without a validator to send as `If-Range`, a source that changed could not be told from
     // one that did not.
@@ -161,6 +167,7 @@ fn continue_entry(
         return;
     };
     let name = Bytes::copy_from_slice(source.filename.as_bytes());
+    let modified = time_of(placed, created);
     let header = LocalHeader {
         name: name.clone(),
         method: Method::Stored,
@@ -188,6 +195,7 @@ fn continue_entry(
         data_start,
         size: written,
         crc32,
+        modified,
         header,
     });
     found.written.offset = last_start;
@@ -210,6 +218,7 @@ mod tests {
             index,
             url: format!("https://example.com/{index}").into(),
             filename: format!("f{index}.bin").into(),
+            modified_at: None,
         }
     }
 
@@ -225,6 +234,7 @@ mod tests {
                 deflated: index % 2 == 1,
                 zip64: false,
                 source_validator: None,
+                entry_time: None,
                 end: Some(PlacedEnd {
                     end,
                     compressed_size: end - offset - 50,
@@ -267,7 +277,7 @@ mod tests {
             done(3, 3000, 6000, 33),
             done(4, 6000, 9000, 44),
         ];
-        let kept = continuation(&recorded, &sources, &parts(&[6500]), DosTime::default());
+        let kept = continuation(&recorded, &sources, &parts(&[6500]), EntryTime::default());
         assert_eq!(
             kept.kept, 4,
             "entry 3 ends at 6,000, entry 4 at 9,000 > 6,500"
@@ -288,7 +298,7 @@ mod tests {
     fn the_run_ends_at_the_first_entry_that_does_not_line_up() {
         let sources: Vec<Source> = (0..4).map(source).collect();
         let parts = parts(&[1000]);
-        let none = DosTime::default();
+        let none = EntryTime::default();
         // A skipped entry with no later placed entry may have been left out after its bytes
         // went in: it is built again.
         let trailing_skip = vec![done(0, 0, 100, 1), unplaced(1, EntryState::Skipped)];
@@ -315,7 +325,7 @@ mod tests {
         // An archive: entry 0 (1,000 bytes of whatever), then the stored f1.bin, in 4,096-byte
         // parts of which three are uploaded; f1.bin's start was announced, and it was done (its
         // header, in part 1, went up with its values).
-        let modified = DosTime::default();
+        let modified = EntryTime::default();
         let data: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 251) as u8).collect();
         let header = LocalHeader {
             name: Bytes::from_static(b"f1.bin"),
@@ -352,6 +362,7 @@ mod tests {
                     deflated: false,
                     zip64: true,
                     source_validator: Some("\"v1\"".into()),
+                    entry_time: None,
                     end: None,
                 }),
             },

@@ -287,6 +287,28 @@ impl Harness {
         compression: Compression,
         on_error: OnError,
     ) -> ZipId {
+        let entries = entries
+            .iter()
+            .map(|(url, name)| NewZipEntry {
+                url: SourceUrl::parse(url).unwrap(),
+                filename: EntryName::parse(name).unwrap(),
+                given_filename: None,
+                modified_at: None,
+            })
+            .collect();
+        self.submit_entries(bucket, key, entries, compression, on_error)
+            .await
+    }
+
+    /// Stores a job of these entries and publishes its message.
+    async fn submit_entries(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        entries: Vec<NewZipEntry>,
+        compression: Compression,
+        on_error: OnError,
+    ) -> ZipId {
         let mut conn = self.db.connect().await;
         let zip = Zip::create(
             &mut conn,
@@ -299,13 +321,7 @@ impl Harness {
                 compression,
                 on_error,
                 idempotency: None,
-                entries: entries
-                    .iter()
-                    .map(|(url, name)| NewZipEntry {
-                        url: SourceUrl::parse(url).unwrap(),
-                        filename: EntryName::parse(name).unwrap(),
-                    })
-                    .collect(),
+                entries,
             },
         )
         .await
@@ -561,6 +577,176 @@ async fn the_same_job_built_twice_gives_the_same_bytes() {
     assert_eq!(first.len(), second.len());
     assert!(first == second, "the two archives differ");
     harness.stop().await;
+}
+
+/// For each entry (central directory order): its name, DOS date and time as Python reads them,
+/// and the extended-timestamp (0x5455) and Unicode Path (0x7075) extra fields of its local and
+/// central headers, in hex ("" when absent).
+fn times_and_names(archive: &[u8]) -> Vec<serde_json::Value> {
+    let path = std::env::temp_dir().join(format!("zipkit-{}.zip", ZipId::new()));
+    std::fs::write(&path, archive).unwrap();
+    let script = r#"
+import zipfile, sys, json, struct
+path = sys.argv[1]
+raw = open(path, 'rb').read()
+def extras(b):
+    out, i = {}, 0
+    while i + 4 <= len(b):
+        k, n = struct.unpack('<HH', b[i:i+4]); out[k] = b[i+4:i+4+n].hex(); i += 4 + n
+    return out
+rows = []
+for info in zipfile.ZipFile(path).infolist():
+    o = info.header_offset
+    n, m = struct.unpack('<HH', raw[o+26:o+30])
+    local, central = extras(raw[o+30+n:o+30+n+m]), extras(info.extra)
+    rows.append({'name': info.filename, 'dos': list(info.date_time),
+                 'local_ut': local.get(0x5455, ''), 'central_ut': central.get(0x5455, ''),
+                 'local_up': local.get(0x7075, ''), 'central_up': central.get(0x7075, '')})
+print(json.dumps(rows))
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn entries_keep_their_sources_time_and_non_ascii_names_their_unicode_path() {
+    use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
+    let harness = Harness::start().await;
+    let sources = SourceServer::start(vec![
+        (
+            "dated",
+            Behaviour::ServeModified(b"dated".to_vec(), "Wed, 21 Oct 2015 07:28:01 GMT".into()),
+        ),
+        ("undated", Behaviour::Serve(b"undated".to_vec())),
+        (
+            "overridden",
+            Behaviour::ServeModified(b"given".to_vec(), "Wed, 21 Oct 2015 07:28:01 GMT".into()),
+        ),
+        (
+            "ancient",
+            // HTTP's obsolete asctime form, and a time before DOS dates begin.
+            Behaviour::ServeModified(b"ancient".to_vec(), "Thu Jan  1 00:00:10 1970".into()),
+        ),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    let given = Utc.with_ymd_and_hms(2020, 2, 29, 12, 34, 57).unwrap();
+    let entry = |route: &str, name: &str, modified_at: Option<DateTime<Utc>>| NewZipEntry {
+        url: SourceUrl::parse(&sources.url(route)).unwrap(),
+        filename: EntryName::parse(name).unwrap(),
+        given_filename: None,
+        modified_at,
+    };
+    let entries = vec![
+        entry("dated", "dated.txt", None),
+        entry("undated", "été/naïve.txt", None),
+        entry("overridden", "given.txt", Some(given)),
+        entry("ancient", "ancient.txt", None),
+    ];
+    let id = harness
+        .submit_entries(
+            &bucket,
+            "times.zip",
+            entries,
+            Compression::Auto,
+            OnError::Fail,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    let first = harness.store.get("times.zip").await;
+    read_with_python(&first);
+
+    let ut = |seconds: i64| format!("01{}", hex(&(seconds as u32).to_le_bytes()));
+    let dos = |at: DateTime<Utc>| {
+        serde_json::json!([
+            at.year(),
+            at.month(),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second() / 2 * 2
+        ])
+    };
+    let dated = Utc.with_ymd_and_hms(2015, 10, 21, 7, 28, 1).unwrap();
+    let name = "été/naïve.txt".as_bytes();
+    let unicode_path = format!(
+        "01{}{}",
+        hex(&crc32fast::hash(name).to_le_bytes()),
+        hex(name)
+    );
+    let expected = [
+        (
+            "dated.txt",
+            dos(dated),
+            ut(dated.timestamp()),
+            String::new(),
+        ),
+        (
+            "été/naïve.txt",
+            dos(zip.created_at),
+            ut(zip.created_at.timestamp()),
+            unicode_path,
+        ),
+        (
+            "given.txt",
+            dos(given),
+            ut(given.timestamp()),
+            String::new(),
+        ),
+        (
+            "ancient.txt",
+            serde_json::json!([1980, 1, 1, 0, 0, 0]),
+            ut(10),
+            String::new(),
+        ),
+    ];
+    let seen = times_and_names(&first);
+    assert_eq!(seen.len(), expected.len());
+    for (row, (name, dos, ut, up)) in seen.iter().zip(expected) {
+        assert_eq!(row["name"], name);
+        assert_eq!(row["dos"], dos, "{name}");
+        assert_eq!(
+            (&row["local_ut"], &row["central_ut"]),
+            (&ut.clone().into(), &ut.into()),
+            "{name}"
+        );
+        assert_eq!(
+            (&row["local_up"], &row["central_up"]),
+            (&up.clone().into(), &up.into()),
+            "{name}"
+        );
+    }
+
+    // Built again from the start: the same times, so the same bytes.
+    harness.rerun(id).await;
+    let again = harness.wait_finished(id).await;
+    assert_eq!(
+        again.status,
+        ZipStatus::Succeeded,
+        "{:?}",
+        again.error_message
+    );
+    assert!(
+        first == harness.store.get("times.zip").await,
+        "the rebuilt archive differs"
+    );
+    harness.stop().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::io::{Seek, SeekFrom, Write};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use zipkit_worker::archive::deflate::Compressors;
-use zipkit_worker::archive::{ArchiveOptions, ArchiveWriter, DosTime, Method, Piece};
+use zipkit_worker::archive::{ArchiveOptions, ArchiveWriter, EntryTime, Method, Piece};
 
 /// Runs `build` against a writer whose archive goes to a temporary file; returns its path.
 async fn archive_to_file<F>(build: F) -> std::path::PathBuf
@@ -50,10 +50,7 @@ where
         written
     });
     let mut writer = ArchiveWriter::new(
-        ArchiveOptions {
-            level: 1,
-            modified: DosTime::default(),
-        },
+        ArchiveOptions { level: 1 },
         Compressors::new(2).unwrap(),
         tx,
     );
@@ -127,17 +124,31 @@ async fn an_entry_over_4_gib_and_one_after_it_are_read_back_by_independent_reade
     }
     let expected_crc = crc.finalize();
     let path = archive_to_file(async |w: &mut ArchiveWriter| {
-        w.start_entry(0, "huge.bin", Method::Stored, true, false)
-            .await
-            .unwrap();
+        w.start_entry(
+            0,
+            "huge.bin",
+            Method::Stored,
+            EntryTime::default(),
+            true,
+            false,
+        )
+        .await
+        .unwrap();
         for _ in 0..chunks {
             w.write(pattern.clone()).await.unwrap();
         }
         let summary = w.finish_entry().await.unwrap();
         assert_eq!(summary.crc32, expected_crc);
-        w.start_entry(1, "after/é.txt", Method::Deflated, false, false)
-            .await
-            .unwrap();
+        w.start_entry(
+            1,
+            "after/é.txt",
+            Method::Deflated,
+            EntryTime::default(),
+            false,
+            false,
+        )
+        .await
+        .unwrap();
         w.write(Bytes::from_static(b"past the 4 GiB mark"))
             .await
             .unwrap();
@@ -174,9 +185,16 @@ async fn more_than_65535_entries_use_the_zip64_end_records() {
             } else {
                 Method::Deflated
             };
-            w.start_entry(i, &format!("d{}/f{i}.txt", i % 100), method, false, false)
-                .await
-                .unwrap();
+            w.start_entry(
+                i,
+                &format!("d{}/f{i}.txt", i % 100),
+                method,
+                EntryTime::default(),
+                false,
+                false,
+            )
+            .await
+            .unwrap();
             w.write(Bytes::from(format!("entry {i}\n"))).await.unwrap();
         }
     })

@@ -7,6 +7,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use zipkit_domain::enums::{EntryState, ZipStatus};
 use zipkit_domain::models::{Zip, ZipPage, ZipWithBucket};
+use zipkit_domain::values::WINDOWS_SAFE_RULE;
 use zipkit_domain::{Service, ZipId};
 
 use super::context::{Member, PageError, PageResult, conn, parse_id};
@@ -243,13 +244,24 @@ async fn detail(
             @if entries.len() > ENTRIES_SHOWN {
                 p.muted { "The first " (ENTRIES_SHOWN) " of " (entries.len()) " entries." }
             }
+            @if entries.iter().any(|e| e.given_filename.is_some()) {
+                p.rule {
+                    "Names Windows cannot create were rewritten (" code { "windows_safe_names" } "): "
+                    (WINDOWS_SAFE_RULE)
+                }
+            }
             table.list.entries {
                 thead { tr { th { "#" } th { "File name" } th { "Source" } th { "State" } th { "Size" } th { "CRC-32" } } }
                 tbody {
                     @for e in entries.iter().take(ENTRIES_SHOWN) {
                         tr {
                             td data-label="#" { (e.entry_index) }
-                            td data-label="File name" { (e.filename) }
+                            td data-label="File name" {
+                                (e.filename)
+                                @if let Some(given) = &e.given_filename {
+                                    br; span.muted { "given as " code { (given) } }
+                                }
+                            }
                             td data-label="Source" { span.url { (e.url) } }
                             td data-label="State" {
                                 @match e.state {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use zipkit_domain::models::NewZipEntry;
-use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
+use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl, WindowsSafeNames};
 use zipkit_domain::{Compression, OnError, Service};
 
 use crate::error::ApiError;
@@ -37,6 +37,14 @@ pub struct CreateZipBody {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::on_error)]
     pub on_error: Option<String>,
+    /// Rewrite names Windows cannot create (`< > : " | ? * \`, control characters, a trailing
+    /// dot or space, device names such as `CON` or `LPT1.txt`, paths over 260 characters)
+    /// instead of refusing the request: each of those characters becomes `_`, a trailing dot or
+    /// space becomes `_`, a device name gets `_` after it, a long path has its file name
+    /// shortened keeping the extension, and a name that then equals another gets ` (2)`,
+    /// ` (3)`… before its extension. Default `false`.
+    #[serde(default)]
+    pub windows_safe_names: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,6 +54,11 @@ pub struct UrlItem {
     pub url: String,
     /// Path inside the archive; `/` makes folders.
     pub filename: String,
+    /// The entry's modification time (RFC 3339, e.g. `2026-03-01T09:30:00Z`); by default the
+    /// source's `Last-Modified`, else the job's creation time.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub modified_at: Option<String>,
 }
 
 /// Limits on a create request, from `[api]` settings.
@@ -154,35 +167,7 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
             "urls".to_owned(),
         ));
     }
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(body.urls.len());
-    let mut entries = Vec::with_capacity(body.urls.len());
-    for (i, item) in body.urls.into_iter().enumerate() {
-        let url = SourceUrl::parse(&item.url).map_err(|e| {
-            ApiError::bad_request(
-                "url_invalid",
-                format!("`urls[{i}].url` {e}"),
-                format!("urls[{i}].url"),
-            )
-        })?;
-        let filename = EntryName::parse(&item.filename).map_err(|e| {
-            ApiError::bad_request(
-                "filename_invalid",
-                format!("`urls[{i}].filename` {e}"),
-                format!("urls[{i}].filename"),
-            )
-        })?;
-        if let Some(first) = seen.insert(filename.collision_key(), i) {
-            return Err(ApiError::bad_request(
-                "filename_duplicate",
-                format!(
-                    "`urls[{i}].filename` would overwrite `urls[{first}].filename` when extracted \
-                     (names must differ in more than letter case or Unicode normalization)"
-                ),
-                format!("urls[{i}].filename"),
-            ));
-        }
-        entries.push(NewZipEntry { url, filename });
-    }
+    let entries = validate_entries(body.urls, body.windows_safe_names.unwrap_or(false))?;
     let key = ObjectKey::parse(&body.key).map_err(|e| {
         ApiError::bad_request("key_invalid", format!("`key` {e}"), "key".to_owned())
     })?;
@@ -240,6 +225,102 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
         compression,
         on_error,
     })
+}
+
+/// Each url item parsed, its name checked for every system (or rewritten for Windows when the
+/// job asks), no two names landing on the same file. Items are checked in order; names to
+/// rewrite are rewritten after all, so that no rewritten name takes one given as it is.
+fn validate_entries(
+    items: Vec<UrlItem>,
+    windows_safe_names: bool,
+) -> Result<Vec<NewZipEntry>, ApiError> {
+    let filename_param = |i: usize| format!("urls[{i}].filename");
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
+    let mut parsed = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let url = SourceUrl::parse(&item.url).map_err(|e| {
+            ApiError::bad_request(
+                "url_invalid",
+                format!("`urls[{i}].url` {e}"),
+                format!("urls[{i}].url"),
+            )
+        })?;
+        let filename = if windows_safe_names && WindowsSafeNames::needs_rewrite(&item.filename) {
+            Err(item.filename)
+        } else {
+            let filename = EntryName::parse(&item.filename).map_err(|e| {
+                ApiError::bad_request(
+                    "filename_invalid",
+                    format!("`urls[{i}].filename` {e}"),
+                    filename_param(i),
+                )
+            })?;
+            if let Some(problem) = filename.windows_problem() {
+                return Err(ApiError::bad_request(
+                    "filename_not_windows_safe",
+                    format!(
+                        "`urls[{i}].filename` ({filename}) {problem}: rename it, or send \
+                         `\"windows_safe_names\": true` to have such names rewritten"
+                    ),
+                    filename_param(i),
+                ));
+            }
+            if let Some(first) = seen.insert(filename.collision_key(), i) {
+                return Err(ApiError::bad_request(
+                    "filename_duplicate",
+                    format!(
+                        "`urls[{i}].filename` would overwrite `urls[{first}].filename` when \
+                         extracted (names must differ in more than letter case or Unicode \
+                         normalization)"
+                    ),
+                    filename_param(i),
+                ));
+            }
+            Ok(filename)
+        };
+        let modified_at = item
+            .modified_at
+            .map(|text| {
+                chrono::DateTime::parse_from_rfc3339(&text)
+                    .map(|at| at.with_timezone(&chrono::Utc))
+                    .map_err(|e| {
+                        ApiError::bad_request(
+                            "modified_at_invalid",
+                            format!(
+                                "`urls[{i}].modified_at` must be an RFC 3339 time such as \
+                                 `2026-03-01T09:30:00Z` ({e})"
+                            ),
+                            format!("urls[{i}].modified_at"),
+                        )
+                    })
+            })
+            .transpose()?;
+        parsed.push((url, filename, modified_at));
+    }
+    let mut rewrite = WindowsSafeNames::new(parsed.iter().filter_map(|(_, n, _)| n.as_ref().ok()));
+    let mut entries = Vec::with_capacity(parsed.len());
+    for (i, (url, filename, modified_at)) in parsed.into_iter().enumerate() {
+        let (filename, given_filename) = match filename {
+            Ok(filename) => (filename, None),
+            Err(given) => {
+                let rewritten = rewrite.rewrite(&given).map_err(|e| {
+                    ApiError::bad_request(
+                        "filename_invalid",
+                        format!("`urls[{i}].filename` {e}"),
+                        filename_param(i),
+                    )
+                })?;
+                (rewritten, Some(given))
+            }
+        };
+        entries.push(NewZipEntry {
+            url,
+            filename,
+            given_filename,
+            modified_at,
+        });
+    }
+    Ok(entries)
 }
 
 fn validate_metadata(metadata: Option<Value>) -> Result<Map<String, Value>, ApiError> {
@@ -387,6 +468,119 @@ mod tests {
             for rust in ["CreateZipBody", "UrlItem", "struct", "Option"] {
                 assert!(!message.contains(rust), "{bad}: {message}");
             }
+        }
+    }
+
+    /// The job of these names, validated with room for all of them.
+    fn names(names: &[&str], windows_safe_names: bool) -> Result<Vec<NewZipEntry>, ApiError> {
+        let urls: Vec<Value> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"url": format!("https://e.com/{i}"), "filename": n}))
+            .collect();
+        let value = json!({"urls": urls, "bucket_name": "b", "key": "k.zip", "windows_safe_names": windows_safe_names});
+        validate(parse_body(value)?, Limits { max_urls: 100 }).map(|zip| zip.entries)
+    }
+
+    #[test]
+    fn names_windows_cannot_create_are_refused_naming_the_entry_and_the_rule() {
+        let long = format!("{}/{}.pdf", "d".repeat(200), "f".repeat(70));
+        let cases: Vec<(&str, &str)> = vec![
+            ("a<b.txt", "contains `<`"),
+            ("a>b.txt", "contains `>`"),
+            ("ab:c.txt", "contains `:`"),
+            ("a\"b.txt", "contains `\"`"),
+            ("a|b.txt", "contains `|`"),
+            ("a?b.txt", "contains `?`"),
+            ("a*b.txt", "contains `*`"),
+            ("report.", "ending in a dot or a space"),
+            ("folder /a.txt", "ending in a dot or a space"),
+            ("CON", "`CON`, a device name"),
+            ("docs/nul.tar.gz", "`nul`, a device name"),
+            ("COM9.log", "`COM9`, a device name"),
+            ("lpt1", "`lpt1`, a device name"),
+            (&long, "is 275 characters long"),
+        ];
+        for (name, why) in cases {
+            let e = names(&["ok.txt", name], false).expect_err(name);
+            let ApiError::BadRequest { param, .. } = &e else {
+                panic!("{name}: {e:?}")
+            };
+            assert_eq!(e.code(), "filename_not_windows_safe", "{name}");
+            assert_eq!(param.as_deref(), Some("urls[1].filename"), "{name}");
+            let message = e.to_string();
+            assert!(
+                message.contains(why) && message.contains("windows_safe_names"),
+                "{name}: {message}"
+            );
+        }
+        // Backslash and control characters are refused as before (they are unsafe everywhere).
+        for name in ["a\\b.txt", "a\tb.txt"] {
+            assert_eq!(
+                names(&[name], false).unwrap_err().code(),
+                "filename_invalid"
+            );
+        }
+    }
+
+    #[test]
+    fn windows_safe_names_rewrites_by_the_rule_and_keeps_every_name_distinct() {
+        let long = format!("{}/{}.pdf", "d".repeat(200), "f".repeat(70));
+        let given = [
+            "a_b.txt",
+            "a:b.txt",
+            "a?b.txt",
+            "report.",
+            "CON.txt",
+            "dir\\x.txt",
+            "tab\tx",
+            "ok/é.txt",
+            &long,
+        ];
+        let entries = names(&given, true).unwrap();
+        let got: Vec<(&str, Option<&str>)> = entries
+            .iter()
+            .map(|e| (e.filename.as_str(), e.given_filename.as_deref()))
+            .collect();
+        let shortened = format!("{}/{}.pdf", "d".repeat(200), "f".repeat(55));
+        assert_eq!(
+            got,
+            [
+                ("a_b.txt", None),
+                ("a_b (2).txt", Some("a:b.txt")),
+                ("a_b (3).txt", Some("a?b.txt")),
+                ("report_", Some("report.")),
+                ("CON_.txt", Some("CON.txt")),
+                ("dir_x.txt", Some("dir\\x.txt")),
+                ("tab_x", Some("tab\tx")),
+                ("ok/é.txt", None),
+                (shortened.as_str(), Some(long.as_str())),
+            ]
+        );
+        // What is unsafe everywhere stays refused.
+        let e = names(&["../x:y"], true).unwrap_err();
+        assert_eq!(e.code(), "filename_invalid");
+    }
+
+    #[test]
+    fn modified_at_takes_rfc_3339_and_refuses_anything_else() {
+        let zip = body(json!({"urls": [
+            {"url": "https://e.com/1", "filename": "a", "modified_at": "2026-03-01T09:30:00+01:00"},
+            {"url": "https://e.com/2", "filename": "b"}], "bucket_name": "b", "key": "k"}))
+        .unwrap();
+        assert_eq!(
+            zip.entries[0].modified_at.map(|t| t.to_rfc3339()),
+            Some("2026-03-01T08:30:00+00:00".to_owned())
+        );
+        assert_eq!(zip.entries[1].modified_at, None);
+        for bad in ["yesterday", "2026-03-01", "1700000000"] {
+            let (code, _, param) = err(json!({"urls": [
+                {"url": "https://e.com/1", "filename": "a", "modified_at": bad}], "bucket_name": "b", "key": "k"}));
+            assert_eq!(
+                (code.as_str(), param.as_deref()),
+                ("modified_at_invalid", Some("urls[0].modified_at")),
+                "{bad}"
+            );
         }
     }
 

@@ -84,13 +84,21 @@ pub struct ZipEntry {
     pub crc32: Option<i64>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// The name as the request gave it, when `windows_safe_names` rewrote it into `filename`.
+    pub given_filename: Option<String>,
+    /// The entry's time as the request gave it.
+    pub modified_at: Option<DateTime<Utc>>,
 }
 
-/// One source of a new job; both parts already parsed.
+/// One source of a new job; its parts already parsed.
 #[derive(Debug, Clone)]
 pub struct NewZipEntry {
     pub url: SourceUrl,
     pub filename: EntryName,
+    /// The name as given, when `filename` is its Windows-safe rewrite.
+    pub given_filename: Option<String>,
+    /// The entry's time, when the request gives one (instead of the source's Last-Modified).
+    pub modified_at: Option<DateTime<Utc>>,
 }
 
 /// A job ready to be stored: built from a validated request.
@@ -133,6 +141,9 @@ pub struct EntryPlacement {
     /// The source's strong ETag or Last-Modified as it first answered, recorded with the start:
     /// a continued download sends it as `If-Range`.
     pub source_validator: Option<String>,
+    /// The time in the entry's headers (absent on entries placed before it was kept, which all
+    /// carry the job's creation time).
+    pub entry_time: Option<DateTime<Utc>>,
     pub end: Option<PlacedEnd>,
 }
 
@@ -191,7 +202,7 @@ pub struct ZipPage {
     pub limit: i64,
 }
 
-// Postgres allows 65,535 bind parameters per statement; an entry row takes four.
+// Postgres allows 65,535 bind parameters per statement; an entry row takes six.
 const ENTRY_INSERT_CHUNK: usize = 10_000;
 
 impl Zip {
@@ -228,6 +239,8 @@ impl Zip {
                         zip_entries::entry_index.eq(i32::try_from(index).unwrap_or(i32::MAX)),
                         zip_entries::url.eq(entry.url.as_str()),
                         zip_entries::filename.eq(entry.filename.as_str()),
+                        zip_entries::given_filename.eq(entry.given_filename.as_deref()),
+                        zip_entries::modified_at.eq(entry.modified_at),
                     )
                 })
                 .collect();
@@ -549,7 +562,7 @@ impl Zip {
         owner: &str,
         placements: &[EntryPlacement],
     ) -> QueryResult<()> {
-        use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
+        use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz};
         if placements.is_empty() {
             return Ok(());
         }
@@ -562,11 +575,12 @@ impl Zip {
                zip64 = v.zip64, archive_end = v.archive_end, \
                compressed_size = v.compressed_size, archive_crc32 = v.archive_crc32, \
                source_validator = CASE WHEN v.archive_end IS NULL THEN v.source_validator \
-                                       ELSE e.source_validator END \
+                                       ELSE e.source_validator END, \
+               entry_time = v.entry_time \
              FROM unnest($3::int4[], $4::int8[], $5::bool[], $6::bool[], $7::int8[], $8::int8[], \
-                         $9::int8[], $10::text[]) \
+                         $9::int8[], $10::text[], $11::timestamptz[]) \
                AS v(entry_index, archive_offset, deflated, zip64, archive_end, compressed_size, \
-                    archive_crc32, source_validator) \
+                    archive_crc32, source_validator, entry_time) \
              WHERE e.zip_id = $1 AND e.entry_index = v.entry_index \
                AND EXISTS (SELECT 1 FROM zips z WHERE z.id = $1 AND z.lease_owner = $2)",
         )
@@ -585,6 +599,9 @@ impl Zip {
                 .map(|p| p.source_validator.as_deref())
                 .collect::<Vec<_>>(),
         )
+        .bind::<Array<Nullable<Timestamptz>>, _>(
+            placements.iter().map(|p| p.entry_time).collect::<Vec<_>>(),
+        )
         .execute(conn)
         .await
         .map(drop)
@@ -601,6 +618,7 @@ impl Zip {
                 zip_entries::deflated.eq(None::<bool>),
                 zip_entries::zip64.eq(None::<bool>),
                 zip_entries::source_validator.eq(None::<String>),
+                zip_entries::entry_time.eq(None::<DateTime<Utc>>),
                 zip_entries::archive_end.eq(None::<i64>),
                 zip_entries::compressed_size.eq(None::<i64>),
                 zip_entries::archive_crc32.eq(None::<i64>),
@@ -617,7 +635,13 @@ impl Zip {
     ) -> QueryResult<Vec<RecordedEntry>> {
         type Row = (
             (i32, EntryState, Option<i64>, Option<i64>),
-            (Option<i64>, Option<bool>, Option<bool>, Option<String>),
+            (
+                Option<i64>,
+                Option<bool>,
+                Option<bool>,
+                Option<String>,
+                Option<DateTime<Utc>>,
+            ),
             (Option<i64>, Option<i64>, Option<i64>),
         );
         let rows: Vec<Row> = zip_entries::table
@@ -635,6 +659,7 @@ impl Zip {
                     zip_entries::deflated,
                     zip_entries::zip64,
                     zip_entries::source_validator,
+                    zip_entries::entry_time,
                 ),
                 (
                     zip_entries::archive_end,
@@ -659,16 +684,21 @@ impl Zip {
                         _ => None,
                     };
                     let placement = match start {
-                        (Some(offset), Some(deflated), Some(zip64), source_validator) => {
-                            Some(EntryPlacement {
-                                index,
-                                offset,
-                                deflated,
-                                zip64,
-                                source_validator,
-                                end,
-                            })
-                        }
+                        (
+                            Some(offset),
+                            Some(deflated),
+                            Some(zip64),
+                            source_validator,
+                            entry_time,
+                        ) => Some(EntryPlacement {
+                            index,
+                            offset,
+                            deflated,
+                            zip64,
+                            source_validator,
+                            entry_time,
+                            end,
+                        }),
                         _ => None,
                     };
                     RecordedEntry {

@@ -30,6 +30,13 @@ const ZIP64_EXTRA: u16 = 0x0001;
 /// An extra field that only takes room (the ID Android's zipalign uses): where a ZIP64 extra
 /// field was kept room for and turned out not to be needed.
 const PADDING_EXTRA: u16 = 0xD935;
+/// Info-ZIP's extended timestamp: the modification time in UTC, to the second (the DOS fields
+/// have no zone and count in steps of two seconds).
+const TIMESTAMP_EXTRA: u16 = 0x5455;
+const TIMESTAMP_EXTRA_LEN: u16 = 5;
+/// Info-ZIP's Unicode Path: the UTF-8 name again, for readers that ignore the UTF-8 flag (older
+/// Windows tools); written for names that are not plain ASCII.
+const UNICODE_PATH_EXTRA: u16 = 0x7075;
 
 /// Largest value a classic 32-bit field holds; the value itself means "see the ZIP64 field".
 const MAX32: u64 = 0xFFFF_FFFF;
@@ -59,7 +66,7 @@ pub struct DosTime {
 }
 
 impl DosTime {
-    /// DOS dates start in 1980; earlier times are clamped to its first second.
+    /// DOS dates run from 1980 to 2107; times outside are clamped to the nearest end.
     pub fn from_utc(at: chrono::DateTime<chrono::Utc>) -> Self {
         use chrono::{Datelike, Timelike};
         if at.year() < 1980 {
@@ -68,7 +75,13 @@ impl DosTime {
                 date: (1 << 5) | 1,
             };
         }
-        let year = (at.year() - 1980).min(127) as u16;
+        if at.year() > 1980 + 127 {
+            return Self {
+                time: (23 << 11) | (59 << 5) | 29,
+                date: (127 << 9) | (12 << 5) | 31,
+            };
+        }
+        let year = (at.year() - 1980) as u16;
         Self {
             time: ((at.hour() as u16) << 11)
                 | ((at.minute() as u16) << 5)
@@ -78,12 +91,63 @@ impl DosTime {
     }
 }
 
+/// An entry's modification time, to the second: what its DOS fields and its extended
+/// timestamp carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EntryTime(chrono::DateTime<chrono::Utc>);
+
+impl EntryTime {
+    pub fn from_utc(at: chrono::DateTime<chrono::Utc>) -> Self {
+        use chrono::SubsecRound;
+        Self(at.trunc_subsecs(0))
+    }
+
+    pub fn at(self) -> chrono::DateTime<chrono::Utc> {
+        self.0
+    }
+
+    fn dos(self) -> DosTime {
+        DosTime::from_utc(self.0)
+    }
+
+    /// Seconds since 1970, clamped to 0..=2^31-1 so readers that take the field as signed
+    /// and those that take it as unsigned agree.
+    fn unix(self) -> u32 {
+        self.0.timestamp().clamp(0, i64::from(i32::MAX)) as u32
+    }
+}
+
+/// The extra fields every header carries after the ZIP64 one: the extended timestamp, and the
+/// Unicode Path for a name that is not ASCII.
+fn put_common_extras(b: &mut BytesMut, name: &[u8], modified: EntryTime) {
+    b.put_u16_le(TIMESTAMP_EXTRA);
+    b.put_u16_le(TIMESTAMP_EXTRA_LEN);
+    b.put_u8(1); // the modification time only
+    b.put_u32_le(modified.unix());
+    if !name.is_ascii() {
+        b.put_u16_le(UNICODE_PATH_EXTRA);
+        b.put_u16_le(5 + name.len() as u16);
+        b.put_u8(1); // version
+        b.put_u32_le(crc32fast::hash(name));
+        b.put_slice(name);
+    }
+}
+
+fn common_extras_len(name: &[u8]) -> u16 {
+    let unicode = if name.is_ascii() {
+        0
+    } else {
+        9 + name.len() as u16
+    };
+    4 + TIMESTAMP_EXTRA_LEN + unicode
+}
+
 /// What the central directory keeps about an entry once it is written.
 #[derive(Debug, Clone)]
 pub struct CentralRecord {
     pub name: Bytes,
     pub method: Method,
-    pub modified: DosTime,
+    pub modified: EntryTime,
     pub crc32: u32,
     pub compressed: u64,
     pub uncompressed: u64,
@@ -96,7 +160,7 @@ pub struct CentralRecord {
 pub struct LocalHeader {
     pub name: Bytes,
     pub method: Method,
-    pub modified: DosTime,
+    pub modified: EntryTime,
     /// Room for the ZIP64 extra field: an entry whose size is not known to stay under 4 GiB, or
     /// whose header lies past 4 GiB (`with_room_at`).
     pub zip64: bool,
@@ -136,7 +200,7 @@ impl LocalHeader {
 
     fn bytes(&self, crc32: u32, compressed: u64, uncompressed: u64, zip64: bool) -> Bytes {
         let name = &self.name;
-        let mut b = BytesMut::with_capacity(30 + name.len() + 20);
+        let mut b = BytesMut::with_capacity(30 + 2 * name.len() + 40);
         b.put_u32_le(LOCAL_HEADER);
         b.put_u16_le(if zip64 {
             VERSION_ZIP64
@@ -145,8 +209,8 @@ impl LocalHeader {
         });
         b.put_u16_le(FLAGS);
         b.put_u16_le(self.method.code());
-        b.put_u16_le(self.modified.time);
-        b.put_u16_le(self.modified.date);
+        b.put_u16_le(self.modified.dos().time);
+        b.put_u16_le(self.modified.dos().date);
         b.put_u32_le(crc32);
         if zip64 {
             b.put_u32_le(MAX32 as u32);
@@ -156,7 +220,8 @@ impl LocalHeader {
             b.put_u32_le(uncompressed as u32);
         }
         b.put_u16_le(name.len() as u16);
-        b.put_u16_le(if self.zip64 { 20 } else { 0 });
+        let room = if self.zip64 { 20 } else { 0 };
+        b.put_u16_le(room + common_extras_len(name));
         b.put_slice(name);
         if self.zip64 {
             b.put_u16_le(if zip64 { ZIP64_EXTRA } else { PADDING_EXTRA });
@@ -164,6 +229,7 @@ impl LocalHeader {
             b.put_u64_le(if zip64 { uncompressed } else { 0 });
             b.put_u64_le(if zip64 { compressed } else { 0 });
         }
+        put_common_extras(&mut b, name, self.modified);
         b.freeze()
     }
 }
@@ -179,7 +245,7 @@ pub fn central_header(out: &mut BytesMut, r: &CentralRecord) {
     }
     let zip64 = !extra.is_empty();
     let clamp = |v: u64| v.min(MAX32) as u32;
-    out.reserve(46 + r.name.len() + 28);
+    out.reserve(46 + 2 * r.name.len() + 48);
     out.put_u32_le(CENTRAL_HEADER);
     out.put_u16_le(MADE_BY);
     out.put_u16_le(if zip64 {
@@ -189,13 +255,14 @@ pub fn central_header(out: &mut BytesMut, r: &CentralRecord) {
     });
     out.put_u16_le(FLAGS);
     out.put_u16_le(r.method.code());
-    out.put_u16_le(r.modified.time);
-    out.put_u16_le(r.modified.date);
+    out.put_u16_le(r.modified.dos().time);
+    out.put_u16_le(r.modified.dos().date);
     out.put_u32_le(r.crc32);
     out.put_u32_le(clamp(r.compressed));
     out.put_u32_le(clamp(r.uncompressed));
     out.put_u16_le(r.name.len() as u16);
-    out.put_u16_le(if zip64 { 4 + extra.len() as u16 } else { 0 });
+    let zip64_len = if zip64 { 4 + extra.len() as u16 } else { 0 };
+    out.put_u16_le(zip64_len + common_extras_len(&r.name));
     out.put_u16_le(0); // comment
     out.put_u16_le(0); // disk number
     out.put_u16_le(0); // internal attributes
@@ -207,6 +274,7 @@ pub fn central_header(out: &mut BytesMut, r: &CentralRecord) {
         out.put_u16_le(extra.len() as u16);
         out.put_slice(&extra);
     }
+    put_common_extras(out, &r.name, r.modified);
 }
 
 /// The end records: a ZIP64 end record and locator when the count, size or offset of the central
@@ -270,14 +338,14 @@ mod tests {
         let record = CentralRecord {
             name: Bytes::from_static(b"a.txt"),
             method: Method::Stored,
-            modified: DosTime::default(),
+            modified: EntryTime::default(),
             crc32: 1,
             compressed: 10,
             uncompressed: 10,
             header_offset: 0,
         };
         central_header(&mut small, &record);
-        assert_eq!(small.len(), 46 + 5);
+        assert_eq!(small.len(), 46 + 5 + 9);
         let mut large = BytesMut::new();
         central_header(
             &mut large,
@@ -287,7 +355,7 @@ mod tests {
                 ..record
             },
         );
-        assert_eq!(large.len(), 46 + 5 + 4 + 16);
+        assert_eq!(large.len(), 46 + 5 + 4 + 16 + 9);
         assert_eq!(&large[20..28], &[0xFF; 8]);
     }
 
@@ -296,7 +364,7 @@ mod tests {
         let header = LocalHeader {
             name: Bytes::from_static(b"a.bin"),
             method: Method::Stored,
-            modified: DosTime::default(),
+            modified: EntryTime::default(),
             zip64: true,
         };
         let extra_id = |b: &Bytes| u16::from_le_bytes([b[35], b[36]]);
@@ -318,7 +386,7 @@ mod tests {
             zip64: false,
             ..header.clone()
         };
-        assert_eq!(plain.final_bytes(7, 10, 10, 0).len(), 30 + 5);
+        assert_eq!(plain.final_bytes(7, 10, 10, 0).len(), 30 + 5 + 9);
         assert!(plain.clone().with_room_at(5 << 30).zip64);
     }
 

@@ -7,7 +7,7 @@ pub mod format;
 pub mod writer;
 
 pub use format::CentralRecord;
-pub use format::{DosTime, LocalHeader, Method};
+pub use format::{EntryTime, LocalHeader, Method};
 pub use writer::{
     ArchiveError, ArchiveOptions, ArchiveWriter, EntrySummary, Finished, OpenSoFar, Piece,
     PlacedEnd, Placement, WrittenSoFar, ZIP64_THRESHOLD,
@@ -150,10 +150,7 @@ mod tests {
     /// bucket.
     fn writer_collected() -> (ArchiveWriter, tokio::task::JoinHandle<Vec<u8>>) {
         let (out, rx) = mpsc::channel::<Piece>(4);
-        let options = ArchiveOptions {
-            level: 6,
-            modified: DosTime::default(),
-        };
+        let options = ArchiveOptions { level: 6 };
         let writer = ArchiveWriter::new(options, deflate::Compressors::new(2).unwrap(), out);
         (writer, collect(rx))
     }
@@ -186,10 +183,7 @@ mod tests {
     ) -> (Vec<u8>, Vec<Placement>, u64) {
         let (out, rx) = mpsc::channel::<Piece>(4);
         let collector = collect(rx);
-        let options = ArchiveOptions {
-            level: 6,
-            modified: DosTime::default(),
-        };
+        let options = ArchiveOptions { level: 6 };
         let compressors = deflate::Compressors::new(2).unwrap();
         let mut writer = ArchiveWriter::resume(options, compressors, out, so_far);
         let mut placed = Vec::new();
@@ -198,7 +192,7 @@ mod tests {
         }
         for (id, (name, method, chunks)) in (first_id..).zip(entries) {
             writer
-                .start_entry(id, name, *method, false, true)
+                .start_entry(id, name, *method, EntryTime::default(), false, true)
                 .await
                 .unwrap();
             for chunk in chunks {
@@ -260,7 +254,7 @@ mod tests {
                 .map(|(e, p)| CentralRecord {
                     name: Bytes::from_static(e.0.as_bytes()),
                     method: e.1,
-                    modified: DosTime::default(),
+                    modified: EntryTime::default(),
                     crc32: crc32fast::hash(&data(e)),
                     compressed: p.end.unwrap().compressed,
                     uncompressed: data(e).len() as u64,
@@ -283,7 +277,15 @@ mod tests {
             );
         }
         // Inside the stored two.bin, at a few offsets of its data.
-        let data_start = starts[1].offset + 30 + "two.bin".len() as u64;
+        let header_len = LocalHeader {
+            name: Bytes::from_static(b"two.bin"),
+            method: Method::Stored,
+            modified: EntryTime::default(),
+            zip64: false,
+        }
+        .placeholder()
+        .len();
+        let data_start = starts[1].offset + header_len as u64;
         for written in [1usize, 70_000, 1_234_567] {
             let at = data_start + written as u64;
             let so_far = WrittenSoFar {
@@ -298,6 +300,7 @@ mod tests {
                     data_start,
                     size: written as u64,
                     crc32: crc32fast::hash(&big[..written]),
+                    modified: EntryTime::default(),
                     header: Bytes::copy_from_slice(
                         &whole[starts[1].offset as usize..data_start as usize],
                     ),
@@ -322,7 +325,7 @@ mod tests {
         let (mut writer, collector) = writer_collected();
         for (id, (name, method, data)) in (0..).zip(entries) {
             writer
-                .start_entry(id, name, *method, false, false)
+                .start_entry(id, name, *method, EntryTime::default(), false, false)
                 .await
                 .unwrap();
             let data = if id as usize == left_out {
@@ -382,7 +385,7 @@ mod tests {
         ];
         for (id, (name, method, data)) in (0..).zip(&entries) {
             writer
-                .start_entry(id, name, *method, true, false)
+                .start_entry(id, name, *method, EntryTime::default(), true, false)
                 .await
                 .unwrap();
             writer.write(Bytes::from(data.clone())).await.unwrap();

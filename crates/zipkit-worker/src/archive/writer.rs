@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::deflate::{BLOCK, CompressedBlock, Compressors, WINDOW};
-use super::format::{self, CentralRecord, DosTime, LocalHeader, Method};
+use super::format::{self, CentralRecord, EntryTime, LocalHeader, Method};
 
 /// What the writer hands the uploader, in archive order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +62,6 @@ pub enum ArchiveError {
 pub struct ArchiveOptions {
     /// Deflate level, 1 (fastest) to 9 (smallest).
     pub level: u32,
-    /// Timestamp written on every entry.
-    pub modified: DosTime,
 }
 
 /// What was written for an entry.
@@ -85,6 +83,8 @@ pub struct Placement {
     pub offset: u64,
     pub method: Method,
     pub zip64: bool,
+    /// The time in its headers.
+    pub modified: EntryTime,
     pub end: Option<PlacedEnd>,
 }
 
@@ -119,6 +119,7 @@ pub struct OpenSoFar {
     pub data_start: u64,
     pub size: u64,
     pub crc32: u32,
+    pub modified: EntryTime,
     pub header: Bytes,
 }
 
@@ -163,6 +164,7 @@ struct OpenEntry {
     entry: i32,
     name: Bytes,
     method: Method,
+    modified: EntryTime,
     zip64: bool,
     /// Continued from an earlier build: the header the bucket has.
     continued: Option<Bytes>,
@@ -242,6 +244,7 @@ impl ArchiveWriter {
             entry: o.entry,
             name: o.name,
             method: Method::Stored,
+            modified: o.modified,
             zip64: o.zip64,
             continued: Some(o.header),
             crc: crc32fast::Hasher::new_with_initial_len(o.crc32, o.size),
@@ -282,6 +285,7 @@ impl ArchiveWriter {
         entry: i32,
         name: &str,
         method: Method,
+        modified: EntryTime,
         zip64: bool,
         announce: bool,
     ) -> Result<(), ArchiveError> {
@@ -292,7 +296,7 @@ impl ArchiveWriter {
         let header = LocalHeader {
             name: name.clone(),
             method,
-            modified: self.options.modified,
+            modified,
             zip64,
         };
         let start = announce.then_some(Placement {
@@ -300,6 +304,7 @@ impl ArchiveWriter {
             offset: 0, // where the header lands, once it does
             method,
             zip64,
+            modified,
             end: None,
         });
         self.push(Pending::Header(header, start)).await?;
@@ -307,6 +312,7 @@ impl ArchiveWriter {
             entry,
             name,
             method,
+            modified,
             zip64,
             continued: None,
             crc: crc32fast::Hasher::new(),
@@ -407,7 +413,7 @@ impl ArchiveWriter {
             header: LocalHeader {
                 name: entry.name,
                 method: entry.method,
-                modified: self.options.modified,
+                modified: entry.modified,
                 zip64: entry.zip64,
             },
             crc32: summary.crc32,
@@ -542,6 +548,7 @@ impl ArchiveWriter {
                     offset: header_offset,
                     method: end.header.method,
                     zip64: local.zip64,
+                    modified: end.header.modified,
                     end: Some(PlacedEnd {
                         end: self.offset,
                         compressed,
@@ -554,7 +561,7 @@ impl ArchiveWriter {
                     &CentralRecord {
                         name: end.header.name,
                         method: end.header.method,
-                        modified: self.options.modified,
+                        modified: end.header.modified,
                         crc32: end.crc32,
                         compressed,
                         uncompressed: end.uncompressed,

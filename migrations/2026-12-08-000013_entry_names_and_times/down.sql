@@ -1,0 +1,4 @@
+ALTER TABLE zip_entries
+    DROP COLUMN entry_time,
+    DROP COLUMN modified_at,
+    DROP COLUMN given_filename;
