@@ -774,7 +774,10 @@ async fn buckets_tokens_and_webhooks_are_managed_without_any_page_showing_a_stor
     let (status, renamed) = app.send(app.post_zip(&token, &renamed)).await;
     assert_eq!(status, 202, "{renamed}");
     let renamed_page = ann
-        .get(&format!("{p}/zips/{}", renamed["data"]["id"].as_str().expect("id")))
+        .get(&format!(
+            "{p}/zips/{}",
+            renamed["data"]["id"].as_str().expect("id")
+        ))
         .await;
     assert_eq!(renamed_page.status, 200);
     for shown in [

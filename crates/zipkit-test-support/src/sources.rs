@@ -34,6 +34,7 @@ pub enum Behaviour {
     /// `chunks_sent`); with `then`, those bytes to every request after the first (a source
     /// that changed). With `ranges`, it gives an ETag (`"v1"`, `"v2"` once changed) and
     /// `Range: bytes=N-` gets 206 and the rest from N, unless an `If-Range` names another ETag.
+    /// Its `Last-Modified` is a day later once changed.
     Trickle {
         bytes: Vec<u8>,
         chunk: usize,
@@ -178,9 +179,9 @@ async fn serve(
             then,
             ranges,
         }) => {
-            let (bytes, etag) = match then {
-                Some(then) if hit > 0 => (then, "\"v2\""),
-                _ => (bytes, ETAG),
+            let (bytes, etag, version) = match then {
+                Some(then) if hit > 0 => (then, "\"v2\"", 1),
+                _ => (bytes, ETAG, 0),
             };
             let total = bytes.len();
             let if_range = request
@@ -228,7 +229,12 @@ async fn serve(
                     .insert_header(("Accept-Ranges", "bytes"))
                     .insert_header(("ETag", etag));
             }
-            response.no_chunking(length).streaming(body)
+            let modified = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(1_770_000_000 + 86_400 * version);
+            response
+                .insert_header(("Last-Modified", httpdate::fmt_http_date(modified)))
+                .no_chunking(length)
+                .streaming(body)
         }
         Some(Behaviour::BreakThenResume { bytes, cut }) if hit == 0 => {
             broken_off(bytes, *cut, true)

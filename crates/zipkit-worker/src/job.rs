@@ -445,9 +445,20 @@ impl Attempt<'_> {
             chunks_tx,
             kept.written,
         );
-        let rest: Arc<[Source]> = match kept.kept {
-            0 => entries,
-            kept => Arc::from(&entries[kept..]),
+        let rest: Arc<[Source]> = match (kept.kept, kept.times.is_empty()) {
+            (0, true) => entries,
+            (kept, true) => Arc::from(&entries[kept..]),
+            // Entries placed before keep the time the earlier build gave them.
+            (kept_count, false) => {
+                let times: std::collections::HashMap<_, _> = kept.times.into_iter().collect();
+                entries[kept_count..]
+                    .iter()
+                    .map(|source| Source {
+                        modified_at: times.get(&source.index).copied().or(source.modified_at),
+                        ..source.clone()
+                    })
+                    .collect()
+            }
         };
         let carried = Carried {
             files: kept.files,

@@ -67,7 +67,8 @@ pub struct Source {
     pub index: i32,
     pub url: Box<str>,
     pub filename: Box<str>,
-    /// The entry's time as the request gave it.
+    /// The entry's time when it is decided already: as the request gave it, or as an earlier
+    /// build of the job placed it (otherwise the source's `Last-Modified` decides).
     pub modified_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 

@@ -36,6 +36,10 @@ pub struct Continuation {
     pub bytes: u64,
     /// The entry after the kept ones is continued: its download starts here.
     pub continuing: Option<Continue>,
+    /// The times the earlier build gave the entries after the kept ones that it placed: built
+    /// again, they keep them (their headers may be in parts already uploaded), even if their
+    /// source's `Last-Modified` moved.
+    pub times: Vec<(i32, chrono::DateTime<chrono::Utc>)>,
     /// The end of the kept run and the archive's CRC-32 there, where a build that does not
     /// continue the entry after it starts.
     run_end: (u64, u32),
@@ -120,6 +124,11 @@ pub fn continuation(
     }
     found.written.directory = directory;
     found.run_end = (found.written.offset, found.written.crc32);
+    found.times = recorded
+        .iter()
+        .skip(found.kept)
+        .filter_map(|e| Some((e.index, e.placement.as_ref()?.entry_time?)))
+        .collect();
     if let (Some(entry), Some(source)) = (recorded.get(found.kept), sources.get(found.kept)) {
         continue_entry(&mut found, entry, source, parts, created);
     }
@@ -292,6 +301,43 @@ mod tests {
         assert_eq!(directory[1].method, Method::Stored);
         assert_eq!(directory[2].method, Method::Deflated);
         assert_eq!((directory[2].crc32, directory[2].compressed), (103, 2950));
+    }
+
+    #[test]
+    fn kept_entries_keep_their_recorded_time_and_those_built_again_are_told_theirs() {
+        use chrono::TimeZone;
+        let sources: Vec<Source> = (0..4).map(source).collect();
+        let at = |day| {
+            chrono::Utc
+                .with_ymd_and_hms(2026, 3, day, 9, 30, 1)
+                .unwrap()
+        };
+        let timed = |mut entry: RecordedEntry, day| {
+            if let Some(p) = entry.placement.as_mut() {
+                p.entry_time = Some(at(day));
+            }
+            entry
+        };
+        let recorded = vec![
+            timed(done(0, 0, 1000, 11), 1),
+            // Placed before times were recorded: the job's creation time, as builds then wrote.
+            done(1, 1000, 3000, 22),
+            timed(done(2, 3000, 6000, 33), 3),
+            timed(done(3, 6000, 9000, 44), 4),
+        ];
+        let created = EntryTime::from_utc(at(28));
+        let kept = continuation(&recorded, &sources, &parts(&[6500]), created);
+        assert_eq!(kept.kept, 3);
+        let times: Vec<EntryTime> = kept.written.directory.iter().map(|r| r.modified).collect();
+        assert_eq!(
+            times,
+            [
+                EntryTime::from_utc(at(1)),
+                created,
+                EntryTime::from_utc(at(3))
+            ]
+        );
+        assert_eq!(kept.times, [(3, at(4))]);
     }
 
     #[test]

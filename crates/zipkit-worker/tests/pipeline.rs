@@ -1242,9 +1242,9 @@ impl Sources {
     }
 }
 
-/// Where `c.bin`'s data starts in a stored takeover archive: after `a.bin`'s header (30 bytes and
-/// its name), its 7 MiB, and `c.bin`'s header.
-const C_DATA_START: usize = (30 + 5) + 7 * 1024 * 1024 + (30 + 5);
+/// Where `c.bin`'s data starts in a stored takeover archive: after `a.bin`'s header (30 bytes, its
+/// name and its 9-byte extended timestamp), its 7 MiB, and `c.bin`'s header.
+const C_DATA_START: usize = (30 + 5 + 9) + 7 * 1024 * 1024 + (30 + 5 + 9);
 
 /// How the first worker is taken out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
