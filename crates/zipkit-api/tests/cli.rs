@@ -240,6 +240,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
                 filename: EntryName::parse("a").unwrap(),
                 given_filename: None,
                 modified_at: None,
+                declared_size: None,
             }],
         },
     )

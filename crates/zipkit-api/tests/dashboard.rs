@@ -362,6 +362,7 @@ async fn a_member_of_one_project_reaches_nothing_of_another_by_changing_ids() {
                     filename: EntryName::parse("a.pdf").expect("name"),
                     given_filename: None,
                     modified_at: None,
+                    declared_size: None,
                 }],
             },
         )

@@ -436,6 +436,7 @@ impl Bench {
                                 .context("name")?,
                             given_filename: None,
                             modified_at: None,
+                            declared_size: None,
                         })
                     })
                     .collect::<anyhow::Result<_>>()?,

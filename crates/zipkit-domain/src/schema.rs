@@ -156,6 +156,7 @@ diesel::table! {
         given_filename -> Nullable<Text>,
         modified_at -> Nullable<Timestamptz>,
         entry_time -> Nullable<Timestamptz>,
+        declared_size -> Nullable<Int8>,
     }
 }
 

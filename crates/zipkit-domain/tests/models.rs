@@ -91,6 +91,7 @@ fn new_zip(project_id: ProjectId, bucket: &Bucket, names: &[&str]) -> NewZip {
                 filename: EntryName::parse(name).expect("valid name"),
                 given_filename: None,
                 modified_at: None,
+                declared_size: None,
             })
             .collect(),
     }

@@ -12,6 +12,8 @@ pub enum Behaviour {
     Serve(Vec<u8>),
     /// Serves the bytes with this `Last-Modified` header.
     ServeModified(Vec<u8>, String),
+    /// Serves the bytes with chunked transfer encoding: no `Content-Length`.
+    Chunked(Vec<u8>),
     /// Answers this status.
     Status(u16),
     /// Answers 302 with this `Location`.
@@ -136,6 +138,13 @@ async fn serve(
     match files.routes.get(&name) {
         None => HttpResponse::NotFound().finish(),
         Some(Behaviour::Serve(bytes)) => HttpResponse::Ok().body(bytes.clone()),
+        Some(Behaviour::Chunked(bytes)) => {
+            let chunks: Vec<Result<web::Bytes, std::io::Error>> = bytes
+                .chunks(64 * 1024)
+                .map(|c| Ok(web::Bytes::copy_from_slice(c)))
+                .collect();
+            HttpResponse::Ok().streaming(futures_util::stream::iter(chunks))
+        }
         Some(Behaviour::ServeModified(bytes, modified)) => HttpResponse::Ok()
             .insert_header(("Last-Modified", modified.as_str()))
             .body(bytes.clone()),

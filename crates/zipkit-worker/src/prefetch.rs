@@ -70,6 +70,8 @@ pub struct Source {
     /// The entry's time when it is decided already: as the request gave it, or as an earlier
     /// build of the job placed it (otherwise the source's `Last-Modified` decides).
     pub modified_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The source's size as the request declared it: it must send exactly that.
+    pub declared_size: Option<u64>,
 }
 
 impl From<ZipEntry> for Source {
@@ -79,6 +81,7 @@ impl From<ZipEntry> for Source {
             url: entry.url.into_boxed_str(),
             filename: entry.filename.into_boxed_str(),
             modified_at: entry.modified_at,
+            declared_size: entry.declared_size.and_then(|n| u64::try_from(n).ok()),
         }
     }
 }
@@ -203,6 +206,7 @@ impl Prefetcher {
                     self.budget.clone(),
                     tx,
                     from,
+                    entry.declared_size,
                 )
                 .instrument(span),
             );
@@ -302,6 +306,7 @@ async fn download(
     job_budget: Arc<Semaphore>,
     tx: mpsc::Sender<Event>,
     from: Option<Continue>,
+    declared: Option<u64>,
 ) {
     let mut patience = Patience::new(limits.source_wait);
     let began = Instant::now();
@@ -349,6 +354,15 @@ async fn download(
         },
         None => response.content_length(),
     };
+    if let (Some(announced), Some(declared)) = (content_length, declared)
+        && announced != declared
+    {
+        let error = size_mismatch(declared, format!("announces {announced}"));
+        let _ = tx.send(Event::Failed(error)).await;
+        return;
+    }
+    // A length the request declared stands in for one the source does not send.
+    let content_length = content_length.or(declared);
     if content_length.is_some_and(|l| l > limits.max_source_bytes) {
         let error = too_large(limits.max_source_bytes);
         let _ = tx.send(Event::Failed(error)).await;
@@ -394,7 +408,13 @@ async fn download(
                 let _ = tx.send(Event::Failed(changed())).await;
                 return;
             }
-            Ok(None) => return, // complete: the channel closes
+            Ok(None) => {
+                if let Some(declared) = declared.filter(|d| *d != received) {
+                    let error = size_mismatch(declared, format!("sent {received}"));
+                    let _ = tx.send(Event::Failed(error)).await;
+                }
+                return; // complete: the channel closes
+            }
             Ok(Some(Ok(mut chunk))) => {
                 metrics::counter!(metrics_names::BYTES_DOWNLOADED).increment(chunk.len() as u64);
                 // Replayed and new bytes alike count for the stall rule.
@@ -419,6 +439,11 @@ async fn download(
                 if !chunk.is_empty() {
                     received += chunk.len() as u64;
                     handed_on.update(&chunk);
+                    if let Some(declared) = declared.filter(|d| received > *d) {
+                        let error = size_mismatch(declared, "sent more".to_owned());
+                        let _ = tx.send(Event::Failed(error)).await;
+                        return;
+                    }
                     if received > limits.max_source_bytes {
                         let error = too_large(limits.max_source_bytes);
                         let _ = tx.send(Event::Failed(error)).await;
@@ -547,6 +572,13 @@ fn changed() -> SourceError {
     SourceError::transient(
         "source_changed",
         "the source broke off and, fetched again, no longer starts with the bytes already written",
+    )
+}
+
+fn size_mismatch(declared: u64, what_it_did: String) -> SourceError {
+    SourceError::permanent(
+        "source_size_mismatch",
+        format!("the request declared {declared} bytes (`size`); the source {what_it_did}"),
     )
 }
 

@@ -228,6 +228,7 @@ mod tests {
             url: format!("https://example.com/{index}").into(),
             filename: format!("f{index}.bin").into(),
             modified_at: None,
+            declared_size: None,
         }
     }
 

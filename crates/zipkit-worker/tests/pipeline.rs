@@ -294,6 +294,7 @@ impl Harness {
                 filename: EntryName::parse(name).unwrap(),
                 given_filename: None,
                 modified_at: None,
+                declared_size: None,
             })
             .collect();
         self.submit_entries(bucket, key, entries, compression, on_error)
@@ -647,6 +648,7 @@ async fn entries_keep_their_sources_time_and_non_ascii_names_their_unicode_path(
         filename: EntryName::parse(name).unwrap(),
         given_filename: None,
         modified_at,
+        declared_size: None,
     };
     let entries = vec![
         entry("dated", "dated.txt", None),
@@ -2039,6 +2041,111 @@ async fn with_skip_a_source_that_stops_before_its_length_is_left_out_and_reporte
                 Some("source_unreachable")
             );
         }
+    }
+    harness.stop().await;
+}
+
+/// Each entry's local header as (name, "version needed", the IDs of its extra fields).
+fn local_headers(archive: &[u8]) -> Vec<(String, u16, Vec<u16>)> {
+    let path = std::env::temp_dir().join(format!("zipkit-{}.zip", ZipId::new()));
+    std::fs::write(&path, archive).unwrap();
+    let script = r#"
+import json, struct, sys, zipfile
+raw = open(sys.argv[1], 'rb').read()
+rows = []
+for i in zipfile.ZipFile(sys.argv[1]).infolist():
+    o = i.header_offset
+    n, m = struct.unpack('<HH', raw[o+26:o+30])
+    extra, ids = raw[o+30+n:o+30+n+m], []
+    while len(extra) >= 4:
+        kind, size = struct.unpack('<HH', extra[:4]); ids.append(kind); extra = extra[4+size:]
+    rows.append([i.filename, struct.unpack('<H', raw[o+4:o+6])[0], ids])
+print(json.dumps(rows))
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_declared_size_decides_zip64_and_the_source_must_send_exactly_that() {
+    let harness = Harness::start().await;
+    let data = pseudo_random(300 * 1024, 5);
+    let sources = SourceServer::start(vec![
+        ("chunked", Behaviour::Chunked(data.clone())),
+        ("short", Behaviour::Chunked(vec![b's'; 100])),
+        ("long", Behaviour::Chunked(vec![b'l'; 300])),
+        ("announced", Behaviour::Serve(vec![b'a'; 50])),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    let entry = |route: &str, name: &str, size: Option<i64>| NewZipEntry {
+        url: SourceUrl::parse(&sources.url(route)).unwrap(),
+        filename: EntryName::parse(name).unwrap(),
+        given_filename: None,
+        modified_at: None,
+        declared_size: size,
+    };
+    let entries = vec![
+        entry("chunked", "declared.bin", Some(data.len() as i64)),
+        entry("chunked", "undeclared.bin", None),
+        entry("short", "short.bin", Some(200)),
+        entry("long", "long.bin", Some(200)),
+        entry("announced", "announced.bin", Some(60)),
+    ];
+    let id = harness
+        .submit_entries(
+            &bucket,
+            "sizes.zip",
+            entries,
+            Compression::Store,
+            OnError::Skip,
+        )
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    let archive = harness.store.get("sizes.zip").await;
+    let read = read_with_python(&archive);
+    assert_eq!(read["declared.bin"], data);
+    assert_eq!(read["undeclared.bin"], data);
+    // Declared: no room for ZIP64 at all. Unknown: room kept, and filled with padding.
+    assert_eq!(
+        local_headers(&archive),
+        [
+            ("declared.bin".to_owned(), 20, vec![0x5455]),
+            ("undeclared.bin".to_owned(), 20, vec![0xD935, 0x5455]),
+        ]
+    );
+    let mut conn = harness.db.connect().await;
+    let left_out = Zip::skipped_entries(&mut conn, &[id]).await.unwrap();
+    let mut reasons: Vec<(String, Option<String>, Option<String>)> = left_out
+        .into_iter()
+        .map(|e| (e.filename, e.error_code, e.error_message))
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    for ((name, code, message), (expected_name, what)) in reasons.iter().zip([
+        ("announced.bin", "the source announces 50"),
+        ("long.bin", "the source sent more"),
+        ("short.bin", "the source sent 100"),
+    ]) {
+        assert_eq!(name, expected_name);
+        assert_eq!(code.as_deref(), Some("source_size_mismatch"), "{name}");
+        let message = message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains(what) && message.contains("declared"),
+            "{name}: {message}"
+        );
     }
     harness.stop().await;
 }

@@ -59,6 +59,12 @@ pub struct UrlItem {
     #[serde(default)]
     #[schema(format = DateTime)]
     pub modified_at: Option<String>,
+    /// The source's size in bytes, when known ahead (a source that sends no `Content-Length`
+    /// then gets no ZIP64 fields unless it needs them). The source must send exactly this many
+    /// bytes, or the entry fails with `source_size_mismatch`.
+    #[serde(default)]
+    #[schema(value_type = Option<u64>, minimum = 0)]
+    pub size: Option<Value>,
 }
 
 /// Limits on a create request, from `[api]` settings.
@@ -295,11 +301,22 @@ fn validate_entries(
                     })
             })
             .transpose()?;
-        parsed.push((url, filename, modified_at));
+        let declared_size = match item.size {
+            None | Some(Value::Null) => None,
+            Some(size) => Some(size.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::bad_request(
+                    "size_invalid",
+                    format!("`urls[{i}].size` must be a whole number of bytes, 0 or more"),
+                    format!("urls[{i}].size"),
+                )
+            })?),
+        };
+        parsed.push((url, filename, modified_at, declared_size));
     }
-    let mut rewrite = WindowsSafeNames::new(parsed.iter().filter_map(|(_, n, _)| n.as_ref().ok()));
+    let mut rewrite =
+        WindowsSafeNames::new(parsed.iter().filter_map(|(_, n, _, _)| n.as_ref().ok()));
     let mut entries = Vec::with_capacity(parsed.len());
-    for (i, (url, filename, modified_at)) in parsed.into_iter().enumerate() {
+    for (i, (url, filename, modified_at, declared_size)) in parsed.into_iter().enumerate() {
         let (filename, given_filename) = match filename {
             Ok(filename) => (filename, None),
             Err(given) => {
@@ -318,6 +335,7 @@ fn validate_entries(
             filename,
             given_filename,
             modified_at,
+            declared_size,
         });
     }
     Ok(entries)
@@ -560,6 +578,36 @@ mod tests {
         // What is unsafe everywhere stays refused.
         let e = names(&["../x:y"], true).unwrap_err();
         assert_eq!(e.code(), "filename_invalid");
+    }
+
+    #[test]
+    fn size_is_a_whole_number_of_bytes() {
+        let zip = body(json!({"urls": [
+            {"url": "https://e.com/1", "filename": "a", "size": 0},
+            {"url": "https://e.com/2", "filename": "b", "size": 5_000_000_000u64},
+            {"url": "https://e.com/3", "filename": "c", "size": null}], "bucket_name": "b", "key": "k"}))
+        .unwrap();
+        let sizes: Vec<_> = zip.entries.iter().map(|e| e.declared_size).collect();
+        assert_eq!(sizes, [Some(0), Some(5_000_000_000), None]);
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("10"),
+            json!(u64::MAX),
+            json!([1]),
+        ] {
+            let (code, message, param) = err(json!({"urls": [
+                {"url": "https://e.com/1", "filename": "a", "size": bad}], "bucket_name": "b", "key": "k"}));
+            assert_eq!(
+                (code.as_str(), param.as_deref()),
+                ("size_invalid", Some("urls[0].size")),
+                "{bad}"
+            );
+            assert!(
+                !message.contains("i64") && !message.contains("u64"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct ZipEntry {
     pub given_filename: Option<String>,
     /// The entry's time as the request gave it.
     pub modified_at: Option<DateTime<Utc>>,
+    /// The source's size as the request declared it.
+    pub declared_size: Option<i64>,
 }
 
 /// One source of a new job; its parts already parsed.
@@ -99,6 +101,8 @@ pub struct NewZipEntry {
     pub given_filename: Option<String>,
     /// The entry's time, when the request gives one (instead of the source's Last-Modified).
     pub modified_at: Option<DateTime<Utc>>,
+    /// The source's size in bytes, when the request declares it.
+    pub declared_size: Option<i64>,
 }
 
 /// A job ready to be stored: built from a validated request.
@@ -202,8 +206,8 @@ pub struct ZipPage {
     pub limit: i64,
 }
 
-// Postgres allows 65,535 bind parameters per statement; an entry row takes six.
-const ENTRY_INSERT_CHUNK: usize = 10_000;
+// Postgres allows 65,535 bind parameters per statement; an entry row takes seven.
+const ENTRY_INSERT_CHUNK: usize = 9_000;
 
 impl Zip {
     /// Stores the job and all its entries in one transaction.
@@ -241,6 +245,7 @@ impl Zip {
                         zip_entries::filename.eq(entry.filename.as_str()),
                         zip_entries::given_filename.eq(entry.given_filename.as_deref()),
                         zip_entries::modified_at.eq(entry.modified_at),
+                        zip_entries::declared_size.eq(entry.declared_size),
                     )
                 })
                 .collect();
