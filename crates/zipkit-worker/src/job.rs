@@ -18,7 +18,7 @@ use crate::archive::{
     ArchiveError, ArchiveOptions, ArchiveWriter, EntryTime, HEAD_BYTES, Method, Piece, Placement,
     ZIP64_THRESHOLD, method_for,
 };
-use crate::download::SourceError;
+use crate::download::{self, SourceError};
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
 use crate::memory::{BufferBudget, PartMemory};
@@ -670,7 +670,7 @@ async fn feed_sources(
                 placements.report(archive.take_placed(), notes).await;
                 continue;
             }
-            Some(Event::Failed(error)) => return Err(error.into_failure(index).into()),
+            Some(Event::Failed(error)) => return Err(download::failure_of(error, index).into()),
             Some(Event::Data(..)) | None => {
                 return Err(JobFailure::internal(format!(
                     "urls[{index}]: the download stopped unexpectedly"
@@ -773,7 +773,7 @@ async fn feed_sources(
                     placements.report(archive.take_placed(), notes).await;
                     continue 'entries;
                 }
-                Some(Event::Failed(error)) => return Err(error.into_failure(index).into()),
+                Some(Event::Failed(error)) => return Err(download::failure_of(error, index).into()),
                 Some(Event::Started { .. } | Event::RangeRefused) => {}
                 None => break,
             }

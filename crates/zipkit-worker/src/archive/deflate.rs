@@ -14,8 +14,8 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use tokio::sync::oneshot;
 
-/// Uncompressed bytes per block.
-pub const BLOCK: usize = 1024 * 1024;
+/// Uncompressed bytes per block (what the dry run's bound counts on).
+pub const BLOCK: usize = zipkit_zip::layout::DEFLATE_BLOCK;
 /// Deflate's window: how much of the previous block primes the next.
 pub const WINDOW: usize = 32 * 1024;
 

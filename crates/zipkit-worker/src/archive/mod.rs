@@ -1,17 +1,18 @@
 //! The ZIP archive: `writer` streams entries into an archive through bounded channels, `deflate`
-//! compresses blocks on all cores, `format` emits the ZIP records. This module decides how each
-//! entry is stored.
+//! compresses blocks on all cores; the records themselves and how each entry is stored come from
+//! `zipkit_zip`, which the API's dry run shares.
 
 pub mod deflate;
-pub mod format;
 pub mod writer;
 
-pub use format::CentralRecord;
-pub use format::{EntryTime, LocalHeader, Method};
 pub use writer::{
     ArchiveError, ArchiveOptions, ArchiveWriter, EntrySummary, Finished, OpenSoFar, Piece,
-    PlacedEnd, Placement, WrittenSoFar, ZIP64_THRESHOLD,
+    PlacedEnd, Placement, WrittenSoFar,
 };
+pub use zipkit_zip::format::{
+    self, CentralRecord, EntryTime, LocalHeader, Method, ZIP64_THRESHOLD,
+};
+pub use zipkit_zip::method::{HEAD_BYTES, method_for};
 
 /// The archive bytes `pieces` make, each header written over with its values: what the uploader
 /// puts in the bucket. For tests and the bench.
@@ -38,113 +39,12 @@ pub fn assemble(pieces: impl IntoIterator<Item = Piece>) -> Vec<u8> {
     archive
 }
 
-/// Extensions of formats that are already compressed: `auto` stores them instead of deflating.
-const COMPRESSED: &[&str] = &[
-    "7z", "aac", "apk", "avi", "avif", "br", "bz2", "docx", "epub", "flac", "gif", "gz", "heic",
-    "jar", "jpeg", "jpg", "m4a", "m4v", "mkv", "mov", "mp3", "mp4", "odt", "ogg", "opus", "pdf",
-    "png", "pptx", "rar", "tgz", "webm", "webp", "woff", "woff2", "xlsx", "xz", "zip", "zst",
-];
-
-/// Leading bytes of compressed formats (offset, signature), for names that do not say.
-const SIGNATURES: &[(usize, &[u8])] = &[
-    (0, b"\x1f\x8b"),           // gzip
-    (0, b"PK\x03\x04"),         // zip, docx, jar, ...
-    (0, b"\x89PNG"),            // png
-    (0, b"\xff\xd8\xff"),       // jpeg
-    (0, b"GIF8"),               // gif
-    (0, b"\x28\xb5\x2f\xfd"),   // zstd
-    (0, b"\xfd7zXZ\x00"),       // xz
-    (0, b"BZh"),                // bzip2
-    (0, b"7z\xbc\xaf\x27\x1c"), // 7z
-    (0, b"Rar!"),               // rar
-    (0, b"OggS"),               // ogg
-    (0, b"fLaC"),               // flac
-    (0, b"ID3"),                // mp3
-    (4, b"ftyp"),               // mp4, mov, heic, avif
-    (0, b"\x1a\x45\xdf\xa3"),   // matroska, webm
-    (0, b"wOF2"),               // woff2
-];
-
-/// How many of a source's first bytes `auto` looks at (the longest signature ends at 12).
-pub const HEAD_BYTES: usize = 16;
-
-/// Whether the first bytes of a source look like an already compressed format.
-pub fn looks_compressed(head: &[u8]) -> bool {
-    let riff_webp = head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP";
-    riff_webp
-        || SIGNATURES
-            .iter()
-            .any(|(at, sig)| head.len() >= at + sig.len() && &head[*at..at + sig.len()] == *sig)
-}
-
-/// How an entry is stored under the job's `compression` setting; `head` is the source's first
-/// bytes, which `auto` looks at when the name's extension does not decide.
-pub fn method_for(compression: zipkit_domain::Compression, filename: &str, head: &[u8]) -> Method {
-    use zipkit_domain::Compression;
-    match compression {
-        Compression::Store => Method::Stored,
-        Compression::Deflate => Method::Deflated,
-        Compression::Auto => {
-            let extension = filename
-                .rsplit_once('.')
-                .map(|(_, e)| e.to_ascii_lowercase())
-                .unwrap_or_default();
-            if COMPRESSED.contains(&extension.as_str()) || looks_compressed(head) {
-                Method::Stored
-            } else {
-                Method::Deflated
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
     use tokio::sync::mpsc;
-    use zipkit_domain::Compression;
     use zipkit_test_support::readers::{Seen, assert_every_reader_sees};
-
-    #[test]
-    fn auto_stores_compressed_formats_by_name_or_by_content() {
-        assert_eq!(
-            method_for(Compression::Auto, "photos/a.JPG", b""),
-            Method::Stored
-        );
-        assert_eq!(
-            method_for(Compression::Auto, "docs/report.pdf", b""),
-            Method::Stored
-        );
-        assert_eq!(
-            method_for(Compression::Auto, "data.csv", b"a,b\n1,2"),
-            Method::Deflated
-        );
-        assert_eq!(
-            method_for(Compression::Auto, "README", b"# Title"),
-            Method::Deflated
-        );
-        assert_eq!(
-            method_for(Compression::Auto, "download", b"\x1f\x8b\x08\x00rest"),
-            Method::Stored
-        );
-        assert_eq!(
-            method_for(Compression::Auto, "clip", b"\x00\x00\x00\x18ftypmp42"),
-            Method::Stored
-        );
-        assert_eq!(
-            method_for(Compression::Auto, "image", b"RIFF\x10\x00\x00\x00WEBPVP8 "),
-            Method::Stored
-        );
-        assert_eq!(
-            method_for(Compression::Store, "data.csv", b""),
-            Method::Stored
-        );
-        assert_eq!(
-            method_for(Compression::Deflate, "a.jpg", b""),
-            Method::Deflated
-        );
-    }
 
     /// A fresh writer (level 6, two compressing threads) and what it will have put in the
     /// bucket.
@@ -204,6 +104,47 @@ mod tests {
         let finished = writer.finish().await.unwrap();
         placed.extend(finished.placed);
         (collector.await.unwrap(), placed, finished.size)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_planned_layout_is_the_archives_size_when_stored_and_a_bound_when_deflated() {
+        use zipkit_zip::layout::{PlannedEntry, layout};
+        let noise: Vec<u8> = (0..(2 * deflate::BLOCK + 4321) as u64)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let text = "a line of text, repeated\n".repeat(100_000).into_bytes();
+        let sources: Vec<(&'static str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("noise.bin", noise),
+            ("notes/é.txt", text),
+            ("one", vec![7]),
+        ];
+        for method in [Method::Stored, Method::Deflated] {
+            let entries = sources
+                .iter()
+                .map(|(name, data)| {
+                    let chunks = data.chunks(300_000).map(Bytes::copy_from_slice).collect();
+                    (*name, method, chunks)
+                })
+                .collect();
+            let (archive, size) = build(entries).await;
+            assert_eq!(archive.len() as u64, size);
+            let planned = layout(sources.iter().map(|(name, data)| PlannedEntry {
+                name,
+                method,
+                length: data.len() as u64,
+            }));
+            assert_eq!(planned.entries, 4);
+            assert!(!planned.zip64);
+            match method {
+                Method::Stored => assert!(planned.exact && planned.size == size),
+                // Incompressible noise is where a bound is tested: it must still hold.
+                Method::Deflated => assert!(
+                    !planned.exact && planned.size >= size,
+                    "{planned:?} < {size}"
+                ),
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

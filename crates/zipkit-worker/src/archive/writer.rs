@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::deflate::{BLOCK, CompressedBlock, Compressors, WINDOW};
-use super::format::{self, CentralRecord, EntryTime, LocalHeader, Method};
+use zipkit_zip::format::{self, CentralRecord, EntryTime, LocalHeader, Method, ZIP64_THRESHOLD};
 
 /// What the writer hands the uploader, in archive order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +32,6 @@ pub enum Piece {
     Rewind,
 }
 
-/// Entries that may pass 4 GiB (unknown size, or near the limit) get ZIP64 fields up front.
-pub const ZIP64_THRESHOLD: u64 = 0xFFFF_FFFF - 64 * 1024 * 1024;
 /// Output is handed to the uploader in chunks of about this size: pieces of a quarter of it or
 /// more go as they are, smaller ones are gathered. Small enough that the gathering buffer is an
 /// ordinary heap block the allocator reuses (below the mmap threshold, zipkit_runtime::allocator).

@@ -8,7 +8,8 @@
 //!
 //! The `zip` crate writes these too, but only around its own single-threaded compressor; zipkit
 //! deflates blocks of an entry on several cores and needs to stream already-compressed bytes into
-//! an entry, so it emits the records itself (see docs/DEPENDENCIES.md).
+//! an entry, so it emits the records itself (see docs/DEPENDENCIES.md). `crate::layout` adds up
+//! the same records' lengths to predict an archive's size.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -38,8 +39,12 @@ const TIMESTAMP_EXTRA_LEN: u16 = 5;
 /// Windows tools); written for names that are not plain ASCII.
 const UNICODE_PATH_EXTRA: u16 = 0x7075;
 
+/// Entries that may pass 4 GiB (unknown size, or near the limit) get room for ZIP64 fields in
+/// their local header up front.
+pub const ZIP64_THRESHOLD: u64 = 0xFFFF_FFFF - 64 * 1024 * 1024;
+
 /// Largest value a classic 32-bit field holds; the value itself means "see the ZIP64 field".
-const MAX32: u64 = 0xFFFF_FFFF;
+pub const MAX32: u64 = 0xFFFF_FFFF;
 const MAX16: u64 = 0xFFFF;
 
 /// How an entry's bytes are stored.
@@ -174,6 +179,12 @@ impl LocalHeader {
         self
     }
 
+    /// Its length in bytes, the same before and after its values are known.
+    pub fn encoded_len(&self) -> usize {
+        let room = if self.zip64 { 20 } else { 0 };
+        30 + self.name.len() + room + usize::from(common_extras_len(&self.name))
+    }
+
     /// The header before the entry's values are known: zeros where they go.
     pub fn placeholder(&self) -> Bytes {
         self.bytes(0, 0, 0, false)
@@ -234,14 +245,30 @@ impl LocalHeader {
     }
 }
 
+/// The length of an entry's central directory header.
+pub fn central_header_len(name: &[u8], uncompressed: u64, compressed: u64, offset: u64) -> usize {
+    let overflowing = zip64_fields(uncompressed, compressed, offset).count();
+    let zip64 = if overflowing > 0 {
+        4 + 8 * overflowing
+    } else {
+        0
+    };
+    46 + name.len() + zip64 + usize::from(common_extras_len(name))
+}
+
+/// The values of a central header that overflow the classic fields: they go into its ZIP64
+/// extra field, in the order the spec fixes.
+fn zip64_fields(uncompressed: u64, compressed: u64, offset: u64) -> impl Iterator<Item = u64> {
+    [uncompressed, compressed, offset]
+        .into_iter()
+        .filter(|v| *v >= MAX32)
+}
+
 /// Appends one central directory header.
 pub fn central_header(out: &mut BytesMut, r: &CentralRecord) {
-    // Only the fields that overflow go into the ZIP64 extra, in the order the spec fixes.
     let mut extra = BytesMut::new();
-    for value in [r.uncompressed, r.compressed, r.header_offset] {
-        if value >= MAX32 {
-            extra.put_u64_le(value);
-        }
+    for value in zip64_fields(r.uncompressed, r.compressed, r.header_offset) {
+        extra.put_u64_le(value);
     }
     let zip64 = !extra.is_empty();
     let clamp = |v: u64| v.min(MAX32) as u32;
@@ -277,11 +304,28 @@ pub fn central_header(out: &mut BytesMut, r: &CentralRecord) {
     put_common_extras(out, &r.name, r.modified);
 }
 
+/// The classic end record's length; the ZIP64 end record and locator add 76 bytes.
+pub const CLASSIC_END_LEN: usize = 22;
+
+fn zip64_end(entries: u64, directory_offset: u64, directory_size: u64) -> bool {
+    entries >= MAX16 || directory_offset >= MAX32 || directory_size >= MAX32
+}
+
+/// The length of the end records.
+pub fn end_records_len(entries: u64, directory_offset: u64, directory_size: u64) -> usize {
+    let zip64 = if zip64_end(entries, directory_offset, directory_size) {
+        56 + 20
+    } else {
+        0
+    };
+    CLASSIC_END_LEN + zip64
+}
+
 /// The end records: a ZIP64 end record and locator when the count, size or offset of the central
 /// directory overflows the classic fields, then the classic end record.
 pub fn end_records(entries: u64, directory_offset: u64, directory_size: u64) -> Bytes {
     let mut b = BytesMut::with_capacity(22 + 56 + 20);
-    let zip64 = entries >= MAX16 || directory_offset >= MAX32 || directory_size >= MAX32;
+    let zip64 = zip64_end(entries, directory_offset, directory_size);
     if zip64 {
         let zip64_end_offset = directory_offset + directory_size;
         b.put_u32_le(ZIP64_END);
