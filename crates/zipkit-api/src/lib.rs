@@ -111,6 +111,7 @@ impl Application {
             },
             secure_cookies: settings.api.secure_cookies,
             allow_http_webhooks: settings.webhooks.allow_http,
+            dry_runs: zips::dry_run::DryRunner::new(egress.clone(), settings.worker.clone()),
             egress: egress.clone(),
             buckets: zipkit_storage::BucketClients::new(egress),
             body_limits: body_limits::BodyLimits::new(

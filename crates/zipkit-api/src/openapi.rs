@@ -9,7 +9,8 @@ use utoipa::{Modify, OpenApi};
 pub use zipkit_domain::views::schema::{compression, on_error, service, zip_status};
 
 use crate::error::{ErrorBody, ErrorEnvelope};
-use crate::routes::zips::{ZipList, ZipResponse};
+use crate::routes::zips::{CreateAnswer, ZipList, ZipResponse};
+use crate::zips::dry_run::{DryRun, DryRunResponse, Failure, Problem};
 use crate::zips::request::{CreateZipBody, UrlItem};
 use zipkit_domain::views::{
     BucketRef, Event, EventData, Progress, Skipped, ZipError, ZipObject, ZipResult,
@@ -26,7 +27,8 @@ use zipkit_domain::views::{
     ),
     components(schemas(
         CreateZipBody, UrlItem, ZipObject, BucketRef, Progress, ZipResult, Skipped, ZipError,
-        ZipResponse, ZipList, ErrorEnvelope, ErrorBody, Event, EventData,
+        ZipResponse, ZipList, ErrorEnvelope, ErrorBody, Event, EventData, CreateAnswer,
+        DryRunResponse, DryRun, Problem, Failure,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

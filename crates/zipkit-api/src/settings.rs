@@ -44,4 +44,6 @@ pub struct Settings {
     pub egress: zipkit_egress::EgressSettings,
     pub rate_limits: crate::rate_limit::RateLimitSettings,
     pub passwords: crate::admin::passwords::PasswordSettings,
+    /// What the API reads of `[worker]` to answer dry runs as a worker would build the job.
+    pub worker: crate::zips::dry_run::WorkerPlanSettings,
 }

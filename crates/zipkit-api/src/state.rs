@@ -31,6 +31,8 @@ pub struct AppState {
     pub passwords: crate::admin::passwords::PasswordPool,
     /// Set on SIGTERM: `/readyz` answers 503 while the API drains (`api.drain_delay_secs`).
     pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Answers `dry_run` requests.
+    pub dry_runs: crate::zips::dry_run::DryRunner,
     /// `/v1/openapi.json`, made once at start (`openapi::served`).
     pub openapi: serde_json::Value,
 }

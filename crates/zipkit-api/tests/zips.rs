@@ -1164,3 +1164,157 @@ async fn a_job_that_failed_with_every_source_skipped_lists_each_with_its_reason(
     assert!(body["data"]["result"].is_null());
     app.stop().await;
 }
+
+/// A dry run against the binaries, everything over HTTPS as in production: what it predicts is
+/// what a worker then builds (the exact size when every entry is stored, a bound that holds when
+/// one is deflated), it names each source that would be skipped or fail, connects to no internal
+/// address, and creates nothing.
+#[tokio::test]
+async fn a_dry_run_predicts_the_archive_a_worker_then_builds_and_creates_nothing() {
+    use zipkit_test_support::services::s3_endpoint;
+    use zipkit_test_support::sources::{Behaviour, SourceServer};
+    use zipkit_test_support::stack::{Stack, sibling_binary};
+    use zipkit_test_support::tls::TestCa;
+    const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
+
+    let (db, vhost, bucket) = (
+        TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,
+        TestBroker::new().await,
+        zipkit_test_support::TestBucket::new().await,
+    );
+    let photo: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let sources = SourceServer::start(vec![
+        (
+            "notes.txt",
+            Behaviour::Serve(b"dry run notes\n".repeat(4_000)),
+        ),
+        ("photo.jpg", Behaviour::Serve(photo)),
+        ("chunked.bin", Behaviour::Chunked(vec![b'c'; 300_000])),
+        ("empty", Behaviour::Serve(Vec::new())),
+        ("missing", Behaviour::Status(404)),
+    ])
+    .await;
+    let ca = TestCa::new();
+    let host_port = |url: &str| {
+        url["http://".len()..]
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let source_front = ca.front(host_port(&sources.url("empty"))).await;
+    let store = ca.front(host_port(&s3_endpoint())).await;
+    let mut env = vec![("ZIPKIT__WORKER__PART_SIZE_MIB", "5".to_owned())];
+    env.extend(ca.trust_env());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let stack = Stack::start(
+        BINARY,
+        &sibling_binary(BINARY, "zipkit-worker"),
+        db.url(),
+        &vhost.url(),
+        &env,
+    )
+    .await;
+    let tenant = stack.tenant_at(bucket.name(), &store.origin());
+    let url = |name: &str| source_front.https(&sources.url(name));
+    let good = vec![
+        json!({"url": url("notes.txt"), "filename": "notes.txt"}),
+        json!({"url": url("photo.jpg"), "filename": "photos/photo.jpg"}),
+        json!({"url": url("chunked.bin"), "filename": "chunked.bin", "size": 300_000}),
+        json!({"url": url("empty"), "filename": "empty"}),
+    ];
+    let mut with_problems = good.clone();
+    with_problems.push(json!({"url": url("missing"), "filename": "missing.txt"}));
+    // A private address: refused by the policy before any connection.
+    with_problems.push(json!({"url": "https://10.255.255.1/secret", "filename": "secret.txt"}));
+    let http = reqwest::Client::new();
+    let dry_run = |urls: &Vec<Value>, compression: &str, on_error: &str| {
+        let body = json!({"urls": urls, "bucket_name": tenant.bucket, "key": "dry.zip",
+            "compression": compression, "on_error": on_error, "dry_run": true});
+        let request = http
+            .post(stack.api_url("/v1/zips"))
+            .bearer_auth(&tenant.token)
+            .json(&body);
+        async move {
+            let answer = request.send().await.expect("POST");
+            assert_eq!(answer.status(), 200);
+            answer.json::<Value>().await.expect("JSON")["data"].clone()
+        }
+    };
+
+    // Stored, skipping: exact, with the two bad sources named and left out.
+    let stored = dry_run(&with_problems, "store", "skip").await;
+    assert_eq!(stored["object"], "dry_run");
+    assert_eq!(stored["size_exact"], true, "{stored}");
+    assert_eq!(
+        (&stored["entries"], &stored["zip64"]),
+        (&json!(4), &json!(false))
+    );
+    assert_eq!(
+        (&stored["part_size"], &stored["parts"]),
+        (&json!(5 * 1024 * 1024), &json!(1))
+    );
+    assert_eq!(stored["failure"], Value::Null);
+    let problems: Vec<(u64, &str, &str)> = stored["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| {
+            (
+                p["index"].as_u64().unwrap_or_default(),
+                p["code"].as_str().unwrap_or_default(),
+                p["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (4, "source_not_found", "skipped"),
+            (5, "source_address_forbidden", "skipped")
+        ]
+    );
+
+    // Failing on error: the first bad source fails the job, named as the job would name it.
+    let failing = dry_run(&with_problems, "store", "fail").await;
+    assert_eq!(failing["failure"]["code"], "source_not_found", "{failing}");
+    assert_eq!(failing["failure"]["param"], "urls[4]");
+    assert_eq!(failing["problems"][0]["outcome"], "fails_job");
+
+    // Nothing was created, and no source was downloaded in full by the dry runs.
+    let listed: Value = http
+        .get(stack.api_url("/v1/zips"))
+        .bearer_auth(&tenant.token)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["data"], json!([]));
+
+    // The job itself: exactly the size predicted.
+    let body = json!({"urls": with_problems, "bucket_name": tenant.bucket, "key": "dry.zip",
+        "compression": "store", "on_error": "skip"});
+    let job = stack.run_job(&tenant.token, &body, &[]).await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
+    assert_eq!(job["result"]["size"], stored["size"], "{job}");
+    assert_eq!(job["result"]["entries"], 4);
+
+    // `auto` deflates the notes: a bound, which the built archive stays under.
+    let auto = dry_run(&good, "auto", "fail").await;
+    assert_eq!(auto["size_exact"], false, "{auto}");
+    let body = json!({"urls": good, "bucket_name": tenant.bucket, "key": "auto.zip", "compression": "auto"});
+    let job = stack.run_job(&tenant.token, &body, &[]).await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
+    let (built, bound) = (
+        job["result"]["size"].as_u64().unwrap_or(u64::MAX),
+        auto["size"].as_u64().unwrap_or(0),
+    );
+    assert!(built <= bound, "built {built} bytes, bound {bound}");
+    // Deflate's bound is the stored size plus its blocks' headers: never far above storing.
+    let stored_size = stored["size"].as_u64().unwrap_or(0);
+    assert!(bound <= stored_size + stored_size / 1000 + 100, "bound {bound}, stored {stored_size}");
+}

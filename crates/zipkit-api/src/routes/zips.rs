@@ -13,7 +13,8 @@ use zipkit_domain::{ZipId, ZipStatus};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::zips::request::{CreateZipBody, parse_body, validate};
+use crate::zips::dry_run::DryRunResponse;
+use crate::zips::request::{CreateZipBody, ValidZip, parse_body, validate};
 use crate::zips::strict_json::StrictJson;
 use zipkit_domain::views::{BucketRef, ZipObject};
 
@@ -21,6 +22,15 @@ use zipkit_domain::views::{BucketRef, ZipObject};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ZipResponse {
     pub data: ZipObject,
+}
+
+/// What a create answers with 200: the job an earlier request with the same key created, or a
+/// dry run's answer. (For the OpenAPI document only.)
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CreateAnswer {
+    Zip(Box<ZipResponse>),
+    DryRun(DryRunResponse),
 }
 
 /// One page of zips, newest first.
@@ -118,6 +128,27 @@ async fn object(
         .ok_or_else(|| ApiError::internal("zip object vanished"))
 }
 
+/// The request's bucket in the caller's project. Same answer for "no such bucket" and "another
+/// project's bucket": nothing is revealed.
+async fn find_bucket(
+    conn: &mut diesel_async::AsyncPgConnection,
+    caller: &Caller,
+    valid: &ValidZip,
+) -> Result<Bucket, ApiError> {
+    Bucket::find_by_name(conn, caller.project_id, valid.service, &valid.bucket_name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "bucket_not_found",
+                format!(
+                    "no {} bucket named `{}` is configured in this project",
+                    valid.service, valid.bucket_name
+                ),
+                "bucket_name".to_owned(),
+            )
+        })
+}
+
 /// A repeat with the same key: the same job if the body is the same, else a conflict.
 async fn replay(
     conn: &mut diesel_async::AsyncPgConnection,
@@ -132,9 +163,9 @@ async fn replay(
             None,
         ));
     }
-    Ok(HttpResponse::Ok().json(ZipResponse {
+    Ok(HttpResponse::Ok().json(CreateAnswer::Zip(Box::new(ZipResponse {
         data: object(conn, caller, existing.id).await?,
-    }))
+    }))))
 }
 
 /// Create a zip job.
@@ -147,7 +178,7 @@ async fn replay(
     ),
     responses(
         (status = 202, description = "Accepted: stored and queued", body = ZipResponse),
-        (status = 200, description = "An idempotent replay of an earlier request", body = ZipResponse),
+        (status = 200, description = "An idempotent replay of an earlier request (the job), or the answer to a dry run", body = CreateAnswer),
         (status = 400, description = "Invalid request", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
         (status = 404, description = "No such bucket in the caller's project", body = ErrorEnvelope),
@@ -177,30 +208,19 @@ pub async fn create(
     let valid = validate(parse_body(body)?, state.limits)?;
 
     let mut conn = state.conn().await?;
+    if valid.dry_run {
+        let bucket = find_bucket(&mut conn, &caller, &valid).await?;
+        drop(conn);
+        let data = state.dry_runs.run(&valid, bucket.service).await;
+        return Ok(HttpResponse::Ok().json(CreateAnswer::DryRun(DryRunResponse { data })));
+    }
     if let Some(key) = &idempotency
         && let Some(existing) =
             Zip::find_by_idempotency_key(&mut conn, caller.project_id, key).await?
     {
         return replay(&mut conn, caller, existing, &request_hash).await;
     }
-    // Same answer for "no such bucket" and "another project's bucket": nothing is revealed.
-    let bucket = Bucket::find_by_name(
-        &mut conn,
-        caller.project_id,
-        valid.service,
-        &valid.bucket_name,
-    )
-    .await?
-    .ok_or_else(|| {
-        ApiError::not_found(
-            "bucket_not_found",
-            format!(
-                "no {} bucket named `{}` is configured in this project",
-                valid.service, valid.bucket_name
-            ),
-            "bucket_name".to_owned(),
-        )
-    })?;
+    let bucket = find_bucket(&mut conn, &caller, &valid).await?;
     let new = NewZip {
         project_id: caller.project_id,
         bucket_id: bucket.id,

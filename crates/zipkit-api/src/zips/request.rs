@@ -45,6 +45,11 @@ pub struct CreateZipBody {
     /// ` (3)`… before its extension. Default `false`.
     #[serde(default)]
     pub windows_safe_names: Option<bool>,
+    /// Check the request and every source, and answer with the archive a job would build (its
+    /// exact size, or a bound when an entry is deflated; its parts; each source that would be
+    /// skipped or fail), without creating a job. Default `false`.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -88,6 +93,7 @@ pub struct ValidZip {
     pub metadata: Map<String, Value>,
     pub compression: Compression,
     pub on_error: OnError,
+    pub dry_run: bool,
 }
 
 /// Deserializes the JSON body into `CreateZipBody`, naming the parameter on failure. Only an
@@ -230,6 +236,7 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
         metadata,
         compression,
         on_error,
+        dry_run: body.dry_run.unwrap_or(false),
     })
 }
 

@@ -84,6 +84,13 @@ pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
         },
         egress: zipkit_test_support::services::loopback_egress(),
         passwords: zipkit_api::admin::passwords::PasswordSettings::default(),
+        worker: zipkit_api::zips::dry_run::WorkerPlanSettings {
+            part_size_mib: 5,
+            max_source_bytes: 1 << 30,
+            max_archive_bytes: 10 << 30,
+            source_connect_timeout_secs: 5,
+            source_read_timeout_secs: 10,
+        },
     }
 }
 
