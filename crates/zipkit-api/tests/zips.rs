@@ -1316,5 +1316,8 @@ async fn a_dry_run_predicts_the_archive_a_worker_then_builds_and_creates_nothing
     assert!(built <= bound, "built {built} bytes, bound {bound}");
     // Deflate's bound is the stored size plus its blocks' headers: never far above storing.
     let stored_size = stored["size"].as_u64().unwrap_or(0);
-    assert!(bound <= stored_size + stored_size / 1000 + 100, "bound {bound}, stored {stored_size}");
+    assert!(
+        bound <= stored_size + stored_size / 1000 + 100,
+        "bound {bound}, stored {stored_size}"
+    );
 }

@@ -163,9 +163,11 @@ async fn replay(
             None,
         ));
     }
-    Ok(HttpResponse::Ok().json(CreateAnswer::Zip(Box::new(ZipResponse {
-        data: object(conn, caller, existing.id).await?,
-    }))))
+    Ok(
+        HttpResponse::Ok().json(CreateAnswer::Zip(Box::new(ZipResponse {
+            data: object(conn, caller, existing.id).await?,
+        }))),
+    )
 }
 
 /// Create a zip job.

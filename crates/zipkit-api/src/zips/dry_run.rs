@@ -199,7 +199,17 @@ impl DryRunner {
         declared: Option<i64>,
     ) -> Result<Found, zipkit_sources::SourceError> {
         use zipkit_sources::SourceError;
-        let probed = zipkit_sources::probe(&self.client, url, &self.egress, HEAD_BYTES).await?;
+        // However a source dawdles, a dry run answers within a connection and a read.
+        let deadline = std::time::Duration::from_secs(
+            self.plan.source_connect_timeout_secs + self.plan.source_read_timeout_secs,
+        );
+        let probe = zipkit_sources::probe(&self.client, url, &self.egress, HEAD_BYTES);
+        let probed = tokio::time::timeout(deadline, probe).await.map_err(|_| {
+            SourceError::transient(
+                "source_unreachable",
+                "the source could not be reached (timed out)",
+            )
+        })??;
         let declared = declared.and_then(|d| u64::try_from(d).ok());
         if let (Some(announced), Some(declared)) = (probed.length, declared)
             && announced != declared

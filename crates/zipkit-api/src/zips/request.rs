@@ -57,7 +57,9 @@ pub struct CreateZipBody {
 pub struct UrlItem {
     /// Absolute http(s) URL without credentials.
     pub url: String,
-    /// Path inside the archive; `/` makes folders.
+    /// Path inside the archive; `/` makes folders. A name Windows cannot create (`< > : " | ? *`,
+    /// a folder or file name ending in a dot or a space, a device name such as `CON` or
+    /// `lpt1.txt`, over 260 UTF-16 units) is refused unless the body sets `windows_safe_names`.
     pub filename: String,
     /// The entry's modification time (RFC 3339, e.g. `2026-03-01T09:30:00Z`); by default the
     /// source's `Last-Modified`, else the job's creation time.
@@ -68,7 +70,7 @@ pub struct UrlItem {
     /// then gets no ZIP64 fields unless it needs them). The source must send exactly this many
     /// bytes, or the entry fails with `source_size_mismatch`.
     #[serde(default)]
-    #[schema(value_type = Option<u64>, minimum = 0)]
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     pub size: Option<Value>,
 }
 
@@ -310,10 +312,12 @@ fn validate_entries(
             .transpose()?;
         let declared_size = match item.size {
             None | Some(Value::Null) => None,
-            Some(size) => Some(size.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+            Some(size) => Some(whole_bytes(&size).ok_or_else(|| {
                 ApiError::bad_request(
                     "size_invalid",
-                    format!("`urls[{i}].size` must be a whole number of bytes, 0 or more"),
+                    format!(
+                        "`urls[{i}].size` must be a whole number of bytes, 0 to {MAX_DECLARED_SIZE}"
+                    ),
                     format!("urls[{i}].size"),
                 )
             })?),
@@ -346,6 +350,24 @@ fn validate_entries(
         });
     }
     Ok(entries)
+}
+
+/// Largest `size` accepted: the largest integer every JSON reader holds exactly (2^53 - 1).
+pub const MAX_DECLARED_SIZE: i64 = 9_007_199_254_740_991;
+
+/// A JSON number that is a whole number of bytes (`5.0` is one, as JSON Schema counts).
+fn whole_bytes(value: &Value) -> Option<i64> {
+    let n = match value.as_i64() {
+        Some(n) => n,
+        None => {
+            let f = value.as_f64()?;
+            if f.fract() != 0.0 || !(0.0..=MAX_DECLARED_SIZE as f64).contains(&f) {
+                return None;
+            }
+            f as i64
+        }
+    };
+    (0..=MAX_DECLARED_SIZE).contains(&n).then_some(n)
 }
 
 fn validate_metadata(metadata: Option<Value>) -> Result<Map<String, Value>, ApiError> {
@@ -595,12 +617,17 @@ mod tests {
             {"url": "https://e.com/3", "filename": "c", "size": null}], "bucket_name": "b", "key": "k"}))
         .unwrap();
         let sizes: Vec<_> = zip.entries.iter().map(|e| e.declared_size).collect();
+        let whole = body(
+            json!({"urls": [{"url": "https://e.com/1", "filename": "a", "size": 5.0}], "bucket_name": "b", "key": "k"}),
+        );
+        assert_eq!(whole.unwrap().entries[0].declared_size, Some(5));
         assert_eq!(sizes, [Some(0), Some(5_000_000_000), None]);
         for bad in [
             json!(-1),
             json!(1.5),
             json!("10"),
             json!(u64::MAX),
+            json!(MAX_DECLARED_SIZE + 1),
             json!([1]),
         ] {
             let (code, message, param) = err(json!({"urls": [

@@ -1,4 +1,4 @@
-"""The one rule of `POST /v1/zips` that JSON Schema cannot state, taught to schemathesis.
+"""The rules of `POST /v1/zips` that JSON Schema cannot state, taught to schemathesis.
 
 No two `filename`s of a job may be equal ignoring letter case and Unicode normalization (they
 would overwrite each other when extracted on Windows or macOS); the served document says so in
@@ -6,6 +6,12 @@ words and marks `urls` `uniqueItems`. Generated items that differ but whose file
 that way get a suffix on the later name, so schema-valid bodies are valid. Items that are
 identical stay identical: those break `uniqueItems` on purpose (negative cases) and must still be
 refused.
+
+A filename Windows cannot create (a character of `<>:"|?*`, a folder or file name ending in a dot
+or space, a device name, a path over 260 UTF-16 units) is refused unless the body asks for
+`windows_safe_names`; the document says so in words. A generated body with such a name that
+leaves `windows_safe_names` unset (or false) asks for it, and folders too long for any file name
+to fit in 260 units are shortened, so schema-valid bodies are valid.
 """
 
 import unicodedata
@@ -20,6 +26,39 @@ def collision_key(name):
     return unicodedata.normalize("NFC", name.lower())
 
 
+RESERVED = set('<>:"|?*')
+DEVICES = {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)} | {f"LPT{i}" for i in range(1, 10)}
+
+
+def utf16_len(text):
+    return len(text.encode("utf-16-le")) // 2
+
+
+def windows_problem(name):
+    if any(c in RESERVED for c in name):
+        return True
+    for segment in name.split("/"):
+        if segment.endswith((".", " ")):
+            return True
+        if segment.split(".")[0].rstrip(" ").upper() in DEVICES:
+            return True
+    return utf16_len(name) > 260
+
+
+def short_folders(name):
+    """Folders that leave a file name no room: cut to 20 characters each, and as many of them
+    as fit in 200 units."""
+    head, _, last = name.rpartition("/")
+    if not head or utf16_len(head) <= 200:
+        return name
+    kept = []
+    for segment in head.split("/"):
+        if utf16_len("/".join(kept + [segment[:20]])) > 200:
+            break
+        kept.append(segment[:20])
+    return "/".join(kept + [last])
+
+
 # On the whole case: schemathesis applies case hooks in every phase (body hooks are not applied
 # to the coverage phase's cases).
 @schemathesis.hook
@@ -30,6 +69,12 @@ def map_case(context, case):
     body = case.body
     if not isinstance(body, dict) or not isinstance(body.get("urls"), list):
         return case
+    if any(isinstance(i, dict) and isinstance(i.get("filename"), str) and windows_problem(i["filename"])
+           for i in body["urls"]) and body.get("windows_safe_names") in (None, False):
+        body["windows_safe_names"] = True
+        for item in body["urls"]:
+            if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                item["filename"] = short_folders(item["filename"])
     seen = {}
     for index, item in enumerate(body["urls"]):
         if not isinstance(item, dict) or not isinstance(item.get("filename"), str):

@@ -123,12 +123,12 @@ impl WindowsSafeNames {
         let (folders, file) = segments.split_at(segments.len() - 1);
         let (stem, extension) = split_extension(&file[0]);
         for n in 1.. {
-            let numbered = if n == 1 {
-                stem.to_owned()
+            let suffix = if n == 1 {
+                String::new()
             } else {
-                format!("{stem} ({n})")
+                format!(" ({n})")
             };
-            let candidate = fit(folders, &numbered, extension)?;
+            let candidate = fit(folders, stem, &suffix, extension)?;
             let name = EntryName::parse(&candidate).map_err(RewriteError::Name)?;
             if self.taken.insert(name.collision_key()) {
                 return Ok(name);
@@ -178,21 +178,29 @@ fn split_extension(file: &str) -> (&str, &str) {
     }
 }
 
-/// The path with the stem cut (by characters) until it fits `MAX_WINDOWS_PATH`.
-fn fit(folders: &[String], stem: &str, extension: &str) -> Result<String, RewriteError> {
+/// The path with the stem cut (by characters; the suffix and extension kept) until it fits
+/// `MAX_WINDOWS_PATH` and its file name `MAX_SEGMENT_BYTES`.
+fn fit(
+    folders: &[String],
+    stem: &str,
+    suffix: &str,
+    extension: &str,
+) -> Result<String, RewriteError> {
     let join = |stem: &str| {
-        let file = format!("{stem}{extension}");
-        folders
+        let file = format!("{stem}{suffix}{extension}");
+        let fits = file.len() <= super::MAX_SEGMENT_BYTES;
+        let path = folders
             .iter()
             .map(String::as_str)
             .chain([file.as_str()])
             .collect::<Vec<_>>()
-            .join("/")
+            .join("/");
+        (path, fits)
     };
     let mut stem = stem.to_owned();
     loop {
-        let path = join(&stem);
-        if windows_length(&path) <= MAX_WINDOWS_PATH {
+        let (path, fits) = join(&stem);
+        if fits && windows_length(&path) <= MAX_WINDOWS_PATH {
             return Ok(path);
         }
         // A trailing space or dot left by the cut would be a new problem.
@@ -308,6 +316,16 @@ mod tests {
         assert_eq!(names.rewrite("A*B.TXT").unwrap().as_str(), "A_B (4).TXT");
         assert_eq!(names.rewrite("noext?").unwrap().as_str(), "noext_");
         assert_eq!(names.rewrite("noext*").unwrap().as_str(), "noext_ (2)");
+    }
+
+    #[test]
+    fn a_suffix_never_makes_a_file_name_longer_than_a_segment_may_be() {
+        let long = format!("{}:.txt", "é".repeat(125)); // 250 + 1 + 4 bytes
+        let taken = EntryName::parse(&long.replace(':', "_")).unwrap();
+        let mut names = WindowsSafeNames::new([&taken]);
+        let name = names.rewrite(&long).unwrap();
+        assert!(name.as_str().ends_with(" (2).txt"), "{name}");
+        assert!(name.as_str().len() <= crate::values::MAX_SEGMENT_BYTES);
     }
 
     #[test]
