@@ -77,6 +77,7 @@ impl Application {
             .passwords
             .validate()
             .map_err(StartError::Settings)?;
+        settings.worker.validate().map_err(StartError::Settings)?;
         zipkit_runtime::metrics::install("zipkit-api");
         let address = format!("{}:{}", settings.api.host, settings.api.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {

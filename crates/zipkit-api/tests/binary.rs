@@ -317,6 +317,22 @@ fn a_malformed_setting_stops_the_start_naming_the_key() {
     assert!(output.contains("api.port"), "{output}");
 }
 
+/// The worker's part size, which the API reads for dry runs, is checked as the worker checks it.
+#[test]
+fn a_part_size_the_worker_refuses_stops_the_api_too() {
+    let mut child = zipkit_command(BINARY, "postgres://x@127.0.0.1/x", "amqp://127.0.0.1")
+        .env("ZIPKIT__WORKER__PART_SIZE_MIB", "0")
+        .env("ZIPKIT__API__PORT", "0")
+        .spawn()
+        .unwrap();
+    let (status, output) = wait_for_exit(&mut child, Duration::from_secs(20));
+    assert!(!status.success());
+    assert!(
+        output.contains("worker.part_size_mib must be between 5") && output.contains("(it is 0)"),
+        "{output}"
+    );
+}
+
 /// Two API processes on one database allow a token, and an address, the configured rate once
 /// between them: the limits hold whatever the number of replicas.
 #[tokio::test]

@@ -149,7 +149,7 @@ impl WorkerSettings {
         check(
             "part_size_mib",
             self.part_size_mib.into(),
-            (5..=5 * 1024).contains(&self.part_size_mib),
+            zipkit_zip::parts::PART_MIB_RANGE.contains(&self.part_size_mib),
             "must be between 5 (S3's smallest part) and 5120 (its largest)",
         )?;
         check(

@@ -1,5 +1,8 @@
 //! How an archive is cut into the parts of a multipart upload.
 
+/// The first part's size in MiB: S3's smallest part to its largest.
+pub const PART_MIB_RANGE: std::ops::RangeInclusive<u32> = 5..=5 * 1024;
+
 /// S3's limits: at most 10,000 parts, each at most 5 GiB.
 pub const MAX_PARTS: u64 = 10_000;
 pub const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;

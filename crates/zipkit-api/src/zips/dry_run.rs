@@ -30,6 +30,22 @@ pub struct WorkerPlanSettings {
     pub source_read_timeout_secs: u64,
 }
 
+impl WorkerPlanSettings {
+    /// The checks the worker makes of the same keys, so that both refuse to start on them.
+    pub fn validate(&self) -> Result<(), String> {
+        let range = zipkit_zip::parts::PART_MIB_RANGE;
+        if !range.contains(&self.part_size_mib) {
+            return Err(format!(
+                "worker.part_size_mib must be between {} (S3's smallest part) and {} (its largest) (it is {})",
+                range.start(),
+                range.end(),
+                self.part_size_mib
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Asks sources what a dry run needs; one per API process.
 #[derive(Debug, Clone)]
 pub struct DryRunner {
