@@ -101,6 +101,17 @@ pub struct Failure {
     pub param: Option<String>,
 }
 
+impl Failure {
+    /// A job failure's code (docs/JOBS.md), not one of the API's own error codes.
+    fn of(code: &str, message: String, param: Option<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message,
+            param,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DryRunResponse {
     pub data: DryRun,
@@ -157,17 +168,17 @@ impl DryRunner {
                 Err(error) => {
                     let outcome = if skipping { "skipped" } else { "fails_job" };
                     if !skipping && failure.is_none() {
-                        failure = Some(Failure {
-                            code: error.code.to_owned(),
-                            message: format!("urls[{index}]: {}", error.message),
-                            param: Some(format!("urls[{index}]")),
-                        });
+                        failure = Some(Failure::of(
+                            error.code,
+                            format!("urls[{index}]: {}", error.message),
+                            Some(format!("urls[{index}]")),
+                        ));
                     }
                     problems.push(Problem {
                         index,
                         url: entry.url.to_string(),
                         filename: entry.filename.to_string(),
-                        code: error.code.to_owned(),
+                        code: error.code.into(),
                         message: error.message.clone(),
                         transient: error.transient,
                         outcome,
@@ -177,21 +188,21 @@ impl DryRunner {
         }
         let included = zip.entries.len() - problems.len();
         if failure.is_none() && included == 0 {
-            failure = Some(Failure {
-                code: "all_sources_skipped".into(),
-                message: "every source would fail and be skipped (on_error: skip), so no archive would be written".into(),
-                param: None,
-            });
+            failure = Some(Failure::of(
+                "all_sources_skipped",
+                "every source would fail and be skipped (on_error: skip), so no archive would be written".into(),
+                None,
+            ));
         }
         if failure.is_none() && total_source_bytes > self.plan.max_archive_bytes {
-            failure = Some(Failure {
-                code: "archive_too_large".into(),
-                message: format!(
+            failure = Some(Failure::of(
+                "archive_too_large",
+                format!(
                     "the sources add up to more than this deployment's limit of {} bytes",
                     self.plan.max_archive_bytes
                 ),
-                param: None,
-            });
+                None,
+            ));
         }
         let laid_out = (!unknown_length).then(|| layout(planned.iter().copied()));
         let parts = laid_out.map(|l| self.parts(l.size, service));

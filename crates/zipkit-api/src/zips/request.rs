@@ -481,8 +481,8 @@ mod tests {
             )
         );
         let mut v = valid();
-        v["urls"][0]["size"] = json!(1);
-        assert_eq!(err(v).2.as_deref(), Some("urls[0].size"));
+        v["urls"][0]["checksum"] = json!("abc");
+        assert_eq!(err(v).2.as_deref(), Some("urls[0].checksum"));
         let mut v = valid();
         v["urls"] = json!("https://example.com");
         assert_eq!(err(v).0, "parameter_invalid");

@@ -133,7 +133,7 @@ pub struct EntryOutcome {
 }
 
 /// Where an entry's bytes sit in the archive being built: its local header (where, and what
-/// it says: method, ZIP64) and, once its data descriptor is out, where that ends. With the end, a
+/// it says: method, ZIP64) and, once its last byte is out, where that ends. With the end, a
 /// worker taking the job over can keep the entry without its source; with only the start, pick
 /// its source up where the uploaded parts end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +151,7 @@ pub struct EntryPlacement {
     pub end: Option<PlacedEnd>,
 }
 
-/// The end of an entry's bytes (after its data descriptor), its compressed size, and the CRC-32
+/// The end of an entry's bytes, its compressed size, and the CRC-32
 /// of the archive up to that end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlacedEnd {

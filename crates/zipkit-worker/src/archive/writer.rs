@@ -70,8 +70,8 @@ pub struct EntrySummary {
 }
 
 /// Where an entry's bytes landed: its local header (`offset`, and what it says), announced as
-/// it goes out when the caller asked (`start_entry`), and, once its data descriptor is out, the
-/// end of that descriptor and the CRC-32 of the whole archive up to there. A build taken over
+/// it goes out when the caller asked (`start_entry`), and, once its last byte is out, the
+/// end of those bytes and the CRC-32 of the whole archive up to there. A build taken over
 /// by another worker starts after the last entry placed in parts already uploaded, or inside a
 /// stored entry whose start was announced (`ArchiveWriter::resume`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub struct Placement {
     pub end: Option<PlacedEnd>,
 }
 
-/// The end of an entry's bytes: after its data descriptor.
+/// The end of an entry's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlacedEnd {
     pub end: u64,
