@@ -580,12 +580,29 @@ async fn the_same_job_built_twice_gives_the_same_bytes() {
     harness.stop().await;
 }
 
+/// What a Python script given the archive's path (as `sys.argv[1]`) prints, as JSON.
+fn python_json<T: serde::de::DeserializeOwned>(archive: &[u8], script: &str) -> T {
+    let path = std::env::temp_dir().join(format!("zipkit-{}.zip", ZipId::new()));
+    std::fs::write(&path, archive).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// For each entry (central directory order): its name, DOS date and time as Python reads them,
 /// and the extended-timestamp (0x5455) and Unicode Path (0x7075) extra fields of its local and
 /// central headers, in hex ("" when absent).
 fn times_and_names(archive: &[u8]) -> Vec<serde_json::Value> {
-    let path = std::env::temp_dir().join(format!("zipkit-{}.zip", ZipId::new()));
-    std::fs::write(&path, archive).unwrap();
     let script = r#"
 import zipfile, sys, json, struct
 path = sys.argv[1]
@@ -605,19 +622,7 @@ for info in zipfile.ZipFile(path).infolist():
                  'local_up': local.get(0x7075, ''), 'central_up': central.get(0x7075, '')})
 print(json.dumps(rows))
 "#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&path)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    python_json(archive, script)
 }
 
 #[tokio::test]
@@ -2047,8 +2052,6 @@ async fn with_skip_a_source_that_stops_before_its_length_is_left_out_and_reporte
 
 /// Each entry's local header as (name, "version needed", the IDs of its extra fields).
 fn local_headers(archive: &[u8]) -> Vec<(String, u16, Vec<u16>)> {
-    let path = std::env::temp_dir().join(format!("zipkit-{}.zip", ZipId::new()));
-    std::fs::write(&path, archive).unwrap();
     let script = r#"
 import json, struct, sys, zipfile
 raw = open(sys.argv[1], 'rb').read()
@@ -2062,19 +2065,7 @@ for i in zipfile.ZipFile(sys.argv[1]).infolist():
     rows.append([i.filename, struct.unpack('<H', raw[o+4:o+6])[0], ids])
 print(json.dumps(rows))
 "#;
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&path)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    python_json(archive, script)
 }
 
 #[tokio::test]

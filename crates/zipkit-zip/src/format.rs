@@ -122,6 +122,20 @@ impl EntryTime {
     }
 }
 
+/// The fields local and central headers share, from "version needed" to the DOS time.
+fn put_version_to_time(b: &mut BytesMut, zip64: bool, method: Method, modified: EntryTime) {
+    b.put_u16_le(if zip64 {
+        VERSION_ZIP64
+    } else {
+        VERSION_DEFAULT
+    });
+    b.put_u16_le(FLAGS);
+    b.put_u16_le(method.code());
+    let dos = modified.dos();
+    b.put_u16_le(dos.time);
+    b.put_u16_le(dos.date);
+}
+
 /// The extra fields every header carries after the ZIP64 one: the extended timestamp, and the
 /// Unicode Path for a name that is not ASCII.
 fn put_common_extras(b: &mut BytesMut, name: &[u8], modified: EntryTime) {
@@ -213,15 +227,7 @@ impl LocalHeader {
         let name = &self.name;
         let mut b = BytesMut::with_capacity(30 + 2 * name.len() + 40);
         b.put_u32_le(LOCAL_HEADER);
-        b.put_u16_le(if zip64 {
-            VERSION_ZIP64
-        } else {
-            VERSION_DEFAULT
-        });
-        b.put_u16_le(FLAGS);
-        b.put_u16_le(self.method.code());
-        b.put_u16_le(self.modified.dos().time);
-        b.put_u16_le(self.modified.dos().date);
+        put_version_to_time(&mut b, zip64, self.method, self.modified);
         b.put_u32_le(crc32);
         if zip64 {
             b.put_u32_le(MAX32 as u32);
@@ -275,15 +281,7 @@ pub fn central_header(out: &mut BytesMut, r: &CentralRecord) {
     out.reserve(46 + 2 * r.name.len() + 48);
     out.put_u32_le(CENTRAL_HEADER);
     out.put_u16_le(MADE_BY);
-    out.put_u16_le(if zip64 {
-        VERSION_ZIP64
-    } else {
-        VERSION_DEFAULT
-    });
-    out.put_u16_le(FLAGS);
-    out.put_u16_le(r.method.code());
-    out.put_u16_le(r.modified.dos().time);
-    out.put_u16_le(r.modified.dos().date);
+    put_version_to_time(out, zip64, r.method, r.modified);
     out.put_u32_le(r.crc32);
     out.put_u32_le(clamp(r.compressed));
     out.put_u32_le(clamp(r.uncompressed));
