@@ -662,6 +662,22 @@ async fn deflate_baselines(sample: &Sample) -> anyhow::Result<(Baseline, Baselin
     Ok((classic, zlib_rs))
 }
 
+/// `count` sources whose sizes are spread evenly on a log scale between `min` and `max` (a fixed
+/// sequence, so every run and every build gets the same), each `latency` ms to its first byte.
+fn log_uniform(count: usize, min: u64, max: u64, latency: u64) -> Vec<(u64, u64)> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let (low, high) = ((min as f64).ln(), (max as f64).ln());
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
+            ((low + unit * (high - low)).exp() as u64, latency)
+        })
+        .collect()
+}
+
 fn mib_s(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / MIB as f64 / took.as_secs_f64()
 }
@@ -697,6 +713,22 @@ async fn main() -> anyhow::Result<()> {
             compression: Compression::Deflate,
             corpus: Corpus::WordSalad,
             sources: big,
+        },
+        // 200 sources of 1 KiB to 32 MiB (log-uniform), 10 ms to the first byte, on a worker that
+        // has just built the 8 x 128 MiB archives in both modes:
+        // held-back header parts and the allocator's leftovers from large parts meet many small
+        // entries.
+        Case {
+            name: "store 200 mixed 1K-32M (after 128 MiB)",
+            compression: Compression::Store,
+            corpus: Corpus::WordSalad,
+            sources: log_uniform(200, 1024, 32 * MIB, 10),
+        },
+        Case {
+            name: "deflate 200 mixed 1K-32M (after 128 MiB)",
+            compression: Compression::Deflate,
+            corpus: Corpus::WordSalad,
+            sources: log_uniform(200, 1024, 32 * MIB, 10),
         },
         Case {
             name: "store 2,000 x 32 KiB, 50 ms first byte",
