@@ -309,17 +309,10 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part_and_
     ])
     .await;
     let ca = TestCa::new();
-    let host_port = |url: &str| {
-        url["http://".len()..]
-            .split('/')
-            .next()
-            .expect("host:port")
-            .to_owned()
-    };
     let receiver = OtlpReceiver::start().await;
-    let otlp = ca.front(host_port(&receiver.endpoint())).await;
-    let source_front = ca.front(host_port(&sources.url("a.txt"))).await;
-    let store = ca.front(host_port(&s3_endpoint())).await;
+    let otlp = ca.front_for(&receiver.endpoint()).await;
+    let source_front = ca.front_for(&sources.url("a.txt")).await;
+    let store = ca.front_for(&s3_endpoint()).await;
     let mut env = traced_env(&receiver);
     env[0].1 = otlp.https(&receiver.endpoint());
     assert!(env[0].1.starts_with("https://"), "{env:?}");
@@ -330,7 +323,7 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part_and_
     let stack = Stack::start(BINARY, &worker, db.url(), &vhost.url(), &env).await;
     let tenant = stack.tenant_at(bucket.name(), &store.origin());
     let hooks = WebhookReceiver::start(0).await;
-    let hooks_front = ca.front(host_port(hooks.url())).await;
+    let hooks_front = ca.front_for(hooks.url()).await;
     stack.cli(
         &[
             "webhook",

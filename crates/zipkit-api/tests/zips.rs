@@ -1197,15 +1197,8 @@ async fn a_dry_run_predicts_the_archive_a_worker_then_builds_and_creates_nothing
     ])
     .await;
     let ca = TestCa::new();
-    let host_port = |url: &str| {
-        url["http://".len()..]
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let source_front = ca.front(host_port(&sources.url("empty"))).await;
-    let store = ca.front(host_port(&s3_endpoint())).await;
+    let source_front = ca.front_for(&sources.url("empty")).await;
+    let store = ca.front_for(&s3_endpoint()).await;
     let mut env = vec![("ZIPKIT__WORKER__PART_SIZE_MIB", "5".to_owned())];
     env.extend(ca.trust_env());
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -39,6 +39,22 @@ impl SourceError {
     }
 
     /// Worth another request now.
+    /// The source sends or announces another length than the request declared (`size`).
+    pub fn size_mismatch(declared: u64, what_it_did: &str) -> Self {
+        Self::permanent(
+            "source_size_mismatch",
+            format!("the request declared {declared} bytes (`size`); the source {what_it_did}"),
+        )
+    }
+
+    /// The source is larger than the deployment takes (`worker.max_source_bytes`).
+    pub fn too_large(limit: u64) -> Self {
+        Self::permanent(
+            "source_too_large",
+            format!("the source is larger than this deployment's limit of {limit} bytes"),
+        )
+    }
+
     pub fn is_transient(&self) -> bool {
         self.transient
     }

@@ -101,6 +101,16 @@ impl TestCa {
         ]
     }
 
+    /// As `front`, relaying to the server of a plain `http://host:port/...` URL.
+    pub async fn front_for(&self, plain_url: &str) -> TlsFront {
+        let authority = plain_url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .expect("host:port");
+        self.front(authority.to_owned()).await
+    }
+
     /// Starts a TLS front on a free loopback port that relays to `target` (`host:port`). It runs
     /// on a thread of its own, so a test that blocks its runtime (waiting for a CLI process that
     /// talks to the front) does not stall it.

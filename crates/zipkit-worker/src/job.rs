@@ -16,7 +16,7 @@ use zipkit_storage::BucketLocation;
 use crate::archive::deflate::Compressors;
 use crate::archive::{
     ArchiveError, ArchiveOptions, ArchiveWriter, EntryTime, HEAD_BYTES, Method, Piece, Placement,
-    ZIP64_THRESHOLD, method_for,
+    method_for,
 };
 use crate::download::{self, SourceError};
 use crate::failure::{Blame, JobFailure, Retry};
@@ -702,7 +702,8 @@ async fn feed_sources(
                 }
             }
             let method = method_for(zip.compression, &download.entry.filename, &head);
-            let zip64 = content_length.is_none_or(|l| l >= ZIP64_THRESHOLD);
+            // Room for ZIP64 by the length; the writer adds it for a header past 4 GiB.
+            let zip64 = zipkit_zip::format::needs_zip64_room(content_length, 0);
 
             // A stored entry of a part or more from a source with a validator announces its
             // start: a worker taking the job over can pick its source up with `Range` +

@@ -357,14 +357,14 @@ async fn download(
     if let (Some(announced), Some(declared)) = (content_length, declared)
         && announced != declared
     {
-        let error = size_mismatch(declared, format!("announces {announced}"));
+        let error = SourceError::size_mismatch(declared, &format!("announces {announced}"));
         let _ = tx.send(Event::Failed(error)).await;
         return;
     }
     // A length the request declared stands in for one the source does not send.
     let content_length = content_length.or(declared);
     if content_length.is_some_and(|l| l > limits.max_source_bytes) {
-        let error = too_large(limits.max_source_bytes);
+        let error = SourceError::too_large(limits.max_source_bytes);
         let _ = tx.send(Event::Failed(error)).await;
         return;
     }
@@ -410,7 +410,7 @@ async fn download(
             }
             Ok(None) => {
                 if let Some(declared) = declared.filter(|d| *d != received) {
-                    let error = size_mismatch(declared, format!("sent {received}"));
+                    let error = SourceError::size_mismatch(declared, &format!("sent {received}"));
                     let _ = tx.send(Event::Failed(error)).await;
                 }
                 return; // complete: the channel closes
@@ -440,12 +440,12 @@ async fn download(
                     received += chunk.len() as u64;
                     handed_on.update(&chunk);
                     if let Some(declared) = declared.filter(|d| received > *d) {
-                        let error = size_mismatch(declared, "sent more".to_owned());
+                        let error = SourceError::size_mismatch(declared, "sent more");
                         let _ = tx.send(Event::Failed(error)).await;
                         return;
                     }
                     if received > limits.max_source_bytes {
-                        let error = too_large(limits.max_source_bytes);
+                        let error = SourceError::too_large(limits.max_source_bytes);
                         let _ = tx.send(Event::Failed(error)).await;
                         return;
                     }
@@ -572,20 +572,6 @@ fn changed() -> SourceError {
     SourceError::transient(
         "source_changed",
         "the source broke off and, fetched again, no longer starts with the bytes already written",
-    )
-}
-
-fn size_mismatch(declared: u64, what_it_did: String) -> SourceError {
-    SourceError::permanent(
-        "source_size_mismatch",
-        format!("the request declared {declared} bytes (`size`); the source {what_it_did}"),
-    )
-}
-
-fn too_large(limit: u64) -> SourceError {
-    SourceError::permanent(
-        "source_too_large",
-        format!("the source is larger than this deployment's limit of {limit} bytes"),
     )
 }
 

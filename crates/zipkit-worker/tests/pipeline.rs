@@ -395,22 +395,8 @@ impl Harness {
 /// and every other reader people use sees the same entries, sizes and CRC-32s
 /// (`zipkit_test_support::readers`).
 fn read_with_python(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
-    let path = std::env::temp_dir().join(format!("zipkit-{}.zip", ZipId::new()));
-    std::fs::write(&path, archive).unwrap();
     let script = "import zipfile,sys,json\nz=zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nprint(json.dumps([[i.filename, z.read(i).hex()] for i in z.infolist()]))";
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&path)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let entries: Vec<(String, String)> = serde_json::from_slice(&out.stdout).unwrap();
+    let entries: Vec<(String, String)> = python_json(archive, script);
     let entries: Vec<(String, Vec<u8>)> = entries
         .into_iter()
         .map(|(name, hex)| {

@@ -195,8 +195,7 @@ impl LocalHeader {
 
     /// Its length in bytes, the same before and after its values are known.
     pub fn encoded_len(&self) -> usize {
-        let room = if self.zip64 { 20 } else { 0 };
-        30 + self.name.len() + room + usize::from(common_extras_len(&self.name))
+        local_header_len(&self.name, self.zip64)
     }
 
     /// The header before the entry's values are known: zeros where they go.
@@ -249,6 +248,18 @@ impl LocalHeader {
         put_common_extras(&mut b, name, self.modified);
         b.freeze()
     }
+}
+
+/// The length of a local header for `name`, with room for a ZIP64 field or not.
+pub fn local_header_len(name: &[u8], zip64_room: bool) -> usize {
+    let room = if zip64_room { 20 } else { 0 };
+    30 + name.len() + room + usize::from(common_extras_len(name))
+}
+
+/// Whether an entry's local header has room for a ZIP64 field: its size may pass 4 GiB, or the
+/// header lies past 4 GiB (`LocalHeader::with_room_at`).
+pub fn needs_zip64_room(length_at_most: Option<u64>, offset: u64) -> bool {
+    length_at_most.is_none_or(|l| l >= ZIP64_THRESHOLD) || offset >= MAX32
 }
 
 /// The length of an entry's central directory header.

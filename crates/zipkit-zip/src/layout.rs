@@ -3,7 +3,7 @@
 //! deflated entry the most its compressed bytes can take (deflate never grows data by more than
 //! its stored blocks' headers), so the total is then an upper bound.
 
-use crate::format::{self, LocalHeader, MAX32, Method};
+use crate::format::{self, MAX32, Method};
 
 /// Uncompressed bytes per deflate block: the worker compresses each block on its own, ended with
 /// a sync flush (the last with the stream's end).
@@ -40,18 +40,11 @@ pub fn layout<'a>(entries: impl IntoIterator<Item = PlannedEntry<'a>>) -> Layout
                 deflate_bound(entry.length)
             }
         };
-        let header = LocalHeader {
-            name: bytes::Bytes::copy_from_slice(entry.name.as_bytes()),
-            method: entry.method,
-            modified: format::EntryTime::default(),
-            zip64: entry.length >= format::ZIP64_THRESHOLD,
-        }
-        .with_room_at(offset);
+        let name = entry.name.as_bytes();
+        let room = format::needs_zip64_room(Some(entry.length), offset);
         zip64 |= compressed >= MAX32 || entry.length >= MAX32 || offset >= MAX32;
-        directory +=
-            format::central_header_len(header.name.as_ref(), entry.length, compressed, offset)
-                as u64;
-        offset += header.encoded_len() as u64 + compressed;
+        directory += format::central_header_len(name, entry.length, compressed, offset) as u64;
+        offset += format::local_header_len(name, room) as u64 + compressed;
         count += 1;
     }
     let end = format::end_records_len(count, offset, directory) as u64;
@@ -78,7 +71,7 @@ pub fn deflate_bound(length: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{CentralRecord, EntryTime};
+    use crate::format::{CentralRecord, EntryTime, LocalHeader};
     use bytes::{Bytes, BytesMut};
 
     /// The bytes the writer's records take for stored entries of these names and lengths, laid

@@ -241,22 +241,14 @@ impl DryRunner {
         if let (Some(announced), Some(declared)) = (probed.length, declared)
             && announced != declared
         {
-            return Err(SourceError::permanent(
-                "source_size_mismatch",
-                format!(
-                    "the request declared {declared} bytes (`size`); the source announces {announced}"
-                ),
+            return Err(SourceError::size_mismatch(
+                declared,
+                &format!("announces {announced}"),
             ));
         }
         let length = probed.length.or(declared);
         if length.is_some_and(|l| l > self.plan.max_source_bytes) {
-            return Err(SourceError::permanent(
-                "source_too_large",
-                format!(
-                    "the source is larger than this deployment's limit of {} bytes",
-                    self.plan.max_source_bytes
-                ),
-            ));
+            return Err(SourceError::too_large(self.plan.max_source_bytes));
         }
         Ok(Found {
             length,
