@@ -228,6 +228,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
         &mut conn,
         NewZip {
             traceparent: None,
+            expected_size: None,
             project_id: project,
             bucket_id: stored.id,
             key: ObjectKey::parse("a.zip").unwrap(),

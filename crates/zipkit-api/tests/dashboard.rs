@@ -350,6 +350,7 @@ async fn a_member_of_one_project_reaches_nothing_of_another_by_changing_ids() {
             &mut conn,
             NewZip {
                 traceparent: None,
+                expected_size: None,
                 project_id: theirs,
                 bucket_id: bucket.id,
                 key: ObjectKey::parse("bob/secret-plans.zip").expect("key"),
@@ -842,7 +843,7 @@ async fn buckets_tokens_and_webhooks_are_managed_without_any_page_showing_a_stor
     .expect("q")
     .expect("page")
     .remove(0)
-    .0;
+    .zip;
     let endpoint = WebhookEndpoint::list(&mut conn, project)
         .await
         .expect("q")

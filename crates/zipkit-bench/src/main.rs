@@ -419,6 +419,7 @@ impl Bench {
             &mut conn,
             NewZip {
                 traceparent: None,
+                expected_size: None,
                 project_id: self.bucket.project_id,
                 bucket_id: self.bucket.id,
                 key: ObjectKey::parse(key).context("key")?,

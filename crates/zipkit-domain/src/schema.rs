@@ -161,6 +161,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    zip_expected_sizes (zip_id) {
+        zip_id -> Uuid,
+        size -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     zip_parts (zip_id, upload_id, part_number) {
         zip_id -> Uuid,
         upload_id -> Text,
@@ -229,6 +237,7 @@ diesel::joinable!(webhook_deliveries -> zips (zip_id));
 diesel::joinable!(webhook_delivery_attempts -> webhook_deliveries (delivery_id));
 diesel::joinable!(webhook_endpoints -> projects (project_id));
 diesel::joinable!(zip_entries -> zips (zip_id));
+diesel::joinable!(zip_expected_sizes -> zips (zip_id));
 diesel::joinable!(zip_parts -> zips (zip_id));
 diesel::joinable!(zip_uploads -> zips (zip_id));
 diesel::joinable!(zips -> projects (project_id));
@@ -246,6 +255,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_delivery_attempts,
     webhook_endpoints,
     zip_entries,
+    zip_expected_sizes,
     zip_parts,
     zip_uploads,
     zips,

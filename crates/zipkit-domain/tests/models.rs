@@ -73,6 +73,7 @@ fn new_bucket(project_id: ProjectId, name: &str, access: &str, secret: &str) -> 
 fn new_zip(project_id: ProjectId, bucket: &Bucket, names: &[&str]) -> NewZip {
     NewZip {
         traceparent: None,
+        expected_size: None,
         project_id,
         bucket_id: bucket.id,
         key: ObjectKey::parse("exports/a.zip").expect("valid key"),

@@ -19,6 +19,7 @@ use crate::archive::{
     method_for,
 };
 use crate::download::{self, SourceError};
+use crate::expected::ExpectedSize;
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
 use crate::memory::{BufferBudget, PartMemory};
@@ -437,14 +438,7 @@ impl Attempt<'_> {
             }
             .instrument(tracing::Span::current()),
         );
-        let archive = ArchiveWriter::resume(
-            ArchiveOptions {
-                level: ctx.deflate_level,
-            },
-            ctx.compressors.clone(),
-            chunks_tx,
-            kept.written,
-        );
+        let written = kept.written;
         let rest: Arc<[Source]> = match (kept.kept, kept.times.is_empty()) {
             (0, true) => entries,
             (kept, true) => Arc::from(&entries[kept..]),
@@ -465,7 +459,26 @@ impl Attempt<'_> {
             bytes: kept.bytes,
             continuing: kept.continuing,
         };
-        let feed = feed_sources(ctx, zip, rest, archive, &notes, cancelled.clone(), carried).await;
+        let expected = ExpectedSize::new(zip.compression, rest.clone(), &written);
+        let archive = ArchiveWriter::resume(
+            ArchiveOptions {
+                level: ctx.deflate_level,
+            },
+            ctx.compressors.clone(),
+            chunks_tx,
+            written,
+        );
+        let feed = feed_sources(
+            ctx,
+            zip,
+            rest,
+            archive,
+            &notes,
+            cancelled.clone(),
+            carried,
+            expected,
+        )
+        .await;
         // The upload is completed only if every source went in and the archive was finished,
         // and the job is still this worker's: one that was paused past its lease may find its
         // archive whole while another worker continues the same upload, which is that worker's
@@ -602,28 +615,32 @@ struct Carried {
     continuing: Option<Continue>,
 }
 
-/// Where the entries written out went, reported for a worker that may take the job over.
-#[derive(Default)]
+/// Where the entries written out went, reported for a worker that may take the job over, and the
+/// archive's size once it is certain.
 struct Placements {
     /// The validators of sources whose entries announce their start, until it is placed.
     validators: std::collections::HashMap<i32, String>,
+    expected: ExpectedSize,
 }
 
 impl Placements {
-    /// Sends the placements since the last call. Always after the entries' outcomes: a
-    /// placement recorded means its outcome is.
+    /// Sends the placements since the last call, and the archive's size if it is newly known.
+    /// Always after the entries' outcomes: a placement recorded means its outcome is.
     async fn report(&mut self, placed: Vec<Placement>, notes: &mpsc::Sender<Note>) {
-        if placed.is_empty() {
-            return;
+        if !placed.is_empty() {
+            self.expected.placed(&placed);
+            let rows = placed
+                .iter()
+                .map(|p| {
+                    let validator = p.end.is_none().then(|| self.validators.remove(&p.entry));
+                    placement_row(p, validator.flatten())
+                })
+                .collect();
+            let _ = notes.send(Note::Placed(rows)).await;
         }
-        let rows = placed
-            .iter()
-            .map(|p| {
-                let validator = p.end.is_none().then(|| self.validators.remove(&p.entry));
-                placement_row(p, validator.flatten())
-            })
-            .collect();
-        let _ = notes.send(Note::Placed(rows)).await;
+        if let Some(size) = self.expected.update() {
+            let _ = notes.send(Note::Expected(size)).await;
+        }
     }
 }
 
@@ -637,13 +654,17 @@ async fn feed_sources(
     notes: &mpsc::Sender<Note>,
     mut cancelled: watch::Receiver<Interrupt>,
     carried: Carried,
+    expected: ExpectedSize,
 ) -> Result<i32, FeedError> {
     let mut continuing = carried.continuing.is_some();
     let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries)
         .continuing(carried.continuing);
     let skipping = zip.on_error == OnError::Skip;
     let (mut done, mut total, mut unreported) = (carried.files, carried.bytes, 0u64);
-    let mut placements = Placements::default();
+    let mut placements = Placements {
+        validators: Default::default(),
+        expected,
+    };
     'entries: while let Some(mut download) = downloads.next_download() {
         let index = download.entry.index;
         // Only the first entry can be one the archive has open already.
@@ -666,6 +687,7 @@ async fn feed_sources(
                 if continued {
                     archive.abandon_entry().await?;
                 }
+                placements.expected.skipped(index);
                 skip(notes, index, error).await;
                 placements.report(archive.take_placed(), notes).await;
                 continue;
@@ -733,6 +755,9 @@ async fn feed_sources(
                     announce,
                 )
                 .await?;
+            placements
+                .expected
+                .started(index, method, zip64, content_length);
             placements.report(archive.take_placed(), notes).await;
         }
         loop {
@@ -770,6 +795,7 @@ async fn feed_sources(
                 // of the central directory, so no reader lists it (docs/JOBS.md).
                 Some(Event::Failed(error)) if skipping => {
                     archive.abandon_entry().await?;
+                    placements.expected.skipped(index);
                     skip(notes, index, error).await;
                     placements.report(archive.take_placed(), notes).await;
                     continue 'entries;
@@ -779,7 +805,11 @@ async fn feed_sources(
                 None => break,
             }
         }
+        let method = archive.open_method();
         let summary = archive.finish_entry().await?;
+        if let Some(method) = method {
+            placements.expected.finished(index, method, summary.size);
+        }
         done += 1;
         let outcome = EntryOutcome {
             index,
@@ -818,6 +848,8 @@ enum Note {
     Placed(Vec<EntryPlacement>),
     Downloaded(u64),
     Uploaded(i64),
+    /// The archive's exact size, newly known or changed.
+    Expected(u64),
     /// Kept from the build a job was taken over from: its entries and their bytes.
     Kept {
         files: i32,
@@ -863,6 +895,7 @@ struct Pending {
     files: i32,
     downloaded: i64,
     uploaded: i64,
+    expected: Option<i64>,
     dirty: bool,
 }
 
@@ -879,6 +912,7 @@ impl Pending {
             Note::Placed(placed) => self.placed.extend(placed),
             Note::Downloaded(n) => self.downloaded += i64::try_from(n).unwrap_or(0),
             Note::Uploaded(n) => self.uploaded += n,
+            Note::Expected(size) => self.expected = Some(i64::try_from(size).unwrap_or(i64::MAX)),
             Note::Kept { files, bytes } => {
                 self.files += files;
                 self.downloaded += i64::try_from(bytes).unwrap_or(0);
@@ -930,6 +964,17 @@ impl Recorder {
                     };
                     if let Err(e) = written {
                         tracing::warn!(zip.id = %zip_id, entries = placed.len(), error = %e, "recording where entries went failed");
+                    }
+                }
+                if let Some(size) = pending.expected.take() {
+                    let written = match pool.get().await {
+                        Ok(mut conn) => Zip::record_expected_size(&mut conn, zip_id, &owner, size)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(e) = written {
+                        tracing::warn!(zip.id = %zip_id, error = %e, "recording the expected size failed");
                     }
                 }
                 if pending.dirty && (closed || last.elapsed() >= PROGRESS_EVERY) {

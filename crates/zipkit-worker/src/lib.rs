@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod consumer;
 pub mod download;
+pub mod expected;
 pub mod failure;
 pub mod job;
 pub mod lease;

@@ -38,8 +38,9 @@ pub async fn enqueue_completed(
         None => return Ok(0),
     };
     let skipped = Zip::skipped_entries(conn, &[zip.id]).await?;
+    let expected_size = Zip::expected_size(conn, zip.id).await?;
     let event = Event::zip_completed(
-        ZipObject::new(zip.clone(), bucket, skipped),
+        ZipObject::new(zip.clone(), bucket, expected_size, skipped),
         zip.finished_at.unwrap_or_else(chrono::Utc::now),
     );
     let payload = serde_json::to_value(&event)

@@ -315,6 +315,7 @@ impl Harness {
             &mut conn,
             NewZip {
                 traceparent: None,
+                expected_size: None,
                 project_id: bucket.project_id,
                 bucket_id: bucket.id,
                 key: ObjectKey::parse(key).unwrap(),
@@ -883,7 +884,8 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
         service: Service::S3,
         name: "any".into(),
     };
-    let object = zipkit_domain::views::ZipObject::new(nothing_left.clone(), bucket_ref, left_out);
+    let object =
+        zipkit_domain::views::ZipObject::new(nothing_left.clone(), bucket_ref, None, left_out);
     let object = serde_json::to_value(&object).unwrap();
     let reported: Vec<(&str, &str)> = object["error"]["skipped"]
         .as_array()
@@ -2124,6 +2126,106 @@ async fn a_declared_size_decides_zip64_and_the_source_must_send_exactly_that() {
             "{name}: {message}"
         );
     }
+    // Worked out again after each source left out: the size of the archive in the bucket.
+    let expected = Zip::expected_size(&mut conn, id).await.unwrap();
+    assert_eq!(expected, Some(archive.len() as i64));
+    assert_eq!(zip.result_size, expected);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_expected_size_is_known_while_a_source_streams_and_follows_a_skipped_source() {
+    let harness = Harness::start().await;
+    let first = pseudo_random(100_000, 11);
+    // Looks gzipped: `auto` stores it by its first bytes.
+    let mut slow = pseudo_random(2 * 1024 * 1024, 12);
+    slow[..2].copy_from_slice(b"\x1f\x8b");
+    let cut = pseudo_random(3 * 1024 * 1024, 13);
+    let sources = SourceServer::start(vec![
+        ("first.jpg", Behaviour::Serve(first.clone())),
+        (
+            "slow.bin",
+            Behaviour::Trickle {
+                bytes: slow.clone(),
+                chunk: 64 * 1024,
+                pause: Duration::from_millis(60),
+                then: None,
+                ranges: false,
+            },
+        ),
+        (
+            "cut.jpg",
+            Behaviour::Truncated {
+                bytes: cut.clone(),
+                cut: 1024 * 1024,
+            },
+        ),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    let entry = |route: &str, size: Option<usize>| NewZipEntry {
+        url: SourceUrl::parse(&sources.url(route)).unwrap(),
+        filename: EntryName::parse(route).unwrap(),
+        given_filename: None,
+        modified_at: None,
+        declared_size: size.map(|s| s as i64),
+    };
+    // `auto`: the photos are stored by their names with their sizes given; the slow source is
+    // stored by its first bytes and gives its length when it answers. From then on the size is
+    // certain, unless a source fails.
+    let entries = vec![
+        entry("first.jpg", Some(first.len())),
+        entry("slow.bin", None),
+        entry("cut.jpg", Some(cut.len())),
+    ];
+    let id = harness
+        .submit_entries(
+            &bucket,
+            "expected.zip",
+            entries,
+            Compression::Auto,
+            OnError::Skip,
+        )
+        .await;
+    let mut conn = harness.db.connect().await;
+    let mut seen_while_building = Vec::new();
+    let zip = loop {
+        let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
+        if zip.status.is_terminal() {
+            break zip;
+        }
+        if let Some(size) = Zip::expected_size(&mut conn, id).await.unwrap()
+            && seen_while_building.last() != Some(&size)
+        {
+            seen_while_building.push(size);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(zip.result_entries, Some(2));
+    let archive = harness.store.get("expected.zip").await;
+    let size = archive.len() as i64;
+    assert_eq!(zip.result_size, Some(size));
+    // Worked out again once the cut source was left out: the archive's size.
+    assert_eq!(Zip::expected_size(&mut conn, id).await.unwrap(), Some(size));
+    // While the slow source streamed, the size counted the cut source whole: its header, its
+    // bytes, its central record.
+    let with_cut = size
+        + cut.len() as i64
+        + zipkit_zip::format::local_header_len(b"cut.jpg", false) as i64
+        + zipkit_zip::format::central_header_len(b"cut.jpg", 3 << 20, 3 << 20, 0) as i64;
+    assert_eq!(
+        seen_while_building.first(),
+        Some(&with_cut),
+        "{seen_while_building:?}"
+    );
+    assert!(
+        seen_while_building
+            .iter()
+            .all(|s| [with_cut, size].contains(s)),
+        "{seen_while_building:?}"
+    );
+    read_with_python(&archive);
     harness.stop().await;
 }
 

@@ -3,7 +3,10 @@
 //! deflated entry the most its compressed bytes can take (deflate never grows data by more than
 //! its stored blocks' headers), so the total is then an upper bound.
 
-use crate::format::{self, MAX32, Method};
+use zipkit_domain::Compression;
+
+use crate::format::{self, CentralRecord, MAX32, Method};
+use crate::method::method_by_name;
 
 /// Uncompressed bytes per deflate block: the worker compresses each block on its own, ended with
 /// a sync flush (the last with the stream's end).
@@ -15,6 +18,21 @@ pub struct PlannedEntry<'a> {
     pub name: &'a str,
     pub method: Method,
     pub length: u64,
+}
+
+impl<'a> PlannedEntry<'a> {
+    /// The entry when its request alone makes its bytes certain: stored by its name under the
+    /// job's `compression`, and its size given.
+    pub fn certain(compression: Compression, name: &'a str, size: Option<u64>) -> Option<Self> {
+        match (method_by_name(compression, name), size) {
+            (Some(Method::Stored), Some(length)) => Some(Self {
+                name,
+                method: Method::Stored,
+                length,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The archive the entries make.
@@ -30,30 +48,102 @@ pub struct Layout {
 
 /// Lays `entries` out in order, as the writer does.
 pub fn layout<'a>(entries: impl IntoIterator<Item = PlannedEntry<'a>>) -> Layout {
-    let (mut offset, mut directory, mut count) = (0u64, 0u64, 0u64);
-    let (mut exact, mut zip64) = (true, false);
+    let mut laid = Layouter::default();
     for entry in entries {
+        laid.add_planned(entry);
+    }
+    laid.layout()
+}
+
+/// The archive's exact size when its request alone decides it: every entry `certain`.
+pub fn certain_size<'a>(
+    compression: Compression,
+    entries: impl IntoIterator<Item = (&'a str, Option<u64>)>,
+) -> Option<u64> {
+    let mut laid = Layouter::default();
+    for (name, size) in entries {
+        laid.add_planned(PlannedEntry::certain(compression, name, size)?);
+    }
+    Some(laid.layout().size)
+}
+
+/// An archive laid out one entry at a time, as the writer writes it: entries already written,
+/// with their actual sizes, then planned ones.
+#[derive(Debug, Clone)]
+pub struct Layouter {
+    offset: u64,
+    directory: u64,
+    entries: u64,
+    exact: bool,
+    zip64: bool,
+}
+
+impl Default for Layouter {
+    fn default() -> Self {
+        Self::after(0, &[])
+    }
+}
+
+impl Layouter {
+    /// Continues an archive written up to `offset`, whose central directory lists `directory`.
+    pub fn after(offset: u64, directory: &[CentralRecord]) -> Self {
+        let mut laid = Self {
+            offset,
+            directory: 0,
+            entries: directory.len() as u64,
+            exact: true,
+            zip64: false,
+        };
+        for r in directory {
+            laid.directory +=
+                format::central_header_len(&r.name, r.uncompressed, r.compressed, r.header_offset)
+                    as u64;
+            laid.zip64 |=
+                r.compressed >= MAX32 || r.uncompressed >= MAX32 || r.header_offset >= MAX32;
+        }
+        laid
+    }
+
+    /// An entry whose sizes are known: its header was started with room for ZIP64 or not
+    /// (`zip64_room`; the writer adds room to a header past 4 GiB).
+    pub fn add_written(
+        &mut self,
+        name: &[u8],
+        zip64_room: bool,
+        uncompressed: u64,
+        compressed: u64,
+    ) {
+        let room = zip64_room || self.offset >= MAX32;
+        self.zip64 |= compressed >= MAX32 || uncompressed >= MAX32 || self.offset >= MAX32;
+        self.directory +=
+            format::central_header_len(name, uncompressed, compressed, self.offset) as u64;
+        self.offset += format::local_header_len(name, room) as u64 + compressed;
+        self.entries += 1;
+    }
+
+    /// An entry not written yet, with room for ZIP64 as its length decides; a deflated one takes
+    /// the most it can, and the size becomes a bound.
+    pub fn add_planned(&mut self, entry: PlannedEntry<'_>) {
         let compressed = match entry.method {
             Method::Stored => entry.length,
             Method::Deflated => {
-                exact = false;
+                self.exact = false;
                 deflate_bound(entry.length)
             }
         };
-        let name = entry.name.as_bytes();
-        let room = format::needs_zip64_room(Some(entry.length), offset);
-        zip64 |= compressed >= MAX32 || entry.length >= MAX32 || offset >= MAX32;
-        directory += format::central_header_len(name, entry.length, compressed, offset) as u64;
-        offset += format::local_header_len(name, room) as u64 + compressed;
-        count += 1;
+        let room = format::needs_zip64_room(Some(entry.length), 0);
+        self.add_written(entry.name.as_bytes(), room, entry.length, compressed);
     }
-    let end = format::end_records_len(count, offset, directory) as u64;
-    zip64 |= end > format::CLASSIC_END_LEN as u64;
-    Layout {
-        size: offset + directory + end,
-        exact,
-        zip64,
-        entries: count,
+
+    /// The archive these entries make, with its central directory and end records.
+    pub fn layout(&self) -> Layout {
+        let end = format::end_records_len(self.entries, self.offset, self.directory) as u64;
+        Layout {
+            size: self.offset + self.directory + end,
+            exact: self.exact,
+            zip64: self.zip64 || end > format::CLASSIC_END_LEN as u64,
+            entries: self.entries,
+        }
     }
 }
 
@@ -164,5 +254,17 @@ mod tests {
             stored_only + deflate_bound(3 << 20) - (3 << 20)
         );
         assert_eq!(deflate_bound(0), 12);
+    }
+
+    #[test]
+    fn a_request_decides_the_size_only_when_every_entry_is_stored_by_name_with_its_size() {
+        let photos = [("a.jpg", Some(10)), ("b/c.PDF", Some(0))];
+        let by_hand_size = by_hand(&[("a.jpg", 10), ("b/c.PDF", 0)]);
+        assert_eq!(certain_size(Compression::Auto, photos), Some(by_hand_size));
+        assert_eq!(certain_size(Compression::Store, photos), Some(by_hand_size));
+        assert_eq!(certain_size(Compression::Deflate, photos), None);
+        // `auto` decides a text file by its first bytes; a source without its size is unknown.
+        assert_eq!(certain_size(Compression::Auto, [("a.txt", Some(10))]), None);
+        assert_eq!(certain_size(Compression::Store, [("a.jpg", None)]), None);
     }
 }

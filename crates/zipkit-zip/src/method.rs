@@ -47,19 +47,27 @@ pub fn looks_compressed(head: &[u8]) -> bool {
 /// How an entry is stored under the job's `compression` setting; `head` is the source's first
 /// bytes, which `auto` looks at when the name's extension does not decide.
 pub fn method_for(compression: Compression, filename: &str, head: &[u8]) -> Method {
+    match method_by_name(compression, filename) {
+        Some(method) => method,
+        None if looks_compressed(head) => Method::Stored,
+        None => Method::Deflated,
+    }
+}
+
+/// How an entry is stored when the setting and its name decide, before its source is read:
+/// `None` for `auto` and a name whose extension does not say.
+pub fn method_by_name(compression: Compression, filename: &str) -> Option<Method> {
     match compression {
-        Compression::Store => Method::Stored,
-        Compression::Deflate => Method::Deflated,
+        Compression::Store => Some(Method::Stored),
+        Compression::Deflate => Some(Method::Deflated),
         Compression::Auto => {
             let extension = filename
                 .rsplit_once('.')
                 .map(|(_, e)| e.to_ascii_lowercase())
                 .unwrap_or_default();
-            if COMPRESSED.contains(&extension.as_str()) || looks_compressed(head) {
-                Method::Stored
-            } else {
-                Method::Deflated
-            }
+            COMPRESSED
+                .contains(&extension.as_str())
+                .then_some(Method::Stored)
         }
     }
 }

@@ -115,7 +115,7 @@ async fn list(
     .ok_or(PageError::NotFound)?;
     let more = zips.len() as i64 > PAGE_SIZE;
     let zips = &zips[..zips.len().min(PAGE_SIZE as usize)];
-    let moving = zips.iter().any(|(z, _, _)| !z.status.is_terminal());
+    let moving = zips.iter().any(|row| !row.zip.status.is_terminal());
     Ok(page(
         StatusCode::OK,
         pages::project_page_with(
@@ -167,7 +167,7 @@ fn list_page(
                 table.list.zips {
                     thead { tr { th { "Zip" } th { "Status" } th { "Created" } th { "Bucket" } th { "Progress" } th { "Error" } } }
                     tbody {
-                        @for (zip, service, bucket) in zips {
+                        @for ZipWithBucket { zip, service, bucket, .. } in zips {
                             tr {
                                 td data-label="Zip" { a href={ (base) "/zips/" (zip.id) } { code { (zip.id) } } br; span.muted { (zip.object_key) } }
                                 td data-label="Status" { (status_badge(zip.status)) }
@@ -180,7 +180,7 @@ fn list_page(
                     }
                 }
                 @if more {
-                    @if let Some((last, _, _)) = zips.last() {
+                    @if let Some(ZipWithBucket { zip: last, .. }) = zips.last() {
                         @let filter = status_filter(status);
                         p { a href={ (base) "/zips?after=" (last.id) @if !filter.is_empty() { "&status=" (filter) } } { "Older zips →" } }
                     }
@@ -209,7 +209,12 @@ async fn detail(
     let mut conn = conn(&state).await?;
     let member = Member::of(&mut conn, signed_in, &project).await?;
     let id: ZipId = parse_id(&zip)?;
-    let (zip, service, bucket) = Zip::find_with_bucket(&mut conn, member.id(), id)
+    let ZipWithBucket {
+        zip,
+        service,
+        bucket,
+        expected_size,
+    } = Zip::find_with_bucket(&mut conn, member.id(), id)
         .await?
         .ok_or(PageError::NotFound)?;
     let entries = Zip::entries(&mut conn, zip.id).await?;
@@ -224,6 +229,9 @@ async fn detail(
                 dt { "Object key" } dd { code { (zip.object_key) } }
                 dt { "Compression" } dd { (zip.compression.as_str()) " · on error: " (zip.on_error.as_str()) }
                 dt { "Progress" } dd { (progress(&zip)) " · " (pages::bytes(zip.bytes_downloaded)) " downloaded" }
+                @if let (Some(size), None) = (expected_size, zip.result_size) {
+                    dt { "Expected size" } dd { (pages::bytes(size)) }
+                }
                 @if let Some(etag) = &zip.result_etag { dt { "ETag" } dd { code { (etag) } } }
                 dt { "Created" } dd { (pages::moment(zip.created_at)) }
                 @if let Some(started) = zip.started_at {

@@ -95,8 +95,8 @@ async fn objects(
     // Succeeded jobs list what they left out in `result`, failed ones in `error`.
     let with_results: Vec<ZipId> = rows
         .iter()
-        .filter(|(z, _, _)| z.result_size.is_some() || z.error_code.is_some())
-        .map(|(z, _, _)| z.id)
+        .filter(|row| row.zip.result_size.is_some() || row.zip.error_code.is_some())
+        .map(|row| row.zip.id)
         .collect();
     let mut skipped = if with_results.is_empty() {
         Vec::new()
@@ -105,12 +105,16 @@ async fn objects(
     };
     Ok(rows
         .into_iter()
-        .map(|(zip, service, name)| {
+        .map(|row| {
             let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut skipped)
                 .into_iter()
-                .partition(|e| e.zip_id == zip.id);
+                .partition(|e| e.zip_id == row.zip.id);
             skipped = rest;
-            ZipObject::new(zip, BucketRef { service, name }, mine)
+            let bucket = BucketRef {
+                service: row.service,
+                name: row.bucket,
+            };
+            ZipObject::new(row.zip, bucket, row.expected_size, mine)
         })
         .collect())
 }
@@ -223,6 +227,15 @@ pub async fn create(
         return replay(&mut conn, caller, existing, &request_hash).await;
     }
     let bucket = find_bucket(&mut conn, &caller, &valid).await?;
+    // Known before the first byte when every source is stored and gives its size.
+    let expected_size = zipkit_zip::layout::certain_size(
+        valid.compression,
+        valid.entries.iter().map(|e| {
+            let size = e.declared_size.and_then(|s| u64::try_from(s).ok());
+            (e.filename.as_str(), size)
+        }),
+    )
+    .and_then(|size| i64::try_from(size).ok());
     let new = NewZip {
         project_id: caller.project_id,
         bucket_id: bucket.id,
@@ -233,6 +246,7 @@ pub async fn create(
         idempotency: idempotency.clone().map(|key| (key, request_hash.clone())),
         entries: valid.entries,
         traceparent: zipkit_runtime::telemetry::traceparent(&tracing::Span::current()),
+        expected_size,
     };
     let store = tracing::info_span!("store job", project.id = %caller.project_id);
     let zip = match Zip::create(&mut conn, new).instrument(store).await {
@@ -264,6 +278,7 @@ pub async fn create(
             service: bucket.service,
             name: bucket.name,
         },
+        expected_size,
         Vec::new(),
     );
     Ok(HttpResponse::Accepted().json(ZipResponse { data: object }))

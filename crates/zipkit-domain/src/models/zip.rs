@@ -7,7 +7,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use crate::enums::Service;
 use crate::enums::{Compression, EntryState, OnError, ZipStatus};
 use crate::ids::{BucketId, ProjectId, ZipId};
-use crate::schema::{buckets, zip_entries, zip_parts, zip_uploads, zips};
+use crate::schema::{buckets, zip_entries, zip_expected_sizes, zip_parts, zip_uploads, zips};
 use crate::values::{EntryName, ObjectKey, SourceUrl};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -119,6 +119,8 @@ pub struct NewZip {
     pub entries: Vec<NewZipEntry>,
     /// The W3C trace context of the request that created it (for the sweeper's publish).
     pub traceparent: Option<String>,
+    /// The archive's exact size, when the request alone decides it.
+    pub expected_size: Option<i64>,
 }
 
 /// What happened to one entry of a job.
@@ -194,8 +196,26 @@ pub enum ZipOutcome {
 // The foreign key is composite (bucket, project), which print-schema cannot express.
 diesel::joinable!(zips -> buckets (bucket_id));
 
-/// A job with the service and name of its bucket, as the API shows it.
-pub type ZipWithBucket = (Zip, Service, String);
+/// A job as the API shows it: the row, its bucket's service and name, and the archive's exact
+/// size once known (`zip_expected_sizes`).
+#[derive(Debug, Clone)]
+pub struct ZipWithBucket {
+    pub zip: Zip,
+    pub service: Service,
+    pub bucket: String,
+    pub expected_size: Option<i64>,
+}
+
+impl From<(Zip, Service, String, Option<i64>)> for ZipWithBucket {
+    fn from((zip, service, bucket, expected_size): (Zip, Service, String, Option<i64>)) -> Self {
+        Self {
+            zip,
+            service,
+            bucket,
+            expected_size,
+        }
+    }
+}
 
 /// Which page of a project's jobs to list, newest first.
 #[derive(Debug, Clone, Copy)]
@@ -255,6 +275,15 @@ impl Zip {
                     .execute(conn)
                     .await?;
             }
+            if let Some(size) = new.expected_size {
+                diesel::insert_into(zip_expected_sizes::table)
+                    .values((
+                        zip_expected_sizes::zip_id.eq(id),
+                        zip_expected_sizes::size.eq(size),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
             Ok(zip)
         })
         .await
@@ -307,12 +336,19 @@ impl Zip {
     ) -> QueryResult<Option<ZipWithBucket>> {
         zips::table
             .inner_join(buckets::table)
+            .left_join(zip_expected_sizes::table)
             .filter(zips::id.eq(id))
             .filter(zips::project_id.eq(project))
-            .select((Zip::as_select(), buckets::service, buckets::name))
-            .first(conn)
+            .select((
+                Zip::as_select(),
+                buckets::service,
+                buckets::name,
+                zip_expected_sizes::size.nullable(),
+            ))
+            .first::<(Zip, Service, String, Option<i64>)>(conn)
             .await
             .optional()
+            .map(|row| row.map(ZipWithBucket::from))
     }
 
     /// One page of the project's jobs, newest first. `Ok(None)` when `starting_after` names no
@@ -324,8 +360,14 @@ impl Zip {
     ) -> QueryResult<Option<Vec<ZipWithBucket>>> {
         let mut query = zips::table
             .inner_join(buckets::table)
+            .left_join(zip_expected_sizes::table)
             .filter(zips::project_id.eq(project))
-            .select((Zip::as_select(), buckets::service, buckets::name))
+            .select((
+                Zip::as_select(),
+                buckets::service,
+                buckets::name,
+                zip_expected_sizes::size.nullable(),
+            ))
             .order((zips::created_at.desc(), zips::id.desc()))
             .limit(page.limit)
             .into_boxed();
@@ -342,7 +384,53 @@ impl Zip {
                     .and(zips::id.lt(cursor.id))),
             );
         }
-        query.load(conn).await.map(Some)
+        let rows: Vec<(Zip, Service, String, Option<i64>)> = query.load(conn).await?;
+        Ok(Some(rows.into_iter().map(ZipWithBucket::from).collect()))
+    }
+
+    /// The archive's exact size, once known.
+    pub async fn expected_size(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+    ) -> QueryResult<Option<i64>> {
+        zip_expected_sizes::table
+            .find(id)
+            .select(zip_expected_sizes::size)
+            .first(conn)
+            .await
+            .optional()
+    }
+
+    /// Records the archive's exact size as the owner came to know it (again, after a source was
+    /// skipped).
+    pub async fn record_expected_size(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        owner: &str,
+        size: i64,
+    ) -> QueryResult<()> {
+        let owned: bool = diesel::select(diesel::dsl::exists(
+            zips::table.find(id).filter(zips::lease_owner.eq(owner)),
+        ))
+        .get_result(conn)
+        .await?;
+        if !owned {
+            return Ok(());
+        }
+        diesel::insert_into(zip_expected_sizes::table)
+            .values((
+                zip_expected_sizes::zip_id.eq(id),
+                zip_expected_sizes::size.eq(size),
+            ))
+            .on_conflict(zip_expected_sizes::zip_id)
+            .do_update()
+            .set((
+                zip_expected_sizes::size.eq(size),
+                zip_expected_sizes::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await
+            .map(drop)
     }
 
     /// Entries left out by `on_error: skip`, for the jobs given.

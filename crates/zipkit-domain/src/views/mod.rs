@@ -34,6 +34,11 @@ pub struct ZipObject {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub progress: Progress,
+    /// The archive's exact size in bytes, once it is known: from creation when every source is
+    /// stored and gives its `size`, otherwise once the worker has the rest of the archive certain
+    /// (it has reached the last source, and every deflated entry is compressed). Follows the
+    /// sources a job skips; equal to `result.size` when the job succeeds. `null` until then.
+    pub expected_size: Option<i64>,
     pub result: Option<ZipResult>,
     pub error: Option<ZipError>,
 }
@@ -84,7 +89,12 @@ pub struct ZipError {
 
 impl ZipObject {
     /// `skipped` holds the job's entries in state `skipped` (any order; sorted here).
-    pub fn new(zip: Zip, bucket: BucketRef, mut skipped: Vec<ZipEntry>) -> Self {
+    pub fn new(
+        zip: Zip,
+        bucket: BucketRef,
+        expected_size: Option<i64>,
+        mut skipped: Vec<ZipEntry>,
+    ) -> Self {
         skipped.retain(|e| e.state == EntryState::Skipped);
         skipped.sort_by_key(|e| e.entry_index);
         let mut skipped: Vec<Skipped> = skipped
@@ -132,6 +142,7 @@ impl ZipObject {
                 bytes_downloaded: zip.bytes_downloaded,
                 bytes_uploaded: zip.bytes_uploaded,
             },
+            expected_size,
             result,
             error,
         }

@@ -321,6 +321,11 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// How the open entry is stored, if one is.
+    pub fn open_method(&self) -> Option<Method> {
+        self.open.as_ref().map(|o| o.method)
+    }
+
     /// Adds bytes to the open entry.
     pub async fn write(&mut self, data: Bytes) -> Result<(), ArchiveError> {
         let entry = self.open.as_mut().ok_or(ArchiveError::NoEntry)?;
