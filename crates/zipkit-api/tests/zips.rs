@@ -1295,6 +1295,39 @@ async fn a_dry_run_predicts_the_archive_a_worker_then_builds_and_creates_nothing
     assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
     assert_eq!(job["result"]["size"], stored["size"], "{job}");
     assert_eq!(job["result"]["entries"], 4);
+    // Worked out by the worker, with the failed sources left out.
+    assert_eq!(job["expected_size"], stored["size"], "{job}");
+
+    // Every source stored by its name and given with its size: the size is known at once, in
+    // the answer to the request, before any worker has the job.
+    let sized = vec![
+        json!({"url": url("photo.jpg"), "filename": "a.jpg", "size": 1_500_000}),
+        json!({"url": url("chunked.bin"), "filename": "b.zip", "size": 300_000}),
+    ];
+    let planned = dry_run(&sized, "auto", "fail").await;
+    assert_eq!(planned["size_exact"], true, "{planned}");
+    let body = json!({"urls": sized, "bucket_name": tenant.bucket, "key": "sized.zip"});
+    let created: Value = http
+        .post(stack.api_url("/v1/zips"))
+        .bearer_auth(&tenant.token)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        created["data"]["expected_size"], planned["size"],
+        "{created}"
+    );
+    let id = created["data"]["id"].as_str().expect("id");
+    let job = stack
+        .wait_for_job(&tenant.token, id, Duration::from_secs(60))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
+    assert_eq!(job["result"]["size"], planned["size"], "{job}");
+    assert_eq!(job["expected_size"], planned["size"], "{job}");
 
     // `auto` deflates the notes: a bound, which the built archive stays under.
     let auto = dry_run(&good, "auto", "fail").await;
@@ -1302,6 +1335,8 @@ async fn a_dry_run_predicts_the_archive_a_worker_then_builds_and_creates_nothing
     let body = json!({"urls": good, "bucket_name": tenant.bucket, "key": "auto.zip", "compression": "auto"});
     let job = stack.run_job(&tenant.token, &body, &[]).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
+    // Once every entry was compressed, the worker knew the size exactly.
+    assert_eq!(job["expected_size"], job["result"]["size"], "{job}");
     let (built, bound) = (
         job["result"]["size"].as_u64().unwrap_or(u64::MAX),
         auto["size"].as_u64().unwrap_or(0),

@@ -458,8 +458,8 @@ impl Attempt<'_> {
             files: kept.files,
             bytes: kept.bytes,
             continuing: kept.continuing,
+            expected: ExpectedSize::new(zip.compression, rest.clone(), &written),
         };
-        let expected = ExpectedSize::new(zip.compression, rest.clone(), &written);
         let archive = ArchiveWriter::resume(
             ArchiveOptions {
                 level: ctx.deflate_level,
@@ -468,17 +468,7 @@ impl Attempt<'_> {
             chunks_tx,
             written,
         );
-        let feed = feed_sources(
-            ctx,
-            zip,
-            rest,
-            archive,
-            &notes,
-            cancelled.clone(),
-            carried,
-            expected,
-        )
-        .await;
+        let feed = feed_sources(ctx, zip, rest, archive, &notes, cancelled.clone(), carried).await;
         // The upload is completed only if every source went in and the archive was finished,
         // and the job is still this worker's: one that was paused past its lease may find its
         // archive whole while another worker continues the same upload, which is that worker's
@@ -606,13 +596,16 @@ async fn skip(notes: &mpsc::Sender<Note>, index: i32, error: SourceError) {
     let _ = notes.send(Note::Entry(outcome)).await;
 }
 
-/// What a build taken over carries from the entries it kept (`resume`).
-#[derive(Debug, Clone)]
+/// What a build taken over carries from the entries it kept (`resume`); a new build carries
+/// nothing.
+#[derive(Debug)]
 struct Carried {
     files: i32,
     bytes: u64,
     /// The first entry is open in the archive already: its download starts here.
     continuing: Option<Continue>,
+    /// The archive's size, counting the kept entries.
+    expected: ExpectedSize,
 }
 
 /// Where the entries written out went, reported for a worker that may take the job over, and the
@@ -654,7 +647,6 @@ async fn feed_sources(
     notes: &mpsc::Sender<Note>,
     mut cancelled: watch::Receiver<Interrupt>,
     carried: Carried,
-    expected: ExpectedSize,
 ) -> Result<i32, FeedError> {
     let mut continuing = carried.continuing.is_some();
     let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries)
@@ -663,7 +655,7 @@ async fn feed_sources(
     let (mut done, mut total, mut unreported) = (carried.files, carried.bytes, 0u64);
     let mut placements = Placements {
         validators: Default::default(),
-        expected,
+        expected: carried.expected,
     };
     'entries: while let Some(mut download) = downloads.next_download() {
         let index = download.entry.index;
