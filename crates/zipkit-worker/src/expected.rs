@@ -169,7 +169,12 @@ impl ExpectedSize {
             }
         }
         self.stale = false;
-        let size = laid.layout().size;
+        let laid = laid.layout();
+        // Every source left out: no archive is written (`all_sources_skipped`).
+        if laid.entries == 0 {
+            return None;
+        }
+        let size = laid.size;
         (self.known != Some(size)).then(|| {
             self.known = Some(size);
             size
@@ -354,5 +359,18 @@ mod tests {
         });
         assert_eq!(expected.update(), Some(laid.layout().size));
         assert_eq!(expected.update(), None, "reported once");
+    }
+
+    #[test]
+    fn no_size_is_given_for_an_archive_of_nothing() {
+        let sources: Arc<[Source]> = Arc::from(vec![
+            source(0, "a.jpg", Some(5)),
+            source(1, "b.jpg", Some(7)),
+        ]);
+        let mut expected = ExpectedSize::new(Compression::Store, sources, &WrittenSoFar::default());
+        expected.skipped(0);
+        assert!(expected.update().is_some(), "the other source is certain");
+        expected.skipped(1);
+        assert_eq!(expected.update(), None);
     }
 }

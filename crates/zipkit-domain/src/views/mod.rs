@@ -37,7 +37,8 @@ pub struct ZipObject {
     /// The archive's exact size in bytes, once it is known: from creation when every source is
     /// stored and gives its `size`, otherwise once the worker has the rest of the archive certain
     /// (it has reached the last source, and every deflated entry is compressed). Follows the
-    /// sources a job skips; equal to `result.size` when the job succeeds. `null` until then.
+    /// sources a job skips; equal to `result.size` when the job succeeds. `null` until then, and
+    /// for a job that failed or was cancelled.
     pub expected_size: Option<i64>,
     pub result: Option<ZipResult>,
     pub error: Option<ZipError>,
@@ -142,7 +143,9 @@ impl ZipObject {
                 bytes_downloaded: zip.bytes_downloaded,
                 bytes_uploaded: zip.bytes_uploaded,
             },
-            expected_size,
+            // A job that failed or was cancelled writes no archive.
+            expected_size: expected_size
+                .filter(|_| !matches!(zip.status, ZipStatus::Failed | ZipStatus::Cancelled)),
             result,
             error,
         }
