@@ -16,7 +16,7 @@ use zipkit_egress::EgressPolicy;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 use zipkit_domain::models::ZipEntry;
@@ -27,6 +27,16 @@ use crate::memory::{BufferBudget, Reservation};
 
 /// The bytes each download may always hold (`DownloadLimits::own_bytes`): a few chunks.
 pub const OWN_BYTES: usize = 64 * 1024;
+
+/// What a download's connection costs beyond the bytes it holds: the HTTP client's buffers. It
+/// starts with its TLS records and a small read buffer (`CONNECTION_BASE`); while a source sends
+/// fast, the client (hyper) grows the read buffer up to `CONNECTION_READ_MAX`, its default, keeps
+/// it for as long as the connection lives, and reads one chunk ahead of the body's reader. A
+/// download ahead counts its connection in the job's and the worker's budgets
+/// (`charge_connection`): the base, and twice the read buffer (the buffer and the chunk read
+/// ahead), a source of known length as that length at most.
+pub const CONNECTION_BASE: usize = 48 * 1024;
+pub const CONNECTION_READ_MAX: usize = 8192 + 4096 * 100;
 
 /// Limits and timing for source downloads.
 #[derive(Debug, Clone)]
@@ -111,6 +121,8 @@ pub enum Event {
 pub struct Download {
     pub entry: Source,
     pub events: mpsc::Receiver<Event>,
+    /// Set once the writer takes the entry: its download is then never held back for budget.
+    writing: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -169,6 +181,9 @@ impl Prefetcher {
     pub fn next_download(&mut self) -> Option<Download> {
         self.fill();
         let next = self.running.pop_front();
+        if let Some(next) = &next {
+            next.writing.send_replace(true);
+        }
         self.fill();
         next
     }
@@ -198,12 +213,13 @@ impl Prefetcher {
             } else {
                 None
             };
+            let (writing, written) = watch::channel(false);
             let task = tokio::spawn(
                 download(
                     self.http.clone(),
                     entry.url.to_string(),
                     self.limits.clone(),
-                    self.budget.clone(),
+                    (self.budget.clone(), written),
                     tx,
                     from,
                     entry.declared_size,
@@ -213,6 +229,7 @@ impl Prefetcher {
             self.running.push_back(Download {
                 entry,
                 events,
+                writing,
                 task,
             });
         }
@@ -303,7 +320,7 @@ async fn download(
     http: reqwest::Client,
     url: String,
     limits: Arc<DownloadLimits>,
-    job_budget: Arc<Semaphore>,
+    (job_budget, mut writing): (Arc<Semaphore>, watch::Receiver<bool>),
     tx: mpsc::Sender<Event>,
     from: Option<Continue>,
     declared: Option<u64>,
@@ -377,6 +394,9 @@ async fn download(
     if tx.send(started).await.is_err() {
         return;
     }
+    // Held until the download ends; then the connection goes back to the client's pool, whose
+    // idle connections are few (`zipkit_sources::client`).
+    let _connection = charge_connection(&job_budget, content_length, &limits, &mut writing).await;
     let own = Arc::new(Semaphore::new(limits.own_bytes));
     let mut body = response.bytes_stream();
     let mut attempt = 1u32;
@@ -540,6 +560,34 @@ async fn hold(
     }
 }
 
+/// Counts a download's connection in the job's budget and the worker's before its body is read
+/// (`CONNECTION_READ_MAX`), waiting for them while it is ahead of the writer; the entry being
+/// written is never held back (`None`: its connection, like its own share, is not counted).
+async fn charge_connection(
+    job: &Arc<Semaphore>,
+    length: Option<u64>,
+    limits: &DownloadLimits,
+    writing: &mut watch::Receiver<bool>,
+) -> Option<Held> {
+    let read = length.map_or(CONNECTION_READ_MAX, |l| {
+        usize::try_from(l).map_or(CONNECTION_READ_MAX, |l| l.min(CONNECTION_READ_MAX))
+    });
+    let bytes = (CONNECTION_BASE + 2 * read).min(limits.job_bytes);
+    let charged = async {
+        let permit = job.clone().acquire_many_owned(bytes as u32).await.ok()?;
+        let worker = limits.budget.reserve(bytes).await;
+        Some(Held {
+            _share: permit,
+            _worker: Some(worker),
+        })
+    };
+    tokio::select! {
+        biased;
+        _ = writing.wait_for(|w| *w) => None,
+        held = charged => held,
+    }
+}
+
 /// After a broken or stalled body: the rest with `Range` + `If-Range` when the source offered
 /// a validator and answers 206; otherwise the whole source again (`true`: its first `received`
 /// bytes must be replayed and checked against what was handed on). `None`: no usable answer.
@@ -584,4 +632,100 @@ fn stalled_error(limits: &DownloadLimits) -> SourceError {
             limits.stall_window.as_secs()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zipkit_test_support::sources::{Behaviour, SourceServer};
+
+    fn limits(job_bytes: usize) -> DownloadLimits {
+        let egress = EgressPolicy::new(&zipkit_test_support::services::loopback_egress());
+        DownloadLimits {
+            ahead: 3,
+            job_bytes,
+            own_bytes: OWN_BYTES,
+            stall_window: Duration::from_secs(30),
+            stall_min_bytes: 1,
+            source_wait: Duration::from_secs(30),
+            max_source_bytes: 1 << 30,
+            egress,
+            budget: BufferBudget::new(64 << 20, 8 << 20),
+        }
+    }
+
+    /// Reads the download to its end; its bytes.
+    async fn drain(download: &mut Download) -> usize {
+        let mut bytes = 0;
+        let wait = Duration::from_secs(10);
+        while let Some(event) = tokio::time::timeout(wait, download.events.recv())
+            .await
+            .expect("the download goes on")
+        {
+            match event {
+                Event::Data(chunk, _) => bytes += chunk.len(),
+                Event::Started { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_download_ahead_waits_to_count_its_connection_and_the_entry_being_written_never_does()
+    {
+        // Sources of unknown length: each connection ahead counts as the whole job budget
+        // (the most one may count), so one of the two downloads ahead reads its body and the
+        // other waits, having only answered.
+        let body = vec![b'z'; 1 << 20];
+        let sources = SourceServer::start(vec![
+            ("a", Behaviour::Chunked(body.clone())),
+            ("b", Behaviour::Chunked(body.clone())),
+            ("c", Behaviour::Chunked(body.clone())),
+        ])
+        .await;
+        let limits = limits(200 * 1024);
+        let http = zipkit_sources::client(
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            &limits.egress,
+        );
+        let entries: Arc<[Source]> = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Source {
+                index: i as i32,
+                url: sources.url(name).into(),
+                filename: (*name).into(),
+                modified_at: None,
+                declared_size: None,
+            })
+            .collect();
+        let mut prefetcher = Prefetcher::new(http, limits, entries);
+        // The entry being written holds bytes beyond its own share from the job budget until
+        // it is read; once it is, the budget is the connections'.
+        let mut first = prefetcher.next_download().expect("a");
+        assert_eq!(drain(&mut first).await, 1 << 20);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut reading = 0;
+        for ahead in prefetcher.running.iter_mut() {
+            let mut data = 0;
+            while let Ok(event) = ahead.events.try_recv() {
+                if matches!(event, Event::Data(..)) {
+                    data += 1;
+                }
+            }
+            reading += usize::from(data > 0);
+        }
+        assert_eq!(reading, 1, "one connection ahead fits the budget");
+
+        // Whichever of the two waits, both finish once taken in order: the entry being written
+        // goes on even while the connection after it holds the budget.
+        for _ in 0..2 {
+            let mut next = prefetcher.next_download().expect("b, c");
+            // What was taken off the channel above is not counted here.
+            let rest = drain(&mut next).await;
+            assert!(rest > 0 && rest <= 1 << 20, "{rest}");
+        }
+    }
 }
