@@ -58,8 +58,9 @@ pub struct WorkerSettings {
     /// Sources downloading at once per job (the one being written included): a count ceiling;
     /// the bytes they hold are bounded by `download_buffer_mib`.
     pub downloads_ahead: u16,
-    /// Downloaded bytes a job's downloads may hold together before the writer takes them, beyond
-    /// a small share each (`prefetch::OWN_BYTES`).
+    /// What a job's downloads ahead of the writer may take together: the bytes they hold before
+    /// the writer takes them, beyond a small share each (`prefetch::OWN_BYTES`), and their
+    /// connections' buffers (`prefetch::CONNECTION_READ_MAX`).
     pub download_buffer_mib: u32,
     /// A source sending fewer than `stall_min_bytes` in `stall_window_secs` is stalled (retried,
     /// resumed where possible).

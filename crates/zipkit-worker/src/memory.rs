@@ -6,8 +6,8 @@
 //! when it starts, used by one job at a time: a job whose floor is a part held back for an
 //! entry's header, and that finds no free budget, fills its next parts there; two, because a
 //! header cut by a part boundary holds back the part after it too), more parts in flight (taken
-//! only when free, never waited for), and downloads read ahead of the writer (waited for; the
-//! entry being written never needs them). Nothing that holds the budget waits on something that
+//! only when free, never waited for), and downloads read ahead of the writer, their bytes and
+//! their connections' buffers (waited for; the entry being written never needs them). Nothing that holds the budget waits on something that
 //! needs more of it, so jobs cannot deadlock on it: the job in the lane needs nothing more to
 //! finish its entry, and the jobs waiting for the lane wait only for that. Part buffers are anonymous mappings, not allocator blocks: a general-purpose
 //! allocator keeps freed 8 MiB blocks for reuse, and the worker's resident memory stayed at 2–3×
