@@ -53,6 +53,24 @@ log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 log "schema.rs against the migrations"
 scripts/check-schema.sh
-log "cargo test"
+# The development defaults' ports, the API's 8080 and the worker probes' 9090, are taken on many
+# machines (9090 is Prometheus's): the suite holds them itself while it runs, so that no test can
+# depend on a fixed port being free.
+python3 -c '
+import socket, time
+held = []
+for port in (8080, 9090):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        held.append(s)
+    except OSError:
+        pass  # taken already, which is as good
+time.sleep(86400)
+' &
+PORT_HOLDER=$!
+trap 'kill "$PORT_HOLDER" 2>/dev/null; scripts/docker.sh down' EXIT
+log "cargo test (with 8080 and 9090 taken)"
 cargo test --workspace --locked
 log "all checks passed"

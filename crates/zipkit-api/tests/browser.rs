@@ -89,6 +89,8 @@ async fn a_person_manages_the_project_in_a_real_browser() {
         variables: vec![
             ("ZIPKIT__DATABASE__URL".into(), db.url().to_owned()),
             ("ZIPKIT__BROKER__URL".into(), broker.url()),
+            // Its probes on a free port: something else may use development's 9090.
+            ("ZIPKIT__WORKER__HTTP_PORT".into(), "0".into()),
         ],
     })
     .expect("worker settings");

@@ -630,6 +630,8 @@ async fn webhook_endpoints_are_added_listed_tested_and_removed() {
         variables: vec![
             ("ZIPKIT__DATABASE__URL".into(), db.url().to_owned()),
             ("ZIPKIT__BROKER__URL".into(), broker.url()),
+            // Its probes on a free port: something else may use development's 9090.
+            ("ZIPKIT__WORKER__HTTP_PORT".into(), "0".into()),
         ],
     })
     .expect("worker settings");

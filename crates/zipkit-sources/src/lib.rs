@@ -117,18 +117,20 @@ pub fn content_range(response: &reqwest::Response) -> Option<(u64, Option<u64>)>
 }
 
 /// The HTTP client for sources: every name it resolves and every redirect hop passes the egress
-/// policy (`fetch` checks the first URL's literal).
+/// policy (`fetch` checks the first URL's literal). It keeps `idle_per_host` idle connections to
+/// a host for reuse, as many as are used at once: more would only hold their buffers (an idle
+/// connection keeps the read buffer it grew, up to ~400 KiB), fewer would open new connections
+/// (a TCP and TLS handshake each) for a job of many small sources.
 pub fn client(
     connect_timeout: Duration,
     read_timeout: Duration,
+    idle_per_host: usize,
     egress: &EgressPolicy,
 ) -> reqwest::Client {
     zipkit_egress::reqwest_builder(egress, MAX_REDIRECTS)
         .connect_timeout(connect_timeout)
         .read_timeout(read_timeout)
-        // An idle connection keeps the buffers it grew (up to ~400 KiB each): keep a few per
-        // host, briefly.
-        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+        .pool_max_idle_per_host(idle_per_host)
         .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
         .user_agent(concat!("zipkit/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -136,8 +138,7 @@ pub fn client(
 }
 
 const MAX_REDIRECTS: usize = 5;
-/// Idle connections kept for reuse per host, and for how long.
-const IDLE_CONNECTIONS_PER_HOST: usize = 8;
+/// How long an idle connection is kept for reuse.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Starts the download; an answer other than 2xx is an error naming the status.

@@ -238,6 +238,8 @@ impl Worker {
             http: download::client(
                 Duration::from_secs(w.source_connect_timeout_secs),
                 Duration::from_secs(w.source_read_timeout_secs),
+                // A job's downloads at once: the connections worth keeping for its next sources.
+                usize::from(w.downloads_ahead),
                 &egress,
             ),
             buckets: zipkit_storage::BucketClients::new(egress.clone()),

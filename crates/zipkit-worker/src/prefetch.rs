@@ -394,8 +394,8 @@ async fn download(
     if tx.send(started).await.is_err() {
         return;
     }
-    // Held until the download ends; then the connection goes back to the client's pool, whose
-    // idle connections are few (`zipkit_sources::client`).
+    // Held until the download ends; then the connection goes back to the client's pool, which
+    // keeps no more idle connections than a job downloads at once (`zipkit_sources::client`).
     let _connection = charge_connection(&job_budget, content_length, &limits, &mut writing).await;
     let own = Arc::new(Semaphore::new(limits.own_bytes));
     let mut body = response.bytes_stream();
@@ -688,6 +688,7 @@ mod tests {
         let http = zipkit_sources::client(
             Duration::from_secs(5),
             Duration::from_secs(5),
+            limits.ahead,
             &limits.egress,
         );
         let entries: Arc<[Source]> = ["a", "b", "c"]

@@ -2056,6 +2056,17 @@ print(json.dumps(rows))
     python_json(archive, script)
 }
 
+/// An entry of `sources`' `route`, named `name`, whose request declares `size`.
+fn sized_entry(sources: &SourceServer, route: &str, name: &str, size: Option<i64>) -> NewZipEntry {
+    NewZipEntry {
+        url: SourceUrl::parse(&sources.url(route)).unwrap(),
+        filename: EntryName::parse(name).unwrap(),
+        given_filename: None,
+        modified_at: None,
+        declared_size: size,
+    }
+}
+
 #[tokio::test]
 async fn a_declared_size_decides_zip64_and_the_source_must_send_exactly_that() {
     let harness = Harness::start().await;
@@ -2068,13 +2079,8 @@ async fn a_declared_size_decides_zip64_and_the_source_must_send_exactly_that() {
     ])
     .await;
     let bucket = harness.bucket().await;
-    let entry = |route: &str, name: &str, size: Option<i64>| NewZipEntry {
-        url: SourceUrl::parse(&sources.url(route)).unwrap(),
-        filename: EntryName::parse(name).unwrap(),
-        given_filename: None,
-        modified_at: None,
-        declared_size: size,
-    };
+    let entry =
+        |route: &str, name: &str, size: Option<i64>| sized_entry(&sources, route, name, size);
     let entries = vec![
         entry("chunked", "declared.bin", Some(data.len() as i64)),
         entry("chunked", "undeclared.bin", None),
@@ -2163,12 +2169,8 @@ async fn the_expected_size_is_known_while_a_source_streams_and_follows_a_skipped
     ])
     .await;
     let bucket = harness.bucket().await;
-    let entry = |route: &str, size: Option<usize>| NewZipEntry {
-        url: SourceUrl::parse(&sources.url(route)).unwrap(),
-        filename: EntryName::parse(route).unwrap(),
-        given_filename: None,
-        modified_at: None,
-        declared_size: size.map(|s| s as i64),
+    let entry = |route: &str, size: Option<usize>| {
+        sized_entry(&sources, route, route, size.map(|s| s as i64))
     };
     // `auto`: the photos are stored by their names with their sizes given; the slow source is
     // stored by its first bytes and gives its length when it answers. From then on the size is

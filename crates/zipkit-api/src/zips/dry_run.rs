@@ -128,6 +128,7 @@ impl DryRunner {
         let client = zipkit_sources::client(
             std::time::Duration::from_secs(plan.source_connect_timeout_secs),
             std::time::Duration::from_secs(plan.source_read_timeout_secs),
+            PROBES_AT_ONCE,
             &egress,
         );
         Self {

@@ -1,0 +1,301 @@
+//! Feeding a build's sources into the archive in request order: each download as it comes, the
+//! method and time of its entry, sources left out (`on_error: skip`), and what is reported as it
+//! goes (outcomes, placements, the archive's expected size).
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use zipkit_domain::models::{EntryOutcome, Zip};
+use zipkit_domain::{EntryState, OnError};
+
+use super::JobContext;
+use super::recorder::{Note, placement_row};
+use crate::archive::{
+    ArchiveError, ArchiveWriter, EntryTime, HEAD_BYTES, Method, Placement, method_for,
+};
+use crate::download::{self, SourceError};
+use crate::expected::ExpectedSize;
+use crate::failure::{Blame, JobFailure, Retry};
+use crate::lease::Interrupt;
+use crate::prefetch::{Continue, Event, Prefetcher, Source};
+
+/// Why feeding the sources stopped early.
+pub(super) enum FeedError {
+    Failed(JobFailure),
+    /// The uploader stopped taking the archive; its own error says why.
+    OutputClosed,
+    /// The entry this build continues could not be picked up where it was cut
+    /// (`Event::RangeRefused`).
+    Uncontinued,
+}
+
+impl From<JobFailure> for FeedError {
+    fn from(failure: JobFailure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+impl From<ArchiveError> for FeedError {
+    fn from(e: ArchiveError) -> Self {
+        match e {
+            ArchiveError::OutputClosed => FeedError::OutputClosed,
+            // The continued entry is not the one in the bucket: build it from its start.
+            ArchiveError::Changed(_) => FeedError::Uncontinued,
+            e => FeedError::Failed(JobFailure::new(
+                "archive_failed",
+                e.to_string(),
+                Blame::Service,
+                Retry::Never,
+            )),
+        }
+    }
+}
+
+/// Leaves a failed source out of the archive (`on_error: skip`) by recording why.
+async fn skip(notes: &mpsc::Sender<Note>, index: i32, error: SourceError) {
+    let outcome = EntryOutcome {
+        index,
+        state: EntryState::Skipped,
+        size: None,
+        crc32: None,
+        error_code: Some(error.code.into()),
+        error_message: Some(error.message),
+    };
+    let _ = notes.send(Note::Entry(outcome)).await;
+}
+
+/// What a build taken over carries from the entries it kept (`resume`); a new build carries
+/// nothing.
+#[derive(Debug)]
+pub(super) struct Carried {
+    pub(super) files: i32,
+    pub(super) bytes: u64,
+    /// The first entry is open in the archive already: its download starts here.
+    pub(super) continuing: Option<Continue>,
+    /// The archive's size, counting the kept entries.
+    pub(super) expected: ExpectedSize,
+}
+
+/// Where the entries written out went, reported for a worker that may take the job over, and the
+/// archive's size once it is certain.
+struct Placements {
+    /// The validators of sources whose entries announce their start, until it is placed.
+    validators: std::collections::HashMap<i32, String>,
+    expected: ExpectedSize,
+}
+
+impl Placements {
+    /// Sends the placements since the last call, and the archive's size if it is newly known.
+    /// Always after the entries' outcomes: a placement recorded means its outcome is.
+    async fn report(&mut self, placed: Vec<Placement>, notes: &mpsc::Sender<Note>) {
+        if !placed.is_empty() {
+            self.expected.placed(&placed);
+            let rows = placed
+                .iter()
+                .map(|p| {
+                    let validator = p.end.is_none().then(|| self.validators.remove(&p.entry));
+                    placement_row(p, validator.flatten())
+                })
+                .collect();
+            let _ = notes.send(Note::Placed(rows)).await;
+        }
+        if let Some(size) = self.expected.update() {
+            let _ = notes.send(Note::Expected(size)).await;
+        }
+    }
+}
+
+/// Takes each entry's download in order and writes it into the archive; returns how many
+/// entries are in it (with those `carried` from an earlier build).
+pub(super) async fn feed_sources(
+    ctx: &JobContext,
+    zip: &Zip,
+    entries: Arc<[Source]>,
+    mut archive: ArchiveWriter,
+    notes: &mpsc::Sender<Note>,
+    mut cancelled: watch::Receiver<Interrupt>,
+    carried: Carried,
+) -> Result<i32, FeedError> {
+    let mut continuing = carried.continuing.is_some();
+    let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries)
+        .continuing(carried.continuing);
+    let skipping = zip.on_error == OnError::Skip;
+    let (mut done, mut total, mut unreported) = (carried.files, carried.bytes, 0u64);
+    let mut placements = Placements {
+        validators: Default::default(),
+        expected: carried.expected,
+    };
+    'entries: while let Some(mut download) = downloads.next_download() {
+        let index = download.entry.index;
+        // Only the first entry can be one the archive has open already.
+        let continued = std::mem::take(&mut continuing);
+        // A quiet source must not delay a cancel: wait for whichever comes first.
+        let mut next = async || -> Result<Option<Event>, FeedError> {
+            tokio::select! {
+                event = download.events.recv() => Ok(event),
+                _ = cancelled.wait_for(|c| *c != Interrupt::None) => Err(JobFailure::cancelled().into()),
+            }
+        };
+        let (content_length, validator, last_modified) = match next().await? {
+            Some(Event::Started {
+                content_length,
+                validator,
+                last_modified,
+            }) => (content_length, validator, last_modified),
+            Some(Event::RangeRefused) => return Err(FeedError::Uncontinued),
+            Some(Event::Failed(error)) if skipping => {
+                if continued {
+                    archive.abandon_entry().await?;
+                }
+                placements.expected.skipped(index);
+                skip(notes, index, error).await;
+                placements.report(archive.take_placed(), notes).await;
+                continue;
+            }
+            Some(Event::Failed(error)) => return Err(download::failure_of(error, index).into()),
+            Some(Event::Data(..)) | None => {
+                return Err(JobFailure::internal(format!(
+                    "urls[{index}]: the download stopped unexpectedly"
+                ))
+                .with_param(format!("urls[{index}]"))
+                .into());
+            }
+        };
+        let mut early = std::collections::VecDeque::new();
+        // A continued entry is open in the archive already, its header written long ago.
+        if !continued {
+            // `auto` may need the first bytes to decide; they are written right after the
+            // header. Always the same number of them, however the network cut them into chunks:
+            // the same job must give the same archive.
+            let mut head = Vec::new();
+            while head.len() < HEAD_BYTES {
+                let event = next().await?;
+                let more = match &event {
+                    Some(Event::Data(bytes, _)) => {
+                        let take = bytes.len().min(HEAD_BYTES - head.len());
+                        head.extend_from_slice(&bytes[..take]);
+                        true
+                    }
+                    _ => false,
+                };
+                early.push_back(event);
+                if !more {
+                    break;
+                }
+            }
+            let method = method_for(zip.compression, &download.entry.filename, &head);
+            // Room for ZIP64 by the length; the writer adds it for a header past 4 GiB.
+            let zip64 = zipkit_zip::format::needs_zip64_room(content_length, 0);
+
+            // A stored entry of a part or more from a source with a validator announces its
+            // start: a worker taking the job over can pick its source up with `Range` +
+            // `If-Range` where the uploaded parts end.
+            let validator = validator.filter(|_| {
+                method == Method::Stored && content_length.is_none_or(|l| l >= ctx.part_size as u64)
+            });
+            let announce = validator.is_some();
+            if let Some(validator) = validator {
+                placements.validators.insert(index, validator);
+            }
+            // The same sources give the same time, so a build taken over writes the same bytes.
+            let modified = EntryTime::from_utc(
+                download
+                    .entry
+                    .modified_at
+                    .or(last_modified)
+                    .unwrap_or(zip.created_at),
+            );
+            archive
+                .start_entry(
+                    index,
+                    &download.entry.filename,
+                    method,
+                    modified,
+                    zip64,
+                    announce,
+                )
+                .await?;
+            placements
+                .expected
+                .started(index, method, zip64, content_length);
+            placements.report(archive.take_placed(), notes).await;
+        }
+        loop {
+            let event = match early.pop_front() {
+                Some(event) => event,
+                None => next().await?,
+            };
+            match event {
+                Some(Event::Data(bytes, permit)) => {
+                    total += bytes.len() as u64;
+                    if total > ctx.max_archive_bytes {
+                        let message = format!(
+                            "the sources add up to more than this deployment's limit of {} bytes",
+                            ctx.max_archive_bytes
+                        );
+                        return Err(JobFailure::new(
+                            "archive_too_large",
+                            message,
+                            Blame::Request,
+                            Retry::Never,
+                        )
+                        .with_param(format!("urls[{index}]"))
+                        .into());
+                    }
+                    // Counted locally and reported when the recorder has room: never waits.
+                    unreported += bytes.len() as u64;
+                    if notes.try_send(Note::Downloaded(unreported)).is_ok() {
+                        unreported = 0;
+                    }
+                    archive.write(bytes).await?;
+                    drop(permit);
+                    placements.report(archive.take_placed(), notes).await;
+                }
+                // Some of its bytes are in the archive already: the entry is closed and left out
+                // of the central directory, so no reader lists it (docs/JOBS.md).
+                Some(Event::Failed(error)) if skipping => {
+                    archive.abandon_entry().await?;
+                    placements.expected.skipped(index);
+                    skip(notes, index, error).await;
+                    placements.report(archive.take_placed(), notes).await;
+                    continue 'entries;
+                }
+                Some(Event::Failed(error)) => return Err(download::failure_of(error, index).into()),
+                Some(Event::Started { .. } | Event::RangeRefused) => {}
+                None => break,
+            }
+        }
+        let method = archive.open_method();
+        let summary = archive.finish_entry().await?;
+        if let Some(method) = method {
+            placements.expected.finished(index, method, summary.size);
+        }
+        done += 1;
+        let outcome = EntryOutcome {
+            index,
+            state: EntryState::Done,
+            size: Some(i64::try_from(summary.size).unwrap_or(i64::MAX)),
+            crc32: Some(i64::from(summary.crc32)),
+            error_code: None,
+            error_message: None,
+        };
+        let _ = notes.send(Note::Entry(outcome)).await;
+        placements.report(archive.take_placed(), notes).await;
+    }
+    if done == 0 {
+        // Asked to leave failures out, the caller still wants an archive of something: an empty
+        // one would "succeed" with nothing in it. Each entry's own reason is recorded.
+        return Err(JobFailure::new(
+            "all_sources_skipped",
+            "every source failed and was skipped (on_error: skip), so no archive was written; \
+             each source's reason is on its entry",
+            Blame::Request,
+            Retry::Never,
+        )
+        .into());
+    }
+    let finished = archive.finish().await?;
+    placements.report(finished.placed, notes).await;
+    let _ = notes.send(Note::Downloaded(unreported)).await;
+    Ok(done)
+}

@@ -1,0 +1,492 @@
+//! One zip job, from its row to the finished object: sources download ahead (`prefetch`) and go
+//! into the archive strictly in request order (`feed`, `archive`), whose output streams into the
+//! multipart upload (`upload`). Entry outcomes, placements and progress are written by a recorder
+//! task off the hot path (`recorder`).
+
+mod feed;
+mod recorder;
+
+use feed::{Carried, FeedError, feed_sources};
+use recorder::{Note, PgLedger, Recorder};
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+use zipkit_domain::crypto::KeyRing;
+use zipkit_domain::db::PgPool;
+use zipkit_domain::models::{Bucket, Zip, ZipEntry};
+use zipkit_domain::{Service, ZipStatus};
+use zipkit_storage::BucketLocation;
+
+use crate::archive::deflate::Compressors;
+use crate::archive::{ArchiveOptions, ArchiveWriter, EntryTime, Piece};
+use crate::expected::ExpectedSize;
+use crate::failure::{Blame, JobFailure, Retry};
+use crate::lease::Interrupt;
+use crate::memory::{BufferBudget, PartMemory};
+use crate::prefetch::{DownloadLimits, Source};
+use crate::resume::{self, Continuation};
+use crate::upload::{
+    self, Destination, Ending, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
+};
+
+/// Everything a job needs from the worker.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub pool: PgPool,
+    pub keyring: Arc<KeyRing>,
+    pub http: reqwest::Client,
+    /// Clients for the jobs' buckets, under the egress policy.
+    pub buckets: zipkit_storage::BucketClients,
+    /// Size of the first parts (they grow on S3 for very large archives).
+    pub part_size: usize,
+    /// Time limits of calls on the store.
+    pub store_timeouts: StoreTimeouts,
+    /// Parts uploading at once.
+    pub parts_in_flight: usize,
+    pub owner: String,
+    pub downloads: DownloadLimits,
+    /// Largest archive a job may build, counted in source bytes.
+    pub max_archive_bytes: u64,
+    pub deflate_level: u32,
+    /// The threads that compress deflate blocks, shared by every job.
+    pub compressors: Compressors,
+    /// The worker's buffer memory, shared by its jobs (`worker.buffer_mib`).
+    pub buffers: BufferBudget,
+}
+
+/// How a job attempt that did not fail ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    pub size: u64,
+    pub etag: String,
+    pub entries: i32,
+}
+
+/// The bucket's row, credentials and client, and the job's entries.
+async fn prepare(
+    ctx: &JobContext,
+    zip: &Zip,
+) -> Result<(Destination, Service, Vec<ZipEntry>), JobFailure> {
+    let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
+    let bucket = Bucket::find_any(&mut conn, zip.bucket_id)
+        .await
+        .map_err(JobFailure::database)?
+        .ok_or_else(|| {
+            JobFailure::new(
+                "bucket_not_found",
+                "the bucket was removed",
+                Blame::Service,
+                Retry::Never,
+            )
+        })?;
+    let credentials = bucket.credentials(&ctx.keyring).map_err(|e| {
+        JobFailure::new(
+            "bucket_credentials_unreadable",
+            e.to_string(),
+            Blame::Service,
+            Retry::Never,
+        )
+    })?;
+    let entries = Zip::entries(&mut conn, zip.id)
+        .await
+        .map_err(JobFailure::database)?;
+    drop(conn);
+    let location = BucketLocation::from(&bucket);
+    let client = ctx.buckets.client(&location, &credentials).map_err(|why| {
+        JobFailure::new(
+            why.job_code(),
+            why.to_string(),
+            Blame::Service,
+            Retry::Never,
+        )
+    })?;
+    let destination = Destination::new(
+        client,
+        location,
+        zip.object_key.clone(),
+        zip.id,
+        ctx.store_timeouts,
+    );
+    Ok((destination, bucket.service, entries))
+}
+
+/// Builds the archive for a claimed job. Never panics on bad input. A job taken over from a
+/// worker that died continues its upload when the archive rebuilds to the same bytes, and
+/// otherwise starts a new one (aborting the old): never a mix of two archives.
+pub async fn run(
+    ctx: &JobContext,
+    zip: &Zip,
+    cancelled: watch::Receiver<Interrupt>,
+) -> Result<Built, JobFailure> {
+    let (destination, service, entries) = prepare(ctx, zip).await?;
+    // One copy for both builds, of what downloads need; the rows as loaded (~0.3 KiB each, with
+    // the database client's buffers) are given back before the job's buffers fill up.
+    let entries: Arc<[Source]> = entries.into_iter().map(Source::from).collect();
+    zipkit_runtime::allocator::release_free_memory();
+    let plan = PartPlan::new(
+        ctx.part_size,
+        ctx.parts_in_flight,
+        // R2 needs equal parts, so their size must cover the largest archive from the start.
+        (service == Service::R2).then_some(ctx.max_archive_bytes),
+    );
+    // Everything that decides the archive's bytes and where its parts are cut.
+    let description = format!(
+        "{} level {} {}",
+        ARCHIVE_FORMAT,
+        ctx.deflate_level,
+        plan.describe()
+    );
+    let resume = resume_point(ctx, zip, &destination, &description, &entries).await?;
+    let resuming = resume.as_ref().map(|(r, _)| r.upload_id.clone());
+    let job = Attempt {
+        ctx,
+        zip,
+        destination: &destination,
+        plan,
+        description: &description,
+    };
+
+    let mut built = job.build(entries.clone(), cancelled.clone(), resume).await;
+    if let Err(Restart::Uncontinued) = built {
+        tracing::info!(
+            zip.id = %zip.id,
+            "the source cut by the uploaded parts' end did not answer the range asked for; \
+             building its entry again from its start"
+        );
+        // The same as before (the build recorded nothing), without continuing that entry.
+        let resume = resume_point(ctx, zip, &destination, &description, &entries)
+            .await?
+            .map(|(resume, kept)| {
+                let kept = kept.without_continuing();
+                let from = (kept.written.offset, kept.written.crc32);
+                let resume = Resume {
+                    from: from.0,
+                    crc32_before: from.1,
+                    ..resume
+                };
+                (resume, kept)
+            });
+        built = job.build(entries.clone(), cancelled.clone(), resume).await;
+    }
+    match built {
+        Err(Restart::Diverged { part }) => {
+            let upload_id = resuming.unwrap_or_default();
+            tracing::warn!(
+                zip.id = %zip.id,
+                upload.id = %upload_id,
+                part,
+                "the rebuilt archive differs from the part already uploaded (a source changed?); \
+                 aborting that upload and starting a new one"
+            );
+            destination.abort(&upload_id).await;
+            forget_upload(ctx, zip, &upload_id).await?;
+        }
+        Err(Restart::Lost(failure)) => {
+            let upload_id = resuming.unwrap_or_default();
+            tracing::warn!(
+                zip.id = %zip.id,
+                upload.id = %upload_id,
+                error = %failure,
+                "the upload to resume is gone from the bucket; starting a new one"
+            );
+            forget_upload(ctx, zip, &upload_id).await?;
+        }
+        Err(Restart::Not(failure)) => return Err(failure),
+        Err(Restart::Uncontinued) => {
+            return Err(JobFailure::internal(
+                "a build that continues no entry was asked to start one over",
+            ));
+        }
+        Ok(built) => return Ok(built),
+    }
+    match job.build(entries, cancelled, None).await {
+        Ok(built) => Ok(built),
+        Err(Restart::Not(failure) | Restart::Lost(failure)) => Err(failure),
+
+        Err(Restart::Diverged { .. } | Restart::Uncontinued) => Err(JobFailure::internal(
+            "a build from byte zero was asked to check parts or continue an entry it does not have",
+        )),
+    }
+}
+
+/// The version of the archive writer's output: a worker resumes another's upload only when it
+/// writes the same bytes. Bump it with any change to what `archive` emits.
+const ARCHIVE_FORMAT: &str = "zipkit-archive/2";
+
+/// The upload a job taken over can continue: the one recorded for it, made with the same plan,
+/// and its parts from the first on, each with its CRC-32; and the entries wholly inside those
+/// parts, which are not built again. Any other recorded upload is aborted.
+async fn resume_point(
+    ctx: &JobContext,
+    zip: &Zip,
+    destination: &Destination,
+    description: &str,
+    entries: &[Source],
+) -> Result<Option<(Resume, Continuation)>, JobFailure> {
+    let Some(upload_id) = zip.upload_id.clone() else {
+        return Ok(None);
+    };
+    let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
+    let recorded = Zip::upload_plan(&mut conn, zip.id, &upload_id)
+        .await
+        .map_err(JobFailure::database)?;
+    if recorded.as_deref() != Some(description) {
+        tracing::info!(
+            zip.id = %zip.id,
+            upload.id = %upload_id,
+            recorded = recorded.as_deref().unwrap_or("none"),
+            current = description,
+            "the upload to take over was made with other settings; starting a new one"
+        );
+        drop(conn);
+        destination.abort(&upload_id).await;
+        forget_upload(ctx, zip, &upload_id).await?;
+        return Ok(None);
+    }
+    let mut parts = Vec::new();
+    for part in Zip::parts(&mut conn, zip.id, &upload_id)
+        .await
+        .map_err(JobFailure::database)?
+    {
+        // From part 1 on without a gap; later ones are uploaded again.
+        let Some(crc32) = part.crc32.and_then(|c| u32::try_from(c).ok()) else {
+            break;
+        };
+        if part.part_number != parts.len() as i32 + 1 {
+            break;
+        }
+        parts.push(UploadedPart {
+            number: part.part_number,
+            etag: part.etag,
+            size: part.size,
+            crc32,
+        });
+    }
+    let uploaded = parts.iter().map(|p| p.size as u64).sum::<u64>();
+    let recorded = Zip::recorded_entries(&mut conn, zip.id)
+        .await
+        .map_err(JobFailure::database)?;
+    drop(conn);
+    let kept = resume::continuation(
+        &recorded,
+        entries,
+        &parts,
+        EntryTime::from_utc(zip.created_at),
+    );
+    drop(recorded);
+    zipkit_runtime::allocator::release_free_memory();
+    tracing::info!(
+        zip.id = %zip.id,
+        upload.id = %upload_id,
+        parts = parts.len(),
+        bytes = uploaded,
+        entries_kept = kept.kept,
+        rebuilt_from = kept.written.offset,
+        continued_from = kept.continuing.as_ref().map(|c| c.from),
+        "taking the job over: resuming its upload"
+    );
+    let resume = Resume {
+        upload_id,
+        parts,
+        from: kept.written.offset,
+        crc32_before: kept.written.crc32,
+    };
+    Ok(Some((resume, kept)))
+}
+
+/// Whether the job's lease is still this worker's (the heartbeat notices a lost lease only on
+/// its next beat). When the database cannot say, the job goes on as if it were.
+async fn still_ours(ctx: &JobContext, zip: &Zip) -> bool {
+    let Ok(mut conn) = ctx.pool.get().await else {
+        return true;
+    };
+    match Zip::find_any(&mut conn, zip.id).await {
+        Ok(Some(now)) => {
+            now.status == ZipStatus::Processing && now.lease_owner.as_deref() == Some(&ctx.owner)
+        }
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
+/// Marks an upload ended and no longer the job's.
+async fn forget_upload(ctx: &JobContext, zip: &Zip, upload_id: &str) -> Result<(), JobFailure> {
+    let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
+    Zip::end_upload(&mut conn, zip.id, upload_id)
+        .await
+        .map_err(JobFailure::database)?;
+    Zip::forget_upload(&mut conn, zip.id, &ctx.owner)
+        .await
+        .map_err(JobFailure::database)?;
+    Ok(())
+}
+
+/// How one build of the archive ended, when it did not.
+enum Restart {
+    /// A failure of the job.
+    Not(JobFailure),
+    /// The resumed upload's parts do not match the rebuilt archive.
+    Diverged { part: i32 },
+    /// The resumed upload is gone.
+    Lost(JobFailure),
+    /// The entry cut by the uploaded parts' end could not be continued: build it from its start
+    /// (the upload is left as it was).
+    Uncontinued,
+}
+
+impl From<JobFailure> for Restart {
+    fn from(failure: JobFailure) -> Self {
+        Self::Not(failure)
+    }
+}
+
+/// One build of a job's archive, from its first source to its object.
+struct Attempt<'a> {
+    ctx: &'a JobContext,
+    zip: &'a Zip,
+    destination: &'a Destination,
+    plan: PartPlan,
+    description: &'a str,
+}
+
+impl Attempt<'_> {
+    async fn build(
+        &self,
+        entries: Arc<[Source]>,
+        cancelled: watch::Receiver<Interrupt>,
+        resume: Option<(Resume, Continuation)>,
+    ) -> Result<Built, Restart> {
+        let (ctx, zip) = (self.ctx, self.zip);
+        let (resume, kept) = match resume {
+            Some((resume, kept)) => (Some(resume), kept),
+            None => {
+                // Built from byte zero: an earlier build's placements are not this one's.
+                let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
+                Zip::clear_placements(&mut conn, zip.id)
+                    .await
+                    .map_err(JobFailure::database)?;
+                (None, Continuation::default())
+            }
+        };
+        // Before the first download: a job that has started can always finish.
+        let memory = PartMemory::reserve(&ctx.buffers, self.plan.size(1)).await;
+        let (recorder, notes) = Recorder::start(ctx.pool.clone(), zip.id, ctx.owner.clone());
+        if let Some(resume) = &resume {
+            let already: i64 = resume.parts.iter().map(|p| p.size).sum();
+            let _ = notes.send(Note::Uploaded(already)).await;
+            let _ = notes
+                .send(Note::Kept {
+                    files: kept.files,
+                    bytes: kept.bytes,
+                })
+                .await;
+        }
+        let (chunks_tx, chunks_rx) = mpsc::channel::<Piece>(8);
+        let (finished, finished_rx) = tokio::sync::oneshot::channel::<Ending>();
+        let ledger = PgLedger {
+            pool: ctx.pool.clone(),
+            zip_id: zip.id,
+            owner: ctx.owner.clone(),
+            plan: self.description.to_owned(),
+            notes: notes.clone(),
+        };
+        let (destination, plan) = (self.destination.clone(), self.plan);
+        let uploader = tokio::spawn(
+            async move {
+                upload::upload(
+                    &destination,
+                    chunks_rx,
+                    plan,
+                    &memory,
+                    &ledger,
+                    finished_rx,
+                    resume,
+                )
+                .await
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let written = kept.written;
+        let rest: Arc<[Source]> = match (kept.kept, kept.times.is_empty()) {
+            (0, true) => entries,
+            (kept, true) => Arc::from(&entries[kept..]),
+            // Entries placed before keep the time the earlier build gave them.
+            (kept_count, false) => {
+                let times: std::collections::HashMap<_, _> = kept.times.into_iter().collect();
+                entries[kept_count..]
+                    .iter()
+                    .map(|source| Source {
+                        modified_at: times.get(&source.index).copied().or(source.modified_at),
+                        ..source.clone()
+                    })
+                    .collect()
+            }
+        };
+        let carried = Carried {
+            files: kept.files,
+            bytes: kept.bytes,
+            continuing: kept.continuing,
+            expected: ExpectedSize::new(zip.compression, rest.clone(), &written),
+        };
+        let archive = ArchiveWriter::resume(
+            ArchiveOptions {
+                level: ctx.deflate_level,
+            },
+            ctx.compressors.clone(),
+            chunks_tx,
+            written,
+        );
+        let feed = feed_sources(ctx, zip, rest, archive, &notes, cancelled.clone(), carried).await;
+        // The upload is completed only if every source went in and the archive was finished,
+        // and the job is still this worker's: one that was paused past its lease may find its
+        // archive whole while another worker continues the same upload, which is that worker's
+        // to complete. Otherwise the uploader sends nothing more, and aborts unless another
+        // worker has the job now.
+        let interrupt = *cancelled.borrow();
+        let _ = finished.send(match (&feed, interrupt) {
+            (Ok(_), Interrupt::TakenOver) => Ending::HandOver,
+            (Ok(_), _) if !still_ours(ctx, zip).await => Ending::HandOver,
+            (Ok(_), _) => Ending::Complete,
+            // Nothing was sent; the next build continues the upload.
+            (Err(FeedError::Uncontinued), _) => Ending::HandOver,
+            (Err(_), interrupt) if interrupt.keeps_upload() => Ending::HandOver,
+            (Err(_), _) => Ending::Abort,
+        });
+        let uploaded = uploader.await;
+        drop(notes);
+        recorder.finish().await;
+
+        match (feed, uploaded) {
+            (Err(FeedError::Uncontinued), _) => Err(Restart::Uncontinued),
+            (_, Ok(Err(UploadError::Diverged { part }))) => Err(Restart::Diverged { part }),
+            (_, Ok(Err(UploadError::Lost(failure)))) => Err(Restart::Lost(failure)),
+            (Err(FeedError::Failed(failure)), _) => Err(Restart::Not(failure)),
+            (_, Err(e)) => Err(Restart::Not(JobFailure::internal(format!(
+                "the uploader stopped: {e}"
+            )))),
+            (_, Ok(Err(UploadError::Failed(failure)))) => Err(Restart::Not(failure)),
+            (Err(FeedError::OutputClosed), Ok(_)) | (Ok(_), Ok(Err(UploadError::Abandoned))) => {
+                Err(Restart::Not(JobFailure::internal(
+                    "the uploader stopped taking the archive",
+                )))
+            }
+            (Ok(entries), Ok(Ok(uploaded))) => {
+                if uploaded.resumed_parts > 0 {
+                    tracing::info!(
+                        zip.id = %zip.id,
+                        resumed_parts = uploaded.resumed_parts,
+                        parts = uploaded.parts,
+                        "finished a job taken over without uploading its first parts again"
+                    );
+                }
+                Ok(Built {
+                    size: uploaded.size,
+                    etag: uploaded.etag,
+                    entries,
+                })
+            }
+        }
+    }
+}
