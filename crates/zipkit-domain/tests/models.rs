@@ -622,6 +622,50 @@ async fn placements_are_recorded_by_the_owner_only_kept_with_their_validator_and
 }
 
 #[tokio::test]
+async fn the_expected_size_is_stored_at_creation_and_recorded_again_by_the_owner_only() {
+    let mut f = fixture().await;
+    let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
+    let unknown = Zip::create(conn, new_zip(project.id, &bucket, &["a"]))
+        .await
+        .unwrap();
+    assert_eq!(Zip::expected_size(conn, unknown.id).await.unwrap(), None);
+    let mut known = new_zip(project.id, &bucket, &["b"]);
+    known.expected_size = Some(1234);
+    let zip = Zip::create(conn, known).await.unwrap();
+    assert_eq!(Zip::expected_size(conn, zip.id).await.unwrap(), Some(1234));
+
+    // Nobody holds the job: nothing is written.
+    Zip::record_expected_size(conn, zip.id, "worker-1", 999)
+        .await
+        .unwrap();
+    assert_eq!(Zip::expected_size(conn, zip.id).await.unwrap(), Some(1234));
+    Zip::claim(conn, zip.id, "worker-1", Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    Zip::record_expected_size(conn, zip.id, "worker-2", 999)
+        .await
+        .unwrap();
+    assert_eq!(Zip::expected_size(conn, zip.id).await.unwrap(), Some(1234));
+    // The owner's value replaces it; a job without one gets its first.
+    Zip::record_expected_size(conn, zip.id, "worker-1", 1000)
+        .await
+        .unwrap();
+    assert_eq!(Zip::expected_size(conn, zip.id).await.unwrap(), Some(1000));
+    Zip::claim(conn, unknown.id, "worker-1", Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    Zip::record_expected_size(conn, unknown.id, "worker-1", 22)
+        .await
+        .unwrap();
+    assert_eq!(
+        Zip::expected_size(conn, unknown.id).await.unwrap(),
+        Some(22)
+    );
+}
+
+#[tokio::test]
 async fn the_database_refuses_entry_names_that_differ_only_in_ascii_case() {
     let mut f = fixture().await;
     let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());

@@ -674,13 +674,13 @@ mod tests {
     #[tokio::test]
     async fn a_download_ahead_waits_to_count_its_connection_and_the_entry_being_written_never_does()
     {
-        // Sources of unknown length: each connection ahead counts as the whole job budget
-        // (the most one may count), so one of the two downloads ahead reads its body and the
-        // other waits, having only answered.
+        // Large sources: each connection ahead counts as the whole job budget (the most one may
+        // count), so one of the two downloads ahead reads its body and the other waits, having
+        // only answered. `b` answers last (a 500 first, retried): `c`, after it, gets the budget.
         let body = vec![b'z'; 1 << 20];
         let sources = SourceServer::start(vec![
             ("a", Behaviour::Chunked(body.clone())),
-            ("b", Behaviour::Chunked(body.clone())),
+            ("b", Behaviour::FailThenServe(1, body.clone())),
             ("c", Behaviour::Chunked(body.clone())),
         ])
         .await;
@@ -708,7 +708,7 @@ mod tests {
         let mut first = prefetcher.next_download().expect("a");
         assert_eq!(drain(&mut first).await, 1 << 20);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut reading = 0;
+        let mut reading = Vec::new();
         for ahead in prefetcher.running.iter_mut() {
             let mut data = 0;
             while let Ok(event) = ahead.events.try_recv() {
@@ -716,12 +716,16 @@ mod tests {
                     data += 1;
                 }
             }
-            reading += usize::from(data > 0);
+            reading.push(data > 0);
         }
-        assert_eq!(reading, 1, "one connection ahead fits the budget");
+        assert_eq!(
+            reading,
+            [false, true],
+            "one connection ahead fits the budget: c's"
+        );
 
-        // Whichever of the two waits, both finish once taken in order: the entry being written
-        // goes on even while the connection after it holds the budget.
+        // `b` is written next while `c`, after it, holds the budget: it goes on all the same,
+        // and `c` after it.
         for _ in 0..2 {
             let mut next = prefetcher.next_download().expect("b, c");
             // What was taken off the channel above is not counted here.

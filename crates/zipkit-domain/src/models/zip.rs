@@ -409,19 +409,14 @@ impl Zip {
         owner: &str,
         size: i64,
     ) -> QueryResult<()> {
-        let owned: bool = diesel::select(diesel::dsl::exists(
-            zips::table.find(id).filter(zips::lease_owner.eq(owner)),
-        ))
-        .get_result(conn)
-        .await?;
-        if !owned {
-            return Ok(());
-        }
+        // One statement: only while `owner` holds the job, whatever happens meanwhile.
+        let owned = zips::table
+            .filter(zips::id.eq(id))
+            .filter(zips::lease_owner.eq(owner))
+            .select((zips::id, size.into_sql::<diesel::sql_types::BigInt>()));
         diesel::insert_into(zip_expected_sizes::table)
-            .values((
-                zip_expected_sizes::zip_id.eq(id),
-                zip_expected_sizes::size.eq(size),
-            ))
+            .values(owned)
+            .into_columns((zip_expected_sizes::zip_id, zip_expected_sizes::size))
             .on_conflict(zip_expected_sizes::zip_id)
             .do_update()
             .set((
