@@ -11,8 +11,8 @@ use zipkit_domain::models::AccessToken;
 use zipkit_domain::models::access_token::LAST_USED_RESOLUTION;
 use zipkit_domain::tokens::hash_presented;
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The caller: a live access token and its project.
 #[derive(Debug, Clone, Copy)]

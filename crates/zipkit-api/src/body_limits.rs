@@ -3,7 +3,7 @@
 //! seconds would otherwise hold a connection and a buffer forever), and all bodies being read
 //! at once may hold at most `api.max_body_bytes_in_flight` bytes between them (twenty 15 MB
 //! bodies at once would otherwise add 300 MB). A body over either limit fails the extractor
-//! reading it with an I/O error that `error::extractors` turns into 408 `request_timeout` or
+//! reading it with an I/O error that `extractors` turns into 408 `request_timeout` or
 //! 503 `server_busy`.
 
 use std::cell::RefCell;
@@ -21,8 +21,6 @@ use actix_web::middleware::Next;
 use actix_web::web::{Bytes, Data};
 use futures_util::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::state::AppState;
 
 /// What actix's `Payload::Stream` holds.
 type BoxedPayloadStream = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
@@ -93,8 +91,8 @@ pub async fn enforce(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let Some(limits) = req
-        .app_data::<Data<AppState>>()
-        .map(|s| s.body_limits.clone())
+        .app_data::<Data<BodyLimits>>()
+        .map(|l| BodyLimits::clone(l))
     else {
         return next.call(req).await;
     };

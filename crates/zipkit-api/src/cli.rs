@@ -22,10 +22,10 @@ use zipkit_domain::{
     AccessTokenId, BucketId, DeliveryState, ProjectId, Service, WebhookEndpointId,
 };
 
-use crate::Settings;
 use crate::admin;
 use crate::admin::buckets::{self, BucketAdminError, BucketInput};
 use crate::admin::passwords;
+use crate::settings::Settings;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {

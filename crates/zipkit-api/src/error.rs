@@ -127,7 +127,7 @@ impl ApiError {
 
     /// Over a rate limit; `whose` names it ("this address", "this access token").
     pub fn rate_limited(whose: &str, wait: std::time::Duration) -> Self {
-        let retry_after = crate::rate_limit::retry_after_secs(wait);
+        let retry_after = retry_after_secs(wait);
         Self::RateLimited {
             message: format!("too many requests from {whose}; retry in {retry_after} s"),
             retry_after,
@@ -247,90 +247,22 @@ impl From<zipkit_domain::db::DbError> for ApiError {
     }
 }
 
-/// Maps actix's extractor failures (JSON body, query string, path) into the envelope.
-pub mod extractors {
-    use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-    use actix_web::{HttpRequest, web};
+/// Seconds for `Retry-After`: rounded up, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
 
-    use super::ApiError;
-    use crate::body_limits::{self, BodyLimitError};
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-    pub fn json_config(limit: usize) -> web::JsonConfig {
-        web::JsonConfig::default()
-            .limit(limit)
-            .error_handler(move |err, _req: &HttpRequest| {
-                match err {
-                    JsonPayloadError::Overflow { .. }
-                    | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge {
-                        message: format!("the request body is larger than {limit} bytes"),
-                    },
-                    JsonPayloadError::ContentType => ApiError::UnsupportedMediaType {
-                        message: "send the body as JSON with `Content-Type: application/json`"
-                            .into(),
-                    },
-                    JsonPayloadError::Payload(payload) => match body_limits::limit_error(&payload) {
-                        Some(slow @ BodyLimitError::TooSlow(_)) => ApiError::RequestTimeout {
-                            message: slow.to_string(),
-                        },
-                        Some(BodyLimitError::Busy) => ApiError::Busy {
-                            message: "the server is reading too many request bodies at once; retry shortly".into(),
-                        },
-                        None => ApiError::bad_request(
-                            "body_invalid_json",
-                            format!("the body could not be read: {payload}"),
-                            None,
-                        ),
-                    },
-                    JsonPayloadError::Deserialize(e) => ApiError::bad_request(
-                        "body_invalid_json",
-                        format!("the body is not valid JSON: {e}"),
-                        None,
-                    ),
-                    other => ApiError::bad_request(
-                        "body_invalid_json",
-                        format!("the body could not be read: {other}"),
-                        None,
-                    ),
-                }
-                .into()
-            })
-    }
+    use super::retry_after_secs;
 
-    pub fn query_config() -> web::QueryConfig {
-        web::QueryConfig::default().error_handler(|err, _req| {
-            let QueryPayloadError::Deserialize(e) = &err else {
-                return ApiError::bad_request("parameter_invalid", err.to_string(), None).into();
-            };
-            let message = e.to_string();
-            // serde_urlencoded says "unknown field `name`, expected one of …".
-            if let Some(name) = message
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-            {
-                return ApiError::bad_request(
-                    "parameter_unknown",
-                    format!("`{name}` is not a known query parameter"),
-                    name.to_owned(),
-                )
-                .into();
-            }
-            ApiError::bad_request(
-                "parameter_invalid",
-                format!("invalid query string: {message}"),
-                None,
-            )
-            .into()
-        })
-    }
-
-    pub fn path_config() -> web::PathConfig {
-        web::PathConfig::default().error_handler(|err: PathError, _req| {
-            ApiError::bad_request(
-                "parameter_invalid",
-                format!("invalid path parameter: {err}"),
-                None,
-            )
-            .into()
-        })
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
     }
 }

@@ -7,8 +7,8 @@ pub mod body_limits;
 pub mod cli;
 pub mod dashboard;
 pub mod error;
+mod extractors;
 pub mod middleware;
-pub mod openapi;
 pub mod publisher;
 pub mod rate_limit;
 pub mod routes;
@@ -73,11 +73,7 @@ impl Application {
     /// accepted meanwhile are published by the sweeper once the broker returns.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let keyring = KeyRing::from_settings(&settings.crypto)?;
-        settings
-            .passwords
-            .validate()
-            .map_err(StartError::Settings)?;
-        settings.worker.validate().map_err(StartError::Settings)?;
+        settings.validate().map_err(StartError::Settings)?;
         zipkit_runtime::metrics::install("zipkit-api");
         let address = format!("{}:{}", settings.api.host, settings.api.port);
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {
@@ -115,22 +111,17 @@ impl Application {
             dry_runs: zips::dry_run::DryRunner::new(egress.clone(), settings.worker.clone()),
             egress: egress.clone(),
             buckets: zipkit_storage::BucketClients::new(egress),
-            body_limits: body_limits::BodyLimits::new(
-                Duration::from_secs(settings.api.body_timeout_secs.max(1)),
-                settings.api.max_body_bytes_in_flight,
-            ),
             rate_limits: rate_limit::RateLimits::new(&settings.rate_limits),
             passwords: admin::passwords::PasswordPool::start(&settings.passwords)
                 .map_err(StartError::Threads)?,
             draining: draining.clone(),
-            openapi: openapi::served(settings.api.max_urls),
+            openapi: routes::openapi::served(settings.api.max_urls),
         });
         // Every minute: keys back at a full allowance are forgotten, so the limiters' memory stays
         // small, and failed sign-ins too old to count are deleted.
         let (limits, pool) = (state.rate_limits.clone(), state.pool.clone());
-        let window = chrono::Duration::minutes(i64::from(
-            settings.rate_limits.sign_in_window_minutes.max(1),
-        ));
+        let window =
+            chrono::Duration::minutes(i64::from(settings.rate_limits.sign_in_window_minutes));
         let mut sweep_stopped = stop_sweeper.subscribe();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
@@ -154,6 +145,11 @@ impl Application {
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let connections_per_worker = settings.api.max_connections.div_ceil(workers).max(1);
         let max_body = settings.api.max_body_bytes;
+        // Deadline and shared memory budget for request bodies (`body_limits::enforce`).
+        let body_limits = web::Data::new(body_limits::BodyLimits::new(
+            Duration::from_secs(settings.api.body_timeout_secs),
+            settings.api.max_body_bytes_in_flight,
+        ));
         let server = HttpServer::new(move || {
             // Innermost first: the access log sees the Request-Id header the layer inside it
             // adds; HEAD becomes GET before anything else holds the request.
@@ -165,9 +161,10 @@ impl Application {
                 .wrap(from_fn(middleware::record_metrics))
                 .wrap(from_fn(middleware::head_as_get))
                 .app_data(state.clone())
-                .app_data(error::extractors::json_config(max_body))
-                .app_data(error::extractors::query_config())
-                .app_data(error::extractors::path_config())
+                .app_data(body_limits.clone())
+                .app_data(extractors::json_config(max_body))
+                .app_data(extractors::query_config())
+                .app_data(extractors::path_config())
                 .configure(dashboard::configure)
                 .configure(routes::configure)
         })

@@ -21,10 +21,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::web::Data;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use ipnet::IpNet;
@@ -35,7 +31,6 @@ use zipkit_domain::db::PgPool;
 use zipkit_domain::models::{Grant, Quota as SharedQuota, RateLimit};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// `[rate_limits]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +51,27 @@ pub struct RateLimitSettings {
     pub sign_in_failures_per_account_and_address: u32,
     pub sign_in_failures_per_address: u32,
     pub sign_in_window_minutes: u32,
+}
+
+impl RateLimitSettings {
+    /// Checks once at start that every allowance and the sign-in window are at least 1.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            (
+                "api_per_address_per_minute",
+                self.api_per_address_per_minute,
+            ),
+            ("api_per_address_burst", self.api_per_address_burst),
+            ("api_per_token_per_minute", self.api_per_token_per_minute),
+            ("api_per_token_burst", self.api_per_token_burst),
+            ("sign_in_window_minutes", self.sign_in_window_minutes),
+        ] {
+            if value == 0 {
+                return Err(format!("rate_limits.{key} must be at least 1 (it is 0)"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The limiters of one process.
@@ -108,9 +124,10 @@ fn chunk(burst: u32) -> u32 {
     (burst / 16).clamp(1, 32)
 }
 
+/// The values are at least 1 (`RateLimitSettings::validate`).
 fn quota(per_minute: u32, burst: u32) -> Quota {
-    let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
     Quota::per_minute(per_minute).allow_burst(burst)
 }
 
@@ -175,7 +192,7 @@ impl RateLimits {
     }
 
     /// One request from `address`: this process's limiter, then the deployment's.
-    async fn check_address(&self, pool: &PgPool, address: IpAddr) -> Result<(), ApiError> {
+    pub async fn check_address(&self, pool: &PgPool, address: IpAddr) -> Result<(), ApiError> {
         const WHOSE: &str = "this address";
         check(&self.per_address, &address, WHOSE)?;
         let quota = SharedQuota {
@@ -235,26 +252,6 @@ fn check<K: Clone + Hash + Eq>(
     })
 }
 
-/// Middleware on `/v1`: one request from the client's address.
-pub async fn per_address(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let state = req.app_data::<Data<AppState>>().cloned();
-    if let Some(state) = state
-        && let Some(address) = state.rate_limits.client_address(req.request())
-        && let Err(refused) = state.rate_limits.check_address(&state.pool, address).await
-    {
-        return Ok(req.error_response(refused));
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
-}
-
-/// Seconds for `Retry-After`: rounded up, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,14 +298,6 @@ mod tests {
         assert_eq!(chunk(200), 12);
         assert_eq!(chunk(400), 25);
         assert_eq!(chunk(100_000), 32);
-    }
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds() {
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
     }
 
     #[test]

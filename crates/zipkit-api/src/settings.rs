@@ -47,3 +47,65 @@ pub struct Settings {
     /// What the API reads of `[worker]` to answer dry runs as a worker would build the job.
     pub worker: crate::zips::dry_run::WorkerPlanSettings,
 }
+
+/// `Err` naming `section.key` when `value` is 0.
+fn at_least_one(key: &str, value: u64) -> Result<(), String> {
+    if value == 0 {
+        Err(format!("{key} must be at least 1 (it is 0)"))
+    } else {
+        Ok(())
+    }
+}
+
+impl ApiSettings {
+    /// Checks the keys whose zero would mean nothing sensible, once at start; nothing
+    /// downstream clamps them again.
+    pub fn validate(&self) -> Result<(), String> {
+        at_least_one("api.max_body_bytes", self.max_body_bytes as u64)?;
+        at_least_one("api.body_timeout_secs", self.body_timeout_secs)?;
+        at_least_one(
+            "api.max_body_bytes_in_flight",
+            self.max_body_bytes_in_flight as u64,
+        )?;
+        at_least_one("api.max_connections", self.max_connections as u64)?;
+        at_least_one("api.max_urls", self.max_urls as u64)?;
+        at_least_one("api.republish_after_secs", self.republish_after_secs)
+    }
+}
+
+impl Settings {
+    /// Every section the API reads, checked once at start.
+    pub fn validate(&self) -> Result<(), String> {
+        self.api.validate()?;
+        self.rate_limits.validate()?;
+        self.passwords.validate()?;
+        self.worker.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_that_means_nothing_is_refused_by_name() {
+        let mut api = ApiSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            max_body_bytes: 1,
+            body_timeout_secs: 1,
+            max_body_bytes_in_flight: 1,
+            max_connections: 1,
+            max_urls: 1,
+            republish_after_secs: 1,
+            secure_cookies: true,
+            drain_delay_secs: 0,
+        };
+        assert_eq!(api.validate(), Ok(()));
+        api.body_timeout_secs = 0;
+        assert_eq!(
+            api.validate(),
+            Err("api.body_timeout_secs must be at least 1 (it is 0)".to_owned())
+        );
+    }
+}

@@ -24,8 +24,6 @@ pub struct AppState {
     pub egress: zipkit_egress::EgressPolicy,
     /// Clients for customers' buckets (the write test), under the same policy.
     pub buckets: zipkit_storage::BucketClients,
-    /// Deadline and shared memory budget for request bodies.
-    pub body_limits: crate::body_limits::BodyLimits,
     pub rate_limits: crate::rate_limit::RateLimits,
     /// The threads sign-ins are verified on (bounded: memory, not strangers, sets the limit).
     pub passwords: crate::admin::passwords::PasswordPool,
@@ -33,7 +31,7 @@ pub struct AppState {
     pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Answers `dry_run` requests.
     pub dry_runs: crate::zips::dry_run::DryRunner,
-    /// `/v1/openapi.json`, made once at start (`openapi::served`).
+    /// `/v1/openapi.json`, made once at start (`routes::openapi::served`).
     pub openapi: serde_json::Value,
 }
 

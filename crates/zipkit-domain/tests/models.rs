@@ -666,6 +666,44 @@ async fn the_expected_size_is_stored_at_creation_and_recorded_again_by_the_owner
 }
 
 #[tokio::test]
+async fn a_taken_idempotency_key_or_bucket_name_is_a_typed_conflict_that_stores_nothing() {
+    let mut f = fixture().await;
+    let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());
+    let keyed = || {
+        let mut new = new_zip(project.id, &bucket, &["a.txt"]);
+        new.idempotency = Some(("order-456".into(), vec![1; 32]));
+        new
+    };
+    let first = Zip::create(conn, keyed()).await.unwrap();
+    let again = Zip::create(conn, keyed()).await;
+    assert!(
+        matches!(again, Err(ModelError::IdempotencyKeyTaken)),
+        "{again:?}"
+    );
+    let count: i64 = zipkit_domain::schema::zip_entries::table
+        .count()
+        .get_result(conn)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "only the first job's entry is stored");
+    assert_eq!(
+        Zip::find_by_idempotency_key(conn, project.id, "order-456")
+            .await
+            .unwrap()
+            .map(|z| z.id),
+        Some(first.id)
+    );
+
+    let twin = Bucket::create(
+        conn,
+        &f.keyring,
+        new_bucket(project.id, "bucket-one", "AKIA2", "t"),
+    )
+    .await;
+    assert!(matches!(twin, Err(ModelError::BucketNameTaken)), "{twin:?}");
+}
+
+#[tokio::test]
 async fn the_database_refuses_entry_names_that_differ_only_in_ascii_case() {
     let mut f = fixture().await;
     let (conn, project, bucket) = (&mut f.conn, f.project.clone(), f.bucket.clone());

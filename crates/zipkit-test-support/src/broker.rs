@@ -1,8 +1,8 @@
 //! A RabbitMQ vhost per test, created and deleted through the management API, so queues of
 //! concurrent tests (and of the developer's own runs) never meet.
 
+use crate::leftovers::{block_on_cleanup, is_leftover, unique_name};
 use crate::services::{amqp_base_url, rabbitmq_api_url};
-use crate::{block_on_cleanup, is_leftover, unique_name};
 
 const PREFIX: &str = "zipkit-test";
 

@@ -4,8 +4,8 @@
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
 
+use crate::leftovers::{block_on_cleanup, is_leftover, unique_name};
 use crate::services::{s3_access_key, s3_endpoint, s3_secret_key};
-use crate::{block_on_cleanup, is_leftover, unique_name};
 
 const PREFIX: &str = "zipkit-test";
 

@@ -7,8 +7,8 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio::sync::OnceCell;
 
+use crate::leftovers::{block_on_cleanup, is_leftover, unique_name};
 use crate::services::{postgres_admin_url, with_database};
-use crate::{block_on_cleanup, is_leftover, unique_name};
 
 const PREFIX: &str = "zipkit_test";
 const TEMPLATE_PREFIX: &str = "zipkit_template";

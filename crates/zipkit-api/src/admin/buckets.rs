@@ -1,7 +1,7 @@
 //! Adding, editing, testing and deleting a project's buckets. A bucket is tested ("Save and
 //! Test") before it is stored unless the operator explicitly skips the test.
 
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
 use diesel_async::AsyncPgConnection;
 use secrecy::SecretString;
 use zipkit_domain::crypto::KeyRing;
@@ -244,10 +244,7 @@ pub async fn add(
     };
     let bucket = match Bucket::create(conn, keyring, new).await {
         Ok(bucket) => bucket,
-        Err(ModelError::Query(DieselError::DatabaseError(
-            DatabaseErrorKind::UniqueViolation,
-            _,
-        ))) => {
+        Err(ModelError::BucketNameTaken) => {
             return Err(BucketAdminError::Duplicate {
                 service: location.service,
                 name: location.name,

@@ -129,7 +129,7 @@ impl PasswordPool {
         // work off the queue frees a place.
         let (work, queue) = mpsc::sync_channel::<Work>(settings.hash_queue);
         let queue = Arc::new(Mutex::new(queue));
-        for index in 0..settings.hash_threads.max(1) {
+        for index in 0..settings.hash_threads {
             let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("password-hash-{index}"))

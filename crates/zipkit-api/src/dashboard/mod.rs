@@ -174,7 +174,7 @@ async fn login(
         .client_address(&request)
         .map(|ip| ip.to_string())
         .unwrap_or_default();
-    let window = chrono::Duration::minutes(i64::from(limits.sign_in_window_minutes.max(1)));
+    let window = chrono::Duration::minutes(i64::from(limits.sign_in_window_minutes));
     let since = chrono::Utc::now() - window;
     match LoginThrottle::failures_since(&mut conn, &email, &address, since).await {
         Ok(recent)

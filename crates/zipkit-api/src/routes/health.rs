@@ -6,7 +6,7 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Serialize)]
 struct Health {

@@ -2,34 +2,32 @@
 //! under both `/v1` and `/api/v1`, as the hosted ZipKit documents both.
 
 mod health;
+pub mod openapi;
 pub(crate) mod zips;
 
-use actix_web::middleware::from_fn;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::rate_limit;
-
 use crate::error::ApiError;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
-        .service(
-            web::scope("/v1")
-                .wrap(from_fn(rate_limit::per_address))
-                .configure(v1),
-        )
+        .service(web::scope("/v1").wrap(from_fn(per_address)).configure(v1))
         .service(
             web::scope("/api/v1")
-                .wrap(from_fn(rate_limit::per_address))
+                .wrap(from_fn(per_address))
                 .configure(v1),
         )
         .default_service(web::to(route_not_found));
 }
 
 fn v1(cfg: &mut web::ServiceConfig) {
-    cfg.route("/openapi.json", web::get().to(crate::openapi::document))
+    cfg.route("/openapi.json", web::get().to(openapi::document))
         .service(
             web::resource("/zips")
                 .route(web::post().to(zips::create))
@@ -46,6 +44,21 @@ fn v1(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(zips::cancel))
                 .default_service(web::to(allowing("POST"))),
         );
+}
+
+/// Middleware on `/v1`: one request from the client's address.
+async fn per_address(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    if let Some(state) = state
+        && let Some(address) = state.rate_limits.client_address(req.request())
+        && let Err(refused) = state.rate_limits.check_address(&state.pool, address).await
+    {
+        return Ok(req.error_response(refused));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -2,17 +2,16 @@
 
 use crate::publisher::PublishedBy;
 use actix_web::{HttpRequest, HttpResponse, web};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
-use zipkit_domain::models::{Bucket, NewZip, Zip, ZipPage, ZipWithBucket};
+use zipkit_domain::models::{Bucket, ModelError, NewZip, Zip, ZipPage, ZipWithBucket};
 use zipkit_domain::{ZipId, ZipStatus};
 
-use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorEnvelope};
+use crate::state::AppState;
 use crate::zips::dry_run::DryRunResponse;
 use crate::zips::request::{CreateZipBody, ValidZip, parse_body, validate};
 use crate::zips::strict_json::StrictJson;
@@ -252,16 +251,14 @@ pub async fn create(
     let zip = match Zip::create(&mut conn, new).instrument(store).await {
         Ok(zip) => zip,
         // Two requests with one key raced; the other one stored its job first.
-        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
-            if info.constraint_name() == Some("zips_project_idempotency_key_idx") =>
-        {
+        Err(ModelError::IdempotencyKeyTaken) => {
             let key = idempotency.as_deref().unwrap_or_default();
             let existing = Zip::find_by_idempotency_key(&mut conn, caller.project_id, key)
                 .await?
                 .ok_or_else(|| ApiError::internal("idempotent job vanished"))?;
             return replay(&mut conn, caller, existing, &request_hash).await;
         }
-        Err(err) => return Err(err.into()),
+        Err(err) => return Err(ApiError::internal(err)),
     };
     metrics::counter!(zipkit_runtime::metrics::JOBS_ACCEPTED).increment(1);
     // The job is committed; if the broker is away the sweeper publishes it later.
@@ -316,7 +313,7 @@ pub struct ListQuery {
     /// The `uuid` of the last zip of the previous page.
     starting_after: Option<String>,
     /// Only zips with this status.
-    #[param(schema_with = crate::openapi::zip_status)]
+    #[param(schema_with = zipkit_domain::views::schema::zip_status)]
     status: Option<String>,
 }
 

@@ -25,17 +25,17 @@ pub struct CreateZipBody {
     pub key: String,
     /// `s3` (default) or `r2`.
     #[serde(default)]
-    #[schema(schema_with = crate::openapi::service)]
+    #[schema(schema_with = zipkit_domain::views::schema::service)]
     pub service: Option<String>,
     /// A flat object of strings, echoed on the zip and in webhooks.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     #[serde(default)]
-    #[schema(schema_with = crate::openapi::compression)]
+    #[schema(schema_with = zipkit_domain::views::schema::compression)]
     pub compression: Option<String>,
     #[serde(default)]
-    #[schema(schema_with = crate::openapi::on_error)]
+    #[schema(schema_with = zipkit_domain::views::schema::on_error)]
     pub on_error: Option<String>,
     /// Rewrite names Windows cannot create (`< > : " | ? * \`, control characters, a trailing
     /// dot or space, device names such as `CON` or `LPT1.txt`, paths over 260 characters)

@@ -126,6 +126,8 @@ impl Bucket {
         keyring: &KeyRing,
         new: NewBucket,
     ) -> Result<Self, ModelError> {
+        // `BucketNameTaken` when the project has this service and name (the only unique rule a
+        // fresh id can meet).
         let id = BucketId::new();
         let (access, secret) = seal_credentials(keyring, id, &new.credentials)?;
         let bucket = diesel::insert_into(buckets::table)
@@ -144,10 +146,12 @@ impl Bucket {
                 buckets::access_key_hint.eq(hint(new.credentials.access_key_id.expose_secret())),
                 buckets::acl.eq(&new.acl),
             ))
+            .on_conflict_do_nothing()
             .returning(Bucket::as_returning())
             .get_result(conn)
-            .await?;
-        Ok(bucket)
+            .await
+            .optional()?;
+        bucket.ok_or(ModelError::BucketNameTaken)
     }
 
     /// The credentials in clear; fails if the ciphertexts were altered or moved between rows.

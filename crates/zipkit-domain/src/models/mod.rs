@@ -24,9 +24,16 @@ pub use zip::{
     RecordedEntry, Zip, ZipEntry, ZipOutcome, ZipPage, ZipPart, ZipWithBucket,
 };
 
-/// Errors of the model layer: the query failed, or a stored secret would not decrypt.
+/// Errors of the model layer: a row that would take a name already taken, the query failed, or
+/// a stored secret would not decrypt.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// The project already has a job under this `Idempotency-Key`.
+    #[error("the project already has a job with this idempotency key")]
+    IdempotencyKeyTaken,
+    /// The project already has a bucket of this service and name.
+    #[error("the project already has a bucket of this service and name")]
+    BucketNameTaken,
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
     #[error(transparent)]

@@ -7,6 +7,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use crate::enums::Service;
 use crate::enums::{Compression, EntryState, OnError, ZipStatus};
 use crate::ids::{BucketId, ProjectId, ZipId};
+use crate::models::ModelError;
 use crate::schema::{buckets, zip_entries, zip_expected_sizes, zip_parts, zip_uploads, zips};
 use crate::values::{EntryName, ObjectKey, SourceUrl};
 
@@ -230,8 +231,9 @@ pub struct ZipPage {
 const ENTRY_INSERT_CHUNK: usize = 9_000;
 
 impl Zip {
-    /// Stores the job and all its entries in one transaction.
-    pub async fn create(conn: &mut AsyncPgConnection, new: NewZip) -> QueryResult<Self> {
+    /// Stores the job and all its entries in one transaction; `IdempotencyKeyTaken` when the
+    /// project has a job with the same key (the only unique rule a fresh id can meet).
+    pub async fn create(conn: &mut AsyncPgConnection, new: NewZip) -> Result<Self, ModelError> {
         let id = ZipId::new();
         conn.transaction(async move |conn| {
             let (idempotency_key, request_hash) = new.idempotency.unzip();
@@ -250,9 +252,12 @@ impl Zip {
                     zips::files_total.eq(files_total),
                     zips::traceparent.eq(new.traceparent),
                 ))
+                .on_conflict_do_nothing()
                 .returning(Zip::as_returning())
                 .get_result(conn)
-                .await?;
+                .await
+                .optional()?
+                .ok_or(ModelError::IdempotencyKeyTaken)?;
             let rows: Vec<_> = new
                 .entries
                 .iter()

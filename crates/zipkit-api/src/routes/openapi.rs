@@ -5,8 +5,6 @@
 use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-// The enums' schemas, for `schema_with` in this crate's annotations.
-pub use zipkit_domain::views::schema::{compression, on_error, service, zip_status};
 
 use crate::error::{ErrorBody, ErrorEnvelope};
 use crate::routes::zips::{CreateAnswer, ZipList, ZipResponse};
@@ -48,7 +46,7 @@ impl Modify for BearerAuth {
     }
 }
 
-pub async fn document(state: actix_web::web::Data<crate::AppState>) -> HttpResponse {
+pub async fn document(state: actix_web::web::Data<crate::state::AppState>) -> HttpResponse {
     HttpResponse::Ok().json(&state.openapi)
 }
 
