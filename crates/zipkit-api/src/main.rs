@@ -1,6 +1,6 @@
 //! `zipkit-api`: `serve` runs the HTTP API (the default); `migrate` applies database migrations
 //! (once per release, e.g. as a Helm hook, never on every pod start); the other subcommands are
-//! the operator CLI (see `cli.rs` and docs/CLI.md).
+//! the operator CLI (see `cli/` and docs/CLI.md).
 
 use clap::{Parser, Subcommand};
 use zipkit_api::cli::{

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use diesel_async::AsyncPgConnection;
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
 use tokio::sync::watch;
 use tracing::Instrument;
 use zipkit_domain::ZipId;
@@ -16,6 +14,7 @@ use zipkit_domain::db::PgPool;
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::Zip;
 use zipkit_runtime::broker::{Broker, PublishError};
+use zipkit_runtime::jobs::OutgoingJob;
 use zipkit_runtime::{metrics, telemetry};
 
 #[derive(Debug, Clone)]
@@ -47,7 +46,7 @@ pub enum PublishJobError {
     #[error(transparent)]
     Broker(#[from] PublishError),
     #[error("recording the publication failed: {0}")]
-    Record(String),
+    Record(#[from] diesel::result::Error),
 }
 
 impl JobPublisher {
@@ -83,24 +82,13 @@ impl JobPublisher {
     ) -> Result<(), PublishJobError> {
         let traceparent = telemetry::traceparent(&tracing::Span::current());
         let message = JobMessage::first(zip_id, traceparent.clone());
-        let mut headers = FieldTable::default();
-        if let Some(traceparent) = traceparent {
-            headers.insert(
-                "traceparent".into(),
-                AMQPValue::LongString(traceparent.into()),
-            );
-        }
-        let properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_message_id(zip_id.to_string().into())
-            .with_headers(headers);
         let published = self
             .broker
-            .publish(
-                &self.broker.topology().jobs,
-                &message.to_bytes(),
-                properties,
-            )
+            .publish_job(OutgoingJob {
+                id: &zip_id.to_string(),
+                body: &message.to_bytes(),
+                traceparent: traceparent.as_deref(),
+            })
             .await;
         let counter = if published.is_ok() {
             metrics::JOBS_PUBLISHED
@@ -109,9 +97,7 @@ impl JobPublisher {
         };
         ::metrics::counter!(counter, "by" => by.label()).increment(1);
         published?;
-        Zip::mark_published(conn, zip_id)
-            .await
-            .map_err(|e| PublishJobError::Record(e.to_string()))
+        Ok(Zip::mark_published(conn, zip_id).await?)
     }
 
     /// Republishes unconfirmed jobs older than `after` every `every`, until `stop` turns true.

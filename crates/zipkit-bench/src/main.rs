@@ -21,7 +21,8 @@ use zipkit_domain::models::{
 };
 use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::{Compression, OnError, Service, ZipStatus};
-use zipkit_runtime::broker::{BrokerSettings, publish_confirmed};
+use zipkit_runtime::broker::BrokerSettings;
+use zipkit_runtime::jobs::{OutgoingJob, publish_one};
 use zipkit_test_support::process::{KillOnDrop, zipkit_command};
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
@@ -444,22 +445,22 @@ impl Bench {
             },
         )
         .await?;
-        let (connection, channel) = zipkit_runtime::broker::connect(&BrokerSettings {
+        let broker = BrokerSettings {
             url: SecretString::from(self.broker.url()),
             queue_prefix: "zipkit".into(),
             connection_name: "bench".into(),
             reconnect_max_secs: 1,
-        })
-        .await?;
+        };
         let started = Instant::now();
-        publish_confirmed(
-            &channel,
-            "zipkit.jobs",
-            &JobMessage::first(zip.id, None).to_bytes(),
-            Default::default(),
+        publish_one(
+            &broker,
+            OutgoingJob {
+                id: &zip.id.to_string(),
+                body: &JobMessage::first(zip.id, None).to_bytes(),
+                traceparent: None,
+            },
         )
         .await?;
-        connection.close(200, "done".into()).await?;
         loop {
             let now = Zip::find_any(&mut conn, zip.id).await?.context("job row")?;
             if now.status.is_terminal() {

@@ -39,10 +39,6 @@ impl SettingsSources {
                 .collect(),
         }
     }
-
-    pub fn is_development(&self) -> bool {
-        self.environment == "development"
-    }
 }
 
 /// Loads settings of type `T`; a missing or malformed key fails naming the key.

@@ -234,7 +234,86 @@ impl BucketTestError {
 /// the minimal policy has no DeleteObject, so the test never tries to clean up.
 pub const WRITE_TEST_KEY: &str = ".zipkit/write-test";
 
-/// A provider's refusal of any call on this bucket, in plain words (also used by the worker).
+/// A store's refusal of a call, read once from the SDK's error by the one owner of S3's error
+/// vocabulary: the words a person can act on, the provider's code and HTTP status, and from
+/// them what another attempt may bring and whether a multipart upload is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRefusal {
+    pub why: BucketTestError,
+    /// The provider's error code (`AccessDenied`, `NoSuchUpload`), when it sent one.
+    pub provider_code: Option<String>,
+    /// The HTTP status of the store's answer; `None` when there was none (network, timeout).
+    pub status: Option<u16>,
+}
+
+/// What trying the same call again may bring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// The network, a timeout, or an upload someone removed: the next attempt may well work.
+    Later,
+    /// Trouble on the store's side (a 5xx, also when S3 sends one in a 200's body, or an answer
+    /// the SDK could not read): once more, unless the same answer comes again.
+    UnlessRepeated,
+    /// Keys, permissions, the bucket's name or region, the egress policy, a request the store
+    /// refuses: another attempt would be refused the same way.
+    Never,
+}
+
+/// Provider codes of trouble on the store's side, whatever the HTTP status they came with.
+const SERVER_TROUBLE: &[&str] = &[
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+];
+
+/// The code of a multipart upload that no longer exists (aborted by someone, or by a lifecycle
+/// rule for incomplete uploads).
+const NO_SUCH_UPLOAD: &str = "NoSuchUpload";
+
+impl StoreRefusal {
+    pub fn read<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        location: &BucketLocation,
+        err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> Self {
+        Self {
+            why: explain(location, err),
+            provider_code: err.code().map(str::to_owned),
+            status: match err {
+                SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
+                _ => None,
+            },
+        }
+    }
+
+    /// The multipart upload the call named is gone: a resumed upload starts a new one.
+    pub fn upload_lost(&self) -> bool {
+        self.provider_code.as_deref() == Some(NO_SUCH_UPLOAD)
+    }
+
+    pub fn retry(&self) -> RetryClass {
+        let code = self.provider_code.as_deref();
+        match &self.why {
+            BucketTestError::Unreachable(_) => RetryClass::Later,
+            BucketTestError::Other(_) if self.upload_lost() => RetryClass::Later,
+            BucketTestError::Other(_)
+                if self.status.is_none_or(|s| s >= 500)
+                    || code.is_some_and(|c| SERVER_TROUBLE.contains(&c)) =>
+            {
+                RetryClass::UnlessRepeated
+            }
+            _ => RetryClass::Never,
+        }
+    }
+
+    /// Whether `why`'s words already carry the provider's code (the refusals zipkit has no
+    /// words of its own for quote it).
+    pub fn names_its_code(&self) -> bool {
+        self.provider_code.is_some() && matches!(self.why, BucketTestError::Other(_))
+    }
+}
+
+/// A provider's refusal of any call on this bucket, in plain words.
 pub fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(
     location: &BucketLocation,
     err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,

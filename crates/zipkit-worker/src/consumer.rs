@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use diesel_async::AsyncConnection;
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
@@ -20,6 +18,7 @@ use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::{Zip, ZipOutcome};
 use zipkit_runtime::backoff::Backoff;
 use zipkit_runtime::broker::Broker;
+use zipkit_runtime::jobs::{IncomingJob, OutgoingJob};
 use zipkit_runtime::metrics as names;
 use zipkit_runtime::telemetry;
 
@@ -104,7 +103,7 @@ pub async fn consume(
                     let settings = settings.clone();
                     let stopping = stop.clone();
                     tokio::spawn(async move {
-                        handle(&ctx, &broker, delivery, &settings, stopping).await;
+                        handle(&ctx, &broker, delivery.into(), &settings, stopping).await;
                         drop(permit);
                     });
                 }
@@ -136,14 +135,36 @@ async fn held_elsewhere(ctx: &JobContext, zip_id: zipkit_domain::ZipId) -> Optio
 }
 
 /// Hands the message back to the queue (for a moment of trouble on this side).
-async fn requeue(delivery: &lapin::message::Delivery) {
-    let options = BasicNackOptions {
-        requeue: true,
-        ..Default::default()
-    };
-    if let Err(e) = delivery.acker.nack(options).await {
+async fn requeue(delivery: &IncomingJob) {
+    if let Err(e) = delivery.requeue().await {
         tracing::warn!(error = %e, "requeue failed; the broker will redeliver when the channel closes");
     }
+}
+
+/// Settles the message: the job is done with.
+async fn ack(delivery: &IncomingJob) {
+    if let Err(e) = delivery.ack().await {
+        tracing::warn!(error = %e, "ack failed");
+    }
+}
+
+/// The same job again after `delay`, as the next attempt, in the trace of the request that
+/// created it.
+async fn delay(broker: &Broker, message: &JobMessage, delay: Duration) -> Result<(), String> {
+    let next = JobMessage {
+        attempt: message.attempt + 1,
+        ..message.clone()
+    };
+    let id = next.zip_id.to_string();
+    let job = OutgoingJob {
+        id: &id,
+        body: &next.to_bytes(),
+        traceparent: next.traceparent.as_deref(),
+    };
+    broker
+        .delay_job(job, delay)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn uuid_suffix() -> String {
@@ -153,19 +174,15 @@ fn uuid_suffix() -> String {
 async fn handle(
     ctx: &JobContext,
     broker: &Broker,
-    delivery: lapin::message::Delivery,
+    delivery: IncomingJob,
     settings: &ConsumerSettings,
     stopping: watch::Receiver<bool>,
 ) {
-    let Ok(message) = JobMessage::from_bytes(&delivery.data) else {
+    let Ok(message) = JobMessage::from_bytes(delivery.body()) else {
         tracing::error!("a message that is not a job message; dead-lettering it");
-        let _ = delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: false,
-                ..Default::default()
-            })
-            .await;
+        if let Err(e) = delivery.dead_letter().await {
+            tracing::warn!(error = %e, "dead-lettering failed");
+        }
         return;
     };
     // The job's span continues the trace of whoever published the message (the request, the
@@ -182,7 +199,9 @@ async fn handle(
         project.id = tracing::field::Empty,
         attempt = message.attempt,
     );
-    let traceparent = header_traceparent(&delivery).or_else(|| message.traceparent.clone());
+    let traceparent = delivery
+        .traceparent()
+        .or_else(|| message.traceparent.clone());
     telemetry::continue_trace(&span, traceparent.as_deref());
     process(ctx, broker, delivery, settings, message, stopping)
         .instrument(span)
@@ -190,33 +209,16 @@ async fn handle(
     allocator::release_free_memory();
 }
 
-/// The `traceparent` AMQP header, when the publisher set one.
-fn header_traceparent(delivery: &lapin::message::Delivery) -> Option<String> {
-    let headers = delivery.properties.headers().as_ref()?;
-    match headers.inner().get("traceparent")? {
-        lapin::types::AMQPValue::LongString(value) => Some(value.to_string()),
-        _ => None,
-    }
-}
-
 /// Claims the job a message names, runs it and settles the message.
 async fn process(
     ctx: &JobContext,
     broker: &Broker,
-    delivery: lapin::message::Delivery,
+    delivery: IncomingJob,
     settings: &ConsumerSettings,
     message: JobMessage,
     mut stopping: watch::Receiver<bool>,
 ) {
     let lease = settings.lease;
-    let ack = |delivery: &lapin::message::Delivery| {
-        let acker = delivery.acker.clone();
-        async move {
-            if let Err(e) = acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(error = %e, "ack failed");
-            }
-        }
-    };
     let zip_id = message.zip_id;
     let claimed = Lease::claim(&ctx.pool, zip_id, &ctx.owner, lease).await;
     let (zip, lease) = match claimed {
@@ -225,17 +227,7 @@ async fn process(
             // Held by another worker's live lease: that worker may have died, so come back when
             // the lease can have expired (through the delay queue) instead of dropping the job.
             if let Some(retry_in) = held_elsewhere(ctx, zip_id).await {
-                let delayed = JobMessage {
-                    attempt: message.attempt + 1,
-                    ..message.clone()
-                };
-                let expiration = retry_in.as_millis().to_string();
-                let properties =
-                    lapin::BasicProperties::default().with_expiration(expiration.as_str().into());
-                match broker
-                    .publish(&broker.topology().retry, &delayed.to_bytes(), properties)
-                    .await
-                {
+                match delay(broker, &message, retry_in).await {
                     Ok(()) => {
                         tracing::info!(zip.id = %zip_id, retry_in_ms = retry_in.as_millis() as u64, "job held by another worker; checking again after its lease")
                     }
@@ -360,11 +352,7 @@ async fn process(
     if exhausted {
         // Out of attempts: the message goes to the dead-letter queue for inspection.
         tracing::warn!(zip.id = %zip_id, attempts = zip.attempts, "job failed after its last attempt; dead-lettering the message");
-        let options = BasicNackOptions {
-            requeue: false,
-            ..Default::default()
-        };
-        if let Err(e) = delivery.acker.nack(options).await {
+        if let Err(e) = delivery.dead_letter().await {
             tracing::warn!(error = %e, "dead-lettering failed");
         }
     } else {
@@ -376,7 +364,7 @@ async fn process(
 /// message requeued, so another worker claims it at once and continues its upload.
 async fn hand_back(
     ctx: &JobContext,
-    delivery: &lapin::message::Delivery,
+    delivery: &IncomingJob,
     zip_id: zipkit_domain::ZipId,
     started: std::time::Instant,
 ) {
@@ -429,16 +417,7 @@ async fn retry_later(
             return false;
         }
     }
-    let next = JobMessage {
-        attempt: message.attempt + 1,
-        ..message.clone()
-    };
-    let expiration = delay.as_millis().to_string();
-    let properties = lapin::BasicProperties::default().with_expiration(expiration.as_str().into());
-    match broker
-        .publish(&broker.topology().retry, &next.to_bytes(), properties)
-        .await
-    {
+    match self::delay(broker, message, delay).await {
         Ok(()) => {
             tracing::info!(zip.id = %zip_id, retry_in_ms = delay.as_millis() as u64, "transient failure; job retried after a delay");
             true

@@ -36,6 +36,9 @@ pub struct JobFailure {
     pub param: Option<String>,
     pub blame: Blame,
     pub retry: Retry,
+    /// The other side's own code for its answer (a store's `InternalError`), which with `code`
+    /// tells one answer from another.
+    pub answer: Option<String>,
 }
 
 impl JobFailure {
@@ -46,7 +49,14 @@ impl JobFailure {
             param: None,
             blame,
             retry,
+            answer: None,
         }
+    }
+
+    /// The other side answered with its own `code`.
+    pub fn answered(mut self, code: impl Into<String>) -> Self {
+        self.answer = Some(code.into());
+        self
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -78,9 +88,13 @@ impl JobFailure {
         self.code == CANCELLED
     }
 
-    /// What identifies this answer, to tell whether the next attempt met the same one.
+    /// What identifies this answer, to tell whether the next attempt met the same one: the
+    /// codes, not the words (a message may carry a request id that changes every time).
     pub fn fingerprint(&self) -> String {
-        format!("{}: {}", self.code, self.message)
+        match &self.answer {
+            Some(answer) => format!("{}/{answer}", self.code),
+            None => self.code.to_owned(),
+        }
     }
 
     /// Whether the job is worth another attempt, given the failure of the attempt before (its
@@ -116,15 +130,26 @@ mod tests {
 
     #[test]
     fn a_failure_that_may_not_last_is_retried_until_it_repeats() {
-        let failure = JobFailure::new(
-            "bucket_unavailable",
-            "The provider refused the request: InternalError",
-            Blame::Service,
-            Retry::UnlessRepeated,
+        let failure = |answer: &str, request_id: &str| {
+            JobFailure::new(
+                "bucket_unavailable",
+                format!("The provider refused the request: {answer}: request {request_id}"),
+                Blame::Service,
+                Retry::UnlessRepeated,
+            )
+            .answered(answer)
+        };
+        let first = failure("InternalError", "A1");
+        assert!(first.worth_retrying(None));
+        assert!(first.worth_retrying(Some("bucket_unreachable")));
+        assert!(
+            first.worth_retrying(Some(&failure("SlowDown", "A1").fingerprint())),
+            "another answer"
         );
-        assert!(failure.worth_retrying(None));
-        assert!(failure.worth_retrying(Some("bucket_unreachable: connection refused")));
-        assert!(!failure.worth_retrying(Some(&failure.fingerprint())));
+        assert!(
+            !failure("InternalError", "B2").worth_retrying(Some(&first.fingerprint())),
+            "the same answer with other words"
+        );
         let later = JobFailure::internal("database unavailable");
         assert!(later.worth_retrying(Some(&later.fingerprint())));
         assert!(!JobFailure::cancelled().worth_retrying(None));

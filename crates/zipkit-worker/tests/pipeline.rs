@@ -20,7 +20,8 @@ use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::webhooks::WebhookSettings;
 use zipkit_domain::{Compression, OnError, Service, ZipId, ZipStatus};
 use zipkit_egress::EgressSettings;
-use zipkit_runtime::broker::{BrokerSettings, publish_confirmed};
+use zipkit_runtime::broker::BrokerSettings;
+use zipkit_runtime::jobs::{OutgoingJob, publish_one};
 use zipkit_runtime::telemetry::{LogFormat, TelemetrySettings};
 use zipkit_test_support::readers::{Seen, assert_every_reader_sees};
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
@@ -334,23 +335,18 @@ impl Harness {
 
     /// Publishes the job message for `id`, as the API does.
     async fn publish(&self, id: ZipId) {
-        let (connection, channel) = zipkit_runtime::broker::connect(&BrokerSettings {
+        let broker = BrokerSettings {
             url: SecretString::from(self.broker.url()),
             queue_prefix: "zipkit".into(),
             connection_name: "test-publisher".into(),
             reconnect_max_secs: 1,
-        })
-        .await
-        .unwrap();
-        publish_confirmed(
-            &channel,
-            "zipkit.jobs",
-            &JobMessage::first(id, None).to_bytes(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-        connection.close(200, "done".into()).await.unwrap();
+        };
+        let job = OutgoingJob {
+            id: &id.to_string(),
+            body: &JobMessage::first(id, None).to_bytes(),
+            traceparent: None,
+        };
+        publish_one(&broker, job).await.unwrap();
     }
 
     /// Builds a finished job again from the start: its row as if new, its message published.

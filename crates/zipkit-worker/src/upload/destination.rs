@@ -14,7 +14,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectCannedAcl
 use bytes::Bytes;
 use tracing::Instrument;
 use zipkit_domain::ZipId;
-use zipkit_storage::{BucketLocation, BucketTestError};
+use zipkit_storage::{BucketLocation, RetryClass, StoreRefusal};
 
 use crate::failure::{Blame, JobFailure, Retry};
 
@@ -51,14 +51,6 @@ pub struct StoreTimeouts {
     /// Bytes per second below which an upload counts as failed.
     pub min_rate: u64,
 }
-
-/// Provider codes of trouble on the store's side, whatever the HTTP status they came with.
-const SERVER_TROUBLE: &[&str] = &[
-    "InternalError",
-    "ServiceUnavailable",
-    "SlowDown",
-    "RequestTimeout",
-];
 
 /// The allowance for a call's round trip, whatever its body.
 const ROUND_TRIP: Duration = Duration::from_secs(30);
@@ -315,42 +307,17 @@ impl Destination {
     }
 
     /// The job's failure for a refused call: the words of the dashboard's bucket test, the
-    /// provider's code, and whether the next attempt could go differently.
+    /// provider's code, and whether the next attempt could go differently (all read by
+    /// `StoreRefusal`).
     fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
         &self,
         operation: &str,
         err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     ) -> StoreFailure {
-        let why = zipkit_storage::explain(&self.inner.location, err);
-        let provider = err.code().map(str::to_owned);
-        let status = match err {
-            SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
-            _ => None,
-        };
-        let retry = match &why {
-            // The network, or a timeout: the store may well be there next time.
-            BucketTestError::Unreachable(_) => Retry::Later,
-            // Someone (a lifecycle rule) removed the upload: a new attempt starts a new one.
-            BucketTestError::Other(_) if provider.as_deref() == Some("NoSuchUpload") => {
-                Retry::Later
-            }
-            // A 5xx (also when S3 sends it in a 200's body), or an answer the SDK could not
-            // read: once more, unless it repeats.
-            BucketTestError::Other(_)
-                if status.is_none_or(|s| s >= 500)
-                    || provider
-                        .as_deref()
-                        .is_some_and(|c| SERVER_TROUBLE.contains(&c)) =>
-            {
-                Retry::UnlessRepeated
-            }
-            // Keys, permissions, the bucket's name or region, the egress policy, a request the
-            // store refuses: another attempt would be refused the same way.
-            _ => Retry::Never,
-        };
-        let mut message = why.to_string();
-        match &provider {
-            Some(code) if !message.contains(code.as_str()) => {
+        let refusal = StoreRefusal::read(&self.inner.location, err);
+        let mut message = refusal.why.to_string();
+        match &refusal.provider_code {
+            Some(code) if !refusal.names_its_code() => {
                 message.push_str(&format!(" ({operation} answered {code}.)"));
             }
             _ => message.push_str(&format!(" ({operation})")),
@@ -358,14 +325,23 @@ impl Destination {
         tracing::warn!(
             zip.id = %self.inner.zip_id,
             operation,
-            provider.code = provider.as_deref().unwrap_or("none"),
-            http.status = status.unwrap_or_default(),
+            provider.code = refusal.provider_code.as_deref().unwrap_or("none"),
+            http.status = refusal.status.unwrap_or_default(),
             error = %aws_sdk_s3::error::DisplayErrorContext(err),
             "the store refused a call"
         );
+        let retry = match refusal.retry() {
+            RetryClass::Later => Retry::Later,
+            RetryClass::UnlessRepeated => Retry::UnlessRepeated,
+            RetryClass::Never => Retry::Never,
+        };
+        let failure = JobFailure::new(refusal.why.job_code(), message, Blame::Service, retry);
         StoreFailure {
-            upload_lost: provider.as_deref() == Some("NoSuchUpload"),
-            failure: JobFailure::new(why.job_code(), message, Blame::Service, retry),
+            upload_lost: refusal.upload_lost(),
+            failure: match refusal.provider_code {
+                Some(code) => failure.answered(code),
+                None => failure,
+            },
         }
     }
 }
