@@ -11,6 +11,7 @@ use zipkit_domain::{ZipId, ZipStatus};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorEnvelope};
+use crate::extractors::KnownQuery;
 use crate::state::AppState;
 use crate::zips::dry_run::DryRunResponse;
 use crate::zips::request::{CreateZipBody, ValidZip, parse_body, validate};
@@ -305,7 +306,6 @@ pub async fn get(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// 1 to 100, default 20.
@@ -333,9 +333,8 @@ pub const MAX_PAGE: i64 = 100;
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<ListQuery>,
+    KnownQuery(query): KnownQuery<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = query.into_inner();
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(

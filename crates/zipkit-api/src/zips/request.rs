@@ -3,10 +3,11 @@
 //! published unless all of it is valid.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::{PartialSchema, ToSchema};
 use zipkit_domain::models::NewZipEntry;
 use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl, WindowsSafeNames};
 use zipkit_domain::{Compression, OnError, Service};
@@ -100,66 +101,100 @@ pub struct ValidZip {
 
 /// Deserializes the JSON body into `CreateZipBody`, naming the parameter on failure. Only an
 /// object is a body and only objects are url items: serde would also read a struct from an
-/// array, by position.
+/// array, by position. Unknown and missing members are found before serde reads the body, by
+/// the names the OpenAPI document publishes for each object.
 pub fn parse_body(value: Value) -> Result<CreateZipBody, ApiError> {
-    if !value.is_object() {
+    let Some(body) = value.as_object() else {
         return Err(ApiError::bad_request(
             "parameter_invalid",
             "the body must be a JSON object with `urls`, `bucket_name` and `key`",
             None,
         ));
-    }
-    if let Some(Value::Array(items)) = value.get("urls")
-        && let Some(i) = items.iter().position(|item| !item.is_object())
-    {
-        return Err(ApiError::bad_request(
-            "parameter_invalid",
-            format!("`urls[{i}]` must be an object with `url` and `filename`"),
-            format!("urls[{i}]"),
-        ));
+    };
+    BODY_MEMBERS.check(body, "")?;
+    if let Some(Value::Array(items)) = body.get("urls") {
+        for (i, item) in items.iter().enumerate() {
+            let Some(item) = item.as_object() else {
+                return Err(ApiError::bad_request(
+                    "parameter_invalid",
+                    format!("`urls[{i}]` must be an object with `url` and `filename`"),
+                    format!("urls[{i}]"),
+                ));
+            };
+            ITEM_MEMBERS.check(item, &format!("urls[{i}]."))?;
+        }
     }
     serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
         let message = err.inner().to_string();
-        let at = |field: &str| {
-            if path == "." {
-                field.to_owned()
-            } else {
-                format!("{path}.{field}")
+        match err.path().iter().next() {
+            None => ApiError::bad_request("parameter_invalid", message, None),
+            Some(_) => {
+                let path = err.path().to_string();
+                ApiError::bad_request("parameter_invalid", format!("`{path}`: {message}"), path)
             }
-        };
-        if let Some(field) = quoted(&message, "missing field `") {
-            ApiError::bad_request(
-                "parameter_missing",
-                format!("`{}` is required", at(field)),
-                at(field),
-            )
-        } else if let Some(field) = quoted(&message, "unknown field `") {
-            // For unknown fields the path already ends with the field itself.
-            let param = if path == "." {
-                field.to_owned()
-            } else {
-                path.clone()
-            };
-            ApiError::bad_request(
-                "parameter_unknown",
-                format!("`{param}` is not a known parameter"),
-                param,
-            )
-        } else if path == "." {
-            ApiError::bad_request(
-                "parameter_invalid",
-                format!("the body must be a JSON object: {message}"),
-                None,
-            )
-        } else {
-            ApiError::bad_request("parameter_invalid", format!("`{path}`: {message}"), path)
         }
     })
 }
 
-fn quoted<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
-    message.strip_prefix(prefix)?.split('`').next()
+/// The members an object of the body may have and must have.
+struct Members {
+    known: Vec<String>,
+    required: Vec<String>,
+}
+
+static BODY_MEMBERS: LazyLock<Members> = LazyLock::new(Members::of::<CreateZipBody>);
+static ITEM_MEMBERS: LazyLock<Members> = LazyLock::new(Members::of::<UrlItem>);
+
+impl Members {
+    /// Read from the schema the OpenAPI document publishes for `T`, which the same fields as
+    /// serde's derive make, so the check and the contract cannot disagree.
+    fn of<T: PartialSchema>() -> Self {
+        let schema = serde_json::to_value(T::schema()).unwrap_or_default();
+        let names = |list: Option<Vec<&str>>| -> Vec<String> {
+            list.unwrap_or_default()
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        };
+        Self {
+            known: names(
+                schema["properties"]
+                    .as_object()
+                    .map(|p| p.keys().map(String::as_str).collect()),
+            ),
+            required: names(
+                schema["required"]
+                    .as_array()
+                    .map(|r| r.iter().filter_map(Value::as_str).collect()),
+            ),
+        }
+    }
+
+    /// The first member not known (`parameter_unknown`), else the first required one absent
+    /// (`parameter_missing`), named after `at` (`urls[2].`).
+    fn check(&self, object: &Map<String, Value>, at: &str) -> Result<(), ApiError> {
+        if let Some(name) = object.keys().find(|name| !self.known.contains(name)) {
+            let param = format!("{at}{name}");
+            return Err(ApiError::bad_request(
+                "parameter_unknown",
+                format!("`{param}` is not a known parameter"),
+                param,
+            ));
+        }
+        if let Some(name) = self
+            .required
+            .iter()
+            .find(|name| !object.contains_key(*name))
+        {
+            let param = format!("{at}{name}");
+            return Err(ApiError::bad_request(
+                "parameter_missing",
+                format!("`{param}` is required"),
+                param,
+            ));
+        }
+        Ok(())
+    }
 }
 
 pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiError> {
