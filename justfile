@@ -1,4 +1,5 @@
-# zipkit developer recipes. Each one calls a script in scripts/, which also works without `just`.
+# zipkit developer recipes. Most call a script in scripts/, which also works without `just`; `fmt`
+# and `lint` are the cargo commands themselves.
 
 # List the recipes.
 default:

@@ -482,7 +482,7 @@ async fn a_zip_is_stored_with_its_entries_in_order() {
     let entries = Zip::entries(conn, zip.id).await.unwrap();
     let stored: Vec<&str> = entries.iter().map(|e| e.filename.as_str()).collect();
     assert_eq!(stored, names);
-    assert_eq!(entries[1].url, "https://example.com/1");
+    assert_eq!(entries[1].url.as_str(), "https://example.com/1");
 
     Zip::mark_published(conn, zip.id).await.unwrap();
     assert!(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{StatusCode, Url};
 
 use zipkit_egress::EgressPolicy;
 
@@ -144,7 +144,7 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 /// Starts the download; an answer other than 2xx is an error naming the status.
 pub async fn fetch(
     client: &reqwest::Client,
-    url: &str,
+    url: &Url,
     egress: &EgressPolicy,
     resume: Option<&Resume>,
 ) -> Result<reqwest::Response, SourceError> {
@@ -171,7 +171,7 @@ pub struct Probed {
 /// through the same policy, answered with the same failure codes.
 pub async fn probe(
     client: &reqwest::Client,
-    url: &str,
+    url: &Url,
     egress: &EgressPolicy,
     head: usize,
 ) -> Result<Probed, SourceError> {
@@ -209,10 +209,11 @@ pub async fn probe(
     })
 }
 
-/// Sends a GET for `url` (shaped by `shape`) once the policy allows its address; any status.
+/// Sends a GET for `url` (parsed once, where the request was read) once the policy allows its
+/// address; any status.
 async fn send(
     client: &reqwest::Client,
-    url: &str,
+    url: &Url,
     egress: &EgressPolicy,
     shape: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, SourceError> {
@@ -222,12 +223,10 @@ async fn send(
             "the source's address is private, loopback, link-local or otherwise internal, which this deployment does not fetch from",
         )
     };
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|_| SourceError::permanent("source_rejected", "not a URL"))?;
-    if egress.check_url(&parsed).is_err() {
+    if egress.check_url(url).is_err() {
         return Err(forbidden());
     }
-    shape(client.get(parsed)).send().await.map_err(|e| {
+    shape(client.get(url.clone())).send().await.map_err(|e| {
         if zipkit_egress::is_forbidden(&e) {
             return forbidden();
         }

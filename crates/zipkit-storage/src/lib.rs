@@ -17,13 +17,14 @@ use aws_smithy_http_client::tls;
 use secrecy::ExposeSecret;
 use zipkit_domain::Service;
 use zipkit_domain::models::BucketCredentials;
+use zipkit_domain::values::BucketName;
 use zipkit_egress::{EgressPolicy, SmithyResolver};
 
 /// Where and how to reach one bucket (the non-secret part of a bucket row).
 #[derive(Debug, Clone)]
 pub struct BucketLocation {
     pub service: Service,
-    pub name: String,
+    pub name: BucketName,
     pub region: String,
     pub r2_account_id: Option<String>,
     pub endpoint_url: Option<String>,
@@ -129,7 +130,7 @@ impl BucketClients {
         let client = self.client(location, credentials)?;
         let mut request = client
             .put_object()
-            .bucket(&location.name)
+            .bucket(location.name.as_str())
             .key(WRITE_TEST_KEY)
             .content_type("text/plain")
             .body(ByteStream::from_static(
@@ -194,7 +195,7 @@ pub enum BucketTestError {
     #[error(
         "The bucket `{0}` does not exist. zipkit never creates buckets: create it first, or check its name."
     )]
-    NoSuchBucket(String),
+    NoSuchBucket(BucketName),
     #[error(
         "The credentials are valid but may not write to this bucket. Their policy must allow s3:PutObject on it."
     )]

@@ -3,6 +3,7 @@
 use secrecy::SecretString;
 use zipkit_domain::Service;
 use zipkit_domain::models::BucketCredentials;
+use zipkit_domain::values::BucketName;
 use zipkit_egress::EgressPolicy;
 use zipkit_storage::{BucketClients, BucketLocation, BucketTestError, WRITE_TEST_KEY};
 use zipkit_test_support::TestBucket;
@@ -13,7 +14,7 @@ use zipkit_test_support::services::{loopback_egress, s3_access_key, s3_endpoint,
 fn location(bucket: &str, endpoint: String) -> BucketLocation {
     BucketLocation {
         service: Service::S3,
-        name: bucket.to_owned(),
+        name: BucketName::parse(bucket).expect("a valid bucket name"),
         region: "us-east-1".into(),
         r2_account_id: None,
         endpoint_url: Some(endpoint),
@@ -112,7 +113,7 @@ async fn each_provider_refusal_is_explained_in_plain_words() {
     let missing = explained(404, "NoSuchBucket", &[]).await;
     assert_eq!(
         missing,
-        BucketTestError::NoSuchBucket("customer-bucket".into())
+        BucketTestError::NoSuchBucket(BucketName::parse("customer-bucket").unwrap())
     );
     assert_eq!(
         missing.to_string(),
@@ -189,7 +190,7 @@ async fn an_endpoint_outside_the_egress_policy_is_refused_without_a_connection()
 fn r2_buckets_use_the_account_endpoint_and_region_auto() {
     let r2 = BucketLocation {
         service: Service::R2,
-        name: "archives".into(),
+        name: BucketName::parse("archives").unwrap(),
         region: "auto".into(),
         r2_account_id: Some("0123456789abcdef0123456789abcdef".into()),
         endpoint_url: None,

@@ -33,7 +33,7 @@ pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::
 /// download is retried here (later breaks are picked up by the download itself).
 pub async fn fetch_with_retries(
     client: &reqwest::Client,
-    url: &str,
+    url: &url::Url,
     egress: &EgressPolicy,
     range: Option<&Resume>,
 ) -> Result<reqwest::Response, SourceError> {

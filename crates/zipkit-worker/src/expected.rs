@@ -47,8 +47,9 @@ pub struct ExpectedSize {
 impl ExpectedSize {
     /// For a build of `sources` that continues the archive `written` (empty for a new one).
     pub fn new(compression: Compression, sources: Arc<[Source]>, written: &WrittenSoFar) -> Self {
-        let certain =
-            |s: &Source| PlannedEntry::certain(compression, &s.filename, s.declared_size).is_some();
+        let certain = |s: &Source| {
+            PlannedEntry::certain(compression, s.filename.as_str(), s.declared_size).is_some()
+        };
         let certain_from = sources.len() - sources.iter().rev().take_while(|s| certain(s)).count();
         let mut open = VecDeque::new();
         let settled = match &written.open {
@@ -91,7 +92,7 @@ impl ExpectedSize {
     pub fn started(&mut self, entry: i32, method: Method, zip64: bool, length: Option<u64>) {
         self.reach(entry);
         let name = match self.sources.binary_search_by_key(&entry, |s| s.index) {
-            Ok(at) => self.sources[at].filename.clone(),
+            Ok(at) => self.sources[at].filename.as_str().into(),
             Err(_) => Box::default(),
         };
         self.open.push_back(Open {
@@ -162,9 +163,11 @@ impl ExpectedSize {
             laid.add_written(open.name.as_bytes(), open.zip64, length, compressed);
         }
         for source in &self.sources[self.reached..] {
-            if let Some(planned) =
-                PlannedEntry::certain(self.compression, &source.filename, source.declared_size)
-            {
+            if let Some(planned) = PlannedEntry::certain(
+                self.compression,
+                source.filename.as_str(),
+                source.declared_size,
+            ) {
                 laid.add_planned(planned);
             }
         }
@@ -189,13 +192,14 @@ mod tests {
     use crate::archive::{ArchiveOptions, ArchiveWriter, EntryTime, Piece, assemble};
     use bytes::Bytes;
     use tokio::sync::mpsc;
+    use zipkit_domain::values::{EntryName, SourceUrl};
     use zipkit_zip::format;
 
     fn source(index: i32, filename: &str, declared_size: Option<u64>) -> Source {
         Source {
             index,
-            url: format!("https://example.com/{index}").into(),
-            filename: filename.into(),
+            url: SourceUrl::parse(&format!("https://example.com/{index}")).unwrap(),
+            filename: EntryName::parse(filename).unwrap(),
             modified_at: None,
             declared_size,
         }

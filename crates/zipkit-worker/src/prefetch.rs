@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 use zipkit_domain::models::ZipEntry;
+use zipkit_domain::values::{EntryName, SourceUrl};
 use zipkit_runtime::metrics as metrics_names;
 
 use crate::download::{self, ATTEMPTS, Resume, SourceError};
@@ -75,8 +76,8 @@ pub struct Held {
 #[derive(Debug, Clone)]
 pub struct Source {
     pub index: i32,
-    pub url: Box<str>,
-    pub filename: Box<str>,
+    pub url: SourceUrl,
+    pub filename: EntryName,
     /// The entry's time when it is decided already: as the request gave it, or as an earlier
     /// build of the job placed it (otherwise the source's `Last-Modified` decides).
     pub modified_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -88,8 +89,8 @@ impl From<ZipEntry> for Source {
     fn from(entry: ZipEntry) -> Self {
         Self {
             index: entry.entry_index,
-            url: entry.url.into_boxed_str(),
-            filename: entry.filename.into_boxed_str(),
+            url: entry.url,
+            filename: entry.filename,
             modified_at: entry.modified_at,
             declared_size: entry.declared_size.and_then(|n| u64::try_from(n).ok()),
         }
@@ -198,15 +199,11 @@ impl Prefetcher {
             // the budget can hold.
             let (tx, events) = mpsc::channel(1024);
             // The host only: a source URL's path and query may carry a signature.
-            let host = url::Url::parse(&entry.url)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_owned))
-                .unwrap_or_default();
             let span = tracing::info_span!(
                 "download",
                 otel.kind = "client",
                 entry.index = entry.index,
-                source.host = %host,
+                source.host = entry.url.host(),
             );
             let from = if self.next == 1 {
                 self.first_from.take()
@@ -217,7 +214,7 @@ impl Prefetcher {
             let task = tokio::spawn(
                 download(
                     self.http.clone(),
-                    entry.url.to_string(),
+                    entry.url.clone(),
                     self.limits.clone(),
                     (self.budget.clone(), written),
                     tx,
@@ -318,7 +315,7 @@ impl Patience {
 
 async fn download(
     http: reqwest::Client,
-    url: String,
+    url: SourceUrl,
     limits: Arc<DownloadLimits>,
     (job_budget, mut writing): (Arc<Semaphore>, watch::Receiver<bool>),
     tx: mpsc::Sender<Event>,
@@ -333,7 +330,7 @@ async fn download(
     });
     let fetched = tokio::time::timeout_at(
         patience.deadline(),
-        download::fetch_with_retries(&http, &url, &limits.egress, range.as_ref()),
+        download::fetch_with_retries(&http, url.as_url(), &limits.egress, range.as_ref()),
     )
     .await;
     patience.spend(began.elapsed(), true);
@@ -505,7 +502,7 @@ async fn download(
             metrics::counter!(metrics_names::RETRIES, "stage" => "download", "cause" => error.code)
                 .increment(1);
             tracing::info!(
-                url.len = url.len(),
+                url.len = url.as_str().len(),
                 from = received,
                 attempt,
                 code = error.code,
@@ -514,7 +511,7 @@ async fn download(
             );
             let picked = tokio::time::timeout_at(
                 patience.deadline(),
-                pick_up(&http, &url, &limits, validator.as_deref(), received),
+                pick_up(&http, url.as_url(), &limits, validator.as_deref(), received),
             )
             .await;
             patience.spend(began.elapsed(), true);
@@ -593,7 +590,7 @@ async fn charge_connection(
 /// bytes must be replayed and checked against what was handed on). `None`: no usable answer.
 async fn pick_up(
     http: &reqwest::Client,
-    url: &str,
+    url: &url::Url,
     limits: &DownloadLimits,
     validator: Option<&str>,
     received: u64,
@@ -696,8 +693,8 @@ mod tests {
             .enumerate()
             .map(|(i, name)| Source {
                 index: i as i32,
-                url: sources.url(name).into(),
-                filename: (*name).into(),
+                url: SourceUrl::parse(&sources.url(name)).unwrap(),
+                filename: EntryName::parse(name).unwrap(),
                 modified_at: None,
                 declared_size: None,
             })

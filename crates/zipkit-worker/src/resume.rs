@@ -99,7 +99,7 @@ pub fn continuation(
                     break;
                 };
                 directory.push(CentralRecord {
-                    name: Bytes::copy_from_slice(source.filename.as_bytes()),
+                    name: Bytes::copy_from_slice(source.filename.as_str().as_bytes()),
                     method: if placed.deflated {
                         Method::Deflated
                     } else {
@@ -175,7 +175,7 @@ fn continue_entry(
     let (Ok(size), Ok(entry_crc32)) = (u64::try_from(size), u32::try_from(crc32)) else {
         return;
     };
-    let name = Bytes::copy_from_slice(source.filename.as_bytes());
+    let name = Bytes::copy_from_slice(source.filename.as_str().as_bytes());
     let modified = time_of(placed, created);
     let header = LocalHeader {
         name: name.clone(),
@@ -221,12 +221,13 @@ fn continue_entry(
 mod tests {
     use super::*;
     use zipkit_domain::models::{EntryPlacement, PlacedEnd};
+    use zipkit_domain::values::{EntryName, SourceUrl};
 
     fn source(index: i32) -> Source {
         Source {
             index,
-            url: format!("https://example.com/{index}").into(),
-            filename: format!("f{index}.bin").into(),
+            url: SourceUrl::parse(&format!("https://example.com/{index}")).unwrap(),
+            filename: EntryName::parse(&format!("f{index}.bin")).unwrap(),
             modified_at: None,
             declared_size: None,
         }

@@ -878,7 +878,7 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
     // And reported: the job object (the API's and the webhook's) lists them under `error`.
     let bucket_ref = zipkit_domain::views::BucketRef {
         service: Service::S3,
-        name: "any".into(),
+        name: BucketName::parse("any").unwrap(),
     };
     let object =
         zipkit_domain::views::ZipObject::new(nothing_left.clone(), bucket_ref, None, left_out);
@@ -2111,7 +2111,7 @@ async fn a_declared_size_decides_zip64_and_the_source_must_send_exactly_that() {
     let left_out = Zip::skipped_entries(&mut conn, &[id]).await.unwrap();
     let mut reasons: Vec<(String, Option<String>, Option<String>)> = left_out
         .into_iter()
-        .map(|e| (e.filename, e.error_code, e.error_message))
+        .map(|e| (e.filename.into_string(), e.error_code, e.error_message))
         .collect();
     reasons.sort();
     assert_eq!(reasons.len(), 3, "{reasons:?}");

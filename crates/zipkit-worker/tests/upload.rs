@@ -61,7 +61,7 @@ impl Ledger for MemoryLedger {
 fn destination(endpoint: &str, bucket: &str, key: &str, credentials: (&str, &str)) -> Destination {
     let location = BucketLocation {
         service: Service::S3,
-        name: bucket.into(),
+        name: zipkit_domain::values::BucketName::parse(bucket).unwrap(),
         region: "us-east-1".into(),
         r2_account_id: None,
         endpoint_url: Some(endpoint.to_owned()),
@@ -80,7 +80,7 @@ fn destination(endpoint: &str, bucket: &str, key: &str, credentials: (&str, &str
     Destination::new(
         client,
         location,
-        key.into(),
+        zipkit_domain::values::ObjectKey::parse(key).unwrap(),
         ZipId::new(),
         StoreTimeouts {
             min_rate: 256 * 1024,

@@ -176,7 +176,7 @@ pub fn validate(input: &BucketInput) -> Result<BucketLocation, BucketAdminError>
     }
     Ok(BucketLocation {
         service: input.service,
-        name: name.into_string(),
+        name,
         region,
         r2_account_id: account_id,
         endpoint_url,
@@ -234,7 +234,7 @@ pub async fn add(
     let new = NewBucket {
         project_id: project,
         service: location.service,
-        name: BucketName::parse(&location.name).map_err(|e| invalid("name", e.to_string()))?,
+        name: location.name.clone(),
         region: location.region.clone(),
         r2_account_id: location.r2_account_id.clone(),
         endpoint_url: location.endpoint_url.clone(),
@@ -247,7 +247,7 @@ pub async fn add(
         Err(ModelError::BucketNameTaken) => {
             return Err(BucketAdminError::Duplicate {
                 service: location.service,
-                name: location.name,
+                name: location.name.into_string(),
             });
         }
         Err(err) => return Err(err.into()),
@@ -325,7 +325,7 @@ pub async fn edit_credentials(
     if let Some(region) = &region {
         let probe = BucketInput {
             service: bucket.service,
-            name: bucket.name.clone(),
+            name: bucket.name.to_string(),
             region: region.clone(),
             account_id: bucket.r2_account_id.clone(),
             endpoint_url: bucket.endpoint_url.clone(),

@@ -141,7 +141,7 @@ impl DryRunner {
     pub async fn run(&self, zip: &ValidZip, service: Service) -> DryRun {
         let found: Vec<Result<Found, zipkit_sources::SourceError>> =
             futures_util::stream::iter(&zip.entries)
-                .map(|entry| self.ask(entry.url.as_str(), entry.declared_size))
+                .map(|entry| self.ask(entry.url.as_url(), entry.declared_size))
                 .buffered(PROBES_AT_ONCE)
                 .collect()
                 .await;
@@ -223,7 +223,7 @@ impl DryRunner {
     /// A source's length and first bytes, with the checks a download makes on them.
     async fn ask(
         &self,
-        url: &str,
+        url: &url::Url,
         declared: Option<i64>,
     ) -> Result<Found, zipkit_sources::SourceError> {
         use zipkit_sources::SourceError;

@@ -22,7 +22,7 @@ pub struct Bucket {
     pub id: BucketId,
     pub project_id: ProjectId,
     pub service: Service,
-    pub name: String,
+    pub name: BucketName,
     pub region: String,
     pub r2_account_id: Option<String>,
     pub endpoint_url: Option<String>,

@@ -4,7 +4,16 @@ use std::str::FromStr;
 
 use super::text_value;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 pub struct BucketName(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

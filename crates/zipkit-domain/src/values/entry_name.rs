@@ -12,7 +12,16 @@ pub const MAX_ENTRY_NAME_BYTES: usize = 1024;
 pub const MAX_SEGMENT_BYTES: usize = 255;
 
 /// A relative, `/`-separated path inside the archive that extracts safely on every OS.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 pub struct EntryName(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

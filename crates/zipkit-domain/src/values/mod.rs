@@ -1,5 +1,6 @@
 //! Values parsed once at the edge ("parse, don't validate"): once a request became these types,
-//! nothing downstream checks them again.
+//! nothing downstream checks them again. They are stored as `text` columns and read back as
+//! the same types (`ToSql`/`FromSql`), so rows carry them typed to the worker and the views.
 
 mod bucket_name;
 mod entry_name;
@@ -51,6 +52,29 @@ macro_rules! text_value {
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(self.as_ref())
+            }
+        }
+
+        impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
+            fn to_sql<'b>(
+                &'b self,
+                out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+            ) -> diesel::serialize::Result {
+                <str as diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg>>::to_sql(
+                    &self.0, out,
+                )
+            }
+        }
+
+        /// Read back as stored: only parsed values are ever written, so the text is not
+        /// checked again (a rule made stricter later must not make old rows unreadable).
+        impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
+            fn from_sql(value: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+                let text = <String as diesel::deserialize::FromSql<
+                    diesel::sql_types::Text,
+                    diesel::pg::Pg,
+                >>::from_sql(value)?;
+                Ok(Self(text))
             }
         }
     };

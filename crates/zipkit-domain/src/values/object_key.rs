@@ -7,7 +7,16 @@ use super::text_value;
 /// S3's limit on key length, in UTF-8 bytes.
 pub const MAX_OBJECT_KEY_BYTES: usize = 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 pub struct ObjectKey(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

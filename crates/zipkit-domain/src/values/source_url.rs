@@ -2,12 +2,25 @@
 
 use std::str::FromStr;
 
+use diesel::deserialize::{self, FromSql};
+use diesel::pg::{Pg, PgValue};
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::Text;
 use url::Url;
 
 /// Longest accepted URL, in bytes (signed URLs are long; pages of query string are not sources).
 pub const MAX_SOURCE_URL_BYTES: usize = 4096;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    diesel::expression::AsExpression,
+    diesel::deserialize::FromSqlRow,
+)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 pub struct SourceUrl(Url);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +98,21 @@ impl std::fmt::Display for SourceUrl {
 impl serde::Serialize for SourceUrl {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
+    }
+}
+
+impl ToSql<Text, Pg> for SourceUrl {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.0.as_str(), out)
+    }
+}
+
+/// Read back as a URL (a stored source was parsed on the way in; the policy's limits are not
+/// applied again, so a rule made stricter later does not make old rows unreadable).
+impl FromSql<Text, Pg> for SourceUrl {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Pg>>::from_sql(value)?;
+        Ok(Self(Url::parse(&text)?))
     }
 }
 

@@ -3,12 +3,14 @@
 
 pub mod schema;
 
-use crate::models::{Zip, ZipEntry};
-use crate::{Compression, EntryState, OnError, Service, ZipId, ZipStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
+
+use crate::models::{Zip, ZipEntry};
+use crate::values::{BucketName, EntryName, ObjectKey, SourceUrl};
+use crate::{Compression, EntryState, OnError, Service, ZipId, ZipStatus};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ZipObject {
@@ -25,7 +27,8 @@ pub struct ZipObject {
     #[schema(value_type = Object)]
     pub metadata: Value,
     pub bucket: BucketRef,
-    pub key: String,
+    #[schema(value_type = String)]
+    pub key: ObjectKey,
     #[schema(schema_with = crate::views::schema::compression)]
     pub compression: Compression,
     #[schema(schema_with = crate::views::schema::on_error)]
@@ -48,7 +51,8 @@ pub struct ZipObject {
 pub struct BucketRef {
     #[schema(schema_with = crate::views::schema::service)]
     pub service: Service,
-    pub name: String,
+    #[schema(value_type = String)]
+    pub name: BucketName,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -70,8 +74,10 @@ pub struct ZipResult {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Skipped {
     pub index: i32,
-    pub url: String,
-    pub filename: String,
+    #[schema(value_type = String)]
+    pub url: SourceUrl,
+    #[schema(value_type = String)]
+    pub filename: EntryName,
     pub code: Option<String>,
     pub message: Option<String>,
 }

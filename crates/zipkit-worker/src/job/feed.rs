@@ -183,7 +183,7 @@ pub(super) async fn feed_sources(
                     break;
                 }
             }
-            let method = method_for(zip.compression, &download.entry.filename, &head);
+            let method = method_for(zip.compression, download.entry.filename.as_str(), &head);
             // Room for ZIP64 by the length; the writer adds it for a header past 4 GiB.
             let zip64 = zipkit_zip::format::needs_zip64_room(content_length, 0);
 
@@ -208,7 +208,7 @@ pub(super) async fn feed_sources(
             archive
                 .start_entry(
                     index,
-                    &download.entry.filename,
+                    download.entry.filename.as_str(),
                     method,
                     modified,
                     zip64,

@@ -14,6 +14,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectCannedAcl
 use bytes::Bytes;
 use tracing::Instrument;
 use zipkit_domain::ZipId;
+use zipkit_domain::values::ObjectKey;
 use zipkit_storage::{BucketLocation, RetryClass, StoreRefusal};
 
 use crate::failure::{Blame, JobFailure, Retry};
@@ -80,7 +81,7 @@ pub struct Destination {
 struct Inner {
     client: Client,
     location: BucketLocation,
-    key: String,
+    key: ObjectKey,
     zip_id: ZipId,
     timeouts: StoreTimeouts,
     /// Bodies go unsigned (`UNSIGNED-PAYLOAD`): see `signs_bodies`.
@@ -108,7 +109,7 @@ impl Destination {
     pub fn new(
         client: Client,
         location: BucketLocation,
-        key: String,
+        key: ObjectKey,
         zip_id: ZipId,
         timeouts: StoreTimeouts,
     ) -> Self {
@@ -144,8 +145,8 @@ impl Destination {
             .inner
             .client
             .put_object()
-            .bucket(&self.inner.location.name)
-            .key(&self.inner.key)
+            .bucket(self.inner.location.name.as_str())
+            .key(self.inner.key.as_str())
             .content_type("application/zip")
             .set_acl(self.acl())
             .body(ByteStream::from(body))
@@ -172,8 +173,8 @@ impl Destination {
             .inner
             .client
             .create_multipart_upload()
-            .bucket(&self.inner.location.name)
-            .key(&self.inner.key)
+            .bucket(self.inner.location.name.as_str())
+            .key(self.inner.key.as_str())
             .content_type("application/zip")
             .set_acl(self.acl())
             .customize()
@@ -205,8 +206,8 @@ impl Destination {
             .inner
             .client
             .upload_part()
-            .bucket(&self.inner.location.name)
-            .key(&self.inner.key)
+            .bucket(self.inner.location.name.as_str())
+            .key(self.inner.key.as_str())
             .upload_id(upload_id)
             .part_number(number)
             .body(ByteStream::from(body))
@@ -252,8 +253,8 @@ impl Destination {
             .inner
             .client
             .complete_multipart_upload()
-            .bucket(&self.inner.location.name)
-            .key(&self.inner.key)
+            .bucket(self.inner.location.name.as_str())
+            .key(self.inner.key.as_str())
             .upload_id(upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
@@ -278,8 +279,8 @@ impl Destination {
             .inner
             .client
             .abort_multipart_upload()
-            .bucket(&self.inner.location.name)
-            .key(&self.inner.key)
+            .bucket(self.inner.location.name.as_str())
+            .key(self.inner.key.as_str())
             .upload_id(upload_id)
             .customize()
             .config_override(self.config(0))
@@ -353,7 +354,7 @@ mod tests {
     fn at(service: zipkit_domain::Service, endpoint: Option<&str>) -> BucketLocation {
         BucketLocation {
             service,
-            name: "b".into(),
+            name: zipkit_domain::values::BucketName::parse("bucket-b").unwrap(),
             region: "us-east-1".into(),
             r2_account_id: Some("0123456789abcdef0123456789abcdef".into()),
             endpoint_url: endpoint.map(str::to_owned),

@@ -8,6 +8,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use crate::enums::EntryState;
 use crate::ids::ZipId;
 use crate::schema::zip_entries;
+use crate::values::{EntryName, SourceUrl};
 
 use super::Zip;
 
@@ -16,8 +17,8 @@ use super::Zip;
 pub struct ZipEntry {
     pub zip_id: ZipId,
     pub entry_index: i32,
-    pub url: String,
-    pub filename: String,
+    pub url: SourceUrl,
+    pub filename: EntryName,
     pub state: EntryState,
     pub size: Option<i64>,
     pub crc32: Option<i64>,

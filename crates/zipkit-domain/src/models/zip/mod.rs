@@ -18,7 +18,7 @@ use crate::enums::{Compression, OnError, Service, ZipStatus};
 use crate::ids::{BucketId, ProjectId, ZipId};
 use crate::models::ModelError;
 use crate::schema::{buckets, zip_entries, zip_expected_sizes, zips};
-use crate::values::{EntryName, ObjectKey, SourceUrl};
+use crate::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = zips, check_for_backend(diesel::pg::Pg))]
@@ -26,7 +26,7 @@ pub struct Zip {
     pub id: ZipId,
     pub project_id: ProjectId,
     pub bucket_id: BucketId,
-    pub object_key: String,
+    pub object_key: ObjectKey,
     pub status: ZipStatus,
     pub metadata: serde_json::Value,
     pub compression: Compression,
@@ -97,12 +97,14 @@ diesel::joinable!(zips -> buckets (bucket_id));
 pub struct ZipWithBucket {
     pub zip: Zip,
     pub service: Service,
-    pub bucket: String,
+    pub bucket: BucketName,
     pub expected_size: Option<i64>,
 }
 
-impl From<(Zip, Service, String, Option<i64>)> for ZipWithBucket {
-    fn from((zip, service, bucket, expected_size): (Zip, Service, String, Option<i64>)) -> Self {
+impl From<(Zip, Service, BucketName, Option<i64>)> for ZipWithBucket {
+    fn from(
+        (zip, service, bucket, expected_size): (Zip, Service, BucketName, Option<i64>),
+    ) -> Self {
         Self {
             zip,
             service,
@@ -244,7 +246,7 @@ impl Zip {
                 buckets::name,
                 zip_expected_sizes::size.nullable(),
             ))
-            .first::<(Zip, Service, String, Option<i64>)>(conn)
+            .first::<(Zip, Service, BucketName, Option<i64>)>(conn)
             .await
             .optional()
             .map(|row| row.map(ZipWithBucket::from))
@@ -283,7 +285,7 @@ impl Zip {
                     .and(zips::id.lt(cursor.id))),
             );
         }
-        let rows: Vec<(Zip, Service, String, Option<i64>)> = query.load(conn).await?;
+        let rows: Vec<(Zip, Service, BucketName, Option<i64>)> = query.load(conn).await?;
         Ok(Some(rows.into_iter().map(ZipWithBucket::from).collect()))
     }
 

@@ -7,6 +7,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::ids::{BucketId, ZipId};
 use crate::schema::{zip_parts, zip_uploads, zips};
+use crate::values::ObjectKey;
 
 use super::Zip;
 
@@ -19,7 +20,7 @@ pub struct OrphanedUpload {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     pub bucket_id: BucketId,
     #[diesel(sql_type = diesel::sql_types::Text)]
-    pub object_key: String,
+    pub object_key: ObjectKey,
     #[diesel(sql_type = diesel::sql_types::Text)]
     pub upload_id: String,
 }
