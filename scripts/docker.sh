@@ -130,7 +130,7 @@ images() {
   up
   # The runtime base is minbase and nothing more, as debian:bookworm-slim is (no CA bundle, no
   # openssl): whatever zipkit needs at run time, deploy/Dockerfile must install, or it fails here
-  # as it would in a real cluster. tests/container.rs checks the base holds no extra package.
+  # as it would in a real cluster. tests/it/container.rs checks the base holds no extra package.
   debian_image "$RUNTIME_BASE" ""
   debian_image "$BUILDER_BASE" ca-certificates,build-essential,pkg-config
   log "building $IMAGE from deploy/Dockerfile (release build inside the builder)"

@@ -23,17 +23,17 @@ apt_install chromium
 command -v npm >/dev/null || apt_install nodejs npm
 # promtool judges the /metrics expositions (Debian's prometheus package; its server is not started).
 apt_install prometheus
-# The API against its OpenAPI document (crates/zipkit-api/tests/schemathesis.rs).
+# The API against its OpenAPI document (crates/zipkit-api/tests/it/schemathesis.rs).
 ZIPKIT_TEST_SCHEMATHESIS=$(scripts/tools.sh schemathesis)
 export ZIPKIT_TEST_SCHEMATHESIS
-# The Helm chart's tests (crates/zipkit-api/tests/helm_chart.rs): both Helm majors,
+# The Helm chart's tests (crates/zipkit-api/tests/it/helm_chart.rs): both Helm majors,
 # kubernetes-validate and the KEDA / Prometheus Operator models.
 ZIPKIT_TEST_HELM4=$(scripts/tools.sh helm4)
 ZIPKIT_TEST_HELM3=$(scripts/tools.sh helm3)
 ZIPKIT_TEST_KUBERNETES_VALIDATE=$(scripts/tools.sh kubernetes-validate)
 ZIPKIT_TEST_KUBERNETES_MODELS=$(scripts/tools.sh kubernetes-models)
 export ZIPKIT_TEST_HELM4 ZIPKIT_TEST_HELM3 ZIPKIT_TEST_KUBERNETES_VALIDATE ZIPKIT_TEST_KUBERNETES_MODELS
-# The container test (crates/zipkit-api/tests/container.rs): a private Docker engine with no
+# The container test (crates/zipkit-api/tests/it/container.rs): a private Docker engine with no
 # bridge network, stopped by its PID when the tests end, and zipkit's image built from
 # deploy/Dockerfile on Debian base images made with debootstrap.
 scripts/docker.sh up

@@ -1,9 +1,5 @@
 //! The API started in-process on port 0 against a test's own database and vhost, with helpers
 //! to seed projects, tokens and buckets straight into PostgreSQL.
-#![allow(
-    dead_code,
-    reason = "each test file uses a different part of this module"
-)]
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! `/v1/openapi.json` is generated from the code; these tests tie it to what the API really sends.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! Server limits seen from a raw TCP client: a body that trickles in times out, and bodies
 //! being read at once share one memory budget.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! member of one project can reach nothing of another by changing ids, and that no page ever
 //! shows a stored secret. (The browser walk-through is `tests/browser.rs`.)
 
-mod common;
+use crate::common;
 
 use common::{TestApp, settings};
 use zipkit_domain::enums::ProjectRole;

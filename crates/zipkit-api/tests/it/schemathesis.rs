@@ -6,7 +6,7 @@
 //! `schemathesis/hooks.py`. `scripts/test.sh` installs schemathesis (`scripts/tools.sh
 //! schemathesis`) and names it in `ZIPKIT_TEST_SCHEMATHESIS`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! The models' queries against a real PostgreSQL (a fresh database per test).
 
-mod common;
+use crate::common;
 
 use chrono::Duration;
 use diesel::prelude::*;

@@ -1,7 +1,7 @@
 //! The zips API against real PostgreSQL and RabbitMQ: what is stored, what is published, and
 //! every refusal with its documented envelope.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

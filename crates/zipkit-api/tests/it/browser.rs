@@ -6,7 +6,7 @@
 //! Needs Node.js, `npm ci` in `tests/browser` and `/usr/bin/chromium`; `scripts/test.sh`
 //! installs all three.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

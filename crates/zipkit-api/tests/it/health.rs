@@ -1,6 +1,6 @@
 //! Liveness and readiness of the API started in-process.
 
-mod common;
+use crate::common;
 
 use common::{TestApp, settings};
 use zipkit_test_support::process::free_port;

@@ -1,6 +1,6 @@
 //! Headers every response carries, and the dashboard's security headers, from the running app.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

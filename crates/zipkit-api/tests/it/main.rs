@@ -1,0 +1,19 @@
+//! The API's integration tests, one binary: each file a module, `common` the in-process API
+//! on a test's own database and vhost. The real binaries, the chart, the image and a browser are
+//! driven from here too.
+
+mod common;
+mod api_docs;
+mod binary;
+mod browser;
+mod cli;
+mod container;
+mod dashboard;
+mod headers;
+mod health;
+mod helm_chart;
+mod limits;
+mod observability;
+mod openapi;
+mod schemathesis;
+mod zips;

@@ -1,0 +1,3 @@
+//! The runtime's integration tests against a real RabbitMQ.
+
+mod broker;

@@ -1,0 +1,3 @@
+//! The harness tested on the real services it hands out.
+
+mod harness;
