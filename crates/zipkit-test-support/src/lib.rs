@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod readers;
 pub mod receiver;
 pub mod services;
+pub mod settings;
 pub mod sources;
 pub mod stack;
 pub mod store_proxy;

@@ -6,88 +6,41 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::oneshot;
-use zipkit_api::{ApiSettings, Application, Settings};
-use zipkit_domain::crypto::{CryptoSettings, KeyRing, generate_key};
-use zipkit_domain::db::DatabaseSettings;
+use zipkit_api::{Application, Settings};
+use zipkit_domain::crypto::{KeyRing, generate_key};
 use zipkit_domain::models::{AccessToken, Bucket, BucketCredentials, NewBucket, Project};
 use zipkit_domain::tokens::generate_token;
 use zipkit_domain::values::BucketName;
 use zipkit_domain::{ProjectId, Service};
-use zipkit_runtime::broker::BrokerSettings;
-use zipkit_runtime::telemetry::{LogFormat, TelemetrySettings};
+use zipkit_test_support::settings::TestSettings;
 use zipkit_test_support::{TestBroker, TestDatabase};
 
 pub const JOBS: &str = "zipkit.jobs";
 
+/// The API's settings as the binary reads them (the shipped config files), on the test's
+/// database and vhost, with a fresh crypto key, small limits tests can reach and rate limits
+/// generous enough that only the tests about them meet them.
 pub fn settings(database_url: &str, amqp_url: &str) -> Settings {
-    Settings {
-        api: ApiSettings {
-            host: "127.0.0.1".into(),
-            port: 0,
-            max_body_bytes: 64 * 1024,
-            body_timeout_secs: 5,
-            max_body_bytes_in_flight: 16 * 1024 * 1024,
-            max_connections: 256,
-            max_urls: 50,
-            republish_after_secs: 1,
-            secure_cookies: false,
-            drain_delay_secs: 0,
-        },
-        database: DatabaseSettings {
-            url: SecretString::from(database_url.to_owned()),
-            max_connections: 4,
-            connect_timeout_secs: 2,
-        },
-        broker: BrokerSettings {
-            url: SecretString::from(amqp_url.to_owned()),
-            queue_prefix: "zipkit".into(),
-            connection_name: "zipkit-api-test".into(),
-            reconnect_max_secs: 1,
-        },
-        crypto: CryptoSettings {
-            active_key: "k1".into(),
-            keys: [(
-                "k1".to_owned(),
-                SecretString::from(generate_key().expect("a key")),
-            )]
-            .into(),
-            keys_dir: None,
-        },
-        telemetry: TelemetrySettings {
-            format: LogFormat::Pretty,
-            filter: "warn".into(),
-            otlp_endpoint: None,
-            otlp_headers: None,
-            service_name: None,
-            trace_sample_ratio: 1.0,
-        },
-        webhooks: zipkit_domain::webhooks::WebhookSettings {
-            allow_http: true,
-            timeout_secs: 5,
-            first_retry_secs: 1,
-            retry_for_secs: 60,
-        },
-        // Generous: tests that are about limits set their own.
-        rate_limits: zipkit_api::rate_limit::RateLimitSettings {
-            api_per_address_per_minute: 100_000,
-            api_per_address_burst: 100_000,
-            api_per_token_per_minute: 100_000,
-            api_per_token_burst: 100_000,
-            trusted_proxies: vec![],
-            sign_in_failures_per_account_and_address: 5,
-            sign_in_failures_per_address: 20,
-            sign_in_window_minutes: 15,
-        },
-        egress: zipkit_test_support::services::loopback_egress(),
-        passwords: zipkit_api::admin::passwords::PasswordSettings::default(),
-        worker: zipkit_api::zips::dry_run::WorkerPlanSettings {
-            part_size_mib: 5,
-            max_source_bytes: 1 << 30,
-            max_archive_bytes: 10 << 30,
-            source_connect_timeout_secs: 5,
-            source_read_timeout_secs: 10,
-        },
-    }
+    TestSettings::on(database_url, amqp_url, "zipkit-api-test")
+        .set("api.port", 0)
+        .set("api.max_body_bytes", 64 * 1024)
+        .set("api.body_timeout_secs", 5)
+        .set("api.max_body_bytes_in_flight", 16 * 1024 * 1024)
+        .set("api.max_connections", 256)
+        .set("api.max_urls", 50)
+        .set("api.republish_after_secs", 1)
+        .set("crypto.active_key", "k1")
+        .set("crypto.keys.k1", generate_key().expect("a key"))
+        .set("rate_limits.api_per_address_per_minute", 100_000)
+        .set("rate_limits.api_per_address_burst", 100_000)
+        .set("rate_limits.api_per_token_per_minute", 100_000)
+        .set("rate_limits.api_per_token_burst", 100_000)
+        .set("worker.part_size_mib", 5)
+        .set("worker.max_source_bytes", 1u64 << 30)
+        .set("worker.max_archive_bytes", 10u64 << 30)
+        .set("worker.source_connect_timeout_secs", 5)
+        .set("worker.source_read_timeout_secs", 10)
+        .load()
 }
 
 pub struct TestApp {

@@ -2,11 +2,11 @@
 //! on a test's own database and vhost. The real binaries, the chart, the image and a browser are
 //! driven from here too.
 
-mod common;
 mod api_docs;
 mod binary;
 mod browser;
 mod cli;
+mod common;
 mod container;
 mod dashboard;
 mod headers;

@@ -4,6 +4,10 @@ use std::str::FromStr;
 
 use unicode_normalization::UnicodeNormalization;
 
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
+use diesel::sql_types::Text;
+
 use super::text_value;
 
 /// Longest accepted name, in UTF-8 bytes (far below ZIP's 65,535 so archives extract everywhere).
@@ -12,16 +16,8 @@ pub const MAX_ENTRY_NAME_BYTES: usize = 1024;
 pub const MAX_SEGMENT_BYTES: usize = 255;
 
 /// A relative, `/`-separated path inside the archive that extracts safely on every OS.
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Hash,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
-)]
-#[diesel(sql_type = diesel::sql_types::Text)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 pub struct EntryName(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,21 +2,17 @@
 
 use std::str::FromStr;
 
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
+use diesel::sql_types::Text;
+
 use super::text_value;
 
 /// S3's limit on key length, in UTF-8 bytes.
 pub const MAX_OBJECT_KEY_BYTES: usize = 1024;
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Hash,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
-)]
-#[diesel(sql_type = diesel::sql_types::Text)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 pub struct ObjectKey(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

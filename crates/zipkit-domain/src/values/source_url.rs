@@ -2,7 +2,8 @@
 
 use std::str::FromStr;
 
-use diesel::deserialize::{self, FromSql};
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
 use diesel::pg::{Pg, PgValue};
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
@@ -11,16 +12,8 @@ use url::Url;
 /// Longest accepted URL, in bytes (signed URLs are long; pages of query string are not sources).
 pub const MAX_SOURCE_URL_BYTES: usize = 4096;
 
-#[derive(
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Hash,
-    diesel::expression::AsExpression,
-    diesel::deserialize::FromSqlRow,
-)]
-#[diesel(sql_type = diesel::sql_types::Text)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 pub struct SourceUrl(Url);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

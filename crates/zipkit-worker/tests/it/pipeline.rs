@@ -17,14 +17,13 @@ use zipkit_domain::models::{
     Bucket, BucketCredentials, NewBucket, NewZip, NewZipEntry, Project, Zip,
 };
 use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
-use zipkit_domain::webhooks::WebhookSettings;
 use zipkit_domain::{Compression, OnError, Service, ZipId, ZipStatus};
 use zipkit_egress::EgressSettings;
 use zipkit_runtime::broker::BrokerSettings;
 use zipkit_runtime::jobs::{OutgoingJob, publish_one};
-use zipkit_runtime::telemetry::{LogFormat, TelemetrySettings};
 use zipkit_test_support::readers::{Seen, assert_every_reader_sees};
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
+use zipkit_test_support::settings::TestSettings;
 use zipkit_test_support::sources::{Behaviour, SourceServer, word_salad};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 use zipkit_worker::{Settings, Worker, WorkerSettings};
@@ -132,59 +131,29 @@ impl Harness {
             crypto,
             ..
         } = Self::services_only().await;
-        let settings = Settings {
-            worker: WorkerSettings {
-                concurrency: 2,
-                part_size_mib: 5,
-                parts_in_flight: 3,
-                buffer_mib: 64,
-                lease_secs: 30,
-                shutdown_grace_secs: 10,
-                source_connect_timeout_secs: 2,
-                source_read_timeout_secs: 5,
-                downloads_ahead: 8,
-                download_buffer_mib: 32,
-                stall_window_secs: 30,
-                stall_min_bytes: 1024,
-                source_wait_secs: 120,
-                store_min_rate_kib: 256,
-                max_source_bytes: 1 << 40,
-                max_archive_bytes: 1 << 42,
-                deflate_level: 6,
-                max_attempts: 1,
-                retry_backoff_secs: 1,
-                http_host: "127.0.0.1".into(),
-                http_port: 0,
-            },
-            database: DatabaseSettings {
-                url: SecretString::from(db.url().to_owned()),
-                max_connections: 4,
-                connect_timeout_secs: 2,
-            },
-            broker: BrokerSettings {
-                url: SecretString::from(broker_url(broker.url())),
-                queue_prefix: "zipkit".into(),
-                connection_name: "zipkit-worker-test".into(),
-                reconnect_max_secs: 1,
-            },
-            crypto: crypto.clone(),
-            telemetry: TelemetrySettings {
-                format: LogFormat::Pretty,
-                filter: "warn".into(),
-                otlp_endpoint: None,
-                otlp_headers: None,
-                service_name: None,
-                trace_sample_ratio: 1.0,
-            },
-            webhooks: WebhookSettings {
-                allow_http: true,
-                timeout_secs: 5,
-                first_retry_secs: 1,
-                retry_for_secs: 60,
-            },
-            egress,
-        };
-        let mut settings = settings;
+        // The shipped config files, on the test's services, with a small fast worker.
+        let mut settings: Settings =
+            TestSettings::on(db.url(), &broker_url(broker.url()), "zipkit-worker-test")
+                .set("worker.concurrency", 2)
+                .set("worker.part_size_mib", 5)
+                .set("worker.parts_in_flight", 3)
+                .set("worker.buffer_mib", 64)
+                .set("worker.lease_secs", 30)
+                .set("worker.shutdown_grace_secs", 10)
+                .set("worker.source_connect_timeout_secs", 2)
+                .set("worker.source_read_timeout_secs", 5)
+                .set("worker.downloads_ahead", 8)
+                .set("worker.download_buffer_mib", 32)
+                .set("worker.stall_min_bytes", 1024)
+                .set("worker.max_source_bytes", 1u64 << 40)
+                .set("worker.max_archive_bytes", 1u64 << 42)
+                .set("worker.max_attempts", 1)
+                .set("worker.retry_backoff_secs", 1)
+                .set("worker.http_port", 0)
+                .load();
+        // The test's own key ring (shared with what it seeds) and egress policy.
+        settings.crypto = crypto.clone();
+        settings.egress = egress;
         configure(&mut settings.worker);
         let worker = Worker::build(settings).await.expect("worker starts");
         let probe_port = worker.http_port();
