@@ -2,6 +2,7 @@
 //! real services, uploads against the real store, ZIP64 archives, and the binary itself.
 
 mod binary;
+mod harness;
 mod pipeline;
 mod upload;
 mod zip64;
