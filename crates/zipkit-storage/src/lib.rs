@@ -141,7 +141,7 @@ impl BucketClients {
         }
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(err) => Err(explain(location, &err)),
+            Err(err) => Err(StoreRefusal::read(location, &err).why),
         }
     }
 }
@@ -314,8 +314,8 @@ impl StoreRefusal {
     }
 }
 
-/// A provider's refusal of any call on this bucket, in plain words.
-pub fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(
+/// A provider's refusal of any call on this bucket, in plain words (`StoreRefusal::why`).
+fn explain<E: ProvideErrorMetadata + std::error::Error + 'static>(
     location: &BucketLocation,
     err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> BucketTestError {

@@ -203,7 +203,7 @@ impl Prefetcher {
                 "download",
                 otel.kind = "client",
                 entry.index = entry.index,
-                source.host = entry.url.host(),
+                source.host = %entry.url.host(),
             );
             let from = if self.next == 1 {
                 self.first_from.take()
@@ -330,7 +330,7 @@ async fn download(
     });
     let fetched = tokio::time::timeout_at(
         patience.deadline(),
-        download::fetch_with_retries(&http, url.as_url(), &limits.egress, range.as_ref()),
+        download::fetch_with_retries(&http, &url.to_url(), &limits.egress, range.as_ref()),
     )
     .await;
     patience.spend(began.elapsed(), true);
@@ -511,7 +511,13 @@ async fn download(
             );
             let picked = tokio::time::timeout_at(
                 patience.deadline(),
-                pick_up(&http, url.as_url(), &limits, validator.as_deref(), received),
+                pick_up(
+                    &http,
+                    &url.to_url(),
+                    &limits,
+                    validator.as_deref(),
+                    received,
+                ),
             )
             .await;
             patience.spend(began.elapsed(), true);

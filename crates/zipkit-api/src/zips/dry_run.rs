@@ -141,7 +141,7 @@ impl DryRunner {
     pub async fn run(&self, zip: &ValidZip, service: Service) -> DryRun {
         let found: Vec<Result<Found, zipkit_sources::SourceError>> =
             futures_util::stream::iter(&zip.entries)
-                .map(|entry| self.ask(entry.url.as_url(), entry.declared_size))
+                .map(|entry| self.ask(entry.url.to_url(), entry.declared_size))
                 .buffered(PROBES_AT_ONCE)
                 .collect()
                 .await;
@@ -223,7 +223,7 @@ impl DryRunner {
     /// A source's length and first bytes, with the checks a download makes on them.
     async fn ask(
         &self,
-        url: &url::Url,
+        url: url::Url,
         declared: Option<i64>,
     ) -> Result<Found, zipkit_sources::SourceError> {
         use zipkit_sources::SourceError;
@@ -231,7 +231,7 @@ impl DryRunner {
         let deadline = std::time::Duration::from_secs(
             self.plan.source_connect_timeout_secs + self.plan.source_read_timeout_secs,
         );
-        let probe = zipkit_sources::probe(&self.client, url, &self.egress, HEAD_BYTES);
+        let probe = zipkit_sources::probe(&self.client, &url, &self.egress, HEAD_BYTES);
         let probed = tokio::time::timeout(deadline, probe).await.map_err(|_| {
             SourceError::transient(
                 "source_unreachable",

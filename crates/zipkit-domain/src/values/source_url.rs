@@ -12,9 +12,12 @@ use url::Url;
 /// Longest accepted URL, in bytes (signed URLs are long; pages of query string are not sources).
 pub const MAX_SOURCE_URL_BYTES: usize = 4096;
 
+/// Kept as its text, in the URL standard's serialization: a parsed `Url` takes ~90 bytes more,
+/// which a job's every entry would hold while the job runs. `to_url` gives the `Url` a request
+/// needs, and cannot fail for a value that parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
 #[diesel(sql_type = Text)]
-pub struct SourceUrl(Url);
+pub struct SourceUrl(Box<str>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceUrlError {
@@ -57,20 +60,21 @@ impl SourceUrl {
         if url.as_str().len() > MAX_SOURCE_URL_BYTES {
             return Err(SourceUrlError::TooLong);
         }
-        Ok(Self(url))
+        Ok(Self(url.as_str().into()))
     }
 
-    pub fn as_url(&self) -> &Url {
-        &self.0
+    /// The URL to send a request to.
+    pub fn to_url(&self) -> Url {
+        Url::parse(&self.0).expect("a SourceUrl holds a URL that parsed")
     }
 
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        &self.0
     }
 
     /// The host alone, safe to log (paths and query strings may carry signatures).
-    pub fn host(&self) -> &str {
-        self.0.host_str().unwrap_or_default()
+    pub fn host(&self) -> String {
+        self.to_url().host_str().unwrap_or_default().to_owned()
     }
 }
 
@@ -84,7 +88,7 @@ impl FromStr for SourceUrl {
 
 impl std::fmt::Display for SourceUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.as_str())
+        f.write_str(&self.0)
     }
 }
 
@@ -96,16 +100,16 @@ impl serde::Serialize for SourceUrl {
 
 impl ToSql<Text, Pg> for SourceUrl {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        <str as ToSql<Text, Pg>>::to_sql(self.0.as_str(), out)
+        <str as ToSql<Text, Pg>>::to_sql(&self.0, out)
     }
 }
 
-/// Read back as a URL (a stored source was parsed on the way in; the policy's limits are not
-/// applied again, so a rule made stricter later does not make old rows unreadable).
+/// Read back as a URL that parses (a stored source was parsed on the way in; the policy's limits
+/// are not applied again, so a rule made stricter later does not make old rows unreadable).
 impl FromSql<Text, Pg> for SourceUrl {
     fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
         let text = <String as FromSql<Text, Pg>>::from_sql(value)?;
-        Ok(Self(Url::parse(&text)?))
+        Ok(Self(Url::parse(&text)?.as_str().into()))
     }
 }
 
@@ -160,9 +164,9 @@ mod tests {
         #[test]
         fn every_accepted_url_is_http_without_credentials(input in "(https?|ftp|file)://([a-z]{1,5}(:[a-z]{0,3})?@)?[a-z0-9.-]{0,20}(/[\\PC]{0,30})?") {
             if let Ok(url) = SourceUrl::parse(&input) {
-                prop_assert!(matches!(url.as_url().scheme(), "http" | "https"));
-                prop_assert!(url.as_url().username().is_empty());
-                prop_assert!(url.as_url().password().is_none());
+                prop_assert!(matches!(url.to_url().scheme(), "http" | "https"));
+                prop_assert!(url.to_url().username().is_empty());
+                prop_assert!(url.to_url().password().is_none());
                 prop_assert!(!url.host().is_empty());
             }
         }
