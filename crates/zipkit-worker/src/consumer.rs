@@ -150,7 +150,11 @@ async fn ack(delivery: &IncomingJob) {
 
 /// The same job again after `delay`, as the next attempt, in the trace of the request that
 /// created it.
-async fn delay(broker: &Broker, message: &JobMessage, delay: Duration) -> Result<(), String> {
+async fn publish_next_attempt(
+    broker: &Broker,
+    message: &JobMessage,
+    delay: Duration,
+) -> Result<(), String> {
     let next = JobMessage {
         attempt: message.attempt + 1,
         ..message.clone()
@@ -227,7 +231,7 @@ async fn process(
             // Held by another worker's live lease: that worker may have died, so come back when
             // the lease can have expired (through the delay queue) instead of dropping the job.
             if let Some(retry_in) = held_elsewhere(ctx, zip_id).await {
-                match delay(broker, &message, retry_in).await {
+                match publish_next_attempt(broker, &message, retry_in).await {
                     Ok(()) => {
                         tracing::info!(zip.id = %zip_id, retry_in_ms = retry_in.as_millis() as u64, "job held by another worker; checking again after its lease")
                     }
@@ -417,7 +421,7 @@ async fn retry_later(
             return false;
         }
     }
-    match self::delay(broker, message, delay).await {
+    match publish_next_attempt(broker, message, delay).await {
         Ok(()) => {
             tracing::info!(zip.id = %zip_id, retry_in_ms = delay.as_millis() as u64, "transient failure; job retried after a delay");
             true

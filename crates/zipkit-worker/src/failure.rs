@@ -17,6 +17,17 @@ pub enum Retry {
     UnlessRepeated,
 }
 
+/// A store's refusal says what another attempt may bring; the job retries accordingly.
+impl From<zipkit_storage::RetryClass> for Retry {
+    fn from(class: zipkit_storage::RetryClass) -> Self {
+        match class {
+            zipkit_storage::RetryClass::Later => Self::Later,
+            zipkit_storage::RetryClass::UnlessRepeated => Self::UnlessRepeated,
+            zipkit_storage::RetryClass::Never => Self::Never,
+        }
+    }
+}
+
 /// Whose problem it is, which is the `error.type` the API shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blame {

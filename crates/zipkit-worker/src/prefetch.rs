@@ -198,12 +198,14 @@ impl Prefetcher {
             // Capacity is not the bound (the byte budget is); it only has to exceed the chunks
             // the budget can hold.
             let (tx, events) = mpsc::channel(1024);
+            // Made once per download and held only while it runs (the entries keep text).
+            let url = entry.url.to_url();
             // The host only: a source URL's path and query may carry a signature.
             let span = tracing::info_span!(
                 "download",
                 otel.kind = "client",
                 entry.index = entry.index,
-                source.host = %entry.url.host(),
+                source.host = url.host_str().unwrap_or_default(),
             );
             let from = if self.next == 1 {
                 self.first_from.take()
@@ -214,7 +216,7 @@ impl Prefetcher {
             let task = tokio::spawn(
                 download(
                     self.http.clone(),
-                    entry.url.clone(),
+                    url,
                     self.limits.clone(),
                     (self.budget.clone(), written),
                     tx,
@@ -315,7 +317,7 @@ impl Patience {
 
 async fn download(
     http: reqwest::Client,
-    url: SourceUrl,
+    url: url::Url,
     limits: Arc<DownloadLimits>,
     (job_budget, mut writing): (Arc<Semaphore>, watch::Receiver<bool>),
     tx: mpsc::Sender<Event>,
@@ -330,7 +332,7 @@ async fn download(
     });
     let fetched = tokio::time::timeout_at(
         patience.deadline(),
-        download::fetch_with_retries(&http, &url.to_url(), &limits.egress, range.as_ref()),
+        download::fetch_with_retries(&http, &url, &limits.egress, range.as_ref()),
     )
     .await;
     patience.spend(began.elapsed(), true);
@@ -511,13 +513,7 @@ async fn download(
             );
             let picked = tokio::time::timeout_at(
                 patience.deadline(),
-                pick_up(
-                    &http,
-                    &url.to_url(),
-                    &limits,
-                    validator.as_deref(),
-                    received,
-                ),
+                pick_up(&http, &url, &limits, validator.as_deref(), received),
             )
             .await;
             patience.spend(began.elapsed(), true);

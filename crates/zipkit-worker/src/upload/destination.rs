@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tracing::Instrument;
 use zipkit_domain::ZipId;
 use zipkit_domain::values::ObjectKey;
-use zipkit_storage::{BucketLocation, RetryClass, StoreRefusal};
+use zipkit_storage::{BucketLocation, StoreRefusal};
 
 use crate::failure::{Blame, JobFailure, Retry};
 
@@ -331,12 +331,12 @@ impl Destination {
             error = %aws_sdk_s3::error::DisplayErrorContext(err),
             "the store refused a call"
         );
-        let retry = match refusal.retry() {
-            RetryClass::Later => Retry::Later,
-            RetryClass::UnlessRepeated => Retry::UnlessRepeated,
-            RetryClass::Never => Retry::Never,
-        };
-        let failure = JobFailure::new(refusal.why.job_code(), message, Blame::Service, retry);
+        let failure = JobFailure::new(
+            refusal.why.job_code(),
+            message,
+            Blame::Service,
+            refusal.retry().into(),
+        );
         StoreFailure {
             upload_lost: refusal.upload_lost(),
             failure: match refusal.provider_code {
