@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use zipkit_test_support::serve;
 
 pub const MIB: u64 = 1024 * 1024;
 
@@ -205,9 +206,8 @@ pub async fn generate(
         .streaming(body)
 }
 
-pub async fn start_sources(
-    corpora: Corpora,
-) -> anyhow::Result<(String, actix_web::dev::ServerHandle)> {
+/// Serves the corpora at `/gen/{corpus}/{seed}/{size}/{latency}` on a loopback port of its own.
+pub fn start_sources(corpora: Corpora) -> (String, actix_web::dev::ServerHandle) {
     let data = actix_web::web::Data::new(corpora);
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new().app_data(data.clone()).route(
@@ -217,12 +217,7 @@ pub async fn start_sources(
     })
     .workers(1)
     .backlog(4096)
-    .max_connections(100_000)
-    .disable_signals()
-    .bind(("127.0.0.1", 0))?;
-    let port = server.addrs()[0].port();
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    Ok((format!("http://127.0.0.1:{port}/gen"), handle))
+    .max_connections(100_000);
+    let (port, handle) = serve::on_loopback(server, "127.0.0.1", "the bench's sources");
+    (format!("http://127.0.0.1:{port}/gen"), handle)
 }

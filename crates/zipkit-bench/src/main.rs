@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
         words: word_salad(),
         rust: rust_sources()?,
     };
-    let (base, sources) = start_sources(corpora.clone()).await?;
+    let (base, sources) = start_sources(corpora.clone());
     let bench = Arc::new(Bench::start(&worker_bin).await?);
 
     let big = vec![(128 * MIB, 0); 8];

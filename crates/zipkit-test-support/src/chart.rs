@@ -4,11 +4,12 @@
 //! ZIPKIT_TEST_KUBERNETES_VALIDATE (whose Python environment has PyYAML).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
+
+use crate::process::run_with_input;
 
 /// The repository's root.
 pub fn repo() -> PathBuf {
@@ -27,18 +28,8 @@ pub fn tool(variable: &str) -> String {
 
 /// Runs a command; (success, stdout, stderr).
 pub fn run(command: &mut Command, stdin: Option<&str>) -> (bool, String, String) {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let output = run_with_input(command, stdin.unwrap_or_default())
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .expect("write stdin");
-    drop(input);
-    let output = child.wait_with_output().expect("the command exits");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

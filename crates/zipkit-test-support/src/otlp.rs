@@ -11,6 +11,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
 
+use crate::serve;
+
 /// One received span, ids in lower-case hex as in a `traceparent`.
 #[derive(Debug, Clone)]
 pub struct ReceivedSpan {
@@ -90,18 +92,12 @@ impl OtlpReceiver {
                 .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
                 .route("/v1/traces", web::post().to(traces))
         })
-        .workers(1)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("bind the OTLP receiver");
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        .workers(1);
+        let (port, server) = serve::on_loopback(server, "127.0.0.1", "the OTLP receiver");
         Self {
             port,
             spans,
-            server: handle,
+            server,
         }
     }
 

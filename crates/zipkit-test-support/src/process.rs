@@ -1,8 +1,8 @@
 //! Running the real binaries from tests: environment for the test's services, SIGTERM, and
 //! waiting with a deadline.
 
-use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::{Read, Write};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A port nothing listens on (bound, then released).
@@ -34,6 +34,21 @@ pub fn zipkit_command(binary: &str, database_url: &str, amqp_url: &str) -> Comma
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     command
+}
+
+/// Runs `command` with `input` on its standard input and collects what it printed; the error is
+/// the spawn's (a missing program), any other failure panics.
+pub fn run_with_input(command: &mut Command, input: &str) -> std::io::Result<Output> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("a piped stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    // Closed before the wait, so the program sees the end of its input.
+    drop(stdin);
+    Ok(child.wait_with_output().expect("the program exits"))
 }
 
 /// Asks the process to stop as Kubernetes does.

@@ -2,8 +2,9 @@
 //! `promtool check metrics` on the whole text.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use crate::process::run_with_input;
 
 /// The value of the sample `name` whose labels are exactly `labels`; `None` when absent.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -41,24 +42,12 @@ fn parse_line(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
 /// promtool comes with Debian's `prometheus` package (scripts/test.sh installs it).
 pub fn promtool_check(text: &str) {
     let promtool = std::env::var("ZIPKIT_TEST_PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let mut child = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let output = run_with_input(Command::new(&promtool).args(["check", "metrics"]), text)
         .unwrap_or_else(|e| {
             panic!(
                 "cannot run {promtool} ({e}): `apt-get install prometheus` (scripts/test.sh does)"
             )
         });
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let output = child.wait_with_output().expect("promtool exits");
     assert!(
         output.status.success(),
         "promtool check metrics failed:\n{}{}\n--- exposition ---\n{text}",

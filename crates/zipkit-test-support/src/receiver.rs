@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
+use crate::serve;
+
 /// One request as the receiver got it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -71,14 +73,8 @@ impl WebhookReceiver {
                 .app_data(data.clone())
                 .route("/hook", web::post().to(receive))
         })
-        .workers(1)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("bind the webhook receiver");
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        .workers(1);
+        let (port, handle) = serve::on_loopback(server, "127.0.0.1", "the webhook receiver");
         Self {
             url: format!("http://127.0.0.1:{port}/hook"),
             handle,

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 
+use crate::serve;
+
 #[derive(Debug, Clone)]
 pub enum Behaviour {
     /// Serves the bytes.
@@ -289,14 +291,8 @@ impl SourceServer {
                 .app_data(data.clone())
                 .route("/files/{name:.*}", web::get().to(serve))
         })
-        .workers(1)
-        .disable_signals()
-        .bind((host, 0))
-        .expect("bind the source server");
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        .workers(1);
+        let (port, handle) = serve::on_loopback(server, host, "the source server");
         Self {
             base: format!("http://{host}:{port}/files/"),
             handle,

@@ -3,10 +3,10 @@
 //! full pipe), the CLI to set up a project, token and bucket, and a job driven through HTTP.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{KillOnDrop, free_port, zipkit_command};
+use crate::process::{KillOnDrop, free_port, run_with_input, zipkit_command};
 use crate::services::{s3_access_key, s3_endpoint, s3_secret_key};
 
 /// The worker binary beside the API's (cargo builds every binary of the workspace for
@@ -346,21 +346,8 @@ pub async fn wait_for_job(
 
 /// Runs a CLI command (`--output json` added) and parses what it printed.
 pub fn cli_json(mut command: Command, args: &[&str], stdin: &str) -> serde_json::Value {
-    use std::io::Write;
-    let mut child = command
-        .arg("--output")
-        .arg("json")
-        .args(args)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("run the CLI");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let output = child.wait_with_output().expect("the CLI exits");
+    let output =
+        run_with_input(command.arg("--output").arg("json").args(args), stdin).expect("run the CLI");
     assert!(
         output.status.success(),
         "{args:?}: {}",

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
+use crate::serve;
 use crate::services::s3_endpoint;
 
 /// One call the store received (or the proxy answered).
@@ -169,14 +170,8 @@ impl StoreProxy {
                 .app_data(web::PayloadConfig::new(256 * 1024 * 1024))
                 .default_service(web::to(forward))
         })
-        .workers(2)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
-        .expect("bind the store proxy");
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        tokio::spawn(server);
+        .workers(2);
+        let (port, handle) = serve::on_loopback(server, "127.0.0.1", "the store proxy");
         Self {
             url: format!("http://127.0.0.1:{port}"),
             handle,

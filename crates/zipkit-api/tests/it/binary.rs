@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use zipkit_test_support::process::{KillOnDrop, free_port, sigterm, wait_for_exit, zipkit_command};
+use zipkit_test_support::process::{
+    KillOnDrop, free_port, run_with_input, sigterm, wait_for_exit, zipkit_command,
+};
 use zipkit_test_support::{TestBroker, TestDatabase};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
@@ -83,20 +85,11 @@ async fn serve_becomes_ready_and_exits_zero_on_sigterm() {
 
     // Real traffic with a token and a bucket whose secret we know; neither may reach the logs.
     let cli = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut command = zipkit_command(BINARY, db.url(), &vhost.url());
-        let mut child = command
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("CLI");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write");
-        let output = child.wait_with_output().expect("CLI exits");
+        let output = run_with_input(
+            zipkit_command(BINARY, db.url(), &vhost.url()).args(args),
+            stdin,
+        )
+        .expect("run the CLI");
         assert!(
             output.status.success(),
             "{}",

@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::{TestApp, settings};
-use zipkit_domain::enums::{ProjectRole, ZipStatus};
-use zipkit_domain::models::{Project, User, Zip};
-use zipkit_runtime::settings::{SettingsSources, load};
+use zipkit_domain::enums::ZipStatus;
+use zipkit_domain::models::Zip;
 use zipkit_test_support::receiver::WebhookReceiver;
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
 use zipkit_test_support::sources::{Behaviour, SourceServer};
@@ -82,18 +81,8 @@ async fn a_person_manages_the_project_in_a_real_browser() {
     assert_eq!(status, 200);
     // A worker in this process builds the zip and delivers the webhook, configured as in
     // development (private networks allowed: every service here is on loopback).
-    let mut worker_settings: zipkit_worker::Settings = load(&SettingsSources {
-        environment: "development".into(),
-        config_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../../config").into(),
-        config_file: None,
-        variables: vec![
-            ("ZIPKIT__DATABASE__URL".into(), db.url().to_owned()),
-            ("ZIPKIT__BROKER__URL".into(), broker.url()),
-            // Its probes on a free port: something else may use development's 9090.
-            ("ZIPKIT__WORKER__HTTP_PORT".into(), "0".into()),
-        ],
-    })
-    .expect("worker settings");
+    let mut worker_settings: zipkit_worker::Settings =
+        common::development_worker(db.url(), &broker.url()).load();
     // The API's key ring, so the worker can open the bucket credentials the browser stored.
     worker_settings.crypto = crypto;
     let worker = zipkit_worker::Worker::build(worker_settings)
@@ -106,21 +95,7 @@ async fn a_person_manages_the_project_in_a_real_browser() {
 
     let project_name = "Browser project";
     let email = "person@example.com";
-    {
-        let mut conn = db.connect().await;
-        let hash = zipkit_api::admin::passwords::hash(
-            PASSWORD,
-            &zipkit_api::admin::passwords::PasswordSettings::default(),
-        )
-        .expect("hash");
-        let user = User::create(&mut conn, email, &hash).await.expect("user");
-        let project = Project::create(&mut conn, project_name)
-            .await
-            .expect("project");
-        Project::add_member(&mut conn, project.id, user.id, ProjectRole::Owner)
-            .await
-            .expect("member");
-    }
+    common::owner_of_new_project(&db, email, PASSWORD, project_name).await;
 
     let shots = screenshot_dir();
     // Only this run's screenshots count below: earlier ones are removed first.

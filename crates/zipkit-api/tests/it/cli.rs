@@ -1,14 +1,14 @@
 //! The operator CLI as a script would drive it, against the test's database and the real S3 store.
 
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use zipkit_domain::models::{Bucket, NewZip, NewZipEntry, Zip};
 use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::{BucketId, Compression, OnError, ProjectId};
 use zipkit_test_support::TestBucket;
 use zipkit_test_support::TestDatabase;
-use zipkit_test_support::process::zipkit_command;
+use zipkit_test_support::internal::InternalService;
+use zipkit_test_support::process::{run_with_input, zipkit_command};
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
@@ -22,31 +22,14 @@ struct Run {
 
 fn run(db: &TestDatabase, env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Run {
     let mut command = zipkit_command(BINARY, db.url(), "amqp://127.0.0.1:1/%2f");
-    command.args(args).stdin(Stdio::piped());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().expect("run the CLI");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(
-                format!(
-                    "{input}
-"
-                )
-                .as_bytes(),
-            )
-            .expect("write stdin");
-    }
-    drop(child.stdin.take());
+    command.args(args).envs(env.iter().copied());
+    // A line as a person types it; no input at all when the test gives none.
+    let input = stdin.map(|line| format!("{line}\n")).unwrap_or_default();
     let Output {
         status,
         stdout,
         stderr,
-    } = child.wait_with_output().expect("the CLI exits");
+    } = run_with_input(&mut command, &input).expect("run the CLI");
     Run {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -398,8 +381,8 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
 #[tokio::test]
 async fn the_cli_refuses_internal_bucket_endpoints_and_webhook_urls_before_any_connection() {
     let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let internal = InternalService::start().await;
+    let port = internal.port();
     // One listed network, given as the operator would: everything else on loopback is internal.
     let env = [("ZIPKIT__EGRESS__ALLOWED_NETWORKS", "127.0.0.3/32,fd12::/16")];
     let project = run(
@@ -474,12 +457,7 @@ async fn the_cli_refuses_internal_bucket_endpoints_and_webhook_urls_before_any_c
         "{}",
         listed.stdout
     );
-    let accepted =
-        tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
-    assert!(
-        accepted.is_err(),
-        "nothing connected to the internal address"
-    );
+    internal.assert_untouched().await;
 }
 
 #[tokio::test]
@@ -615,7 +593,6 @@ async fn pretty_logs_written_to_a_pipe_carry_no_colour_codes() {
 // Multi-threaded: the CLI runs as a blocking child process while the worker delivers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_endpoints_are_added_listed_tested_and_removed() {
-    use zipkit_runtime::settings::{SettingsSources, load};
     use zipkit_test_support::TestBroker;
     use zipkit_test_support::receiver::WebhookReceiver;
 
@@ -623,18 +600,8 @@ async fn webhook_endpoints_are_added_listed_tested_and_removed() {
     let broker = TestBroker::new().await;
     let receiver = WebhookReceiver::start(0).await;
     // A worker in this process, configured as the binary would be in development, delivers.
-    let settings: zipkit_worker::Settings = load(&SettingsSources {
-        environment: "development".into(),
-        config_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../../config").into(),
-        config_file: None,
-        variables: vec![
-            ("ZIPKIT__DATABASE__URL".into(), db.url().to_owned()),
-            ("ZIPKIT__BROKER__URL".into(), broker.url()),
-            // Its probes on a free port: something else may use development's 9090.
-            ("ZIPKIT__WORKER__HTTP_PORT".into(), "0".into()),
-        ],
-    })
-    .expect("worker settings");
+    let settings: zipkit_worker::Settings =
+        crate::common::development_worker(db.url(), &broker.url()).load();
     let worker = zipkit_worker::Worker::build(settings)
         .await
         .expect("worker");

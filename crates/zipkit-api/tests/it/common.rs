@@ -8,7 +8,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use zipkit_api::{Application, Settings};
 use zipkit_domain::crypto::{KeyRing, generate_key};
-use zipkit_domain::models::{AccessToken, Bucket, BucketCredentials, NewBucket, Project};
+use zipkit_domain::enums::ProjectRole;
+use zipkit_domain::models::{AccessToken, Bucket, BucketCredentials, NewBucket, Project, User};
 use zipkit_domain::tokens::generate_token;
 use zipkit_domain::values::BucketName;
 use zipkit_domain::{ProjectId, Service};
@@ -78,6 +79,22 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// A GET with a project's token.
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, Value) {
+        self.with_token(reqwest::Method::GET, token, path).await
+    }
+
+    /// A POST without a body (an action, as `/cancel`) with a project's token.
+    pub async fn post_as(&self, token: &str, path: &str) -> (u16, Value) {
+        self.with_token(reqwest::Method::POST, token, path).await
+    }
+
+    async fn with_token(&self, method: reqwest::Method, token: &str, path: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        self.send(self.http.request(method, url).bearer_auth(token))
             .await
     }
 
@@ -164,6 +181,36 @@ impl TestApp {
 }
 
 /// A valid create body for bucket `bucket_name`.
+/// A worker's settings exactly as development's, on the test's services, with its probes on a
+/// free port (something else may use development's 9090).
+pub fn development_worker(database_url: &str, broker_url: &str) -> TestSettings {
+    TestSettings::new()
+        .set("database.url", database_url)
+        .set("broker.url", broker_url)
+        .set("worker.http_port", 0)
+}
+
+/// A person with a password who owns a new project, as the dashboard's sign-up would leave them.
+pub async fn owner_of_new_project(
+    db: &TestDatabase,
+    email: &str,
+    password: &str,
+    project: &str,
+) -> (User, ProjectId) {
+    let mut conn = db.connect().await;
+    let hash = zipkit_api::admin::passwords::hash(
+        password,
+        &zipkit_api::admin::passwords::PasswordSettings::default(),
+    )
+    .expect("hash");
+    let user = User::create(&mut conn, email, &hash).await.expect("user");
+    let project = Project::create(&mut conn, project).await.expect("project");
+    Project::add_member(&mut conn, project.id, user.id, ProjectRole::Owner)
+        .await
+        .expect("member");
+    (user, project.id)
+}
+
 pub fn zip_body(bucket_name: &str, files: usize) -> Value {
     let urls: Vec<Value> = (0..files)
         .map(|i| serde_json::json!({"url": format!("https://example.com/f{i}.pdf"), "filename": format!("docs/f{i}.pdf")}))

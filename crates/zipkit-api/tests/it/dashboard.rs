@@ -5,11 +5,9 @@
 use crate::common;
 
 use common::{TestApp, settings};
-use zipkit_domain::enums::ProjectRole;
-use zipkit_domain::models::{
-    AccessToken, Bucket, Project, User, WebhookDelivery, WebhookEndpoint, Zip,
-};
+use zipkit_domain::models::{AccessToken, Bucket, User, WebhookDelivery, WebhookEndpoint, Zip};
 use zipkit_domain::{ProjectId, Service};
+use zipkit_test_support::internal::InternalService;
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 
@@ -124,18 +122,7 @@ async fn user_in(db: &TestDatabase, email: &str, project: &str) -> User {
 }
 
 async fn user_with_project(db: &TestDatabase, email: &str, project: &str) -> (User, ProjectId) {
-    let mut conn = db.connect().await;
-    let hash = zipkit_api::admin::passwords::hash(
-        PASSWORD,
-        &zipkit_api::admin::passwords::PasswordSettings::default(),
-    )
-    .expect("hash");
-    let user = User::create(&mut conn, email, &hash).await.expect("user");
-    let project = Project::create(&mut conn, project).await.expect("project");
-    Project::add_member(&mut conn, project.id, user.id, ProjectRole::Owner)
-        .await
-        .expect("member");
-    (user, project.id)
+    common::owner_of_new_project(db, email, PASSWORD, project).await
 }
 
 #[tokio::test]
@@ -558,8 +545,8 @@ async fn internal_bucket_endpoints_and_webhook_urls_are_refused_in_plain_words_w
     let (db, _broker, app) =
         common::start_adjusted(|s| s.egress = zipkit_egress::EgressSettings::default()).await;
     let (_, project) = user_with_project(&db, "ann@example.com", "Ann's project").await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let internal = InternalService::start().await;
+    let port = internal.port();
     let (mut ann, csrf) = signed_in(&app, "ann@example.com").await;
     let p = format!("/dashboard/projects/{project}");
 
@@ -623,12 +610,7 @@ async fn internal_bucket_endpoints_and_webhook_urls_are_refused_in_plain_words_w
             .unwrap()
             .is_empty()
     );
-    let accepted =
-        tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
-    assert!(
-        accepted.is_err(),
-        "nothing connected to the internal address"
-    );
+    internal.assert_untouched().await;
 }
 
 #[tokio::test]

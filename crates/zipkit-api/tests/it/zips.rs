@@ -134,13 +134,7 @@ async fn the_api_is_served_under_api_v1_too() {
         .await;
     assert_eq!(status, 202, "{created}");
     let id = created["data"]["uuid"].as_str().unwrap();
-    let (status, fetched) = app
-        .send(
-            app.http
-                .get(format!("{}/v1/zips/{id}", app.base))
-                .bearer_auth(&token),
-        )
-        .await;
+    let (status, fetched) = app.get_as(&token, &format!("/v1/zips/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(fetched["data"]["uuid"], id);
     app.stop().await;
@@ -446,13 +440,7 @@ async fn bodies_with_one_meaning_only_arrays_duplicates_and_doubled_credentials_
     assert_eq!(zip_count(&db).await, 0, "nothing was created");
 
     // An unknown query parameter is named.
-    let (status, answer) = app
-        .send(
-            app.http
-                .get(format!("{}/v1/zips?limit=5&colour=red", app.base))
-                .bearer_auth(&token),
-        )
-        .await;
+    let (status, answer) = app.get_as(&token, "/v1/zips?limit=5&colour=red").await;
     assert_error(
         status,
         &answer,
@@ -623,13 +611,7 @@ async fn requests_without_a_valid_bearer_token_get_401() {
 async fn unknown_routes_methods_and_ids_use_the_envelope() {
     let (db, _broker, app) = start().await;
     let (_, token) = app.project(&db, "Acme").await;
-    let (status, body) = app
-        .send(
-            app.http
-                .get(format!("{}/v1/nothing", app.base))
-                .bearer_auth(&token),
-        )
-        .await;
+    let (status, body) = app.get_as(&token, "/v1/nothing").await;
     assert_error(
         status,
         &body,
@@ -673,13 +655,7 @@ async fn unknown_routes_methods_and_ids_use_the_envelope() {
         .await
         .expect("PUT");
     assert_eq!(refused.headers()["allow"], "POST");
-    let (status, body) = app
-        .send(
-            app.http
-                .get(format!("{}/v1/zips/not-a-uuid", app.base))
-                .bearer_auth(&token),
-        )
-        .await;
+    let (status, body) = app.get_as(&token, "/v1/zips/not-a-uuid").await;
     assert_error(
         status,
         &body,
@@ -689,11 +665,7 @@ async fn unknown_routes_methods_and_ids_use_the_envelope() {
         Some("uuid"),
     );
     let (status, body) = app
-        .send(
-            app.http
-                .get(format!("{}/v1/zips/{}", app.base, ZipId::new()))
-                .bearer_auth(&token),
-        )
+        .get_as(&token, &format!("/v1/zips/{}", ZipId::new()))
         .await;
     assert_error(
         status,
@@ -703,13 +675,7 @@ async fn unknown_routes_methods_and_ids_use_the_envelope() {
         "zip_not_found",
         Some("uuid"),
     );
-    let (status, body) = app
-        .send(
-            app.http
-                .get(format!("{}/v1/zips?limit=0", app.base))
-                .bearer_auth(&token),
-        )
-        .await;
+    let (status, body) = app.get_as(&token, "/v1/zips?limit=0").await;
     assert_error(
         status,
         &body,
@@ -718,13 +684,7 @@ async fn unknown_routes_methods_and_ids_use_the_envelope() {
         "parameter_invalid",
         Some("limit"),
     );
-    let (status, body) = app
-        .send(
-            app.http
-                .get(format!("{}/v1/zips?status=done", app.base))
-                .bearer_auth(&token),
-        )
-        .await;
+    let (status, body) = app.get_as(&token, "/v1/zips?status=done").await;
     assert_error(
         status,
         &body,
@@ -747,13 +707,7 @@ async fn another_projects_zip_is_not_found_for_get_or_cancel() {
         .send(app.post_zip(&token, &zip_body("my-zipkit-archives", 1)))
         .await;
     let id = created["data"]["uuid"].as_str().unwrap();
-    let (status, body) = app
-        .send(
-            app.http
-                .get(format!("{}/v1/zips/{id}", app.base))
-                .bearer_auth(&other_token),
-        )
-        .await;
+    let (status, body) = app.get_as(&other_token, &format!("/v1/zips/{id}")).await;
     assert_error(
         status,
         &body,
@@ -763,11 +717,7 @@ async fn another_projects_zip_is_not_found_for_get_or_cancel() {
         Some("uuid"),
     );
     let (status, body) = app
-        .send(
-            app.http
-                .post(format!("{}/v1/zips/{id}/cancel", app.base))
-                .bearer_auth(&other_token),
-        )
+        .post_as(&other_token, &format!("/v1/zips/{id}/cancel"))
         .await;
     assert_error(
         status,
@@ -777,13 +727,7 @@ async fn another_projects_zip_is_not_found_for_get_or_cancel() {
         "zip_not_found",
         Some("uuid"),
     );
-    let (_, list) = app
-        .send(
-            app.http
-                .get(format!("{}/v1/zips", app.base))
-                .bearer_auth(&other_token),
-        )
-        .await;
+    let (_, list) = app.get_as(&other_token, "/v1/zips").await;
     assert_eq!(list["data"], json!([]));
     app.stop().await;
 }
@@ -915,13 +859,7 @@ async fn cancel_moves_a_pending_job_to_cancelled_idempotently_and_refuses_finish
         "zip_not_cancellable",
         Some("uuid"),
     );
-    let (_, fetched) = app
-        .send(
-            app.http
-                .get(format!("{}/v1/zips/{done}", app.base))
-                .bearer_auth(&token),
-        )
-        .await;
+    let (_, fetched) = app.get_as(&token, &format!("/v1/zips/{done}")).await;
     assert_eq!(fetched["data"]["status"], "succeeded");
     assert_eq!(
         fetched["data"]["result"],
@@ -979,11 +917,7 @@ async fn the_list_pages_newest_first_and_filters_by_status() {
     assert_eq!(seen, created, "every job once, newest first");
 
     let (_, cancelled) = app
-        .send(
-            app.http
-                .post(format!("{}/v1/zips/{}/cancel", app.base, created[2]))
-                .bearer_auth(&token),
-        )
+        .post_as(&token, &format!("/v1/zips/{}/cancel", created[2]))
         .await;
     assert_eq!(cancelled["data"]["status"], "cancelled");
     let (_, filtered) = app.send(list("status=cancelled".into())).await;

@@ -1,7 +1,5 @@
 //! A bucket name under S3's general-purpose naming rules (R2's are a subset).
 
-use std::str::FromStr;
-
 use diesel::deserialize::FromSqlRow;
 use diesel::expression::AsExpression;
 use diesel::sql_types::Text;
@@ -62,15 +60,7 @@ impl BucketName {
     }
 }
 
-impl FromStr for BucketName {
-    type Err = BucketNameError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-text_value!(BucketName);
+text_value!(BucketName, BucketNameError);
 
 #[cfg(test)]
 mod tests {

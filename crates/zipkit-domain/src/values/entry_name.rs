@@ -1,7 +1,5 @@
 //! The path of a file inside the archive.
 
-use std::str::FromStr;
-
 use unicode_normalization::UnicodeNormalization;
 
 use diesel::deserialize::FromSqlRow;
@@ -80,15 +78,7 @@ fn has_drive_letter(name: &str) -> bool {
     bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':'
 }
 
-impl FromStr for EntryName {
-    type Err = EntryNameError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-text_value!(EntryName);
+text_value!(EntryName, EntryNameError);
 
 #[cfg(test)]
 mod tests {

@@ -16,9 +16,26 @@ pub use windows_names::{
     MAX_WINDOWS_PATH, RewriteError, WINDOWS_SAFE_RULE, WindowsNameProblem, WindowsSafeNames,
 };
 
-/// Implements the read-only accessors every parsed text value shares.
+/// Implements what every parsed text value shares: parsing through `FromStr`/`TryFrom<String>`
+/// with its own error, the read-only accessors, JSON and the `text` column. Written as stored,
+/// and read back as stored unless the type says `custom_read` and reads its column itself.
 macro_rules! text_value {
-    ($name:ident) => {
+    ($name:ident, $error:ty) => {
+        $crate::values::text_value!($name, $error, custom_read);
+
+        /// Read back as stored: only parsed values are ever written, so the text is not
+        /// checked again (a rule made stricter later must not make old rows unreadable).
+        impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
+            fn from_sql(value: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+                let text = <String as diesel::deserialize::FromSql<
+                    diesel::sql_types::Text,
+                    diesel::pg::Pg,
+                >>::from_sql(value)?;
+                Ok(Self(text.into()))
+            }
+        }
+    };
+    ($name:ident, $error:ty, custom_read) => {
         impl $name {
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -26,6 +43,22 @@ macro_rules! text_value {
 
             pub fn into_string(self) -> String {
                 self.0.into()
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $error;
+
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
             }
         }
 
@@ -41,17 +74,9 @@ macro_rules! text_value {
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = <$name as std::str::FromStr>::Err;
-
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                value.parse()
-            }
-        }
-
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(self.as_ref())
+                serializer.serialize_str(&self.0)
             }
         }
 
@@ -63,18 +88,6 @@ macro_rules! text_value {
                 <str as diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg>>::to_sql(
                     &self.0, out,
                 )
-            }
-        }
-
-        /// Read back as stored: only parsed values are ever written, so the text is not
-        /// checked again (a rule made stricter later must not make old rows unreadable).
-        impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
-            fn from_sql(value: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
-                let text = <String as diesel::deserialize::FromSql<
-                    diesel::sql_types::Text,
-                    diesel::pg::Pg,
-                >>::from_sql(value)?;
-                Ok(Self(text))
             }
         }
     };

@@ -1,7 +1,5 @@
 //! The object key the archive is written to.
 
-use std::str::FromStr;
-
 use diesel::deserialize::FromSqlRow;
 use diesel::expression::AsExpression;
 use diesel::sql_types::Text;
@@ -62,15 +60,7 @@ impl ObjectKey {
     }
 }
 
-impl FromStr for ObjectKey {
-    type Err = ObjectKeyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-text_value!(ObjectKey);
+text_value!(ObjectKey, ObjectKeyError);
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,12 @@
 //! A source the worker downloads: an absolute http(s) URL without credentials.
 
-use std::str::FromStr;
-
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
 use diesel::pg::{Pg, PgValue};
-use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types::Text;
 use url::Url;
+
+use super::text_value;
 
 /// Longest accepted URL, in bytes (signed URLs are long; pages of query string are not sources).
 pub const MAX_SOURCE_URL_BYTES: usize = 4096;
@@ -67,37 +66,9 @@ impl SourceUrl {
     pub fn to_url(&self) -> Url {
         Url::parse(&self.0).expect("a SourceUrl holds a URL that parsed")
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl FromStr for SourceUrl {
-    type Err = SourceUrlError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-impl std::fmt::Display for SourceUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl serde::Serialize for SourceUrl {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl ToSql<Text, Pg> for SourceUrl {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        <str as ToSql<Text, Pg>>::to_sql(&self.0, out)
-    }
-}
+text_value!(SourceUrl, SourceUrlError, custom_read);
 
 /// Read back as a URL that parses (a stored source was parsed on the way in; the policy's limits
 /// are not applied again, so a rule made stricter later does not make old rows unreadable).

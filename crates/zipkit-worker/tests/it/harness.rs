@@ -1,10 +1,6 @@
 //! The worker's pipeline harness: a test's own database, vhost and bucket, and an in-process
 //! worker on them built from the shipped config, with helpers to seed jobs, publish them, wait
 //! for them and read what they left behind.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is how a test fails"
-)]
 
 use std::time::Duration;
 

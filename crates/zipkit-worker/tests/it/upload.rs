@@ -1,9 +1,5 @@
 //! The upload on its own: against the local store through a proxy that counts every call and
 //! answers chosen ones itself, and against recorded provider answers the store does not give.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is how a test fails"
-)]
 
 use std::sync::Mutex;
 

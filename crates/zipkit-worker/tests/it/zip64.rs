@@ -2,10 +2,6 @@
 //! large has to be downloaded) with an entry after it at an offset over 4 GiB, and an archive of
 //! more than 65,535 entries. Read by every reader of `zipkit_test_support::readers` (names, sizes,
 //! CRCs), and the local headers checked with Python.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is how a test fails"
-)]
 
 use std::io::{Seek, SeekFrom, Write};
 

@@ -1,9 +1,5 @@
 //! What a built archive holds: entries, names, times, sizes, ZIP64, and the same bytes every
 //! time; read back by the readers people use.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is how a test fails"
-)]
 
 use std::time::Duration;
 

@@ -1,9 +1,5 @@
 //! The other side of a job: a store that refuses, a broker that goes away, retries through
 //! the delay queue, and the signed webhook events.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is how a test fails"
-)]
 
 use std::time::Duration;
 
@@ -13,6 +9,7 @@ use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::{Bucket, BucketCredentials};
 use zipkit_domain::{Compression, OnError, ZipStatus};
 use zipkit_egress::EgressSettings;
+use zipkit_test_support::internal::InternalService;
 use zipkit_test_support::services::{s3_access_key, s3_secret_key};
 use zipkit_test_support::sources::{Behaviour, SourceServer};
 
@@ -22,8 +19,8 @@ use super::read_with_python;
 
 #[tokio::test]
 async fn a_bucket_endpoint_outside_the_egress_policy_fails_the_job_without_a_connection() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let internal = InternalService::start().await;
+    let endpoint = internal.url();
     let harness = Harness::start_full(|_| {}, |url| url, EgressSettings::default()).await;
     let bucket = harness.bucket_at(&endpoint).await;
     let id = harness
@@ -43,11 +40,7 @@ async fn a_bucket_endpoint_outside_the_egress_policy_fails_the_job_without_a_con
         "{:?}",
         zip.error_message
     );
-    let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
-    assert!(
-        accepted.is_err(),
-        "nothing connected to the internal endpoint"
-    );
+    internal.assert_untouched().await;
     harness.stop().await;
 }
 
@@ -336,8 +329,8 @@ async fn webhooks_to_internal_addresses_are_refused_in_every_form_without_a_conn
     use zipkit_domain::models::{NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint};
 
     let (harness, bucket, _store) = Harness::start_guarded().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let internal = InternalService::start().await;
+    let port = internal.port();
     let sources = SourceServer::start_on(
         "127.0.0.3",
         vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))],
@@ -428,11 +421,7 @@ async fn webhooks_to_internal_addresses_are_refused_in_every_form_without_a_conn
         let error = attempt.error.as_deref().unwrap_or_default();
         assert!(error.contains("internal"), "{error}");
     }
-    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
-    assert!(
-        accepted.is_err(),
-        "nothing connected to the internal address"
-    );
+    internal.assert_untouched().await;
     harness.stop().await;
 }
 

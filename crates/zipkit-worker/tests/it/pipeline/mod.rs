@@ -2,10 +2,6 @@
 //! S3 store; archives read back and checked by independent readers (Python's zipfile, Info-ZIP,
 //! and the rest of `zipkit_test_support::readers`). The read-back helpers are here, the tests by
 //! theme in the submodules, the harness in `crate::harness`.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is how a test fails"
-)]
 
 mod archive;
 mod delivery;

@@ -1,9 +1,5 @@
 //! Sources that fail, stall, break, wait, grow past a limit or point inside the network: what
 //! the job does with each, and what it reports.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is how a test fails"
-)]
 
 use std::time::Duration;
 

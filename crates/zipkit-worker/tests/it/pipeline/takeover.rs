@@ -1,9 +1,5 @@
 //! Workers that die, stop or are cancelled mid-job: another worker continues the same upload
 //! from its recorded parts, and nothing is built or sent twice.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is how a test fails"
-)]
 
 use std::time::Duration;
 
