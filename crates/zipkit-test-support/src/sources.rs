@@ -305,6 +305,11 @@ impl SourceServer {
         format!("{}{name}", self.base)
     }
 
+    /// A job's entry for this source under its own name: (url, name).
+    pub fn entry<'a>(&self, name: &'a str) -> (String, &'a str) {
+        (self.url(name), name)
+    }
+
     /// How many chunks a `Slow` source has sent so far.
     pub fn chunks_sent(&self, name: &str) -> usize {
         self.files

@@ -308,16 +308,19 @@ pub fn make_tenant_with_keys(
 
 /// `GET <api>/v1/zips/{id}`: the job object.
 pub async fn get_job(api: &str, token: &str, id: &str) -> serde_json::Value {
-    let answer: serde_json::Value = reqwest::Client::new()
-        .get(format!("{api}/v1/zips/{id}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET the job")
-        .json()
-        .await
-        .expect("JSON");
-    answer["data"].clone()
+    let request = reqwest::Client::new().get(format!("{api}/v1/zips/{id}"));
+    answer_of(request.bearer_auth(token)).await["data"].clone()
+}
+
+/// `POST <api>/v1/zips` with `body`: the whole answer, whatever its status.
+pub async fn post_job(api: &str, token: &str, body: &serde_json::Value) -> serde_json::Value {
+    let request = reqwest::Client::new().post(format!("{api}/v1/zips"));
+    answer_of(request.bearer_auth(token).json(body)).await
+}
+
+async fn answer_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let answer = request.send().await.expect("an answer from the API");
+    answer.json().await.expect("a JSON answer")
 }
 
 /// Polls `GET <api>/v1/zips/{id}` until the job has ended; returns the job object, or panics

@@ -23,7 +23,7 @@ use zipkit_test_support::process::free_port;
 use zipkit_test_support::services::s3_endpoint;
 use zipkit_test_support::sources::{Behaviour, SourceServer};
 use zipkit_test_support::stack::{
-    Tenant, get_job, make_tenant, make_tenant_with_keys, wait_for_job,
+    Tenant, get_job, make_tenant, make_tenant_with_keys, post_job, wait_for_job,
 };
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 
@@ -463,23 +463,13 @@ async fn the_image_runs_the_rendered_chart_migrates_serves_builds_a_zip_and_surv
     .token;
 
     // A job posted to the containerised API is built by the containerised worker.
-    let http = reqwest::Client::new();
-    let post = |key: &str, urls: Value| {
-        let body = json!({"urls": urls, "bucket_name": bucket.name(), "key": key});
-        http.post(format!("http://127.0.0.1:{api_port}/v1/zips"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    let created: Value = post(
+    let job =
+        |key: &str, urls: Value| json!({"urls": urls, "bucket_name": bucket.name(), "key": key});
+    let first = job(
         "first.zip",
         json!([{"url": sources.url("hello.txt"), "filename": "hello.txt"}]),
-    )
-    .await
-    .expect("POST")
-    .json()
-    .await
-    .expect("JSON");
+    );
+    let created = post_job(&api_url, &token, &first).await;
     let id = created["data"]["id"].as_str().expect("an id").to_owned();
     let logs = || format!("{}\n{}", api.logs(), worker.logs());
     let done = wait_for_job(&api_url, &token, &id, Duration::from_secs(120), logs).await;
@@ -488,18 +478,14 @@ async fn the_image_runs_the_rendered_chart_migrates_serves_builds_a_zip_and_surv
 
     // `docker stop` (SIGTERM, then the pod's grace) on the worker in the middle of a job: it
     // stops cleanly, and the job is finished by the next worker with nothing lost.
-    let created: Value = post(
+    let second = job(
         "second.zip",
         json!([
             {"url": sources.url("hello.txt"), "filename": "hello.txt"},
             {"url": sources.url("slow.bin"), "filename": "slow.bin"},
         ]),
-    )
-    .await
-    .expect("POST")
-    .json()
-    .await
-    .expect("JSON");
+    );
+    let created = post_job(&api_url, &token, &second).await;
     let id = created["data"]["id"].as_str().expect("an id").to_owned();
     for _ in 0..100 {
         let now = get_job(&api_url, &token, &id).await;
@@ -1226,30 +1212,16 @@ async fn the_image_builds_an_archive_through_an_https_store_source_and_webhook()
 
     let source_url = source.https(&sources.url("secure.txt"));
     assert!(source_url.starts_with("https://127.0.0.1:"), "{source_url}");
-    let created: Value = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{api_port}/v1/zips"))
-        .bearer_auth(&token)
-        .json(&json!({
-            "urls": [{"url": source_url, "filename": "secure.txt"}],
-            "bucket_name": bucket.name(),
-            "key": "tls.zip",
-        }))
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("JSON");
+    let api_url = format!("http://127.0.0.1:{api_port}");
+    let body = json!({
+        "urls": [{"url": source_url, "filename": "secure.txt"}],
+        "bucket_name": bucket.name(),
+        "key": "tls.zip",
+    });
+    let created = post_job(&api_url, &token, &body).await;
     let id = created["data"]["id"].as_str().expect("an id").to_owned();
     let logs = || format!("{}\n{}", api.logs(), worker.logs());
-    let done = wait_for_job(
-        &format!("http://127.0.0.1:{api_port}"),
-        &token,
-        &id,
-        Duration::from_secs(120),
-        logs,
-    )
-    .await;
+    let done = wait_for_job(&api_url, &token, &id, Duration::from_secs(120), logs).await;
     assert_eq!(done["status"], "succeeded", "{done}\n{}", logs());
     assert_valid_zip(&bucket.get("tls.zip").await, &["secure.txt"]);
     let delivered = receiver.wait_for(1, Duration::from_secs(60)).await;

@@ -1107,7 +1107,7 @@ async fn a_job_that_failed_with_every_source_skipped_lists_each_with_its_reason(
 async fn a_dry_run_predicts_the_archive_a_worker_then_builds_and_creates_nothing() {
     use zipkit_test_support::services::s3_endpoint;
     use zipkit_test_support::sources::{Behaviour, SourceServer};
-    use zipkit_test_support::stack::{Stack, sibling_binary};
+    use zipkit_test_support::stack::{Stack, post_job, sibling_binary};
     use zipkit_test_support::tls::TestCa;
     const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
 
@@ -1241,16 +1241,7 @@ async fn a_dry_run_predicts_the_archive_a_worker_then_builds_and_creates_nothing
     let planned = dry_run(&sized, "auto", "fail").await;
     assert_eq!(planned["size_exact"], true, "{planned}");
     let body = json!({"urls": sized, "bucket_name": tenant.bucket, "key": "sized.zip"});
-    let created: Value = http
-        .post(stack.api_url("/v1/zips"))
-        .bearer_auth(&tenant.token)
-        .json(&body)
-        .send()
-        .await
-        .expect("POST")
-        .json()
-        .await
-        .expect("JSON");
+    let created = post_job(&stack.api_url(""), &tenant.token, &body).await;
     assert_eq!(
         created["data"]["expected_size"], planned["size"],
         "{created}"

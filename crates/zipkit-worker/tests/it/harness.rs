@@ -331,6 +331,20 @@ impl Harness {
         self.publish(id).await;
     }
 
+    /// Submits a job of stored entries and waits until it has finished.
+    pub async fn build_stored(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        entries: &[(String, &str)],
+        on_error: OnError,
+    ) -> Zip {
+        let id = self
+            .submit(bucket, key, entries, Compression::Store, on_error)
+            .await;
+        self.wait_finished(id).await
+    }
+
     pub async fn wait_finished(&self, id: ZipId) -> Zip {
         let mut conn = self.db.connect().await;
         for _ in 0..300 {

@@ -94,10 +94,7 @@ async fn the_same_job_built_twice_gives_the_same_bytes() {
     }
     let sources = SourceServer::start(routes).await;
     let bucket = harness.bucket().await;
-    let mut entries = vec![
-        (sources.url("photo"), "photo"),
-        (sources.url("notes"), "notes"),
-    ];
+    let mut entries = vec![sources.entry("photo"), sources.entry("notes")];
     entries.extend(names.iter().map(|n| (sources.url(n), n.as_str())));
     let id = harness
         .submit(
@@ -130,7 +127,7 @@ async fn the_same_job_built_twice_gives_the_same_bytes() {
         .submit(
             &bucket,
             "between.zip",
-            &[(other.url("other.txt"), "other.txt")],
+            &[other.entry("other.txt")],
             Compression::Deflate,
             OnError::Fail,
         )
@@ -321,16 +318,9 @@ async fn downloads_ahead_share_one_byte_budget_without_starving_the_entry_being_
         .iter()
         .map(|(name, _)| (sources.url(name), name.as_str()))
         .collect();
-    let id = harness
-        .submit(
-            &bucket,
-            "budget.zip",
-            &entries,
-            Compression::Store,
-            OnError::Fail,
-        )
+    let zip = harness
+        .build_stored(&bucket, "budget.zip", &entries, OnError::Fail)
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     let read = read_with_python(&harness.store.get("budget.zip").await);
     assert_eq!(read.len(), 205);

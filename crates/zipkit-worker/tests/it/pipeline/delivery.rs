@@ -23,16 +23,14 @@ async fn a_bucket_endpoint_outside_the_egress_policy_fails_the_job_without_a_con
     let endpoint = internal.url();
     let harness = Harness::start_full(|_| {}, |url| url, EgressSettings::default()).await;
     let bucket = harness.bucket_at(&endpoint).await;
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "never.zip",
             &[("https://example.com/a.txt".to_owned(), "a.txt")],
-            Compression::Store,
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Failed);
     assert_eq!(
         zip.error_code.as_deref(),
@@ -86,16 +84,14 @@ async fn revoked_bucket_keys_fail_the_job_at_once_with_the_providers_code() {
         .await
         .unwrap()
         .unwrap();
-        let id = harness
-            .submit(
+        let zip = harness
+            .build_stored(
                 &bucket,
                 "denied.zip",
-                &[(sources.url("a.txt"), "a.txt")],
-                Compression::Store,
+                &[sources.entry("a.txt")],
                 OnError::Fail,
             )
             .await;
-        let zip = harness.wait_finished(id).await;
         assert_eq!(zip.status, ZipStatus::Failed);
         assert_eq!(
             zip.error_code.as_deref(),
@@ -129,16 +125,14 @@ async fn a_store_that_answers_the_same_500_again_is_not_asked_a_third_time() {
     let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
     let bucket = harness.bucket_at(proxy.url()).await;
     proxy.refuse("PutObject", 500, "InternalError", None);
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "refused.zip",
-            &[(sources.url("a.txt"), "a.txt")],
-            Compression::Store,
+            &[sources.entry("a.txt")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Failed);
     assert_eq!(zip.error_code.as_deref(), Some("bucket_unavailable"));
     assert_eq!(
@@ -155,16 +149,14 @@ async fn a_store_that_answers_the_same_500_again_is_not_asked_a_third_time() {
     // A store that had a moment: the answer differs on the next attempt, which succeeds.
     proxy.clear();
     proxy.refuse("PutObject", 500, "InternalError", Some(3));
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "moment.zip",
-            &[(sources.url("a.txt"), "a.txt")],
-            Compression::Store,
+            &[sources.entry("a.txt")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     assert_eq!(zip.attempts, 2);
     harness.stop().await;
@@ -188,16 +180,14 @@ async fn a_job_failing_transiently_is_retried_through_the_delay_queue_then_dead_
     ])
     .await;
     let bucket = harness.bucket().await;
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "retried.zip",
-            &[(sources.url("flaky.txt"), "flaky.txt")],
-            Compression::Store,
+            &[sources.entry("flaky.txt")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     assert_eq!(zip.attempts, 2);
     assert_eq!(sources.hits("flaky.txt"), per_job + 2);
@@ -207,16 +197,14 @@ async fn a_job_failing_transiently_is_retried_through_the_delay_queue_then_dead_
     );
     assert_eq!(harness.broker.depth("zipkit.jobs.dead").await, 0);
 
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "down.zip",
-            &[(sources.url("down.txt"), "down.txt")],
-            Compression::Store,
+            &[sources.entry("down.txt")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Failed);
     assert_eq!(zip.attempts, 2, "max_attempts");
     assert_eq!(
@@ -231,7 +219,7 @@ async fn a_job_failing_transiently_is_retried_through_the_delay_queue_then_dead_
         .await
         .expect("the exhausted job's message is dead-lettered");
     let message = JobMessage::from_bytes(&dead.body).unwrap();
-    assert_eq!(message.zip_id, id);
+    assert_eq!(message.zip_id, zip.id);
     assert_eq!(message.attempt, 2);
     harness.stop().await;
 }
@@ -263,16 +251,14 @@ async fn a_finished_zip_sends_a_signed_event_retried_after_the_receiver_fails() 
         .await
         .unwrap()
     };
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "hooked.zip",
-            &[(sources.url("a.txt"), "a.txt")],
-            Compression::Store,
+            &[sources.entry("a.txt")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
 
     let received = receiver.wait_for(2, Duration::from_secs(20)).await;
@@ -294,7 +280,7 @@ async fn a_finished_zip_sends_a_signed_event_retried_after_the_receiver_fails() 
     let event: serde_json::Value = serde_json::from_slice(&received[1].body).unwrap();
     assert_eq!(event["object"], "event");
     assert_eq!(event["type"], "zip.completed");
-    assert_eq!(event["data"]["object"]["id"], id.to_string());
+    assert_eq!(event["data"]["object"]["id"], zip.id.to_string());
     assert_eq!(event["data"]["object"]["status"], "succeeded");
     assert_eq!(event["data"]["object"]["result"]["entries"], 1);
     let event_id = event["id"].as_str().unwrap();
@@ -361,16 +347,14 @@ async fn webhooks_to_internal_addresses_are_refused_in_every_form_without_a_conn
             .unwrap();
         }
     }
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "hooked.zip",
-            &[(sources.url("a.txt"), "a.txt")],
-            Compression::Store,
+            &[sources.entry("a.txt")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
 
     let mut conn = harness.db.connect().await;
@@ -441,7 +425,7 @@ async fn the_consumer_reconnects_after_losing_the_broker_and_takes_new_jobs() {
     .await;
     let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
     let bucket = harness.bucket().await;
-    let entries = [(sources.url("a.txt"), "a.txt")];
+    let entries = [sources.entry("a.txt")];
     let first = harness
         .submit(
             &bucket,

@@ -17,21 +17,11 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
     let harness = Harness::start().await;
     let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
     let bucket = harness.bucket().await;
-    let entries = [
-        (sources.url("a.txt"), "a.txt"),
-        (sources.url("missing.txt"), "missing.txt"),
-    ];
+    let entries = [sources.entry("a.txt"), sources.entry("missing.txt")];
 
-    let failing = harness
-        .submit(
-            &bucket,
-            "fail.zip",
-            &entries,
-            Compression::Store,
-            OnError::Fail,
-        )
+    let failed = harness
+        .build_stored(&bucket, "fail.zip", &entries, OnError::Fail)
         .await;
-    let failed = harness.wait_finished(failing).await;
     assert_eq!(failed.status, ZipStatus::Failed);
     assert_eq!(failed.error_code.as_deref(), Some("source_not_found"));
     assert_eq!(failed.error_type.as_deref(), Some("invalid_request_error"));
@@ -41,16 +31,9 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
         "a failed job leaves no archive behind"
     );
 
-    let skipping = harness
-        .submit(
-            &bucket,
-            "skip.zip",
-            &entries,
-            Compression::Store,
-            OnError::Skip,
-        )
+    let skipped = harness
+        .build_stored(&bucket, "skip.zip", &entries, OnError::Skip)
         .await;
-    let skipped = harness.wait_finished(skipping).await;
     assert_eq!(
         skipped.status,
         ZipStatus::Succeeded,
@@ -61,24 +44,21 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
     let read = read_with_python(&harness.store.get("skip.zip").await);
     assert_eq!(read.keys().collect::<Vec<_>>(), ["a.txt"]);
     let mut conn = harness.db.connect().await;
-    let left_out = Zip::skipped_entries(&mut conn, &[skipping]).await.unwrap();
+    let left_out = Zip::skipped_entries(&mut conn, &[skipped.id])
+        .await
+        .unwrap();
     assert_eq!(left_out.len(), 1);
     assert_eq!(left_out[0].error_code.as_deref(), Some("source_not_found"));
 
     // Skipping every source leaves nothing to archive: a failure, not an empty archive.
-    let nothing = harness
-        .submit(
+    let nothing_left = harness
+        .build_stored(
             &bucket,
             "nothing.zip",
-            &[
-                (sources.url("missing.txt"), "missing.txt"),
-                (sources.url("gone.txt"), "gone.txt"),
-            ],
-            Compression::Store,
+            &[sources.entry("missing.txt"), sources.entry("gone.txt")],
             OnError::Skip,
         )
         .await;
-    let nothing_left = harness.wait_finished(nothing).await;
     assert_eq!(nothing_left.status, ZipStatus::Failed);
     assert_eq!(
         nothing_left.error_code.as_deref(),
@@ -88,7 +68,9 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
         nothing_left.error_type.as_deref(),
         Some("invalid_request_error")
     );
-    let left_out = Zip::skipped_entries(&mut conn, &[nothing]).await.unwrap();
+    let left_out = Zip::skipped_entries(&mut conn, &[nothing_left.id])
+        .await
+        .unwrap();
     assert_eq!(left_out.len(), 2, "each source's reason is kept");
     // And reported: the job object (the API's and the webhook's) lists them under `error`.
     let bucket_ref = zipkit_domain::views::BucketRef {
@@ -158,16 +140,14 @@ async fn the_egress_policy_refuses_internal_sources_in_every_form_and_allows_exa
         allowed.url("to-address"),
         allowed.url("to-name"),
     ] {
-        let id = harness
-            .submit(
+        let zip = harness
+            .build_stored(
                 &bucket,
                 "guarded.zip",
                 &[(url.clone(), "a.txt")],
-                Compression::Store,
                 OnError::Fail,
             )
             .await;
-        let zip = harness.wait_finished(id).await;
         assert_eq!(zip.status, ZipStatus::Failed, "{url}");
         assert_eq!(
             zip.error_code.as_deref(),
@@ -185,16 +165,14 @@ async fn the_egress_policy_refuses_internal_sources_in_every_form_and_allows_exa
     assert_eq!(allowed.hits("to-address"), 1);
 
     // The listed network works, for the store and for a source.
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "allowed.zip",
-            &[(allowed.url("ok.txt"), "ok.txt")],
-            Compression::Store,
+            &[allowed.entry("ok.txt")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     let read = read_with_python(&harness.store.get("allowed.zip").await);
     assert_eq!(read["ok.txt"], b"public enough");
@@ -213,16 +191,14 @@ async fn a_source_that_fails_then_recovers_is_retried_and_one_that_keeps_failing
     ])
     .await;
     let bucket = harness.bucket().await;
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "flaky.zip",
-            &[(sources.url("flaky.txt"), "flaky.txt")],
-            Compression::Store,
+            &[sources.entry("flaky.txt")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     assert_eq!(sources.hits("flaky.txt"), 3, "two 500s, then the file");
     assert_eq!(
@@ -230,16 +206,14 @@ async fn a_source_that_fails_then_recovers_is_retried_and_one_that_keeps_failing
         b"eventually"
     );
 
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "down.zip",
-            &[(sources.url("down.txt"), "down.txt")],
-            Compression::Store,
+            &[sources.entry("down.txt")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Failed);
     assert_eq!(zip.error_code.as_deref(), Some("source_unavailable"));
     assert_eq!(
@@ -286,9 +260,9 @@ async fn with_skip_a_source_that_stops_before_its_length_is_left_out_and_reporte
                     &bucket,
                     &key,
                     &[
-                        (sources.url("a.txt"), "a.txt"),
+                        sources.entry("a.txt"),
                         (sources.url(&cut_name), "cut.bin"),
-                        (sources.url("c.txt"), "c.txt"),
+                        sources.entry("c.txt"),
                     ],
                     compression,
                     OnError::Skip,
@@ -337,16 +311,14 @@ async fn a_source_that_keeps_the_job_waiting_fails_for_good_after_source_wait_se
     .await;
     let bucket = harness.bucket().await;
     let started = std::time::Instant::now();
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "silent.zip",
-            &[(sources.url("silent.bin"), "silent.bin")],
-            Compression::Store,
+            &[sources.entry("silent.bin")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     let took = started.elapsed();
     assert_eq!(zip.status, ZipStatus::Failed);
     assert_eq!(zip.error_code.as_deref(), Some("source_stalled"));
@@ -375,16 +347,14 @@ async fn a_broken_download_resumes_with_range_and_if_range() {
     )])
     .await;
     let bucket = harness.bucket().await;
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "resumed.zip",
-            &[(sources.url("big.bin"), "big.bin")],
-            Compression::Store,
+            &[sources.entry("big.bin")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     assert_eq!(sources.hits("big.bin"), 2, "one broken request, one ranged");
     let read = read_with_python(&harness.store.get("resumed.zip").await);
@@ -424,7 +394,7 @@ async fn a_broken_download_without_ranges_starts_over_and_checks_the_bytes_alrea
         .submit(
             &bucket,
             "restarted.zip",
-            &[(sources.url("same.bin"), "same.bin")],
+            &[sources.entry("same.bin")],
             Compression::Deflate,
             OnError::Fail,
         )
@@ -436,16 +406,14 @@ async fn a_broken_download_without_ranges_starts_over_and_checks_the_bytes_alrea
     assert_eq!(read["same.bin"], body, "every byte, none twice");
     assert_eq!(zip.bytes_downloaded, body.len() as i64);
     // Changed bytes: the archive would mix two versions, so the job fails and writes nothing.
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "changed.zip",
-            &[(sources.url("edited.bin"), "edited.bin")],
-            Compression::Store,
+            &[sources.entry("edited.bin")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Failed);
     assert_eq!(zip.error_code.as_deref(), Some("source_changed"));
     assert_eq!(zip.error_param.as_deref(), Some("urls[0]"));
@@ -477,19 +445,14 @@ async fn a_stalled_source_fails_with_source_stalled() {
     .await;
     let bucket = harness.bucket().await;
     let started = std::time::Instant::now();
-    let id = harness
-        .submit(
+    let zip = harness
+        .build_stored(
             &bucket,
             "stalled.zip",
-            &[
-                (sources.url("ok.txt"), "ok.txt"),
-                (sources.url("trickle.bin"), "trickle.bin"),
-            ],
-            Compression::Store,
+            &[sources.entry("ok.txt"), sources.entry("trickle.bin")],
             OnError::Fail,
         )
         .await;
-    let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Failed);
     assert_eq!(zip.error_code.as_deref(), Some("source_stalled"));
     assert_eq!(zip.error_param.as_deref(), Some("urls[1]"));
@@ -519,19 +482,14 @@ async fn sources_over_the_size_limit_are_refused_by_length_or_while_streaming() 
     .await;
     let bucket = harness.bucket().await;
     // Content-Length says too much: skipped before a byte is read.
-    let skipping = harness
-        .submit(
+    let skipped = harness
+        .build_stored(
             &bucket,
             "skip.zip",
-            &[
-                (sources.url("known.bin"), "known.bin"),
-                (sources.url("ok.txt"), "ok.txt"),
-            ],
-            Compression::Store,
+            &[sources.entry("known.bin"), sources.entry("ok.txt")],
             OnError::Skip,
         )
         .await;
-    let skipped = harness.wait_finished(skipping).await;
     assert_eq!(
         skipped.status,
         ZipStatus::Succeeded,
@@ -539,21 +497,21 @@ async fn sources_over_the_size_limit_are_refused_by_length_or_while_streaming() 
         skipped.error_message
     );
     let mut conn = harness.db.connect().await;
-    let left_out = Zip::skipped_entries(&mut conn, &[skipping]).await.unwrap();
+    let left_out = Zip::skipped_entries(&mut conn, &[skipped.id])
+        .await
+        .unwrap();
     assert_eq!(left_out[0].error_code.as_deref(), Some("source_too_large"));
     let read = read_with_python(&harness.store.get("skip.zip").await);
     assert_eq!(read.keys().collect::<Vec<_>>(), ["ok.txt"]);
     // No length given: refused once the bytes pass the limit.
-    let failing = harness
-        .submit(
+    let failed = harness
+        .build_stored(
             &bucket,
             "fail.zip",
-            &[(sources.url("unsized.bin"), "unsized.bin")],
-            Compression::Store,
+            &[sources.entry("unsized.bin")],
             OnError::Fail,
         )
         .await;
-    let failed = harness.wait_finished(failing).await;
     assert_eq!(failed.status, ZipStatus::Failed);
     assert_eq!(failed.error_code.as_deref(), Some("source_too_large"));
     assert_eq!(failed.error_param.as_deref(), Some("urls[0]"));

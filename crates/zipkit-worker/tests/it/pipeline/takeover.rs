@@ -32,7 +32,7 @@ async fn a_job_cancelled_while_processing_stops_within_seconds_and_writes_no_obj
         .submit(
             &bucket,
             "cancelled.zip",
-            &[(sources.url("slow.bin"), "slow.bin")],
+            &[sources.entry("slow.bin")],
             Compression::Store,
             OnError::Fail,
         )
@@ -111,7 +111,7 @@ async fn a_job_whose_worker_is_killed_mid_job_is_finished_by_another_worker() {
         .submit(
             &bucket,
             "takeover.zip",
-            &[(sources.url("slow.bin"), "slow.bin")],
+            &[sources.entry("slow.bin")],
             Compression::Store,
             OnError::Fail,
         )
@@ -256,9 +256,9 @@ async fn takeover_after_parts(
             &bucket,
             "takeover.zip",
             &[
-                (sources.url("a.bin"), "a.bin"),
-                (sources.url("c.bin"), "c.bin"),
-                (sources.url("b.bin"), "b.bin"),
+                sources.entry("a.bin"),
+                sources.entry("c.bin"),
+                sources.entry("b.bin"),
             ],
             compression,
             OnError::Fail,
@@ -637,7 +637,7 @@ async fn the_sweeper_aborts_uploads_nobody_will_complete_and_only_those() {
             .submit(
                 &bucket,
                 key,
-                &[(sources.url("a.txt"), "a.txt")],
+                &[sources.entry("a.txt")],
                 Compression::Store,
                 OnError::Fail,
             )
