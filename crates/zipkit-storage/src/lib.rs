@@ -2,6 +2,8 @@
 //! R2 by account id, or any S3-compatible store by custom endpoint (path-style). Shared by the
 //! API (Save and Test) and the worker (multipart upload).
 
+mod disposition;
+
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -19,6 +21,8 @@ use zipkit_domain::Service;
 use zipkit_domain::models::BucketCredentials;
 use zipkit_domain::values::BucketName;
 use zipkit_egress::{EgressPolicy, SmithyResolver};
+
+pub use disposition::attachment;
 
 /// Where and how to reach one bucket (the non-secret part of a bucket row).
 #[derive(Debug, Clone)]

@@ -58,6 +58,11 @@ impl ObjectKey {
         }
         Ok(Self(key.to_owned()))
     }
+
+    /// The last segment: the name a download of the object is saved under.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
 }
 
 text_value!(ObjectKey, ObjectKeyError);
@@ -71,6 +76,16 @@ mod tests {
     fn accepts_nested_and_unicode_keys() {
         for key in ["a.zip", "exports/2026-11.zip", "客户/归档 1.zip"] {
             assert!(ObjectKey::parse(key).is_ok(), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_file_name_is_the_last_segment() {
+        for (key, name) in [
+            ("a.zip", "a.zip"),
+            ("exports/2026/客户 1.zip", "客户 1.zip"),
+        ] {
+            assert_eq!(ObjectKey::parse(key).unwrap().file_name(), name);
         }
     }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tracing::Instrument;
 use zipkit_domain::ZipId;
 use zipkit_domain::values::ObjectKey;
-use zipkit_storage::{BucketLocation, StoreRefusal};
+use zipkit_storage::{BucketLocation, StoreRefusal, attachment};
 
 use crate::failure::{Blame, JobFailure, Retry};
 
@@ -148,6 +148,7 @@ impl Destination {
             .bucket(self.inner.location.name.as_str())
             .key(self.inner.key.as_str())
             .content_type("application/zip")
+            .content_disposition(attachment(self.inner.key.file_name()))
             .set_acl(self.acl())
             .body(ByteStream::from(body))
             .customize()
@@ -176,6 +177,7 @@ impl Destination {
             .bucket(self.inner.location.name.as_str())
             .key(self.inner.key.as_str())
             .content_type("application/zip")
+            .content_disposition(attachment(self.inner.key.file_name()))
             .set_acl(self.acl())
             .customize()
             .config_override(self.config(0))

@@ -71,6 +71,49 @@ async fn a_job_is_streamed_into_a_valid_archive_in_the_bucket() {
     harness.stop().await;
 }
 
+/// Saved by a browser as a zip under the archive's own name, whichever way it was uploaded: in
+/// one request (it fits in a part) or in parts.
+#[tokio::test]
+async fn the_archive_downloads_as_a_zip_named_after_its_key() {
+    let harness = Harness::start().await;
+    let large = pseudo_random(6 * 1024 * 1024, 3);
+    let sources = SourceServer::start(vec![
+        ("small.txt", Behaviour::Serve(b"small".to_vec())),
+        ("large.bin", Behaviour::Serve(large)),
+    ])
+    .await;
+    let bucket = harness.bucket().await;
+    for (key, source, disposition) in [
+        (
+            "exports/Q4 report.zip",
+            "small.txt",
+            "attachment; filename=\"Q4 report.zip\"",
+        ),
+        (
+            "客户/归档 2026.zip",
+            "large.bin",
+            "attachment; filename=\"__ 2026.zip\"; filename*=UTF-8''%E5%BD%92%E6%A1%A3%202026.zip",
+        ),
+    ] {
+        let zip = harness
+            .build_stored(&bucket, key, &[sources.entry(source)], OnError::Fail)
+            .await;
+        assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+        let head = harness
+            .store
+            .client()
+            .head_object()
+            .bucket(harness.store.name())
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_type(), Some("application/zip"), "{key}");
+        assert_eq!(head.content_disposition(), Some(disposition), "{key}");
+    }
+    harness.stop().await;
+}
+
 #[tokio::test]
 async fn the_same_job_built_twice_gives_the_same_bytes() {
     // Multi-block deflate entries compressed on every core (which thread takes which block
