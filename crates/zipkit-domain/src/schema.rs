@@ -33,6 +33,7 @@ diesel::table! {
         last_test_message -> Nullable<Text>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        capabilities -> Nullable<Jsonb>,
     }
 }
 

@@ -2,6 +2,7 @@
 //! R2 by account id, or any S3-compatible store by custom endpoint (path-style). Shared by the
 //! API (Save and Test) and the worker (multipart upload).
 
+mod capabilities;
 mod disposition;
 
 use std::time::Duration;
@@ -137,9 +138,7 @@ impl BucketClients {
             .bucket(location.name.as_str())
             .key(WRITE_TEST_KEY)
             .content_type("text/plain")
-            .body(ByteStream::from_static(
-                b"zipkit checked that it can write here.\n",
-            ));
+            .body(ByteStream::from_static(capabilities::WRITE_TEST_BODY));
         if let Some(acl) = &location.acl {
             request = request.acl(ObjectCannedAcl::from(acl.as_str()));
         }

@@ -13,8 +13,9 @@ use crate::services::s3_endpoint;
 /// One call the store received (or the proxy answered).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreCall {
-    /// `PutObject`, `CreateMultipartUpload`, `UploadPart`, `CompleteMultipartUpload`,
-    /// `AbortMultipartUpload`, or the method and path for anything else.
+    /// `PutObject`, `GetObject`, `HeadObject`, `ListObjectsV2`, `CreateMultipartUpload`,
+    /// `UploadPart`, `UploadPartCopy`, `CompleteMultipartUpload`, `AbortMultipartUpload`, or
+    /// the method and query for anything else.
     pub operation: String,
     pub part: Option<i32>,
     pub upload_id: Option<String>,
@@ -46,8 +47,9 @@ pub struct StoreProxy {
     state: Arc<State>,
 }
 
-/// Names the S3 operation of a request from its method and query.
-fn operation(method: &str, query: &str) -> (String, Option<i32>, Option<String>) {
+/// Names the S3 operation of a request from its method, its query and whether it names a copy
+/// source (path-style requests: `/bucket/key`).
+fn operation(method: &str, query: &str, copies: bool) -> (String, Option<i32>, Option<String>) {
     let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -60,8 +62,12 @@ fn operation(method: &str, query: &str) -> (String, Option<i32>, Option<String>)
     let upload_id = get("uploadId");
     let part = get("partNumber").and_then(|p| p.parse().ok());
     let name = match (method, upload_id.is_some(), part.is_some()) {
+        ("PUT", true, true) if copies => "UploadPartCopy",
         ("PUT", true, true) => "UploadPart",
         ("PUT", _, _) => "PutObject",
+        ("GET", _, _) if get("list-type").is_some() => "ListObjectsV2",
+        ("GET", false, _) if query.is_empty() || get("x-id").is_some() => "GetObject",
+        ("HEAD", _, _) => "HeadObject",
         ("POST", false, _) if get("uploads").is_some() => "CreateMultipartUpload",
         ("POST", true, _) => "CompleteMultipartUpload",
         ("DELETE", true, _) => "AbortMultipartUpload",
@@ -83,7 +89,8 @@ async fn forward(
 ) -> HttpResponse {
     let method = request.method().as_str().to_owned();
     let query = request.query_string().to_owned();
-    let (name, part, upload_id) = operation(&method, &query);
+    let copies = request.headers().contains_key("x-amz-copy-source");
+    let (name, part, upload_id) = operation(&method, &query, copies);
     let canned = {
         let mut rules = state.rules.lock().expect("rules");
         rules
@@ -248,19 +255,32 @@ mod tests {
 
     #[test]
     fn calls_are_named_by_their_s3_operation() {
-        assert_eq!(operation("PUT", "").0, "PutObject");
-        assert_eq!(operation("POST", "uploads").0, "CreateMultipartUpload");
+        assert_eq!(operation("PUT", "", false).0, "PutObject");
         assert_eq!(
-            operation("PUT", "partNumber=3&uploadId=abc"),
+            operation("POST", "uploads", false).0,
+            "CreateMultipartUpload"
+        );
+        assert_eq!(
+            operation("PUT", "partNumber=3&uploadId=abc", false),
             ("UploadPart".to_owned(), Some(3), Some("abc".to_owned()))
         );
         assert_eq!(
-            operation("POST", "uploadId=abc").0,
+            operation("POST", "uploadId=abc", false).0,
             "CompleteMultipartUpload"
         );
         assert_eq!(
-            operation("DELETE", "uploadId=abc").0,
+            operation("DELETE", "uploadId=abc", false).0,
             "AbortMultipartUpload"
         );
+        assert_eq!(
+            operation("PUT", "partNumber=1&uploadId=abc", true).0,
+            "UploadPartCopy"
+        );
+        assert_eq!(operation("GET", "x-id=GetObject", false).0, "GetObject");
+        assert_eq!(
+            operation("GET", "list-type=2&max-keys=1", false).0,
+            "ListObjectsV2"
+        );
+        assert_eq!(operation("HEAD", "", false).0, "HeadObject");
     }
 }

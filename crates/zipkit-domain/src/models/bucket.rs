@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::ModelError;
+use super::{BucketCapabilities, ModelError};
 use crate::crypto::{KeyRing, Sealed, SecretBinding};
 use crate::enums::Service;
 use crate::ids::{BucketId, ProjectId};
@@ -37,6 +37,9 @@ pub struct Bucket {
     pub last_test_message: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// As the last test found them; `None` before a test that checked them, or after one that
+    /// failed.
+    pub capabilities: Option<BucketCapabilities>,
 }
 
 // Hand-written so ciphertexts never reach a log line, even as bytes.
@@ -78,6 +81,7 @@ pub struct NewBucket {
 pub struct BucketTestResult {
     pub ok: bool,
     pub message: String,
+    pub capabilities: Option<BucketCapabilities>,
 }
 
 /// Why a bucket was not deleted.
@@ -266,6 +270,7 @@ impl Bucket {
                 buckets::last_tested_at.eq(diesel::dsl::now),
                 buckets::last_test_ok.eq(result.ok),
                 buckets::last_test_message.eq(&result.message),
+                buckets::capabilities.eq(result.capabilities),
             ))
             .execute(conn)
             .await

@@ -1,8 +1,6 @@
 //! The bucket write test against a real S3-compatible store (s3s-fs, which checks signatures).
 
-use secrecy::SecretString;
 use zipkit_domain::Service;
-use zipkit_domain::models::BucketCredentials;
 use zipkit_domain::values::BucketName;
 use zipkit_egress::EgressPolicy;
 use zipkit_storage::{BucketClients, BucketLocation, BucketTestError, WRITE_TEST_KEY};
@@ -10,31 +8,9 @@ use zipkit_test_support::TestBucket;
 use zipkit_test_support::canned_http::{CannedHttp, s3_error};
 use zipkit_test_support::internal::InternalService;
 use zipkit_test_support::process::free_port;
-use zipkit_test_support::services::{loopback_egress, s3_access_key, s3_endpoint, s3_secret_key};
+use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
 
-fn location(bucket: &str, endpoint: String) -> BucketLocation {
-    BucketLocation {
-        service: Service::S3,
-        name: BucketName::parse(bucket).expect("a valid bucket name"),
-        region: "us-east-1".into(),
-        r2_account_id: None,
-        endpoint_url: Some(endpoint),
-        force_path_style: true,
-        acl: None,
-    }
-}
-
-/// Bucket clients for the test store, which is on loopback.
-fn loopback() -> BucketClients {
-    BucketClients::new(EgressPolicy::new(&loopback_egress()))
-}
-
-fn credentials(access: &str, secret: &str) -> BucketCredentials {
-    BucketCredentials {
-        access_key_id: SecretString::from(access.to_owned()),
-        secret_access_key: SecretString::from(secret.to_owned()),
-    }
-}
+use crate::{credentials, location, loopback};
 
 #[tokio::test]
 async fn the_right_credentials_pass_and_leave_only_the_probe_object() {

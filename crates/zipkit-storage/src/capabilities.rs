@@ -1,0 +1,252 @@
+//! Save and Test beyond the write: what else the keys may do, each checked with a call the store
+//! answers, never assumed from the provider's name. Every call targets the write-test object
+//! (rewritten with the same bytes each time), so a test leaves nothing behind, not even when the
+//! keys may not abort a multipart upload: the upload it opened is then completed into that
+//! object instead.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, ObjectCannedAcl,
+};
+use zipkit_domain::models::{BucketCapabilities, BucketCredentials};
+
+use crate::{BucketClients, BucketLocation, BucketTestError, StoreRefusal, WRITE_TEST_KEY};
+
+/// What the write test writes.
+pub(crate) const WRITE_TEST_BODY: &[u8] = b"zipkit checked that it can write here.\n";
+
+impl BucketClients {
+    /// The write test, then every capability. Fails only when the keys cannot write, which is
+    /// the one thing a bucket must allow; anything else they may not do is a `false`.
+    pub async fn test_bucket(
+        &self,
+        location: &BucketLocation,
+        credentials: &BucketCredentials,
+    ) -> Result<BucketCapabilities, BucketTestError> {
+        self.test_write_access(location, credentials).await?;
+        let probe = Probe {
+            client: self.client(location, credentials)?,
+            location,
+        };
+        let read = probe.read().await;
+        let list = probe.list().await;
+        // A configured canned ACL was just sent with the write test.
+        let acl = location.acl.is_some() || probe.acl().await;
+        // Reading the checksum back needs HeadObject, which s3:GetObject grants.
+        let full_object_crc32 = read && probe.full_object_crc32().await;
+        let (upload_part_copy, abort_multipart) = probe.multipart(read).await;
+        Ok(BucketCapabilities {
+            write: true,
+            read,
+            list,
+            abort_multipart,
+            acl,
+            full_object_crc32,
+            upload_part_copy,
+        })
+    }
+}
+
+struct Probe<'a> {
+    client: Client,
+    location: &'a BucketLocation,
+}
+
+impl Probe<'_> {
+    fn bucket(&self) -> &str {
+        self.location.name.as_str()
+    }
+
+    /// Whether a call was answered; a refusal is logged with the provider's code.
+    fn answered<T, E>(
+        &self,
+        capability: &str,
+        result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+    ) -> Option<T>
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        match result {
+            Ok(answer) => Some(answer),
+            Err(err) => {
+                let refusal = StoreRefusal::read(self.location, &err);
+                tracing::info!(
+                    capability,
+                    provider_code = refusal.provider_code.as_deref().unwrap_or(""),
+                    status = refusal.status,
+                    "the bucket test found a capability missing"
+                );
+                None
+            }
+        }
+    }
+
+    /// The first byte of the write-test object.
+    async fn read(&self) -> bool {
+        let answer = self
+            .client
+            .get_object()
+            .bucket(self.bucket())
+            .key(WRITE_TEST_KEY)
+            .range("bytes=0-0")
+            .send()
+            .await;
+        self.answered("read", answer).is_some()
+    }
+
+    /// One key of the write test's folder.
+    async fn list(&self) -> bool {
+        let answer = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket())
+            .prefix(".zipkit/")
+            .max_keys(1)
+            .send()
+            .await;
+        self.answered("list", answer).is_some()
+    }
+
+    /// The write again with the one canned ACL that grants nobody anything.
+    async fn acl(&self) -> bool {
+        let answer = self
+            .client
+            .put_object()
+            .bucket(self.bucket())
+            .key(WRITE_TEST_KEY)
+            .acl(ObjectCannedAcl::Private)
+            .content_type("text/plain")
+            .body(ByteStream::from_static(WRITE_TEST_BODY))
+            .send()
+            .await;
+        self.answered("acl", answer).is_some()
+    }
+
+    /// The write again with its CRC-32, then whether the store gives that CRC-32 back as the
+    /// whole object's.
+    async fn full_object_crc32(&self) -> bool {
+        let crc = aws_smithy_types::base64::encode(crc32fast::hash(WRITE_TEST_BODY).to_be_bytes());
+        let put = self
+            .client
+            .put_object()
+            .bucket(self.bucket())
+            .key(WRITE_TEST_KEY)
+            .checksum_crc32(&crc)
+            .content_type("text/plain")
+            .set_acl(self.location.acl.as_deref().map(ObjectCannedAcl::from))
+            .body(ByteStream::from_static(WRITE_TEST_BODY))
+            .send()
+            .await;
+        if self.answered("full_object_crc32", put).is_none() {
+            return false;
+        }
+        let head = self
+            .client
+            .head_object()
+            .bucket(self.bucket())
+            .key(WRITE_TEST_KEY)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
+        self.answered("full_object_crc32", head)
+            .is_some_and(|head| {
+                head.checksum_crc32() == Some(crc.as_str())
+                    && head
+                        .checksum_type()
+                        .is_none_or(|t| *t == ChecksumType::FullObject)
+            })
+    }
+
+    /// A multipart upload onto the write-test object: its part copied from the object itself
+    /// (UploadPartCopy, which reads the source), then aborted. Where aborting is refused, the
+    /// upload is completed with that part (sent, if it could not be copied), which rewrites the
+    /// object as it was. Answers (UploadPartCopy, AbortMultipartUpload).
+    async fn multipart(&self, read: bool) -> (bool, bool) {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(self.bucket())
+            .key(WRITE_TEST_KEY)
+            .content_type("text/plain")
+            .set_acl(self.location.acl.as_deref().map(ObjectCannedAcl::from))
+            .send()
+            .await;
+        let Some(upload_id) = self
+            .answered("abort_multipart", created)
+            .and_then(|c| c.upload_id().map(str::to_owned))
+        else {
+            return (false, false);
+        };
+        let mut part_etag = None;
+        if read {
+            let copied = self
+                .client
+                .upload_part_copy()
+                .bucket(self.bucket())
+                .key(WRITE_TEST_KEY)
+                .upload_id(&upload_id)
+                .part_number(1)
+                .copy_source(format!("{}/{WRITE_TEST_KEY}", self.bucket()))
+                .send()
+                .await;
+            part_etag = self.answered("upload_part_copy", copied).and_then(|c| {
+                c.copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .map(str::to_owned)
+            });
+        }
+        let copied = part_etag.is_some();
+        let aborted = self
+            .client
+            .abort_multipart_upload()
+            .bucket(self.bucket())
+            .key(WRITE_TEST_KEY)
+            .upload_id(&upload_id)
+            .send()
+            .await;
+        if self.answered("abort_multipart", aborted).is_some() {
+            return (copied, true);
+        }
+        if part_etag.is_none() {
+            let sent = self
+                .client
+                .upload_part()
+                .bucket(self.bucket())
+                .key(WRITE_TEST_KEY)
+                .upload_id(&upload_id)
+                .part_number(1)
+                .body(ByteStream::from_static(WRITE_TEST_BODY))
+                .send()
+                .await;
+            part_etag = self
+                .answered("abort_multipart", sent)
+                .and_then(|p| p.e_tag().map(str::to_owned));
+        }
+        let completed = match part_etag {
+            Some(etag) => {
+                let part = CompletedPart::builder().part_number(1).e_tag(etag).build();
+                let answer = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(self.bucket())
+                    .key(WRITE_TEST_KEY)
+                    .upload_id(&upload_id)
+                    .multipart_upload(CompletedMultipartUpload::builder().parts(part).build())
+                    .send()
+                    .await;
+                self.answered("abort_multipart", answer).is_some()
+            }
+            None => false,
+        };
+        if !completed {
+            tracing::warn!(
+                bucket = self.bucket(),
+                upload_id,
+                "the bucket test could neither abort nor complete its multipart upload of \
+                 {WRITE_TEST_KEY}; a lifecycle rule for incomplete uploads removes it"
+            );
+        }
+        (copied, false)
+    }
+}

@@ -1,0 +1,103 @@
+//! Save and Test's capability checks against the real store; a proxy in front of it refuses
+//! chosen calls as the store refuses a key whose policy lacks that permission.
+
+use zipkit_domain::models::BucketCapabilities;
+use zipkit_storage::WRITE_TEST_KEY;
+use zipkit_test_support::TestBucket;
+use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
+use zipkit_test_support::store_proxy::StoreProxy;
+
+use crate::{credentials, location, loopback};
+
+async fn tested_at(endpoint: &str, bucket: &TestBucket) -> BucketCapabilities {
+    loopback()
+        .test_bucket(
+            &location(bucket.name(), endpoint.to_owned()),
+            &credentials(&s3_access_key(), &s3_secret_key()),
+        )
+        .await
+        .expect("the keys may write")
+}
+
+/// The test object, as the write test left it, and nothing else in the bucket.
+async fn only_the_test_object_is_left(bucket: &TestBucket) {
+    let listed = bucket
+        .client()
+        .list_objects_v2()
+        .bucket(bucket.name())
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, [WRITE_TEST_KEY]);
+    assert_eq!(
+        bucket.get(WRITE_TEST_KEY).await,
+        b"zipkit checked that it can write here.\n"
+    );
+}
+
+#[tokio::test]
+async fn keys_that_may_do_everything_are_found_able_to_and_leave_only_the_test_object() {
+    let bucket = TestBucket::new().await;
+    let found = tested_at(&s3_endpoint(), &bucket).await;
+    assert_eq!(
+        found,
+        BucketCapabilities {
+            write: true,
+            read: true,
+            list: true,
+            abort_multipart: true,
+            acl: true,
+            full_object_crc32: true,
+            upload_part_copy: true,
+        }
+    );
+    only_the_test_object_is_left(&bucket).await;
+}
+
+#[tokio::test]
+async fn keys_without_get_object_may_neither_read_nor_copy_a_part() {
+    let bucket = TestBucket::new().await;
+    let proxy = StoreProxy::start().await;
+    proxy.refuse("GetObject", 403, "AccessDenied", None);
+    proxy.refuse("HeadObject", 403, "AccessDenied", None);
+    let found = tested_at(proxy.url(), &bucket).await;
+    assert!(!found.read && !found.full_object_crc32 && !found.upload_part_copy);
+    assert!(
+        found.write && found.list && found.abort_multipart,
+        "{found:?}"
+    );
+    // Copying a part reads its source: not tried for keys that may not read.
+    assert_eq!(proxy.count("UploadPartCopy"), 0);
+    only_the_test_object_is_left(&bucket).await;
+}
+
+#[tokio::test]
+async fn keys_that_may_not_abort_complete_their_upload_into_the_test_object() {
+    let bucket = TestBucket::new().await;
+    let proxy = StoreProxy::start().await;
+    proxy.refuse("AbortMultipartUpload", 403, "AccessDenied", None);
+    let found = tested_at(proxy.url(), &bucket).await;
+    assert!(!found.abort_multipart);
+    assert!(found.upload_part_copy && found.read, "{found:?}");
+    let completed: Vec<_> = proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "CompleteMultipartUpload")
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(completed, [200], "the upload was completed, not left open");
+    only_the_test_object_is_left(&bucket).await;
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_copy_parts_or_keys_that_may_not_list_say_so() {
+    let bucket = TestBucket::new().await;
+    let proxy = StoreProxy::start().await;
+    proxy.refuse("UploadPartCopy", 501, "NotImplemented", None);
+    proxy.refuse("ListObjectsV2", 403, "AccessDenied", None);
+    let found = tested_at(proxy.url(), &bucket).await;
+    assert!(!found.upload_part_copy && !found.list, "{found:?}");
+    assert!(found.read && found.abort_multipart && found.full_object_crc32);
+    only_the_test_object_is_left(&bucket).await;
+}
