@@ -27,7 +27,7 @@ async fn only_the_test_object_is_left(bucket: &TestBucket) {
         .bucket(bucket.name())
         .send()
         .await
-        .unwrap();
+        .expect("a listing");
     let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, [WRITE_TEST_KEY]);
     assert_eq!(
