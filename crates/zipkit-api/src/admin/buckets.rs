@@ -6,7 +6,8 @@ use diesel_async::AsyncPgConnection;
 use secrecy::SecretString;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::models::{
-    Bucket, BucketCredentials, BucketTestResult, DeleteBucketError, ModelError, NewBucket,
+    Bucket, BucketCapabilities, BucketCredentials, BucketTestResult, DeleteBucketError, ModelError,
+    NewBucket,
 };
 use zipkit_domain::values::BucketName;
 use zipkit_domain::{BucketId, ProjectId, Service};
@@ -225,12 +226,7 @@ pub async fn add(
     let location = validate(&input)?;
     check_endpoint(&location, buckets).await?;
     let credentials = credentials(&input);
-    if !skip_test {
-        buckets
-            .test_write_access(&location, &credentials)
-            .await
-            .map_err(BucketAdminError::TestFailed)?;
-    }
+    let capabilities = test_unless(skip_test, buckets, &location, &credentials).await?;
     let new = NewBucket {
         project_id: project,
         service: location.service,
@@ -252,44 +248,57 @@ pub async fn add(
         }
         Err(err) => return Err(err.into()),
     };
-    if !skip_test {
-        Bucket::record_test(
-            conn,
-            bucket.id,
-            &BucketTestResult {
-                ok: true,
-                message: "write test passed".into(),
-            },
-        )
-        .await?;
-    }
-    Ok(bucket)
+    record_passed(conn, bucket, capabilities).await
 }
 
-/// Tests a stored bucket with its stored credentials and records the outcome.
+/// The bucket test, unless the operator skips it (`--no-test`): what the keys may do.
+async fn test_unless(
+    skip_test: bool,
+    buckets: &BucketClients,
+    location: &BucketLocation,
+    credentials: &BucketCredentials,
+) -> Result<Option<BucketCapabilities>, BucketAdminError> {
+    if skip_test {
+        return Ok(None);
+    }
+    let found = buckets.test_bucket(location, credentials).await;
+    found.map(Some).map_err(BucketAdminError::TestFailed)
+}
+
+/// Records a passed test on the stored bucket; a bucket saved untested stays as it is.
+async fn record_passed(
+    conn: &mut AsyncPgConnection,
+    bucket: Bucket,
+    capabilities: Option<BucketCapabilities>,
+) -> Result<Bucket, BucketAdminError> {
+    match capabilities {
+        Some(found) => {
+            let passed = BucketTestResult::passed(found);
+            Ok(Bucket::record_test(conn, bucket.id, &passed).await?)
+        }
+        None => Ok(bucket),
+    }
+}
+
+/// Tests a stored bucket with its stored credentials and records the outcome: what the keys may
+/// do, or why they may not write.
 pub async fn test(
     conn: &mut AsyncPgConnection,
     keyring: &KeyRing,
     project: ProjectId,
     id: BucketId,
     buckets: &BucketClients,
-) -> Result<(), BucketAdminError> {
+) -> Result<BucketCapabilities, BucketAdminError> {
     let bucket = Bucket::find(conn, project, id)
         .await?
         .ok_or(BucketAdminError::NotFound)?;
     let credentials = bucket.credentials(keyring)?;
     let outcome = buckets
-        .test_write_access(&BucketLocation::from(&bucket), &credentials)
+        .test_bucket(&BucketLocation::from(&bucket), &credentials)
         .await;
     let record = match &outcome {
-        Ok(()) => BucketTestResult {
-            ok: true,
-            message: "write test passed".into(),
-        },
-        Err(e) => BucketTestResult {
-            ok: false,
-            message: e.to_string(),
-        },
+        Ok(found) => BucketTestResult::passed(*found),
+        Err(e) => BucketTestResult::failed(e.to_string()),
     };
     Bucket::record_test(conn, bucket.id, &record).await?;
     outcome.map_err(BucketAdminError::TestFailed)
@@ -336,12 +345,7 @@ pub async fn edit_credentials(
         };
         location = validate(&probe)?;
     }
-    if !skip_test {
-        buckets
-            .test_write_access(&location, &credentials)
-            .await
-            .map_err(BucketAdminError::TestFailed)?;
-    }
+    let capabilities = test_unless(skip_test, buckets, &location, &credentials).await?;
     let region = (bucket.service == Service::S3)
         .then_some(location.region)
         .filter(|_| region.is_some());
@@ -349,18 +353,7 @@ pub async fn edit_credentials(
         Bucket::update_credentials(conn, keyring, project, id, &credentials, region.as_deref())
             .await?
             .ok_or(BucketAdminError::NotFound)?;
-    if !skip_test {
-        Bucket::record_test(
-            conn,
-            id,
-            &BucketTestResult {
-                ok: true,
-                message: "write test passed".into(),
-            },
-        )
-        .await?;
-    }
-    Ok(updated)
+    record_passed(conn, updated, capabilities).await
 }
 
 pub async fn delete(

@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 use secrecy::SecretString;
 use serde_json::json;
-use zipkit_domain::models::{Bucket, BucketCredentials};
+use zipkit_domain::models::{Bucket, BucketCapabilities, BucketCredentials};
 use zipkit_domain::{BucketId, ProjectId, Service};
 
 use crate::admin::buckets::{self, BucketAdminError, BucketInput};
@@ -123,16 +123,14 @@ pub async fn bucket(
             )
             .await
             .map_err(from_bucket_error)?;
-            let tested = if args.no_test {
-                "not tested (--no-test)"
-            } else {
-                "write test passed"
-            };
             output.report(
                 || {
                     format!(
-                        "added {} bucket {} ({}); {tested}",
-                        bucket.service, bucket.name, bucket.id
+                        "added {} bucket {} ({}); {}",
+                        bucket.service,
+                        bucket.name,
+                        bucket.id,
+                        tested(bucket.capabilities.as_ref())
                     )
                 },
                 json!({
@@ -143,6 +141,7 @@ pub async fn bucket(
                     "name": bucket.name,
                     "region": bucket.region,
                     "tested": !args.no_test,
+                    "capabilities": bucket.capabilities,
                 }),
             );
         }
@@ -196,13 +195,25 @@ pub async fn bucket(
             )
             .await
             .map_err(from_bucket_error)?;
-            println!(
-                "updated the credentials of {} bucket {}",
-                updated.service, updated.name
+            output.report(
+                || {
+                    format!(
+                        "updated the credentials of {} bucket {}; {}",
+                        updated.service,
+                        updated.name,
+                        tested(updated.capabilities.as_ref())
+                    )
+                },
+                json!({
+                    "object": "bucket",
+                    "id": updated.id,
+                    "tested": !no_test,
+                    "capabilities": updated.capabilities,
+                }),
             );
         }
         BucketCommand::Test { project, bucket } => {
-            buckets::test(
+            let found = buckets::test(
                 &mut conn,
                 &keyring,
                 project,
@@ -211,7 +222,10 @@ pub async fn bucket(
             )
             .await
             .map_err(from_bucket_error)?;
-            println!("write test passed");
+            output.report(
+                || tested(Some(&found)),
+                json!({"object": "bucket_test", "bucket": bucket, "ok": true, "capabilities": found}),
+            );
         }
         BucketCommand::Delete { project, bucket } => {
             buckets::delete(&mut conn, project, bucket)
@@ -221,6 +235,23 @@ pub async fn bucket(
         }
     }
     Ok(())
+}
+
+/// What a passed test found, a capability a line; or that no test ran.
+fn tested(capabilities: Option<&BucketCapabilities>) -> String {
+    let Some(found) = capabilities else {
+        return "not tested (--no-test)".to_owned();
+    };
+    let mut text = "write test passed; the keys may:".to_owned();
+    for line in found.lines() {
+        let answer = if line.allowed {
+            "yes".to_owned()
+        } else {
+            format!("no: needs {}", line.needs)
+        };
+        text.push_str(&format!("\n  {:<30} {answer}", line.label));
+    }
+    text
 }
 
 fn from_bucket_error(err: BucketAdminError) -> CliError {

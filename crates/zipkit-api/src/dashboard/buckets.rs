@@ -435,8 +435,30 @@ fn edit_page(
                 }
                 (lifecycle_hint())
             }
+            (capabilities_card(bucket))
         },
     )
+}
+
+/// What the last test found the keys may do, each with what grants it where it is missing.
+fn capabilities_card(bucket: &Bucket) -> Markup {
+    html! {
+        div.card {
+            h2 { "What the keys may do" }
+            @if let Some(found) = &bucket.capabilities {
+                p.muted { "As Save and Test found on " (pages::day(bucket.last_tested_at.unwrap_or(bucket.updated_at))) ", each checked on the test object alone." }
+                dl.facts {
+                    @for line in found.lines() {
+                        dt { (line.label) }
+                        @if line.allowed { dd { span.ok { "yes" } } }
+                        @else { dd { span.bad { "no" } " " span.muted { "needs " (line.needs) } } }
+                    }
+                }
+            } @else {
+                p.muted { "Not checked yet. Save and Test finds what the keys may do beyond writing: read, list, abort uploads, ACLs, checksums and part copies." }
+            }
+        }
+    }
 }
 
 async fn confirm_delete(

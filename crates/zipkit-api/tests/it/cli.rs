@@ -288,6 +288,39 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
         &rotated_env,
     );
     assert_eq!(tested.code, 0, "{}", tested.stderr);
+    // What the keys may do, a line each; as JSON, each by name.
+    assert!(
+        tested.stdout.contains("write test passed; the keys may:")
+            && tested
+                .stdout
+                .lines()
+                .any(|l| l.split_whitespace().eq(["UploadPartCopy", "yes"])),
+        "{}",
+        tested.stdout
+    );
+    let tested = step(
+        &[
+            "--output",
+            "json",
+            "bucket",
+            "test",
+            "--project",
+            &project_id,
+            "--bucket",
+            &bucket_id,
+        ],
+        None,
+        &rotated_env,
+    );
+    let tested: serde_json::Value = serde_json::from_str(&tested.stdout).expect("JSON");
+    assert_eq!(tested["object"], "bucket_test");
+    assert_eq!(
+        tested["capabilities"],
+        serde_json::json!({
+            "write": true, "read": true, "list": true, "abort_multipart": true, "acl": true,
+            "full_object_crc32": true, "upload_part_copy": true,
+        })
+    );
 
     let edit = step(
         &[
@@ -545,6 +578,11 @@ async fn with_output_json_every_create_prints_one_object_and_errors_are_json_too
     ));
     assert_eq!(bucket["object"], "bucket");
     assert_eq!(bucket["tested"], false);
+    assert_eq!(
+        bucket["capabilities"],
+        serde_json::Value::Null,
+        "not known untested"
+    );
     assert!(
         !bucket.to_string().contains("secret\""),
         "the bucket secret is not printed"

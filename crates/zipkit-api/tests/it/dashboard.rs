@@ -9,6 +9,7 @@ use zipkit_domain::models::{AccessToken, Bucket, User, WebhookDelivery, WebhookE
 use zipkit_domain::{ProjectId, Service};
 use zipkit_test_support::internal::InternalService;
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
+use zipkit_test_support::store_proxy::StoreProxy;
 use zipkit_test_support::{TestBroker, TestBucket, TestDatabase};
 
 const PASSWORD: &str = "a long enough password";
@@ -611,6 +612,52 @@ async fn internal_bucket_endpoints_and_webhook_urls_are_refused_in_plain_words_w
             .is_empty()
     );
     internal.assert_untouched().await;
+}
+
+/// Keys whose policy lacks s3:GetObject: the bucket is saved (it may be written), and its page says
+/// what the keys may not do and what would grant it.
+#[tokio::test]
+async fn the_bucket_page_shows_what_the_keys_may_do_and_what_a_missing_capability_needs() {
+    let (db, _broker, app) = common::start().await;
+    let (_, project) = user_with_project(&db, "ann@example.com", "Ann's project").await;
+    let store = TestBucket::new().await;
+    let no_get = StoreProxy::start().await;
+    no_get.refuse("GetObject", 403, "AccessDenied", None);
+    no_get.refuse("HeadObject", 403, "AccessDenied", None);
+    let (mut ann, csrf) = signed_in(&app, "ann@example.com").await;
+    let p = format!("/dashboard/projects/{project}");
+    let (access_key, secret_key) = (s3_access_key(), s3_secret_key());
+    let saved = ann
+        .post(
+            &format!("{p}/buckets"),
+            &[
+                ("csrf", &csrf),
+                ("service", "s3"),
+                ("name", store.name()),
+                ("region", "us-east-1"),
+                ("access_key_id", &access_key),
+                ("secret_access_key", &secret_key),
+                ("endpoint_url", no_get.url()),
+                ("path_style", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let bucket = Bucket::list(&mut db.connect().await, project)
+        .await
+        .expect("q")
+        .remove(0);
+    let found = bucket.capabilities.expect("checked by Save and Test");
+    assert!(!found.read && found.write && found.list, "{found:?}");
+    let page = ann.get(&format!("{p}/buckets/{}/edit", bucket.id)).await;
+    assert_eq!(page.status, 200);
+    for line in [
+        "<dt>Read</dt><dd><span class=\"bad\">no</span> <span class=\"muted\">needs s3:GetObject</span></dd>",
+        "<dt>List</dt><dd><span class=\"ok\">yes</span></dd>",
+        "<dt>Abort multipart uploads</dt><dd><span class=\"ok\">yes</span></dd>",
+    ] {
+        assert!(page.body.contains(line), "{line}\n{}", page.body);
+    }
 }
 
 #[tokio::test]

@@ -84,6 +84,26 @@ pub struct BucketTestResult {
     pub capabilities: Option<BucketCapabilities>,
 }
 
+impl BucketTestResult {
+    /// The keys may write; what else they may do.
+    pub fn passed(capabilities: BucketCapabilities) -> Self {
+        Self {
+            ok: true,
+            message: "write test passed".into(),
+            capabilities: Some(capabilities),
+        }
+    }
+
+    /// The keys may not write, for this reason; nothing else is known.
+    pub fn failed(why: String) -> Self {
+        Self {
+            ok: false,
+            message: why,
+            capabilities: None,
+        }
+    }
+}
+
 /// Why a bucket was not deleted.
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteBucketError {
@@ -264,7 +284,7 @@ impl Bucket {
         conn: &mut AsyncPgConnection,
         id: BucketId,
         result: &BucketTestResult,
-    ) -> QueryResult<()> {
+    ) -> QueryResult<Bucket> {
         diesel::update(buckets::table.find(id))
             .set((
                 buckets::last_tested_at.eq(diesel::dsl::now),
@@ -272,9 +292,9 @@ impl Bucket {
                 buckets::last_test_message.eq(&result.message),
                 buckets::capabilities.eq(result.capabilities),
             ))
-            .execute(conn)
+            .returning(Bucket::as_returning())
+            .get_result(conn)
             .await
-            .map(drop)
     }
 
     /// How many zip jobs refer to the bucket.

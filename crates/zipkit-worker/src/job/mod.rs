@@ -105,6 +105,7 @@ async fn prepare(
     let destination = Destination::new(
         client,
         location,
+        bucket.capabilities,
         zip.object_key.clone(),
         zip.id,
         ctx.store_timeouts,

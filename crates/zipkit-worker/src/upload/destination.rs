@@ -14,6 +14,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectCannedAcl
 use bytes::Bytes;
 use tracing::Instrument;
 use zipkit_domain::ZipId;
+use zipkit_domain::models::BucketCapabilities;
 use zipkit_domain::values::ObjectKey;
 use zipkit_storage::{BucketLocation, StoreRefusal, attachment};
 
@@ -86,6 +87,8 @@ struct Inner {
     timeouts: StoreTimeouts,
     /// Bodies go unsigned (`UNSIGNED-PAYLOAD`): see `signs_bodies`.
     unsigned_bodies: bool,
+    /// The bucket's last test found that its keys may not abort an upload: none is tried.
+    may_not_abort: bool,
 }
 
 /// Whether the bodies of UploadPart and PutObject are hashed into their SigV4 signature. Over
@@ -106,9 +109,12 @@ fn count_sent(bytes: usize) {
 }
 
 impl Destination {
+    /// `capabilities` as the bucket's last test found them; `None` (not checked) tries
+    /// everything.
     pub fn new(
         client: Client,
         location: BucketLocation,
+        capabilities: Option<BucketCapabilities>,
         key: ObjectKey,
         zip_id: ZipId,
         timeouts: StoreTimeouts,
@@ -117,6 +123,7 @@ impl Destination {
             inner: Arc::new(Inner {
                 client,
                 unsigned_bodies: !signs_bodies(&location),
+                may_not_abort: capabilities.is_some_and(|c| !c.abort_multipart),
                 location,
                 key,
                 zip_id,
@@ -275,8 +282,20 @@ impl Destination {
 
     /// Aborts the upload so its parts stop costing storage. The seed's minimal policy does not
     /// allow it: a refusal is logged once, with what an operator needs to find the upload, and
-    /// left to the bucket's lifecycle rule (docs/JOBS.md).
+    /// left to the bucket's lifecycle rule (docs/JOBS.md). Keys the bucket test found unable to
+    /// abort are not asked to.
     pub async fn abort(&self, upload_id: &str) {
+        if self.inner.may_not_abort {
+            tracing::info!(
+                zip.id = %self.inner.zip_id,
+                bucket = %self.inner.location.name,
+                key = %self.inner.key,
+                upload.id = upload_id,
+                "not aborting the multipart upload: the bucket's test found its keys may not; \
+                 the bucket's lifecycle rule for incomplete multipart uploads will remove its parts"
+            );
+            return;
+        }
         let sent = self
             .inner
             .client

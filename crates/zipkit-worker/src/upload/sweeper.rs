@@ -75,6 +75,7 @@ impl OrphanSweeper {
             Ok::<_, String>(Destination::new(
                 client,
                 location,
+                bucket.capabilities,
                 upload.object_key.clone(),
                 upload.zip_id,
                 self.timeouts,

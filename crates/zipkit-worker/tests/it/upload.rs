@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use secrecy::SecretString;
 use tokio::sync::{mpsc, oneshot};
-use zipkit_domain::models::BucketCredentials;
+use zipkit_domain::models::{BucketCapabilities, BucketCredentials};
 use zipkit_domain::{Service, ZipId};
 use zipkit_storage::BucketLocation;
 use zipkit_test_support::TestBucket;
@@ -55,6 +55,17 @@ impl Ledger for MemoryLedger {
 }
 
 fn destination(endpoint: &str, bucket: &str, key: &str, credentials: (&str, &str)) -> Destination {
+    destination_knowing(endpoint, bucket, key, credentials, None)
+}
+
+/// As `destination`, for a bucket whose test found these capabilities.
+fn destination_knowing(
+    endpoint: &str,
+    bucket: &str,
+    key: &str,
+    credentials: (&str, &str),
+    capabilities: Option<BucketCapabilities>,
+) -> Destination {
     let location = BucketLocation {
         service: Service::S3,
         name: zipkit_domain::values::BucketName::parse(bucket).unwrap(),
@@ -76,6 +87,7 @@ fn destination(endpoint: &str, bucket: &str, key: &str, credentials: (&str, &str
     Destination::new(
         client,
         location,
+        capabilities,
         zipkit_domain::values::ObjectKey::parse(key).unwrap(),
         ZipId::new(),
         StoreTimeouts {
@@ -322,6 +334,40 @@ async fn a_job_that_ends_without_its_archive_sends_nothing_more_and_aborts_the_u
     );
     assert!(!operations.iter().any(|o| o == "CompleteMultipartUpload"));
     assert!(!store.has("abandoned.zip").await);
+}
+
+#[tokio::test]
+async fn keys_the_bucket_test_found_unable_to_abort_are_not_asked_to() {
+    let (store, proxy) = (TestBucket::new().await, StoreProxy::start().await);
+    let may_not_abort = BucketCapabilities {
+        write: true,
+        abort_multipart: false,
+        ..BucketCapabilities::default()
+    };
+    let destination = destination_knowing(
+        proxy.url(),
+        store.name(),
+        "kept.zip",
+        (&s3_access_key(), &s3_secret_key()),
+        Some(may_not_abort),
+    );
+    let result = run_upload(
+        &destination,
+        archive_bytes(5 * MIB + 100_000),
+        PartPlan::new(5 * MIB, 2, None),
+        &MemoryLedger::default(),
+        Ending::Abort,
+        None,
+    )
+    .await;
+    assert!(matches!(result, Err(UploadError::Abandoned)), "{result:?}");
+    let operations = proxy.operations();
+    assert!(operations.iter().any(|o| o == "CreateMultipartUpload"));
+    assert!(
+        !operations.iter().any(|o| o == "AbortMultipartUpload"),
+        "{operations:?}"
+    );
+    assert!(!store.has("kept.zip").await);
 }
 
 #[tokio::test]
