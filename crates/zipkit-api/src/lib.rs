@@ -98,14 +98,17 @@ impl Application {
 
         let egress = zipkit_egress::EgressPolicy::new(&settings.egress);
         let draining = Arc::new(AtomicBool::new(false));
+        let limits = Limits {
+            max_urls: settings.api.max_urls,
+            download_url_ttl_secs: settings.api.download_url_ttl_secs,
+            max_download_url_ttl_secs: settings.api.max_download_url_ttl_secs,
+        };
         let state = web::Data::new(AppState {
             pool,
             broker: broker.clone(),
             keyring,
             publisher,
-            limits: Limits {
-                max_urls: settings.api.max_urls,
-            },
+            limits,
             secure_cookies: settings.api.secure_cookies,
             allow_http_webhooks: settings.webhooks.allow_http,
             dry_runs: zips::dry_run::DryRunner::new(egress.clone(), settings.worker.clone()),
@@ -115,7 +118,7 @@ impl Application {
             passwords: admin::passwords::PasswordPool::start(&settings.passwords)
                 .map_err(StartError::Threads)?,
             draining: draining.clone(),
-            openapi: routes::openapi::served(settings.api.max_urls),
+            openapi: routes::openapi::served(limits),
         });
         // Every minute: keys back at a full allowance are forgotten, so the limiters' memory stays
         // small, and failed sign-ins too old to count are deleted.

@@ -23,6 +23,10 @@ pub struct ApiSettings {
     pub max_connections: usize,
     /// Most sources one zip job may list.
     pub max_urls: usize,
+    /// How long a finished archive's presigned download link lives, unless the job asks.
+    pub download_url_ttl_secs: u32,
+    /// The longest lifetime a job may ask for its download link.
+    pub max_download_url_ttl_secs: u32,
     /// A job whose message the broker has not confirmed after this long is republished.
     pub republish_after_secs: u64,
     /// Dashboard cookies carry `Secure` (HTTPS only); off only for local development over http.
@@ -48,6 +52,9 @@ pub struct Settings {
     pub worker: crate::zips::dry_run::WorkerPlanSettings,
 }
 
+/// The longest a SigV4 presigned URL may live: 7 days.
+pub const MAX_PRESIGNED_SECS: u32 = 7 * 24 * 3600;
+
 /// `Err` naming `section.key` when `value` is 0.
 fn at_least_one(key: &str, value: u64) -> Result<(), String> {
     if value == 0 {
@@ -69,7 +76,25 @@ impl ApiSettings {
         )?;
         at_least_one("api.max_connections", self.max_connections as u64)?;
         at_least_one("api.max_urls", self.max_urls as u64)?;
-        at_least_one("api.republish_after_secs", self.republish_after_secs)
+        at_least_one("api.republish_after_secs", self.republish_after_secs)?;
+        at_least_one(
+            "api.download_url_ttl_secs",
+            self.download_url_ttl_secs.into(),
+        )?;
+        if self.max_download_url_ttl_secs > MAX_PRESIGNED_SECS {
+            return Err(format!(
+                "api.max_download_url_ttl_secs must be at most {MAX_PRESIGNED_SECS} (7 days, the \
+                 longest a SigV4 presigned URL lives; it is {})",
+                self.max_download_url_ttl_secs
+            ));
+        }
+        if self.download_url_ttl_secs > self.max_download_url_ttl_secs {
+            return Err(format!(
+                "api.download_url_ttl_secs ({}) must not exceed api.max_download_url_ttl_secs ({})",
+                self.download_url_ttl_secs, self.max_download_url_ttl_secs
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -97,6 +122,8 @@ mod tests {
             max_body_bytes_in_flight: 1,
             max_connections: 1,
             max_urls: 1,
+            download_url_ttl_secs: 60,
+            max_download_url_ttl_secs: 60,
             republish_after_secs: 1,
             secure_cookies: true,
             drain_delay_secs: 0,
@@ -106,6 +133,17 @@ mod tests {
         assert_eq!(
             api.validate(),
             Err("api.body_timeout_secs must be at least 1 (it is 0)".to_owned())
+        );
+        api.body_timeout_secs = 1;
+        api.download_url_ttl_secs = 61;
+        assert!(
+            api.validate()
+                .is_err_and(|e| e.starts_with("api.download_url_ttl_secs (61)"))
+        );
+        api.max_download_url_ttl_secs = MAX_PRESIGNED_SECS + 1;
+        assert!(
+            api.validate()
+                .is_err_and(|e| e.starts_with("api.max_download_url_ttl_secs"))
         );
     }
 }

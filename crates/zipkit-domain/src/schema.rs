@@ -137,6 +137,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    zip_download_links (zip_id) {
+        zip_id -> Uuid,
+        ttl_secs -> Int4,
+    }
+}
+
+diesel::table! {
     zip_entries (zip_id, entry_index) {
         zip_id -> Uuid,
         entry_index -> Int4,
@@ -237,6 +244,7 @@ diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 diesel::joinable!(webhook_deliveries -> zips (zip_id));
 diesel::joinable!(webhook_delivery_attempts -> webhook_deliveries (delivery_id));
 diesel::joinable!(webhook_endpoints -> projects (project_id));
+diesel::joinable!(zip_download_links -> zips (zip_id));
 diesel::joinable!(zip_entries -> zips (zip_id));
 diesel::joinable!(zip_expected_sizes -> zips (zip_id));
 diesel::joinable!(zip_parts -> zips (zip_id));
@@ -255,6 +263,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_deliveries,
     webhook_delivery_attempts,
     webhook_endpoints,
+    zip_download_links,
     zip_entries,
     zip_expected_sizes,
     zip_parts,

@@ -4,6 +4,7 @@
 
 mod capabilities;
 mod disposition;
+mod download;
 
 use std::time::Duration;
 

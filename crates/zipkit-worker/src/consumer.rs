@@ -336,7 +336,8 @@ async fn process(
             conn.transaction(async |conn| {
                 let row = Zip::finish(conn, zip_id, &ctx.owner, &outcome).await?;
                 if let Some(row) = &row {
-                    crate::webhooks::enqueue_completed(conn, row).await?;
+                    let links = (&ctx.buckets, &*ctx.keyring);
+                    crate::webhooks::enqueue_completed(conn, row, links).await?;
                 }
                 Ok::<_, diesel::result::Error>(row)
             })

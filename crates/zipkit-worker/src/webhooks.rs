@@ -20,12 +20,14 @@ use tracing::Instrument;
 use zipkit_egress::EgressPolicy;
 use zipkit_runtime::backoff::Backoff;
 use zipkit_runtime::telemetry;
+use zipkit_storage::BucketClients;
 
 /// Queues the `zip.completed` event of a zip that just succeeded or failed. Call inside the
 /// transaction that set its final state.
 pub async fn enqueue_completed(
     conn: &mut AsyncPgConnection,
     zip: &Zip,
+    links: (&BucketClients, &KeyRing),
 ) -> diesel::QueryResult<usize> {
     if !matches!(zip.status, ZipStatus::Succeeded | ZipStatus::Failed) {
         return Ok(0);
@@ -39,8 +41,18 @@ pub async fn enqueue_completed(
     };
     let skipped = Zip::skipped_entries(conn, &[zip.id]).await?;
     let expected_size = Zip::expected_size(conn, zip.id).await?;
+    // The link lives from now: a delivery retried later carries the same one.
+    let link = match Zip::download_sources(conn, &[zip.id]).await?.first() {
+        Some(source) if zip.status == ZipStatus::Succeeded => {
+            let (buckets, keyring) = links;
+            buckets
+                .download_link(keyring, source, &zip.object_key)
+                .await
+        }
+        _ => None,
+    };
     let event = Event::zip_completed(
-        ZipObject::new(zip.clone(), bucket, expected_size, skipped),
+        ZipObject::new(zip.clone(), bucket, expected_size, skipped).with_download(link),
         zip.finished_at.unwrap_or_else(chrono::Utc::now),
     );
     let payload = serde_json::to_value(&event)

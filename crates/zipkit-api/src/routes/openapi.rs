@@ -88,7 +88,7 @@ fn first_filename_segment(max: usize) -> String {
 /// so generated clients and schema-driven testers send what the server accepts and nothing it
 /// refuses. The rules that JSON Schema cannot express (filenames unique ignoring case and
 /// Unicode normalization; URLs the URL standard parses) are in the descriptions.
-pub fn served(max_urls: usize) -> serde_json::Value {
+pub fn served(limits: crate::zips::request::Limits) -> serde_json::Value {
     use serde_json::json;
     use zipkit_domain::values::{
         MAX_ENTRY_NAME_BYTES, MAX_OBJECT_KEY_BYTES, MAX_SEGMENT_BYTES, MAX_SOURCE_URL_BYTES,
@@ -102,7 +102,9 @@ pub fn served(max_urls: usize) -> serde_json::Value {
     let schemas = &mut doc["components"]["schemas"];
     let body = &mut schemas["CreateZipBody"]["properties"];
     body["urls"]["minItems"] = json!(1);
-    body["urls"]["maxItems"] = json!(max_urls);
+    body["urls"]["maxItems"] = json!(limits.max_urls);
+    // This deployment's bound, not only SigV4's.
+    body["download_url_ttl_secs"]["maximum"] = json!(limits.max_download_url_ttl_secs);
     // Two identical items would put one file in twice; the full rule (no two filenames equal
     // ignoring case and Unicode normalization) is beyond JSON Schema and in the description.
     body["urls"]["uniqueItems"] = json!(true);

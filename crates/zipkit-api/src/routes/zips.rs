@@ -87,8 +87,10 @@ fn zip_not_found(id: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// The zip objects for rows, with skipped entries loaded in one query.
+/// The zip objects for rows, with skipped entries loaded in one query and a fresh download link
+/// on each finished archive its bucket's keys may read.
 async fn objects(
+    state: &AppState,
     conn: &mut diesel_async::AsyncPgConnection,
     rows: Vec<ZipWithBucket>,
 ) -> Result<Vec<ZipObject>, ApiError> {
@@ -103,23 +105,43 @@ async fn objects(
     } else {
         Zip::skipped_entries(conn, &with_results).await?
     };
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut skipped)
-                .into_iter()
-                .partition(|e| e.zip_id == row.zip.id);
-            skipped = rest;
-            let bucket = BucketRef {
-                service: row.service,
-                name: row.bucket,
-            };
-            ZipObject::new(row.zip, bucket, row.expected_size, mine)
-        })
-        .collect())
+    let finished: Vec<ZipId> = rows
+        .iter()
+        .filter(|row| row.zip.status == ZipStatus::Succeeded)
+        .map(|row| row.zip.id)
+        .collect();
+    let downloads = if finished.is_empty() {
+        Vec::new()
+    } else {
+        Zip::download_sources(conn, &finished).await?
+    };
+    let mut objects = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut skipped)
+            .into_iter()
+            .partition(|e| e.zip_id == row.zip.id);
+        skipped = rest;
+        let link = match downloads.iter().find(|d| d.zip_id == row.zip.id) {
+            Some(source) => {
+                let key = &row.zip.object_key;
+                state
+                    .buckets
+                    .download_link(&state.keyring, source, key)
+                    .await
+            }
+            None => None,
+        };
+        let bucket = BucketRef {
+            service: row.service,
+            name: row.bucket,
+        };
+        objects.push(ZipObject::new(row.zip, bucket, row.expected_size, mine).with_download(link));
+    }
+    Ok(objects)
 }
 
 async fn object(
+    state: &AppState,
     conn: &mut diesel_async::AsyncPgConnection,
     caller: Caller,
     id: ZipId,
@@ -127,7 +149,7 @@ async fn object(
     let row = Zip::find_with_bucket(conn, caller.project_id, id)
         .await?
         .ok_or_else(|| zip_not_found(id))?;
-    let mut list = objects(conn, vec![row]).await?;
+    let mut list = objects(state, conn, vec![row]).await?;
     list.pop()
         .ok_or_else(|| ApiError::internal("zip object vanished"))
 }
@@ -155,6 +177,7 @@ async fn find_bucket(
 
 /// A repeat with the same key: the same job if the body is the same, else a conflict.
 async fn replay(
+    state: &AppState,
     conn: &mut diesel_async::AsyncPgConnection,
     caller: Caller,
     existing: Zip,
@@ -169,7 +192,7 @@ async fn replay(
     }
     Ok(
         HttpResponse::Ok().json(CreateAnswer::Zip(Box::new(ZipResponse {
-            data: object(conn, caller, existing.id).await?,
+            data: object(state, conn, caller, existing.id).await?,
         }))),
     )
 }
@@ -224,7 +247,7 @@ pub async fn create(
         && let Some(existing) =
             Zip::find_by_idempotency_key(&mut conn, caller.project_id, key).await?
     {
-        return replay(&mut conn, caller, existing, &request_hash).await;
+        return replay(&state, &mut conn, caller, existing, &request_hash).await;
     }
     let bucket = find_bucket(&mut conn, &caller, &valid).await?;
     // Known before the first byte when every source is stored and gives its size.
@@ -247,6 +270,7 @@ pub async fn create(
         entries: valid.entries,
         traceparent: zipkit_runtime::telemetry::traceparent(&tracing::Span::current()),
         expected_size,
+        download_url_ttl_secs: Some(valid.download_url_ttl_secs),
     };
     let store = tracing::info_span!("store job", project.id = %caller.project_id);
     let zip = match Zip::create(&mut conn, new).instrument(store).await {
@@ -257,7 +281,7 @@ pub async fn create(
             let existing = Zip::find_by_idempotency_key(&mut conn, caller.project_id, key)
                 .await?
                 .ok_or_else(|| ApiError::internal("idempotent job vanished"))?;
-            return replay(&mut conn, caller, existing, &request_hash).await;
+            return replay(&state, &mut conn, caller, existing, &request_hash).await;
         }
         Err(err) => return Err(ApiError::internal(err)),
     };
@@ -301,7 +325,7 @@ pub async fn get(
     let id = parse_zip_id(&path)?;
     let mut conn = state.conn().await?;
     Ok(HttpResponse::Ok().json(ZipResponse {
-        data: object(&mut conn, caller, id).await?,
+        data: object(&state, &mut conn, caller, id).await?,
     }))
 }
 
@@ -386,7 +410,7 @@ pub async fn list(
         })?;
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let data = objects(&mut conn, rows).await?;
+    let data = objects(&state, &mut conn, rows).await?;
     let next = if has_more {
         data.last().map(|z| z.id)
     } else {
@@ -429,6 +453,6 @@ pub async fn cancel(
         ));
     }
     Ok(HttpResponse::Ok().json(ZipResponse {
-        data: object(&mut conn, caller, id).await?,
+        data: object(&state, &mut conn, caller, id).await?,
     }))
 }

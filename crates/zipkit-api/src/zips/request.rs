@@ -51,6 +51,12 @@ pub struct CreateZipBody {
     /// skipped or fail), without creating a job. Default `false`.
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// How long the finished archive's presigned download link lives, in seconds
+    /// (`result.download_url`): 1 to the deployment's `api.max_download_url_ttl_secs` (at most
+    /// 7 days). Default: the deployment's `api.download_url_ttl_secs` (one hour unless changed).
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 604_800)]
+    pub download_url_ttl_secs: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -79,6 +85,8 @@ pub struct UrlItem {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_urls: usize,
+    pub download_url_ttl_secs: u32,
+    pub max_download_url_ttl_secs: u32,
 }
 
 /// Metadata bounds (as Stripe's): enough for ids and labels, never a payload store.
@@ -97,6 +105,7 @@ pub struct ValidZip {
     pub compression: Compression,
     pub on_error: OnError,
     pub dry_run: bool,
+    pub download_url_ttl_secs: u32,
 }
 
 /// Deserializes the JSON body into `CreateZipBody`, naming the parameter on failure. Only an
@@ -265,6 +274,28 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
             "bucket_name".to_owned(),
         ));
     }
+    let download_url_ttl_secs = match &body.download_url_ttl_secs {
+        None => limits.download_url_ttl_secs,
+        // JSON Schema's integers include `60.0`.
+        Some(value) => value
+            .as_u64()
+            .or_else(|| {
+                let secs = value.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0)?;
+                Some(secs as u64)
+            })
+            .filter(|secs| (1..=u64::from(limits.max_download_url_ttl_secs)).contains(secs))
+            .and_then(|secs| u32::try_from(secs).ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "download_url_ttl_invalid",
+                    format!(
+                        "`download_url_ttl_secs` must be a whole number of seconds from 1 to {}",
+                        limits.max_download_url_ttl_secs
+                    ),
+                    "download_url_ttl_secs".to_owned(),
+                )
+            })?,
+    };
     Ok(ValidZip {
         entries,
         bucket_name: body.bucket_name,
@@ -274,6 +305,7 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
         compression,
         on_error,
         dry_run: body.dry_run.unwrap_or(false),
+        download_url_ttl_secs,
     })
 }
 
@@ -468,7 +500,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const LIMITS: Limits = Limits { max_urls: 3 };
+    const LIMITS: Limits = Limits {
+        max_urls: 3,
+        download_url_ttl_secs: 3600,
+        max_download_url_ttl_secs: 86_400,
+    };
 
     fn body(value: Value) -> Result<ValidZip, ApiError> {
         validate(parse_body(value)?, LIMITS)
@@ -495,6 +531,10 @@ mod tests {
         assert_eq!(zip.on_error, OnError::Fail);
         assert!(zip.metadata.is_empty());
         assert_eq!(zip.entries[0].filename.as_str(), "docs/a.pdf");
+        assert_eq!(zip.download_url_ttl_secs, 3600, "the deployment's default");
+        let mut asked = valid();
+        asked["download_url_ttl_secs"] = json!(86_400);
+        assert_eq!(body(asked).unwrap().download_url_ttl_secs, 86_400);
     }
 
     #[test]
@@ -561,7 +601,11 @@ mod tests {
             .map(|(i, n)| json!({"url": format!("https://e.com/{i}"), "filename": n}))
             .collect();
         let value = json!({"urls": urls, "bucket_name": "b", "key": "k.zip", "windows_safe_names": windows_safe_names});
-        validate(parse_body(value)?, Limits { max_urls: 100 }).map(|zip| zip.entries)
+        let limits = Limits {
+            max_urls: 100,
+            ..LIMITS
+        };
+        validate(parse_body(value)?, limits).map(|zip| zip.entries)
     }
 
     #[test]
@@ -760,6 +804,21 @@ mod tests {
                 json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": ""}),
                 "key_invalid",
                 "key",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "download_url_ttl_secs": 0}),
+                "download_url_ttl_invalid",
+                "download_url_ttl_secs",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "download_url_ttl_secs": 86_401}),
+                "download_url_ttl_invalid",
+                "download_url_ttl_secs",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "download_url_ttl_secs": "60"}),
+                "download_url_ttl_invalid",
+                "download_url_ttl_secs",
             ),
             (
                 json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k".repeat(1025)}),

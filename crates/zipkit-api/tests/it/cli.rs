@@ -212,6 +212,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
         NewZip {
             traceparent: None,
             expected_size: None,
+            download_url_ttl_secs: None,
             project_id: project,
             bucket_id: stored.id,
             key: ObjectKey::parse("a.zip").unwrap(),

@@ -10,8 +10,9 @@ refused.
 A filename Windows cannot create (a character of `<>:"|?*`, a folder or file name ending in a dot
 or space, a device name, a path over 260 UTF-16 units) is refused unless the body asks for
 `windows_safe_names`; the document says so in words. A generated body with such a name that
-leaves `windows_safe_names` unset (or false) asks for it, and folders too long for any file name
-to fit in 260 units are shortened, so schema-valid bodies are valid.
+leaves `windows_safe_names` unset (or false) asks for it; in any body that asks for it (so or as
+generated), folders too long for any file name to fit in 260 units are shortened, so
+schema-valid bodies are valid.
 """
 
 import unicodedata
@@ -72,6 +73,7 @@ def map_case(context, case):
     if any(isinstance(i, dict) and isinstance(i.get("filename"), str) and windows_problem(i["filename"])
            for i in body["urls"]) and body.get("windows_safe_names") in (None, False):
         body["windows_safe_names"] = True
+    if body.get("windows_safe_names") is True:
         for item in body["urls"]:
             if isinstance(item, dict) and isinstance(item.get("filename"), str):
                 item["filename"] = short_folders(item["filename"])

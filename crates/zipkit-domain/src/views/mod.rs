@@ -69,6 +69,19 @@ pub struct ZipResult {
     pub etag: Option<String>,
     pub entries: i32,
     pub skipped: Vec<Skipped>,
+    /// A presigned GET of the archive, made when this object was (each read makes a new one),
+    /// living `download_url_ttl_secs`; it downloads under the key's file name. `null` when the
+    /// bucket's keys may not read (its last test), or the link could not be made.
+    pub download_url: Option<String>,
+    /// When `download_url` stops working.
+    pub download_url_expires_at: Option<DateTime<Utc>>,
+}
+
+/// A presigned download link and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadLink {
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -119,6 +132,8 @@ impl ZipObject {
             etag: zip.result_etag.clone(),
             entries: zip.result_entries.unwrap_or_default(),
             skipped: std::mem::take(&mut skipped),
+            download_url: None,
+            download_url_expires_at: None,
         });
         let error = match (zip.error_type, zip.error_code, zip.error_message) {
             (Some(error_type), Some(code), Some(message)) => Some(ZipError {
@@ -155,6 +170,17 @@ impl ZipObject {
             result,
             error,
         }
+    }
+}
+
+impl ZipObject {
+    /// The archive's download link, on a job that has a result.
+    pub fn with_download(mut self, link: Option<DownloadLink>) -> Self {
+        if let (Some(result), Some(link)) = (&mut self.result, link) {
+            result.download_url = Some(link.url);
+            result.download_url_expires_at = Some(link.expires_at);
+        }
+        self
     }
 }
 

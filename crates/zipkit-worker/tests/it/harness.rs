@@ -282,6 +282,7 @@ impl Harness {
             NewZip {
                 traceparent: None,
                 expected_size: None,
+                download_url_ttl_secs: None,
                 project_id: bucket.project_id,
                 bucket_id: bucket.id,
                 key: ObjectKey::parse(key).unwrap(),

@@ -16,8 +16,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::enums::{Compression, OnError, Service, ZipStatus};
 use crate::ids::{BucketId, ProjectId, ZipId};
-use crate::models::ModelError;
-use crate::schema::{buckets, zip_entries, zip_expected_sizes, zips};
+use crate::models::{Bucket, ModelError};
+use crate::schema::{buckets, zip_download_links, zip_entries, zip_expected_sizes, zips};
 use crate::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -86,6 +86,20 @@ pub struct NewZip {
     pub traceparent: Option<String>,
     /// The archive's exact size, when the request alone decides it.
     pub expected_size: Option<i64>,
+    /// How long the finished archive's download link lives; `None`: one hour.
+    pub download_url_ttl_secs: Option<u32>,
+}
+
+/// How long a download link lives for a job that stored no lifetime of its own.
+pub const DEFAULT_DOWNLOAD_URL_TTL_SECS: u32 = 3600;
+
+/// What a download link of a job's archive is made from: its bucket (the keys sign the link;
+/// its capabilities say whether they may read) and the link's lifetime.
+#[derive(Debug, Clone)]
+pub struct DownloadSource {
+    pub zip_id: ZipId,
+    pub bucket: Bucket,
+    pub ttl_secs: u32,
 }
 
 // The foreign key is composite (bucket, project), which print-schema cannot express.
@@ -176,6 +190,15 @@ impl Zip {
                     .execute(conn)
                     .await?;
             }
+            if let Some(ttl) = new.download_url_ttl_secs {
+                diesel::insert_into(zip_download_links::table)
+                    .values((
+                        zip_download_links::zip_id.eq(id),
+                        zip_download_links::ttl_secs.eq(i32::try_from(ttl).unwrap_or(i32::MAX)),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
             if let Some(size) = new.expected_size {
                 diesel::insert_into(zip_expected_sizes::table)
                     .values((
@@ -188,6 +211,35 @@ impl Zip {
             Ok(zip)
         })
         .await
+    }
+
+    /// For these jobs, what their download links are made from (jobs of any project: the
+    /// caller chose the ids).
+    pub async fn download_sources(
+        conn: &mut AsyncPgConnection,
+        ids: &[ZipId],
+    ) -> QueryResult<Vec<DownloadSource>> {
+        let rows: Vec<(ZipId, Bucket, Option<i32>)> = zips::table
+            .inner_join(buckets::table)
+            .left_join(zip_download_links::table)
+            .filter(zips::id.eq_any(ids))
+            .select((
+                zips::id,
+                Bucket::as_select(),
+                zip_download_links::ttl_secs.nullable(),
+            ))
+            .load(conn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(zip_id, bucket, ttl)| DownloadSource {
+                zip_id,
+                bucket,
+                ttl_secs: ttl
+                    .and_then(|t| u32::try_from(t).ok())
+                    .unwrap_or(DEFAULT_DOWNLOAD_URL_TTL_SECS),
+            })
+            .collect())
     }
 
     /// A job of this project only: another project's job id finds nothing.
