@@ -218,6 +218,21 @@ async fn detail(
         .await?
         .ok_or(PageError::NotFound)?;
     let entries = Zip::entries(&mut conn, zip.id).await?;
+    // A fresh link on each view, where the bucket's keys may read (as GET /v1/zips/{id}).
+    let download = if zip.status == ZipStatus::Succeeded {
+        match Zip::download_sources(&mut conn, &[zip.id]).await?.first() {
+            Some(source) => {
+                let key = &zip.object_key;
+                state
+                    .buckets
+                    .download_link(&state.keyring, source, key)
+                    .await
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
     let base = member.base();
     let body = html! {
         p { a href={ (base) "/zips" } { "← All zips" } }
@@ -233,6 +248,12 @@ async fn detail(
                     dt { "Expected size" } dd { (pages::bytes(size)) }
                 }
                 @if let Some(etag) = &zip.result_etag { dt { "ETag" } dd { code { (etag) } } }
+                @if let Some(link) = &download {
+                    dt { "Download" } dd {
+                        a href=(link.url) rel="noreferrer" { "Download the archive" }
+                        " " span.muted { "link valid until " (pages::moment(link.expires_at)) }
+                    }
+                }
                 dt { "Created" } dd { (pages::moment(zip.created_at)) }
                 @if let Some(started) = zip.started_at {
                     dt { "Started" } dd { (pages::moment(started)) " · waited " (duration(zip.created_at, started)) }

@@ -126,6 +126,11 @@ try {
 
   await step("edit the bucket's credentials (retested on save)", async () => {
     await page.locator("table.list tbody tr", { hasText: BUCKET }).getByRole("link", { name: "Edit" }).click();
+    // What Save and Test found the keys may do: everything, on the local store.
+    const capabilities = await text("dl.facts");
+    for (const line of ["Read", "List", "Abort multipart uploads", "UploadPartCopy"]) {
+      assert.match(capabilities, new RegExp(`${line}\\s*yes`), capabilities);
+    }
     await page.fill("#f-access_key_id", S3_ACCESS_KEY);
     await page.fill("#f-secret_access_key", "still-wrong");
     await button("Save and Test").click();
@@ -187,6 +192,12 @@ try {
     assert.match(await text("dl.facts"), /browser\/monthly\.zip/);
     assert.match(await text("table.entries"), /reports\/Übersicht 2026\.txt/);
     assert.match(await text("table.entries"), /done/);
+    // The keys passed every check of Save and Test, so the page links the archive itself.
+    const download = await page.getByRole("link", { name: "Download the archive" }).getAttribute("href");
+    const archive = await fetch(download);
+    assert.equal(archive.status, 200);
+    assert.equal(archive.headers.get("content-disposition"), 'attachment; filename="monthly.zip"');
+    assert.equal(Buffer.from(await archive.arrayBuffer()).subarray(0, 2).toString(), "PK");
     await shot("11-zip-detail");
     await page.goto(`${page.url().replace(/\/zips\/.*$/, "/zips")}?status=failed`);
     assert.equal(await page.locator("table.zips").count(), 0, "no failed zip to list");
