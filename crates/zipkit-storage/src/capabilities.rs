@@ -5,9 +5,11 @@
 //! object instead.
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, ObjectCannedAcl,
+    ServerSideEncryption,
 };
 use zipkit_domain::models::{BucketCapabilities, BucketCredentials};
 
@@ -36,6 +38,24 @@ impl BucketClients {
         // Reading the checksum back needs HeadObject, which s3:GetObject grants.
         let full_object_crc32 = read && probe.full_object_crc32().await;
         let (upload_part_copy, abort_multipart) = probe.multipart(read).await;
+        let tagging = probe
+            .write_with("tagging", |put| put.tagging("zipkit=bucket-test"))
+            .await;
+        let sse_s3 = probe
+            .write_with("sse_s3", |put| {
+                put.server_side_encryption(ServerSideEncryption::Aes256)
+            })
+            .await;
+        // The store's default KMS key: a job may name its own, which its keys must be allowed.
+        let sse_kms = probe
+            .write_with("sse_kms", |put| {
+                put.server_side_encryption(ServerSideEncryption::AwsKms)
+            })
+            .await;
+        // The test object ends as the write test left it: plain.
+        if sse_s3 || sse_kms {
+            probe.write_with("write", |put| put).await;
+        }
         Ok(BucketCapabilities {
             write: true,
             read,
@@ -44,6 +64,9 @@ impl BucketClients {
             acl,
             full_object_crc32,
             upload_part_copy,
+            tagging,
+            sse_s3,
+            sse_kms,
         })
     }
 }
@@ -110,35 +133,34 @@ impl Probe<'_> {
 
     /// The write again with the one canned ACL that grants nobody anything.
     async fn acl(&self) -> bool {
-        let answer = self
+        self.write_with("acl", |put| put.acl(ObjectCannedAcl::Private))
+            .await
+    }
+
+    /// The write test's PutObject again, with what `adjust` adds; whether the store took it.
+    async fn write_with(
+        &self,
+        capability: &str,
+        adjust: impl FnOnce(PutObjectFluentBuilder) -> PutObjectFluentBuilder,
+    ) -> bool {
+        let put = self
             .client
             .put_object()
             .bucket(self.bucket())
             .key(WRITE_TEST_KEY)
-            .acl(ObjectCannedAcl::Private)
             .content_type("text/plain")
-            .body(ByteStream::from_static(WRITE_TEST_BODY))
-            .send()
-            .await;
-        self.answered("acl", answer).is_some()
+            .set_acl(self.location.acl.as_deref().map(ObjectCannedAcl::from))
+            .body(ByteStream::from_static(WRITE_TEST_BODY));
+        let answer = adjust(put).send().await;
+        self.answered(capability, answer).is_some()
     }
 
     /// The write again with its CRC-32, then whether the store gives that CRC-32 back as the
     /// whole object's.
     async fn full_object_crc32(&self) -> bool {
         let crc = aws_smithy_types::base64::encode(crc32fast::hash(WRITE_TEST_BODY).to_be_bytes());
-        let put = self
-            .client
-            .put_object()
-            .bucket(self.bucket())
-            .key(WRITE_TEST_KEY)
-            .checksum_crc32(&crc)
-            .content_type("text/plain")
-            .set_acl(self.location.acl.as_deref().map(ObjectCannedAcl::from))
-            .body(ByteStream::from_static(WRITE_TEST_BODY))
-            .send()
-            .await;
-        if self.answered("full_object_crc32", put).is_none() {
+        let put = self.write_with("full_object_crc32", |put| put.checksum_crc32(&crc));
+        if !put.await {
             return false;
         }
         let head = self

@@ -3,6 +3,7 @@
 //! count what the worker sent and see what it does with a store's refusals. Requests are
 //! forwarded unchanged (the `Host` header included, so SigV4 signatures still verify).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -20,6 +21,29 @@ pub struct StoreCall {
     pub part: Option<i32>,
     pub upload_id: Option<String>,
     pub status: u16,
+    /// What the call asked of the object: its `x-amz-*` headers (signing ones aside) and
+    /// `cache-control`, lower-case names.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The request headers a call records.
+fn object_headers(request: &HttpRequest) -> BTreeMap<String, String> {
+    request
+        .headers()
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            (name.starts_with("x-amz-") || name == "cache-control")
+                && !matches!(
+                    name,
+                    "x-amz-date" | "x-amz-content-sha256" | "x-amz-user-agent"
+                )
+        })
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect()
 }
 
 /// An answer the proxy gives instead of the store.
@@ -28,6 +52,8 @@ struct Rule {
     operation: String,
     /// Only calls on this upload (`None`: any).
     upload_id: Option<String>,
+    /// Only calls carrying this header (`None`: any).
+    header: Option<String>,
     status: u16,
     body: String,
     /// How many more calls it answers (`None`: every one).
@@ -91,6 +117,7 @@ async fn forward(
     let query = request.query_string().to_owned();
     let copies = request.headers().contains_key("x-amz-copy-source");
     let (name, part, upload_id) = operation(&method, &query, copies);
+    let headers = object_headers(&request);
     let canned = {
         let mut rules = state.rules.lock().expect("rules");
         rules
@@ -99,6 +126,7 @@ async fn forward(
                 r.operation == name
                     && r.left != Some(0)
                     && (r.upload_id.is_none() || r.upload_id == upload_id)
+                    && r.header.as_ref().is_none_or(|h| headers.contains_key(h))
             })
             .map(|rule| {
                 if let Some(left) = &mut rule.left {
@@ -113,6 +141,7 @@ async fn forward(
             part,
             upload_id: upload_id.clone(),
             status,
+            headers: headers.clone(),
         });
     };
     if let Some((status, body)) = canned {
@@ -194,18 +223,24 @@ impl StoreProxy {
     /// Answers `operation` with `status` and S3's error body for `code`, `times` times (`None`:
     /// until told otherwise), instead of the store.
     pub fn refuse(&self, operation: &str, status: u16, code: &str, times: Option<usize>) {
-        self.refuse_on(operation, None, status, code, times);
+        self.refuse_on(operation, (None, None), status, code, times);
     }
 
     /// As `refuse`, only for calls on the upload `upload_id`.
     pub fn refuse_upload(&self, operation: &str, upload_id: &str, status: u16, code: &str) {
-        self.refuse_on(operation, Some(upload_id), status, code, None);
+        self.refuse_on(operation, (Some(upload_id), None), status, code, None);
+    }
+
+    /// As `refuse`, only for calls carrying the header `header` (lower case), as a store that
+    /// does not support what it asks refuses them (R2 and `x-amz-tagging`).
+    pub fn refuse_carrying(&self, operation: &str, header: &str, status: u16, code: &str) {
+        self.refuse_on(operation, (None, Some(header)), status, code, None);
     }
 
     fn refuse_on(
         &self,
         operation: &str,
-        upload_id: Option<&str>,
+        (upload_id, header): (Option<&str>, Option<&str>),
         status: u16,
         code: &str,
         times: Option<usize>,
@@ -213,6 +248,7 @@ impl StoreProxy {
         self.state.rules.lock().expect("rules").push(Rule {
             operation: operation.to_owned(),
             upload_id: upload_id.map(str::to_owned),
+            header: header.map(str::to_owned),
             status,
             body: crate::canned_http::s3_error(code, &format!("{code} (from the test's proxy)")),
             left: times,

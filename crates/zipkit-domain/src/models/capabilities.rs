@@ -30,6 +30,12 @@ pub struct BucketCapabilities {
     pub full_object_crc32: bool,
     /// UploadPartCopy: a part copied from an object in the store.
     pub upload_part_copy: bool,
+    /// Object tags sent with an upload (`x-amz-tagging`; refused by R2).
+    pub tagging: bool,
+    /// Server-side encryption with the store's own keys (`AES256`).
+    pub sse_s3: bool,
+    /// Server-side encryption with KMS keys (`aws:kms`; refused by R2).
+    pub sse_kms: bool,
 }
 
 /// One capability, for listing them in order with the words a person reads.
@@ -45,7 +51,7 @@ pub struct CapabilityLine {
 
 impl BucketCapabilities {
     /// Every capability, in the order they are shown.
-    pub fn lines(&self) -> [CapabilityLine; 7] {
+    pub fn lines(&self) -> [CapabilityLine; 10] {
         let line = |name, label, needs, allowed| CapabilityLine {
             name,
             label,
@@ -79,6 +85,24 @@ impl BucketCapabilities {
                 "UploadPartCopy",
                 "a store that copies parts (and s3:GetObject on the source)",
                 self.upload_part_copy,
+            ),
+            line(
+                "tagging",
+                "Object tags",
+                "s3:PutObjectTagging, and a store that keeps tags",
+                self.tagging,
+            ),
+            line(
+                "sse_s3",
+                "Encryption with the store's keys (AES256)",
+                "a store that encrypts objects it is asked to",
+                self.sse_s3,
+            ),
+            line(
+                "sse_kms",
+                "Encryption with KMS keys (aws:kms)",
+                "a store with KMS, and kms:GenerateDataKey on the key",
+                self.sse_kms,
             ),
         ]
     }

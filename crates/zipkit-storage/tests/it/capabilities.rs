@@ -50,6 +50,9 @@ async fn keys_that_may_do_everything_are_found_able_to_and_leave_only_the_test_o
             acl: true,
             full_object_crc32: true,
             upload_part_copy: true,
+            tagging: true,
+            sse_s3: true,
+            sse_kms: true,
         }
     );
     only_the_test_object_is_left(&bucket).await;
@@ -99,5 +102,39 @@ async fn a_store_that_cannot_copy_parts_or_keys_that_may_not_list_say_so() {
     let found = tested_at(proxy.url(), &bucket).await;
     assert!(!found.upload_part_copy && !found.list, "{found:?}");
     assert!(found.read && found.abort_multipart && found.full_object_crc32);
+    only_the_test_object_is_left(&bucket).await;
+}
+
+/// A store that refuses object tags and encryption headers (R2 refuses tags and KMS): found
+/// missing, and the test object left plain.
+#[tokio::test]
+async fn a_store_that_refuses_tags_and_encryption_says_so_and_keeps_its_object_plain() {
+    let bucket = TestBucket::new().await;
+    let proxy = StoreProxy::start().await;
+    proxy.refuse_carrying("PutObject", "x-amz-tagging", 501, "NotImplemented");
+    proxy.refuse_carrying(
+        "PutObject",
+        "x-amz-server-side-encryption",
+        400,
+        "InvalidArgument",
+    );
+    let found = tested_at(proxy.url(), &bucket).await;
+    assert!(
+        !found.tagging && !found.sse_kms && !found.sse_s3,
+        "{found:?}"
+    );
+    assert!(found.read && found.abort_multipart, "{found:?}");
+    // The last write to the test object carried no encryption header.
+    let last_put = proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "PutObject" && c.status == 200)
+        .last()
+        .expect("a write");
+    assert!(
+        !last_put
+            .headers
+            .contains_key("x-amz-server-side-encryption")
+    );
     only_the_test_object_is_left(&bucket).await;
 }
