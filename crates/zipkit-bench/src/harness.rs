@@ -202,7 +202,7 @@ impl Bench {
             NewZip {
                 traceparent: None,
                 expected_size: None,
-                download_url_ttl_secs: None,
+                result_settings: Default::default(),
                 project_id: self.bucket.project_id,
                 bucket_id: self.bucket.id,
                 key: ObjectKey::parse(key).context("key")?,

@@ -137,13 +137,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    zip_download_links (zip_id) {
-        zip_id -> Uuid,
-        ttl_secs -> Int4,
-    }
-}
-
-diesel::table! {
     zip_entries (zip_id, entry_index) {
         zip_id -> Uuid,
         entry_index -> Int4,
@@ -185,6 +178,17 @@ diesel::table! {
         size -> Int8,
         created_at -> Timestamptz,
         crc32 -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    zip_result_settings (zip_id) {
+        zip_id -> Uuid,
+        download_url_ttl_secs -> Nullable<Int4>,
+        cache_control -> Nullable<Text>,
+        tags -> Jsonb,
+        server_side_encryption -> Nullable<Text>,
+        sse_kms_key_id -> Nullable<Text>,
     }
 }
 
@@ -244,10 +248,10 @@ diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
 diesel::joinable!(webhook_deliveries -> zips (zip_id));
 diesel::joinable!(webhook_delivery_attempts -> webhook_deliveries (delivery_id));
 diesel::joinable!(webhook_endpoints -> projects (project_id));
-diesel::joinable!(zip_download_links -> zips (zip_id));
 diesel::joinable!(zip_entries -> zips (zip_id));
 diesel::joinable!(zip_expected_sizes -> zips (zip_id));
 diesel::joinable!(zip_parts -> zips (zip_id));
+diesel::joinable!(zip_result_settings -> zips (zip_id));
 diesel::joinable!(zip_uploads -> zips (zip_id));
 diesel::joinable!(zips -> projects (project_id));
 
@@ -263,10 +267,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_deliveries,
     webhook_delivery_attempts,
     webhook_endpoints,
-    zip_download_links,
     zip_entries,
     zip_expected_sizes,
     zip_parts,
+    zip_result_settings,
     zip_uploads,
     zips,
 );

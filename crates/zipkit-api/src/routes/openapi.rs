@@ -95,7 +95,8 @@ pub fn served(limits: crate::zips::request::Limits) -> serde_json::Value {
     };
 
     use crate::zips::request::{
-        MAX_METADATA_KEY_CHARS, MAX_METADATA_KEYS, MAX_METADATA_VALUE_CHARS,
+        MAX_METADATA_KEY_CHARS, MAX_METADATA_KEYS, MAX_METADATA_VALUE_CHARS, MAX_TAG_KEY_CHARS,
+        MAX_TAG_VALUE_CHARS, MAX_TAGS,
     };
 
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
@@ -133,6 +134,24 @@ pub fn served(limits: crate::zips::request::Limits) -> serde_json::Value {
             "type": "string",
             "maxLength": MAX_METADATA_VALUE_CHARS,
             "pattern": r"^[^\u0000]*$",
+        },
+    });
+    // The archive object's headers: visible ASCII (and spaces), S3's limits on tags.
+    body["cache_control"]["pattern"] = json!("^[ -~]{1,256}$");
+    body["sse_kms_key_id"]["pattern"] = json!("^[!-~]{1,2048}$");
+    body["tags"] = json!({
+        "type": ["object", "null"],
+        "description": "The archive object's tags, only for a bucket found to keep tags.",
+        "maxProperties": MAX_TAGS,
+        "propertyNames": {
+            "minLength": 1,
+            "maxLength": MAX_TAG_KEY_CHARS,
+            "pattern": format!("^[^{CONTROL}]+$"),
+        },
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": MAX_TAG_VALUE_CHARS,
+            "pattern": format!("^[^{CONTROL}]*$"),
         },
     });
     let item = &mut schemas["UrlItem"]["properties"];

@@ -6,7 +6,9 @@ use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
-use zipkit_domain::models::{Bucket, ModelError, NewZip, Zip, ZipPage, ZipWithBucket};
+use zipkit_domain::models::{
+    Bucket, Encryption, ModelError, NewZip, ResultSettings, Zip, ZipPage, ZipWithBucket,
+};
 use zipkit_domain::{ZipId, ZipStatus};
 
 use crate::auth::Caller;
@@ -161,7 +163,7 @@ async fn find_bucket(
     caller: &Caller,
     valid: &ValidZip,
 ) -> Result<Bucket, ApiError> {
-    Bucket::find_by_name(conn, caller.project_id, valid.service, &valid.bucket_name)
+    let bucket = Bucket::find_by_name(conn, caller.project_id, valid.service, &valid.bucket_name)
         .await?
         .ok_or_else(|| {
             ApiError::not_found(
@@ -172,7 +174,58 @@ async fn find_bucket(
                 ),
                 "bucket_name".to_owned(),
             )
-        })
+        })?;
+    accepts(&bucket, &valid.result_settings)?;
+    Ok(bucket)
+}
+
+/// What the job asks of its archive object, only where the bucket's test found the store
+/// accepts it: refused now, in words, rather than failing the job at its first upload. A 409: the
+/// request is right, the bucket's state is not (testing it again may change the answer).
+fn accepts(bucket: &Bucket, settings: &ResultSettings) -> Result<(), ApiError> {
+    let asked = [
+        ("tags", !settings.tags.is_empty(), "tagging"),
+        (
+            "server_side_encryption",
+            settings.encryption == Some(Encryption::StoreKeys),
+            "sse_s3",
+        ),
+        (
+            "server_side_encryption",
+            matches!(settings.encryption, Some(Encryption::Kms { .. })),
+            "sse_kms",
+        ),
+    ];
+    for (param, wanted, capability) in asked {
+        if !wanted {
+            continue;
+        }
+        let Some(found) = &bucket.capabilities else {
+            return Err(ApiError::conflict(
+                "bucket_capability_unknown",
+                format!(
+                    "`{param}` needs a bucket whose test found the store accepts it, and bucket `{}` \
+                     has not been tested for that: test it (the dashboard's Edit, or `zipkit-api \
+                     bucket test`), or leave out `{param}`",
+                    bucket.name
+                ),
+                param.to_owned(),
+            ));
+        };
+        let line = found.lines().into_iter().find(|l| l.name == capability);
+        if let Some(line) = line.filter(|l| !l.allowed) {
+            return Err(ApiError::conflict(
+                "bucket_capability_missing",
+                format!(
+                    "bucket `{}` was found not to accept `{param}` ({}: needs {}); test it again \
+                     after changing that, or leave out `{param}`",
+                    bucket.name, line.label, line.needs
+                ),
+                param.to_owned(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A repeat with the same key: the same job if the body is the same, else a conflict.
@@ -270,7 +323,7 @@ pub async fn create(
         entries: valid.entries,
         traceparent: zipkit_runtime::telemetry::traceparent(&tracing::Span::current()),
         expected_size,
-        download_url_ttl_secs: Some(valid.download_url_ttl_secs),
+        result_settings: valid.result_settings,
     };
     let store = tracing::info_span!("store job", project.id = %caller.project_id);
     let zip = match Zip::create(&mut conn, new).instrument(store).await {

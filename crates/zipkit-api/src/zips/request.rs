@@ -2,13 +2,13 @@
 //! Every refusal names the exact parameter (`urls[3].filename`), and nothing is stored or
 //! published unless all of it is valid.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::{PartialSchema, ToSchema};
-use zipkit_domain::models::NewZipEntry;
+use zipkit_domain::models::{Encryption, NewZipEntry, ResultSettings};
 use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl, WindowsSafeNames};
 use zipkit_domain::{Compression, OnError, Service};
 
@@ -57,6 +57,22 @@ pub struct CreateZipBody {
     #[serde(default)]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 604_800)]
     pub download_url_ttl_secs: Option<Value>,
+    /// The archive object's `Cache-Control` (1 to 256 visible ASCII characters and spaces).
+    #[serde(default)]
+    pub cache_control: Option<String>,
+    /// The archive object's tags: at most 10, keys of 1 to 128 characters, values of at most 256.
+    /// Only for a bucket whose test found it keeps tags (R2 does not).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub tags: Option<Value>,
+    /// `AES256` (the store's own keys) or `aws:kms`; only for a bucket whose test found the
+    /// store accepts it (R2 has no KMS).
+    #[serde(default)]
+    #[schema(schema_with = zipkit_domain::views::schema::encryption)]
+    pub server_side_encryption: Option<String>,
+    /// The KMS key (id, ARN or alias) for `aws:kms`; without it, the store's default key.
+    #[serde(default)]
+    pub sse_kms_key_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -105,7 +121,7 @@ pub struct ValidZip {
     pub compression: Compression,
     pub on_error: OnError,
     pub dry_run: bool,
-    pub download_url_ttl_secs: u32,
+    pub result_settings: ResultSettings,
 }
 
 /// Deserializes the JSON body into `CreateZipBody`, naming the parameter on failure. Only an
@@ -296,6 +312,12 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
                 )
             })?,
     };
+    let result_settings = ResultSettings {
+        download_url_ttl_secs: Some(download_url_ttl_secs),
+        cache_control: validate_cache_control(body.cache_control)?,
+        tags: validate_tags(body.tags)?,
+        encryption: validate_encryption(body.server_side_encryption, body.sse_kms_key_id)?,
+    };
     Ok(ValidZip {
         entries,
         bucket_name: body.bucket_name,
@@ -305,8 +327,93 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
         compression,
         on_error,
         dry_run: body.dry_run.unwrap_or(false),
-        download_url_ttl_secs,
+        result_settings,
     })
+}
+
+/// A header value: visible ASCII and spaces, nothing a header could be split on.
+fn header_text(text: &str, most: usize) -> bool {
+    (1..=most).contains(&text.len()) && text.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}
+
+fn validate_cache_control(cache_control: Option<String>) -> Result<Option<String>, ApiError> {
+    match cache_control {
+        Some(value) if !header_text(&value, 256) => Err(ApiError::bad_request(
+            "cache_control_invalid",
+            "`cache_control` must be 1 to 256 visible ASCII characters and spaces",
+            "cache_control".to_owned(),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// S3's limits on an object's tags.
+pub const MAX_TAGS: usize = 10;
+pub const MAX_TAG_KEY_CHARS: usize = 128;
+pub const MAX_TAG_VALUE_CHARS: usize = 256;
+
+fn validate_tags(tags: Option<Value>) -> Result<BTreeMap<String, String>, ApiError> {
+    let invalid = |why: String| ApiError::bad_request("tags_invalid", why, "tags".to_owned());
+    let Some(tags) = tags else {
+        return Ok(BTreeMap::new());
+    };
+    let Value::Object(tags) = tags else {
+        return Err(invalid("`tags` must be an object of strings".to_owned()));
+    };
+    if tags.len() > MAX_TAGS {
+        return Err(invalid(format!("`tags` may hold at most {MAX_TAGS} tags")));
+    }
+    tags.into_iter()
+        .map(|(key, value)| {
+            let Value::String(value) = value else {
+                return Err(invalid(format!("`tags.{key}` must be a string")));
+            };
+            let keys = 1..=MAX_TAG_KEY_CHARS;
+            if !keys.contains(&key.chars().count()) || key.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "each `tags` key must be 1 to {MAX_TAG_KEY_CHARS} characters without control characters"
+                )));
+            }
+            if value.chars().count() > MAX_TAG_VALUE_CHARS || value.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "`tags.{key}` must be at most {MAX_TAG_VALUE_CHARS} characters without control characters"
+                )));
+            }
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn validate_encryption(
+    mode: Option<String>,
+    key_id: Option<String>,
+) -> Result<Option<Encryption>, ApiError> {
+    let key_invalid = |why: &str| {
+        ApiError::bad_request(
+            "sse_kms_key_id_invalid",
+            format!("`sse_kms_key_id` {why}"),
+            "sse_kms_key_id".to_owned(),
+        )
+    };
+    if key_id
+        .as_deref()
+        .is_some_and(|k| !header_text(k, 2048) || k.contains(' '))
+    {
+        return Err(key_invalid("must be 1 to 2,048 visible ASCII characters"));
+    }
+    match (mode.as_deref(), key_id) {
+        (None, None) => Ok(None),
+        (Some("AES256"), None) => Ok(Some(Encryption::StoreKeys)),
+        (Some("aws:kms"), key_id) => Ok(Some(Encryption::Kms { key_id })),
+        (Some("AES256") | None, Some(_)) => Err(key_invalid(
+            "goes only with `server_side_encryption: \"aws:kms\"`",
+        )),
+        (Some(_), _) => Err(ApiError::bad_request(
+            "server_side_encryption_invalid",
+            "`server_side_encryption` must be `AES256` or `aws:kms`",
+            "server_side_encryption".to_owned(),
+        )),
+    }
 }
 
 /// Each url item parsed, its name checked for every system (or rewritten for Windows when the
@@ -531,10 +638,33 @@ mod tests {
         assert_eq!(zip.on_error, OnError::Fail);
         assert!(zip.metadata.is_empty());
         assert_eq!(zip.entries[0].filename.as_str(), "docs/a.pdf");
-        assert_eq!(zip.download_url_ttl_secs, 3600, "the deployment's default");
+        let settings = &zip.result_settings;
+        assert_eq!(
+            settings.download_url_ttl_secs,
+            Some(3600),
+            "the deployment's default"
+        );
+        assert!(settings.cache_control.is_none() && settings.tags.is_empty());
+        assert_eq!(settings.encryption, None);
         let mut asked = valid();
         asked["download_url_ttl_secs"] = json!(86_400);
-        assert_eq!(body(asked).unwrap().download_url_ttl_secs, 86_400);
+        asked["cache_control"] = json!("private, max-age=600");
+        asked["tags"] = json!({"project": "Q4", "owner": "finance team"});
+        asked["server_side_encryption"] = json!("aws:kms");
+        asked["sse_kms_key_id"] = json!("alias/archives");
+        let settings = body(asked).unwrap().result_settings;
+        assert_eq!(settings.download_url_ttl_secs, Some(86_400));
+        assert_eq!(
+            settings.cache_control.as_deref(),
+            Some("private, max-age=600")
+        );
+        assert_eq!(settings.tags["owner"], "finance team");
+        assert_eq!(
+            settings.encryption,
+            Some(Encryption::Kms {
+                key_id: Some("alias/archives".to_owned())
+            })
+        );
     }
 
     #[test]
@@ -804,6 +934,36 @@ mod tests {
                 json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": ""}),
                 "key_invalid",
                 "key",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "cache_control": "no-cache\r\nX-Evil: 1"}),
+                "cache_control_invalid",
+                "cache_control",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "tags": {"a": 1}}),
+                "tags_invalid",
+                "tags",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "tags": (0..11).map(|i| (format!("t{i}"), json!("v"))).collect::<Map<_, _>>()}),
+                "tags_invalid",
+                "tags",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "tags": {"": "v"}}),
+                "tags_invalid",
+                "tags",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "server_side_encryption": "aws:kms:dsse"}),
+                "server_side_encryption_invalid",
+                "server_side_encryption",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "server_side_encryption": "AES256", "sse_kms_key_id": "k1"}),
+                "sse_kms_key_id_invalid",
+                "sse_kms_key_id",
             ),
             (
                 json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "download_url_ttl_secs": 0}),

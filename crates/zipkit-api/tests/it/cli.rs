@@ -39,8 +39,11 @@ fn run(db: &TestDatabase, env: &[(&str, &str)], args: &[&str], stdin: Option<&st
 
 /// The uuid in parentheses in "created … (uuid)".
 fn id_in(text: &str) -> String {
-    let start = text.rfind('(').expect("an id") + 1;
-    text[start..start + 36].to_owned()
+    text.match_indices('(')
+        .filter_map(|(at, _)| text.get(at + 1..at + 37))
+        .find(|id| id.parse::<uuid::Uuid>().is_ok())
+        .expect("an id")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -212,7 +215,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
         NewZip {
             traceparent: None,
             expected_size: None,
-            download_url_ttl_secs: None,
+            result_settings: Default::default(),
             project_id: project,
             bucket_id: stored.id,
             key: ObjectKey::parse("a.zip").unwrap(),

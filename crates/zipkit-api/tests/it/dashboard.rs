@@ -339,7 +339,7 @@ async fn a_member_of_one_project_reaches_nothing_of_another_by_changing_ids() {
             NewZip {
                 traceparent: None,
                 expected_size: None,
-                download_url_ttl_secs: None,
+                result_settings: Default::default(),
                 project_id: theirs,
                 bucket_id: bucket.id,
                 key: ObjectKey::parse("bob/secret-plans.zip").expect("key"),

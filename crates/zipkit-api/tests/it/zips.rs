@@ -1388,3 +1388,81 @@ async fn a_finished_archive_has_a_download_link_that_fetches_it_by_name_and_expi
     let expired = https.get(link).send().await.expect("GET the link");
     assert_eq!(expired.status(), 403, "an expired link is refused");
 }
+
+/// Tags and encryption reach a store that was found to accept them; elsewhere the request is
+/// refused at once, naming the field and what the bucket lacks, instead of failing the job at its
+/// first upload.
+#[tokio::test]
+async fn tags_and_encryption_are_accepted_only_for_a_bucket_found_to_accept_them() {
+    use zipkit_domain::models::{Bucket, BucketCapabilities, BucketTestResult, Encryption};
+
+    let (db, _broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    let bucket = app
+        .bucket(&db, project, Service::R2, "my-zipkit-archives")
+        .await;
+    let mut body = zip_body("my-zipkit-archives", 1);
+    body["service"] = json!("r2");
+    body["tags"] = json!({"project": "Q4"});
+    body["server_side_encryption"] = json!("aws:kms");
+    body["sse_kms_key_id"] = json!("alias/archives");
+    body["cache_control"] = json!("no-store");
+
+    // Saved without a test: nobody knows what it accepts.
+    let (status, answer) = app.send(app.post_zip(&token, &body)).await;
+    assert_error(
+        status,
+        &answer,
+        409,
+        "invalid_request_error",
+        "bucket_capability_unknown",
+        Some("tags"),
+    );
+    // Found to refuse tags and KMS, as R2 does.
+    let r2 = BucketCapabilities {
+        write: true,
+        read: true,
+        sse_s3: true,
+        ..BucketCapabilities::default()
+    };
+    let mut conn = db.connect().await;
+    Bucket::record_test(&mut conn, bucket.id, &BucketTestResult::passed(r2))
+        .await
+        .unwrap();
+    let (status, answer) = app.send(app.post_zip(&token, &body)).await;
+    assert_error(
+        status,
+        &answer,
+        409,
+        "invalid_request_error",
+        "bucket_capability_missing",
+        Some("tags"),
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("s3:PutObjectTagging")),
+        "{answer}"
+    );
+    body.as_object_mut().unwrap().remove("tags");
+    let (status, answer) = app.send(app.post_zip(&token, &body)).await;
+    assert_error(
+        status,
+        &answer,
+        409,
+        "invalid_request_error",
+        "bucket_capability_missing",
+        Some("server_side_encryption"),
+    );
+    // Encryption with the store's keys it accepts: the job keeps what it asked.
+    body["server_side_encryption"] = json!("AES256");
+    body.as_object_mut().unwrap().remove("sse_kms_key_id");
+    let (status, answer) = app.send(app.post_zip(&token, &body)).await;
+    assert_eq!(status, 202, "{answer}");
+    let id: ZipId = answer["data"]["id"].as_str().unwrap().parse().unwrap();
+    let settings = Zip::result_settings(&mut conn, id).await.unwrap();
+    assert_eq!(settings.encryption, Some(Encryption::StoreKeys));
+    assert_eq!(settings.cache_control.as_deref(), Some("no-store"));
+    assert_eq!(settings.download_url_ttl_secs, Some(3600));
+    app.stop().await;
+}

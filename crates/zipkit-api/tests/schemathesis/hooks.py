@@ -13,6 +13,8 @@ or space, a device name, a path over 260 UTF-16 units) is refused unless the bod
 leaves `windows_safe_names` unset (or false) asks for it; in any body that asks for it (so or as
 generated), folders too long for any file name to fit in 260 units are shortened, so
 schema-valid bodies are valid.
+
+`sse_kms_key_id` names the key of `aws:kms` encryption, so a body with one asks for that.
 """
 
 import unicodedata
@@ -77,6 +79,9 @@ def map_case(context, case):
         for item in body["urls"]:
             if isinstance(item, dict) and isinstance(item.get("filename"), str):
                 item["filename"] = short_folders(item["filename"])
+    # A KMS key goes only with KMS encryption.
+    if isinstance(body.get("sse_kms_key_id"), str):
+        body["server_side_encryption"] = "aws:kms"
     seen = {}
     for index, item in enumerate(body["urls"]):
         if not isinstance(item, dict) or not isinstance(item.get("filename"), str):

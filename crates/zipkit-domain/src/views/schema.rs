@@ -3,6 +3,7 @@
 
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
+use crate::models::Encryption;
 use crate::{Compression, OnError, Service, ZipStatus};
 
 fn text_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> Object {
@@ -18,6 +19,11 @@ pub fn zip_status() -> Object {
 
 pub fn service() -> Object {
     text_enum(Service::ALL.iter().map(|v| v.as_str()))
+}
+
+/// The `x-amz-server-side-encryption` values a job may ask for.
+pub fn encryption() -> Object {
+    text_enum(Encryption::HEADERS)
 }
 
 pub fn compression() -> Object {

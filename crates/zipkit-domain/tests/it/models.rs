@@ -74,7 +74,7 @@ fn new_zip(project_id: ProjectId, bucket: &Bucket, names: &[&str]) -> NewZip {
     NewZip {
         traceparent: None,
         expected_size: None,
-        download_url_ttl_secs: None,
+        result_settings: Default::default(),
         project_id,
         bucket_id: bucket.id,
         key: ObjectKey::parse("exports/a.zip").expect("valid key"),

@@ -129,7 +129,7 @@ async fn a_store_that_refuses_tags_and_encryption_says_so_and_keeps_its_object_p
         .calls()
         .into_iter()
         .filter(|c| c.operation == "PutObject" && c.status == 200)
-        .last()
+        .next_back()
         .expect("a write");
     assert!(
         !last_put

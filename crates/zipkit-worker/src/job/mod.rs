@@ -92,6 +92,9 @@ async fn prepare(
     let entries = Zip::entries(&mut conn, zip.id)
         .await
         .map_err(JobFailure::database)?;
+    let settings = Zip::result_settings(&mut conn, zip.id)
+        .await
+        .map_err(JobFailure::database)?;
     drop(conn);
     let location = BucketLocation::from(&bucket);
     let client = ctx.buckets.client(&location, &credentials).map_err(|why| {
@@ -106,7 +109,7 @@ async fn prepare(
         client,
         location,
         bucket.capabilities,
-        zip.object_key.clone(),
+        (zip.object_key.clone(), settings),
         zip.id,
         ctx.store_timeouts,
     );

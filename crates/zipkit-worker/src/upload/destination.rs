@@ -10,11 +10,13 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectCannedAcl};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, ObjectCannedAcl, ServerSideEncryption,
+};
 use bytes::Bytes;
 use tracing::Instrument;
 use zipkit_domain::ZipId;
-use zipkit_domain::models::BucketCapabilities;
+use zipkit_domain::models::{BucketCapabilities, ResultSettings};
 use zipkit_domain::values::ObjectKey;
 use zipkit_storage::{BucketLocation, StoreRefusal, attachment};
 
@@ -89,6 +91,8 @@ struct Inner {
     unsigned_bodies: bool,
     /// The bucket's last test found that its keys may not abort an upload: none is tried.
     may_not_abort: bool,
+    /// The archive object's Cache-Control, tags and encryption, as the job asked.
+    settings: ResultSettings,
 }
 
 /// Whether the bodies of UploadPart and PutObject are hashed into their SigV4 signature. Over
@@ -110,12 +114,12 @@ fn count_sent(bytes: usize) {
 
 impl Destination {
     /// `capabilities` as the bucket's last test found them; `None` (not checked) tries
-    /// everything.
+    /// everything. `settings`: what the job asked of the archive object.
     pub fn new(
         client: Client,
         location: BucketLocation,
         capabilities: Option<BucketCapabilities>,
-        key: ObjectKey,
+        (key, settings): (ObjectKey, ResultSettings),
         zip_id: ZipId,
         timeouts: StoreTimeouts,
     ) -> Self {
@@ -124,6 +128,7 @@ impl Destination {
                 client,
                 unsigned_bodies: !signs_bodies(&location),
                 may_not_abort: capabilities.is_some_and(|c| !c.abort_multipart),
+                settings,
                 location,
                 key,
                 zip_id,
@@ -134,6 +139,24 @@ impl Destination {
 
     fn config(&self, body: usize) -> aws_sdk_s3::config::Builder {
         aws_sdk_s3::config::Builder::default().timeout_config(self.inner.timeouts.for_body(body))
+    }
+
+    /// `x-amz-tagging`: the tags as a URL query (`key=value&…`).
+    fn tagging(&self) -> Option<String> {
+        let tags = &self.inner.settings.tags;
+        (!tags.is_empty()).then(|| {
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(tags)
+                .finish()
+        })
+    }
+
+    fn encryption(&self) -> (Option<ServerSideEncryption>, Option<String>) {
+        let encryption = self.inner.settings.encryption.as_ref();
+        (
+            encryption.map(|e| ServerSideEncryption::from(e.header())),
+            encryption.and_then(|e| e.kms_key_id()).map(str::to_owned),
+        )
     }
 
     fn acl(&self) -> Option<ObjectCannedAcl> {
@@ -156,6 +179,10 @@ impl Destination {
             .key(self.inner.key.as_str())
             .content_type("application/zip")
             .content_disposition(attachment(self.inner.key.file_name()))
+            .set_cache_control(self.inner.settings.cache_control.clone())
+            .set_tagging(self.tagging())
+            .set_server_side_encryption(self.encryption().0)
+            .set_ssekms_key_id(self.encryption().1)
             .set_acl(self.acl())
             .body(ByteStream::from(body))
             .customize()
@@ -185,6 +212,10 @@ impl Destination {
             .key(self.inner.key.as_str())
             .content_type("application/zip")
             .content_disposition(attachment(self.inner.key.file_name()))
+            .set_cache_control(self.inner.settings.cache_control.clone())
+            .set_tagging(self.tagging())
+            .set_server_side_encryption(self.encryption().0)
+            .set_ssekms_key_id(self.encryption().1)
             .set_acl(self.acl())
             .customize()
             .config_override(self.config(0))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::db::PgPool;
-use zipkit_domain::models::{Bucket, OrphanedUpload, Zip};
+use zipkit_domain::models::{Bucket, OrphanedUpload, ResultSettings, Zip};
 use zipkit_storage::{BucketClients, BucketLocation};
 
 use super::{Destination, StoreTimeouts};
@@ -76,7 +76,8 @@ impl OrphanSweeper {
                 client,
                 location,
                 bucket.capabilities,
-                upload.object_key.clone(),
+                // Only to abort it: what the object would have been told does not matter.
+                (upload.object_key.clone(), ResultSettings::default()),
                 upload.zip_id,
                 self.timeouts,
             ))

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use zipkit_domain::crypto::{CryptoSettings, KeyRing, generate_key};
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::{
-    Bucket, BucketCredentials, NewBucket, NewZip, NewZipEntry, Project, Zip,
+    Bucket, BucketCredentials, NewBucket, NewZip, NewZipEntry, Project, ResultSettings, Zip,
 };
 use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::{Compression, OnError, Service, ZipId};
@@ -276,13 +276,25 @@ impl Harness {
         compression: Compression,
         on_error: OnError,
     ) -> ZipId {
+        let job = (compression, on_error, ResultSettings::default());
+        self.submit_asking(bucket, key, entries, job).await
+    }
+
+    /// As `submit_entries`, the job asking `result_settings` of its archive.
+    pub async fn submit_asking(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        entries: Vec<NewZipEntry>,
+        (compression, on_error, result_settings): (Compression, OnError, ResultSettings),
+    ) -> ZipId {
         let mut conn = self.db.connect().await;
         let zip = Zip::create(
             &mut conn,
             NewZip {
                 traceparent: None,
                 expected_size: None,
-                download_url_ttl_secs: None,
+                result_settings,
                 project_id: bucket.project_id,
                 bucket_id: bucket.id,
                 key: ObjectKey::parse(key).unwrap(),

@@ -88,7 +88,10 @@ fn destination_knowing(
         client,
         location,
         capabilities,
-        zipkit_domain::values::ObjectKey::parse(key).unwrap(),
+        (
+            zipkit_domain::values::ObjectKey::parse(key).unwrap(),
+            Default::default(),
+        ),
         ZipId::new(),
         StoreTimeouts {
             min_rate: 256 * 1024,

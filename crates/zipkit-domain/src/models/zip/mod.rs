@@ -10,6 +10,8 @@ pub use entries::{EntryOutcome, EntryPlacement, PlacedEnd, RecordedEntry, ZipEnt
 pub use lifecycle::{JobError, ZipOutcome};
 pub use upload::{OrphanedUpload, ZipPart};
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -17,7 +19,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use crate::enums::{Compression, OnError, Service, ZipStatus};
 use crate::ids::{BucketId, ProjectId, ZipId};
 use crate::models::{Bucket, ModelError};
-use crate::schema::{buckets, zip_download_links, zip_entries, zip_expected_sizes, zips};
+use crate::schema::{buckets, zip_entries, zip_expected_sizes, zip_result_settings, zips};
 use crate::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -86,8 +88,49 @@ pub struct NewZip {
     pub traceparent: Option<String>,
     /// The archive's exact size, when the request alone decides it.
     pub expected_size: Option<i64>,
-    /// How long the finished archive's download link lives; `None`: one hour.
+    /// What the job asks of its result beyond the defaults.
+    pub result_settings: ResultSettings,
+}
+
+/// What a job asks of its result: the download link's lifetime and the archive object's
+/// headers. The default asks for nothing (a link lives one hour; no Cache-Control, tags or
+/// encryption header).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultSettings {
     pub download_url_ttl_secs: Option<u32>,
+    pub cache_control: Option<String>,
+    /// At most 10, as S3 allows.
+    pub tags: BTreeMap<String, String>,
+    pub encryption: Option<Encryption>,
+}
+
+/// Server-side encryption of the archive object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encryption {
+    /// With the store's own keys (`AES256`).
+    StoreKeys,
+    /// With a KMS key (`aws:kms`): this one, or the store's default.
+    Kms { key_id: Option<String> },
+}
+
+impl Encryption {
+    /// Every `x-amz-server-side-encryption` value, as `header` gives them.
+    pub const HEADERS: [&str; 2] = ["AES256", "aws:kms"];
+
+    /// The `x-amz-server-side-encryption` value.
+    pub fn header(&self) -> &'static str {
+        match self {
+            Self::StoreKeys => "AES256",
+            Self::Kms { .. } => "aws:kms",
+        }
+    }
+
+    pub fn kms_key_id(&self) -> Option<&str> {
+        match self {
+            Self::Kms { key_id } => key_id.as_deref(),
+            Self::StoreKeys => None,
+        }
+    }
 }
 
 /// How long a download link lives for a job that stored no lifetime of its own.
@@ -190,11 +233,23 @@ impl Zip {
                     .execute(conn)
                     .await?;
             }
-            if let Some(ttl) = new.download_url_ttl_secs {
-                diesel::insert_into(zip_download_links::table)
+            let settings = new.result_settings;
+            if settings != ResultSettings::default() {
+                let ttl = settings
+                    .download_url_ttl_secs
+                    .map(|t| i32::try_from(t).unwrap_or(i32::MAX));
+                let tags = serde_json::to_value(&settings.tags).unwrap_or_default();
+                let encryption = settings.encryption.as_ref();
+                diesel::insert_into(zip_result_settings::table)
                     .values((
-                        zip_download_links::zip_id.eq(id),
-                        zip_download_links::ttl_secs.eq(i32::try_from(ttl).unwrap_or(i32::MAX)),
+                        zip_result_settings::zip_id.eq(id),
+                        zip_result_settings::download_url_ttl_secs.eq(ttl),
+                        zip_result_settings::cache_control.eq(&settings.cache_control),
+                        zip_result_settings::tags.eq(tags),
+                        zip_result_settings::server_side_encryption
+                            .eq(encryption.map(Encryption::header)),
+                        zip_result_settings::sse_kms_key_id
+                            .eq(encryption.and_then(Encryption::kms_key_id)),
                     ))
                     .execute(conn)
                     .await?;
@@ -221,12 +276,15 @@ impl Zip {
     ) -> QueryResult<Vec<DownloadSource>> {
         let rows: Vec<(ZipId, Bucket, Option<i32>)> = zips::table
             .inner_join(buckets::table)
-            .left_join(zip_download_links::table)
+            .left_join(zip_result_settings::table)
             .filter(zips::id.eq_any(ids))
             .select((
                 zips::id,
                 Bucket::as_select(),
-                zip_download_links::ttl_secs.nullable(),
+                zip_result_settings::download_url_ttl_secs
+                    .nullable()
+                    .assume_not_null()
+                    .nullable(),
             ))
             .load(conn)
             .await?;
@@ -240,6 +298,45 @@ impl Zip {
                     .unwrap_or(DEFAULT_DOWNLOAD_URL_TTL_SECS),
             })
             .collect())
+    }
+
+    /// What the job asked of its result (the default when it asked for nothing).
+    pub async fn result_settings(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+    ) -> QueryResult<ResultSettings> {
+        type Row = (
+            Option<i32>,
+            Option<String>,
+            serde_json::Value,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<Row> = zip_result_settings::table
+            .find(id)
+            .select((
+                zip_result_settings::download_url_ttl_secs,
+                zip_result_settings::cache_control,
+                zip_result_settings::tags,
+                zip_result_settings::server_side_encryption,
+                zip_result_settings::sse_kms_key_id,
+            ))
+            .first(conn)
+            .await
+            .optional()?;
+        let Some((ttl, cache_control, tags, encryption, key_id)) = row else {
+            return Ok(ResultSettings::default());
+        };
+        Ok(ResultSettings {
+            download_url_ttl_secs: ttl.and_then(|t| u32::try_from(t).ok()),
+            cache_control,
+            tags: serde_json::from_value(tags).unwrap_or_default(),
+            encryption: match encryption.as_deref() {
+                Some("AES256") => Some(Encryption::StoreKeys),
+                Some(_) => Some(Encryption::Kms { key_id }),
+                None => None,
+            },
+        })
     }
 
     /// A job of this project only: another project's job id finds nothing.

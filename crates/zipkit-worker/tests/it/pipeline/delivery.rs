@@ -6,7 +6,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::messages::JobMessage;
-use zipkit_domain::models::{Bucket, BucketCredentials};
+use zipkit_domain::models::{Bucket, BucketCredentials, Encryption, ResultSettings};
 use zipkit_domain::{Compression, OnError, ZipStatus};
 use zipkit_egress::EgressSettings;
 use zipkit_test_support::internal::InternalService;
@@ -111,6 +111,82 @@ async fn revoked_bucket_keys_fail_the_job_at_once_with_the_providers_code() {
         assert_eq!(zip.attempts, 1, "not retried: the key will not come back");
     }
     assert_eq!(harness.broker.depth("zipkit.jobs.dead").await, 0);
+    harness.stop().await;
+}
+
+/// What a job asks of its archive object reaches the store with it, whether the archive goes up
+/// in one request or in parts: Cache-Control, tags, and KMS encryption with the job's key.
+#[tokio::test]
+async fn the_archive_object_carries_the_cache_control_tags_and_encryption_the_job_asked_for() {
+    let harness = Harness::start().await;
+    let proxy = zipkit_test_support::store_proxy::StoreProxy::start().await;
+    let sources = SourceServer::start(vec![
+        ("small.txt", Behaviour::Serve(b"small".to_vec())),
+        (
+            "large.bin",
+            Behaviour::Serve(super::pseudo_random(6 * 1024 * 1024, 5)),
+        ),
+    ])
+    .await;
+    let bucket = harness.bucket_at(proxy.url()).await;
+    let settings = ResultSettings {
+        download_url_ttl_secs: None,
+        cache_control: Some("private, max-age=600".to_owned()),
+        tags: [("project", "Q4"), ("owner", "finance team")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        encryption: Some(Encryption::Kms {
+            key_id: Some("alias/archives".to_owned()),
+        }),
+    };
+    for (key, source, call) in [
+        ("small.zip", "small.txt", "PutObject"),
+        ("large.zip", "large.bin", "CreateMultipartUpload"),
+    ] {
+        let job = (Compression::Store, OnError::Fail, settings.clone());
+        let entry = super::sized_entry(&sources, source, source, None);
+        let id = harness.submit_asking(&bucket, key, vec![entry], job).await;
+        let zip = harness.wait_finished(id).await;
+        assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+        let sent = proxy
+            .calls()
+            .into_iter()
+            .find(|c| c.operation == call && c.status == 200)
+            .unwrap_or_else(|| panic!("no {call}: {:?}", proxy.operations()));
+        let header = |name: &str| sent.headers.get(name).map(String::as_str);
+        assert_eq!(
+            header("cache-control"),
+            Some("private, max-age=600"),
+            "{key}"
+        );
+        assert_eq!(
+            header("x-amz-tagging"),
+            Some("owner=finance+team&project=Q4"),
+            "{key}"
+        );
+        assert_eq!(
+            header("x-amz-server-side-encryption"),
+            Some("aws:kms"),
+            "{key}"
+        );
+        assert_eq!(
+            header("x-amz-server-side-encryption-aws-kms-key-id"),
+            Some("alias/archives"),
+            "{key}"
+        );
+        // The store keeps what it supports of it.
+        let head = harness
+            .store
+            .client()
+            .head_object()
+            .bucket(harness.store.name())
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.cache_control(), Some("private, max-age=600"));
+    }
     harness.stop().await;
 }
 

@@ -1,1 +1,0 @@
-DROP TABLE zip_download_links;

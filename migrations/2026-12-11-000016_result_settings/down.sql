@@ -1,0 +1,1 @@
+DROP TABLE zip_result_settings;
