@@ -128,8 +128,7 @@ async fn a_store_that_refuses_tags_and_encryption_says_so_and_keeps_its_object_p
     let last_put = proxy
         .calls()
         .into_iter()
-        .filter(|c| c.operation == "PutObject" && c.status == 200)
-        .next_back()
+        .rfind(|c| c.operation == "PutObject" && c.status == 200)
         .expect("a write");
     assert!(
         !last_put
