@@ -124,6 +124,34 @@ impl TestBucket {
             .is_ok()
     }
 
+    /// What the store says of an object: its headers (Content-Type, Content-Disposition,
+    /// Cache-Control, …).
+    pub async fn head(&self, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+        self.client
+            .head_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("HEAD {key}: {e}"))
+    }
+
+    /// The keys of every object in this bucket (up to a thousand).
+    pub async fn keys(&self) -> Vec<String> {
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.name)
+            .send()
+            .await
+            .expect("a listing");
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+
     /// The bytes of an object in this bucket.
     pub async fn get(&self, key: &str) -> Vec<u8> {
         let object = self

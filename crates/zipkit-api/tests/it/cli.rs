@@ -279,18 +279,15 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
             .encryption_key_id,
         "next"
     );
-    let tested = step(
-        &[
-            "bucket",
-            "test",
-            "--project",
-            &project_id,
-            "--bucket",
-            &bucket_id,
-        ],
-        None,
-        &rotated_env,
-    );
+    let test_args = [
+        "bucket",
+        "test",
+        "--project",
+        &project_id,
+        "--bucket",
+        &bucket_id,
+    ];
+    let tested = step(&test_args, None, &rotated_env);
     assert_eq!(tested.code, 0, "{}", tested.stderr);
     // What the keys may do, a line each; as JSON, each by name.
     assert!(
@@ -303,16 +300,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
         tested.stdout
     );
     let tested = step(
-        &[
-            "--output",
-            "json",
-            "bucket",
-            "test",
-            "--project",
-            &project_id,
-            "--bucket",
-            &bucket_id,
-        ],
+        &[&["--output", "json"], &test_args[..]].concat(),
         None,
         &rotated_env,
     );
@@ -345,22 +333,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
         edit.code, 5,
         "a failing edit is refused and changes nothing"
     );
-    assert_eq!(
-        step(
-            &[
-                "bucket",
-                "test",
-                "--project",
-                &project_id,
-                "--bucket",
-                &bucket_id
-            ],
-            None,
-            &rotated_env
-        )
-        .code,
-        0
-    );
+    assert_eq!(step(&test_args, None, &rotated_env).code, 0);
 
     let token_id = listed
         .stdout

@@ -1101,23 +1101,57 @@ async fn a_job_that_failed_with_every_source_skipped_lists_each_with_its_reason(
     app.stop().await;
 }
 
+/// Both binaries on the test's own database and vhost, trusting a CA made for the test, the
+/// store behind TLS as in production, and a tenant (project, token, bucket) made with the CLI.
+struct TlsStack {
+    _db: TestDatabase,
+    _vhost: TestBroker,
+    bucket: zipkit_test_support::TestBucket,
+    ca: zipkit_test_support::tls::TestCa,
+    store: zipkit_test_support::tls::TlsFront,
+    stack: zipkit_test_support::stack::Stack,
+    tenant: zipkit_test_support::stack::Tenant,
+}
+
+impl TlsStack {
+    /// With `env` on top of the test environment.
+    async fn start(env: &[(&str, &str)]) -> Self {
+        use zipkit_test_support::stack::{Stack, sibling_binary};
+        const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
+        let db = TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await;
+        let vhost = TestBroker::new().await;
+        let bucket = zipkit_test_support::TestBucket::new().await;
+        let ca = zipkit_test_support::tls::TestCa::new();
+        let store = ca
+            .front_for(&zipkit_test_support::services::s3_endpoint())
+            .await;
+        let trust = ca.trust_env();
+        let mut all: Vec<(&str, &str)> = trust.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.extend_from_slice(env);
+        let worker = sibling_binary(BINARY, "zipkit-worker");
+        let stack = Stack::start(BINARY, &worker, db.url(), &vhost.url(), &all).await;
+        let tenant = stack.tenant_at(bucket.name(), &store.origin());
+        Self {
+            _db: db,
+            _vhost: vhost,
+            bucket,
+            ca,
+            store,
+            stack,
+            tenant,
+        }
+    }
+}
+
 /// A dry run against the binaries, everything over HTTPS as in production: what it predicts is
 /// what a worker then builds (the exact size when every entry is stored, a bound that holds when
 /// one is deflated), it names each source that would be skipped or fail, connects to no internal
 /// address, and creates nothing.
 #[tokio::test]
 async fn a_dry_run_predicts_the_archive_a_worker_then_builds_and_creates_nothing() {
-    use zipkit_test_support::services::s3_endpoint;
     use zipkit_test_support::sources::{Behaviour, SourceServer};
-    use zipkit_test_support::stack::{Stack, post_job, sibling_binary};
-    use zipkit_test_support::tls::TestCa;
-    const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
+    use zipkit_test_support::stack::post_job;
 
-    let (db, vhost, bucket) = (
-        TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,
-        TestBroker::new().await,
-        zipkit_test_support::TestBucket::new().await,
-    );
     let photo: Vec<u8> = (0..1_500_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -1132,21 +1166,11 @@ async fn a_dry_run_predicts_the_archive_a_worker_then_builds_and_creates_nothing
         ("missing", Behaviour::Status(404)),
     ])
     .await;
-    let ca = TestCa::new();
+    let tls = TlsStack::start(&[("ZIPKIT__WORKER__PART_SIZE_MIB", "5")]).await;
+    let TlsStack {
+        ca, stack, tenant, ..
+    } = &tls;
     let source_front = ca.front_for(&sources.url("empty")).await;
-    let store = ca.front_for(&s3_endpoint()).await;
-    let mut env = vec![("ZIPKIT__WORKER__PART_SIZE_MIB", "5".to_owned())];
-    env.extend(ca.trust_env());
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let stack = Stack::start(
-        BINARY,
-        &sibling_binary(BINARY, "zipkit-worker"),
-        db.url(),
-        &vhost.url(),
-        &env,
-    )
-    .await;
-    let tenant = stack.tenant_at(bucket.name(), &store.origin());
     let url = |name: &str| source_front.https(&sources.url(name));
     let good = vec![
         json!({"url": url("notes.txt"), "filename": "notes.txt"}),
@@ -1283,37 +1307,24 @@ async fn a_dry_run_predicts_the_archive_a_worker_then_builds_and_creates_nothing
 #[tokio::test]
 async fn a_finished_archive_has_a_download_link_that_fetches_it_by_name_and_expires() {
     use zipkit_test_support::receiver::WebhookReceiver;
-    use zipkit_test_support::services::s3_endpoint;
     use zipkit_test_support::sources::{Behaviour, SourceServer};
-    use zipkit_test_support::stack::{Stack, sibling_binary};
-    use zipkit_test_support::tls::TestCa;
-    const BINARY: &str = env!("CARGO_BIN_EXE_zipkit-api");
 
-    let (db, vhost, bucket) = (
-        TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,
-        TestBroker::new().await,
-        zipkit_test_support::TestBucket::new().await,
-    );
     let sources = SourceServer::start(vec![(
         "report.txt",
         Behaviour::Serve(b"quarterly figures\n".repeat(1_000)),
     )])
     .await;
     let receiver = WebhookReceiver::start(0).await;
-    let ca = TestCa::new();
+    let tls = TlsStack::start(&[]).await;
+    let TlsStack {
+        bucket,
+        ca,
+        store,
+        stack,
+        tenant,
+        ..
+    } = &tls;
     let source_front = ca.front_for(&sources.url("report.txt")).await;
-    let store = ca.front_for(&s3_endpoint()).await;
-    let env = ca.trust_env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let stack = Stack::start(
-        BINARY,
-        &sibling_binary(BINARY, "zipkit-worker"),
-        db.url(),
-        &vhost.url(),
-        &env,
-    )
-    .await;
-    let tenant = stack.tenant_at(bucket.name(), &store.origin());
     let p = tenant.project_id.as_str();
     stack.cli(
         &["webhook", "add", "--project", p, "--url", receiver.url()],

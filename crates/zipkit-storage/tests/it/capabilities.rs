@@ -21,15 +21,7 @@ async fn tested_at(endpoint: &str, bucket: &TestBucket) -> BucketCapabilities {
 
 /// The test object, as the write test left it, and nothing else in the bucket.
 async fn only_the_test_object_is_left(bucket: &TestBucket) {
-    let listed = bucket
-        .client()
-        .list_objects_v2()
-        .bucket(bucket.name())
-        .send()
-        .await
-        .expect("a listing");
-    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
-    assert_eq!(keys, [WRITE_TEST_KEY]);
+    assert_eq!(bucket.keys().await, [WRITE_TEST_KEY]);
     assert_eq!(
         bucket.get(WRITE_TEST_KEY).await,
         b"zipkit checked that it can write here.\n"

@@ -99,15 +99,7 @@ async fn the_archive_downloads_as_a_zip_named_after_its_key() {
             .build_stored(&bucket, key, &[sources.entry(source)], OnError::Fail)
             .await;
         assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
-        let head = harness
-            .store
-            .client()
-            .head_object()
-            .bucket(harness.store.name())
-            .key(key)
-            .send()
-            .await
-            .unwrap();
+        let head = harness.store.head(key).await;
         assert_eq!(head.content_type(), Some("application/zip"), "{key}");
         assert_eq!(head.content_disposition(), Some(disposition), "{key}");
     }

@@ -176,15 +176,7 @@ async fn the_archive_object_carries_the_cache_control_tags_and_encryption_the_jo
             "{key}"
         );
         // The store keeps what it supports of it.
-        let head = harness
-            .store
-            .client()
-            .head_object()
-            .bucket(harness.store.name())
-            .key(key)
-            .send()
-            .await
-            .unwrap();
+        let head = harness.store.head(key).await;
         assert_eq!(head.cache_control(), Some("private, max-age=600"));
     }
     harness.stop().await;
