@@ -52,8 +52,9 @@ impl BucketClients {
                 put.server_side_encryption(ServerSideEncryption::AwsKms)
             })
             .await;
-        // The test object ends as the write test left it: plain.
-        if sse_s3 || sse_kms {
+        // Deleted, then written again: it ends as the write test left it, plain.
+        let delete = probe.delete().await;
+        if delete || sse_s3 || sse_kms {
             probe.write_with("write", |put| put).await;
         }
         Ok(BucketCapabilities {
@@ -67,6 +68,7 @@ impl BucketClients {
             tagging,
             sse_s3,
             sse_kms,
+            delete,
         })
     }
 }
@@ -129,6 +131,18 @@ impl Probe<'_> {
             .send()
             .await;
         self.answered("list", answer).is_some()
+    }
+
+    /// The test object deleted (the caller writes it again).
+    async fn delete(&self) -> bool {
+        let answer = self
+            .client
+            .delete_object()
+            .bucket(self.bucket())
+            .key(WRITE_TEST_KEY)
+            .send()
+            .await;
+        self.answered("delete", answer).is_some()
     }
 
     /// The write again with the one canned ACL that grants nobody anything.

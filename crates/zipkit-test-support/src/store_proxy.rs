@@ -14,7 +14,7 @@ use crate::services::s3_endpoint;
 /// One call the store received (or the proxy answered).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreCall {
-    /// `PutObject`, `GetObject`, `HeadObject`, `ListObjectsV2`, `CreateMultipartUpload`,
+    /// `PutObject`, `GetObject`, `HeadObject`, `DeleteObject`, `ListObjectsV2`, `CreateMultipartUpload`,
     /// `UploadPart`, `UploadPartCopy`, `CompleteMultipartUpload`, `AbortMultipartUpload`, or
     /// the method and query for anything else.
     pub operation: String,
@@ -97,6 +97,7 @@ fn operation(method: &str, query: &str, copies: bool) -> (String, Option<i32>, O
         ("POST", false, _) if get("uploads").is_some() => "CreateMultipartUpload",
         ("POST", true, _) => "CompleteMultipartUpload",
         ("DELETE", true, _) => "AbortMultipartUpload",
+        ("DELETE", false, _) => "DeleteObject",
         _ => "",
     };
     let name = if name.is_empty() {
@@ -318,5 +319,6 @@ mod tests {
             "ListObjectsV2"
         );
         assert_eq!(operation("HEAD", "", false).0, "HeadObject");
+        assert_eq!(operation("DELETE", "x-id=DeleteObject", false).0, "DeleteObject");
     }
 }

@@ -88,6 +88,30 @@ fn first_filename_segment(max: usize) -> String {
 /// so generated clients and schema-driven testers send what the server accepts and nothing it
 /// refuses. The rules that JSON Schema cannot express (filenames unique ignoring case and
 /// Unicode normalization; URLs the URL standard parses) are in the descriptions.
+/// An optional object of at most `most` strings, keys of 1 to `key_chars` characters without
+/// control characters, values of at most `value_chars` matching `value_pattern`.
+fn string_map(
+    description: &str,
+    (most, key_chars, value_chars): (usize, usize, usize),
+    value_pattern: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "type": ["object", "null"],
+        "description": description,
+        "maxProperties": most,
+        "propertyNames": {
+            "minLength": 1,
+            "maxLength": key_chars,
+            "pattern": format!("^[^{CONTROL}]+$"),
+        },
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": value_chars,
+            "pattern": value_pattern,
+        },
+    })
+}
+
 pub fn served(limits: crate::zips::request::Limits) -> serde_json::Value {
     use serde_json::json;
     use zipkit_domain::values::{
@@ -121,39 +145,23 @@ pub fn served(limits: crate::zips::request::Limits) -> serde_json::Value {
         &segment(MAX_OBJECT_KEY_BYTES),
         MAX_OBJECT_KEY_BYTES
     ));
-    body["metadata"] = json!({
-        "type": ["object", "null"],
-        "description": "A flat object of strings, echoed on the zip and in webhooks.",
-        "maxProperties": MAX_METADATA_KEYS,
-        "propertyNames": {
-            "minLength": 1,
-            "maxLength": MAX_METADATA_KEY_CHARS,
-            "pattern": format!("^[^{CONTROL}]+$"),
-        },
-        "additionalProperties": {
-            "type": "string",
-            "maxLength": MAX_METADATA_VALUE_CHARS,
-            "pattern": r"^[^\u0000]*$",
-        },
-    });
+    body["metadata"] = string_map(
+        "A flat object of strings, echoed on the zip and in webhooks.",
+        (
+            MAX_METADATA_KEYS,
+            MAX_METADATA_KEY_CHARS,
+            MAX_METADATA_VALUE_CHARS,
+        ),
+        r"^[^\u0000]*$",
+    );
     // The archive object's headers: visible ASCII (and spaces), S3's limits on tags.
     body["cache_control"]["pattern"] = json!("^[ -~]{1,256}$");
     body["sse_kms_key_id"]["pattern"] = json!("^[!-~]{1,2048}$");
-    body["tags"] = json!({
-        "type": ["object", "null"],
-        "description": "The archive object's tags, only for a bucket found to keep tags.",
-        "maxProperties": MAX_TAGS,
-        "propertyNames": {
-            "minLength": 1,
-            "maxLength": MAX_TAG_KEY_CHARS,
-            "pattern": format!("^[^{CONTROL}]+$"),
-        },
-        "additionalProperties": {
-            "type": "string",
-            "maxLength": MAX_TAG_VALUE_CHARS,
-            "pattern": format!("^[^{CONTROL}]*$"),
-        },
-    });
+    body["tags"] = string_map(
+        "The archive object's tags, only for a bucket found to keep tags.",
+        (MAX_TAGS, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS),
+        &format!("^[^{CONTROL}]*$"),
+    );
     let item = &mut schemas["UrlItem"]["properties"];
     // A conservative form of "absolute http(s) URL without credentials": a lower-case host whose
     // last label starts with a letter (a numeric one would be read as an IPv4 address), an

@@ -36,6 +36,8 @@ pub struct BucketCapabilities {
     pub sse_s3: bool,
     /// Server-side encryption with KMS keys (`aws:kms`; refused by R2).
     pub sse_kms: bool,
+    /// DeleteObject: archives a job asked to expire can be removed.
+    pub delete: bool,
 }
 
 /// One capability, for listing them in order with the words a person reads.
@@ -51,7 +53,7 @@ pub struct CapabilityLine {
 
 impl BucketCapabilities {
     /// Every capability, in the order they are shown.
-    pub fn lines(&self) -> [CapabilityLine; 10] {
+    pub fn lines(&self) -> [CapabilityLine; 11] {
         let line = |name, label, needs, allowed| CapabilityLine {
             name,
             label,
@@ -104,6 +106,7 @@ impl BucketCapabilities {
                 "a store with KMS, and kms:GenerateDataKey on the key",
                 self.sse_kms,
             ),
+            line("delete", "Delete", "s3:DeleteObject", self.delete),
         ]
     }
 }

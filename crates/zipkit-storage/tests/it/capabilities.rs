@@ -45,6 +45,7 @@ async fn keys_that_may_do_everything_are_found_able_to_and_leave_only_the_test_o
             tagging: true,
             sse_s3: true,
             sse_kms: true,
+            delete: true,
         }
     );
     only_the_test_object_is_left(&bucket).await;
@@ -91,8 +92,12 @@ async fn a_store_that_cannot_copy_parts_or_keys_that_may_not_list_say_so() {
     let proxy = StoreProxy::start().await;
     proxy.refuse("UploadPartCopy", 501, "NotImplemented", None);
     proxy.refuse("ListObjectsV2", 403, "AccessDenied", None);
+    proxy.refuse("DeleteObject", 403, "AccessDenied", None);
     let found = tested_at(proxy.url(), &bucket).await;
-    assert!(!found.upload_part_copy && !found.list, "{found:?}");
+    assert!(
+        !found.upload_part_copy && !found.list && !found.delete,
+        "{found:?}"
+    );
     assert!(found.read && found.abort_multipart && found.full_object_crc32);
     only_the_test_object_is_left(&bucket).await;
 }
