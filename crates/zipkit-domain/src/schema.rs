@@ -189,6 +189,8 @@ diesel::table! {
         tags -> Jsonb,
         server_side_encryption -> Nullable<Text>,
         sse_kms_key_id -> Nullable<Text>,
+        expires_in_days -> Nullable<Int4>,
+        archive_deleted_at -> Nullable<Timestamptz>,
     }
 }
 

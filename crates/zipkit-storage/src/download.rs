@@ -15,7 +15,7 @@ use crate::{BucketClients, BucketLocation};
 
 impl BucketClients {
     /// A link to download the archive at `key` for `source.ttl_secs` from now; `None` where the
-    /// keys may not read, or the link cannot be made (logged: unreadable keys, an endpoint the
+    /// keys may not read, the archive was deleted, or the link cannot be made (logged: unreadable keys, an endpoint the
     /// egress policy refuses).
     pub async fn download_link(
         &self,
@@ -24,7 +24,7 @@ impl BucketClients {
         key: &ObjectKey,
     ) -> Option<DownloadLink> {
         let bucket = &source.bucket;
-        if !bucket.capabilities.is_some_and(|c| c.read) {
+        if !bucket.capabilities.is_some_and(|c| c.read) || source.archive_deleted_at.is_some() {
             return None;
         }
         let why_not = |error: String| {

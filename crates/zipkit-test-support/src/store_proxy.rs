@@ -319,6 +319,9 @@ mod tests {
             "ListObjectsV2"
         );
         assert_eq!(operation("HEAD", "", false).0, "HeadObject");
-        assert_eq!(operation("DELETE", "x-id=DeleteObject", false).0, "DeleteObject");
+        assert_eq!(
+            operation("DELETE", "x-id=DeleteObject", false).0,
+            "DeleteObject"
+        );
     }
 }

@@ -42,7 +42,8 @@ pub async fn enqueue_completed(
     let skipped = Zip::skipped_entries(conn, &[zip.id]).await?;
     let expected_size = Zip::expected_size(conn, zip.id).await?;
     // The link lives from now: a delivery retried later carries the same one.
-    let link = match Zip::download_sources(conn, &[zip.id]).await?.first() {
+    let source = Zip::download_sources(conn, &[zip.id]).await?.pop();
+    let link = match &source {
         Some(source) if zip.status == ZipStatus::Succeeded => {
             let (buckets, keyring) = links;
             buckets
@@ -52,7 +53,8 @@ pub async fn enqueue_completed(
         _ => None,
     };
     let event = Event::zip_completed(
-        ZipObject::new(zip.clone(), bucket, expected_size, skipped).with_download(link),
+        ZipObject::new(zip.clone(), bucket, expected_size, skipped)
+            .with_result(source.as_ref(), link),
         zip.finished_at.unwrap_or_else(chrono::Utc::now),
     );
     let payload = serde_json::to_value(&event)

@@ -123,7 +123,8 @@ async fn objects(
             .into_iter()
             .partition(|e| e.zip_id == row.zip.id);
         skipped = rest;
-        let link = match downloads.iter().find(|d| d.zip_id == row.zip.id) {
+        let source = downloads.iter().find(|d| d.zip_id == row.zip.id);
+        let link = match source {
             Some(source) => {
                 let key = &row.zip.object_key;
                 state
@@ -137,7 +138,8 @@ async fn objects(
             service: row.service,
             name: row.bucket,
         };
-        objects.push(ZipObject::new(row.zip, bucket, row.expected_size, mine).with_download(link));
+        let object = ZipObject::new(row.zip, bucket, row.expected_size, mine);
+        objects.push(object.with_result(source, link));
     }
     Ok(objects)
 }
@@ -194,6 +196,11 @@ fn accepts(bucket: &Bucket, settings: &ResultSettings) -> Result<(), ApiError> {
             "server_side_encryption",
             matches!(settings.encryption, Some(Encryption::Kms { .. })),
             "sse_kms",
+        ),
+        (
+            "expires_in_days",
+            settings.expires_in_days.is_some(),
+            "delete",
         ),
     ];
     for (param, wanted, capability) in asked {

@@ -73,6 +73,11 @@ pub struct CreateZipBody {
     /// The KMS key (id, ARN or alias) for `aws:kms`; without it, the store's default key.
     #[serde(default)]
     pub sse_kms_key_id: Option<String>,
+    /// Delete the archive this many days (1 to 3,650) after the job finished; only for a
+    /// bucket whose test found its keys may delete.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 3650)]
+    pub expires_in_days: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -292,16 +297,8 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
     }
     let download_url_ttl_secs = match &body.download_url_ttl_secs {
         None => limits.download_url_ttl_secs,
-        // JSON Schema's integers include `60.0`.
-        Some(value) => value
-            .as_u64()
-            .or_else(|| {
-                let secs = value.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0)?;
-                Some(secs as u64)
-            })
-            .filter(|secs| (1..=u64::from(limits.max_download_url_ttl_secs)).contains(secs))
-            .and_then(|secs| u32::try_from(secs).ok())
-            .ok_or_else(|| {
+        Some(value) => {
+            whole_number(value, 1..=limits.max_download_url_ttl_secs).ok_or_else(|| {
                 ApiError::bad_request(
                     "download_url_ttl_invalid",
                     format!(
@@ -310,13 +307,28 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
                     ),
                     "download_url_ttl_secs".to_owned(),
                 )
-            })?,
+            })?
+        }
     };
     let result_settings = ResultSettings {
         download_url_ttl_secs: Some(download_url_ttl_secs),
         cache_control: validate_cache_control(body.cache_control)?,
         tags: validate_tags(body.tags)?,
         encryption: validate_encryption(body.server_side_encryption, body.sse_kms_key_id)?,
+        expires_in_days: body
+            .expires_in_days
+            .map(|days| {
+                whole_number(&days, 1..=MAX_EXPIRES_IN_DAYS).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "expires_in_days_invalid",
+                        format!(
+                            "`expires_in_days` must be a whole number of days from 1 to {MAX_EXPIRES_IN_DAYS}"
+                        ),
+                        "expires_in_days".to_owned(),
+                    )
+                })
+            })
+            .transpose()?,
     };
     Ok(ValidZip {
         entries,
@@ -329,6 +341,18 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
         dry_run: body.dry_run.unwrap_or(false),
         result_settings,
     })
+}
+
+/// The most days a job may keep its archive before it is deleted: ten years.
+pub const MAX_EXPIRES_IN_DAYS: u32 = 3650;
+
+/// A JSON number that is a whole number within `range` (JSON Schema's integers include `60.0`).
+fn whole_number(value: &Value, range: std::ops::RangeInclusive<u32>) -> Option<u32> {
+    let n = value.as_u64().or_else(|| {
+        let f = value.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0)?;
+        Some(f as u64)
+    })?;
+    u32::try_from(n).ok().filter(|n| range.contains(n))
 }
 
 /// A header value: visible ASCII and spaces, nothing a header could be split on.
@@ -652,7 +676,9 @@ mod tests {
         asked["tags"] = json!({"project": "Q4", "owner": "finance team"});
         asked["server_side_encryption"] = json!("aws:kms");
         asked["sse_kms_key_id"] = json!("alias/archives");
+        asked["expires_in_days"] = json!(30.0);
         let settings = body(asked).unwrap().result_settings;
+        assert_eq!(settings.expires_in_days, Some(30));
         assert_eq!(settings.download_url_ttl_secs, Some(86_400));
         assert_eq!(
             settings.cache_control.as_deref(),
@@ -964,6 +990,16 @@ mod tests {
                 json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "server_side_encryption": "AES256", "sse_kms_key_id": "k1"}),
                 "sse_kms_key_id_invalid",
                 "sse_kms_key_id",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "expires_in_days": 3651}),
+                "expires_in_days_invalid",
+                "expires_in_days",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "expires_in_days": 1.5}),
+                "expires_in_days_invalid",
+                "expires_in_days",
             ),
             (
                 json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "download_url_ttl_secs": 0}),

@@ -865,7 +865,8 @@ async fn cancel_moves_a_pending_job_to_cancelled_idempotently_and_refuses_finish
     assert_eq!(
         fetched["data"]["result"],
         json!({"size": 10, "etag": "\"e\"", "entries": 1, "skipped": [],
-               "download_url": null, "download_url_expires_at": null})
+               "download_url": null, "download_url_expires_at": null,
+               "expires_at": null, "deleted_at": null})
     );
     app.stop().await;
 }
@@ -1347,10 +1348,24 @@ async fn a_finished_archive_has_a_download_link_that_fetches_it_by_name_and_expi
         .expect("a client");
 
     let before = chrono::Utc::now();
+    let asked = json!({"expires_in_days": 30});
     let done = stack
-        .run_job(&tenant.token, &job("exports/Q4 report.zip", json!({})), &[])
+        .run_job(&tenant.token, &job("exports/Q4 report.zip", asked), &[])
         .await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    let at = |field: &str| -> chrono::DateTime<chrono::Utc> {
+        done[field]
+            .as_str()
+            .or(done["result"][field].as_str())
+            .expect(field)
+            .parse()
+            .expect("RFC 3339")
+    };
+    assert_eq!(
+        at("expires_at") - at("finished_at"),
+        chrono::Duration::days(30)
+    );
+    assert_eq!(done["result"]["deleted_at"], Value::Null);
     let link = done["result"]["download_url"]
         .as_str()
         .unwrap_or_else(|| panic!("no link: {done}"));
@@ -1465,9 +1480,21 @@ async fn tags_and_encryption_are_accepted_only_for_a_bucket_found_to_accept_them
         "bucket_capability_missing",
         Some("server_side_encryption"),
     );
-    // Encryption with the store's keys it accepts: the job keeps what it asked.
+    // Keys that may not delete cannot expire an archive.
     body["server_side_encryption"] = json!("AES256");
     body.as_object_mut().unwrap().remove("sse_kms_key_id");
+    body["expires_in_days"] = json!(7);
+    let (status, answer) = app.send(app.post_zip(&token, &body)).await;
+    assert_error(
+        status,
+        &answer,
+        409,
+        "invalid_request_error",
+        "bucket_capability_missing",
+        Some("expires_in_days"),
+    );
+    // Encryption with the store's keys it accepts: the job keeps what it asked.
+    body.as_object_mut().unwrap().remove("expires_in_days");
     let (status, answer) = app.send(app.post_zip(&token, &body)).await;
     assert_eq!(status, 202, "{answer}");
     let id: ZipId = answer["data"]["id"].as_str().unwrap().parse().unwrap();

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::models::{Zip, ZipEntry};
+use crate::models::{DownloadSource, Zip, ZipEntry};
 use crate::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use crate::{Compression, EntryState, OnError, Service, ZipId, ZipStatus};
 
@@ -75,6 +75,10 @@ pub struct ZipResult {
     pub download_url: Option<String>,
     /// When `download_url` stops working.
     pub download_url_expires_at: Option<DateTime<Utc>>,
+    /// When the archive is deleted, for a job that asked (`expires_in_days` after it finished).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When a worker deleted it (the job's record stays).
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// A presigned download link and when it expires.
@@ -134,6 +138,8 @@ impl ZipObject {
             skipped: std::mem::take(&mut skipped),
             download_url: None,
             download_url_expires_at: None,
+            expires_at: None,
+            deleted_at: None,
         });
         let error = match (zip.error_type, zip.error_code, zip.error_message) {
             (Some(error_type), Some(code), Some(message)) => Some(ZipError {
@@ -174,9 +180,24 @@ impl ZipObject {
 }
 
 impl ZipObject {
-    /// The archive's download link, on a job that has a result.
-    pub fn with_download(mut self, link: Option<DownloadLink>) -> Self {
-        if let (Some(result), Some(link)) = (&mut self.result, link) {
+    /// On a job that has a result: when its archive expires or was deleted, and its download
+    /// link.
+    pub fn with_result(
+        mut self,
+        source: Option<&DownloadSource>,
+        link: Option<DownloadLink>,
+    ) -> Self {
+        let finished_at = self.finished_at;
+        let Some(result) = &mut self.result else {
+            return self;
+        };
+        if let Some(source) = source {
+            result.expires_at = finished_at
+                .zip(source.expires_in_days)
+                .map(|(at, days)| at + chrono::Duration::days(days.into()));
+            result.deleted_at = source.archive_deleted_at;
+        }
+        if let Some(link) = link {
             result.download_url = Some(link.url);
             result.download_url_expires_at = Some(link.expires_at);
         }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use zipkit_domain::ZipId;
 use zipkit_domain::models::{BucketCapabilities, ResultSettings};
 use zipkit_domain::values::ObjectKey;
-use zipkit_storage::{BucketLocation, StoreRefusal, attachment};
+use zipkit_storage::{BucketLocation, BucketTestError, StoreRefusal, attachment};
 
 use crate::failure::{Blame, JobFailure, Retry};
 
@@ -357,6 +357,22 @@ impl Destination {
                  multipart uploads will remove its parts"
             ),
         }
+    }
+
+    /// Deletes the archive (its job asked it to expire); the store's refusal, in words, if it
+    /// refused.
+    pub async fn delete_archive(&self) -> Result<(), BucketTestError> {
+        self.inner
+            .client
+            .delete_object()
+            .bucket(self.inner.location.name.as_str())
+            .key(self.inner.key.as_str())
+            .customize()
+            .config_override(self.config(0))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| StoreRefusal::read(&self.inner.location, &e).why)
     }
 
     /// The job's failure for a refused call: the words of the dashboard's bucket test, the

@@ -7,6 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use tokio::sync::oneshot;
 use zipkit_domain::crypto::{CryptoSettings, KeyRing, generate_key};
+use zipkit_domain::db::DatabaseSettings;
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::{
     Bucket, BucketCredentials, NewBucket, NewZip, NewZipEntry, Project, ResultSettings, Zip,
@@ -356,6 +357,25 @@ impl Harness {
             .submit(bucket, key, entries, Compression::Store, on_error)
             .await;
         self.wait_finished(id).await
+    }
+
+    /// A sweeper of the test's own, as a worker runs one (an hour makes a lease stale); its
+    /// passes are called by the test.
+    pub fn sweeper(&self) -> zipkit_worker::upload::sweeper::OrphanSweeper {
+        zipkit_worker::upload::sweeper::OrphanSweeper {
+            pool: zipkit_domain::db::pool(&DatabaseSettings {
+                url: SecretString::from(self.db.url().to_owned()),
+                max_connections: 2,
+                connect_timeout_secs: 2,
+            }),
+            keyring: std::sync::Arc::new(KeyRing::from_settings(&self.crypto).unwrap()),
+            buckets: zipkit_storage::BucketClients::new(zipkit_egress::EgressPolicy::new(
+                &loopback(),
+            )),
+            timeouts: zipkit_worker::upload::StoreTimeouts { min_rate: 1 << 20 },
+            stale: Duration::from_secs(3600),
+            every: Duration::from_secs(300),
+        }
     }
 
     pub async fn wait_finished(&self, id: ZipId) -> Zip {

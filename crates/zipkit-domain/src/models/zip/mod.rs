@@ -8,7 +8,7 @@ mod upload;
 
 pub use entries::{EntryOutcome, EntryPlacement, PlacedEnd, RecordedEntry, ZipEntry};
 pub use lifecycle::{JobError, ZipOutcome};
-pub use upload::{OrphanedUpload, ZipPart};
+pub use upload::{ExpiredArchive, OrphanedUpload, ZipPart};
 
 use std::collections::BTreeMap;
 
@@ -102,6 +102,8 @@ pub struct ResultSettings {
     /// At most 10, as S3 allows.
     pub tags: BTreeMap<String, String>,
     pub encryption: Option<Encryption>,
+    /// The archive is deleted this many days after the job finished.
+    pub expires_in_days: Option<u32>,
 }
 
 /// Server-side encryption of the archive object.
@@ -136,13 +138,17 @@ impl Encryption {
 /// How long a download link lives for a job that stored no lifetime of its own.
 pub const DEFAULT_DOWNLOAD_URL_TTL_SECS: u32 = 3600;
 
-/// What a download link of a job's archive is made from: its bucket (the keys sign the link;
-/// its capabilities say whether they may read) and the link's lifetime.
+/// A finished job's archive as its links and expiry are made from it: its bucket (the keys sign
+/// the link; its capabilities say whether they may read), the link's lifetime, and when the
+/// archive expires or was deleted.
 #[derive(Debug, Clone)]
 pub struct DownloadSource {
     pub zip_id: ZipId,
     pub bucket: Bucket,
     pub ttl_secs: u32,
+    pub expires_in_days: Option<u32>,
+    /// When a worker took the expired archive to delete it.
+    pub archive_deleted_at: Option<DateTime<Utc>>,
 }
 
 // The foreign key is composite (bucket, project), which print-schema cannot express.
@@ -250,6 +256,9 @@ impl Zip {
                             .eq(encryption.map(Encryption::header)),
                         zip_result_settings::sse_kms_key_id
                             .eq(encryption.and_then(Encryption::kms_key_id)),
+                        zip_result_settings::expires_in_days.eq(settings
+                            .expires_in_days
+                            .map(|d| i32::try_from(d).unwrap_or(i32::MAX))),
                     ))
                     .execute(conn)
                     .await?;
@@ -274,28 +283,36 @@ impl Zip {
         conn: &mut AsyncPgConnection,
         ids: &[ZipId],
     ) -> QueryResult<Vec<DownloadSource>> {
-        let rows: Vec<(ZipId, Bucket, Option<i32>)> = zips::table
+        type Row = (
+            ZipId,
+            Bucket,
+            Option<i32>,
+            Option<i32>,
+            Option<DateTime<Utc>>,
+        );
+        let rows: Vec<Row> = zips::table
             .inner_join(buckets::table)
             .left_join(zip_result_settings::table)
             .filter(zips::id.eq_any(ids))
             .select((
                 zips::id,
                 Bucket::as_select(),
-                zip_result_settings::download_url_ttl_secs
-                    .nullable()
-                    .assume_not_null()
-                    .nullable(),
+                zip_result_settings::download_url_ttl_secs.nullable(),
+                zip_result_settings::expires_in_days.nullable(),
+                zip_result_settings::archive_deleted_at.nullable(),
             ))
             .load(conn)
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(zip_id, bucket, ttl)| DownloadSource {
+            .map(|(zip_id, bucket, ttl, days, deleted)| DownloadSource {
                 zip_id,
                 bucket,
                 ttl_secs: ttl
                     .and_then(|t| u32::try_from(t).ok())
                     .unwrap_or(DEFAULT_DOWNLOAD_URL_TTL_SECS),
+                expires_in_days: days.and_then(|d| u32::try_from(d).ok()),
+                archive_deleted_at: deleted,
             })
             .collect())
     }
@@ -311,6 +328,7 @@ impl Zip {
             serde_json::Value,
             Option<String>,
             Option<String>,
+            Option<i32>,
         );
         let row: Option<Row> = zip_result_settings::table
             .find(id)
@@ -320,11 +338,12 @@ impl Zip {
                 zip_result_settings::tags,
                 zip_result_settings::server_side_encryption,
                 zip_result_settings::sse_kms_key_id,
+                zip_result_settings::expires_in_days,
             ))
             .first(conn)
             .await
             .optional()?;
-        let Some((ttl, cache_control, tags, encryption, key_id)) = row else {
+        let Some((ttl, cache_control, tags, encryption, key_id, expires_in_days)) = row else {
             return Ok(ResultSettings::default());
         };
         Ok(ResultSettings {
@@ -336,6 +355,7 @@ impl Zip {
                 Some(_) => Some(Encryption::Kms { key_id }),
                 None => None,
             },
+            expires_in_days: expires_in_days.and_then(|d| u32::try_from(d).ok()),
         })
     }
 

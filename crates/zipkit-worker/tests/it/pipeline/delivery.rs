@@ -6,7 +6,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::messages::JobMessage;
-use zipkit_domain::models::{Bucket, BucketCredentials, Encryption, ResultSettings};
+use zipkit_domain::models::{Bucket, BucketCredentials, Encryption, ResultSettings, Zip};
 use zipkit_domain::{Compression, OnError, ZipStatus};
 use zipkit_egress::EgressSettings;
 use zipkit_test_support::internal::InternalService;
@@ -139,6 +139,7 @@ async fn the_archive_object_carries_the_cache_control_tags_and_encryption_the_jo
         encryption: Some(Encryption::Kms {
             key_id: Some("alias/archives".to_owned()),
         }),
+        expires_in_days: None,
     };
     for (key, source, call) in [
         ("small.zip", "small.txt", "PutObject"),
@@ -179,6 +180,47 @@ async fn the_archive_object_carries_the_cache_control_tags_and_encryption_the_jo
         let head = harness.store.head(key).await;
         assert_eq!(head.cache_control(), Some("private, max-age=600"));
     }
+    harness.stop().await;
+}
+
+/// An archive asked to expire is deleted by a sweeper once its days are up, exactly once, and
+/// only it; from then on no link is made for it.
+#[tokio::test]
+async fn an_archive_asked_to_expire_is_deleted_when_its_days_are_up_and_not_before() {
+    use diesel_async::RunQueryDsl;
+    let harness = Harness::start().await;
+    let sources = SourceServer::start(vec![("a.txt", Behaviour::Serve(b"alpha".to_vec()))]).await;
+    let bucket = harness.bucket().await;
+    let expiring = ResultSettings {
+        expires_in_days: Some(1),
+        ..ResultSettings::default()
+    };
+    let mut ids = Vec::new();
+    for key in ["due.zip", "not-yet.zip"] {
+        let job = (Compression::Store, OnError::Fail, expiring.clone());
+        let entry = super::sized_entry(&sources, "a.txt", "a.txt", None);
+        let id = harness.submit_asking(&bucket, key, vec![entry], job).await;
+        assert_eq!(harness.wait_finished(id).await.status, ZipStatus::Succeeded);
+        ids.push(id);
+    }
+    let sweeper = harness.sweeper();
+    assert_eq!(sweeper.expire_once().await, 0, "a day has not passed");
+    // The first job finished two days ago.
+    let mut conn = harness.db.connect().await;
+    diesel::sql_query("UPDATE zips SET finished_at = now() - interval '2 days' WHERE id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(ids[0])
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(sweeper.expire_once().await, 1);
+    assert!(!harness.store.has("due.zip").await, "deleted");
+    assert!(harness.store.has("not-yet.zip").await, "kept");
+    assert_eq!(sweeper.expire_once().await, 0, "taken once");
+    let sources = Zip::download_sources(&mut conn, &ids).await.unwrap();
+    let due = sources.iter().find(|s| s.zip_id == ids[0]).unwrap();
+    assert!(due.archive_deleted_at.is_some());
+    let kept = sources.iter().find(|s| s.zip_id == ids[1]).unwrap();
+    assert_eq!(kept.archive_deleted_at, None);
     harness.stop().await;
 }
 

@@ -3,14 +3,11 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
-use zipkit_domain::crypto::KeyRing;
-use zipkit_domain::db::DatabaseSettings;
 use zipkit_domain::models::Zip;
 use zipkit_domain::{Compression, OnError, ZipStatus};
 use zipkit_test_support::sources::{Behaviour, SourceServer};
 
-use crate::harness::{Harness, loopback};
+use crate::harness::Harness;
 
 use super::{pseudo_random, read_with_python};
 
@@ -674,18 +671,7 @@ async fn the_sweeper_aborts_uploads_nobody_will_complete_and_only_those() {
         .unwrap()
         .unwrap();
 
-    let sweeper = zipkit_worker::upload::sweeper::OrphanSweeper {
-        pool: zipkit_domain::db::pool(&DatabaseSettings {
-            url: SecretString::from(harness.db.url().to_owned()),
-            max_connections: 2,
-            connect_timeout_secs: 2,
-        }),
-        keyring: std::sync::Arc::new(KeyRing::from_settings(&harness.crypto).unwrap()),
-        buckets: zipkit_storage::BucketClients::new(zipkit_egress::EgressPolicy::new(&loopback())),
-        timeouts: zipkit_worker::upload::StoreTimeouts { min_rate: 1 << 20 },
-        stale: Duration::from_secs(3600),
-        every: Duration::from_secs(300),
-    };
+    let sweeper = harness.sweeper();
     assert_eq!(sweeper.sweep_once().await, 2);
     let mut aborted: Vec<String> = proxy
         .calls()
