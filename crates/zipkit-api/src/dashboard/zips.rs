@@ -219,20 +219,25 @@ async fn detail(
         .ok_or(PageError::NotFound)?;
     let entries = Zip::entries(&mut conn, zip.id).await?;
     // A fresh link on each view, where the bucket's keys may read (as GET /v1/zips/{id}).
-    let download = if zip.status == ZipStatus::Succeeded {
-        match Zip::download_sources(&mut conn, &[zip.id]).await?.first() {
-            Some(source) => {
-                let key = &zip.object_key;
-                state
-                    .buckets
-                    .download_link(&state.keyring, source, key)
-                    .await
-            }
-            None => None,
-        }
-    } else {
-        None
+    let source = match zip.status {
+        ZipStatus::Succeeded => Zip::download_sources(&mut conn, &[zip.id]).await?.pop(),
+        _ => None,
     };
+    let download = match &source {
+        Some(source) => {
+            let key = &zip.object_key;
+            state
+                .buckets
+                .download_link(&state.keyring, source, key)
+                .await
+        }
+        None => None,
+    };
+    let expires_at = source.as_ref().and_then(|s| {
+        let days = chrono::Duration::days(s.expires_in_days?.into());
+        Some(zip.finished_at? + days)
+    });
+    let deleted_at = source.as_ref().and_then(|s| s.archive_deleted_at);
     let base = member.base();
     let body = html! {
         p { a href={ (base) "/zips" } { "← All zips" } }
@@ -253,6 +258,11 @@ async fn detail(
                         a href=(link.url) rel="noreferrer" { "Download the archive" }
                         " " span.muted { "link valid until " (pages::moment(link.expires_at)) }
                     }
+                }
+                @if let Some(at) = deleted_at {
+                    dt { "Archive" } dd { "deleted " (pages::moment(at)) ", as the job asked" }
+                } @else if let Some(at) = expires_at {
+                    dt { "Expires" } dd { "the archive is deleted " (pages::moment(at)) }
                 }
                 dt { "Created" } dd { (pages::moment(zip.created_at)) }
                 @if let Some(started) = zip.started_at {

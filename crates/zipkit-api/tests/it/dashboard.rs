@@ -933,3 +933,80 @@ async fn buckets_tokens_and_webhooks_are_managed_without_any_page_showing_a_stor
     assert_eq!(status, 401);
     app.stop().await;
 }
+
+/// A finished job that asked its archive to expire says when on its page, and once a worker
+/// deleted it, that it was deleted.
+#[tokio::test]
+async fn a_zips_page_says_when_its_archive_expires_and_that_it_was_deleted() {
+    use zipkit_domain::models::{NewZip, NewZipEntry, ResultSettings, ZipOutcome};
+    use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
+
+    let (db, _broker, app) = common::start().await;
+    let (_, project) = user_with_project(&db, "ann@example.com", "Ann's project").await;
+    let bucket = app.bucket(&db, project, Service::S3, "ann-archives").await;
+    let mut conn = db.connect().await;
+    let new = NewZip {
+        traceparent: None,
+        expected_size: None,
+        result_settings: ResultSettings {
+            expires_in_days: Some(7),
+            ..ResultSettings::default()
+        },
+        project_id: project,
+        bucket_id: bucket.id,
+        key: ObjectKey::parse("weekly.zip").expect("key"),
+        metadata: Default::default(),
+        compression: Default::default(),
+        on_error: Default::default(),
+        idempotency: None,
+        entries: vec![NewZipEntry {
+            url: SourceUrl::parse("https://example.com/a.pdf").expect("url"),
+            filename: EntryName::parse("a.pdf").expect("name"),
+            given_filename: None,
+            modified_at: None,
+            declared_size: None,
+        }],
+    };
+    let zip = Zip::create(&mut conn, new).await.expect("zip");
+    let lease = chrono::Duration::seconds(30);
+    Zip::claim(&mut conn, zip.id, "w1", lease).await.unwrap();
+    let done = ZipOutcome::Succeeded {
+        size: 10,
+        etag: "\"e\"".into(),
+        entries: 1,
+    };
+    let finished = Zip::finish(&mut conn, zip.id, "w1", &done)
+        .await
+        .unwrap()
+        .expect("finished");
+    let (mut ann, _) = signed_in(&app, "ann@example.com").await;
+    let path = format!("/dashboard/projects/{project}/zips/{}", zip.id);
+    let page = ann.get(&path).await;
+    let expires = finished.finished_at.expect("finished") + chrono::Duration::days(7);
+    let day = expires.format("%Y-%m-%d").to_string();
+    assert!(
+        page.body.contains("<dt>Expires</dt>") && page.body.contains(&day),
+        "{}",
+        page.body
+    );
+    // Seven days later a worker's sweeper takes it.
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query("UPDATE zips SET finished_at = now() - interval '8 days'"),
+        &mut conn,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        Zip::take_expired_archives(&mut conn, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let page = ann.get(&path).await;
+    assert!(
+        page.body.contains("<dt>Archive</dt><dd>deleted "),
+        "{}",
+        page.body
+    );
+}
