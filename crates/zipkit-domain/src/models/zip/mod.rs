@@ -1,16 +1,18 @@
 //! Zip jobs: the row is the truth about a job; the broker message only names it. Here, what
-//! the API does with jobs (create, find, list, cancel); a worker's hold on a job, its entries
-//! and its upload are the submodules.
+//! the API does with jobs (create, find, list, cancel); a worker's hold on a job, its entries,
+//! its upload and what it asks of its result (and when that expires) are the submodules.
 
 mod entries;
 mod lifecycle;
+mod result;
 mod upload;
 
 pub use entries::{EntryOutcome, EntryPlacement, PlacedEnd, RecordedEntry, ZipEntry};
 pub use lifecycle::{JobError, ZipOutcome};
-pub use upload::{ExpiredArchive, OrphanedUpload, ZipPart};
-
-use std::collections::BTreeMap;
+pub use result::{
+    DEFAULT_DOWNLOAD_URL_TTL_SECS, DownloadSource, Encryption, ExpiredArchive, ResultSettings,
+};
+pub use upload::{OrphanedUpload, ZipPart};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -18,8 +20,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::enums::{Compression, OnError, Service, ZipStatus};
 use crate::ids::{BucketId, ProjectId, ZipId};
-use crate::models::{Bucket, ModelError};
-use crate::schema::{buckets, zip_entries, zip_expected_sizes, zip_result_settings, zips};
+use crate::models::ModelError;
+use crate::schema::{buckets, zip_entries, zip_expected_sizes, zips};
 use crate::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -91,68 +93,6 @@ pub struct NewZip {
     /// What the job asks of its result beyond the defaults.
     pub result_settings: ResultSettings,
 }
-
-/// What a job asks of its result: the download link's lifetime and the archive object's
-/// headers. The default asks for nothing (a link lives one hour; no Cache-Control, tags or
-/// encryption header).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResultSettings {
-    pub download_url_ttl_secs: Option<u32>,
-    pub cache_control: Option<String>,
-    /// At most 10, as S3 allows.
-    pub tags: BTreeMap<String, String>,
-    pub encryption: Option<Encryption>,
-    /// The archive is deleted this many days after the job finished.
-    pub expires_in_days: Option<u32>,
-}
-
-/// Server-side encryption of the archive object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Encryption {
-    /// With the store's own keys (`AES256`).
-    StoreKeys,
-    /// With a KMS key (`aws:kms`): this one, or the store's default.
-    Kms { key_id: Option<String> },
-}
-
-impl Encryption {
-    /// Every `x-amz-server-side-encryption` value, as `header` gives them.
-    pub const HEADERS: [&str; 2] = ["AES256", "aws:kms"];
-
-    /// The `x-amz-server-side-encryption` value.
-    pub fn header(&self) -> &'static str {
-        match self {
-            Self::StoreKeys => "AES256",
-            Self::Kms { .. } => "aws:kms",
-        }
-    }
-
-    pub fn kms_key_id(&self) -> Option<&str> {
-        match self {
-            Self::Kms { key_id } => key_id.as_deref(),
-            Self::StoreKeys => None,
-        }
-    }
-}
-
-/// How long a download link lives for a job that stored no lifetime of its own.
-pub const DEFAULT_DOWNLOAD_URL_TTL_SECS: u32 = 3600;
-
-/// A finished job's archive as its links and expiry are made from it: its bucket (the keys sign
-/// the link; its capabilities say whether they may read), the link's lifetime, and when the
-/// archive expires or was deleted.
-#[derive(Debug, Clone)]
-pub struct DownloadSource {
-    pub zip_id: ZipId,
-    pub bucket: Bucket,
-    pub ttl_secs: u32,
-    pub expires_in_days: Option<u32>,
-    /// When a worker took the expired archive to delete it.
-    pub archive_deleted_at: Option<DateTime<Utc>>,
-}
-
-// The foreign key is composite (bucket, project), which print-schema cannot express.
-diesel::joinable!(zips -> buckets (bucket_id));
 
 /// A job as the API shows it: the row, its bucket's service and name, and the archive's exact
 /// size once known (`zip_expected_sizes`).
@@ -239,30 +179,7 @@ impl Zip {
                     .execute(conn)
                     .await?;
             }
-            let settings = new.result_settings;
-            if settings != ResultSettings::default() {
-                let ttl = settings
-                    .download_url_ttl_secs
-                    .map(|t| i32::try_from(t).unwrap_or(i32::MAX));
-                let tags = serde_json::to_value(&settings.tags).unwrap_or_default();
-                let encryption = settings.encryption.as_ref();
-                diesel::insert_into(zip_result_settings::table)
-                    .values((
-                        zip_result_settings::zip_id.eq(id),
-                        zip_result_settings::download_url_ttl_secs.eq(ttl),
-                        zip_result_settings::cache_control.eq(&settings.cache_control),
-                        zip_result_settings::tags.eq(tags),
-                        zip_result_settings::server_side_encryption
-                            .eq(encryption.map(Encryption::header)),
-                        zip_result_settings::sse_kms_key_id
-                            .eq(encryption.and_then(Encryption::kms_key_id)),
-                        zip_result_settings::expires_in_days.eq(settings
-                            .expires_in_days
-                            .map(|d| i32::try_from(d).unwrap_or(i32::MAX))),
-                    ))
-                    .execute(conn)
-                    .await?;
-            }
+            result::insert_result_settings(conn, id, &new.result_settings).await?;
             if let Some(size) = new.expected_size {
                 diesel::insert_into(zip_expected_sizes::table)
                     .values((
@@ -275,88 +192,6 @@ impl Zip {
             Ok(zip)
         })
         .await
-    }
-
-    /// For these jobs, what their download links are made from (jobs of any project: the
-    /// caller chose the ids).
-    pub async fn download_sources(
-        conn: &mut AsyncPgConnection,
-        ids: &[ZipId],
-    ) -> QueryResult<Vec<DownloadSource>> {
-        type Row = (
-            ZipId,
-            Bucket,
-            Option<i32>,
-            Option<i32>,
-            Option<DateTime<Utc>>,
-        );
-        let rows: Vec<Row> = zips::table
-            .inner_join(buckets::table)
-            .left_join(zip_result_settings::table)
-            .filter(zips::id.eq_any(ids))
-            .select((
-                zips::id,
-                Bucket::as_select(),
-                zip_result_settings::download_url_ttl_secs.nullable(),
-                zip_result_settings::expires_in_days.nullable(),
-                zip_result_settings::archive_deleted_at.nullable(),
-            ))
-            .load(conn)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(zip_id, bucket, ttl, days, deleted)| DownloadSource {
-                zip_id,
-                bucket,
-                ttl_secs: ttl
-                    .and_then(|t| u32::try_from(t).ok())
-                    .unwrap_or(DEFAULT_DOWNLOAD_URL_TTL_SECS),
-                expires_in_days: days.and_then(|d| u32::try_from(d).ok()),
-                archive_deleted_at: deleted,
-            })
-            .collect())
-    }
-
-    /// What the job asked of its result (the default when it asked for nothing).
-    pub async fn result_settings(
-        conn: &mut AsyncPgConnection,
-        id: ZipId,
-    ) -> QueryResult<ResultSettings> {
-        type Row = (
-            Option<i32>,
-            Option<String>,
-            serde_json::Value,
-            Option<String>,
-            Option<String>,
-            Option<i32>,
-        );
-        let row: Option<Row> = zip_result_settings::table
-            .find(id)
-            .select((
-                zip_result_settings::download_url_ttl_secs,
-                zip_result_settings::cache_control,
-                zip_result_settings::tags,
-                zip_result_settings::server_side_encryption,
-                zip_result_settings::sse_kms_key_id,
-                zip_result_settings::expires_in_days,
-            ))
-            .first(conn)
-            .await
-            .optional()?;
-        let Some((ttl, cache_control, tags, encryption, key_id, expires_in_days)) = row else {
-            return Ok(ResultSettings::default());
-        };
-        Ok(ResultSettings {
-            download_url_ttl_secs: ttl.and_then(|t| u32::try_from(t).ok()),
-            cache_control,
-            tags: serde_json::from_value(tags).unwrap_or_default(),
-            encryption: match encryption.as_deref() {
-                Some("AES256") => Some(Encryption::StoreKeys),
-                Some(_) => Some(Encryption::Kms { key_id }),
-                None => None,
-            },
-            expires_in_days: expires_in_days.and_then(|d| u32::try_from(d).ok()),
-        })
     }
 
     /// A job of this project only: another project's job id finds nothing.

@@ -25,18 +25,6 @@ pub struct OrphanedUpload {
     pub upload_id: String,
 }
 
-/// An archive whose job asked it to expire, and whose time is up. Taken by
-/// `Zip::take_expired_archives` for the sweeper to delete.
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
-pub struct ExpiredArchive {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    pub zip_id: ZipId,
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    pub bucket_id: BucketId,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    pub object_key: ObjectKey,
-}
-
 /// A part of a job's multipart upload the store took.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = zip_parts, check_for_backend(diesel::pg::Pg))]
@@ -189,30 +177,6 @@ impl Zip {
              FROM taken JOIN zips z ON z.id = taken.zip_id",
         )
         .bind::<diesel::sql_types::Interval, _>(stale)
-        .bind::<diesel::sql_types::BigInt, _>(limit)
-        .load(conn)
-        .await
-    }
-
-    /// Takes up to `limit` archives of succeeded jobs `expires_in_days` after they finished, and
-    /// marks them deleted, so exactly one sweeper deletes each (and links stop being made).
-    pub async fn take_expired_archives(
-        conn: &mut AsyncPgConnection,
-        limit: i64,
-    ) -> QueryResult<Vec<ExpiredArchive>> {
-        diesel::sql_query(
-            "WITH taken AS ( \
-                 UPDATE zip_result_settings SET archive_deleted_at = now() \
-                 WHERE zip_id IN ( \
-                     SELECT s.zip_id FROM zip_result_settings s JOIN zips z ON z.id = s.zip_id \
-                     WHERE s.expires_in_days IS NOT NULL AND s.archive_deleted_at IS NULL \
-                         AND z.status = 'succeeded' \
-                         AND z.finished_at + make_interval(days => s.expires_in_days) <= now() \
-                     ORDER BY z.finished_at LIMIT $1 FOR UPDATE OF s SKIP LOCKED) \
-                 RETURNING zip_id) \
-             SELECT taken.zip_id, z.bucket_id, z.object_key \
-             FROM taken JOIN zips z ON z.id = taken.zip_id",
-        )
         .bind::<diesel::sql_types::BigInt, _>(limit)
         .load(conn)
         .await
