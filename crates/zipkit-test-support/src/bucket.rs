@@ -3,6 +3,7 @@
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 
 use crate::leftovers::{block_on_cleanup, is_leftover, unique_name};
 use crate::services::{s3_access_key, s3_endpoint, s3_secret_key};
@@ -115,25 +116,20 @@ impl TestBucket {
 
     /// Whether an object (a completed upload) exists under `key`.
     pub async fn has(&self, key: &str) -> bool {
-        self.client
-            .head_object()
-            .bucket(&self.name)
-            .key(key)
-            .send()
-            .await
-            .is_ok()
+        self.head_object(key).await.is_ok()
     }
 
     /// What the store says of an object: its headers (Content-Type, Content-Disposition,
     /// Cache-Control, …).
-    pub async fn head(&self, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
-        self.client
-            .head_object()
-            .bucket(&self.name)
-            .key(key)
-            .send()
+    pub async fn head(&self, key: &str) -> HeadObjectOutput {
+        self.head_object(key)
             .await
             .unwrap_or_else(|e| panic!("HEAD {key}: {e}"))
+    }
+
+    async fn head_object(&self, key: &str) -> Result<HeadObjectOutput, String> {
+        let head = self.client.head_object().bucket(&self.name).key(key);
+        head.send().await.map_err(|e| e.to_string())
     }
 
     /// The keys of every object in this bucket (up to a thousand).

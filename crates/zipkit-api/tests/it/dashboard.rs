@@ -118,6 +118,34 @@ async fn sign_in(browser: &mut Browser, email: &str, password: &str) -> Page {
         .await
 }
 
+/// A job of one file in `bucket`'s project, stored as the API would store it.
+fn one_file_job(
+    bucket: &Bucket,
+    key: &str,
+    result_settings: zipkit_domain::models::ResultSettings,
+) -> zipkit_domain::models::NewZip {
+    use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
+    zipkit_domain::models::NewZip {
+        traceparent: None,
+        expected_size: None,
+        result_settings,
+        project_id: bucket.project_id,
+        bucket_id: bucket.id,
+        key: ObjectKey::parse(key).expect("key"),
+        metadata: Default::default(),
+        compression: Default::default(),
+        on_error: Default::default(),
+        idempotency: None,
+        entries: vec![zipkit_domain::models::NewZipEntry {
+            url: SourceUrl::parse("https://example.com/a.pdf").expect("url"),
+            filename: EntryName::parse("a.pdf").expect("name"),
+            given_filename: None,
+            modified_at: None,
+            declared_size: None,
+        }],
+    }
+}
+
 async fn user_in(db: &TestDatabase, email: &str, project: &str) -> User {
     user_with_project(db, email, project).await.0
 }
@@ -332,32 +360,8 @@ async fn a_member_of_one_project_reaches_nothing_of_another_by_changing_ids() {
     .expect("endpoint")
     .endpoint;
     let zip = {
-        use zipkit_domain::models::{NewZip, NewZipEntry};
-        use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
-        Zip::create(
-            &mut conn,
-            NewZip {
-                traceparent: None,
-                expected_size: None,
-                result_settings: Default::default(),
-                project_id: theirs,
-                bucket_id: bucket.id,
-                key: ObjectKey::parse("bob/secret-plans.zip").expect("key"),
-                metadata: Default::default(),
-                compression: Default::default(),
-                on_error: Default::default(),
-                idempotency: None,
-                entries: vec![NewZipEntry {
-                    url: SourceUrl::parse("https://example.com/a.pdf").expect("url"),
-                    filename: EntryName::parse("a.pdf").expect("name"),
-                    given_filename: None,
-                    modified_at: None,
-                    declared_size: None,
-                }],
-            },
-        )
-        .await
-        .expect("zip")
+        let new = one_file_job(&bucket, "bob/secret-plans.zip", Default::default());
+        Zip::create(&mut conn, new).await.expect("zip")
     };
 
     let (mut ann, csrf) = signed_in(&app, "ann@example.com").await;
@@ -938,35 +942,17 @@ async fn buckets_tokens_and_webhooks_are_managed_without_any_page_showing_a_stor
 /// deleted it, that it was deleted.
 #[tokio::test]
 async fn a_zips_page_says_when_its_archive_expires_and_that_it_was_deleted() {
-    use zipkit_domain::models::{NewZip, NewZipEntry, ResultSettings, ZipOutcome};
-    use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
+    use zipkit_domain::models::{ResultSettings, ZipOutcome};
 
     let (db, _broker, app) = common::start().await;
     let (_, project) = user_with_project(&db, "ann@example.com", "Ann's project").await;
     let bucket = app.bucket(&db, project, Service::S3, "ann-archives").await;
     let mut conn = db.connect().await;
-    let new = NewZip {
-        traceparent: None,
-        expected_size: None,
-        result_settings: ResultSettings {
-            expires_in_days: Some(7),
-            ..ResultSettings::default()
-        },
-        project_id: project,
-        bucket_id: bucket.id,
-        key: ObjectKey::parse("weekly.zip").expect("key"),
-        metadata: Default::default(),
-        compression: Default::default(),
-        on_error: Default::default(),
-        idempotency: None,
-        entries: vec![NewZipEntry {
-            url: SourceUrl::parse("https://example.com/a.pdf").expect("url"),
-            filename: EntryName::parse("a.pdf").expect("name"),
-            given_filename: None,
-            modified_at: None,
-            declared_size: None,
-        }],
+    let expiring = ResultSettings {
+        expires_in_days: Some(7),
+        ..ResultSettings::default()
     };
+    let new = one_file_job(&bucket, "weekly.zip", expiring);
     let zip = Zip::create(&mut conn, new).await.expect("zip");
     let lease = chrono::Duration::seconds(30);
     Zip::claim(&mut conn, zip.id, "w1", lease).await.unwrap();
