@@ -1,5 +1,5 @@
 -- What a job asked of its result beyond the defaults: how long its download link lives, the
--- archive object's Cache-Control, tags and server-side encryption, and after how many days the
+-- archive object's Cache-Control, tags, server-side encryption and storage class, and after how many days the
 -- archive is deleted (and when a worker took it to delete). A table of its own: `zips` is at
 -- its column limit. A job without a row asked for nothing: a link lives one hour.
 CREATE TABLE zip_result_settings (
@@ -10,6 +10,7 @@ CREATE TABLE zip_result_settings (
     tags jsonb NOT NULL DEFAULT '{}',
     server_side_encryption text CHECK (server_side_encryption IN ('AES256', 'aws:kms')),
     sse_kms_key_id text CHECK (sse_kms_key_id IS NULL OR server_side_encryption = 'aws:kms'),
+    storage_class text,
     expires_in_days integer CHECK (expires_in_days > 0),
     archive_deleted_at timestamptz
 );

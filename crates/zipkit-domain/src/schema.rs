@@ -189,6 +189,7 @@ diesel::table! {
         tags -> Jsonb,
         server_side_encryption -> Nullable<Text>,
         sse_kms_key_id -> Nullable<Text>,
+        storage_class -> Nullable<Text>,
         expires_in_days -> Nullable<Int4>,
         archive_deleted_at -> Nullable<Timestamptz>,
     }

@@ -9,9 +9,9 @@ use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, ObjectCannedAcl,
-    ServerSideEncryption,
+    ServerSideEncryption, StorageClass,
 };
-use zipkit_domain::models::{BucketCapabilities, BucketCredentials};
+use zipkit_domain::models::{BucketCapabilities, BucketCredentials, StorageClasses};
 
 use crate::{BucketClients, BucketLocation, BucketTestError, StoreRefusal, WRITE_TEST_KEY};
 
@@ -52,9 +52,16 @@ impl BucketClients {
                 put.server_side_encryption(ServerSideEncryption::AwsKms)
             })
             .await;
+        let mut storage_classes = StorageClasses::default();
+        for class in StorageClasses::TRIED {
+            let tried = |put: PutObjectFluentBuilder| put.storage_class(StorageClass::from(class));
+            if probe.write_with("storage_classes", tried).await {
+                storage_classes = storage_classes.with(class);
+            }
+        }
         // Deleted, then written again: it ends as the write test left it, plain.
         let delete = probe.delete().await;
-        if delete || sse_s3 || sse_kms {
+        if delete || sse_s3 || sse_kms || storage_classes != StorageClasses::default() {
             probe.write_with("write", |put| put).await;
         }
         Ok(BucketCapabilities {
@@ -69,6 +76,7 @@ impl BucketClients {
             sse_s3,
             sse_kms,
             delete,
+            storage_classes,
         })
     }
 }

@@ -203,6 +203,28 @@ fn accepts(bucket: &Bucket, settings: &ResultSettings) -> Result<(), ApiError> {
             "delete",
         ),
     ];
+    if let Some(class) = settings
+        .storage_class
+        .as_deref()
+        .filter(|c| *c != "STANDARD")
+    {
+        let found = bucket.capabilities.map(|c| c.storage_classes);
+        if !found.is_some_and(|classes| classes.accepts(class)) {
+            let names = found.map(|classes| classes.names().join(", "));
+            return Err(ApiError::conflict(
+                "bucket_capability_missing",
+                format!(
+                    "bucket `{}` was not found to take the storage class {class} (its test found: \
+                     {}); test it again, or leave out `storage_class`",
+                    bucket.name,
+                    names
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| "none besides STANDARD".to_owned())
+                ),
+                "storage_class".to_owned(),
+            ));
+        }
+    }
     for (param, wanted, capability) in asked {
         if !wanted {
             continue;

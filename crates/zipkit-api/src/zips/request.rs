@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::{PartialSchema, ToSchema};
-use zipkit_domain::models::{Encryption, NewZipEntry, ResultSettings};
+use zipkit_domain::models::{Encryption, NewZipEntry, ResultSettings, StorageClasses};
 use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl, WindowsSafeNames};
 use zipkit_domain::{Compression, OnError, Service};
 
@@ -73,6 +73,11 @@ pub struct CreateZipBody {
     /// The KMS key (id, ARN or alias) for `aws:kms`; without it, the store's default key.
     #[serde(default)]
     pub sse_kms_key_id: Option<String>,
+    /// The archive object's storage class: `STANDARD`, or one the bucket's test found the store
+    /// takes (`STANDARD_IA`, `ONEZONE_IA`, `INTELLIGENT_TIERING`, `REDUCED_REDUNDANCY`).
+    #[serde(default)]
+    #[schema(schema_with = zipkit_domain::views::schema::storage_class)]
+    pub storage_class: Option<String>,
     /// Delete the archive this many days (1 to 3,650) after the job finished; only for a
     /// bucket whose test found its keys may delete.
     #[serde(default)]
@@ -315,6 +320,7 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
         cache_control: validate_cache_control(body.cache_control)?,
         tags: validate_tags(body.tags)?,
         encryption: validate_encryption(body.server_side_encryption, body.sse_kms_key_id)?,
+        storage_class: validate_storage_class(body.storage_class)?,
         expires_in_days: body
             .expires_in_days
             .map(|days| {
@@ -406,6 +412,24 @@ fn validate_tags(tags: Option<Value>) -> Result<BTreeMap<String, String>, ApiErr
             Ok((key, value))
         })
         .collect()
+}
+
+/// `STANDARD` or a class the bucket test tries; the archive tiers are for lifecycle rules.
+fn validate_storage_class(class: Option<String>) -> Result<Option<String>, ApiError> {
+    match class {
+        Some(class) if class != "STANDARD" && !StorageClasses::TRIED.contains(&class.as_str()) => {
+            Err(ApiError::bad_request(
+                "storage_class_invalid",
+                format!(
+                    "`storage_class` must be STANDARD or one of {}; move archives to GLACIER, \
+                     GLACIER_IR or DEEP_ARCHIVE with a bucket lifecycle transition instead",
+                    StorageClasses::TRIED.join(", ")
+                ),
+                "storage_class".to_owned(),
+            ))
+        }
+        other => Ok(other),
+    }
 }
 
 fn validate_encryption(
@@ -677,8 +701,10 @@ mod tests {
         asked["server_side_encryption"] = json!("aws:kms");
         asked["sse_kms_key_id"] = json!("alias/archives");
         asked["expires_in_days"] = json!(30.0);
+        asked["storage_class"] = json!("STANDARD_IA");
         let settings = body(asked).unwrap().result_settings;
         assert_eq!(settings.expires_in_days, Some(30));
+        assert_eq!(settings.storage_class.as_deref(), Some("STANDARD_IA"));
         assert_eq!(settings.download_url_ttl_secs, Some(86_400));
         assert_eq!(
             settings.cache_control.as_deref(),
@@ -990,6 +1016,11 @@ mod tests {
                 json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "server_side_encryption": "AES256", "sse_kms_key_id": "k1"}),
                 "sse_kms_key_id_invalid",
                 "sse_kms_key_id",
+            ),
+            (
+                json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "storage_class": "GLACIER"}),
+                "storage_class_invalid",
+                "storage_class",
             ),
             (
                 json!({"urls": [{"url": "https://e.com/a", "filename": "a"}], "bucket_name": "b", "key": "k", "expires_in_days": 3651}),

@@ -312,6 +312,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
             "write": true, "read": true, "list": true, "abort_multipart": true, "acl": true,
             "full_object_crc32": true, "upload_part_copy": true, "tagging": true,
             "sse_s3": true, "sse_kms": true, "delete": true,
+            "storage_classes": ["REDUCED_REDUNDANCY"],
         })
     );
 

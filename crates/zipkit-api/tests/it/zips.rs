@@ -1480,6 +1480,18 @@ async fn tags_and_encryption_are_accepted_only_for_a_bucket_found_to_accept_them
         "bucket_capability_missing",
         Some("server_side_encryption"),
     );
+    // A store found to take no storage class besides STANDARD.
+    body["storage_class"] = json!("STANDARD_IA");
+    let (status, answer) = app.send(app.post_zip(&token, &body)).await;
+    assert_error(
+        status,
+        &answer,
+        409,
+        "invalid_request_error",
+        "bucket_capability_missing",
+        Some("storage_class"),
+    );
+    body["storage_class"] = json!("STANDARD");
     // Keys that may not delete cannot expire an archive.
     body["server_side_encryption"] = json!("AES256");
     body.as_object_mut().unwrap().remove("sse_kms_key_id");
@@ -1501,6 +1513,7 @@ async fn tags_and_encryption_are_accepted_only_for_a_bucket_found_to_accept_them
     let settings = Zip::result_settings(&mut conn, id).await.unwrap();
     assert_eq!(settings.encryption, Some(Encryption::StoreKeys));
     assert_eq!(settings.cache_control.as_deref(), Some("no-store"));
+    assert_eq!(settings.storage_class.as_deref(), Some("STANDARD"));
     assert_eq!(settings.download_url_ttl_secs, Some(3600));
     app.stop().await;
 }

@@ -38,6 +38,61 @@ pub struct BucketCapabilities {
     pub sse_kms: bool,
     /// DeleteObject: archives a job asked to expire can be removed.
     pub delete: bool,
+    /// The storage classes besides STANDARD the store took (of those the test tries).
+    pub storage_classes: StorageClasses,
+}
+
+/// Storage classes a store took, of those the bucket test tries: the ones a 40-byte test object
+/// may be written in and replaced without a minimum-duration charge beyond a month. The archive
+/// tiers (GLACIER, GLACIER_IR, DEEP_ARCHIVE) bill 90 to 180 days for any object replaced sooner,
+/// so they are neither tried nor offered: a bucket lifecycle transition moves archives there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorageClasses(u8);
+
+impl StorageClasses {
+    /// Every class the test tries, as S3 names them.
+    pub const TRIED: [&str; 4] = [
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "REDUCED_REDUNDANCY",
+    ];
+
+    fn bit(class: &str) -> Option<u8> {
+        Self::TRIED.iter().position(|c| *c == class).map(|i| 1 << i)
+    }
+
+    /// These classes and `class` (one the test tries; any other is ignored).
+    #[must_use]
+    pub fn with(self, class: &str) -> Self {
+        Self(self.0 | Self::bit(class).unwrap_or(0))
+    }
+
+    pub fn accepts(&self, class: &str) -> bool {
+        Self::bit(class).is_some_and(|bit| self.0 & bit != 0)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        Self::TRIED
+            .into_iter()
+            .filter(|c| self.accepts(c))
+            .collect()
+    }
+}
+
+/// A JSON array of the classes' names.
+impl Serialize for StorageClasses {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.names())
+    }
+}
+
+/// A name it does not know (a class no longer tried) is left out.
+impl<'de> Deserialize<'de> for StorageClasses {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let names = Vec::<String>::deserialize(deserializer)?;
+        Ok(names.iter().fold(Self::default(), |all, c| all.with(c)))
+    }
 }
 
 /// One capability, for listing them in order with the words a person reads.
@@ -53,7 +108,7 @@ pub struct CapabilityLine {
 
 impl BucketCapabilities {
     /// Every capability, in the order they are shown.
-    pub fn lines(&self) -> [CapabilityLine; 11] {
+    pub fn lines(&self) -> [CapabilityLine; 12] {
         let line = |name, label, needs, allowed| CapabilityLine {
             name,
             label,
@@ -107,6 +162,12 @@ impl BucketCapabilities {
                 self.sse_kms,
             ),
             line("delete", "Delete", "s3:DeleteObject", self.delete),
+            line(
+                "storage_classes",
+                "Storage classes besides STANDARD",
+                "a store with storage classes",
+                self.storage_classes != StorageClasses::default(),
+            ),
         ]
     }
 }
@@ -124,5 +185,28 @@ impl FromSql<Jsonb, Pg> for BucketCapabilities {
     fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
         let value = <serde_json::Value as FromSql<Jsonb, Pg>>::from_sql(value)?;
         Ok(serde_json::from_value(value)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_classes_are_a_list_of_names_and_unknown_ones_are_left_out() {
+        let classes = StorageClasses::default()
+            .with("STANDARD_IA")
+            .with("REDUCED_REDUNDANCY")
+            .with("GLACIER");
+        assert!(classes.accepts("STANDARD_IA") && !classes.accepts("ONEZONE_IA"));
+        assert!(!classes.accepts("GLACIER"), "not a class the test tries");
+        let json = serde_json::to_value(classes).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!(["STANDARD_IA", "REDUCED_REDUNDANCY"])
+        );
+        let read: StorageClasses =
+            serde_json::from_value(serde_json::json!(["REDUCED_REDUNDANCY", "OLD_CLASS"])).unwrap();
+        assert_eq!(read.names(), ["REDUCED_REDUNDANCY"]);
     }
 }

@@ -15,7 +15,7 @@ mod zip;
 pub use access_token::{AccessToken, NewAccessToken};
 pub use account::{NewUser, Project, User};
 pub use bucket::{Bucket, BucketCredentials, BucketTestResult, DeleteBucketError, NewBucket};
-pub use capabilities::{BucketCapabilities, CapabilityLine};
+pub use capabilities::{BucketCapabilities, CapabilityLine, StorageClasses};
 pub use rate_limit::{Grant, Quota, RateLimit};
 pub use rotation::{RotationReport, rotate_encryption_keys};
 pub use session::{LoginThrottle, RecentFailures, Session, SessionError};

@@ -3,7 +3,7 @@
 
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
-use crate::models::Encryption;
+use crate::models::{Encryption, StorageClasses};
 use crate::{Compression, OnError, Service, ZipStatus};
 
 fn text_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> Object {
@@ -19,6 +19,11 @@ pub fn zip_status() -> Object {
 
 pub fn service() -> Object {
     text_enum(Service::ALL.iter().map(|v| v.as_str()))
+}
+
+/// The storage classes a job may ask for.
+pub fn storage_class() -> Object {
+    text_enum(std::iter::once("STANDARD").chain(StorageClasses::TRIED))
 }
 
 /// The `x-amz-server-side-encryption` values a job may ask for.

@@ -1,7 +1,7 @@
 //! Save and Test's capability checks against the real store; a proxy in front of it refuses
 //! chosen calls as the store refuses a key whose policy lacks that permission.
 
-use zipkit_domain::models::BucketCapabilities;
+use zipkit_domain::models::{BucketCapabilities, StorageClasses};
 use zipkit_storage::WRITE_TEST_KEY;
 use zipkit_test_support::TestBucket;
 use zipkit_test_support::services::{s3_access_key, s3_endpoint, s3_secret_key};
@@ -46,6 +46,8 @@ async fn keys_that_may_do_everything_are_found_able_to_and_leave_only_the_test_o
             sse_s3: true,
             sse_kms: true,
             delete: true,
+            // The local store, as MinIO, has one class besides STANDARD.
+            storage_classes: StorageClasses::default().with("REDUCED_REDUNDANCY"),
         }
     );
     only_the_test_object_is_left(&bucket).await;
@@ -102,8 +104,8 @@ async fn a_store_that_cannot_copy_parts_or_keys_that_may_not_list_say_so() {
     only_the_test_object_is_left(&bucket).await;
 }
 
-/// A store that refuses object tags and encryption headers (R2 refuses tags and KMS): found
-/// missing, and the test object left plain.
+/// A store that refuses object tags, encryption headers and storage classes (R2 refuses tags and
+/// KMS): found missing, and the test object left plain.
 #[tokio::test]
 async fn a_store_that_refuses_tags_and_encryption_says_so_and_keeps_its_object_plain() {
     let bucket = TestBucket::new().await;
@@ -115,7 +117,14 @@ async fn a_store_that_refuses_tags_and_encryption_says_so_and_keeps_its_object_p
         400,
         "InvalidArgument",
     );
+    proxy.refuse_carrying(
+        "PutObject",
+        "x-amz-storage-class",
+        400,
+        "InvalidStorageClass",
+    );
     let found = tested_at(proxy.url(), &bucket).await;
+    assert_eq!(found.storage_classes, StorageClasses::default());
     assert!(
         !found.tagging && !found.sse_kms && !found.sse_s3,
         "{found:?}"
@@ -132,5 +141,6 @@ async fn a_store_that_refuses_tags_and_encryption_says_so_and_keeps_its_object_p
             .headers
             .contains_key("x-amz-server-side-encryption")
     );
+    assert!(!last_put.headers.contains_key("x-amz-storage-class"));
     only_the_test_object_is_left(&bucket).await;
 }

@@ -11,7 +11,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    CompletedMultipartUpload, CompletedPart, ObjectCannedAcl, ServerSideEncryption,
+    CompletedMultipartUpload, CompletedPart, ObjectCannedAcl, ServerSideEncryption, StorageClass,
 };
 use bytes::Bytes;
 use tracing::Instrument;
@@ -159,6 +159,11 @@ impl Destination {
         )
     }
 
+    fn storage_class(&self) -> Option<StorageClass> {
+        let class = self.inner.settings.storage_class.as_deref();
+        class.map(StorageClass::from)
+    }
+
     fn acl(&self) -> Option<ObjectCannedAcl> {
         self.inner
             .location
@@ -183,6 +188,7 @@ impl Destination {
             .set_tagging(self.tagging())
             .set_server_side_encryption(self.encryption().0)
             .set_ssekms_key_id(self.encryption().1)
+            .set_storage_class(self.storage_class())
             .set_acl(self.acl())
             .body(ByteStream::from(body))
             .customize()
@@ -216,6 +222,7 @@ impl Destination {
             .set_tagging(self.tagging())
             .set_server_side_encryption(self.encryption().0)
             .set_ssekms_key_id(self.encryption().1)
+            .set_storage_class(self.storage_class())
             .set_acl(self.acl())
             .customize()
             .config_override(self.config(0))

@@ -24,6 +24,8 @@ pub struct ResultSettings {
     /// At most 10, as S3 allows.
     pub tags: BTreeMap<String, String>,
     pub encryption: Option<Encryption>,
+    /// The archive object's storage class (`STANDARD` when none is asked).
+    pub storage_class: Option<String>,
     /// The archive is deleted this many days after the job finished.
     pub expires_in_days: Option<u32>,
 }
@@ -110,6 +112,7 @@ pub(super) async fn insert_result_settings(
             zip_result_settings::tags.eq(tags),
             zip_result_settings::server_side_encryption.eq(encryption.map(Encryption::header)),
             zip_result_settings::sse_kms_key_id.eq(encryption.and_then(Encryption::kms_key_id)),
+            zip_result_settings::storage_class.eq(&settings.storage_class),
             zip_result_settings::expires_in_days.eq(settings
                 .expires_in_days
                 .map(|d| i32::try_from(d).unwrap_or(i32::MAX))),
@@ -171,6 +174,7 @@ impl Zip {
             serde_json::Value,
             Option<String>,
             Option<String>,
+            Option<String>,
             Option<i32>,
         );
         let row: Option<Row> = zip_result_settings::table
@@ -181,12 +185,15 @@ impl Zip {
                 zip_result_settings::tags,
                 zip_result_settings::server_side_encryption,
                 zip_result_settings::sse_kms_key_id,
+                zip_result_settings::storage_class,
                 zip_result_settings::expires_in_days,
             ))
             .first(conn)
             .await
             .optional()?;
-        let Some((ttl, cache_control, tags, encryption, key_id, expires_in_days)) = row else {
+        let Some((ttl, cache_control, tags, encryption, key_id, storage_class, expires_in_days)) =
+            row
+        else {
             return Ok(ResultSettings::default());
         };
         Ok(ResultSettings {
@@ -198,6 +205,7 @@ impl Zip {
                 Some(_) => Some(Encryption::Kms { key_id }),
                 None => None,
             },
+            storage_class,
             expires_in_days: expires_in_days.and_then(|d| u32::try_from(d).ok()),
         })
     }

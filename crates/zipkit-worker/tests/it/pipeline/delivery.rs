@@ -115,7 +115,8 @@ async fn revoked_bucket_keys_fail_the_job_at_once_with_the_providers_code() {
 }
 
 /// What a job asks of its archive object reaches the store with it, whether the archive goes up
-/// in one request or in parts: Cache-Control, tags, and KMS encryption with the job's key.
+/// in one request or in parts: Cache-Control, tags, KMS encryption with the job's key and the
+/// storage class.
 #[tokio::test]
 async fn the_archive_object_carries_the_cache_control_tags_and_encryption_the_job_asked_for() {
     let harness = Harness::start().await;
@@ -139,6 +140,7 @@ async fn the_archive_object_carries_the_cache_control_tags_and_encryption_the_jo
         encryption: Some(Encryption::Kms {
             key_id: Some("alias/archives".to_owned()),
         }),
+        storage_class: Some("REDUCED_REDUNDANCY".to_owned()),
         expires_in_days: None,
     };
     for (key, source, call) in [
@@ -171,6 +173,8 @@ async fn the_archive_object_carries_the_cache_control_tags_and_encryption_the_jo
             Some("aws:kms"),
             "{key}"
         );
+        let class = header("x-amz-storage-class");
+        assert_eq!(class, Some("REDUCED_REDUNDANCY"), "{key}");
         assert_eq!(
             header("x-amz-server-side-encryption-aws-kms-key-id"),
             Some("alias/archives"),
