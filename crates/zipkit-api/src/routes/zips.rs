@@ -185,6 +185,10 @@ async fn find_bucket(
 /// accepts it: refused now, in words, rather than failing the job at its first upload. A 409: the
 /// request is right, the bucket's state is not (testing it again may change the answer).
 fn accepts(bucket: &Bucket, settings: &ResultSettings) -> Result<(), ApiError> {
+    let class = settings
+        .storage_class
+        .as_deref()
+        .filter(|c| *c != "STANDARD");
     let asked = [
         ("tags", !settings.tags.is_empty(), "tagging"),
         (
@@ -197,34 +201,13 @@ fn accepts(bucket: &Bucket, settings: &ResultSettings) -> Result<(), ApiError> {
             matches!(settings.encryption, Some(Encryption::Kms { .. })),
             "sse_kms",
         ),
+        ("storage_class", class.is_some(), "storage_classes"),
         (
             "expires_in_days",
             settings.expires_in_days.is_some(),
             "delete",
         ),
     ];
-    if let Some(class) = settings
-        .storage_class
-        .as_deref()
-        .filter(|c| *c != "STANDARD")
-    {
-        let found = bucket.capabilities.map(|c| c.storage_classes);
-        if !found.is_some_and(|classes| classes.accepts(class)) {
-            let names = found.map(|classes| classes.names().join(", "));
-            return Err(ApiError::conflict(
-                "bucket_capability_missing",
-                format!(
-                    "bucket `{}` was not found to take the storage class {class} (its test found: \
-                     {}); test it again, or leave out `storage_class`",
-                    bucket.name,
-                    names
-                        .filter(|n| !n.is_empty())
-                        .unwrap_or_else(|| "none besides STANDARD".to_owned())
-                ),
-                "storage_class".to_owned(),
-            ));
-        }
-    }
     for (param, wanted, capability) in asked {
         if !wanted {
             continue;
@@ -241,17 +224,33 @@ fn accepts(bucket: &Bucket, settings: &ResultSettings) -> Result<(), ApiError> {
                 param.to_owned(),
             ));
         };
-        let line = found.lines().into_iter().find(|l| l.name == capability);
-        if let Some(line) = line.filter(|l| !l.allowed) {
-            return Err(ApiError::conflict(
+        let missing = |what: String| {
+            ApiError::conflict(
                 "bucket_capability_missing",
                 format!(
-                    "bucket `{}` was found not to accept `{param}` ({}: needs {}); test it again \
-                     after changing that, or leave out `{param}`",
-                    bucket.name, line.label, line.needs
+                    "bucket `{}` was found not to accept `{param}` ({what}); test it again after \
+                     changing that, or leave out `{param}`",
+                    bucket.name
                 ),
                 param.to_owned(),
-            ));
+            )
+        };
+        // A storage class: that one class must be among those the store took.
+        if let Some(class) = class.filter(|_| param == "storage_class") {
+            if !found.storage_classes.accepts(class) {
+                let took = found.storage_classes.names().join(", ");
+                let took = if took.is_empty() {
+                    "none besides STANDARD".to_owned()
+                } else {
+                    took
+                };
+                return Err(missing(format!("{class}: the store took {took}")));
+            }
+            continue;
+        }
+        let line = found.lines().into_iter().find(|l| l.name == capability);
+        if let Some(line) = line.filter(|l| !l.allowed) {
+            return Err(missing(format!("{}: needs {}", line.label, line.needs)));
         }
     }
     Ok(())

@@ -1480,7 +1480,9 @@ async fn tags_and_encryption_are_accepted_only_for_a_bucket_found_to_accept_them
         "bucket_capability_missing",
         Some("server_side_encryption"),
     );
-    // A store found to take no storage class besides STANDARD.
+    // A store found to take no storage class besides STANDARD (and encryption it takes).
+    body["server_side_encryption"] = json!("AES256");
+    body.as_object_mut().unwrap().remove("sse_kms_key_id");
     body["storage_class"] = json!("STANDARD_IA");
     let (status, answer) = app.send(app.post_zip(&token, &body)).await;
     assert_error(
@@ -1491,10 +1493,13 @@ async fn tags_and_encryption_are_accepted_only_for_a_bucket_found_to_accept_them
         "bucket_capability_missing",
         Some("storage_class"),
     );
+    let said = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("STANDARD_IA: the store took none besides STANDARD"),
+        "{said}"
+    );
     body["storage_class"] = json!("STANDARD");
     // Keys that may not delete cannot expire an archive.
-    body["server_side_encryption"] = json!("AES256");
-    body.as_object_mut().unwrap().remove("sse_kms_key_id");
     body["expires_in_days"] = json!(7);
     let (status, answer) = app.send(app.post_zip(&token, &body)).await;
     assert_error(
