@@ -5,7 +5,10 @@
 //! object instead.
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
+use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, ObjectCannedAcl,
@@ -19,6 +22,24 @@ use crate::{BucketClients, BucketLocation, BucketTestError, StoreRefusal, WRITE_
 pub(crate) const WRITE_TEST_BODY: &[u8] = b"zipkit checked that it can write here.\n";
 
 impl BucketClients {
+    /// Proves the credentials can write to the bucket, using only `s3:PutObject`.
+    pub async fn test_write_access(
+        &self,
+        location: &BucketLocation,
+        credentials: &BucketCredentials,
+    ) -> Result<(), BucketTestError> {
+        self.probe(location, credentials)?.write_test().await
+    }
+
+    fn probe<'a>(
+        &self,
+        location: &'a BucketLocation,
+        credentials: &BucketCredentials,
+    ) -> Result<Probe<'a>, BucketTestError> {
+        let client = self.client(location, credentials)?;
+        Ok(Probe { client, location })
+    }
+
     /// The write test, then every capability. Fails only when the keys cannot write, which is
     /// the one thing a bucket must allow; anything else they may not do is a `false`.
     pub async fn test_bucket(
@@ -26,11 +47,8 @@ impl BucketClients {
         location: &BucketLocation,
         credentials: &BucketCredentials,
     ) -> Result<BucketCapabilities, BucketTestError> {
-        self.test_write_access(location, credentials).await?;
-        let probe = Probe {
-            client: self.client(location, credentials)?,
-            location,
-        };
+        let probe = self.probe(location, credentials)?;
+        probe.write_test().await?;
         let read = probe.read().await;
         let list = probe.list().await;
         // A configured canned ACL was just sent with the write test.
@@ -95,7 +113,7 @@ impl Probe<'_> {
     fn answered<T, E>(
         &self,
         capability: &str,
-        result: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+        result: Result<T, SdkError<E, HttpResponse>>,
     ) -> Option<T>
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
@@ -159,12 +177,29 @@ impl Probe<'_> {
             .await
     }
 
+    /// The write test: the test object written (with the bucket's canned ACL, if it has one);
+    /// the store's refusal in words.
+    async fn write_test(&self) -> Result<(), BucketTestError> {
+        let answer = self.put(|put| put).await;
+        answer
+            .map(drop)
+            .map_err(|err| StoreRefusal::read(self.location, &err).why)
+    }
+
     /// The write test's PutObject again, with what `adjust` adds; whether the store took it.
     async fn write_with(
         &self,
         capability: &str,
         adjust: impl FnOnce(PutObjectFluentBuilder) -> PutObjectFluentBuilder,
     ) -> bool {
+        let answer = self.put(adjust).await;
+        self.answered(capability, answer).is_some()
+    }
+
+    async fn put(
+        &self,
+        adjust: impl FnOnce(PutObjectFluentBuilder) -> PutObjectFluentBuilder,
+    ) -> Result<PutObjectOutput, SdkError<PutObjectError, HttpResponse>> {
         let put = self
             .client
             .put_object()
@@ -173,8 +208,7 @@ impl Probe<'_> {
             .content_type("text/plain")
             .set_acl(self.location.acl.as_deref().map(ObjectCannedAcl::from))
             .body(ByteStream::from_static(WRITE_TEST_BODY));
-        let answer = adjust(put).send().await;
-        self.answered(capability, answer).is_some()
+        adjust(put).send().await
     }
 
     /// The write again with its CRC-32, then whether the store gives that CRC-32 back as the

@@ -15,8 +15,6 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ObjectCannedAcl;
 use aws_smithy_http_client::tls;
 use secrecy::ExposeSecret;
 use zipkit_domain::Service;
@@ -125,28 +123,6 @@ impl BucketClients {
                 .map_err(|f| BucketTestError::ForbiddenEndpoint(f.host))?;
         }
         Ok(client(location, credentials, self.http.clone()))
-    }
-
-    /// Proves the credentials can write to the bucket, using only `s3:PutObject`.
-    pub async fn test_write_access(
-        &self,
-        location: &BucketLocation,
-        credentials: &BucketCredentials,
-    ) -> Result<(), BucketTestError> {
-        let client = self.client(location, credentials)?;
-        let mut request = client
-            .put_object()
-            .bucket(location.name.as_str())
-            .key(WRITE_TEST_KEY)
-            .content_type("text/plain")
-            .body(ByteStream::from_static(capabilities::WRITE_TEST_BODY));
-        if let Some(acl) = &location.acl {
-            request = request.acl(ObjectCannedAcl::from(acl.as_str()));
-        }
-        match request.send().await {
-            Ok(_) => Ok(()),
-            Err(err) => Err(StoreRefusal::read(location, &err).why),
-        }
     }
 }
 

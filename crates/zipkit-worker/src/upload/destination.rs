@@ -91,8 +91,59 @@ struct Inner {
     unsigned_bodies: bool,
     /// The bucket's last test found that its keys may not abort an upload: none is tried.
     may_not_abort: bool,
-    /// The archive object's Cache-Control, tags and encryption, as the job asked.
-    settings: ResultSettings,
+    /// What the archive object is created with, worked out once.
+    object: ObjectHeaders,
+}
+
+/// The archive object's headers: its type and download name, the bucket's ACL, and the
+/// Cache-Control, tags, encryption and storage class the job asked for.
+#[derive(Debug)]
+struct ObjectHeaders {
+    disposition: String,
+    cache_control: Option<String>,
+    /// `x-amz-tagging`: the tags as a URL query (`key=value&…`).
+    tagging: Option<String>,
+    encryption: Option<ServerSideEncryption>,
+    kms_key_id: Option<String>,
+    storage_class: Option<StorageClass>,
+    acl: Option<ObjectCannedAcl>,
+}
+
+impl ObjectHeaders {
+    fn new(location: &BucketLocation, key: &ObjectKey, settings: ResultSettings) -> Self {
+        let tags = &settings.tags;
+        let tagging = (!tags.is_empty()).then(|| {
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(tags)
+                .finish()
+        });
+        let encryption = settings.encryption.as_ref();
+        Self {
+            disposition: attachment(key.file_name()),
+            tagging,
+            encryption: encryption.map(|e| ServerSideEncryption::from(e.header())),
+            kms_key_id: encryption.and_then(|e| e.kms_key_id()).map(str::to_owned),
+            storage_class: settings.storage_class.as_deref().map(StorageClass::from),
+            acl: location.acl.as_deref().map(ObjectCannedAcl::from),
+            cache_control: settings.cache_control,
+        }
+    }
+}
+
+/// Sets the archive object's headers on a PutObject or a CreateMultipartUpload (two builder
+/// types with the same setters).
+macro_rules! with_object_headers {
+    ($request:expr, $object:expr) => {
+        $request
+            .content_type("application/zip")
+            .content_disposition(&$object.disposition)
+            .set_cache_control($object.cache_control.clone())
+            .set_tagging($object.tagging.clone())
+            .set_server_side_encryption($object.encryption.clone())
+            .set_ssekms_key_id($object.kms_key_id.clone())
+            .set_storage_class($object.storage_class.clone())
+            .set_acl($object.acl.clone())
+    };
 }
 
 /// Whether the bodies of UploadPart and PutObject are hashed into their SigV4 signature. Over
@@ -128,7 +179,7 @@ impl Destination {
                 client,
                 unsigned_bodies: !signs_bodies(&location),
                 may_not_abort: capabilities.is_some_and(|c| !c.abort_multipart),
-                settings,
+                object: ObjectHeaders::new(&location, &key, settings),
                 location,
                 key,
                 zip_id,
@@ -141,55 +192,17 @@ impl Destination {
         aws_sdk_s3::config::Builder::default().timeout_config(self.inner.timeouts.for_body(body))
     }
 
-    /// `x-amz-tagging`: the tags as a URL query (`key=value&…`).
-    fn tagging(&self) -> Option<String> {
-        let tags = &self.inner.settings.tags;
-        (!tags.is_empty()).then(|| {
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(tags)
-                .finish()
-        })
-    }
-
-    fn encryption(&self) -> (Option<ServerSideEncryption>, Option<String>) {
-        let encryption = self.inner.settings.encryption.as_ref();
-        (
-            encryption.map(|e| ServerSideEncryption::from(e.header())),
-            encryption.and_then(|e| e.kms_key_id()).map(str::to_owned),
-        )
-    }
-
-    fn storage_class(&self) -> Option<StorageClass> {
-        let class = self.inner.settings.storage_class.as_deref();
-        class.map(StorageClass::from)
-    }
-
-    fn acl(&self) -> Option<ObjectCannedAcl> {
-        self.inner
-            .location
-            .acl
-            .as_deref()
-            .map(ObjectCannedAcl::from)
-    }
-
     /// The whole archive in one request (it fits in one part).
     pub async fn put_object(&self, body: Bytes) -> Result<String, JobFailure> {
         let size = body.len();
         let span = tracing::info_span!("put object", otel.kind = "client", bytes = size);
-        let answer = self
+        let request = self
             .inner
             .client
             .put_object()
             .bucket(self.inner.location.name.as_str())
-            .key(self.inner.key.as_str())
-            .content_type("application/zip")
-            .content_disposition(attachment(self.inner.key.file_name()))
-            .set_cache_control(self.inner.settings.cache_control.clone())
-            .set_tagging(self.tagging())
-            .set_server_side_encryption(self.encryption().0)
-            .set_ssekms_key_id(self.encryption().1)
-            .set_storage_class(self.storage_class())
-            .set_acl(self.acl())
+            .key(self.inner.key.as_str());
+        let answer = with_object_headers!(request, self.inner.object)
             .body(ByteStream::from(body))
             .customize()
             .config_override(self.config(size));
@@ -210,20 +223,13 @@ impl Destination {
     /// Starts a multipart upload; returns its id.
     pub async fn create_multipart(&self) -> Result<String, JobFailure> {
         let span = tracing::info_span!("create upload", otel.kind = "client");
-        let answer = self
+        let request = self
             .inner
             .client
             .create_multipart_upload()
             .bucket(self.inner.location.name.as_str())
-            .key(self.inner.key.as_str())
-            .content_type("application/zip")
-            .content_disposition(attachment(self.inner.key.file_name()))
-            .set_cache_control(self.inner.settings.cache_control.clone())
-            .set_tagging(self.tagging())
-            .set_server_side_encryption(self.encryption().0)
-            .set_ssekms_key_id(self.encryption().1)
-            .set_storage_class(self.storage_class())
-            .set_acl(self.acl())
+            .key(self.inner.key.as_str());
+        let answer = with_object_headers!(request, self.inner.object)
             .customize()
             .config_override(self.config(0))
             .send()
