@@ -34,6 +34,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         capabilities -> Nullable<Jsonb>,
+        read_sources -> Bool,
     }
 }
 
@@ -182,6 +183,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    zip_listings (zip_id, item_index) {
+        zip_id -> Uuid,
+        item_index -> Int4,
+        bucket -> Text,
+        prefix -> Text,
+        include -> Array<Nullable<Text>>,
+        exclude -> Array<Nullable<Text>>,
+        path -> Text,
+    }
+}
+
+diesel::table! {
     zip_result_settings (zip_id) {
         zip_id -> Uuid,
         download_url_ttl_secs -> Nullable<Int4>,
@@ -254,6 +267,7 @@ diesel::joinable!(webhook_endpoints -> projects (project_id));
 diesel::joinable!(zip_entries -> zips (zip_id));
 diesel::joinable!(zip_expected_sizes -> zips (zip_id));
 diesel::joinable!(zip_parts -> zips (zip_id));
+diesel::joinable!(zip_listings -> zips (zip_id));
 diesel::joinable!(zip_result_settings -> zips (zip_id));
 diesel::joinable!(zip_uploads -> zips (zip_id));
 diesel::joinable!(zips -> projects (project_id));
@@ -271,6 +285,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_delivery_attempts,
     webhook_endpoints,
     zip_entries,
+    zip_listings,
     zip_expected_sizes,
     zip_parts,
     zip_result_settings,

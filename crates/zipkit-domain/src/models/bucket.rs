@@ -40,6 +40,8 @@ pub struct Bucket {
     /// As the last test found them; `None` before a test that checked them, or after one that
     /// failed.
     pub capabilities: Option<BucketCapabilities>,
+    /// Jobs may read their sources from this bucket (`s3://<bucket>/…`) with its keys.
+    pub read_sources: bool,
 }
 
 // Hand-written so ciphertexts never reach a log line, even as bytes.
@@ -295,6 +297,42 @@ impl Bucket {
             .returning(Bucket::as_returning())
             .get_result(conn)
             .await
+    }
+
+    /// Lets jobs read their sources from the bucket, or stops them.
+    pub async fn set_read_sources(
+        conn: &mut AsyncPgConnection,
+        project: ProjectId,
+        id: BucketId,
+        read_sources: bool,
+    ) -> QueryResult<Option<Bucket>> {
+        diesel::update(buckets::table.find(id))
+            .filter(buckets::project_id.eq(project))
+            .set((
+                buckets::read_sources.eq(read_sources),
+                buckets::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(Bucket::as_returning())
+            .get_result(conn)
+            .await
+            .optional()
+    }
+
+    /// The project's buckets of this name (one per service at most), the job's `service` first.
+    pub async fn named(
+        conn: &mut AsyncPgConnection,
+        project: ProjectId,
+        name: &str,
+        service_first: Service,
+    ) -> QueryResult<Vec<Self>> {
+        let mut found: Vec<Self> = buckets::table
+            .filter(buckets::project_id.eq(project))
+            .filter(buckets::name.eq(name))
+            .select(Bucket::as_select())
+            .load(conn)
+            .await?;
+        found.sort_by_key(|b| b.service != service_first);
+        Ok(found)
     }
 
     /// How many zip jobs refer to the bucket.

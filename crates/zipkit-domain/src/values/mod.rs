@@ -4,14 +4,19 @@
 
 mod bucket_name;
 mod entry_name;
+mod key_filter;
 mod object_key;
 mod source_url;
 mod windows_names;
 
 pub use bucket_name::{BucketName, BucketNameError};
 pub use entry_name::{EntryName, EntryNameError, MAX_ENTRY_NAME_BYTES, MAX_SEGMENT_BYTES};
+pub use key_filter::{KeyFilter, MAX_PATTERN_BYTES, MAX_PATTERNS, PatternError};
 pub use object_key::{MAX_OBJECT_KEY_BYTES, ObjectKey, ObjectKeyError};
-pub use source_url::{MAX_SOURCE_URL_BYTES, SourceUrl, SourceUrlError};
+pub use source_url::{
+    BUCKET_SCHEME, MAX_SOURCE_KEY_BYTES, MAX_SOURCE_URL_BYTES, SourceLocation, SourceUrl,
+    SourceUrlError,
+};
 pub use windows_names::{
     MAX_WINDOWS_PATH, RewriteError, WINDOWS_SAFE_RULE, WindowsNameProblem, WindowsSafeNames,
 };

@@ -4,11 +4,13 @@
 
 mod entries;
 mod lifecycle;
+mod listings;
 mod result;
 mod upload;
 
 pub use entries::{EntryOutcome, EntryPlacement, PlacedEnd, RecordedEntry, ZipEntry};
 pub use lifecycle::{JobError, ZipOutcome};
+pub use listings::{NewListing, WaitingEntry, ZipListing};
 pub use result::{
     DEFAULT_DOWNLOAD_URL_TTL_SECS, DownloadSource, Encryption, ExpiredArchive, ResultSettings,
 };
@@ -85,7 +87,11 @@ pub struct NewZip {
     pub on_error: OnError,
     /// The `Idempotency-Key` header and a hash of the request body it came with.
     pub idempotency: Option<(String, Vec<u8>)>,
+    /// The sources given one by one, in request order.
     pub entries: Vec<NewZipEntry>,
+    /// The prefixes to list, each at its place among the request's items (the entries take the
+    /// places left).
+    pub listings: Vec<NewListing>,
     /// The W3C trace context of the request that created it (for the sweeper's publish).
     pub traceparent: Option<String>,
     /// The archive's exact size, when the request alone decides it.
@@ -126,9 +132,6 @@ pub struct ZipPage {
     pub limit: i64,
 }
 
-// Postgres allows 65,535 bind parameters per statement; an entry row takes seven.
-const ENTRY_INSERT_CHUNK: usize = 9_000;
-
 impl Zip {
     /// Stores the job and all its entries in one transaction; `IdempotencyKeyTaken` when the
     /// project has a job with the same key (the only unique rule a fresh id can meet).
@@ -157,14 +160,18 @@ impl Zip {
                 .await
                 .optional()?
                 .ok_or(ModelError::IdempotencyKeyTaken)?;
+            // With prefixes to list, each entry waits at its item's index (the places the
+            // prefixes leave), to be renumbered once the listing is written.
+            let listed: std::collections::BTreeSet<i32> =
+                new.listings.iter().map(|l| l.item_index).collect();
+            let mut places = (0..).filter(|i| !listed.contains(i));
             let rows: Vec<_> = new
                 .entries
                 .iter()
-                .enumerate()
-                .map(|(index, entry)| {
+                .map(|entry| {
                     (
                         zip_entries::zip_id.eq(id),
-                        zip_entries::entry_index.eq(i32::try_from(index).unwrap_or(i32::MAX)),
+                        zip_entries::entry_index.eq(places.next().unwrap_or(i32::MAX)),
                         zip_entries::url.eq(entry.url.as_str()),
                         zip_entries::filename.eq(entry.filename.as_str()),
                         zip_entries::given_filename.eq(entry.given_filename.as_deref()),
@@ -173,12 +180,13 @@ impl Zip {
                     )
                 })
                 .collect();
-            for chunk in rows.chunks(ENTRY_INSERT_CHUNK) {
+            for chunk in rows.chunks(listings::ENTRY_INSERT_CHUNK) {
                 diesel::insert_into(zip_entries::table)
                     .values(chunk)
                     .execute(conn)
                     .await?;
             }
+            listings::insert_listings(conn, id, &new.listings).await?;
             result::insert_result_settings(conn, id, &new.result_settings).await?;
             if let Some(size) = new.expected_size {
                 diesel::insert_into(zip_expected_sizes::table)

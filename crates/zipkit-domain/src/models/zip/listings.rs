@@ -1,0 +1,182 @@
+//! A job's prefixes in the project's buckets (`s3://<bucket>/<prefix>/`), kept until a worker
+//! lists them. Listing turns each into one entry per object found, at the prefix's place among
+//! the job's sources; the job's other entries wait at their item's index meanwhile, and are
+//! renumbered into archive order when the listing is written.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::ids::ZipId;
+use crate::schema::{zip_entries, zip_listings, zips};
+use crate::values::{BucketName, EntryName, SourceUrl};
+
+use super::{NewZipEntry, Zip};
+
+/// A prefix to list for a new job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewListing {
+    /// The item's place among the request's `urls`.
+    pub item_index: i32,
+    pub bucket: BucketName,
+    /// Every object whose key starts with this; empty for the whole bucket.
+    pub prefix: String,
+    /// Glob patterns on the key below the prefix: an object is taken when it matches one of
+    /// `include` (or `include` is empty) and none of `exclude`.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// The folder in the archive the objects go under (empty, or ending in `/`).
+    pub path: String,
+}
+
+/// A prefix as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = zip_listings, check_for_backend(diesel::pg::Pg))]
+pub struct ZipListing {
+    pub zip_id: ZipId,
+    pub item_index: i32,
+    pub bucket: BucketName,
+    pub prefix: String,
+    pub include: Vec<Option<String>>,
+    pub exclude: Vec<Option<String>>,
+    pub path: String,
+}
+
+/// An entry waiting at its item's index while the job's prefixes are listed.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = zip_entries, check_for_backend(diesel::pg::Pg))]
+pub struct WaitingEntry {
+    pub entry_index: i32,
+    pub url: SourceUrl,
+    pub filename: EntryName,
+    pub given_filename: Option<String>,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub declared_size: Option<i64>,
+}
+
+impl From<WaitingEntry> for NewZipEntry {
+    fn from(entry: WaitingEntry) -> Self {
+        Self {
+            url: entry.url,
+            filename: entry.filename,
+            given_filename: entry.given_filename,
+            modified_at: entry.modified_at,
+            declared_size: entry.declared_size,
+        }
+    }
+}
+
+// Postgres allows 65,535 bind parameters per statement; an entry row takes seven.
+pub(super) const ENTRY_INSERT_CHUNK: usize = 9_000;
+
+impl Zip {
+    /// The job's prefixes still to list, in request order (none once listed).
+    pub async fn listings(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+    ) -> QueryResult<Vec<ZipListing>> {
+        zip_listings::table
+            .filter(zip_listings::zip_id.eq(id))
+            .order(zip_listings::item_index.asc())
+            .select(ZipListing::as_select())
+            .load(conn)
+            .await
+    }
+
+    /// Takes the entries waiting at their items' indices out of the table, in request order,
+    /// to be written again in archive order (`insert_entries`). Meant for the transaction that
+    /// writes the listing.
+    pub async fn take_waiting_entries(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+    ) -> QueryResult<Vec<WaitingEntry>> {
+        let mut waiting = diesel::delete(zip_entries::table.filter(zip_entries::zip_id.eq(id)))
+            .returning(WaitingEntry::as_returning())
+            .get_results(conn)
+            .await?;
+        waiting.sort_unstable_by_key(|e| e.entry_index);
+        Ok(waiting)
+    }
+
+    /// Writes entries numbered from `first_index` on.
+    pub async fn insert_entries(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        first_index: i32,
+        entries: &[NewZipEntry],
+    ) -> QueryResult<()> {
+        for (n, chunk) in entries.chunks(ENTRY_INSERT_CHUNK).enumerate() {
+            let start = first_index as usize + n * ENTRY_INSERT_CHUNK;
+            let rows: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    (
+                        zip_entries::zip_id.eq(id),
+                        zip_entries::entry_index.eq(i32::try_from(start + i).unwrap_or(i32::MAX)),
+                        zip_entries::url.eq(entry.url.as_str()),
+                        zip_entries::filename.eq(entry.filename.as_str()),
+                        zip_entries::given_filename.eq(entry.given_filename.as_deref()),
+                        zip_entries::modified_at.eq(entry.modified_at),
+                        zip_entries::declared_size.eq(entry.declared_size),
+                    )
+                })
+                .collect();
+            diesel::insert_into(zip_entries::table)
+                .values(rows)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the listing: the prefixes are gone and the job counts `files_total` entries.
+    pub async fn finish_listing(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        files_total: i32,
+    ) -> QueryResult<()> {
+        diesel::delete(zip_listings::table.filter(zip_listings::zip_id.eq(id)))
+            .execute(conn)
+            .await?;
+        diesel::update(zips::table.find(id))
+            .set((
+                zips::files_total.eq(files_total),
+                zips::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await
+            .map(drop)
+    }
+}
+
+/// Stores a new job's prefixes (inside its create transaction).
+pub(super) async fn insert_listings(
+    conn: &mut AsyncPgConnection,
+    id: ZipId,
+    listings: &[NewListing],
+) -> QueryResult<()> {
+    if listings.is_empty() {
+        return Ok(());
+    }
+    let texts = |list: &[String]| list.iter().map(|s| Some(s.clone())).collect::<Vec<_>>();
+    let rows: Vec<_> = listings
+        .iter()
+        .map(|l| {
+            (
+                zip_listings::zip_id.eq(id),
+                zip_listings::item_index.eq(l.item_index),
+                zip_listings::bucket.eq(l.bucket.as_str()),
+                zip_listings::prefix.eq(&l.prefix),
+                zip_listings::include.eq(texts(&l.include)),
+                zip_listings::exclude.eq(texts(&l.exclude)),
+                zip_listings::path.eq(&l.path),
+            )
+        })
+        .collect();
+    diesel::insert_into(zip_listings::table)
+        .values(rows)
+        .execute(conn)
+        .await
+        .map(drop)
+}
