@@ -200,6 +200,7 @@ impl Bench {
         let zip = Zip::create(
             &mut conn,
             NewZip {
+                listings: Vec::new(),
                 traceparent: None,
                 expected_size: None,
                 result_settings: Default::default(),

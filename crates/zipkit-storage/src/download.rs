@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::presigning::PresigningConfig;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::models::DownloadSource;
 use zipkit_domain::values::ObjectKey;
@@ -40,20 +39,13 @@ impl BucketClients {
             .map_err(|e| why_not(e.to_string()))
             .ok()?;
         let ttl = Duration::from_secs(source.ttl_secs.into());
-        let config = PresigningConfig::expires_in(ttl)
-            .map_err(|e| why_not(e.to_string()))
-            .ok()?;
         let expires_at = chrono::Utc::now() + ttl;
-        let presigned = client
-            .get_object()
-            .bucket(location.name.as_str())
-            .key(key.as_str())
-            .presigned(config)
+        let url = crate::presigned_get(&client, location.name.as_str(), key.as_str(), ttl)
             .await
-            .map_err(|e| why_not(e.to_string()))
+            .map_err(why_not)
             .ok()?;
         Some(DownloadLink {
-            url: presigned.uri().to_owned(),
+            url,
             expires_at,
         })
     }

@@ -5,6 +5,7 @@
 mod capabilities;
 mod disposition;
 mod download;
+mod reading;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use zipkit_domain::values::BucketName;
 use zipkit_egress::{EgressPolicy, SmithyResolver};
 
 pub use disposition::attachment;
+pub use reading::{ListedObject, list_page, presigned_get};
 
 /// Where and how to reach one bucket (the non-secret part of a bucket row).
 #[derive(Debug, Clone)]

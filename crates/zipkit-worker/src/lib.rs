@@ -15,6 +15,7 @@ pub mod memory;
 pub mod prefetch;
 pub mod probes;
 pub mod resume;
+pub mod source_buckets;
 pub mod upload;
 pub mod webhooks;
 

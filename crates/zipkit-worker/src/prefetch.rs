@@ -20,11 +20,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 use zipkit_domain::models::ZipEntry;
-use zipkit_domain::values::{EntryName, SourceUrl};
+use zipkit_domain::values::{EntryName, SourceLocation, SourceUrl};
 use zipkit_runtime::metrics as metrics_names;
 
 use crate::download::{self, ATTEMPTS, Resume, SourceError};
 use crate::memory::{BufferBudget, Reservation};
+use crate::source_buckets::SourceBuckets;
 
 /// The bytes each download may always hold (`DownloadLimits::own_bytes`): a few chunks.
 pub const OWN_BYTES: usize = 64 * 1024;
@@ -144,11 +145,19 @@ pub struct Continue {
     pub validator: String,
 }
 
+/// A job's sources (one copy for all its builds) and the buckets some of them are read from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub entries: Arc<[Source]>,
+    pub buckets: Arc<SourceBuckets>,
+}
+
 /// Starts downloads ahead and yields them in request order.
 #[derive(Debug)]
 pub struct Prefetcher {
-    /// The job's sources (one copy for all its builds), and the next to start.
+    /// The job's sources, and the next to start.
     entries: Arc<[Source]>,
+    buckets: Arc<SourceBuckets>,
     next: usize,
     /// For the first source: where its download starts.
     first_from: Option<Continue>,
@@ -160,9 +169,10 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
-    pub fn new(http: reqwest::Client, limits: DownloadLimits, entries: Arc<[Source]>) -> Self {
+    pub fn new(http: reqwest::Client, limits: DownloadLimits, sources: Sources) -> Self {
         Self {
-            entries,
+            entries: sources.entries,
+            buckets: sources.buckets,
             next: 0,
             first_from: None,
             running: VecDeque::new(),
@@ -198,25 +208,34 @@ impl Prefetcher {
             // Capacity is not the bound (the byte budget is); it only has to exceed the chunks
             // the budget can hold.
             let (tx, events) = mpsc::channel(1024);
-            // Made once per download and held only while it runs (the entries keep text).
-            let url = entry.url.to_url();
-            // The host only: a source URL's path and query may carry a signature.
+            // The host only: a source URL's path and query may carry a signature. A bucket
+            // object's span names its bucket.
             let span = tracing::info_span!(
                 "download",
                 otel.kind = "client",
                 entry.index = entry.index,
-                source.host = url.host_str().unwrap_or_default(),
+                source.host = tracing::field::Empty,
+                source.bucket = tracing::field::Empty,
             );
+            match entry.url.location() {
+                SourceLocation::Web(url) => {
+                    span.record("source.host", url.host_str().unwrap_or_default());
+                }
+                SourceLocation::Bucket { bucket, .. } => {
+                    span.record("source.bucket", bucket);
+                }
+            }
             let from = if self.next == 1 {
                 self.first_from.take()
             } else {
                 None
             };
             let (writing, written) = watch::channel(false);
+            let address = (entry.url.clone(), self.buckets.clone());
             let task = tokio::spawn(
                 download(
                     self.http.clone(),
-                    url,
+                    address,
                     self.limits.clone(),
                     (self.budget.clone(), written),
                     tx,
@@ -315,15 +334,39 @@ impl Patience {
     }
 }
 
+/// Where a download's requests go: the source's URL, or for a bucket object a GET presigned
+/// with the bucket's keys, made when the download starts (entries keep only their text) and
+/// living as long as the job may wait on the source, and an hour more.
+async fn request_url(
+    (source, buckets): &(SourceUrl, Arc<SourceBuckets>),
+    limits: &DownloadLimits,
+) -> Result<url::Url, SourceError> {
+    match source.location() {
+        SourceLocation::Web(url) => Ok(url),
+        SourceLocation::Bucket { bucket, key } => {
+            let ttl = limits.source_wait + Duration::from_secs(3600);
+            buckets.link(bucket, key, ttl).await
+        }
+    }
+}
+
 async fn download(
     http: reqwest::Client,
-    url: url::Url,
+    address: (SourceUrl, Arc<SourceBuckets>),
     limits: Arc<DownloadLimits>,
     (job_budget, mut writing): (Arc<Semaphore>, watch::Receiver<bool>),
     tx: mpsc::Sender<Event>,
     from: Option<Continue>,
     declared: Option<u64>,
 ) {
+    let url = match request_url(&address, &limits).await {
+        Ok(url) => url,
+        Err(error) => {
+            let _ = tx.send(Event::Failed(error)).await;
+            return;
+        }
+    };
+    drop(address);
     let mut patience = Patience::new(limits.source_wait);
     let began = Instant::now();
     let range = from.as_ref().map(|c| Resume {
@@ -701,7 +744,11 @@ mod tests {
                 declared_size: None,
             })
             .collect();
-        let mut prefetcher = Prefetcher::new(http, limits, entries);
+        let sources = Sources {
+            entries,
+            buckets: Default::default(),
+        };
+        let mut prefetcher = Prefetcher::new(http, limits, sources);
         // The entry being written holds bytes beyond its own share from the job budget until
         // it is read; once it is, the budget is the connections'.
         let mut first = prefetcher.next_download().expect("a");

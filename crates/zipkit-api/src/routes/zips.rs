@@ -181,6 +181,43 @@ async fn find_bucket(
     Ok(bucket)
 }
 
+/// Each bucket the sources are read from is the project's and lets jobs read it: refused now,
+/// naming the first item that reads it. The bucket of that name registered for the job's
+/// `service` is read, else the one for the other service.
+async fn readable_sources(
+    conn: &mut diesel_async::AsyncPgConnection,
+    caller: &Caller,
+    valid: &ValidZip,
+) -> Result<(), ApiError> {
+    for (name, &item) in &valid.source_buckets {
+        let param = format!("urls[{item}].url");
+        let found = Bucket::named(conn, caller.project_id, name.as_str(), valid.service).await?;
+        let Some(bucket) = found.into_iter().next() else {
+            return Err(ApiError::not_found(
+                "source_bucket_not_found",
+                format!(
+                    "`{param}` reads bucket `{name}`, which is not configured in this project: \
+                     add it (with keys that may read and list it) first"
+                ),
+                param,
+            ));
+        };
+        if !bucket.read_sources {
+            return Err(ApiError::conflict(
+                "bucket_sources_not_allowed",
+                format!(
+                    "`{param}` reads bucket `{name}`, which does not let jobs read their sources \
+                     from it: turn on \"Jobs may read sources\" on its dashboard page (or run \
+                     `zipkit-api bucket sources --allow`), with keys that may s3:GetObject and \
+                     s3:ListBucket"
+                ),
+                param,
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What the job asks of its archive object, only where the bucket's test found the store
 /// accepts it: refused now, in words, rather than failing the job at its first upload. A 409: the
 /// request is right, the bucket's state is not (testing it again may change the answer).
@@ -317,7 +354,15 @@ pub async fn create(
     };
     let valid = validate(parse_body(body)?, state.limits)?;
 
+    if valid.dry_run && !valid.source_buckets.is_empty() {
+        return Err(ApiError::bad_request(
+            "dry_run_unsupported",
+            "`dry_run` fetches only http(s) sources; leave out `dry_run` or the `s3://` sources",
+            "dry_run".to_owned(),
+        ));
+    }
     let mut conn = state.conn().await?;
+    readable_sources(&mut conn, &caller, &valid).await?;
     if valid.dry_run {
         let bucket = find_bucket(&mut conn, &caller, &valid).await?;
         drop(conn);
@@ -331,7 +376,8 @@ pub async fn create(
         return replay(&state, &mut conn, caller, existing, &request_hash).await;
     }
     let bucket = find_bucket(&mut conn, &caller, &valid).await?;
-    // Known before the first byte when every source is stored and gives its size.
+    // Known before the first byte when every source is stored and gives its size (and none is
+    // a prefix still to list).
     let expected_size = zipkit_zip::layout::certain_size(
         valid.compression,
         valid.entries.iter().map(|e| {
@@ -339,7 +385,8 @@ pub async fn create(
             (e.filename.as_str(), size)
         }),
     )
-    .and_then(|size| i64::try_from(size).ok());
+    .and_then(|size| i64::try_from(size).ok())
+    .filter(|_| valid.listings.is_empty());
     let new = NewZip {
         project_id: caller.project_id,
         bucket_id: bucket.id,
@@ -349,6 +396,7 @@ pub async fn create(
         on_error: valid.on_error,
         idempotency: idempotency.clone().map(|key| (key, request_hash.clone())),
         entries: valid.entries,
+        listings: valid.listings,
         traceparent: zipkit_runtime::telemetry::traceparent(&tracing::Span::current()),
         expected_size,
         result_settings: valid.result_settings,

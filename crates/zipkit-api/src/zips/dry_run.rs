@@ -141,7 +141,7 @@ impl DryRunner {
     pub async fn run(&self, zip: &ValidZip, service: Service) -> DryRun {
         let found: Vec<Result<Found, zipkit_sources::SourceError>> =
             futures_util::stream::iter(&zip.entries)
-                .map(|entry| self.ask(entry.url.to_url(), entry.declared_size))
+                .map(|entry| self.ask(entry.url.web_url(), entry.declared_size))
                 .buffered(PROBES_AT_ONCE)
                 .collect()
                 .await;
@@ -223,10 +223,14 @@ impl DryRunner {
     /// A source's length and first bytes, with the checks a download makes on them.
     async fn ask(
         &self,
-        url: url::Url,
+        url: Option<url::Url>,
         declared: Option<i64>,
     ) -> Result<Found, zipkit_sources::SourceError> {
         use zipkit_sources::SourceError;
+        // The create request refuses a dry run of bucket sources before it gets here.
+        let url = url.ok_or_else(|| {
+            SourceError::permanent("dry_run_unsupported", "a dry run fetches only http(s) sources")
+        })?;
         // However a source dawdles, a dry run answers within a connection and a read.
         let deadline = std::time::Duration::from_secs(
             self.plan.source_connect_timeout_secs + self.plan.source_read_timeout_secs,

@@ -8,8 +8,13 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::{PartialSchema, ToSchema};
-use zipkit_domain::models::{Encryption, NewZipEntry, ResultSettings, StorageClasses};
-use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl, WindowsSafeNames};
+use zipkit_domain::models::{
+    Encryption, NewListing, NewZipEntry, ResultSettings, StorageClasses,
+};
+use zipkit_domain::values::{
+    BUCKET_SCHEME, BucketName, EntryName, KeyFilter, MAX_SOURCE_KEY_BYTES, ObjectKey, SourceUrl,
+    WindowsSafeNames,
+};
 use zipkit_domain::{Compression, OnError, Service};
 
 use crate::error::ApiError;
@@ -88,12 +93,20 @@ pub struct CreateZipBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UrlItem {
-    /// Absolute http(s) URL without credentials.
+    /// An absolute http(s) URL without credentials; or an object in one of the project's
+    /// buckets, `s3://<bucket_name>/<key>` (the key exactly as stored, not percent-encoded);
+    /// or every object under a prefix of one, `s3://<bucket_name>/<prefix>/` (a trailing `/`;
+    /// `s3://<bucket_name>/` for the whole bucket), listed by the worker in key order. A bucket
+    /// read this way must allow it (`read_sources`, set on its dashboard page or with
+    /// `zipkit-api bucket sources`).
     pub url: String,
     /// Path inside the archive; `/` makes folders. A name Windows cannot create (`< > : " | ? *`,
     /// a folder or file name ending in a dot or a space, a device name such as `CON` or
     /// `lpt1.txt`, over 260 UTF-16 units) is refused unless the body sets `windows_safe_names`.
-    pub filename: String,
+    /// Required for an http(s) source; for a bucket object it defaults to the key's last
+    /// segment; a prefix takes `path` instead.
+    #[serde(default)]
+    pub filename: Option<String>,
     /// The entry's modification time (RFC 3339, e.g. `2026-03-01T09:30:00Z`); by default the
     /// source's `Last-Modified`, else the job's creation time.
     #[serde(default)]
@@ -105,6 +118,21 @@ pub struct UrlItem {
     #[serde(default)]
     #[schema(value_type = Option<u64>, minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     pub size: Option<Value>,
+    /// A prefix only: glob patterns on the key below the prefix; an object is taken when it
+    /// matches one (all are taken when this is absent). `*`, `?` and `[…]` stay within a
+    /// folder, `**` crosses folders, `{a,b}` is either; a pattern without `/` matches the file
+    /// name at any depth (`*.pdf`). At most 20 patterns of 256 bytes.
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+    /// A prefix only: objects matching any of these glob patterns are left out (same rules as
+    /// `include`).
+    #[serde(default)]
+    pub exclude: Option<Vec<String>>,
+    /// A prefix only: the folder in the archive its objects go under, keeping their folders
+    /// below the prefix (`2026/` puts `s3://b/photos/a/1.jpg` listed from `s3://b/photos/` at
+    /// `2026/a/1.jpg`). By default, the archive's root.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// Limits on a create request, from `[api]` settings.
@@ -123,7 +151,12 @@ pub const MAX_METADATA_VALUE_CHARS: usize = 500;
 /// A create request that passed every check; the bucket is resolved separately (it needs the caller).
 #[derive(Debug)]
 pub struct ValidZip {
+    /// The sources given one by one, in request order.
     pub entries: Vec<NewZipEntry>,
+    /// The prefixes the worker lists, each at its place among the items.
+    pub listings: Vec<NewListing>,
+    /// Each bucket the sources are read from, with the first item naming it.
+    pub source_buckets: BTreeMap<BucketName, usize>,
     pub bucket_name: String,
     pub service: Service,
     pub key: ObjectKey,
@@ -251,7 +284,11 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
             "urls".to_owned(),
         ));
     }
-    let entries = validate_entries(body.urls, body.windows_safe_names.unwrap_or(false))?;
+    let Sources {
+        entries,
+        listings,
+        buckets: source_buckets,
+    } = validate_entries(body.urls, body.windows_safe_names.unwrap_or(false))?;
     let key = ObjectKey::parse(&body.key).map_err(|e| {
         ApiError::bad_request("key_invalid", format!("`key` {e}"), "key".to_owned())
     })?;
@@ -338,6 +375,8 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
     };
     Ok(ValidZip {
         entries,
+        listings,
+        source_buckets,
         bucket_name: body.bucket_name,
         service,
         key,
@@ -467,25 +506,52 @@ fn validate_encryption(
 /// Each url item parsed, its name checked for every system (or rewritten for Windows when the
 /// job asks), no two names landing on the same file. Items are checked in order; names to
 /// rewrite are rewritten after all, so that no rewritten name takes one given as it is.
-fn validate_entries(
-    items: Vec<UrlItem>,
-    windows_safe_names: bool,
-) -> Result<Vec<NewZipEntry>, ApiError> {
+fn validate_entries(items: Vec<UrlItem>, windows_safe_names: bool) -> Result<Sources, ApiError> {
     let filename_param = |i: usize| format!("urls[{i}].filename");
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
     let mut parsed = Vec::with_capacity(items.len());
+    let mut listings = Vec::new();
+    let mut buckets = BTreeMap::new();
     for (i, item) in items.into_iter().enumerate() {
-        let url = SourceUrl::parse(&item.url).map_err(|e| {
-            ApiError::bad_request(
-                "url_invalid",
-                format!("`urls[{i}].url` {e}"),
-                format!("urls[{i}].url"),
-            )
-        })?;
-        let filename = if windows_safe_names && WindowsSafeNames::needs_rewrite(&item.filename) {
-            Err(item.filename)
+        let source = parse_source(&item.url, i)?;
+        if let ItemSource::Object { bucket, .. } | ItemSource::Prefix { bucket, .. } = &source {
+            buckets.entry(bucket.clone()).or_insert(i);
+        }
+        let (url, default_name) = match source {
+            ItemSource::Prefix { bucket, prefix } => {
+                listings.push(validate_listing(i, item, bucket, prefix)?);
+                continue;
+            }
+            ItemSource::Web(url) => (url, None),
+            ItemSource::Object { url, name, .. } => (url, Some(name)),
+        };
+        for (param, given) in [
+            ("include", item.include.is_some()),
+            ("exclude", item.exclude.is_some()),
+            ("path", item.path.is_some()),
+        ] {
+            if given {
+                return Err(ApiError::bad_request(
+                    "parameter_invalid",
+                    format!(
+                        "`urls[{i}].{param}` goes only with a prefix (a `url` of the form \
+                         `s3://<bucket_name>/<prefix>/`)"
+                    ),
+                    format!("urls[{i}].{param}"),
+                ));
+            }
+        }
+        let Some(given_name) = item.filename.or(default_name) else {
+            return Err(ApiError::bad_request(
+                "parameter_missing",
+                format!("`urls[{i}].filename` is required"),
+                filename_param(i),
+            ));
+        };
+        let filename = if windows_safe_names && WindowsSafeNames::needs_rewrite(&given_name) {
+            Err(given_name)
         } else {
-            let filename = EntryName::parse(&item.filename).map_err(|e| {
+            let filename = EntryName::parse(&given_name).map_err(|e| {
                 ApiError::bad_request(
                     "filename_invalid",
                     format!("`urls[{i}].filename` {e}"),
@@ -571,7 +637,129 @@ fn validate_entries(
             declared_size,
         });
     }
-    Ok(entries)
+    Ok(Sources {
+        entries,
+        listings,
+        buckets,
+    })
+}
+
+/// The items of a request: sources given one by one, prefixes to list, and the buckets read.
+struct Sources {
+    entries: Vec<NewZipEntry>,
+    listings: Vec<NewListing>,
+    buckets: BTreeMap<BucketName, usize>,
+}
+
+/// What an item's `url` names.
+enum ItemSource {
+    Web(SourceUrl),
+    /// One object; `name` is the key's last segment, the entry's name unless `filename` is given.
+    Object {
+        bucket: BucketName,
+        url: SourceUrl,
+        name: String,
+    },
+    /// Every object under `prefix` (empty: the whole bucket).
+    Prefix { bucket: BucketName, prefix: String },
+}
+
+fn parse_source(text: &str, i: usize) -> Result<ItemSource, ApiError> {
+    let invalid = |why: String| {
+        ApiError::bad_request(
+            "url_invalid",
+            format!("`urls[{i}].url` {why}"),
+            format!("urls[{i}].url"),
+        )
+    };
+    let Some(rest) = text.strip_prefix(BUCKET_SCHEME) else {
+        return SourceUrl::parse(text)
+            .map(ItemSource::Web)
+            .map_err(|e| invalid(e.to_string()));
+    };
+    let Some((bucket, key)) = rest.split_once('/') else {
+        return Err(invalid(
+            "must be `s3://<bucket_name>/<key>`, or `s3://<bucket_name>/<prefix>/` for every \
+             object under a prefix"
+                .to_owned(),
+        ));
+    };
+    let bucket = BucketName::parse(bucket)
+        .map_err(|e| invalid(format!("names no valid bucket: the bucket name {e}")))?;
+    if key.is_empty() || key.ends_with('/') {
+        if key.len() > MAX_SOURCE_KEY_BYTES || key.chars().any(char::is_control) {
+            return Err(invalid(
+                "has a prefix longer than 1,024 bytes or with control characters".to_owned(),
+            ));
+        }
+        return Ok(ItemSource::Prefix {
+            bucket,
+            prefix: key.to_owned(),
+        });
+    }
+    let url = SourceUrl::bucket_object(&bucket, key).map_err(|e| invalid(e.to_string()))?;
+    let name = key.rsplit('/').next().unwrap_or(key).to_owned();
+    Ok(ItemSource::Object { bucket, url, name })
+}
+
+/// A prefix item: only `include`, `exclude` and `path` go with it.
+fn validate_listing(
+    i: usize,
+    item: UrlItem,
+    bucket: BucketName,
+    prefix: String,
+) -> Result<NewListing, ApiError> {
+    for (param, given) in [
+        ("filename", item.filename.is_some()),
+        ("modified_at", item.modified_at.is_some()),
+        ("size", item.size.is_some()),
+    ] {
+        if given {
+            return Err(ApiError::bad_request(
+                "parameter_invalid",
+                format!(
+                    "`urls[{i}].{param}` does not go with a prefix (a `url` ending in `/`): its \
+                     objects keep their names, sizes and times; `path` puts them in a folder"
+                ),
+                format!("urls[{i}].{param}"),
+            ));
+        }
+    }
+    let include = item.include.unwrap_or_default();
+    let exclude = item.exclude.unwrap_or_default();
+    KeyFilter::new(&include, &exclude).map_err(|e| {
+        let param = match e.index {
+            Some(n) => format!("urls[{i}].{}[{n}]", e.list),
+            None => format!("urls[{i}].{}", e.list),
+        };
+        ApiError::bad_request("pattern_invalid", format!("`{param}` {}", e.message), param)
+    })?;
+    let path = match item.path.as_deref().map(|p| p.trim_end_matches('/')) {
+        None | Some("") => String::new(),
+        Some(folder) => {
+            let param = format!("urls[{i}].path");
+            // A folder is valid where a file in it would be.
+            let name = EntryName::parse(&format!("{folder}/x")).map_err(|e| {
+                ApiError::bad_request("path_invalid", format!("`{param}` {e}"), param.clone())
+            })?;
+            if let Some(problem) = name.windows_problem() {
+                return Err(ApiError::bad_request(
+                    "path_invalid",
+                    format!("`{param}` ({folder}) {problem}"),
+                    param,
+                ));
+            }
+            format!("{folder}/")
+        }
+    };
+    Ok(NewListing {
+        item_index: i32::try_from(i).unwrap_or(i32::MAX),
+        bucket,
+        prefix,
+        include,
+        exclude,
+        path,
+    })
 }
 
 /// Largest `size` accepted: the largest integer every JSON reader holds exactly (2^53 - 1).

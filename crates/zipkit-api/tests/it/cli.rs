@@ -213,6 +213,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
     Zip::create(
         &mut conn,
         NewZip {
+            listings: Vec::new(),
             traceparent: None,
             expected_size: None,
             result_settings: Default::default(),

@@ -126,6 +126,7 @@ fn one_file_job(
 ) -> zipkit_domain::models::NewZip {
     use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
     zipkit_domain::models::NewZip {
+        listings: Vec::new(),
         traceparent: None,
         expected_size: None,
         result_settings,

@@ -6,7 +6,7 @@ use diesel::sql_types::Text;
 
 use super::text_value;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, AsExpression, FromSqlRow)]
 #[diesel(sql_type = Text)]
 pub struct BucketName(String);
 

@@ -2,8 +2,6 @@
 //! method and time of its entry, sources left out (`on_error: skip`), and what is reported as it
 //! goes (outcomes, placements, the archive's expected size).
 
-use std::sync::Arc;
-
 use tokio::sync::{mpsc, watch};
 use zipkit_domain::models::{EntryOutcome, Zip};
 use zipkit_domain::{EntryState, OnError};
@@ -17,7 +15,7 @@ use crate::download::{self, SourceError};
 use crate::expected::ExpectedSize;
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
-use crate::prefetch::{Continue, Event, Prefetcher, Source};
+use crate::prefetch::{Continue, Event, Prefetcher, Sources};
 
 /// Why feeding the sources stopped early.
 pub(super) enum FeedError {
@@ -110,14 +108,14 @@ impl Placements {
 pub(super) async fn feed_sources(
     ctx: &JobContext,
     zip: &Zip,
-    entries: Arc<[Source]>,
+    sources: Sources,
     mut archive: ArchiveWriter,
     notes: &mpsc::Sender<Note>,
     mut cancelled: watch::Receiver<Interrupt>,
     carried: Carried,
 ) -> Result<i32, FeedError> {
     let mut continuing = carried.continuing.is_some();
-    let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), entries)
+    let mut downloads = Prefetcher::new(ctx.http.clone(), ctx.downloads.clone(), sources)
         .continuing(carried.continuing);
     let skipping = zip.on_error == OnError::Skip;
     let (mut done, mut total, mut unreported) = (carried.files, carried.bytes, 0u64);

@@ -4,7 +4,10 @@
 //! task off the hot path (`recorder`).
 
 mod feed;
+mod listing;
 mod recorder;
+
+pub use listing::MAX_LISTED_ENTRIES;
 
 use feed::{Carried, FeedError, feed_sources};
 use recorder::{Note, PgLedger, Recorder};
@@ -16,6 +19,7 @@ use tracing::Instrument;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::db::PgPool;
 use zipkit_domain::models::{Bucket, Zip, ZipEntry};
+use zipkit_domain::values::SourceLocation;
 use zipkit_domain::{Service, ZipStatus};
 use zipkit_storage::BucketLocation;
 
@@ -25,7 +29,8 @@ use crate::expected::ExpectedSize;
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
 use crate::memory::{BufferBudget, PartMemory};
-use crate::prefetch::{DownloadLimits, Source};
+use crate::prefetch::{DownloadLimits, Source, Sources};
+use crate::source_buckets::SourceBuckets;
 use crate::resume::{self, Continuation};
 use crate::upload::{
     self, Destination, Ending, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
@@ -64,11 +69,12 @@ pub struct Built {
     pub entries: i32,
 }
 
-/// The bucket's row, credentials and client, and the job's entries.
+/// The bucket's row, credentials and client, and the job's entries (its prefixes listed into
+/// them first) with the buckets they are read from.
 async fn prepare(
     ctx: &JobContext,
     zip: &Zip,
-) -> Result<(Destination, Service, Vec<ZipEntry>), JobFailure> {
+) -> Result<(Destination, Service, Vec<ZipEntry>, SourceBuckets), JobFailure> {
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     let bucket = Bucket::find_any(&mut conn, zip.bucket_id)
         .await
@@ -89,9 +95,27 @@ async fn prepare(
             Retry::Never,
         )
     })?;
+    drop(conn);
+    listing::list_prefixes(ctx, zip, bucket.service).await?;
+    let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     let entries = Zip::entries(&mut conn, zip.id)
         .await
         .map_err(JobFailure::database)?;
+    let read: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter_map(|e| match e.url.location() {
+            SourceLocation::Bucket { bucket, .. } => Some(bucket.to_owned()),
+            SourceLocation::Web(_) => None,
+        })
+        .collect();
+    let source_buckets = SourceBuckets::load(
+        &mut conn,
+        (&ctx.keyring, &ctx.buckets),
+        zip,
+        bucket.service,
+        read.iter().map(String::as_str),
+    )
+    .await?;
     let settings = Zip::result_settings(&mut conn, zip.id)
         .await
         .map_err(JobFailure::database)?;
@@ -113,7 +137,7 @@ async fn prepare(
         zip.id,
         ctx.store_timeouts,
     );
-    Ok((destination, bucket.service, entries))
+    Ok((destination, bucket.service, entries, source_buckets))
 }
 
 /// Builds the archive for a claimed job. Never panics on bad input. A job taken over from a
@@ -124,7 +148,7 @@ pub async fn run(
     zip: &Zip,
     cancelled: watch::Receiver<Interrupt>,
 ) -> Result<Built, JobFailure> {
-    let (destination, service, entries) = prepare(ctx, zip).await?;
+    let (destination, service, entries, source_buckets) = prepare(ctx, zip).await?;
     // One copy for both builds, of what downloads need; the rows as loaded (~0.3 KiB each, with
     // the database client's buffers) are given back before the job's buffers fill up.
     let entries: Arc<[Source]> = entries.into_iter().map(Source::from).collect();
@@ -150,6 +174,7 @@ pub async fn run(
         destination: &destination,
         plan,
         description: &description,
+        source_buckets: Arc::new(source_buckets),
     };
 
     let mut built = job.build(entries.clone(), cancelled.clone(), resume).await;
@@ -353,6 +378,8 @@ struct Attempt<'a> {
     destination: &'a Destination,
     plan: PartPlan,
     description: &'a str,
+    /// The buckets the job's sources are read from.
+    source_buckets: Arc<SourceBuckets>,
 }
 
 impl Attempt<'_> {
@@ -442,7 +469,12 @@ impl Attempt<'_> {
             chunks_tx,
             written,
         );
-        let feed = feed_sources(ctx, zip, rest, archive, &notes, cancelled.clone(), carried).await;
+        let sources = Sources {
+            entries: rest,
+            buckets: self.source_buckets.clone(),
+        };
+        let feed =
+            feed_sources(ctx, zip, sources, archive, &notes, cancelled.clone(), carried).await;
         // The upload is completed only if every source went in and the archive was finished,
         // and the job is still this worker's: one that was paused past its lease may find its
         // archive whole while another worker continues the same upload, which is that worker's

@@ -293,6 +293,7 @@ impl Harness {
         let zip = Zip::create(
             &mut conn,
             NewZip {
+                listings: Vec::new(),
                 traceparent: None,
                 expected_size: None,
                 result_settings,

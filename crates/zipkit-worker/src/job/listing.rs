@@ -1,0 +1,282 @@
+//! A job's prefixes listed into entries, before its first build: the store's pages are read one
+//! at a time, each object kept by the item's globs becomes an entry (its name the item's `path`
+//! and the key below the prefix, its size and time the store's), written in batches at the
+//! prefix's place among the job's sources. All of it is one transaction: a worker that dies
+//! while listing leaves the job as it was, and the next one lists again. What the listing holds
+//! in memory is one page, one batch, and 8 bytes per name (to find two that would extract to
+//! the same file), however many objects the prefix has.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use zipkit_domain::Service;
+use zipkit_domain::models::{NewZipEntry, WaitingEntry, Zip, ZipListing};
+use zipkit_domain::values::{EntryName, KeyFilter, SourceUrl};
+
+use super::JobContext;
+use crate::failure::{Blame, JobFailure, Retry};
+use crate::source_buckets::SourceBuckets;
+
+/// The most entries a job may have once its prefixes are listed (ZIP64 takes more; this keeps a
+/// job within what one worker builds in reasonable time and memory).
+pub const MAX_LISTED_ENTRIES: usize = 1_000_000;
+
+/// Entries written per statement while listing.
+const BATCH: usize = 5_000;
+
+/// Lists the job's prefixes, if it has any left, into its entries.
+pub async fn list_prefixes(ctx: &JobContext, zip: &Zip, service: Service) -> Result<(), JobFailure> {
+    let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
+    let listings = Zip::listings(&mut conn, zip.id)
+        .await
+        .map_err(JobFailure::database)?;
+    if listings.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = listings.iter().map(|l| l.bucket.to_string()).collect();
+    let names = names.iter().map(String::as_str);
+    let buckets =
+        SourceBuckets::load(&mut conn, (&ctx.keyring, &ctx.buckets), zip, service, names).await?;
+    let listed: Result<usize, Failed> = conn
+        .transaction(async |conn| write_listing(conn, zip, &listings, &buckets).await)
+        .await;
+    match listed {
+        Ok(total) => {
+            tracing::info!(zip.id = %zip.id, entries = total, "prefixes listed");
+            Ok(())
+        }
+        Err(Failed::Query(e)) => Err(JobFailure::database(e)),
+        Err(Failed::Job(failure)) => Err(failure),
+    }
+}
+
+/// Why the listing's transaction was rolled back.
+enum Failed {
+    Query(diesel::result::Error),
+    Job(JobFailure),
+}
+
+impl From<diesel::result::Error> for Failed {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Query(e)
+    }
+}
+
+impl From<JobFailure> for Failed {
+    fn from(f: JobFailure) -> Self {
+        Self::Job(f)
+    }
+}
+
+/// The entries in archive order: the waiting ones at their items, each prefix's objects at its.
+async fn write_listing(
+    conn: &mut AsyncPgConnection,
+    zip: &Zip,
+    listings: &[ZipListing],
+    buckets: &SourceBuckets,
+) -> Result<usize, Failed> {
+    let waiting = Zip::take_waiting_entries(conn, zip.id).await?;
+    let mut out = Writer::new(zip, &waiting);
+    let mut waiting = waiting.into_iter().peekable();
+    for listing in listings {
+        while let Some(entry) = waiting.next_if(|e| e.entry_index < listing.item_index) {
+            out.push(conn, entry.into(), false).await?;
+        }
+        let before = out.total;
+        list_one(conn, &mut out, listing, buckets).await?;
+        if out.total == before {
+            return Err(request_failure(
+                "source_prefix_empty",
+                listing,
+                format!(
+                    "no object under s3://{}/{} was taken (none there, or none matched `include` \
+                     and `exclude`)",
+                    listing.bucket, listing.prefix
+                ),
+            )
+            .into());
+        }
+    }
+    for entry in waiting {
+        out.push(conn, entry.into(), false).await?;
+    }
+    out.flush(conn).await?;
+    let total = i32::try_from(out.total).unwrap_or(i32::MAX);
+    Zip::finish_listing(conn, zip.id, total).await?;
+    Ok(out.total)
+}
+
+/// One prefix, page by page.
+async fn list_one(
+    conn: &mut AsyncPgConnection,
+    out: &mut Writer<'_>,
+    listing: &ZipListing,
+    buckets: &SourceBuckets,
+) -> Result<(), Failed> {
+    let patterns = |list: &[Option<String>]| list.iter().flatten().cloned().collect::<Vec<_>>();
+    let filter = KeyFilter::new(&patterns(&listing.include), &patterns(&listing.exclude))
+        .map_err(|e| request_failure("pattern_invalid", listing, e.to_string()))?;
+    let bucket = buckets
+        .get(listing.bucket.as_str())
+        .ok_or_else(|| JobFailure::internal("a listed bucket was not loaded"))?;
+    let mut after = None;
+    loop {
+        let (objects, next) = zipkit_storage::list_page(
+            &bucket.client,
+            &bucket.location,
+            &listing.prefix,
+            after.take(),
+        )
+        .await
+        .map_err(|refusal| {
+            let denied = refusal.provider_code.as_deref() == Some("AccessDenied");
+            let message = if denied {
+                format!(
+                    "the keys of bucket `{}` may not list it: their policy must allow \
+                     s3:ListBucket (and s3:GetObject to read the objects)",
+                    listing.bucket
+                )
+            } else {
+                format!("listing s3://{}/{}: {}", listing.bucket, listing.prefix, refusal.why)
+            };
+            let retry = Retry::from(refusal.retry());
+            let blame = if retry == Retry::Never { Blame::Request } else { Blame::Service };
+            JobFailure::new("source_listing_failed", message, blame, retry)
+                .with_param(format!("urls[{}].url", listing.item_index))
+        })?;
+        for object in objects {
+            // Folder markers (`photos/2026/`, zero bytes) are not files.
+            if object.key.ends_with('/') {
+                continue;
+            }
+            let below = object.key.get(listing.prefix.len()..).unwrap_or_default();
+            if !filter.takes(below) {
+                continue;
+            }
+            let entry = listed_entry(listing, &object)?;
+            out.push(conn, entry, true).await?;
+        }
+        match next {
+            Some(token) => after = Some(token),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// An object's entry: its name under the item's `path`, its size and time the store's.
+fn listed_entry(
+    listing: &ZipListing,
+    object: &zipkit_storage::ListedObject,
+) -> Result<NewZipEntry, JobFailure> {
+    let source = format!("s3://{}/{}", listing.bucket, object.key);
+    let below = &object.key[listing.prefix.len()..];
+    let name = format!("{}{below}", listing.path);
+    let filename = EntryName::parse(&name).map_err(|e| {
+        request_failure(
+            "listed_name_invalid",
+            listing,
+            format!("{source} cannot be a name in the archive ({name} {e})"),
+        )
+    })?;
+    if let Some(problem) = filename.windows_problem() {
+        return Err(request_failure(
+            "listed_name_not_windows_safe",
+            listing,
+            format!("{source} would be {name} in the archive, which {problem}"),
+        ));
+    }
+    let url = SourceUrl::bucket_object(&listing.bucket, &object.key)
+        .map_err(|e| request_failure("listed_name_invalid", listing, format!("{source} {e}")))?;
+    Ok(NewZipEntry {
+        url,
+        filename,
+        given_filename: None,
+        modified_at: object.last_modified,
+        declared_size: Some(object.size),
+    })
+}
+
+fn request_failure(code: &'static str, listing: &ZipListing, message: String) -> JobFailure {
+    JobFailure::new(code, message, Blame::Request, Retry::Never)
+        .with_param(format!("urls[{}].url", listing.item_index))
+}
+
+/// Entries written in batches, numbered in order, no two landing on the same file.
+struct Writer<'a> {
+    zip: &'a Zip,
+    batch: Vec<NewZipEntry>,
+    /// Entries written or batched so far.
+    total: usize,
+    /// A 64-bit hash of each name's collision key: a million names take ~16 MiB, not the
+    /// ~100 MiB of the names themselves (two different names share a hash once in ~10^7 jobs of
+    /// a million, and then the job is refused, never built wrong).
+    names: HashSet<u64>,
+    hasher: RandomState,
+}
+
+impl<'a> Writer<'a> {
+    fn new(zip: &'a Zip, waiting: &[WaitingEntry]) -> Self {
+        let hasher = RandomState::new();
+        let names = waiting
+            .iter()
+            .map(|e| hasher.hash_one(e.filename.collision_key()))
+            .collect();
+        Self {
+            zip,
+            batch: Vec::with_capacity(BATCH),
+            total: 0,
+            names,
+            hasher,
+        }
+    }
+
+    /// Adds an entry; a `listed` one's name is checked against all before it (a waiting one's
+    /// was checked when the job was requested).
+    async fn push(
+        &mut self,
+        conn: &mut AsyncPgConnection,
+        entry: NewZipEntry,
+        listed: bool,
+    ) -> Result<(), Failed> {
+        if self.total >= MAX_LISTED_ENTRIES {
+            return Err(JobFailure::new(
+                "too_many_entries",
+                format!(
+                    "the job's prefixes list more than {MAX_LISTED_ENTRIES} objects; narrow them \
+                     with `include`/`exclude`, or split the job"
+                ),
+                Blame::Request,
+                Retry::Never,
+            )
+            .into());
+        }
+        if listed && !self.names.insert(self.hasher.hash_one(entry.filename.collision_key())) {
+            return Err(JobFailure::new(
+                "filename_duplicate",
+                format!(
+                    "{} would extract onto another entry's file ({}; names must differ in more \
+                     than letter case or Unicode normalization)",
+                    entry.url, entry.filename
+                ),
+                Blame::Request,
+                Retry::Never,
+            )
+            .into());
+        }
+        self.batch.push(entry);
+        self.total += 1;
+        if self.batch.len() >= BATCH {
+            self.flush(conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, conn: &mut AsyncPgConnection) -> Result<(), Failed> {
+        let first = self.total - self.batch.len();
+        let first = i32::try_from(first).unwrap_or(i32::MAX);
+        Zip::insert_entries(conn, self.zip.id, first, &self.batch).await?;
+        self.batch.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! The project's buckets a job reads its sources from (`s3://<bucket>/…`): each one found by
+//! name, allowed to be read (`read_sources`), with a client made from its own keys. Objects are
+//! fetched through a presigned GET, so the downloader treats them as any HTTPS source.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use diesel_async::AsyncPgConnection;
+use zipkit_domain::Service;
+use zipkit_domain::crypto::KeyRing;
+use zipkit_domain::models::{Bucket, Zip};
+use zipkit_storage::{BucketClients, BucketLocation};
+
+use crate::download::SourceError;
+use crate::failure::{Blame, JobFailure, Retry};
+
+/// One readable bucket: where it is and a client with its keys.
+#[derive(Debug, Clone)]
+pub struct SourceBucket {
+    pub location: BucketLocation,
+    pub client: aws_sdk_s3::Client,
+}
+
+/// The buckets one job reads, by name.
+#[derive(Debug, Clone, Default)]
+pub struct SourceBuckets {
+    by_name: HashMap<String, SourceBucket>,
+}
+
+/// The longest a presigned GET may live (SigV4's limit).
+const MAX_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl SourceBuckets {
+    /// Finds each bucket named (the one registered for the job's `service` first), checks it
+    /// still lets jobs read it, and opens its keys.
+    pub async fn load<'a>(
+        conn: &mut AsyncPgConnection,
+        (keyring, clients): (&KeyRing, &BucketClients),
+        zip: &Zip,
+        service: Service,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, JobFailure> {
+        let mut by_name = HashMap::new();
+        for name in names {
+            if by_name.contains_key(name) {
+                continue;
+            }
+            let found = Bucket::named(conn, zip.project_id, name, service)
+                .await
+                .map_err(JobFailure::database)?;
+            let Some(bucket) = found.into_iter().next() else {
+                return Err(JobFailure::new(
+                    "source_bucket_not_found",
+                    format!("the sources' bucket `{name}` was removed from the project"),
+                    Blame::Request,
+                    Retry::Never,
+                ));
+            };
+            if !bucket.read_sources {
+                return Err(JobFailure::new(
+                    "bucket_sources_not_allowed",
+                    format!(
+                        "bucket `{name}` no longer lets jobs read their sources from it \
+                         (\"Jobs may read sources\" was turned off)"
+                    ),
+                    Blame::Request,
+                    Retry::Never,
+                ));
+            }
+            let credentials = bucket.credentials(keyring).map_err(|e| {
+                JobFailure::new(
+                    "bucket_credentials_unreadable",
+                    e.to_string(),
+                    Blame::Service,
+                    Retry::Never,
+                )
+            })?;
+            let location = BucketLocation::from(&bucket);
+            let client = clients.client(&location, &credentials).map_err(|why| {
+                JobFailure::new(why.job_code(), why.to_string(), Blame::Service, Retry::Never)
+            })?;
+            by_name.insert(name.to_owned(), SourceBucket { location, client });
+        }
+        Ok(Self { by_name })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SourceBucket> {
+        self.by_name.get(name)
+    }
+
+    /// The URL to fetch `key` of bucket `name` from, signed to live `ttl` (at most 7 days).
+    pub async fn link(&self, name: &str, key: &str, ttl: Duration) -> Result<url::Url, SourceError> {
+        let unreadable = |why: String| {
+            SourceError::permanent(
+                "source_unreadable",
+                format!("s3://{name}/{key} could not be signed for: {why}"),
+            )
+        };
+        let bucket = self
+            .get(name)
+            .ok_or_else(|| unreadable("its bucket was not loaded".into()))?;
+        let link = zipkit_storage::presigned_get(
+            &bucket.client,
+            bucket.location.name.as_str(),
+            key,
+            ttl.min(MAX_LINK_TTL),
+        )
+        .await
+        .map_err(unreadable)?;
+        url::Url::parse(&link).map_err(|e| unreadable(e.to_string()))
+    }
+}
