@@ -44,9 +44,6 @@ impl BucketClients {
             .await
             .map_err(why_not)
             .ok()?;
-        Some(DownloadLink {
-            url,
-            expires_at,
-        })
+        Some(DownloadLink { url, expires_at })
     }
 }

@@ -148,6 +148,18 @@ impl TestBucket {
             .collect()
     }
 
+    /// Stores `bytes` under `key`.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) {
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(bytes.into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
+    }
+
     /// The bytes of an object in this bucket.
     pub async fn get(&self, key: &str) -> Vec<u8> {
         let object = self

@@ -77,7 +77,12 @@ impl SourceBuckets {
             })?;
             let location = BucketLocation::from(&bucket);
             let client = clients.client(&location, &credentials).map_err(|why| {
-                JobFailure::new(why.job_code(), why.to_string(), Blame::Service, Retry::Never)
+                JobFailure::new(
+                    why.job_code(),
+                    why.to_string(),
+                    Blame::Service,
+                    Retry::Never,
+                )
             })?;
             by_name.insert(name.to_owned(), SourceBucket { location, client });
         }
@@ -89,7 +94,12 @@ impl SourceBuckets {
     }
 
     /// The URL to fetch `key` of bucket `name` from, signed to live `ttl` (at most 7 days).
-    pub async fn link(&self, name: &str, key: &str, ttl: Duration) -> Result<url::Url, SourceError> {
+    pub async fn link(
+        &self,
+        name: &str,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<url::Url, SourceError> {
         let unreadable = |why: String| {
             SourceError::permanent(
                 "source_unreadable",

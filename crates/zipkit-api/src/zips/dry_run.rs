@@ -229,7 +229,10 @@ impl DryRunner {
         use zipkit_sources::SourceError;
         // The create request refuses a dry run of bucket sources before it gets here.
         let url = url.ok_or_else(|| {
-            SourceError::permanent("dry_run_unsupported", "a dry run fetches only http(s) sources")
+            SourceError::permanent(
+                "dry_run_unsupported",
+                "a dry run fetches only http(s) sources",
+            )
         })?;
         // However a source dawdles, a dry run answers within a connection and a read.
         let deadline = std::time::Duration::from_secs(

@@ -8,9 +8,7 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::{PartialSchema, ToSchema};
-use zipkit_domain::models::{
-    Encryption, NewListing, NewZipEntry, ResultSettings, StorageClasses,
-};
+use zipkit_domain::models::{Encryption, NewListing, NewZipEntry, ResultSettings, StorageClasses};
 use zipkit_domain::values::{
     BUCKET_SCHEME, BucketName, EntryName, KeyFilter, MAX_SOURCE_KEY_BYTES, ObjectKey, SourceUrl,
     WindowsSafeNames,
@@ -661,7 +659,10 @@ enum ItemSource {
         name: String,
     },
     /// Every object under `prefix` (empty: the whole bucket).
-    Prefix { bucket: BucketName, prefix: String },
+    Prefix {
+        bucket: BucketName,
+        prefix: String,
+    },
 }
 
 fn parse_source(text: &str, i: usize) -> Result<ItemSource, ApiError> {
@@ -905,6 +906,119 @@ mod tests {
                 key_id: Some("alias/archives".to_owned())
             })
         );
+    }
+
+    #[test]
+    fn bucket_objects_and_prefixes_take_their_places_and_their_own_parameters() {
+        let items = json!([
+            {"url": "https://example.com/a.pdf", "filename": "a.pdf"},
+            {"url": "s3://photos/2026/", "include": ["*.jpg"], "exclude": ["drafts/**"], "path": "pics"},
+            {"url": "s3://photos/docs/report final#1.pdf"},
+            {"url": "s3://archive-bucket/"},
+        ]);
+        let zip = validate(
+            parse_body(json!({"urls": items, "bucket_name": "b", "key": "k.zip"})).unwrap(),
+            Limits {
+                max_urls: 10,
+                ..LIMITS
+            },
+        )
+        .unwrap();
+        assert_eq!(zip.entries.len(), 2);
+        assert_eq!(
+            zip.entries[1].url.as_str(),
+            "s3://photos/docs/report final#1.pdf"
+        );
+        assert_eq!(
+            zip.entries[1].filename.as_str(),
+            "report final#1.pdf",
+            "a bucket object is named after its key's last segment by default"
+        );
+        let listed: Vec<_> = zip
+            .listings
+            .iter()
+            .map(|l| {
+                (
+                    l.item_index,
+                    l.bucket.as_str(),
+                    l.prefix.as_str(),
+                    l.path.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (1, "photos", "2026/", "pics/"),
+                (3, "archive-bucket", "", "")
+            ]
+        );
+        assert_eq!(zip.listings[0].include, ["*.jpg"]);
+        assert_eq!(
+            zip.source_buckets
+                .iter()
+                .map(|(b, i)| (b.as_str(), *i))
+                .collect::<Vec<_>>(),
+            [("archive-bucket", 3), ("photos", 1)]
+        );
+
+        let one = |item: Value| err(json!({"urls": [item], "bucket_name": "b", "key": "k.zip"}));
+        let refused = [
+            (
+                json!({"url": "s3://photos/a/", "filename": "x"}),
+                "parameter_invalid",
+                "urls[0].filename",
+            ),
+            (
+                json!({"url": "s3://photos/a/", "size": 3}),
+                "parameter_invalid",
+                "urls[0].size",
+            ),
+            (
+                json!({"url": "s3://photos/a.txt", "include": ["*"]}),
+                "parameter_invalid",
+                "urls[0].include",
+            ),
+            (
+                json!({"url": "https://e.com/a", "filename": "a", "path": "x/"}),
+                "parameter_invalid",
+                "urls[0].path",
+            ),
+            (
+                json!({"url": "https://e.com/a"}),
+                "parameter_missing",
+                "urls[0].filename",
+            ),
+            (
+                json!({"url": "s3://photos/a/", "include": ["ok", "a["]}),
+                "pattern_invalid",
+                "urls[0].include[1]",
+            ),
+            (
+                json!({"url": "s3://photos/a/", "path": "../up"}),
+                "path_invalid",
+                "urls[0].path",
+            ),
+            (
+                json!({"url": "s3://photos/a/", "path": "con/"}),
+                "path_invalid",
+                "urls[0].path",
+            ),
+            (
+                json!({"url": "s3://Not_A_Bucket/a"}),
+                "url_invalid",
+                "urls[0].url",
+            ),
+            (json!({"url": "s3://photos"}), "url_invalid", "urls[0].url"),
+        ];
+        for (item, code, param) in refused {
+            let (got, message, at) = one(item.clone());
+            assert_eq!(
+                (got.as_str(), at.as_deref()),
+                (code, Some(param)),
+                "{item}: {message}"
+            );
+        }
     }
 
     #[test]

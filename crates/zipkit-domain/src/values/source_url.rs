@@ -147,7 +147,10 @@ mod tests {
             assert!(SourceUrl::parse(input).is_ok(), "{input}");
         }
         let idn = SourceUrl::parse("https://bücher.example/x").unwrap();
-        assert_eq!(idn.web_url().unwrap().host_str(), Some("xn--bcher-kva.example"));
+        assert_eq!(
+            idn.web_url().unwrap().host_str(),
+            Some("xn--bcher-kva.example")
+        );
     }
 
     #[test]
@@ -168,12 +171,18 @@ mod tests {
             SourceUrl::parse("s3://photos-2026/a.txt"),
             Err(SourceUrlError::UnsupportedScheme)
         );
-        assert_eq!(SourceUrl::bucket_object(&bucket, ""), Err(SourceUrlError::MissingKey));
+        assert_eq!(
+            SourceUrl::bucket_object(&bucket, ""),
+            Err(SourceUrlError::MissingKey)
+        );
         assert_eq!(
             SourceUrl::bucket_object(&bucket, &"k".repeat(1025)),
             Err(SourceUrlError::InvalidKey)
         );
-        assert_eq!(SourceUrl::bucket_object(&bucket, "a\nb"), Err(SourceUrlError::InvalidKey));
+        assert_eq!(
+            SourceUrl::bucket_object(&bucket, "a\nb"),
+            Err(SourceUrlError::InvalidKey)
+        );
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub const MAX_LISTED_ENTRIES: usize = 1_000_000;
 const BATCH: usize = 5_000;
 
 /// Lists the job's prefixes, if it has any left, into its entries.
-pub async fn list_prefixes(ctx: &JobContext, zip: &Zip, service: Service) -> Result<(), JobFailure> {
+pub async fn list_prefixes(
+    ctx: &JobContext,
+    zip: &Zip,
+    service: Service,
+) -> Result<(), JobFailure> {
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     let listings = Zip::listings(&mut conn, zip.id)
         .await
@@ -138,10 +142,17 @@ async fn list_one(
                     listing.bucket
                 )
             } else {
-                format!("listing s3://{}/{}: {}", listing.bucket, listing.prefix, refusal.why)
+                format!(
+                    "listing s3://{}/{}: {}",
+                    listing.bucket, listing.prefix, refusal.why
+                )
             };
             let retry = Retry::from(refusal.retry());
-            let blame = if retry == Retry::Never { Blame::Request } else { Blame::Service };
+            let blame = if retry == Retry::Never {
+                Blame::Request
+            } else {
+                Blame::Service
+            };
             JobFailure::new("source_listing_failed", message, blame, retry)
                 .with_param(format!("urls[{}].url", listing.item_index))
         })?;
@@ -251,7 +262,11 @@ impl<'a> Writer<'a> {
             )
             .into());
         }
-        if listed && !self.names.insert(self.hasher.hash_one(entry.filename.collision_key())) {
+        if listed
+            && !self
+                .names
+                .insert(self.hasher.hash_one(entry.filename.collision_key()))
+        {
             return Err(JobFailure::new(
                 "filename_duplicate",
                 format!(

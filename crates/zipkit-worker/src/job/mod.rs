@@ -30,8 +30,8 @@ use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
 use crate::memory::{BufferBudget, PartMemory};
 use crate::prefetch::{DownloadLimits, Source, Sources};
-use crate::source_buckets::SourceBuckets;
 use crate::resume::{self, Continuation};
+use crate::source_buckets::SourceBuckets;
 use crate::upload::{
     self, Destination, Ending, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
 };
@@ -473,8 +473,16 @@ impl Attempt<'_> {
             entries: rest,
             buckets: self.source_buckets.clone(),
         };
-        let feed =
-            feed_sources(ctx, zip, sources, archive, &notes, cancelled.clone(), carried).await;
+        let feed = feed_sources(
+            ctx,
+            zip,
+            sources,
+            archive,
+            &notes,
+            cancelled.clone(),
+            carried,
+        )
+        .await;
         // The upload is completed only if every source went in and the archive was finished,
         // and the job is still this worker's: one that was paused past its lease may find its
         // archive whole while another worker continues the same upload, which is that worker's

@@ -10,7 +10,8 @@ use zipkit_domain::crypto::{CryptoSettings, KeyRing, generate_key};
 use zipkit_domain::db::DatabaseSettings;
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::{
-    Bucket, BucketCredentials, NewBucket, NewZip, NewZipEntry, Project, ResultSettings, Zip,
+    Bucket, BucketCredentials, NewBucket, NewListing, NewZip, NewZipEntry, Project, ResultSettings,
+    Zip,
 };
 use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::{Compression, OnError, Service, ZipId};
@@ -218,6 +219,16 @@ impl Harness {
         self.bucket_at(&s3_endpoint()).await
     }
 
+    /// As `bucket`, letting jobs read their sources from it.
+    pub async fn readable_bucket(&self) -> Bucket {
+        let bucket = self.bucket().await;
+        let mut conn = self.db.connect().await;
+        Bucket::set_read_sources(&mut conn, bucket.project_id, bucket.id, true)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     /// A project with a bucket on the local S3 store, reached at `endpoint`.
     pub async fn bucket_at(&self, endpoint: &str) -> Bucket {
         let mut conn = self.db.connect().await;
@@ -287,13 +298,25 @@ impl Harness {
         bucket: &Bucket,
         key: &str,
         entries: Vec<NewZipEntry>,
+        job: (Compression, OnError, ResultSettings),
+    ) -> ZipId {
+        self.submit_listing(bucket, key, (entries, Vec::new()), job)
+            .await
+    }
+
+    /// A job of these entries and prefixes to list, stored and published.
+    pub async fn submit_listing(
+        &self,
+        bucket: &Bucket,
+        key: &str,
+        (entries, listings): (Vec<NewZipEntry>, Vec<NewListing>),
         (compression, on_error, result_settings): (Compression, OnError, ResultSettings),
     ) -> ZipId {
         let mut conn = self.db.connect().await;
         let zip = Zip::create(
             &mut conn,
             NewZip {
-                listings: Vec::new(),
+                listings,
                 traceparent: None,
                 expected_size: None,
                 result_settings,

@@ -71,10 +71,7 @@ pub(super) const ENTRY_INSERT_CHUNK: usize = 9_000;
 
 impl Zip {
     /// The job's prefixes still to list, in request order (none once listed).
-    pub async fn listings(
-        conn: &mut AsyncPgConnection,
-        id: ZipId,
-    ) -> QueryResult<Vec<ZipListing>> {
+    pub async fn listings(conn: &mut AsyncPgConnection, id: ZipId) -> QueryResult<Vec<ZipListing>> {
         zip_listings::table
             .filter(zip_listings::zip_id.eq(id))
             .order(zip_listings::item_index.asc())

@@ -139,7 +139,9 @@ impl Zip {
         let id = ZipId::new();
         conn.transaction(async move |conn| {
             let (idempotency_key, request_hash) = new.idempotency.unzip();
-            let files_total = i32::try_from(new.entries.len()).unwrap_or(i32::MAX);
+            // A prefix counts as one until it is listed.
+            let items = new.entries.len() + new.listings.len();
+            let files_total = i32::try_from(items).unwrap_or(i32::MAX);
             let zip = diesel::insert_into(zips::table)
                 .values((
                     zips::id.eq(id),

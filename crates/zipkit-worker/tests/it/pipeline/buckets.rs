@@ -1,0 +1,202 @@
+//! Sources in the project's buckets: single objects and prefixes listed page by page, with
+//! globs and folders, mixed with HTTP sources, read with the bucket's own keys from the real
+//! S3-compatible store; and the refusals (a bucket that no longer lets jobs read it, a prefix
+//! that takes nothing, two names that would extract onto one file).
+
+use zipkit_domain::models::{Bucket, NewListing, NewZipEntry, ResultSettings, Zip};
+use zipkit_domain::values::{BucketName, EntryName, SourceUrl};
+use zipkit_domain::{Compression, OnError, ZipStatus};
+use zipkit_test_support::sources::{Behaviour, SourceServer};
+
+use crate::harness::Harness;
+
+use super::{pseudo_random, read_with_python};
+
+fn object(bucket: &Bucket, key: &str, name: &str) -> NewZipEntry {
+    NewZipEntry {
+        url: SourceUrl::bucket_object(&bucket.name, key).unwrap(),
+        filename: EntryName::parse(name).unwrap(),
+        given_filename: None,
+        modified_at: None,
+        declared_size: None,
+    }
+}
+
+fn prefix(
+    item_index: i32,
+    bucket: &Bucket,
+    prefix: &str,
+    globs: (&[&str], &[&str]),
+    path: &str,
+) -> NewListing {
+    let own = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect();
+    NewListing {
+        item_index,
+        bucket: BucketName::parse(bucket.name.as_str()).unwrap(),
+        prefix: prefix.to_owned(),
+        include: own(globs.0),
+        exclude: own(globs.1),
+        path: path.to_owned(),
+    }
+}
+
+fn job() -> (Compression, OnError, ResultSettings) {
+    (Compression::Auto, OnError::Fail, ResultSettings::default())
+}
+
+#[tokio::test]
+async fn objects_and_prefixes_of_the_projects_bucket_are_archived_in_order_with_http_sources() {
+    let harness = Harness::start().await;
+    let bucket = harness.readable_bucket().await;
+    let store = &harness.store;
+    let big = pseudo_random(6 << 20, 7);
+    for (key, bytes) in [
+        ("photos/2026/a.jpg", b"jpeg a".to_vec()),
+        ("photos/2026/03/b.jpg", big.clone()),
+        ("photos/2026/03/notes.txt", b"not a photo".to_vec()),
+        ("photos/drafts/c.jpg", b"draft".to_vec()),
+        ("photos/d.JPG", b"upper case".to_vec()),
+        ("photos/2026/", Vec::new()),
+        ("elsewhere/e.jpg", b"not under the prefix".to_vec()),
+        ("docs/report final.pdf", b"%PDF report".to_vec()),
+    ] {
+        store.put(key, bytes).await;
+    }
+    let sources = SourceServer::start(vec![
+        ("first.txt", Behaviour::Serve(b"from http, first".to_vec())),
+        ("last.txt", Behaviour::Serve(b"from http, last".to_vec())),
+    ])
+    .await;
+    let web = |name: &str| {
+        let (url, name) = sources.entry(name);
+        NewZipEntry {
+            url: SourceUrl::parse(&url).unwrap(),
+            filename: EntryName::parse(name).unwrap(),
+            given_filename: None,
+            modified_at: None,
+            declared_size: None,
+        }
+    };
+    // Items: 0 http, 1 prefix, 2 one object, 3 http.
+    let entries = vec![
+        web("first.txt"),
+        object(&bucket, "docs/report final.pdf", "report final.pdf"),
+        web("last.txt"),
+    ];
+    let listings = vec![prefix(
+        1,
+        &bucket,
+        "photos/",
+        (&["*.jpg", "*.JPG"], &["drafts/**"]),
+        "pictures/",
+    )];
+    let id = harness
+        .submit_listing(&bucket, "out/photos.zip", (entries, listings), job())
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(zip.files_total, 6);
+    assert_eq!(zip.result_entries, Some(6));
+
+    let archive = store.get("out/photos.zip").await;
+    let read = read_with_python(&archive);
+    let names: Vec<_> = super::times_and_names(&archive)
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "first.txt",
+            "pictures/2026/03/b.jpg",
+            "pictures/2026/a.jpg",
+            "pictures/d.JPG",
+            "report final.pdf",
+            "last.txt",
+        ],
+        "request order, each prefix's objects in key order at its place"
+    );
+    assert_eq!(read["pictures/2026/03/b.jpg"], big);
+    assert_eq!(read["pictures/2026/a.jpg"], b"jpeg a");
+    assert_eq!(read["report final.pdf"], b"%PDF report");
+    assert_eq!(read["last.txt"], b"from http, last");
+
+    // The entries as recorded: the listed ones carry the store's sizes as declared sizes.
+    let mut conn = harness.db.connect().await;
+    let recorded = Zip::entries(&mut conn, id).await.unwrap();
+    assert_eq!(
+        recorded.iter().map(|e| e.entry_index).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5]
+    );
+    assert_eq!(recorded[1].declared_size, Some(big.len() as i64));
+    assert_eq!(
+        recorded[1].url.as_str(),
+        format!("s3://{}/photos/2026/03/b.jpg", bucket.name)
+    );
+    assert!(Zip::listings(&mut conn, id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_bucket_that_stopped_letting_jobs_read_it_an_empty_prefix_and_a_clash_fail_with_the_item()
+{
+    let harness = Harness::start().await;
+    let bucket = harness.readable_bucket().await;
+    harness.store.put("in/a.txt", b"a".to_vec()).await;
+    harness.store.put("in/A.TXT", b"b".to_vec()).await;
+
+    // Two keys that would extract onto one file on Windows and macOS.
+    let clash = harness
+        .submit_listing(
+            &bucket,
+            "clash.zip",
+            (vec![], vec![prefix(0, &bucket, "in/", (&[], &[]), "")]),
+            job(),
+        )
+        .await;
+    let clash = harness.wait_finished(clash).await;
+    assert_eq!(clash.status, ZipStatus::Failed);
+    assert_eq!(clash.error_code.as_deref(), Some("filename_duplicate"));
+    assert_eq!(clash.error_type.as_deref(), Some("invalid_request_error"));
+
+    // Nothing taken under the prefix: the item is named.
+    let entries = vec![object(&bucket, "in/a.txt", "a.txt")];
+    let empty = harness
+        .submit_listing(
+            &bucket,
+            "empty.zip",
+            (
+                entries,
+                vec![prefix(1, &bucket, "in/", (&["*.pdf"], &[]), "")],
+            ),
+            job(),
+        )
+        .await;
+    let empty = harness.wait_finished(empty).await;
+    assert_eq!(empty.status, ZipStatus::Failed);
+    assert_eq!(empty.error_code.as_deref(), Some("source_prefix_empty"));
+    assert_eq!(empty.error_param.as_deref(), Some("urls[1].url"));
+    let mut conn = harness.db.connect().await;
+    assert_eq!(
+        Zip::entries(&mut conn, empty.id).await.unwrap().len(),
+        1,
+        "a failed listing leaves the job's entries as they were"
+    );
+
+    // The bucket's owner turned reading off after the job was accepted.
+    Bucket::set_read_sources(&mut conn, bucket.project_id, bucket.id, false)
+        .await
+        .unwrap();
+    let entries = vec![object(&bucket, "in/a.txt", "a.txt")];
+    let off = harness
+        .submit_listing(&bucket, "off.zip", (entries, vec![]), job())
+        .await;
+    let off = harness.wait_finished(off).await;
+    assert_eq!(off.status, ZipStatus::Failed);
+    assert_eq!(
+        off.error_code.as_deref(),
+        Some("bucket_sources_not_allowed")
+    );
+    for key in ["clash.zip", "empty.zip", "off.zip"] {
+        assert!(!harness.store.has(key).await, "{key}");
+    }
+}
