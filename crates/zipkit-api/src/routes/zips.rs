@@ -189,7 +189,10 @@ async fn readable_sources(
     caller: &Caller,
     valid: &ValidZip,
 ) -> Result<(), ApiError> {
-    for (name, &item) in &valid.source_buckets {
+    // In request order: the first item that cannot be read is the one named.
+    let mut named: Vec<_> = valid.source_buckets.iter().collect();
+    named.sort_by_key(|(_, item)| **item);
+    for (name, &item) in named {
         let param = format!("urls[{item}].url");
         let found = Bucket::named(conn, caller.project_id, name.as_str(), valid.service).await?;
         let Some(bucket) = found.into_iter().next() else {

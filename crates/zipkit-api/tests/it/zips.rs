@@ -1522,3 +1522,94 @@ async fn tags_and_encryption_are_accepted_only_for_a_bucket_found_to_accept_them
     assert_eq!(settings.download_url_ttl_secs, Some(3600));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn bucket_sources_are_accepted_only_from_the_projects_buckets_that_let_jobs_read_them() {
+    use zipkit_domain::models::{Bucket, Zip};
+
+    let (db, _broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+    let photos = app.bucket(&db, project, Service::S3, "acme-photos").await;
+    let (other, _) = app.project(&db, "Other").await;
+    app.bucket(&db, other, Service::S3, "their-photos").await;
+    let mut body = zip_body("my-zipkit-archives", 1);
+    body["urls"] = json!([
+        {"url": "https://example.com/a.pdf", "filename": "a.pdf"},
+        {"url": "s3://acme-photos/2026/", "include": ["*.jpg"], "path": "photos/"},
+        {"url": "s3://acme-photos/cover.png"},
+    ]);
+
+    // A bucket of the project that has not been opened to jobs: refused, nothing stored.
+    let (status, answer) = app.send(app.post_zip(&token, &body)).await;
+    assert_error(
+        status,
+        &answer,
+        409,
+        "invalid_request_error",
+        "bucket_sources_not_allowed",
+        Some("urls[1].url"),
+    );
+    // Another project's bucket is no bucket at all.
+    let mut theirs = body.clone();
+    theirs["urls"][1]["url"] = json!("s3://their-photos/");
+    let (status, answer) = app.send(app.post_zip(&token, &theirs)).await;
+    assert_error(
+        status,
+        &answer,
+        404,
+        "invalid_request_error",
+        "source_bucket_not_found",
+        Some("urls[1].url"),
+    );
+
+    let mut conn = db.connect().await;
+    Bucket::set_read_sources(&mut conn, project, photos.id, true)
+        .await
+        .unwrap();
+    let mut dry = body.clone();
+    dry["dry_run"] = json!(true);
+    let (status, answer) = app.send(app.post_zip(&token, &dry)).await;
+    assert_error(
+        status,
+        &answer,
+        400,
+        "invalid_request_error",
+        "dry_run_unsupported",
+        Some("dry_run"),
+    );
+    let (status, answer) = app.send(app.post_zip(&token, &body)).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        answer["data"]["progress"]["files_total"], 3,
+        "a prefix counts as one until listed"
+    );
+    assert!(
+        answer["data"]["expected_size"].is_null(),
+        "unknown until the prefix is listed"
+    );
+    let id = answer["data"]["id"].as_str().unwrap().parse().unwrap();
+    let entries = Zip::entries(&mut conn, id).await.unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.entry_index, e.url.as_str(), e.filename.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (0, "https://example.com/a.pdf", "a.pdf"),
+            (2, "s3://acme-photos/cover.png", "cover.png"),
+        ],
+        "each entry waits at its item's place while the prefix is listed"
+    );
+    let listings = Zip::listings(&mut conn, id).await.unwrap();
+    assert_eq!(listings.len(), 1);
+    assert_eq!(
+        (
+            listings[0].item_index,
+            listings[0].prefix.as_str(),
+            listings[0].path.as_str()
+        ),
+        (1, "2026/", "photos/")
+    );
+}
