@@ -304,6 +304,40 @@ pub async fn test(
     outcome.map_err(BucketAdminError::TestFailed)
 }
 
+/// Lets jobs read their sources from the bucket (`s3://<bucket>/…`), or stops them.
+pub async fn set_read_sources(
+    conn: &mut AsyncPgConnection,
+    project: ProjectId,
+    id: BucketId,
+    allow: bool,
+) -> Result<Bucket, BucketAdminError> {
+    Bucket::set_read_sources(conn, project, id, allow)
+        .await?
+        .ok_or(BucketAdminError::NotFound)
+}
+
+/// What reading sources from the bucket needs that its last test did not find, in words
+/// (`None` when its keys were found to read and list it).
+pub fn read_sources_missing(bucket: &Bucket) -> Option<String> {
+    let Some(found) = bucket.capabilities else {
+        return Some(
+            "its keys have not been tested: test the bucket to see whether they may \
+             s3:GetObject and s3:ListBucket"
+                .to_owned(),
+        );
+    };
+    let missing: Vec<&str> = [(found.read, "s3:GetObject"), (found.list, "s3:ListBucket")]
+        .into_iter()
+        .filter_map(|(allowed, needs)| (!allowed).then_some(needs))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "its last test found its keys may not {}: jobs reading it will fail until they may",
+            missing.join(" or ")
+        )
+    })
+}
+
 /// New credentials for a bucket, and optionally a new region.
 #[derive(Debug)]
 pub struct CredentialsEdit {

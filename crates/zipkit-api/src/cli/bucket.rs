@@ -78,6 +78,20 @@ pub enum BucketCommand {
         #[arg(long)]
         bucket: BucketId,
     },
+    /// Let jobs read their sources from a bucket (`s3://<bucket>/…`: its keys need
+    /// s3:GetObject and s3:ListBucket), or stop them (`--deny`).
+    Sources {
+        #[arg(long)]
+        project: ProjectId,
+        #[arg(long)]
+        bucket: BucketId,
+        /// Let jobs read it.
+        #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]
+        allow: bool,
+        /// Stop jobs reading it.
+        #[arg(long)]
+        deny: bool,
+    },
     /// Delete a bucket (refused while zip jobs refer to it).
     Delete {
         #[arg(long)]
@@ -225,6 +239,42 @@ pub async fn bucket(
             output.report(
                 || tested(Some(&found)),
                 json!({"object": "bucket_test", "bucket": bucket, "ok": true, "capabilities": found}),
+            );
+        }
+        BucketCommand::Sources {
+            project,
+            bucket,
+            allow,
+            deny: _,
+        } => {
+            let updated = buckets::set_read_sources(&mut conn, project, bucket, allow)
+                .await
+                .map_err(from_bucket_error)?;
+            let warning = allow
+                .then(|| buckets::read_sources_missing(&updated))
+                .flatten();
+            output.report(
+                || {
+                    let said = if allow {
+                        format!("jobs may read their sources from bucket {}", updated.name)
+                    } else {
+                        format!(
+                            "jobs may no longer read sources from bucket {}",
+                            updated.name
+                        )
+                    };
+                    match &warning {
+                        Some(warning) => format!("{said}; but {warning}"),
+                        None => said,
+                    }
+                },
+                json!({
+                    "object": "bucket",
+                    "id": updated.id,
+                    "name": updated.name,
+                    "read_sources": updated.read_sources,
+                    "warning": warning,
+                }),
             );
         }
         BucketCommand::Delete { project, bucket } => {

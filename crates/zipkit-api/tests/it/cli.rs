@@ -317,6 +317,50 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
         })
     );
 
+    // Jobs may read sources from it once allowed; the keys were found able to read and list.
+    let mut sources = |flag: &str| {
+        let args = [
+            "--output",
+            "json",
+            "bucket",
+            "sources",
+            "--project",
+            &project_id,
+            "--bucket",
+            &bucket_id,
+            flag,
+        ];
+        let answer = step(&args, None, &rotated_env);
+        assert_eq!(answer.code, 0, "{}", answer.stderr);
+        serde_json::from_str::<serde_json::Value>(&answer.stdout).expect("JSON")
+    };
+    let allowed = sources("--allow");
+    assert_eq!(
+        (&allowed["read_sources"], &allowed["warning"]),
+        (&serde_json::json!(true), &serde_json::Value::Null)
+    );
+    assert!(
+        Bucket::find(&mut conn, project, bucket)
+            .await
+            .unwrap()
+            .unwrap()
+            .read_sources
+    );
+    assert_eq!(sources("--deny")["read_sources"], false);
+    let neither = step(
+        &[
+            "bucket",
+            "sources",
+            "--project",
+            &project_id,
+            "--bucket",
+            &bucket_id,
+        ],
+        None,
+        &rotated_env,
+    );
+    assert_ne!(neither.code, 0, "--allow or --deny is required");
+
     let edit = step(
         &[
             "bucket",
