@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/buckets/{bucket}/edit", web::get().to(edit_form))
         .route("/buckets/{bucket}", web::get().to(show))
         .route("/buckets/{bucket}", web::post().to(update))
+        .route("/buckets/{bucket}/sources", web::post().to(set_sources))
         .route("/buckets/{bucket}/delete", web::get().to(confirm_delete))
         .route("/buckets/{bucket}/delete", web::post().to(delete));
 }
@@ -86,6 +87,11 @@ async fn list(
             "The new credentials passed the write test and were saved.",
         )),
         Some("deleted") => Some(("ok", "The bucket was deleted.")),
+        Some("sources_allowed") => Some((
+            "ok",
+            "Jobs may now read their sources from the bucket (s3://<bucket>/<key>).",
+        )),
+        Some("sources_denied") => Some(("ok", "Jobs may no longer read sources from the bucket.")),
         _ => None,
     };
     Ok(page(
@@ -435,9 +441,76 @@ fn edit_page(
                 }
                 (lifecycle_hint())
             }
+            (sources_card(member, bucket))
             (capabilities_card(bucket))
         },
     )
+}
+
+#[derive(Debug, Deserialize)]
+struct SourcesForm {
+    csrf: String,
+    /// `on` lets jobs read the bucket, anything else stops them.
+    read_sources: String,
+}
+
+async fn set_sources(
+    state: web::Data<AppState>,
+    signed_in: SignedIn,
+    path: web::Path<(String, String)>,
+    form: web::Form<SourcesForm>,
+) -> PageResult {
+    let (project, bucket) = path.into_inner();
+    let mut conn = conn(&state).await?;
+    let member = Member::posting(&mut conn, signed_in, &project, &form.csrf).await?;
+    let bucket = find(&mut conn, &member, &bucket).await?;
+    let allow = form.read_sources == "on";
+    match admin::set_read_sources(&mut conn, member.id(), bucket.id, allow).await {
+        Ok(_) => {}
+        Err(admin::BucketAdminError::NotFound) => return Err(PageError::NotFound),
+        Err(e) => {
+            tracing::error!(error = %e, "switching a bucket's sources failed");
+            return Err(PageError::Internal);
+        }
+    }
+    let notice = if allow {
+        "sources_allowed"
+    } else {
+        "sources_denied"
+    };
+    Ok(see_other(&format!(
+        "{}/buckets?notice={notice}",
+        member.base()
+    )))
+}
+
+/// Whether jobs may read their sources from the bucket, and the switch.
+fn sources_card(member: &Member, bucket: &Bucket) -> Markup {
+    let base = member.base();
+    html! {
+        div.card #sources {
+            h2 { "Sources" }
+            p { "Jobs may name objects of this bucket as their sources: " code { "s3://" (bucket.name) "/<key>" } ", or every object under a prefix with " code { "s3://" (bucket.name) "/<prefix>/" } ". They are read with this bucket's keys, which then need " code { "s3:GetObject" } " and " code { "s3:ListBucket" } " beyond writing." }
+            @if bucket.read_sources {
+                p { span.ok { "On" } " — jobs may read sources from this bucket." }
+                @if let Some(missing) = admin::read_sources_missing(bucket) {
+                    (pages::notice("bad", &format!("But {missing}.")))
+                }
+            } @else {
+                p { span.muted { "Off" } " — jobs naming this bucket as a source are refused." }
+            }
+            form method="post" action={ (base) "/buckets/" (bucket.id) "/sources" } {
+                (pages::csrf(member.csrf()))
+                @if bucket.read_sources {
+                    input type="hidden" name="read_sources" value="off";
+                    button type="submit" { "Stop jobs reading sources" }
+                } @else {
+                    input type="hidden" name="read_sources" value="on";
+                    button type="submit" { "Let jobs read sources" }
+                }
+            }
+        }
+    }
 }
 
 /// What the last test found the keys may do, each with what grants it where it is missing.

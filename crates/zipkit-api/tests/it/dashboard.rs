@@ -664,6 +664,52 @@ async fn the_bucket_page_shows_what_the_keys_may_do_and_what_a_missing_capabilit
     ] {
         assert!(page.body.contains(line), "{line}\n{}", page.body);
     }
+
+    // Reading sources is off until switched on; on, the page says what the keys lack for it.
+    assert!(
+        page.body
+            .contains("jobs naming this bucket as a source are refused")
+    );
+    let switch = |value: &'static str| [("csrf", csrf.clone()), ("read_sources", value.to_owned())];
+    let on = switch("on");
+    let on: Vec<(&str, &str)> = on.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let forged = ann
+        .post(
+            &format!("{p}/buckets/{}/sources", bucket.id),
+            &[("csrf", "forged"), ("read_sources", "on")],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    let switched = ann
+        .post(&format!("{p}/buckets/{}/sources", bucket.id), &on)
+        .await;
+    assert_eq!(switched.status, 303, "{}", switched.body);
+    let mut conn = db.connect().await;
+    assert!(
+        Bucket::find(&mut conn, project, bucket.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .read_sources
+    );
+    let page = ann.get(&format!("{p}/buckets/{}/edit", bucket.id)).await;
+    assert!(
+        page.body
+            .contains("its last test found its keys may not s3:GetObject"),
+        "{}",
+        page.body
+    );
+    let off = switch("off");
+    let off: Vec<(&str, &str)> = off.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ann.post(&format!("{p}/buckets/{}/sources", bucket.id), &off)
+        .await;
+    assert!(
+        !Bucket::find(&mut conn, project, bucket.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .read_sources
+    );
 }
 
 #[tokio::test]
