@@ -15,6 +15,10 @@ generated), folders too long for any file name to fit in 260 units are shortened
 schema-valid bodies are valid.
 
 `sse_kms_key_id` names the key of `aws:kms` encryption, so a body with one asks for that.
+
+An item's `filename` is required for an http(s) source and `include`, `exclude` and `path` go
+only with a prefix (`s3://<bucket>/<prefix>/`); the document says so in words. A generated item
+that is not an `s3://` source gets a `filename` when it has none, and loses those three.
 """
 
 import unicodedata
@@ -79,6 +83,13 @@ def map_case(context, case):
         for item in body["urls"]:
             if isinstance(item, dict) and isinstance(item.get("filename"), str):
                 item["filename"] = short_folders(item["filename"])
+    for index, item in enumerate(body["urls"]):
+        if not isinstance(item, dict) or str(item.get("url", "")).startswith("s3://"):
+            continue
+        for prefix_only in ("include", "exclude", "path"):
+            item.pop(prefix_only, None)
+        if item.get("filename") is None:
+            item["filename"] = f"file-{index}"
     # A KMS key goes only with KMS encryption.
     if isinstance(body.get("sse_kms_key_id"), str):
         body["server_side_encryption"] = "aws:kms"
