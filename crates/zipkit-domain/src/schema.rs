@@ -171,18 +171,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    zip_parts (zip_id, upload_id, part_number) {
-        zip_id -> Uuid,
-        upload_id -> Text,
-        part_number -> Int4,
-        etag -> Text,
-        size -> Int8,
-        created_at -> Timestamptz,
-        crc32 -> Nullable<Int8>,
-    }
-}
-
-diesel::table! {
     zip_listings (zip_id, item_index) {
         zip_id -> Uuid,
         item_index -> Int4,
@@ -191,6 +179,18 @@ diesel::table! {
         include -> Array<Nullable<Text>>,
         exclude -> Array<Nullable<Text>>,
         path -> Text,
+    }
+}
+
+diesel::table! {
+    zip_parts (zip_id, upload_id, part_number) {
+        zip_id -> Uuid,
+        upload_id -> Text,
+        part_number -> Int4,
+        etag -> Text,
+        size -> Int8,
+        created_at -> Timestamptz,
+        crc32 -> Nullable<Int8>,
     }
 }
 
@@ -266,8 +266,8 @@ diesel::joinable!(webhook_delivery_attempts -> webhook_deliveries (delivery_id))
 diesel::joinable!(webhook_endpoints -> projects (project_id));
 diesel::joinable!(zip_entries -> zips (zip_id));
 diesel::joinable!(zip_expected_sizes -> zips (zip_id));
-diesel::joinable!(zip_parts -> zips (zip_id));
 diesel::joinable!(zip_listings -> zips (zip_id));
+diesel::joinable!(zip_parts -> zips (zip_id));
 diesel::joinable!(zip_result_settings -> zips (zip_id));
 diesel::joinable!(zip_uploads -> zips (zip_id));
 diesel::joinable!(zips -> projects (project_id));
@@ -285,8 +285,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhook_delivery_attempts,
     webhook_endpoints,
     zip_entries,
-    zip_listings,
     zip_expected_sizes,
+    zip_listings,
     zip_parts,
     zip_result_settings,
     zip_uploads,

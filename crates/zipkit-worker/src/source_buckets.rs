@@ -27,6 +27,33 @@ pub struct SourceBuckets {
     by_name: HashMap<String, SourceBucket>,
 }
 
+/// A client for `bucket` with its own keys, and where it is: for its sources as for its
+/// archives.
+pub fn open(
+    keyring: &KeyRing,
+    clients: &BucketClients,
+    bucket: &Bucket,
+) -> Result<(BucketLocation, aws_sdk_s3::Client), JobFailure> {
+    let credentials = bucket.credentials(keyring).map_err(|e| {
+        JobFailure::new(
+            "bucket_credentials_unreadable",
+            e.to_string(),
+            Blame::Service,
+            Retry::Never,
+        )
+    })?;
+    let location = BucketLocation::from(bucket);
+    let client = clients.client(&location, &credentials).map_err(|why| {
+        JobFailure::new(
+            why.job_code(),
+            why.to_string(),
+            Blame::Service,
+            Retry::Never,
+        )
+    })?;
+    Ok((location, client))
+}
+
 /// The longest a presigned GET may live (SigV4's limit).
 const MAX_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -67,23 +94,7 @@ impl SourceBuckets {
                     Retry::Never,
                 ));
             }
-            let credentials = bucket.credentials(keyring).map_err(|e| {
-                JobFailure::new(
-                    "bucket_credentials_unreadable",
-                    e.to_string(),
-                    Blame::Service,
-                    Retry::Never,
-                )
-            })?;
-            let location = BucketLocation::from(&bucket);
-            let client = clients.client(&location, &credentials).map_err(|why| {
-                JobFailure::new(
-                    why.job_code(),
-                    why.to_string(),
-                    Blame::Service,
-                    Retry::Never,
-                )
-            })?;
+            let (location, client) = open(keyring, clients, &bucket)?;
             by_name.insert(name.to_owned(), SourceBucket { location, client });
         }
         Ok(Self { by_name })

@@ -21,7 +21,6 @@ use zipkit_domain::db::PgPool;
 use zipkit_domain::models::{Bucket, Zip, ZipEntry};
 use zipkit_domain::values::SourceLocation;
 use zipkit_domain::{Service, ZipStatus};
-use zipkit_storage::BucketLocation;
 
 use crate::archive::deflate::Compressors;
 use crate::archive::{ArchiveOptions, ArchiveWriter, EntryTime, Piece};
@@ -31,7 +30,7 @@ use crate::lease::Interrupt;
 use crate::memory::{BufferBudget, PartMemory};
 use crate::prefetch::{DownloadLimits, Source, Sources};
 use crate::resume::{self, Continuation};
-use crate::source_buckets::SourceBuckets;
+use crate::source_buckets::{self, SourceBuckets};
 use crate::upload::{
     self, Destination, Ending, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
 };
@@ -87,14 +86,7 @@ async fn prepare(
                 Retry::Never,
             )
         })?;
-    let credentials = bucket.credentials(&ctx.keyring).map_err(|e| {
-        JobFailure::new(
-            "bucket_credentials_unreadable",
-            e.to_string(),
-            Blame::Service,
-            Retry::Never,
-        )
-    })?;
+    let (location, client) = source_buckets::open(&ctx.keyring, &ctx.buckets, &bucket)?;
     drop(conn);
     listing::list_prefixes(ctx, zip, bucket.service).await?;
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
@@ -120,15 +112,6 @@ async fn prepare(
         .await
         .map_err(JobFailure::database)?;
     drop(conn);
-    let location = BucketLocation::from(&bucket);
-    let client = ctx.buckets.client(&location, &credentials).map_err(|why| {
-        JobFailure::new(
-            why.job_code(),
-            why.to_string(),
-            Blame::Service,
-            Retry::Never,
-        )
-    })?;
     let destination = Destination::new(
         client,
         location,

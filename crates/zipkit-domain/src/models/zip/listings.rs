@@ -67,7 +67,7 @@ impl From<WaitingEntry> for NewZipEntry {
 }
 
 // Postgres allows 65,535 bind parameters per statement; an entry row takes seven.
-pub(super) const ENTRY_INSERT_CHUNK: usize = 9_000;
+const ENTRY_INSERT_CHUNK: usize = 9_000;
 
 impl Zip {
     /// The job's prefixes still to list, in request order (none once listed).
@@ -102,29 +102,8 @@ impl Zip {
         first_index: i32,
         entries: &[NewZipEntry],
     ) -> QueryResult<()> {
-        for (n, chunk) in entries.chunks(ENTRY_INSERT_CHUNK).enumerate() {
-            let start = first_index as usize + n * ENTRY_INSERT_CHUNK;
-            let rows: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, entry)| {
-                    (
-                        zip_entries::zip_id.eq(id),
-                        zip_entries::entry_index.eq(i32::try_from(start + i).unwrap_or(i32::MAX)),
-                        zip_entries::url.eq(entry.url.as_str()),
-                        zip_entries::filename.eq(entry.filename.as_str()),
-                        zip_entries::given_filename.eq(entry.given_filename.as_deref()),
-                        zip_entries::modified_at.eq(entry.modified_at),
-                        zip_entries::declared_size.eq(entry.declared_size),
-                    )
-                })
-                .collect();
-            diesel::insert_into(zip_entries::table)
-                .values(rows)
-                .execute(conn)
-                .await?;
-        }
-        Ok(())
+        let numbered = (first_index..).zip(entries);
+        insert_numbered(conn, id, numbered).await
     }
 
     /// Ends the listing: the prefixes are gone and the job counts `files_total` entries.
@@ -145,6 +124,34 @@ impl Zip {
             .await
             .map(drop)
     }
+}
+
+/// Writes each entry at its index, in statements of at most `ENTRY_INSERT_CHUNK` rows.
+pub(super) async fn insert_numbered(
+    conn: &mut AsyncPgConnection,
+    id: ZipId,
+    entries: impl Iterator<Item = (i32, &NewZipEntry)>,
+) -> QueryResult<()> {
+    let rows: Vec<_> = entries
+        .map(|(index, entry)| {
+            (
+                zip_entries::zip_id.eq(id),
+                zip_entries::entry_index.eq(index),
+                zip_entries::url.eq(entry.url.as_str()),
+                zip_entries::filename.eq(entry.filename.as_str()),
+                zip_entries::given_filename.eq(entry.given_filename.as_deref()),
+                zip_entries::modified_at.eq(entry.modified_at),
+                zip_entries::declared_size.eq(entry.declared_size),
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(ENTRY_INSERT_CHUNK) {
+        diesel::insert_into(zip_entries::table)
+            .values(chunk)
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Stores a new job's prefixes (inside its create transaction).

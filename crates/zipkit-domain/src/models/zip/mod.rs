@@ -23,7 +23,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use crate::enums::{Compression, OnError, Service, ZipStatus};
 use crate::ids::{BucketId, ProjectId, ZipId};
 use crate::models::ModelError;
-use crate::schema::{buckets, zip_entries, zip_expected_sizes, zips};
+use crate::schema::{buckets, zip_expected_sizes, zips};
 use crate::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
@@ -166,28 +166,8 @@ impl Zip {
             // prefixes leave), to be renumbered once the listing is written.
             let listed: std::collections::BTreeSet<i32> =
                 new.listings.iter().map(|l| l.item_index).collect();
-            let mut places = (0..).filter(|i| !listed.contains(i));
-            let rows: Vec<_> = new
-                .entries
-                .iter()
-                .map(|entry| {
-                    (
-                        zip_entries::zip_id.eq(id),
-                        zip_entries::entry_index.eq(places.next().unwrap_or(i32::MAX)),
-                        zip_entries::url.eq(entry.url.as_str()),
-                        zip_entries::filename.eq(entry.filename.as_str()),
-                        zip_entries::given_filename.eq(entry.given_filename.as_deref()),
-                        zip_entries::modified_at.eq(entry.modified_at),
-                        zip_entries::declared_size.eq(entry.declared_size),
-                    )
-                })
-                .collect();
-            for chunk in rows.chunks(listings::ENTRY_INSERT_CHUNK) {
-                diesel::insert_into(zip_entries::table)
-                    .values(chunk)
-                    .execute(conn)
-                    .await?;
-            }
+            let places = (0..).filter(|i| !listed.contains(i));
+            listings::insert_numbered(conn, id, places.zip(&new.entries)).await?;
             listings::insert_listings(conn, id, &new.listings).await?;
             result::insert_result_settings(conn, id, &new.result_settings).await?;
             if let Some(size) = new.expected_size {
