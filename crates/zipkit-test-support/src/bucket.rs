@@ -46,31 +46,39 @@ pub fn client_for(endpoint: &str, access_key: &str, secret_key: &str) -> Client 
 }
 
 async fn delete_bucket(client: &Client, name: &str) -> Result<(), String> {
-    let mut token = None;
+    use futures_util::StreamExt;
+    // The first page again until there is none: each listing of a store that walks the whole
+    // bucket (s3s-fs) gets shorter as objects go, which a continuation token would not make it.
     loop {
         let page = client
             .list_objects_v2()
             .bucket(name)
-            .set_continuation_token(token.take())
             .send()
             .await
             .map_err(|e| format!("{e:?}"))?;
-        for object in page.contents() {
-            if let Some(key) = object.key() {
+        let keys: Vec<String> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
+        if keys.is_empty() {
+            break;
+        }
+        let deleted: Vec<Result<(), String>> = futures_util::stream::iter(keys)
+            .map(|key| async move {
                 client
                     .delete_object()
                     .bucket(name)
                     .key(key)
                     .send()
                     .await
-                    .map_err(|e| format!("{e:?}"))?;
-            }
-        }
-        // Some stores return a continuation token on the last page too; `is_truncated` decides.
-        match (page.is_truncated(), page.next_continuation_token()) {
-            (Some(true), Some(next)) => token = Some(next.to_owned()),
-            _ => break,
-        }
+                    .map(drop)
+                    .map_err(|e| format!("{e:?}"))
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        deleted.into_iter().collect::<Result<Vec<()>, String>>()?;
     }
     client
         .delete_bucket()

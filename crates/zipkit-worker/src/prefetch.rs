@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
-use zipkit_domain::models::ZipEntry;
+use zipkit_domain::models::EntrySource;
 use zipkit_domain::values::{EntryName, SourceLocation, SourceUrl};
 use zipkit_runtime::metrics as metrics_names;
 
@@ -86,8 +86,8 @@ pub struct Source {
     pub declared_size: Option<u64>,
 }
 
-impl From<ZipEntry> for Source {
-    fn from(entry: ZipEntry) -> Self {
+impl From<EntrySource> for Source {
+    fn from(entry: EntrySource) -> Self {
         Self {
             index: entry.entry_index,
             url: entry.url,

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::db::PgPool;
-use zipkit_domain::models::{Bucket, Zip, ZipEntry};
+use zipkit_domain::models::{Bucket, Zip};
 use zipkit_domain::values::SourceLocation;
 use zipkit_domain::{Service, ZipStatus};
 
@@ -68,12 +68,12 @@ pub struct Built {
     pub entries: i32,
 }
 
-/// The bucket's row, credentials and client, and the job's entries (its prefixes listed into
-/// them first) with the buckets they are read from.
+/// The bucket's row, credentials and client, and the job's sources (its prefixes listed into
+/// entries first) with the buckets they are read from.
 async fn prepare(
     ctx: &JobContext,
     zip: &Zip,
-) -> Result<(Destination, Service, Vec<ZipEntry>, SourceBuckets), JobFailure> {
+) -> Result<(Destination, Service, Arc<[Source]>, SourceBuckets), JobFailure> {
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     let bucket = Bucket::find_any(&mut conn, zip.bucket_id)
         .await
@@ -90,16 +90,29 @@ async fn prepare(
     drop(conn);
     listing::list_prefixes(ctx, zip, bucket.service).await?;
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
-    let entries = Zip::entries(&mut conn, zip.id)
-        .await
-        .map_err(JobFailure::database)?;
-    let read: std::collections::BTreeSet<String> = entries
-        .iter()
-        .filter_map(|e| match e.url.location() {
-            SourceLocation::Bucket { bucket, .. } => Some(bucket.to_owned()),
-            SourceLocation::Web(_) => None,
-        })
-        .collect();
+    // Read a page at a time, keeping only what downloads need: the rows as loaded take
+    // about twice as much.
+    let mut entries = Vec::with_capacity(usize::try_from(zip.files_total).unwrap_or(0));
+    let mut read = std::collections::BTreeSet::new();
+    loop {
+        let after = entries.last().map_or(-1, |e: &Source| e.index);
+        let page = Zip::entry_sources(&mut conn, zip.id, after, ENTRY_PAGE)
+            .await
+            .map_err(JobFailure::database)?;
+        let last_page = page.len() < ENTRY_PAGE as usize;
+        for entry in page {
+            if let SourceLocation::Bucket { bucket, .. } = entry.url.location()
+                && !read.contains(bucket)
+            {
+                read.insert(bucket.to_owned());
+            }
+            entries.push(Source::from(entry));
+        }
+        if last_page {
+            break;
+        }
+    }
+    let entries: Arc<[Source]> = entries.into();
     let source_buckets = SourceBuckets::load(
         &mut conn,
         (&ctx.keyring, &ctx.buckets),
@@ -131,10 +144,9 @@ pub async fn run(
     zip: &Zip,
     cancelled: watch::Receiver<Interrupt>,
 ) -> Result<Built, JobFailure> {
+    // One copy for both builds, of what downloads need; what loading them took is given back
+    // before the job's buffers fill up.
     let (destination, service, entries, source_buckets) = prepare(ctx, zip).await?;
-    // One copy for both builds, of what downloads need; the rows as loaded (~0.3 KiB each, with
-    // the database client's buffers) are given back before the job's buffers fill up.
-    let entries: Arc<[Source]> = entries.into_iter().map(Source::from).collect();
     zipkit_runtime::allocator::release_free_memory();
     let plan = PartPlan::new(
         ctx.part_size,
@@ -222,6 +234,9 @@ pub async fn run(
         )),
     }
 }
+
+/// Entries read per statement when a job starts.
+const ENTRY_PAGE: i64 = 10_000;
 
 /// The version of the archive writer's output: a worker resumes another's upload only when it
 /// writes the same bytes. Bump it with any change to what `archive` emits.

@@ -403,15 +403,21 @@ impl Harness {
     }
 
     pub async fn wait_finished(&self, id: ZipId) -> Zip {
+        self.wait_finished_within(id, Duration::from_secs(30)).await
+    }
+
+    /// As `wait_finished`, for a job that may take up to `limit`.
+    pub async fn wait_finished_within(&self, id: ZipId, limit: Duration) -> Zip {
         let mut conn = self.db.connect().await;
-        for _ in 0..300 {
+        let until = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < until {
             let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
             if zip.status.is_terminal() {
                 return zip;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("job {id} did not finish within 30 s");
+        panic!("job {id} did not finish within {} s", limit.as_secs());
     }
 
     pub async fn stop(mut self) {

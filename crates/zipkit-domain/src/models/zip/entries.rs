@@ -32,6 +32,17 @@ pub struct ZipEntry {
     pub declared_size: Option<i64>,
 }
 
+/// What a worker needs of an entry to fetch and name it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = zip_entries, check_for_backend(diesel::pg::Pg))]
+pub struct EntrySource {
+    pub entry_index: i32,
+    pub url: SourceUrl,
+    pub filename: EntryName,
+    pub modified_at: Option<DateTime<Utc>>,
+    pub declared_size: Option<i64>,
+}
+
 /// What happened to one entry of a job.
 #[derive(Debug, Clone)]
 pub struct EntryOutcome {
@@ -88,6 +99,24 @@ impl Zip {
             .filter(zip_entries::zip_id.eq(id))
             .order(zip_entries::entry_index.asc())
             .select(ZipEntry::as_select())
+            .load(conn)
+            .await
+    }
+
+    /// Up to `limit` entries' sources after `after` (an entry index), in order: a job of a
+    /// million entries is read a page at a time, never as a million full rows at once.
+    pub async fn entry_sources(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        after: i32,
+        limit: i64,
+    ) -> QueryResult<Vec<EntrySource>> {
+        zip_entries::table
+            .filter(zip_entries::zip_id.eq(id))
+            .filter(zip_entries::entry_index.gt(after))
+            .order(zip_entries::entry_index.asc())
+            .limit(limit)
+            .select(EntrySource::as_select())
             .load(conn)
             .await
     }

@@ -8,7 +8,7 @@ mod listings;
 mod result;
 mod upload;
 
-pub use entries::{EntryOutcome, EntryPlacement, PlacedEnd, RecordedEntry, ZipEntry};
+pub use entries::{EntryOutcome, EntryPlacement, EntrySource, PlacedEnd, RecordedEntry, ZipEntry};
 pub use lifecycle::{JobError, ZipOutcome};
 pub use listings::{NewListing, WaitingEntry, ZipListing};
 pub use result::{

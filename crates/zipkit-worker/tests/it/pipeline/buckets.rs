@@ -200,3 +200,92 @@ async fn a_bucket_that_stopped_letting_jobs_read_it_an_empty_prefix_and_a_clash_
         assert!(!harness.store.has(key).await, "{key}");
     }
 }
+
+/// The worker binary's peak resident memory so far (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+/// s3s-fs walks the whole bucket for every page it lists (100,000 objects: 100 pages of 100,000
+/// files, ~9 minutes), so the suite lists 20,000, which shows what an entry costs; stores that
+/// list in proportion to the page (S3, R2, MinIO) take a prefix of a million the same way.
+#[tokio::test]
+async fn a_prefix_of_20_000_objects_is_listed_and_built_within_the_workers_memory_budget() {
+    use futures_util::StreamExt;
+    const OBJECTS: usize = 20_000;
+    let harness = Harness::services_only().await;
+    let bucket = harness.readable_bucket().await;
+    // Nested folders, names of realistic length, a few bytes each (the entries cost the memory,
+    // not the bytes); written through the store's API, 32 at a time.
+    let key = |i: usize| {
+        format!(
+            "exports/2026/{:03}/invoice-{i:06}-customer-report.txt",
+            i / 1000
+        )
+    };
+    futures_util::stream::iter(0..OBJECTS)
+        .map(|i| {
+            let store = &harness.store;
+            let key = key(i);
+            async move { store.put(&key, format!("invoice {i}\n").into_bytes()).await }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+
+    let listing = prefix(0, &bucket, "exports/", (&[], &[]), "");
+    let job = (Compression::Store, OnError::Fail, ResultSettings::default());
+    let worker = harness.spawn_binary();
+    let id = harness
+        .submit_listing(&bucket, "many.zip", (vec![], vec![listing]), job)
+        .await;
+    let zip = harness
+        .wait_finished_within(id, std::time::Duration::from_secs(600))
+        .await;
+    let peak = peak_rss_mib(worker.0.id());
+    drop(worker);
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(zip.result_entries, Some(OBJECTS as i32));
+    assert_eq!(zip.files_total, OBJECTS as i32);
+
+    // Every entry there, in key order, with its bytes (ZIP64 end records: over 65,535 entries).
+    let archive = harness.store.get("many.zip").await;
+    let summary: serde_json::Value = super::python_json(
+        &archive,
+        r#"
+import zipfile, sys, json
+z = zipfile.ZipFile(sys.argv[1])
+names = z.namelist()
+print(json.dumps({"count": len(names), "first": names[0], "last": names[-1],
+                  "sample": z.read(names[12345]).decode(), "bad": z.testzip()}))
+"#,
+    );
+    assert_eq!(summary["count"], OBJECTS);
+    assert_eq!(
+        summary["first"],
+        "2026/000/invoice-000000-customer-report.txt"
+    );
+    assert_eq!(
+        summary["last"],
+        "2026/019/invoice-019999-customer-report.txt"
+    );
+    assert_eq!(summary["sample"], "invoice 12345\n");
+    assert_eq!(summary["bad"], serde_json::Value::Null);
+
+    // The budget PERFORMANCE.md gives operators: ~27 MiB for the process, `buffer_mib` (48 by
+    // default) and ~0.2 KiB per entry of its jobs.
+    let budget = 27.0 + 48.0 + OBJECTS as f64 * 0.2 / 1024.0;
+    eprintln!(
+        "worker peak RSS {peak:.1} MiB for {OBJECTS} listed entries (budget {budget:.1} MiB)"
+    );
+    assert!(
+        peak < budget,
+        "peak RSS {peak:.1} MiB over the budget of {budget:.1} MiB"
+    );
+}
