@@ -56,6 +56,7 @@ pub struct Tenant {
     pub project_id: String,
     pub token: String,
     pub bucket: String,
+    pub bucket_id: String,
 }
 
 impl Stack {
@@ -303,6 +304,7 @@ pub fn make_tenant_with_keys(
         project_id,
         token: token["secret"].as_str().expect("a token secret").to_owned(),
         bucket: bucket.to_owned(),
+        bucket_id: added["id"].as_str().unwrap_or_default().to_owned(),
     }
 }
 

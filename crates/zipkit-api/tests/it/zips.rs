@@ -1415,6 +1415,65 @@ async fn a_finished_archive_has_a_download_link_that_fetches_it_by_name_and_expi
     assert_eq!(expired.status(), 403, "an expired link is refused");
 }
 
+/// Sources in the project's bucket, read by the binaries over TLS as in production: a bucket
+/// switched to let jobs read it with the CLI, a prefix and one object fetched with its keys
+/// from the store behind the test's CA.
+#[tokio::test]
+async fn the_binaries_read_a_prefix_and_an_object_of_the_projects_bucket_over_tls() {
+    let tls = TlsStack::start(&[]).await;
+    let TlsStack {
+        bucket,
+        stack,
+        tenant,
+        ..
+    } = &tls;
+    for (key, bytes) in [
+        ("docs/2026/a.txt", b"alpha".to_vec()),
+        ("docs/2026/b/c.txt", b"gamma".to_vec()),
+        ("docs/skip.tmp", b"not taken".to_vec()),
+        ("cover.png", vec![0x89, b'P', b'N', b'G']),
+    ] {
+        bucket.put(key, bytes).await;
+    }
+    let p = tenant.project_id.as_str();
+    stack.cli(
+        &[
+            "bucket",
+            "sources",
+            "--project",
+            p,
+            "--bucket",
+            &tenant.bucket_id,
+            "--allow",
+        ],
+        "",
+    );
+    let body = json!({
+        "urls": [
+            {"url": format!("s3://{}/docs/", tenant.bucket), "exclude": ["*.tmp"], "path": "documents"},
+            {"url": format!("s3://{}/cover.png", tenant.bucket)},
+        ],
+        "bucket_name": tenant.bucket,
+        "key": "out/bundle.zip",
+    });
+    let done = stack.run_job(&tenant.token, &body, &[]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["progress"]["files_total"], 3,
+        "the prefix listed: {done}"
+    );
+    // As every reader opens it, the JDK's ZipInputStream among them.
+    use zipkit_test_support::readers::{Seen, assert_every_reader_sees};
+    assert_every_reader_sees(
+        &bucket.get("out/bundle.zip").await,
+        &[
+            Seen::of("documents/2026/a.txt", b"alpha"),
+            Seen::of("documents/2026/b/c.txt", b"gamma"),
+            Seen::of("cover.png", &[0x89, b'P', b'N', b'G']),
+        ],
+    );
+}
+
 /// Tags and encryption reach a store that was found to accept them; elsewhere the request is
 /// refused at once, naming the field and what the bucket lacks, instead of failing the job at its
 /// first upload.
