@@ -179,6 +179,9 @@ diesel::table! {
         include -> Array<Nullable<Text>>,
         exclude -> Array<Nullable<Text>>,
         path -> Text,
+        manifest -> Nullable<Text>,
+        manifest_format -> Nullable<Text>,
+        max_entries -> Nullable<Int4>,
     }
 }
 

@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use utoipa::{PartialSchema, ToSchema};
 use zipkit_domain::models::{Encryption, NewListing, NewZipEntry, ResultSettings, StorageClasses};
 use zipkit_domain::values::{
-    BUCKET_SCHEME, BucketName, EntryName, KeyFilter, MAX_SOURCE_KEY_BYTES, ObjectKey, SourceUrl,
-    WindowsSafeNames,
+    BucketName, EntryName, KeyFilter, MAX_DECLARED_SIZE, ObjectKey, SourceItem, WindowsSafeNames,
+    parse_declared_size, parse_entry_time,
 };
 use zipkit_domain::{Compression, OnError, Service};
 
@@ -512,16 +512,16 @@ fn validate_entries(items: Vec<UrlItem>, windows_safe_names: bool) -> Result<Sou
     let mut buckets = BTreeMap::new();
     for (i, item) in items.into_iter().enumerate() {
         let source = parse_source(&item.url, i)?;
-        if let ItemSource::Object { bucket, .. } | ItemSource::Prefix { bucket, .. } = &source {
+        if let SourceItem::Object { bucket, .. } | SourceItem::Prefix { bucket, .. } = &source {
             buckets.entry(bucket.clone()).or_insert(i);
         }
         let (url, default_name) = match source {
-            ItemSource::Prefix { bucket, prefix } => {
+            SourceItem::Prefix { bucket, prefix } => {
                 listings.push(validate_listing(i, item, bucket, prefix)?);
                 continue;
             }
-            ItemSource::Web(url) => (url, None),
-            ItemSource::Object { url, name, .. } => (url, Some(name)),
+            SourceItem::Web(url) => (url, None),
+            SourceItem::Object { url, name, .. } => (url, Some(name)),
         };
         for (param, given) in [
             ("include", item.include.is_some()),
@@ -582,23 +582,18 @@ fn validate_entries(items: Vec<UrlItem>, windows_safe_names: bool) -> Result<Sou
         let modified_at = item
             .modified_at
             .map(|text| {
-                chrono::DateTime::parse_from_rfc3339(&text)
-                    .map(|at| at.with_timezone(&chrono::Utc))
-                    .map_err(|e| {
-                        ApiError::bad_request(
-                            "modified_at_invalid",
-                            format!(
-                                "`urls[{i}].modified_at` must be an RFC 3339 time such as \
-                                 `2026-03-01T09:30:00Z` ({e})"
-                            ),
-                            format!("urls[{i}].modified_at"),
-                        )
-                    })
+                parse_entry_time(&text).map_err(|why| {
+                    ApiError::bad_request(
+                        "modified_at_invalid",
+                        format!("`urls[{i}].modified_at` {why}"),
+                        format!("urls[{i}].modified_at"),
+                    )
+                })
             })
             .transpose()?;
         let declared_size = match item.size {
             None | Some(Value::Null) => None,
-            Some(size) => Some(whole_bytes(&size).ok_or_else(|| {
+            Some(size) => Some(parse_declared_size(&size).ok_or_else(|| {
                 ApiError::bad_request(
                     "size_invalid",
                     format!(
@@ -649,58 +644,14 @@ struct Sources {
     buckets: BTreeMap<BucketName, usize>,
 }
 
-/// What an item's `url` names.
-enum ItemSource {
-    Web(SourceUrl),
-    /// One object; `name` is the key's last segment, the entry's name unless `filename` is given.
-    Object {
-        bucket: BucketName,
-        url: SourceUrl,
-        name: String,
-    },
-    /// Every object under `prefix` (empty: the whole bucket).
-    Prefix {
-        bucket: BucketName,
-        prefix: String,
-    },
-}
-
-fn parse_source(text: &str, i: usize) -> Result<ItemSource, ApiError> {
-    let invalid = |why: String| {
+fn parse_source(text: &str, i: usize) -> Result<SourceItem, ApiError> {
+    SourceItem::parse(text).map_err(|why| {
         ApiError::bad_request(
             "url_invalid",
             format!("`urls[{i}].url` {why}"),
             format!("urls[{i}].url"),
         )
-    };
-    let Some(rest) = text.strip_prefix(BUCKET_SCHEME) else {
-        return SourceUrl::parse(text)
-            .map(ItemSource::Web)
-            .map_err(|e| invalid(e.to_string()));
-    };
-    let Some((bucket, key)) = rest.split_once('/') else {
-        return Err(invalid(
-            "must be `s3://<bucket_name>/<key>`, or `s3://<bucket_name>/<prefix>/` for every \
-             object under a prefix"
-                .to_owned(),
-        ));
-    };
-    let bucket = BucketName::parse(bucket)
-        .map_err(|e| invalid(format!("names no valid bucket: the bucket name {e}")))?;
-    if key.is_empty() || key.ends_with('/') {
-        if key.len() > MAX_SOURCE_KEY_BYTES || key.chars().any(char::is_control) {
-            return Err(invalid(
-                "has a prefix longer than 1,024 bytes or with control characters".to_owned(),
-            ));
-        }
-        return Ok(ItemSource::Prefix {
-            bucket,
-            prefix: key.to_owned(),
-        });
-    }
-    let url = SourceUrl::bucket_object(&bucket, key).map_err(|e| invalid(e.to_string()))?;
-    let name = key.rsplit('/').next().unwrap_or(key).to_owned();
-    Ok(ItemSource::Object { bucket, url, name })
+    })
 }
 
 /// A prefix item: only `include`, `exclude` and `path` go with it.
@@ -761,24 +712,6 @@ fn validate_listing(
         exclude,
         path,
     })
-}
-
-/// Largest `size` accepted: the largest integer every JSON reader holds exactly (2^53 - 1).
-pub const MAX_DECLARED_SIZE: i64 = 9_007_199_254_740_991;
-
-/// A JSON number that is a whole number of bytes (`5.0` is one, as JSON Schema counts).
-fn whole_bytes(value: &Value) -> Option<i64> {
-    let n = match value.as_i64() {
-        Some(n) => n,
-        None => {
-            let f = value.as_f64()?;
-            if f.fract() != 0.0 || !(0.0..=MAX_DECLARED_SIZE as f64).contains(&f) {
-                return None;
-            }
-            f as i64
-        }
-    };
-    (0..=MAX_DECLARED_SIZE).contains(&n).then_some(n)
 }
 
 fn validate_metadata(metadata: Option<Value>) -> Result<Map<String, Value>, ApiError> {

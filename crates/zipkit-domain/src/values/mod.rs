@@ -6,6 +6,7 @@ mod bucket_name;
 mod entry_name;
 mod key_filter;
 mod object_key;
+mod source_item;
 mod source_url;
 mod windows_names;
 
@@ -13,6 +14,7 @@ pub use bucket_name::{BucketName, BucketNameError};
 pub use entry_name::{EntryName, EntryNameError, MAX_ENTRY_NAME_BYTES, MAX_SEGMENT_BYTES};
 pub use key_filter::{KeyFilter, MAX_PATTERN_BYTES, MAX_PATTERNS, PatternError};
 pub use object_key::{MAX_OBJECT_KEY_BYTES, ObjectKey, ObjectKeyError};
+pub use source_item::{MAX_DECLARED_SIZE, SourceItem, parse_declared_size, parse_entry_time};
 pub use source_url::{
     BUCKET_SCHEME, MAX_SOURCE_KEY_BYTES, MAX_SOURCE_URL_BYTES, SourceLocation, SourceUrl,
     SourceUrlError,
