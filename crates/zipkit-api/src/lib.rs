@@ -100,6 +100,7 @@ impl Application {
         let draining = Arc::new(AtomicBool::new(false));
         let limits = Limits {
             max_urls: settings.api.max_urls,
+            max_manifest_entries: settings.api.max_manifest_entries,
             download_url_ttl_secs: settings.api.download_url_ttl_secs,
             max_download_url_ttl_secs: settings.api.max_download_url_ttl_secs,
         };

@@ -23,6 +23,8 @@ pub struct ApiSettings {
     pub max_connections: usize,
     /// Most sources one zip job may list.
     pub max_urls: usize,
+    /// Most lines a job's manifest may give.
+    pub max_manifest_entries: u32,
     /// How long a finished archive's presigned download link lives, unless the job asks.
     pub download_url_ttl_secs: u32,
     /// The longest lifetime a job may ask for its download link.
@@ -76,6 +78,7 @@ impl ApiSettings {
         )?;
         at_least_one("api.max_connections", self.max_connections as u64)?;
         at_least_one("api.max_urls", self.max_urls as u64)?;
+        at_least_one("api.max_manifest_entries", self.max_manifest_entries.into())?;
         at_least_one("api.republish_after_secs", self.republish_after_secs)?;
         at_least_one(
             "api.download_url_ttl_secs",
@@ -122,6 +125,7 @@ mod tests {
             max_body_bytes_in_flight: 1,
             max_connections: 1,
             max_urls: 1,
+            max_manifest_entries: 1,
             download_url_ttl_secs: 60,
             max_download_url_ttl_secs: 60,
             republish_after_secs: 1,

@@ -201,6 +201,7 @@ impl Bench {
             &mut conn,
             NewZip {
                 listings: Vec::new(),
+                manifest: None,
                 traceparent: None,
                 expected_size: None,
                 result_settings: Default::default(),

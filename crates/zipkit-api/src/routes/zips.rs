@@ -389,7 +389,7 @@ pub async fn create(
         }),
     )
     .and_then(|size| i64::try_from(size).ok())
-    .filter(|_| valid.listings.is_empty());
+    .filter(|_| valid.listings.is_empty() && valid.manifest.is_none());
     let new = NewZip {
         project_id: caller.project_id,
         bucket_id: bucket.id,
@@ -400,6 +400,7 @@ pub async fn create(
         idempotency: idempotency.clone().map(|key| (key, request_hash.clone())),
         entries: valid.entries,
         listings: valid.listings,
+        manifest: valid.manifest,
         traceparent: zipkit_runtime::telemetry::traceparent(&tracing::Span::current()),
         expected_size,
         result_settings: valid.result_settings,

@@ -8,10 +8,13 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::{PartialSchema, ToSchema};
-use zipkit_domain::models::{Encryption, NewListing, NewZipEntry, ResultSettings, StorageClasses};
+use zipkit_domain::models::{
+    Encryption, ManifestFormat, NewListing, NewManifest, NewZipEntry, ResultSettings,
+    StorageClasses,
+};
 use zipkit_domain::values::{
-    BucketName, EntryName, KeyFilter, MAX_DECLARED_SIZE, ObjectKey, SourceItem, WindowsSafeNames,
-    parse_declared_size, parse_entry_time,
+    BucketName, EntryName, KeyFilter, MAX_DECLARED_SIZE, ObjectKey, SourceItem, SourceLocation,
+    WindowsSafeNames, parse_declared_size, parse_entry_time,
 };
 use zipkit_domain::{Compression, OnError, Service};
 
@@ -21,8 +24,22 @@ use crate::error::ApiError;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateZipBody {
-    /// The sources, in archive order.
-    pub urls: Vec<UrlItem>,
+    /// The sources, in archive order; or `manifest` instead.
+    #[serde(default)]
+    pub urls: Option<Vec<UrlItem>>,
+    /// Instead of `urls`, for jobs of many sources: where to read them, one per line, in
+    /// archive order: an http(s) URL, or an object of the project's bucket
+    /// (`s3://<bucket_name>/<key>`, a bucket that lets jobs read it). At most the deployment's
+    /// `api.max_manifest_entries` lines (1,000,000 unless changed), each an item as in `urls`
+    /// (`url`, `filename`, `modified_at`, `size`; not a prefix). The job is accepted at once;
+    /// the worker reads the manifest, and a bad line fails the job naming it (`manifest:17`).
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// `jsonl` (one JSON object a line) or `csv` (a header line naming the columns, then a
+    /// source a line). By default, `csv` when the manifest's path ends in `.csv`, else `jsonl`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub manifest_format: Option<String>,
     pub bucket_name: String,
     /// Object key of the archive: 1 to 1,024 bytes, no control characters or backslash, no
     /// empty, `.` or `..` segment between `/`.
@@ -137,6 +154,7 @@ pub struct UrlItem {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_urls: usize,
+    pub max_manifest_entries: u32,
     pub download_url_ttl_secs: u32,
     pub max_download_url_ttl_secs: u32,
 }
@@ -153,6 +171,8 @@ pub struct ValidZip {
     pub entries: Vec<NewZipEntry>,
     /// The prefixes the worker lists, each at its place among the items.
     pub listings: Vec<NewListing>,
+    /// Instead of items: the manifest the worker reads them from.
+    pub manifest: Option<NewManifest>,
     /// Each bucket the sources are read from, with the first item naming it.
     pub source_buckets: BTreeMap<BucketName, usize>,
     pub bucket_name: String,
@@ -264,20 +284,53 @@ impl Members {
 }
 
 pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiError> {
-    if body.urls.is_empty() {
+    let (urls, manifest) = match (body.urls, body.manifest) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "parameter_invalid",
+                "give `urls` or `manifest`, not both",
+                "manifest".to_owned(),
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "parameter_missing",
+                "`urls` is required (or `manifest`, for jobs of many sources)",
+                "urls".to_owned(),
+            ));
+        }
+        (Some(urls), None) => (urls, None),
+        (None, Some(manifest)) => (
+            Vec::new(),
+            Some(validate_manifest(
+                &manifest,
+                body.manifest_format.clone(),
+                limits,
+            )?),
+        ),
+    };
+    if manifest.is_none() && urls.is_empty() {
         return Err(ApiError::bad_request(
             "urls_empty",
             "`urls` must list at least one source",
             "urls".to_owned(),
         ));
     }
-    if body.urls.len() > limits.max_urls {
+    if manifest.is_none() && body.manifest_format.is_some() {
+        return Err(ApiError::bad_request(
+            "parameter_invalid",
+            "`manifest_format` goes only with `manifest`",
+            "manifest_format".to_owned(),
+        ));
+    }
+    if urls.len() > limits.max_urls {
         return Err(ApiError::bad_request(
             "urls_too_many",
             format!(
-                "`urls` lists {} sources; the limit is {}",
-                body.urls.len(),
-                limits.max_urls
+                "`urls` lists {} sources; the limit is {} (a `manifest` takes up to {})",
+                urls.len(),
+                limits.max_urls,
+                limits.max_manifest_entries
             ),
             "urls".to_owned(),
         ));
@@ -285,8 +338,14 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
     let Sources {
         entries,
         listings,
-        buckets: source_buckets,
-    } = validate_entries(body.urls, body.windows_safe_names.unwrap_or(false))?;
+        buckets: mut source_buckets,
+    } = validate_entries(urls, body.windows_safe_names.unwrap_or(false))?;
+    if let Some(NewManifest { url, .. }) = &manifest
+        && let SourceLocation::Bucket { bucket, .. } = url.location()
+        && let Ok(bucket) = BucketName::parse(bucket)
+    {
+        source_buckets.insert(bucket, 0);
+    }
     let key = ObjectKey::parse(&body.key).map_err(|e| {
         ApiError::bad_request("key_invalid", format!("`key` {e}"), "key".to_owned())
     })?;
@@ -374,6 +433,7 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
     Ok(ValidZip {
         entries,
         listings,
+        manifest,
         source_buckets,
         bucket_name: body.bucket_name,
         service,
@@ -383,6 +443,56 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
         on_error,
         dry_run: body.dry_run.unwrap_or(false),
         result_settings,
+    })
+}
+
+/// `manifest`: an http(s) URL or a bucket object (not a prefix), and its format.
+fn validate_manifest(
+    text: &str,
+    format: Option<String>,
+    limits: Limits,
+) -> Result<NewManifest, ApiError> {
+    let invalid = |why: String| {
+        ApiError::bad_request(
+            "manifest_invalid",
+            format!("`manifest` {why}"),
+            "manifest".to_owned(),
+        )
+    };
+    let url = match SourceItem::parse(text).map_err(invalid)? {
+        SourceItem::Web(url) | SourceItem::Object { url, .. } => url,
+        SourceItem::Prefix { .. } => {
+            return Err(invalid(
+                "names a prefix; it must be one object (`s3://<bucket_name>/<key>`) or an \
+                 http(s) URL"
+                    .to_owned(),
+            ));
+        }
+    };
+    let format = match format.as_deref() {
+        Some(text) => ManifestFormat::parse(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "manifest_format_invalid",
+                "`manifest_format` must be `jsonl` or `csv`",
+                "manifest_format".to_owned(),
+            )
+        })?,
+        None => {
+            let path = match url.location() {
+                SourceLocation::Web(web) => web.path().to_owned(),
+                SourceLocation::Bucket { key, .. } => key.to_owned(),
+            };
+            if path.to_ascii_lowercase().ends_with(".csv") {
+                ManifestFormat::Csv
+            } else {
+                ManifestFormat::JsonLines
+            }
+        }
+    };
+    Ok(NewManifest {
+        url,
+        format,
+        max_entries: i32::try_from(limits.max_manifest_entries).unwrap_or(i32::MAX),
     })
 }
 
@@ -779,6 +889,7 @@ mod tests {
 
     const LIMITS: Limits = Limits {
         max_urls: 3,
+        max_manifest_entries: 1_000_000,
         download_url_ttl_secs: 3600,
         max_download_url_ttl_secs: 86_400,
     };

@@ -214,6 +214,7 @@ async fn the_cli_scripts_a_deployment_and_never_prints_a_secret() {
         &mut conn,
         NewZip {
             listings: Vec::new(),
+            manifest: None,
             traceparent: None,
             expected_size: None,
             result_settings: Default::default(),

@@ -127,6 +127,7 @@ fn one_file_job(
     use zipkit_domain::values::{EntryName, ObjectKey, SourceUrl};
     zipkit_domain::models::NewZip {
         listings: Vec::new(),
+        manifest: None,
         traceparent: None,
         expected_size: None,
         result_settings,

@@ -23,9 +23,9 @@ pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
 pub use webhook_delivery::{AttemptResult, DeliveryAttempt, WebhookDelivery};
 pub use zip::{
     DEFAULT_DOWNLOAD_URL_TTL_SECS, DownloadSource, Encryption, EntryOutcome, EntryPlacement,
-    EntrySource, ExpiredArchive, JobError, NewListing, NewZip, NewZipEntry, OrphanedUpload,
-    PlacedEnd, RecordedEntry, ResultSettings, WaitingEntry, Zip, ZipEntry, ZipListing, ZipOutcome,
-    ZipPage, ZipPart, ZipWithBucket,
+    EntrySource, ExpiredArchive, JobError, ManifestFormat, NewListing, NewManifest, NewZip,
+    NewZipEntry, OrphanedUpload, PlacedEnd, RecordedEntry, ResultSettings, WaitingEntry, Zip,
+    ZipEntry, ZipListing, ZipOutcome, ZipPage, ZipPart, ZipWithBucket,
 };
 
 /// Errors of the model layer: a row that would take a name already taken, the query failed, or

@@ -73,6 +73,7 @@ fn new_bucket(project_id: ProjectId, name: &str, access: &str, secret: &str) -> 
 fn new_zip(project_id: ProjectId, bucket: &Bucket, names: &[&str]) -> NewZip {
     NewZip {
         listings: Vec::new(),
+        manifest: None,
         traceparent: None,
         expected_size: None,
         result_settings: Default::default(),

@@ -38,12 +38,17 @@ pub async fn list_prefixes(
     if listings.is_empty() {
         return Ok(());
     }
-    let names: Vec<String> = listings.iter().map(|l| l.bucket.to_string()).collect();
+    // An http(s) manifest reads no bucket.
+    let names: Vec<String> = listings
+        .iter()
+        .map(|l| l.bucket.to_string())
+        .filter(|name| !name.is_empty())
+        .collect();
     let names = names.iter().map(String::as_str);
     let buckets =
         SourceBuckets::load(&mut conn, (&ctx.keyring, &ctx.buckets), zip, service, names).await?;
     let listed: Result<usize, Failed> = conn
-        .transaction(async |conn| write_listing(conn, zip, &listings, &buckets).await)
+        .transaction(async |conn| write_listing(ctx, conn, zip, &listings, &buckets).await)
         .await;
     match listed {
         Ok(total) => {
@@ -56,7 +61,7 @@ pub async fn list_prefixes(
 }
 
 /// Why the listing's transaction was rolled back.
-enum Failed {
+pub(super) enum Failed {
     Query(diesel::result::Error),
     Job(JobFailure),
 }
@@ -75,6 +80,7 @@ impl From<JobFailure> for Failed {
 
 /// The entries in archive order: the waiting ones at their items, each prefix's objects at its.
 async fn write_listing(
+    ctx: &JobContext,
     conn: &mut AsyncPgConnection,
     zip: &Zip,
     listings: &[ZipListing],
@@ -85,7 +91,11 @@ async fn write_listing(
     let mut waiting = waiting.into_iter().peekable();
     for listing in listings {
         while let Some(entry) = waiting.next_if(|e| e.entry_index < listing.item_index) {
-            out.push(conn, entry.into(), false).await?;
+            out.push(conn, entry.into(), None).await?;
+        }
+        if let Some(manifest) = listing.manifest() {
+            super::manifest::read(ctx, conn, &mut out, manifest, buckets).await?;
+            continue;
         }
         let before = out.total;
         list_one(conn, &mut out, listing, buckets).await?;
@@ -103,7 +113,7 @@ async fn write_listing(
         }
     }
     for entry in waiting {
-        out.push(conn, entry.into(), false).await?;
+        out.push(conn, entry.into(), None).await?;
     }
     out.flush(conn).await?;
     let total = i32::try_from(out.total).unwrap_or(i32::MAX);
@@ -166,7 +176,8 @@ async fn list_one(
                 continue;
             }
             let entry = listed_entry(listing, &object)?;
-            out.push(conn, entry, true).await?;
+            let at = format!("urls[{}].url", listing.item_index);
+            out.push(conn, entry, Some(at)).await?;
         }
         match next {
             Some(token) => after = Some(token),
@@ -214,7 +225,7 @@ fn request_failure(code: &'static str, listing: &ZipListing, message: String) ->
 }
 
 /// Entries written in batches, numbered in order, no two landing on the same file.
-struct Writer<'a> {
+pub(super) struct Writer<'a> {
     zip: &'a Zip,
     batch: Vec<NewZipEntry>,
     /// Entries written or batched so far.
@@ -242,13 +253,13 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Adds an entry; a `listed` one's name is checked against all before it (a waiting one's
-    /// was checked when the job was requested).
-    async fn push(
+    /// Adds an entry; a `listed` one's name is checked against all before it, and a clash
+    /// named at that param (a waiting one's was checked when the job was requested).
+    pub(super) async fn push(
         &mut self,
         conn: &mut AsyncPgConnection,
         entry: NewZipEntry,
-        listed: bool,
+        listed: Option<String>,
     ) -> Result<(), Failed> {
         if self.total >= MAX_LISTED_ENTRIES {
             return Err(JobFailure::new(
@@ -262,7 +273,7 @@ impl<'a> Writer<'a> {
             )
             .into());
         }
-        if listed
+        if let Some(param) = listed
             && !self
                 .names
                 .insert(self.hasher.hash_one(entry.filename.collision_key()))
@@ -277,6 +288,7 @@ impl<'a> Writer<'a> {
                 Blame::Request,
                 Retry::Never,
             )
+            .with_param(param)
             .into());
         }
         self.batch.push(entry);

@@ -5,6 +5,7 @@
 
 mod feed;
 mod listing;
+mod manifest;
 mod recorder;
 
 pub use listing::MAX_LISTED_ENTRIES;

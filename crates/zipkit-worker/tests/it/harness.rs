@@ -10,8 +10,8 @@ use zipkit_domain::crypto::{CryptoSettings, KeyRing, generate_key};
 use zipkit_domain::db::DatabaseSettings;
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::{
-    Bucket, BucketCredentials, NewBucket, NewListing, NewZip, NewZipEntry, Project, ResultSettings,
-    Zip,
+    Bucket, BucketCredentials, NewBucket, NewListing, NewManifest, NewZip, NewZipEntry, Project,
+    ResultSettings, Zip,
 };
 use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::{Compression, OnError, Service, ZipId};
@@ -300,16 +300,16 @@ impl Harness {
         entries: Vec<NewZipEntry>,
         job: (Compression, OnError, ResultSettings),
     ) -> ZipId {
-        self.submit_listing(bucket, key, (entries, Vec::new()), job)
+        self.submit_listing(bucket, key, (entries, Vec::new(), None), job)
             .await
     }
 
-    /// A job of these entries and prefixes to list, stored and published.
+    /// A job of these entries, prefixes to list and manifest to read, stored and published.
     pub async fn submit_listing(
         &self,
         bucket: &Bucket,
         key: &str,
-        (entries, listings): (Vec<NewZipEntry>, Vec<NewListing>),
+        (entries, listings, manifest): (Vec<NewZipEntry>, Vec<NewListing>, Option<NewManifest>),
         (compression, on_error, result_settings): (Compression, OnError, ResultSettings),
     ) -> ZipId {
         let mut conn = self.db.connect().await;
@@ -317,6 +317,7 @@ impl Harness {
             &mut conn,
             NewZip {
                 listings,
+                manifest,
                 traceparent: None,
                 expected_size: None,
                 result_settings,

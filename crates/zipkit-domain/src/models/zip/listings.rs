@@ -29,17 +29,71 @@ pub struct NewListing {
     pub path: String,
 }
 
-/// A prefix as stored.
+/// A manifest to read for a new job: its entries, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewManifest {
+    /// Where it is: an http(s) URL, or an object of the project's bucket.
+    pub url: SourceUrl,
+    pub format: ManifestFormat,
+    /// The most lines it may give (the deployment's `api.max_manifest_entries`).
+    pub max_entries: i32,
+}
+
+/// How a manifest's lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestFormat {
+    /// One JSON object a line: `{"url": …, "filename": …, "modified_at": …, "size": …}`.
+    JsonLines,
+    /// A header line naming the columns (`url`, `filename`, `modified_at`, `size`), then a
+    /// source a line.
+    Csv,
+}
+
+impl ManifestFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JsonLines => "jsonl",
+            Self::Csv => "csv",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "jsonl" => Some(Self::JsonLines),
+            "csv" => Some(Self::Csv),
+            _ => None,
+        }
+    }
+}
+
+/// A prefix or a manifest as stored.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = zip_listings, check_for_backend(diesel::pg::Pg))]
 pub struct ZipListing {
     pub zip_id: ZipId,
     pub item_index: i32,
+    /// The bucket listed, or the manifest's bucket (empty for an http(s) manifest).
     pub bucket: BucketName,
     pub prefix: String,
     pub include: Vec<Option<String>>,
     pub exclude: Vec<Option<String>>,
     pub path: String,
+    pub manifest: Option<SourceUrl>,
+    pub manifest_format: Option<String>,
+    pub max_entries: Option<i32>,
+}
+
+impl ZipListing {
+    /// The manifest this row stands for, if it is one.
+    pub fn manifest(&self) -> Option<(&SourceUrl, ManifestFormat, i32)> {
+        let format = self
+            .manifest_format
+            .as_deref()
+            .and_then(ManifestFormat::parse)
+            .unwrap_or(ManifestFormat::JsonLines);
+        let url = self.manifest.as_ref()?;
+        Some((url, format, self.max_entries.unwrap_or(i32::MAX)))
+    }
 }
 
 /// An entry waiting at its item's index while the job's prefixes are listed.
@@ -152,6 +206,31 @@ pub(super) async fn insert_numbered(
             .await?;
     }
     Ok(())
+}
+
+/// Stores a new job's manifest (inside its create transaction), as its only item.
+pub(super) async fn insert_manifest(
+    conn: &mut AsyncPgConnection,
+    id: ZipId,
+    manifest: &NewManifest,
+) -> QueryResult<()> {
+    let bucket = match manifest.url.location() {
+        crate::values::SourceLocation::Bucket { bucket, .. } => bucket.to_owned(),
+        crate::values::SourceLocation::Web(_) => String::new(),
+    };
+    diesel::insert_into(zip_listings::table)
+        .values((
+            zip_listings::zip_id.eq(id),
+            zip_listings::item_index.eq(0),
+            zip_listings::bucket.eq(bucket),
+            zip_listings::prefix.eq(""),
+            zip_listings::manifest.eq(manifest.url.as_str()),
+            zip_listings::manifest_format.eq(manifest.format.as_str()),
+            zip_listings::max_entries.eq(manifest.max_entries),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Stores a new job's prefixes (inside its create transaction).

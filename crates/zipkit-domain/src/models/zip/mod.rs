@@ -10,7 +10,7 @@ mod upload;
 
 pub use entries::{EntryOutcome, EntryPlacement, EntrySource, PlacedEnd, RecordedEntry, ZipEntry};
 pub use lifecycle::{JobError, ZipOutcome};
-pub use listings::{NewListing, WaitingEntry, ZipListing};
+pub use listings::{ManifestFormat, NewListing, NewManifest, WaitingEntry, ZipListing};
 pub use result::{
     DEFAULT_DOWNLOAD_URL_TTL_SECS, DownloadSource, Encryption, ExpiredArchive, ResultSettings,
 };
@@ -92,6 +92,8 @@ pub struct NewZip {
     /// The prefixes to list, each at its place among the request's items (the entries take the
     /// places left).
     pub listings: Vec<NewListing>,
+    /// Instead of items: a manifest the worker reads them from.
+    pub manifest: Option<NewManifest>,
     /// The W3C trace context of the request that created it (for the sweeper's publish).
     pub traceparent: Option<String>,
     /// The archive's exact size, when the request alone decides it.
@@ -140,7 +142,8 @@ impl Zip {
         conn.transaction(async move |conn| {
             let (idempotency_key, request_hash) = new.idempotency.unzip();
             // A prefix counts as one until it is listed.
-            let items = new.entries.len() + new.listings.len();
+            let items =
+                new.entries.len() + new.listings.len() + usize::from(new.manifest.is_some());
             let files_total = i32::try_from(items).unwrap_or(i32::MAX);
             let zip = diesel::insert_into(zips::table)
                 .values((
@@ -169,6 +172,9 @@ impl Zip {
             let places = (0..).filter(|i| !listed.contains(i));
             listings::insert_numbered(conn, id, places.zip(&new.entries)).await?;
             listings::insert_listings(conn, id, &new.listings).await?;
+            if let Some(manifest) = &new.manifest {
+                listings::insert_manifest(conn, id, manifest).await?;
+            }
             result::insert_result_settings(conn, id, &new.result_settings).await?;
             if let Some(size) = new.expected_size {
                 diesel::insert_into(zip_expected_sizes::table)

@@ -91,7 +91,7 @@ async fn objects_and_prefixes_of_the_projects_bucket_are_archived_in_order_with_
         "pictures/",
     )];
     let id = harness
-        .submit_listing(&bucket, "out/photos.zip", (entries, listings), job())
+        .submit_listing(&bucket, "out/photos.zip", (entries, listings, None), job())
         .await;
     let zip = harness.wait_finished(id).await;
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
@@ -149,7 +149,11 @@ async fn a_bucket_that_stopped_letting_jobs_read_it_an_empty_prefix_and_a_clash_
         .submit_listing(
             &bucket,
             "clash.zip",
-            (vec![], vec![prefix(0, &bucket, "in/", (&[], &[]), "")]),
+            (
+                vec![],
+                vec![prefix(0, &bucket, "in/", (&[], &[]), "")],
+                None,
+            ),
             job(),
         )
         .await;
@@ -167,6 +171,7 @@ async fn a_bucket_that_stopped_letting_jobs_read_it_an_empty_prefix_and_a_clash_
             (
                 entries,
                 vec![prefix(1, &bucket, "in/", (&["*.pdf"], &[]), "")],
+                None,
             ),
             job(),
         )
@@ -188,7 +193,7 @@ async fn a_bucket_that_stopped_letting_jobs_read_it_an_empty_prefix_and_a_clash_
         .unwrap();
     let entries = vec![object(&bucket, "in/a.txt", "a.txt")];
     let off = harness
-        .submit_listing(&bucket, "off.zip", (entries, vec![]), job())
+        .submit_listing(&bucket, "off.zip", (entries, vec![], None), job())
         .await;
     let off = harness.wait_finished(off).await;
     assert_eq!(off.status, ZipStatus::Failed);
@@ -243,7 +248,7 @@ async fn a_prefix_of_20_000_objects_is_listed_and_built_within_the_workers_memor
     let job = (Compression::Store, OnError::Fail, ResultSettings::default());
     let worker = harness.spawn_binary();
     let id = harness
-        .submit_listing(&bucket, "many.zip", (vec![], vec![listing]), job)
+        .submit_listing(&bucket, "many.zip", (vec![], vec![listing], None), job)
         .await;
     let zip = harness
         .wait_finished_within(id, std::time::Duration::from_secs(600))

@@ -6,6 +6,7 @@
 mod archive;
 mod buckets;
 mod delivery;
+mod manifests;
 mod sources;
 mod takeover;
 
