@@ -7,7 +7,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio::sync::OnceCell;
 
-use crate::leftovers::{block_on_cleanup, is_leftover, unique_name};
+use crate::leftovers::{LEFTOVER_AGE_SECS, block_on_cleanup, is_leftover, unique_name};
 use crate::services::{postgres_admin_url, with_database};
 
 const PREFIX: &str = "zipkit_test";
@@ -25,6 +25,9 @@ pub struct TestDatabase {
 struct Name {
     #[diesel(sql_type = Text)]
     datname: String,
+    /// A template's comment: when a run last used it (Unix seconds).
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    note: Option<String>,
 }
 
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
@@ -143,12 +146,18 @@ fn migrations_fingerprint() -> String {
 }
 
 /// Creates (once, under an advisory lock) the migrated template for the current migrations,
-/// and sweeps test databases left behind by crashed runs.
+/// and sweeps test databases left behind by crashed runs. Each run notes on its template when it
+/// last used it: another checkout's template (other migrations, the same PostgreSQL) is dropped
+/// only once no run has used it for `LEFTOVER_AGE_SECS`, never under a run that still creates
+/// databases from it.
 async fn ensure_template<M>(migrations: M) -> String
 where
     M: MigrationSource<diesel::pg::Pg> + Send + 'static,
 {
     let template = format!("{TEMPLATE_PREFIX}_{}", migrations_fingerprint());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut admin = admin().await;
     diesel::sql_query("SELECT pg_advisory_lock($1)")
         .bind::<BigInt, _>(TEMPLATE_LOCK)
@@ -156,13 +165,18 @@ where
         .await
         .expect("take the template lock");
 
-    let existing: Vec<Name> =
-        diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE 'zipkit\\_%'")
-            .load(&mut admin)
-            .await
-            .expect("list databases");
+    let existing: Vec<Name> = diesel::sql_query(
+        "SELECT datname, shobj_description(oid, 'pg_database') AS note FROM pg_database \
+             WHERE datname LIKE 'zipkit\\_%'",
+    )
+    .load(&mut admin)
+    .await
+    .expect("list databases");
     for db in &existing {
-        let stale_template = db.datname.starts_with(TEMPLATE_PREFIX) && db.datname != template;
+        let unused_since = db.note.as_deref().and_then(|n| n.parse::<u64>().ok());
+        let stale_template = db.datname.starts_with(TEMPLATE_PREFIX)
+            && db.datname != template
+            && unused_since.is_none_or(|t| now.saturating_sub(t) > LEFTOVER_AGE_SECS);
         if is_leftover(&db.datname, PREFIX, '_') || stale_template {
             let _ = drop_database(&mut admin, &db.datname).await;
         }
@@ -196,6 +210,10 @@ where
         .expect("publish template database");
     }
 
+    diesel::sql_query(format!("COMMENT ON DATABASE \"{template}\" IS '{now}'"))
+        .execute(&mut admin)
+        .await
+        .expect("note the template's use");
     diesel::sql_query("SELECT pg_advisory_unlock($1)")
         .bind::<BigInt, _>(TEMPLATE_LOCK)
         .execute(&mut admin)
