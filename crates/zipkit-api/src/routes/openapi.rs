@@ -123,6 +123,12 @@ pub fn served(limits: crate::zips::request::Limits) -> serde_json::Value {
         MAX_TAG_VALUE_CHARS, MAX_TAGS,
     };
 
+    // A conservative form of "absolute http(s) URL without credentials": a lower-case host whose
+    // last label starts with a letter (a numeric one would be read as an IPv4 address), an
+    // optional port, a path of unreserved characters; or an object or prefix of a bucket.
+    const SOURCE_PATTERN: &str = r"^(https?://([a-z0-9]{1,20}\.){0,3}[a-z][a-z0-9]{0,19}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*|s3://[a-z0-9][a-z0-9-]{1,20}[a-z0-9]/([A-Za-z0-9_~-]{1,20}/){0,3}([A-Za-z0-9_~-]{1,20}(\.[a-z0-9]{1,5})?)?)$";
+    // A manifest is one object: http(s), or a bucket's key that does not end in `/`.
+    const MANIFEST_PATTERN: &str = r"^(https?://([a-z0-9]{1,20}\.){0,3}[a-z][a-z0-9]{0,19}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*|s3://[a-z0-9][a-z0-9-]{1,20}[a-z0-9]/([A-Za-z0-9_~-]{1,20}/){0,3}[A-Za-z0-9_~-]{1,20}\.(jsonl|csv))$";
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     let schemas = &mut doc["components"]["schemas"];
     let body = &mut schemas["CreateZipBody"]["properties"];
@@ -137,6 +143,15 @@ pub fn served(limits: crate::zips::request::Limits) -> serde_json::Value {
         "The sources, in archive order. No two `filename`s may be equal ignoring letter case and \
          Unicode normalization (they would overwrite each other when extracted on Windows or macOS)."
     );
+    // `urls` or `manifest`, one of them.
+    schemas["CreateZipBody"]["oneOf"] = json!([{"required": ["urls"]}, {"required": ["manifest"]}]);
+    let body = &mut schemas["CreateZipBody"]["properties"];
+    // Present means given: neither takes `null`.
+    body["urls"]["type"] = json!("array");
+    body["manifest"]["type"] = json!("string");
+    body["manifest"]["pattern"] = json!(MANIFEST_PATTERN);
+    body["manifest"]["maxLength"] = json!(MAX_SOURCE_URL_BYTES);
+    body["manifest_format"]["enum"] = json!(["jsonl", "csv"]);
     body["bucket_name"]["minLength"] = json!(1);
     body["bucket_name"]["pattern"] = json!(format!("^[^{CONTROL}]+$"));
     body["key"]["minLength"] = json!(1);
@@ -163,12 +178,21 @@ pub fn served(limits: crate::zips::request::Limits) -> serde_json::Value {
         &format!("^[^{CONTROL}]*$"),
     );
     let item = &mut schemas["UrlItem"]["properties"];
-    // A conservative form of "absolute http(s) URL without credentials": a lower-case host whose
-    // last label starts with a letter (a numeric one would be read as an IPv4 address), an
-    // optional port, a path of unreserved characters.
-    item["url"]["pattern"] = json!(
-        r"^https?://([a-z0-9]{1,20}\.){0,3}[a-z][a-z0-9]{0,19}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$"
-    );
+    item["url"]["pattern"] = json!(SOURCE_PATTERN);
+    // A conservative form of the globs a prefix takes: folders of plain characters, a `*` in
+    // each, or `**` for any depth (the full syntax is in the descriptions).
+    let glob = r"(\*\*|[A-Za-z0-9_-]{0,20}\*?[A-Za-z0-9_.-]{0,20})";
+    for list in ["include", "exclude"] {
+        item[list]["type"] = json!("array");
+        item[list]["maxItems"] = json!(zipkit_domain::values::MAX_PATTERNS);
+        item[list]["items"] = json!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": zipkit_domain::values::MAX_PATTERN_BYTES,
+            "pattern": format!("^{glob}(/{glob}){{0,3}}$"),
+        });
+    }
+    item["path"]["pattern"] = json!(r"^([A-Za-z0-9_-]{1,20}/){0,3}$");
     item["url"]["maxLength"] = json!(MAX_SOURCE_URL_BYTES);
     item["filename"]["minLength"] = json!(1);
     item["filename"]["maxLength"] = json!(MAX_ENTRY_NAME_BYTES);

@@ -357,10 +357,11 @@ pub async fn create(
     };
     let valid = validate(parse_body(body)?, state.limits)?;
 
-    if valid.dry_run && !valid.source_buckets.is_empty() {
+    if valid.dry_run && (!valid.source_buckets.is_empty() || valid.manifest.is_some()) {
         return Err(ApiError::bad_request(
             "dry_run_unsupported",
-            "`dry_run` fetches only http(s) sources; leave out `dry_run` or the `s3://` sources",
+            "`dry_run` fetches only http(s) sources given in `urls`; leave out `dry_run`, or the \
+             `s3://` sources and the manifest",
             "dry_run".to_owned(),
         ));
     }

@@ -1672,3 +1672,84 @@ async fn bucket_sources_are_accepted_only_from_the_projects_buckets_that_let_job
         (1, "2026/", "photos/")
     );
 }
+
+#[tokio::test]
+async fn a_manifest_is_accepted_at_once_and_left_for_the_worker_to_read() {
+    use zipkit_domain::models::{Bucket, Zip};
+
+    let (db, _broker, app) = start().await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+    let lists = app.bucket(&db, project, Service::S3, "acme-lists").await;
+    let body = |manifest: Value| json!({"manifest": manifest, "bucket_name": "my-zipkit-archives", "key": "big.zip"});
+
+    let mut both = body(json!("https://lists.example.com/all.jsonl"));
+    both["urls"] = json!([{"url": "https://example.com/a.pdf", "filename": "a.pdf"}]);
+    let refused = [
+        (both, 400, "parameter_invalid", "manifest"),
+        (
+            json!({"bucket_name": "my-zipkit-archives", "key": "k.zip"}),
+            400,
+            "parameter_missing",
+            "urls",
+        ),
+        (
+            body(json!("s3://acme-lists/lists/")),
+            400,
+            "manifest_invalid",
+            "manifest",
+        ),
+        (
+            body(json!("ftp://lists.example.com/all.csv")),
+            400,
+            "manifest_invalid",
+            "manifest",
+        ),
+        (
+            json!({"manifest": "https://l.example.com/a", "manifest_format": "xml", "bucket_name": "my-zipkit-archives", "key": "k.zip"}),
+            400,
+            "manifest_format_invalid",
+            "manifest_format",
+        ),
+        (
+            body(json!("s3://acme-lists/all.csv")),
+            409,
+            "bucket_sources_not_allowed",
+            "urls[0].url",
+        ),
+    ];
+    for (request, status, code, param) in refused {
+        let (got, answer) = app.send(app.post_zip(&token, &request)).await;
+        assert_error(
+            got,
+            &answer,
+            status,
+            "invalid_request_error",
+            code,
+            Some(param),
+        );
+    }
+
+    let mut conn = db.connect().await;
+    Bucket::set_read_sources(&mut conn, project, lists.id, true)
+        .await
+        .unwrap();
+    for (manifest, format) in [
+        ("s3://acme-lists/exports/all.CSV", "csv"),
+        ("https://lists.example.com/all.jsonl?sig=1", "jsonl"),
+    ] {
+        let (status, answer) = app.send(app.post_zip(&token, &body(json!(manifest)))).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["data"]["progress"]["files_total"], 1);
+        let id = answer["data"]["id"].as_str().unwrap().parse().unwrap();
+        assert!(Zip::entries(&mut conn, id).await.unwrap().is_empty());
+        let listings = Zip::listings(&mut conn, id).await.unwrap();
+        let (url, found, max) = listings[0].manifest().expect("a manifest");
+        assert_eq!(
+            (url.as_str(), found.as_str(), max),
+            (manifest, format, 1_000_000),
+            "the format from the extension, the deployment's limit"
+        );
+    }
+}

@@ -16,9 +16,13 @@ schema-valid bodies are valid.
 
 `sse_kms_key_id` names the key of `aws:kms` encryption, so a body with one asks for that.
 
-An item's `filename` is required for an http(s) source and `include`, `exclude` and `path` go
-only with a prefix (`s3://<bucket>/<prefix>/`); the document says so in words. A generated item
-that is not an `s3://` source gets a `filename` when it has none, and loses those three.
+An item's `filename` is required for an http(s) source, `include`, `exclude` and `path` go
+only with a prefix (`s3://<bucket>/<prefix>/`), and a prefix takes no `filename`, `size` or
+`modified_at`; the document says so in words. A generated item gets a `filename` when it names
+one source and has none (a bucket object's default, its key's last segment, may be a name
+Windows cannot create), and loses the fields that do not go with it. `dry_run` fetches only
+http(s) sources given in `urls`, so a body with an `s3://` source or a manifest does not ask
+for it.
 """
 
 import unicodedata
@@ -74,7 +78,17 @@ def map_case(context, case):
     if operation is None or operation.method.upper() != "POST" or operation.path != "/v1/zips":
         return case
     body = case.body
-    if not isinstance(body, dict) or not isinstance(body.get("urls"), list):
+    if not isinstance(body, dict):
+        return case
+    # A KMS key goes only with KMS encryption.
+    if isinstance(body.get("sse_kms_key_id"), str):
+        body["server_side_encryption"] = "aws:kms"
+    # `manifest_format` goes only with `manifest`.
+    if "manifest" not in body:
+        body.pop("manifest_format", None)
+    elif body.get("dry_run") is True:
+        body["dry_run"] = False
+    if not isinstance(body.get("urls"), list):
         return case
     if any(isinstance(i, dict) and isinstance(i.get("filename"), str) and windows_problem(i["filename"])
            for i in body["urls"]) and body.get("windows_safe_names") in (None, False):
@@ -83,16 +97,22 @@ def map_case(context, case):
         for item in body["urls"]:
             if isinstance(item, dict) and isinstance(item.get("filename"), str):
                 item["filename"] = short_folders(item["filename"])
+    reads_buckets = isinstance(body.get("manifest"), str)
     for index, item in enumerate(body["urls"]):
-        if not isinstance(item, dict) or str(item.get("url", "")).startswith("s3://"):
+        if not isinstance(item, dict):
+            continue
+        url = str(item.get("url", ""))
+        reads_buckets = reads_buckets or url.startswith("s3://")
+        if url.startswith("s3://") and url.endswith("/"):
+            for one_source_only in ("filename", "size", "modified_at"):
+                item.pop(one_source_only, None)
             continue
         for prefix_only in ("include", "exclude", "path"):
             item.pop(prefix_only, None)
         if item.get("filename") is None:
             item["filename"] = f"file-{index}"
-    # A KMS key goes only with KMS encryption.
-    if isinstance(body.get("sse_kms_key_id"), str):
-        body["server_side_encryption"] = "aws:kms"
+    if reads_buckets and body.get("dry_run") is True:
+        body["dry_run"] = False
     seen = {}
     for index, item in enumerate(body["urls"]):
         if not isinstance(item, dict) or not isinstance(item.get("filename"), str):
