@@ -224,3 +224,174 @@ async fn a_bad_line_fails_the_job_naming_its_line_and_a_long_manifest_its_limit(
         (Some("source_not_found"), Some("manifest"))
     );
 }
+
+/// The worker binary's resident memory now (VmRSS), in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
+}
+
+/// A million lines, in JSON Lines and in CSV, each read and recorded by the worker binary while
+/// it holds no more than the process, its buffer budget and the names' hashes: the manifest's
+/// size does not show in its memory. The jobs are cancelled once recorded.
+#[tokio::test]
+async fn a_manifest_of_a_million_lines_is_recorded_within_the_workers_memory_budget() {
+    const LINES: usize = 1_000_000;
+    let harness = Harness::services_only().await;
+    let bucket = harness.readable_bucket().await;
+    let sources = SourceServer::start(vec![("tiny.txt", Behaviour::Serve(b"t".to_vec()))]).await;
+    let tiny = sources.url("tiny.txt");
+    let mut jsonl = String::with_capacity(LINES * 90);
+    let mut csv = String::with_capacity(LINES * 70);
+    csv.push_str("url,filename,size\n");
+    for i in 0..LINES {
+        let name = format!("batch-{:03}/record-{i:07}.txt", i / 10_000);
+        jsonl.push_str(&format!(
+            "{{\"url\":\"{tiny}?n={i}\",\"filename\":\"{name}\",\"size\":1}}\n"
+        ));
+        csv.push_str(&format!("{tiny}?n={i},{name},1\n"));
+    }
+    let served = SourceServer::start(vec![
+        ("million.jsonl", Behaviour::Serve(jsonl.into_bytes())),
+        ("million.csv", Behaviour::Serve(csv.into_bytes())),
+    ])
+    .await;
+    let mut conn = harness.db.connect().await;
+    for (file, format) in [
+        ("million.jsonl", ManifestFormat::JsonLines),
+        ("million.csv", ManifestFormat::Csv),
+    ] {
+        // A worker of its own for each: what one build left does not count for the next.
+        let worker = harness.spawn_binary_with(&[("ZIPKIT__WORKER__CONCURRENCY", "1")]);
+        let pid = worker.0.id();
+        let asked = manifest(&served.url(file), format, LINES as i32);
+        let id = harness
+            .submit_listing(
+                &bucket,
+                &format!("{file}.zip"),
+                (vec![], vec![], Some(asked)),
+                job(),
+            )
+            .await;
+        // Sampled until the entries are recorded (the job then counts them), and no longer: the
+        // build that follows holds what each entry's download needs (PERFORMANCE.md).
+        let mut peak: f64 = 0.0;
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
+        let recorded = loop {
+            peak = peak.max(rss_mib(pid));
+            let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
+            if zip.files_total as usize == LINES || zip.status.is_terminal() {
+                break zip;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "{file} not recorded within 10 minutes"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        Zip::cancel(&mut conn, bucket.project_id, id).await.unwrap();
+        assert_eq!(
+            recorded.files_total as usize, LINES,
+            "{file}: {:?}",
+            recorded.error_message
+        );
+        let count: i64 = {
+            use diesel::prelude::*;
+            use diesel_async::RunQueryDsl;
+            zipkit_domain::schema::zip_entries::table
+                .filter(zipkit_domain::schema::zip_entries::zip_id.eq(id))
+                .count()
+                .get_result(&mut conn)
+                .await
+                .unwrap()
+        };
+        assert_eq!(count as usize, LINES, "{file}: every line recorded");
+        // The process (~27 MiB) and `buffer_mib` (48), and 8 bytes of hash per name in a table
+        // that doubles as it grows (~18 MiB for a million).
+        let budget = 27.0 + 48.0 + 18.0;
+        eprintln!(
+            "{file}: worker RSS at most {peak:.1} MiB while reading and recording {LINES} lines (budget {budget:.0} MiB)"
+        );
+        assert!(peak < budget, "{file}: {peak:.1} MiB over {budget:.0} MiB");
+        let _ = harness
+            .wait_finished_within(id, std::time::Duration::from_secs(120))
+            .await;
+    }
+}
+
+/// A manifest of 100,000 sources built into one archive by the worker binary, within its
+/// documented memory budget (~27 MiB, `buffer_mib`, ~0.2 KiB per entry).
+#[tokio::test]
+async fn a_manifest_of_100_000_sources_is_built_within_the_workers_memory_budget() {
+    const LINES: usize = 100_000;
+    let harness = Harness::services_only().await;
+    let bucket = harness.readable_bucket().await;
+    let sources = SourceServer::start(vec![(
+        "tiny.txt",
+        Behaviour::Serve(b"tiny source\n".to_vec()),
+    )])
+    .await;
+    let tiny = sources.url("tiny.txt");
+    let mut jsonl = String::with_capacity(LINES * 90);
+    for i in 0..LINES {
+        jsonl.push_str(&format!(
+            "{{\"url\":\"{tiny}?n={i}\",\"filename\":\"part-{:02}/item-{i:06}.txt\"}}\n",
+            i / 10_000
+        ));
+    }
+    let served =
+        SourceServer::start(vec![("list.jsonl", Behaviour::Serve(jsonl.into_bytes()))]).await;
+    let worker = harness.spawn_binary();
+    let asked = manifest(
+        &served.url("list.jsonl"),
+        ManifestFormat::JsonLines,
+        LINES as i32,
+    );
+    let id = harness
+        .submit_listing(
+            &bucket,
+            "hundred-thousand.zip",
+            (vec![], vec![], Some(asked)),
+            (Compression::Store, OnError::Fail, ResultSettings::default()),
+        )
+        .await;
+    let zip = harness
+        .wait_finished_within(id, std::time::Duration::from_secs(900))
+        .await;
+    let peak = {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", worker.0.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap()
+            / 1024.0
+    };
+    drop(worker);
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(zip.result_entries, Some(LINES as i32));
+    let summary: serde_json::Value = super::python_json(
+        &harness.store.get("hundred-thousand.zip").await,
+        r#"
+import zipfile, sys, json
+z = zipfile.ZipFile(sys.argv[1])
+names = z.namelist()
+print(json.dumps({"count": len(names), "last": names[-1], "sample": z.read(names[54321]).decode(), "bad": z.testzip()}))
+"#,
+    );
+    assert_eq!(summary["count"], LINES);
+    assert_eq!(summary["last"], "part-09/item-099999.txt");
+    assert_eq!(summary["sample"], "tiny source\n");
+    assert_eq!(summary["bad"], serde_json::Value::Null);
+    let budget = 27.0 + 48.0 + LINES as f64 * 0.2 / 1024.0;
+    eprintln!("worker peak RSS {peak:.1} MiB building {LINES} entries (budget {budget:.1} MiB)");
+    assert!(
+        peak < budget,
+        "peak RSS {peak:.1} MiB over the budget of {budget:.1} MiB"
+    );
+}
