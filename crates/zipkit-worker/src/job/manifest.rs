@@ -13,7 +13,7 @@ use zipkit_domain::values::{
 };
 
 use super::JobContext;
-use super::listing::{Failed, Writer};
+use super::entry_writer::{Failed, Writer};
 use crate::download;
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::source_buckets::SourceBuckets;

@@ -3,12 +3,13 @@
 //! multipart upload (`upload`). Entry outcomes, placements and progress are written by a recorder
 //! task off the hot path (`recorder`).
 
+mod entry_writer;
 mod feed;
 mod listing;
 mod manifest;
 mod recorder;
 
-pub use listing::MAX_LISTED_ENTRIES;
+pub use entry_writer::MAX_LISTED_ENTRIES;
 
 use feed::{Carried, FeedError, feed_sources};
 use recorder::{Note, PgLedger, Recorder};
