@@ -94,3 +94,15 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// What a process holds in memory as /proc says it, in MiB: `VmRSS` now, `VmHWM` at its peak
+/// (a container's process is this machine's too).
+pub fn memory_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    kib / 1024.0
+}

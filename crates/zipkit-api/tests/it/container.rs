@@ -816,15 +816,9 @@ async fn docker_compose_up_builds_an_archive_end_to_end() {
     assert_eq!(done["result"]["size"].as_u64(), Some(archive.len() as u64));
 }
 
-/// Resident memory of a process, from /proc (the container's process is this machine's too).
+/// Resident memory of a process, from /proc.
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kib / 1024.0
+    zipkit_test_support::process::memory_mib(pid, "VmRSS")
 }
 
 /// The highest resident memory seen while `work` runs, sampled every 10 ms.

@@ -206,17 +206,6 @@ async fn a_bucket_that_stopped_letting_jobs_read_it_an_empty_prefix_and_a_clash_
     }
 }
 
-/// The worker binary's peak resident memory so far (VmHWM), in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib / 1024.0
-}
-
 /// s3s-fs walks the whole bucket for every page it lists (100,000 objects: 100 pages of 100,000
 /// files, ~9 minutes), so the suite lists 20,000, which shows what an entry costs; stores that
 /// list in proportion to the page (S3, R2, MinIO) take a prefix of a million the same way.
@@ -253,7 +242,7 @@ async fn a_prefix_of_20_000_objects_is_listed_and_built_within_the_workers_memor
     let zip = harness
         .wait_finished_within(id, std::time::Duration::from_secs(600))
         .await;
-    let peak = peak_rss_mib(worker.0.id());
+    let peak = zipkit_test_support::process::memory_mib(worker.0.id(), "VmHWM");
     drop(worker);
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     assert_eq!(zip.result_entries, Some(OBJECTS as i32));

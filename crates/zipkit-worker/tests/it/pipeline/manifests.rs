@@ -5,6 +5,7 @@
 use zipkit_domain::models::{Bucket, ManifestFormat, NewManifest, ResultSettings, Zip};
 use zipkit_domain::values::{BucketName, SourceUrl};
 use zipkit_domain::{Compression, OnError, ZipStatus};
+use zipkit_test_support::process::memory_mib;
 use zipkit_test_support::sources::{Behaviour, SourceServer};
 
 use crate::harness::Harness;
@@ -225,17 +226,6 @@ async fn a_bad_line_fails_the_job_naming_its_line_and_a_long_manifest_its_limit(
     );
 }
 
-/// The worker binary's resident memory now (VmRSS), in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kib / 1024.0
-}
-
 /// A million lines, in JSON Lines and in CSV, each read and recorded by the worker binary while
 /// it holds no more than the process, its buffer budget and the names' hashes: the manifest's
 /// size does not show in its memory. The jobs are cancelled once recorded.
@@ -283,7 +273,7 @@ async fn a_manifest_of_a_million_lines_is_recorded_within_the_workers_memory_bud
         let mut peak: f64 = 0.0;
         let until = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
         let recorded = loop {
-            peak = peak.max(rss_mib(pid));
+            peak = peak.max(memory_mib(pid, "VmRSS"));
             let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
             if zip.files_total as usize == LINES || zip.status.is_terminal() {
                 break zip;
@@ -363,15 +353,7 @@ async fn a_manifest_of_100_000_sources_is_built_within_the_workers_memory_budget
     let zip = harness
         .wait_finished_within(id, std::time::Duration::from_secs(900))
         .await;
-    let peak = {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", worker.0.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap()
-            / 1024.0
-    };
+    let peak = memory_mib(worker.0.id(), "VmHWM");
     drop(worker);
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     assert_eq!(zip.result_entries, Some(LINES as i32));
