@@ -1,10 +1,10 @@
-//! A job's prefixes listed into entries, before its first build: the store's pages are read one
-//! at a time, each object kept by the item's globs becomes an entry (its name the item's `path`
-//! and the key below the prefix, its size and time the store's), written in batches at the
-//! prefix's place among the job's sources. All of it is one transaction: a worker that dies
-//! while listing leaves the job as it was, and the next one lists again. What the listing holds
-//! in memory is one page, one batch, and 8 bytes per name (to find two that would extract to
-//! the same file), however many objects the prefix has.
+//! A job's prefixes listed (and its manifest read, `manifest.rs`) into entries, before its first
+//! build: the store's pages are read one at a time, each object kept by the item's globs becomes
+//! an entry (its name the item's `path` and the key below the prefix, its size and time the
+//! store's), written in batches at the prefix's place among the job's sources. All of it is one
+//! transaction: a worker that dies while listing leaves the job as it was, and the next one lists
+//! again. What the listing holds in memory is one page, one batch, and 8 bytes per name (to find
+//! two that would extract to the same file), however many objects the prefix has.
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use zipkit_domain::Service;
@@ -16,7 +16,7 @@ use super::entry_writer::{Failed, Writer};
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::source_buckets::SourceBuckets;
 
-/// Lists the job's prefixes, if it has any left, into its entries.
+/// Lists the job's prefixes and reads its manifest, if it has any left, into its entries.
 pub async fn list_prefixes(
     ctx: &JobContext,
     zip: &Zip,
@@ -43,7 +43,7 @@ pub async fn list_prefixes(
         .await;
     match listed {
         Ok(total) => {
-            tracing::info!(zip.id = %zip.id, entries = total, "prefixes listed");
+            tracing::info!(zip.id = %zip.id, entries = total, "sources listed");
             Ok(())
         }
         Err(Failed::Query(e)) => Err(JobFailure::database(e)),
