@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 
 use diesel_async::AsyncPgConnection;
-use zipkit_domain::models::{NewZipEntry, WaitingEntry, Zip};
+use zipkit_domain::models::{EntrySource, NewZipEntry, Zip};
 
 use crate::failure::{Blame, JobFailure, Retry};
 
@@ -54,7 +54,7 @@ impl<'a> Writer<'a> {
         self.total
     }
 
-    pub(super) fn new(zip: &'a Zip, waiting: &[WaitingEntry]) -> Self {
+    pub(super) fn new(zip: &'a Zip, waiting: &[EntrySource]) -> Self {
         let hasher = RandomState::new();
         let names = waiting
             .iter()

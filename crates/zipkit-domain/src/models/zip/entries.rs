@@ -32,15 +32,29 @@ pub struct ZipEntry {
     pub declared_size: Option<i64>,
 }
 
-/// What a worker needs of an entry to fetch and name it.
+/// What a worker needs of an entry to fetch and name it (and, to write it again in archive
+/// order while the job's prefixes are listed, the name as given).
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = zip_entries, check_for_backend(diesel::pg::Pg))]
 pub struct EntrySource {
     pub entry_index: i32,
     pub url: SourceUrl,
     pub filename: EntryName,
+    pub given_filename: Option<String>,
     pub modified_at: Option<DateTime<Utc>>,
     pub declared_size: Option<i64>,
+}
+
+impl From<EntrySource> for super::NewZipEntry {
+    fn from(entry: EntrySource) -> Self {
+        Self {
+            url: entry.url,
+            filename: entry.filename,
+            given_filename: entry.given_filename,
+            modified_at: entry.modified_at,
+            declared_size: entry.declared_size,
+        }
+    }
 }
 
 /// What happened to one entry of a job.

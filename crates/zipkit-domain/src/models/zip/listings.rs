@@ -3,15 +3,14 @@
 //! the job's sources; the job's other entries wait at their item's index meanwhile, and are
 //! renumbered into archive order when the listing is written.
 
-use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::ids::ZipId;
 use crate::schema::{zip_entries, zip_listings, zips};
-use crate::values::{BucketName, EntryName, SourceUrl};
+use crate::values::{BucketName, SourceUrl};
 
-use super::{NewZipEntry, Zip};
+use super::{EntrySource, NewZipEntry, Zip};
 
 /// A prefix to list for a new job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,30 +95,6 @@ impl ZipListing {
     }
 }
 
-/// An entry waiting at its item's index while the job's prefixes are listed.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = zip_entries, check_for_backend(diesel::pg::Pg))]
-pub struct WaitingEntry {
-    pub entry_index: i32,
-    pub url: SourceUrl,
-    pub filename: EntryName,
-    pub given_filename: Option<String>,
-    pub modified_at: Option<DateTime<Utc>>,
-    pub declared_size: Option<i64>,
-}
-
-impl From<WaitingEntry> for NewZipEntry {
-    fn from(entry: WaitingEntry) -> Self {
-        Self {
-            url: entry.url,
-            filename: entry.filename,
-            given_filename: entry.given_filename,
-            modified_at: entry.modified_at,
-            declared_size: entry.declared_size,
-        }
-    }
-}
-
 // Postgres allows 65,535 bind parameters per statement; an entry row takes seven.
 const ENTRY_INSERT_CHUNK: usize = 9_000;
 
@@ -140,9 +115,9 @@ impl Zip {
     pub async fn take_waiting_entries(
         conn: &mut AsyncPgConnection,
         id: ZipId,
-    ) -> QueryResult<Vec<WaitingEntry>> {
+    ) -> QueryResult<Vec<EntrySource>> {
         let mut waiting = diesel::delete(zip_entries::table.filter(zip_entries::zip_id.eq(id)))
-            .returning(WaitingEntry::as_returning())
+            .returning(EntrySource::as_returning())
             .get_results(conn)
             .await?;
         waiting.sort_unstable_by_key(|e| e.entry_index);

@@ -10,7 +10,7 @@ mod upload;
 
 pub use entries::{EntryOutcome, EntryPlacement, EntrySource, PlacedEnd, RecordedEntry, ZipEntry};
 pub use lifecycle::{JobError, ZipOutcome};
-pub use listings::{ManifestFormat, NewListing, NewManifest, WaitingEntry, ZipListing};
+pub use listings::{ManifestFormat, NewListing, NewManifest, ZipListing};
 pub use result::{
     DEFAULT_DOWNLOAD_URL_TTL_SECS, DownloadSource, Encryption, ExpiredArchive, ResultSettings,
 };
