@@ -58,16 +58,17 @@ pub fn open(
 const MAX_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl SourceBuckets {
-    /// Finds each bucket named (the one registered for the job's `service` first), checks it
-    /// still lets jobs read it, and opens its keys.
-    pub async fn load<'a>(
+    /// Adds each bucket named that is not here yet: found by name (the one registered for the
+    /// job's `service` first), still letting jobs read it, its keys opened.
+    pub async fn add<'a>(
+        &mut self,
         conn: &mut AsyncPgConnection,
         (keyring, clients): (&KeyRing, &BucketClients),
         zip: &Zip,
         service: Service,
         names: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Self, JobFailure> {
-        let mut by_name = HashMap::new();
+    ) -> Result<(), JobFailure> {
+        let by_name = &mut self.by_name;
         for name in names {
             if by_name.contains_key(name) {
                 continue;
@@ -97,7 +98,7 @@ impl SourceBuckets {
             let (location, client) = open(keyring, clients, &bucket)?;
             by_name.insert(name.to_owned(), SourceBucket { location, client });
         }
-        Ok(Self { by_name })
+        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<&SourceBucket> {

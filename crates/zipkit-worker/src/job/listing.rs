@@ -16,11 +16,13 @@ use super::entry_writer::{Failed, Writer};
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::source_buckets::SourceBuckets;
 
-/// Lists the job's prefixes and reads its manifest, if it has any left, into its entries.
+/// Lists the job's prefixes and reads its manifest, if it has any left, into its entries; adds
+/// the buckets it read to `buckets`.
 pub async fn list_prefixes(
     ctx: &JobContext,
     zip: &Zip,
     service: Service,
+    buckets: &mut SourceBuckets,
 ) -> Result<(), JobFailure> {
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     let listings = Zip::listings(&mut conn, zip.id)
@@ -36,10 +38,12 @@ pub async fn list_prefixes(
         .filter(|name| !name.is_empty())
         .collect();
     let names = names.iter().map(String::as_str);
-    let buckets =
-        SourceBuckets::load(&mut conn, (&ctx.keyring, &ctx.buckets), zip, service, names).await?;
+    buckets
+        .add(&mut conn, (&ctx.keyring, &ctx.buckets), zip, service, names)
+        .await?;
+    let buckets = &*buckets;
     let listed: Result<usize, Failed> = conn
-        .transaction(async |conn| write_listing(ctx, conn, zip, &listings, &buckets).await)
+        .transaction(async |conn| write_listing(ctx, conn, zip, &listings, buckets).await)
         .await;
     match listed {
         Ok(total) => {

@@ -90,7 +90,9 @@ async fn prepare(
         })?;
     let (location, client) = source_buckets::open(&ctx.keyring, &ctx.buckets, &bucket)?;
     drop(conn);
-    listing::list_prefixes(ctx, zip, bucket.service).await?;
+    // The buckets listed are those most entries then read: opened once for both.
+    let mut source_buckets = SourceBuckets::default();
+    listing::list_prefixes(ctx, zip, bucket.service, &mut source_buckets).await?;
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     // Read a page at a time, keeping only what downloads need: the rows as loaded take
     // about twice as much.
@@ -115,14 +117,15 @@ async fn prepare(
         }
     }
     let entries: Arc<[Source]> = entries.into();
-    let source_buckets = SourceBuckets::load(
-        &mut conn,
-        (&ctx.keyring, &ctx.buckets),
-        zip,
-        bucket.service,
-        read.iter().map(String::as_str),
-    )
-    .await?;
+    source_buckets
+        .add(
+            &mut conn,
+            (&ctx.keyring, &ctx.buckets),
+            zip,
+            bucket.service,
+            read.iter().map(String::as_str),
+        )
+        .await?;
     let settings = Zip::result_settings(&mut conn, zip.id)
         .await
         .map_err(JobFailure::database)?;
