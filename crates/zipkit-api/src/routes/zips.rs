@@ -182,18 +182,16 @@ async fn find_bucket(
 }
 
 /// Each bucket the sources are read from is the project's and lets jobs read it: refused now,
-/// naming the first item that reads it. The bucket of that name registered for the job's
+/// naming the first item (or the manifest) that reads it. The bucket of that name registered for the job's
 /// `service` is read, else the one for the other service.
 async fn readable_sources(
     conn: &mut diesel_async::AsyncPgConnection,
     caller: &Caller,
     valid: &ValidZip,
 ) -> Result<(), ApiError> {
-    // In request order: the first item that cannot be read is the one named.
-    let mut named: Vec<_> = valid.source_buckets.iter().collect();
-    named.sort_by_key(|(_, item)| **item);
-    for (name, &item) in named {
-        let param = format!("urls[{item}].url");
+    // In request order: the first place that cannot be read is the one named.
+    for (name, param) in &valid.source_buckets {
+        let param = param.clone();
         let found = Bucket::named(conn, caller.project_id, name.as_str(), valid.service).await?;
         let Some(bucket) = found.into_iter().next() else {
             return Err(ApiError::not_found(

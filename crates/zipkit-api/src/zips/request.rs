@@ -173,8 +173,9 @@ pub struct ValidZip {
     pub listings: Vec<NewListing>,
     /// Instead of items: the manifest the worker reads them from.
     pub manifest: Option<NewManifest>,
-    /// Each bucket the sources are read from, with the first item naming it.
-    pub source_buckets: BTreeMap<BucketName, usize>,
+    /// Each bucket the sources are read from, in request order, with the param of the first
+    /// place naming it (`urls[3].url`, `manifest`).
+    pub source_buckets: Vec<(BucketName, String)>,
     pub bucket_name: String,
     pub service: Service,
     pub key: ObjectKey,
@@ -344,7 +345,7 @@ pub fn validate(body: CreateZipBody, limits: Limits) -> Result<ValidZip, ApiErro
         && let SourceLocation::Bucket { bucket, .. } = url.location()
         && let Ok(bucket) = BucketName::parse(bucket)
     {
-        source_buckets.insert(bucket, 0);
+        source_buckets.push((bucket, "manifest".to_owned()));
     }
     let key = ObjectKey::parse(&body.key).map_err(|e| {
         ApiError::bad_request("key_invalid", format!("`key` {e}"), "key".to_owned())
@@ -619,11 +620,13 @@ fn validate_entries(items: Vec<UrlItem>, windows_safe_names: bool) -> Result<Sou
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
     let mut parsed = Vec::with_capacity(items.len());
     let mut listings = Vec::new();
-    let mut buckets = BTreeMap::new();
+    let mut buckets: Vec<(BucketName, String)> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let source = parse_source(&item.url, i)?;
-        if let SourceItem::Object { bucket, .. } | SourceItem::Prefix { bucket, .. } = &source {
-            buckets.entry(bucket.clone()).or_insert(i);
+        if let SourceItem::Object { bucket, .. } | SourceItem::Prefix { bucket, .. } = &source
+            && !buckets.iter().any(|(named, _)| named == bucket)
+        {
+            buckets.push((bucket.clone(), format!("urls[{i}].url")));
         }
         let (url, default_name) = match source {
             SourceItem::Prefix { bucket, prefix } => {
@@ -751,7 +754,7 @@ fn validate_entries(items: Vec<UrlItem>, windows_safe_names: bool) -> Result<Sou
 struct Sources {
     entries: Vec<NewZipEntry>,
     listings: Vec<NewListing>,
-    buckets: BTreeMap<BucketName, usize>,
+    buckets: Vec<(BucketName, String)>,
 }
 
 fn parse_source(text: &str, i: usize) -> Result<SourceItem, ApiError> {
@@ -1001,9 +1004,9 @@ mod tests {
         assert_eq!(
             zip.source_buckets
                 .iter()
-                .map(|(b, i)| (b.as_str(), *i))
+                .map(|(b, at)| (b.as_str(), at.as_str()))
                 .collect::<Vec<_>>(),
-            [("archive-bucket", 3), ("photos", 1)]
+            [("photos", "urls[1].url"), ("archive-bucket", "urls[3].url")]
         );
 
         let one = |item: Value| err(json!({"urls": [item], "bucket_name": "b", "key": "k.zip"}));

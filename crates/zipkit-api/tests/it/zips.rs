@@ -1716,7 +1716,7 @@ async fn a_manifest_is_accepted_at_once_and_left_for_the_worker_to_read() {
             body(json!("s3://acme-lists/all.csv")),
             409,
             "bucket_sources_not_allowed",
-            "urls[0].url",
+            "manifest",
         ),
     ];
     for (request, status, code, param) in refused {

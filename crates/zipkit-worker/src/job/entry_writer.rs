@@ -41,7 +41,7 @@ pub(super) struct Writer<'a> {
     batch: Vec<NewZipEntry>,
     /// Entries written or batched so far.
     total: usize,
-    /// A 64-bit hash of each name's collision key: a million names take ~16 MiB, not the
+    /// A 64-bit hash of each name's collision key: a million names take ~18 MiB, not the
     /// ~100 MiB of the names themselves (two different names share a hash once in ~10^7 jobs of
     /// a million, and then the job is refused, never built wrong).
     names: HashSet<u64>,

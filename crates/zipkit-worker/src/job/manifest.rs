@@ -189,8 +189,10 @@ impl Lines {
 
     /// A CSV line: the header (first), or an item by its columns.
     fn csv_item(&mut self, n: usize, text: &str) -> Result<Option<Item>, JobFailure> {
+        // A buffer the line's size: the default 8 KiB a line would be allocated a million times.
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
+            .buffer_capacity(text.len().max(64))
             .from_reader(text.as_bytes());
         let record = reader
             .records()
