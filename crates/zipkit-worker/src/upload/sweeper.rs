@@ -15,7 +15,7 @@ use zipkit_domain::db::PgPool;
 use zipkit_domain::models::{Bucket, OrphanedUpload, ResultSettings, Zip};
 use zipkit_domain::values::ObjectKey;
 use zipkit_domain::{BucketId, ZipId};
-use zipkit_storage::{BucketClients, BucketLocation};
+use zipkit_storage::BucketClients;
 
 use super::{Destination, StoreTimeouts};
 
@@ -96,14 +96,8 @@ impl OrphanSweeper {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the bucket was removed")?;
-        let credentials = bucket
-            .credentials(&self.keyring)
-            .map_err(|e| e.to_string())?;
-        let location = BucketLocation::from(&bucket);
-        let client = self
-            .buckets
-            .client(&location, &credentials)
-            .map_err(|e| e.to_string())?;
+        let (location, client) = crate::source_buckets::open(&self.keyring, &self.buckets, &bucket)
+            .map_err(|failure| failure.message)?;
         // To abort or delete: what the object would have been told does not matter.
         let object = (key, ResultSettings::default());
         let capabilities = bucket.capabilities;
