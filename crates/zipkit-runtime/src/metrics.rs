@@ -26,6 +26,8 @@ pub const RETRIES: &str = "zipkit_retries_total";
 pub const BYTES_DOWNLOADED: &str = "zipkit_source_bytes_downloaded_total";
 pub const BYTES_UPLOADED: &str = "zipkit_archive_bytes_uploaded_total";
 pub const PARTS_UPLOADED: &str = "zipkit_parts_uploaded_total";
+pub const PARTS_COPIED: &str = "zipkit_parts_copied_total";
+pub const BYTES_COPIED: &str = "zipkit_archive_copied_bytes_total";
 pub const WEBHOOK_DELIVERIES: &str = "zipkit_webhook_deliveries_total";
 pub const COMPRESSION_QUEUE: &str = "zipkit_compression_queue_blocks";
 
@@ -129,6 +131,18 @@ pub const CATALOGUE: &[Metric] = &[
         kind: Kind::Counter,
         labels: &[],
         help: "Multipart parts (and single-request archives) the stores acknowledged.",
+    },
+    Metric {
+        name: PARTS_COPIED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Parts the stores copied from objects they hold (server-side assembly).",
+    },
+    Metric {
+        name: BYTES_COPIED,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Archive bytes the stores copied from objects they hold instead of receiving them.",
     },
     Metric {
         name: WEBHOOK_DELIVERIES,

@@ -24,7 +24,9 @@ use zipkit_domain::values::BucketName;
 use zipkit_egress::{EgressPolicy, SmithyResolver};
 
 pub use disposition::attachment;
-pub use reading::{ListedObject, list_page, presigned_get};
+pub use reading::{
+    ListedObject, StoredObject, copy_source, list_page, presigned_get, stored_object,
+};
 
 /// Where and how to reach one bucket (the non-secret part of a bucket row).
 #[derive(Debug, Clone)]

@@ -202,6 +202,7 @@ mod tests {
             filename: EntryName::parse(filename).unwrap(),
             modified_at: None,
             declared_size,
+            copy: false,
         }
     }
 

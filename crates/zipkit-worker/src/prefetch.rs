@@ -26,6 +26,8 @@ use zipkit_runtime::metrics as metrics_names;
 use crate::download::{self, ATTEMPTS, Resume, SourceError};
 use crate::memory::{BufferBudget, Reservation};
 use crate::source_buckets::SourceBuckets;
+use crate::upload::MIN_PART;
+use zipkit_zip::parts::MAX_PART;
 
 /// The bytes each download may always hold (`DownloadLimits::own_bytes`): a few chunks.
 pub const OWN_BYTES: usize = 64 * 1024;
@@ -84,6 +86,8 @@ pub struct Source {
     pub modified_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The source's size as the request declared it: it must send exactly that.
     pub declared_size: Option<u64>,
+    /// An object in the archive's store that may be copied into it there (`job::copies`).
+    pub copy: bool,
 }
 
 impl From<EntrySource> for Source {
@@ -94,6 +98,7 @@ impl From<EntrySource> for Source {
             filename: entry.filename,
             modified_at: entry.modified_at,
             declared_size: entry.declared_size.and_then(|n| u64::try_from(n).ok()),
+            copy: false,
         }
     }
 }
@@ -108,6 +113,10 @@ pub enum Event {
         validator: Option<String>,
         /// The source's Last-Modified.
         last_modified: Option<chrono::DateTime<chrono::Utc>>,
+        /// An object to copy into the archive in the store: what the store said of it. Its
+        /// bytes follow only as far as the writer needs them: the first `MIN_PART` when the
+        /// store keeps its CRC-32, all of them (to compute it) otherwise.
+        stored: Option<Stored>,
     },
     /// Bytes, with the budget they hold until consumed.
     Data(Bytes, Held),
@@ -117,6 +126,18 @@ pub enum Event {
     /// where it asked: the entry has to be built from its start.
     RangeRefused,
 }
+
+/// An object the store copies into the archive, as its HeadObject described it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub bucket: String,
+    pub key: String,
+    pub object: zipkit_storage::StoredObject,
+}
+
+/// Objects copied in the store are those from `2 × MIN_PART` (the bytes sent before the copy
+/// and the copied part each at least `MIN_PART`) to one part's largest.
+pub const COPIED_SIZES: std::ops::RangeInclusive<u64> = 2 * MIN_PART..=MAX_PART;
 
 /// An entry whose download runs in the background; dropping it stops the download.
 #[derive(Debug)]
@@ -231,7 +252,11 @@ impl Prefetcher {
                 None
             };
             let (writing, written) = watch::channel(false);
-            let address = (entry.url.clone(), self.buckets.clone());
+            let address = Address {
+                url: entry.url.clone(),
+                buckets: self.buckets.clone(),
+                copy: entry.copy,
+            };
             let task = tokio::spawn(
                 download(
                     self.http.clone(),
@@ -334,11 +359,23 @@ impl Patience {
     }
 }
 
+/// A download's source: its URL, the buckets it may be in, and whether it is an object the
+/// store may copy into the archive.
+struct Address {
+    url: SourceUrl,
+    buckets: Arc<SourceBuckets>,
+    copy: bool,
+}
+
 /// Where a download's requests go: the source's URL, or for a bucket object a GET presigned
 /// with the bucket's keys, made when the download starts (entries keep only their text) and
 /// living as long as the job may wait on the source, and an hour more.
 async fn request_url(
-    (source, buckets): &(SourceUrl, Arc<SourceBuckets>),
+    Address {
+        url: source,
+        buckets,
+        ..
+    }: &Address,
     limits: &DownloadLimits,
 ) -> Result<url::Url, SourceError> {
     match source.location() {
@@ -350,15 +387,62 @@ async fn request_url(
     }
 }
 
+/// For an object the store may copy into the archive: what the store says of it (HeadObject
+/// with its checksum), when its size is one to copy (`COPIED_SIZES`); `None` for one to stream.
+async fn copied_object(address: &Address) -> Result<Option<Stored>, SourceError> {
+    let SourceLocation::Bucket { bucket, key } = address.url.location() else {
+        return Ok(None);
+    };
+    let Some(source) = address
+        .buckets
+        .get(bucket)
+        .filter(|b| address.copy && b.copies)
+    else {
+        return Ok(None);
+    };
+    let object = zipkit_storage::stored_object(&source.client, &source.location, key)
+        .await
+        .map_err(|refused| match refused.status {
+            Some(404) => SourceError::permanent(
+                "source_not_found",
+                format!("s3://{bucket}/{key} is not in the bucket"),
+            ),
+            _ => SourceError::transient(
+                "source_unreachable",
+                format!(
+                    "s3://{bucket}/{key} could not be looked up: {}",
+                    refused.why
+                ),
+            ),
+        })?;
+    Ok(COPIED_SIZES.contains(&object.size).then(|| Stored {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        object,
+    }))
+}
+
 async fn download(
     http: reqwest::Client,
-    address: (SourceUrl, Arc<SourceBuckets>),
+    address: Address,
     limits: Arc<DownloadLimits>,
     (job_budget, mut writing): (Arc<Semaphore>, watch::Receiver<bool>),
     tx: mpsc::Sender<Event>,
     from: Option<Continue>,
     declared: Option<u64>,
 ) {
+    let stored = match copied_object(&address).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            let _ = tx.send(Event::Failed(error)).await;
+            return;
+        }
+    };
+    // With the object's CRC-32 from the store, only the bytes sent before the copy are read.
+    let head_only = stored
+        .as_ref()
+        .filter(|s| s.object.crc32.is_some())
+        .map(|_| MIN_PART);
     let url = match request_url(&address, &limits).await {
         Ok(url) => url,
         Err(error) => {
@@ -432,6 +516,7 @@ async fn download(
         content_length,
         validator: validator.clone(),
         last_modified: download::last_modified(&response),
+        stored,
     };
     if tx.send(started).await.is_err() {
         return;
@@ -498,6 +583,9 @@ async fn download(
                     }
                     chunk = chunk.slice(n..);
                 }
+                if let Some(limit) = head_only {
+                    chunk.truncate(usize::try_from(limit - received).unwrap_or(usize::MAX));
+                }
                 if !chunk.is_empty() {
                     received += chunk.len() as u64;
                     handed_on.update(&chunk);
@@ -517,6 +605,9 @@ async fn download(
                     if tx.send(Event::Data(chunk, permit)).await.is_err() {
                         return;
                     }
+                }
+                if head_only.is_some_and(|limit| received >= limit) {
+                    return; // all the writer needs: the channel closes
                 }
                 if !stalled {
                     continue;
@@ -742,6 +833,7 @@ mod tests {
                 filename: EntryName::parse(name).unwrap(),
                 modified_at: None,
                 declared_size: None,
+                copy: false,
             })
             .collect();
         let sources = Sources {

@@ -230,6 +230,7 @@ mod tests {
             filename: EntryName::parse(&format!("f{index}.bin")).unwrap(),
             modified_at: None,
             declared_size: None,
+            copy: false,
         }
     }
 

@@ -1,11 +1,14 @@
 //! The project's buckets a job reads its sources from (`s3://<bucket>/…`): each one found by
 //! name, allowed to be read (`read_sources`), with a client made from its own keys. Objects are
-//! fetched through a presigned GET, so the downloader treats them as any HTTPS source.
+//! fetched through a presigned GET, so the downloader treats them as any HTTPS source. A bucket
+//! in the same store as the archive's, read with the same keys, may instead have its objects
+//! copied into the archive by the store (`SourceBucket::copies`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use diesel_async::AsyncPgConnection;
+use secrecy::ExposeSecret;
 use zipkit_domain::Service;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::models::{Bucket, Zip};
@@ -14,17 +17,44 @@ use zipkit_storage::{BucketClients, BucketLocation};
 use crate::download::SourceError;
 use crate::failure::{Blame, JobFailure, Retry};
 
-/// One readable bucket: where it is and a client with its keys.
+/// One readable bucket: where it is and a client with its keys, and whether its objects may be
+/// copied into the archive by the store.
 #[derive(Debug, Clone)]
 pub struct SourceBucket {
     pub location: BucketLocation,
     pub client: aws_sdk_s3::Client,
+    pub copies: bool,
 }
 
 /// The buckets one job reads, by name.
 #[derive(Debug, Clone, Default)]
 pub struct SourceBuckets {
     by_name: HashMap<String, SourceBucket>,
+    /// The archive's store and keys, when its bucket was found to take UploadPartCopy.
+    copies_into: Option<CopyTarget>,
+}
+
+/// Where an archive goes, as far as copying into it goes: its store, and the keys that sign
+/// the copies (which read the source with them).
+#[derive(Debug, Clone)]
+struct CopyTarget {
+    store: (Service, String, Option<String>, Option<String>),
+    access_key_id: String,
+}
+
+impl CopyTarget {
+    fn of(bucket: &Bucket, keyring: &KeyRing) -> Option<Self> {
+        let credentials = bucket.credentials(keyring).ok()?;
+        Some(Self {
+            store: (
+                bucket.service,
+                bucket.region.clone(),
+                bucket.endpoint_url.clone(),
+                bucket.r2_account_id.clone(),
+            ),
+            access_key_id: credentials.access_key_id.expose_secret().to_owned(),
+        })
+    }
 }
 
 /// A client for `bucket` with its own keys, and where it is: for its sources as for its
@@ -58,6 +88,24 @@ pub fn open(
 const MAX_LINK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl SourceBuckets {
+    /// The buckets of a job whose archive goes to `destination`: their objects are copied
+    /// into it where the store allows (the bucket test found UploadPartCopy works; never on R2,
+    /// whose parts must all be the same size) and the source is in the same store, read with
+    /// the same keys.
+    pub fn for_destination(destination: &Bucket, keyring: &KeyRing) -> Self {
+        let takes_copies = destination
+            .capabilities
+            .as_ref()
+            .is_some_and(|c| c.upload_part_copy)
+            && destination.service != Service::R2;
+        Self {
+            by_name: HashMap::new(),
+            copies_into: takes_copies
+                .then(|| CopyTarget::of(destination, keyring))
+                .flatten(),
+        }
+    }
+
     /// Adds each bucket named that is not here yet: found by name (the one registered for the
     /// job's `service` first), still letting jobs read it, its keys opened.
     pub async fn add<'a>(
@@ -68,9 +116,8 @@ impl SourceBuckets {
         service: Service,
         names: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), JobFailure> {
-        let by_name = &mut self.by_name;
         for name in names {
-            if by_name.contains_key(name) {
+            if self.by_name.contains_key(name) {
                 continue;
             }
             let found = Bucket::named(conn, zip.project_id, name, service)
@@ -96,7 +143,19 @@ impl SourceBuckets {
                 ));
             }
             let (location, client) = open(keyring, clients, &bucket)?;
-            by_name.insert(name.to_owned(), SourceBucket { location, client });
+            let copies = self.copies_into.as_ref().is_some_and(|target| {
+                CopyTarget::of(&bucket, keyring).is_some_and(|source| {
+                    source.store == target.store && source.access_key_id == target.access_key_id
+                })
+            });
+            self.by_name.insert(
+                name.to_owned(),
+                SourceBucket {
+                    location,
+                    client,
+                    copies,
+                },
+            );
         }
         Ok(())
     }

@@ -6,8 +6,8 @@ pub mod deflate;
 pub mod writer;
 
 pub use writer::{
-    ArchiveError, ArchiveOptions, ArchiveWriter, EntrySummary, Finished, OpenSoFar, Piece,
-    PlacedEnd, Placement, WrittenSoFar,
+    ArchiveError, ArchiveOptions, ArchiveWriter, CopiedRange, EntrySummary, Finished, OpenSoFar,
+    Piece, PlacedEnd, Placement, WrittenSoFar,
 };
 pub use zipkit_zip::format::{
     self, CentralRecord, EntryTime, LocalHeader, Method, ZIP64_THRESHOLD,
@@ -15,7 +15,8 @@ pub use zipkit_zip::format::{
 pub use zipkit_zip::method::{HEAD_BYTES, method_for};
 
 /// The archive bytes `pieces` make, each header written over with its values: what the uploader
-/// puts in the bucket. For tests and the bench.
+/// puts in the bucket. For tests and the bench, of archives without copied ranges (their bytes
+/// are in the store, not here).
 pub fn assemble(pieces: impl IntoIterator<Item = Piece>) -> Vec<u8> {
     let mut archive = Vec::new();
     let mut header_at = None;
@@ -34,6 +35,7 @@ pub fn assemble(pieces: impl IntoIterator<Item = Piece>) -> Vec<u8> {
                 let at = header_at.take().expect("a rewind follows a header");
                 archive.truncate(at);
             }
+            Piece::Copy(range) => panic!("{range:?} is copied in the store, not assembled here"),
         }
     }
     archive

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::deflate::{BLOCK, CompressedBlock, Compressors, WINDOW};
 use zipkit_zip::format::{self, CentralRecord, EntryTime, LocalHeader, Method, ZIP64_THRESHOLD};
+use zipkit_zip::parts::PartCuts;
 
 /// What the writer hands the uploader, in archive order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,22 @@ pub enum Piece {
     /// The last `Header` and everything after it are void (its entry was left out: its source
     /// failed, `on_error: skip`); the archive goes on from where that header began.
     Rewind,
+    /// The archive's next bytes are a range of an object in the destination's store, to be
+    /// copied there as a part of its own (UploadPartCopy) instead of sent.
+    Copy(CopiedRange),
+}
+
+/// A range of an object in the store the archive goes to, which the store copies into the
+/// archive: the object's bytes from `start`, `len` of them, whose CRC-32 is `crc32`, as long as
+/// the object still has the ETag `etag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedRange {
+    pub bucket: String,
+    pub key: String,
+    pub etag: String,
+    pub start: u64,
+    pub len: u64,
+    pub crc32: u32,
 }
 
 /// Output is handed to the uploader in chunks of about this size: pieces of a quarter of it or
@@ -53,6 +70,10 @@ pub enum ArchiveError {
     /// from those in the header already in the bucket (its source changed).
     #[error("entry {0:?} came out different from the earlier build's")]
     Changed(String),
+    /// A range can be copied only into a stored entry, by a writer that knows where the
+    /// upload's parts are cut (`with_cuts`), with nothing queued before it.
+    #[error("a range cannot be copied here: {0}")]
+    NoCopy(&'static str),
 }
 
 /// How the writer compresses.
@@ -137,6 +158,8 @@ enum Pending {
     /// An entry's local header: where it lands is the entry's offset. With the entry's start to
     /// announce (`Placement` without an end).
     Header(LocalHeader, Option<Placement>),
+    /// A range the store copies into the archive.
+    Copy(CopiedRange),
     /// The end of an entry: its compressed size is what went out since its header, which is
     /// then written again with its values.
     End(Box<EntryEnd>),
@@ -200,6 +223,10 @@ pub struct ArchiveWriter {
     /// kept twice that as records), and how many entries it lists.
     directory: BytesMut,
     listed: u64,
+    /// Where the upload's parts are cut, when some may be copied (`with_cuts`); and as they were
+    /// where the last header went out, for an entry left out after it.
+    cuts: Option<PartCuts>,
+    cuts_at_header: Option<PartCuts>,
 }
 
 impl std::fmt::Debug for ArchiveWriter {
@@ -267,7 +294,62 @@ impl ArchiveWriter {
             open,
             directory,
             listed: so_far.directory.len() as u64,
+            cuts: None,
+            cuts_at_header: None,
         }
+    }
+
+    /// Lets stored entries have ranges copied into them (`copy`), the upload's parts being cut
+    /// as `cuts` says from where this writer starts.
+    pub fn with_cuts(mut self, cuts: PartCuts) -> Self {
+        self.cuts = Some(cuts);
+        self
+    }
+
+    /// Writes out everything queued (waiting for blocks still compressing), so that the next
+    /// byte's offset is the writer's.
+    pub async fn settle(&mut self) -> Result<(), ArchiveError> {
+        while !self.queue.is_empty() {
+            self.drain_one().await?;
+        }
+        Ok(())
+    }
+
+    /// For the stored entry just started, with nothing queued: how many of its first bytes to
+    /// write before copying the rest, so the part they end is large enough (`PartCuts`).
+    pub fn head_before_copy(&mut self) -> Result<u64, ArchiveError> {
+        if !self.queue.is_empty() {
+            return Err(ArchiveError::NoCopy("output is still queued"));
+        }
+        let cuts = self
+            .cuts
+            .as_mut()
+            .ok_or(ArchiveError::NoCopy("parts are not cut for copies"))?;
+        cuts.head_before_copy(self.offset)
+            .ok_or(ArchiveError::NoCopy("the upload has no part numbers left"))
+    }
+
+    /// Adds a range the store copies to the open stored entry (after the bytes written to it
+    /// so far).
+    pub async fn copy(&mut self, range: CopiedRange) -> Result<(), ArchiveError> {
+        if self.cuts.is_none() {
+            return Err(ArchiveError::NoCopy("parts are not cut for copies"));
+        }
+        let entry = self.open.as_mut().ok_or(ArchiveError::NoEntry)?;
+        if entry.method != Method::Stored {
+            return Err(ArchiveError::NoCopy("the entry is deflated"));
+        }
+        entry.crc.combine(&crc32fast::Hasher::new_with_initial_len(
+            range.crc32,
+            range.len,
+        ));
+        entry.size += range.len;
+        if !entry.zip64 && entry.size >= ZIP64_THRESHOLD {
+            return Err(ArchiveError::EntryTooLarge(
+                String::from_utf8_lossy(&entry.name).into_owned(),
+            ));
+        }
+        self.push(Pending::Copy(range)).await
     }
 
     /// The entries whose bytes went out since the last call, in archive order.
@@ -379,6 +461,7 @@ impl ArchiveWriter {
                 self.discard_from(0);
                 self.buffer.clear();
                 self.offset = self.draining.0;
+                self.cuts = self.cuts_at_header;
                 // `crc` covers the archive up to where the header began.
                 self.unpatched = None;
                 self.send(Piece::Rewind).await?;
@@ -396,7 +479,7 @@ impl ArchiveWriter {
                     self.bytes_in_queue -= size;
                 }
                 Pending::Ready(bytes) => self.bytes_in_queue -= bytes.len(),
-                Pending::Header(..) | Pending::End(_) => {}
+                Pending::Header(..) | Pending::Copy(_) | Pending::End(_) => {}
             }
         }
     }
@@ -473,7 +556,7 @@ impl ArchiveWriter {
                 self.bytes_in_queue += size;
             }
             Pending::Ready(b) => self.bytes_in_queue += b.len(),
-            Pending::Header(..) | Pending::End(_) => {}
+            Pending::Header(..) | Pending::Copy(_) | Pending::End(_) => {}
         }
         self.queue.push_back(item);
         while let Some(front) = self.queue.front() {
@@ -509,6 +592,7 @@ impl ArchiveWriter {
             }
             Pending::Header(header, announce) => {
                 let start = self.offset;
+                self.cuts_at_header = self.cuts;
                 let header = header.with_room_at(start);
                 self.emit_header(header.placeholder()).await?;
                 self.draining = (start, self.offset);
@@ -520,6 +604,20 @@ impl ArchiveWriter {
                     });
                 }
                 Ok(())
+            }
+            Pending::Copy(range) => {
+                self.flush().await?;
+                let at = self.offset;
+                self.offset += range.len;
+                let copied = crc32fast::Hasher::new_with_initial_len(range.crc32, range.len);
+                match &mut self.unpatched {
+                    Some(unpatched) => unpatched.after.combine(&copied),
+                    None => self.crc.combine(&copied),
+                }
+                if let Some(cuts) = &mut self.cuts {
+                    cuts.copied(at, range.len);
+                }
+                self.send(Piece::Copy(range)).await
             }
             Pending::End(end) => {
                 let (header_offset, data_start) = self.draining;

@@ -25,17 +25,18 @@ use zipkit_domain::values::SourceLocation;
 use zipkit_domain::{Service, ZipStatus};
 
 use crate::archive::deflate::Compressors;
-use crate::archive::{ArchiveOptions, ArchiveWriter, EntryTime, Piece};
+use crate::archive::{ArchiveOptions, ArchiveWriter, EntryTime, Method, Piece};
 use crate::expected::ExpectedSize;
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
 use crate::memory::{BufferBudget, PartMemory};
-use crate::prefetch::{DownloadLimits, Source, Sources};
+use crate::prefetch::{self, DownloadLimits, Source, Sources};
 use crate::resume::{self, Continuation};
 use crate::source_buckets::{self, SourceBuckets};
 use crate::upload::{
-    self, Destination, Ending, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
+    self, Destination, Ending, PartCuts, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
 };
+use zipkit_zip::method::method_by_name;
 
 /// Everything a job needs from the worker.
 #[derive(Debug, Clone)]
@@ -91,7 +92,7 @@ async fn prepare(
     let (location, client) = source_buckets::open(&ctx.keyring, &ctx.buckets, &bucket)?;
     drop(conn);
     // The buckets listed are those most entries then read: opened once for both.
-    let mut source_buckets = SourceBuckets::default();
+    let mut source_buckets = SourceBuckets::for_destination(&bucket, &ctx.keyring);
     listing::list_prefixes(ctx, zip, bucket.service, &mut source_buckets).await?;
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     // Read a page at a time, keeping only what downloads need: the rows as loaded take
@@ -116,7 +117,6 @@ async fn prepare(
             break;
         }
     }
-    let entries: Arc<[Source]> = entries.into();
     source_buckets
         .add(
             &mut conn,
@@ -126,6 +126,8 @@ async fn prepare(
             read.iter().map(String::as_str),
         )
         .await?;
+    mark_copies(zip, &source_buckets, &mut entries);
+    let entries: Arc<[Source]> = entries.into();
     let settings = Zip::result_settings(&mut conn, zip.id)
         .await
         .map_err(JobFailure::database)?;
@@ -139,6 +141,38 @@ async fn prepare(
         ctx.store_timeouts,
     );
     Ok((destination, bucket.service, entries, source_buckets))
+}
+
+/// At most this many entries of a job are copied in the store: each takes up to two part
+/// numbers of the 10,000 an upload has.
+const MAX_COPIED_ENTRIES: usize = 2_000;
+
+/// Marks the entries the store may copy into the archive (server-side assembly): objects of a
+/// bucket in the archive's store read with the same keys (`SourceBucket::copies`), stored as
+/// they are by their name alone (a `store` job, or `auto` and a compressed format's
+/// extension), of a size worth copying when it is known already. Whether the store keeps the
+/// object's CRC-32 is asked when its download starts. Decided from the job's entries alone, so
+/// every build of the job decides the same.
+fn mark_copies(zip: &Zip, buckets: &SourceBuckets, entries: &mut [Source]) {
+    let mut marked = 0;
+    for entry in entries {
+        if marked == MAX_COPIED_ENTRIES {
+            return;
+        }
+        let copies = match entry.url.location() {
+            SourceLocation::Bucket { bucket, .. } => buckets.get(bucket).is_some_and(|b| b.copies),
+            SourceLocation::Web(_) => false,
+        };
+        let stored =
+            method_by_name(zip.compression, entry.filename.as_str()) == Some(Method::Stored);
+        let size_fits = entry
+            .declared_size
+            .is_none_or(|size| prefetch::COPIED_SIZES.contains(&size));
+        if copies && stored && size_fits {
+            entry.copy = true;
+            marked += 1;
+        }
+    }
 }
 
 /// Builds the archive for a claimed job. Never panics on bad input. A job taken over from a
@@ -160,19 +194,24 @@ pub async fn run(
         (service == Service::R2).then_some(ctx.max_archive_bytes),
     );
     // Everything that decides the archive's bytes and where its parts are cut.
+    let copies = entries.iter().any(|e| e.copy);
     let description = format!(
-        "{} level {} {}",
+        "{} level {} {}{}",
         ARCHIVE_FORMAT,
         ctx.deflate_level,
-        plan.describe()
+        plan.describe(),
+        if copies { " copies" } else { "" }
     );
-    let resume = resume_point(ctx, zip, &destination, &description, &entries).await?;
+    let resume = resume_point(ctx, zip, &destination, &description, &entries)
+        .await?
+        .map(|(resume, kept)| (Resume { copies, ..resume }, kept));
     let resuming = resume.as_ref().map(|(r, _)| r.upload_id.clone());
     let job = Attempt {
         ctx,
         zip,
         destination: &destination,
         plan,
+        copies,
         description: &description,
         source_buckets: Arc::new(source_buckets),
     };
@@ -193,6 +232,7 @@ pub async fn run(
                 let resume = Resume {
                     from: from.0,
                     crc32_before: from.1,
+                    copies,
                     ..resume
                 };
                 (resume, kept)
@@ -324,8 +364,22 @@ async fn resume_point(
         parts,
         from: kept.written.offset,
         crc32_before: kept.written.crc32,
+        copies: false,
     };
     Ok(Some((resume, kept)))
+}
+
+/// The part that archive offset `at` falls in, among `parts` (uploaded, in order) or the one
+/// after them: where it starts and its number.
+fn part_at(parts: &[UploadedPart], at: u64) -> (u64, i32) {
+    let mut start = 0u64;
+    for part in parts {
+        if at < start + part.size as u64 {
+            return (start, part.number);
+        }
+        start += part.size as u64;
+    }
+    (start, parts.len() as i32 + 1)
 }
 
 /// Whether the job's lease is still this worker's (the heartbeat notices a lost lease only on
@@ -380,6 +434,8 @@ struct Attempt<'a> {
     zip: &'a Zip,
     destination: &'a Destination,
     plan: PartPlan,
+    /// Some entries may be copied in the store: the writer keeps track of the parts' cuts.
+    copies: bool,
     description: &'a str,
     /// The buckets the job's sources are read from.
     source_buckets: Arc<SourceBuckets>,
@@ -393,6 +449,11 @@ impl Attempt<'_> {
         resume: Option<(Resume, Continuation)>,
     ) -> Result<Built, Restart> {
         let (ctx, zip) = (self.ctx, self.zip);
+        // Where the part the build's first byte goes in starts, and its number.
+        let cuts = match &resume {
+            Some((resume, kept)) => part_at(&resume.parts, kept.written.offset),
+            None => (0, 1),
+        };
         let (resume, kept) = match resume {
             Some((resume, kept)) => (Some(resume), kept),
             None => {
@@ -472,6 +533,10 @@ impl Attempt<'_> {
             chunks_tx,
             written,
         );
+        let archive = match self.copies {
+            true => archive.with_cuts(PartCuts::new(self.plan, cuts.0, cuts.1)),
+            false => archive,
+        };
         let sources = Sources {
             entries: rest,
             buckets: self.source_buckets.clone(),

@@ -1,6 +1,6 @@
 //! The one owner of every call zipkit makes on the archive's object: a single PutObject for an
-//! archive that fits in one part, or CreateMultipartUpload, UploadPart, CompleteMultipartUpload
-//! and AbortMultipartUpload. Each call gets a time limit that fits its body, and each refusal
+//! archive that fits in one part, or CreateMultipartUpload, UploadPart, UploadPartCopy,
+//! CompleteMultipartUpload and AbortMultipartUpload. Each call gets a time limit that fits its body, and each refusal
 //! becomes a `JobFailure` that keeps the provider's code and says whether it is worth retrying.
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use zipkit_domain::models::{BucketCapabilities, ResultSettings};
 use zipkit_domain::values::ObjectKey;
 use zipkit_storage::{BucketLocation, BucketTestError, StoreRefusal, attachment};
 
+use crate::archive::CopiedRange;
 use crate::failure::{Blame, JobFailure, Retry};
 
 /// A part the store has taken.
@@ -281,6 +282,47 @@ impl Destination {
             etag: answer.e_tag().unwrap_or_default().to_owned(),
             size: size as i64,
             crc32,
+        })
+    }
+
+    /// Has the store copy `range` of an object it holds as part `number` (UploadPartCopy), as
+    /// long as the object still has the ETag the range was read with.
+    pub async fn copy_part(
+        &self,
+        upload_id: &str,
+        number: i32,
+        range: CopiedRange,
+    ) -> Result<UploadedPart, StoreFailure> {
+        let len = usize::try_from(range.len).unwrap_or(usize::MAX);
+        let last = range.start + range.len - 1;
+        let answer = self
+            .inner
+            .client
+            .upload_part_copy()
+            .bucket(self.inner.location.name.as_str())
+            .key(self.inner.key.as_str())
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(zipkit_storage::copy_source(&range.bucket, &range.key))
+            .copy_source_range(format!("bytes={}-{last}", range.start))
+            .copy_source_if_match(&range.etag)
+            .customize()
+            // The store moves the bytes; they are timed as if sent.
+            .config_override(self.config(len))
+            .send()
+            .await
+            .map_err(|e| self.failure("UploadPartCopy", &e))?;
+        metrics::counter!(zipkit_runtime::metrics::PARTS_COPIED).increment(1);
+        metrics::counter!(zipkit_runtime::metrics::BYTES_COPIED).increment(range.len);
+        let etag = answer
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default();
+        Ok(UploadedPart {
+            number,
+            etag: etag.to_owned(),
+            size: range.len as i64,
+            crc32: range.crc32,
         })
     }
 

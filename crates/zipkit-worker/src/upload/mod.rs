@@ -8,6 +8,11 @@
 //! then sent; the parts after it go on meanwhile (a multipart upload takes its parts in any
 //! order). So every header in the bucket carries its entry's CRC-32 and sizes.
 //!
+//! A copied range (`Piece::Copy`) is a part of its own, made by the store from the source object
+//! (UploadPartCopy); the part being filled ends right before it. The writer cuts its own
+//! copy of the parts (`PartCuts`) to send enough of each object first that no part before a copy
+//! falls under S3's 5 MiB.
+//!
 //! A job taken over from a worker that died continues that worker's upload (`Resume`): the
 //! rebuilt archive's bytes, from where the rebuild starts (after the entries wholly inside the
 //! uploaded parts, which are not built again), are checked part by part against the size and
@@ -19,14 +24,14 @@ pub mod destination;
 pub mod sweeper;
 
 pub use destination::{Destination, StoreFailure, StoreTimeouts, UploadedPart};
-pub use zipkit_zip::parts::{MAX_PARTS, PartPlan};
+pub use zipkit_zip::parts::{MAX_PARTS, MIN_PART, PartCuts, PartPlan};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::archive::Piece;
+use crate::archive::{CopiedRange, Piece};
 use crate::failure::JobFailure;
 use crate::memory::{LanePass, PartBuffer, PartMemory, PartPermit};
 
@@ -67,6 +72,9 @@ pub struct Resume {
     /// bytes before it.
     pub from: u64,
     pub crc32_before: u32,
+    /// The upload copies ranges: its parts end where copies start, not only where the plan
+    /// cuts them, so their sizes say nothing until the rebuilt bytes are compared.
+    pub copies: bool,
 }
 
 /// Why the upload did not produce an object.
@@ -199,6 +207,19 @@ impl PrefixCheck {
         self.current.is_none()
     }
 
+    /// Takes a copied range, which must be the next recorded part whole: same size, same CRC-32.
+    /// Otherwise the number of the part that differs.
+    fn copied(&mut self, range: &CopiedRange) -> Result<(), i32> {
+        let Some(part) = &self.current else {
+            return Ok(());
+        };
+        if self.seen != 0 || part.size as u64 != range.len || part.crc32 != range.crc32 {
+            return Err(part.number);
+        }
+        self.current = self.parts.next();
+        Ok(())
+    }
+
     /// Takes the bytes of `chunk` that belong to recorded parts; a part whose bytes are all in
     /// comes back with the CRC-32 of the bytes it was given, for the caller to compare (now, or
     /// once a header in it has its values).
@@ -323,12 +344,14 @@ async fn stream(
     let mut total = 0u64;
     let resumed = resume.is_some();
     if let Some(resume) = resume {
-        // The parts must be the ones this plan cuts: all full, but the archive's last.
+        // The parts must be the ones this plan cuts: all full, but the archive's last (or, with
+        // copies, the one before a copy; the comparison of their bytes tells).
         let count = resume.parts.len();
         for (i, part) in resume.parts.iter().enumerate() {
             let full = part.size as usize == plan.size(part.number);
-            let last_and_short = i + 1 == count && (part.size as usize) < plan.size(part.number);
-            if part.number != i as i32 + 1 || !(full || last_and_short) {
+            let short = (part.size as usize) < plan.size(part.number);
+            let last_and_short = i + 1 == count && short;
+            if part.number != i as i32 + 1 || !(full || last_and_short || resume.copies) {
                 return Err(UploadError::Diverged { part: part.number });
             }
         }
@@ -337,7 +360,7 @@ async fn stream(
         last_part_short = resume
             .parts
             .last()
-            .filter(|p| (p.size as usize) < plan.size(p.number))
+            .filter(|p| !resume.copies && (p.size as usize) < plan.size(p.number))
             .map(|p| p.number);
         parts = resume.parts.clone();
         prefix = Some(PrefixCheck::new(
@@ -414,6 +437,53 @@ async fn stream(
                         .await?;
                 }
                 pass = None;
+                continue;
+            }
+            Piece::Copy(range) => {
+                let len = range.len;
+                if let Some(check) = &mut prefix {
+                    check
+                        .copied(&range)
+                        .map_err(|part| UploadError::Diverged { part })?;
+                    total += len;
+                    if check.is_done() {
+                        prefix = None;
+                        filling_start = total;
+                    }
+                    continue;
+                }
+                if let Some(part) = last_part_short {
+                    return Err(UploadError::Diverged { part });
+                }
+                // The part being filled ends here (held back if a header in it waits for its
+                // values); the copy is the next.
+                if let Some(filling) = buffer.take() {
+                    if (filling.len() as u64) < MIN_PART {
+                        return Err(UploadError::Failed(JobFailure::internal(format!(
+                            "the part before a copied range holds only {} bytes",
+                            filling.len()
+                        ))));
+                    }
+                    let end = filling_start + filling.len() as u64;
+                    if header
+                        .as_ref()
+                        .is_some_and(|hold| hold.overlaps(filling_start, end))
+                    {
+                        held.push((next_number, filling_start, filling));
+                    } else {
+                        let part = (next_number, filling.freeze());
+                        new_part
+                            .send(seen, &mut uploading, &mut parts, part, lost)
+                            .await?;
+                    }
+                    next_number += 1;
+                }
+                new_part
+                    .copy(seen, &mut uploading, &mut parts, (next_number, range), lost)
+                    .await?;
+                next_number += 1;
+                total += len;
+                filling_start = total;
                 continue;
             }
             Piece::Rewind => {
@@ -561,7 +631,8 @@ async fn stream(
         ledger,
     };
     if let Some(last) = buffer.filter(|b| !b.is_empty()) {
-        send.send(&mut uploading, &mut parts, next_number, last.freeze())
+        let last = Body::Sent(last.freeze());
+        send.send(&mut uploading, &mut parts, next_number, last)
             .await
             .map_err(lost)?;
     }
@@ -595,24 +666,55 @@ impl<L: Ledger> NewPart<'_, L> {
         (number, body): (i32, Bytes),
         lost: impl Fn(StoreFailure) -> UploadError,
     ) -> Result<(), UploadError> {
-        let id = match &seen.upload_id {
+        let id = self.upload_id(seen).await?;
+        self.sender(&id)
+            .send(uploading, parts, number, Body::Sent(body))
+            .await
+            .map_err(lost)
+    }
+
+    /// Has the store copy `range` as part `number`.
+    async fn copy(
+        &self,
+        seen: &mut Seen,
+        uploading: &mut Uploading,
+        parts: &mut Vec<UploadedPart>,
+        (number, range): (i32, CopiedRange),
+        lost: impl Fn(StoreFailure) -> UploadError,
+    ) -> Result<(), UploadError> {
+        let id = self.upload_id(seen).await?;
+        self.sender(&id)
+            .send(uploading, parts, number, Body::Copied(range))
+            .await
+            .map_err(lost)
+    }
+
+    /// The upload, created (and recorded) with its first part.
+    async fn upload_id(&self, seen: &mut Seen) -> Result<String, UploadError> {
+        Ok(match &seen.upload_id {
             Some(id) => id.clone(),
             None => {
                 let id = self.destination.create_multipart().await?;
                 self.ledger.started(&id).await?;
                 seen.upload_id.insert(id).clone()
             }
-        };
-        let send = SendPart {
+        })
+    }
+
+    fn sender<'s>(&'s self, upload_id: &'s str) -> SendPart<'s, L> {
+        SendPart {
             destination: self.destination,
-            upload_id: &id,
+            upload_id,
             plan: self.plan,
             ledger: self.ledger,
-        };
-        send.send(uploading, parts, number, body)
-            .await
-            .map_err(lost)
+        }
     }
+}
+
+/// What makes a part: bytes sent, or a range the store copies.
+enum Body {
+    Sent(Bytes),
+    Copied(CopiedRange),
 }
 
 /// Starts one part of a multipart upload.
@@ -631,7 +733,7 @@ impl<L: Ledger> SendPart<'_, L> {
         uploading: &mut Uploading,
         parts: &mut Vec<UploadedPart>,
         number: i32,
-        body: Bytes,
+        body: Body,
     ) -> Result<(), StoreFailure> {
         // Parts that finished meanwhile are recorded now, so a worker taking the job over finds
         // them; at the limit, one more is waited for.
@@ -642,16 +744,34 @@ impl<L: Ledger> SendPart<'_, L> {
         while uploading.len() >= self.plan.in_flight(number) {
             finished.extend(next_finished(uploading).await?);
         }
-        let span = tracing::info_span!(
-            "upload part",
-            otel.kind = "client",
-            part = number,
-            bytes = body.len(),
-        );
         let (destination, upload_id) = (self.destination.clone(), self.upload_id.to_owned());
-        uploading.spawn(
-            async move { destination.upload_part(&upload_id, number, body).await }.instrument(span),
-        );
+        match body {
+            Body::Sent(body) => {
+                let span = tracing::info_span!(
+                    "upload part",
+                    otel.kind = "client",
+                    part = number,
+                    bytes = body.len(),
+                );
+                uploading.spawn(
+                    async move { destination.upload_part(&upload_id, number, body).await }
+                        .instrument(span),
+                );
+            }
+            Body::Copied(range) => {
+                let span = tracing::info_span!(
+                    "copy part",
+                    otel.kind = "client",
+                    part = number,
+                    bytes = range.len,
+                    source.bucket = %range.bucket,
+                );
+                uploading.spawn(
+                    async move { destination.copy_part(&upload_id, number, range).await }
+                        .instrument(span),
+                );
+            }
+        }
         for part in finished {
             record_part(self.ledger, self.upload_id, part, parts).await?;
         }

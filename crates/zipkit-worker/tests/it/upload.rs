@@ -509,6 +509,7 @@ async fn half_done_upload(
         parts: uploaded,
         from: 0,
         crc32_before: 0,
+        copies: false,
     }
 }
 

@@ -41,6 +41,7 @@ where
                     file.seek(SeekFrom::Start(written)).unwrap();
                 }
                 Piece::Rewind => unreachable!("no entry is left out here"),
+                Piece::Copy(_) => unreachable!("nothing is copied here"),
             }
         }
         file.flush().unwrap();
