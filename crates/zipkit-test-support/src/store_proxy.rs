@@ -24,6 +24,8 @@ pub struct StoreCall {
     /// What the call asked of the object: its `x-amz-*` headers (signing ones aside) and
     /// `cache-control`, lower-case names.
     pub headers: BTreeMap<String, String>,
+    /// The bytes of the request's body: what the caller sent the store.
+    pub body: u64,
 }
 
 /// The request headers a call records.
@@ -119,6 +121,7 @@ async fn forward(
     let copies = request.headers().contains_key("x-amz-copy-source");
     let (name, part, upload_id) = operation(&method, &query, copies);
     let headers = object_headers(&request);
+    let body_len = body.len() as u64;
     let canned = {
         let mut rules = state.rules.lock().expect("rules");
         rules
@@ -143,6 +146,7 @@ async fn forward(
             upload_id: upload_id.clone(),
             status,
             headers: headers.clone(),
+            body: body_len,
         });
     };
     if let Some((status, body)) = canned {
@@ -186,7 +190,26 @@ async fn forward(
             response.insert_header((name.as_str(), value.as_bytes()));
         }
     }
-    response.body(answer.bytes().await.unwrap_or_default())
+    // Streamed as it comes (a large object must not wait to be whole here), with its length;
+    // a HEAD's length is the object's, without a body.
+    // The header, not the body's size: a HEAD's body is empty.
+    let length = answer
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = futures_util::StreamExt::map(answer.bytes_stream(), |chunk| {
+        chunk.map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+    });
+    match length {
+        Some(length) if method == "HEAD" => {
+            let nothing =
+                futures_util::stream::empty::<Result<web::Bytes, Box<dyn std::error::Error>>>();
+            response.body(actix_web::body::SizedStream::new(length, nothing))
+        }
+        Some(length) => response.body(actix_web::body::SizedStream::new(length, body)),
+        None => response.streaming(body),
+    }
 }
 
 impl StoreProxy {
@@ -272,6 +295,11 @@ impl StoreProxy {
             .iter()
             .filter(|c| c.operation == operation)
             .count()
+    }
+
+    /// The bytes of every request body the store received (or the proxy answered).
+    pub fn body_bytes(&self) -> u64 {
+        self.calls().iter().map(|c| c.body).sum()
     }
 
     /// The operations in the order they arrived.

@@ -4,6 +4,7 @@
 //! theme in the submodules, the harness in `crate::harness`.
 
 mod archive;
+mod assembly;
 mod buckets;
 mod delivery;
 mod manifests;
