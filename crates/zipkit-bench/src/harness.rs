@@ -91,7 +91,10 @@ pub struct Bench {
     /// Held so the worker process is killed when the bench ends.
     pub _worker: KillOnDrop,
     pub worker_pid: u32,
+    /// Where the worker's `/metrics` answer.
+    pub worker_port: u16,
     pub http: reqwest::Client,
+    pub keyring: KeyRing,
 }
 
 impl Bench {
@@ -128,7 +131,9 @@ impl Bench {
         )
         .await?;
         let mut command = zipkit_command(worker_bin, db.url(), &broker.url());
+        let worker_port = zipkit_test_support::process::free_port();
         command
+            .env("ZIPKIT__WORKER__HTTP_PORT", worker_port.to_string())
             .env("ZIPKIT__CRYPTO__ACTIVE_KEY", "bench")
             .env("ZIPKIT__CRYPTO__KEYS__BENCH", &key)
             .env("ZIPKIT__TELEMETRY__FILTER", "warn")
@@ -157,8 +162,21 @@ impl Bench {
             bucket,
             _worker: KillOnDrop(child),
             worker_pid,
+            worker_port,
             http: reqwest::Client::builder().build()?,
+            keyring,
         })
+    }
+
+    /// The value of a counter the worker exports (summed over its label sets).
+    pub async fn counter(&self, name: &str) -> anyhow::Result<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.worker_port);
+        let text = self.http.get(url).send().await?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     /// The worker's peak resident memory since the last reset, in MiB (VmHWM).
@@ -196,6 +214,31 @@ impl Bench {
     /// Runs one job: its wall time, the archive's size, and how long the store took to
     /// complete the upload once the last part was up.
     pub async fn run(&self, case: &Case, urls: &[String], key: &str) -> anyhow::Result<Run> {
+        let entries = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                Ok(NewZipEntry {
+                    url: SourceUrl::parse(url).context("url")?,
+                    filename: EntryName::parse(&format!("files/{:05}.txt", i)).context("name")?,
+                    given_filename: None,
+                    modified_at: None,
+                    declared_size: None,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        self.run_entries(case.name, case.compression, entries, key)
+            .await
+    }
+
+    /// As `run`, for any entries.
+    pub async fn run_entries(
+        &self,
+        name: &str,
+        compression: Compression,
+        entries: Vec<NewZipEntry>,
+        key: &str,
+    ) -> anyhow::Result<Run> {
         let mut conn = self.db.connect().await;
         let zip = Zip::create(
             &mut conn,
@@ -209,23 +252,10 @@ impl Bench {
                 bucket_id: self.bucket.id,
                 key: ObjectKey::parse(key).context("key")?,
                 metadata: Default::default(),
-                compression: case.compression,
+                compression,
                 on_error: OnError::Fail,
                 idempotency: None,
-                entries: urls
-                    .iter()
-                    .enumerate()
-                    .map(|(i, url)| {
-                        Ok(NewZipEntry {
-                            url: SourceUrl::parse(url).context("url")?,
-                            filename: EntryName::parse(&format!("files/{:05}.txt", i))
-                                .context("name")?,
-                            given_filename: None,
-                            modified_at: None,
-                            declared_size: None,
-                        })
-                    })
-                    .collect::<anyhow::Result<_>>()?,
+                entries,
             },
         )
         .await?;
@@ -250,12 +280,7 @@ impl Bench {
             if now.status.is_terminal() {
                 let took = started.elapsed();
                 if now.status != ZipStatus::Succeeded {
-                    bail!(
-                        "{}: job ended {}: {:?}",
-                        case.name,
-                        now.status,
-                        now.error_message
-                    );
+                    bail!("{name}: job ended {}: {:?}", now.status, now.error_message);
                 }
                 return Ok(Run {
                     took,

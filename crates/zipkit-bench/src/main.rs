@@ -5,7 +5,10 @@
 //! the same number of bytes is uploaded as one plain multipart object. It also measures
 //! single-threaded deflate level 6 (classic zlib through Python, and zlib-rs) on the same bytes,
 //! for the deflate cases on two kinds of text: real (Rust sources) and synthetic (word salad).
+//! One case reads its objects from the destination store itself, assembled there and streamed
+//! (`assembly`).
 
+mod assembly;
 mod baseline;
 mod corpus;
 mod harness;
@@ -196,6 +199,9 @@ async fn main() -> anyhow::Result<()> {
                 streaming / zlib_rs.mib_s,
             ));
         }
+    }
+    if assembly::NAME.contains(&only) {
+        assembly::run(&bench).await?;
     }
     for line in deflate_lines {
         println!("{line}");
