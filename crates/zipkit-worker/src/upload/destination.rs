@@ -311,7 +311,26 @@ impl Destination {
             .config_override(self.config(len))
             .send()
             .await
-            .map_err(|e| self.failure("UploadPartCopy", &e))?;
+            .map_err(|e| {
+                if e.code() == Some("PreconditionFailed") {
+                    // The object was replaced since it was looked at: the next attempt reads it
+                    // again (its new checksum, its new first bytes).
+                    let failure = JobFailure::new(
+                        "source_changed",
+                        format!(
+                            "s3://{}/{} changed while it was copied into the archive",
+                            range.bucket, range.key
+                        ),
+                        Blame::Request,
+                        Retry::Later,
+                    );
+                    return StoreFailure {
+                        failure,
+                        upload_lost: false,
+                    };
+                }
+                self.failure("UploadPartCopy", &e)
+            })?;
         metrics::counter!(zipkit_runtime::metrics::PARTS_COPIED).increment(1);
         metrics::counter!(zipkit_runtime::metrics::BYTES_COPIED).increment(range.len);
         let etag = answer

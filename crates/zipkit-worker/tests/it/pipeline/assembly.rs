@@ -312,3 +312,84 @@ async fn a_server_side_job_taken_over_continues_its_upload_without_copying_a_par
         "the resumed archive differs from an uninterrupted run's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_entry_is_copied_only_where_it_may_be_and_streamed_otherwise() {
+    let harness = Harness::start().await;
+    let proxy = StoreProxy::start().await;
+    let bucket = tested_bucket(&harness, &proxy).await;
+    let big = pseudo_random(12 * MIB, 31);
+    let text = "a line of notes\n".repeat(12 * MIB / 16).into_bytes();
+    let small = pseudo_random(3 * MIB, 32);
+    put(&harness, "in/big.zip", big.clone(), true).await;
+    put(&harness, "in/notes.txt", text.clone(), true).await;
+    put(&harness, "in/small.zip", small.clone(), true).await;
+    let sources = zipkit_test_support::sources::SourceServer::start(vec![(
+        "web.zip",
+        zipkit_test_support::sources::Behaviour::Serve(big.clone()),
+    )])
+    .await;
+    let (url, _) = sources.entry("web.zip");
+    let web = NewZipEntry {
+        url: SourceUrl::parse(&url).unwrap(),
+        filename: EntryName::parse("web.zip").unwrap(),
+        given_filename: None,
+        modified_at: None,
+        declared_size: None,
+    };
+    let entries = || {
+        vec![
+            object(&bucket, "in/big.zip", "big.zip"),
+            object(&bucket, "in/notes.txt", "notes.txt"),
+            object(&bucket, "in/small.zip", "small.zip"),
+            web.clone(),
+        ]
+    };
+    let copies = || proxy.count("UploadPartCopy");
+    let job = || (Compression::Auto, OnError::Fail, ResultSettings::default());
+
+    // Copied: the large object `auto` stores by its name. Streamed: the text `auto` deflates,
+    // the object too small for a part of its own, and the HTTP source.
+    let before = copies();
+    let id = harness
+        .submit_asking(&bucket, "out/mixed.zip", entries(), job())
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(copies() - before, 1, "{:?}", proxy.operations());
+    let read = super::read_with_python(&harness.store.get("out/mixed.zip").await);
+    assert_eq!(read["big.zip"], big);
+    assert_eq!(read["notes.txt"], text);
+    assert_eq!(read["small.zip"], small);
+    assert_eq!(read["web.zip"], big);
+
+    // A bucket never tested: nothing is known of UploadPartCopy, so nothing is copied.
+    let untested = harness.bucket_at(proxy.url()).await;
+    let mut conn = harness.db.connect().await;
+    let untested = Bucket::set_read_sources(&mut conn, untested.project_id, untested.id, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(untested.capabilities.is_none());
+    let before = copies();
+    let entries = vec![object(&untested, "in/big.zip", "big.zip")];
+    let id = harness
+        .submit_asking(&untested, "out/untested.zip", entries, job())
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+    assert_eq!(copies(), before, "streamed: {:?}", proxy.operations());
+    let read = super::read_with_python(&harness.store.get("out/untested.zip").await);
+    assert_eq!(read["big.zip"], big);
+
+    // An object replaced between its HeadObject and its copy: the store refuses the copy
+    // (`x-amz-copy-source-if-match`), and the job fails for a reason a new attempt may not meet.
+    proxy.refuse("UploadPartCopy", 412, "PreconditionFailed", Some(1));
+    let entries = vec![object(&bucket, "in/big.zip", "big.zip")];
+    let id = harness
+        .submit_asking(&bucket, "out/changed.zip", entries, job())
+        .await;
+    let zip = harness.wait_finished(id).await;
+    assert_eq!(zip.status, ZipStatus::Failed);
+    assert_eq!(zip.error_code.as_deref(), Some("source_changed"), "{zip:?}");
+}
