@@ -4,7 +4,8 @@
 # case, wall time, throughput, the worker's CPU time and peak RSS, and the ceiling measured in
 # the same run; then deflate throughput against single-threaded level 6 on the same bytes.
 # Figures go in docs/PERFORMANCE.md.
-# Needs about 6 GiB free disk (the ZIP64 case writes a 4.5 GiB object, deleted afterwards).
+# Needs about 30 GiB free disk (the ZIP64 case writes a 4.5 GiB object; the destination-store
+# case eight 1 GiB objects and two 8 GiB archives, with s3s-fs's part files; all deleted afterwards).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOG_TAG=bench
