@@ -9,7 +9,6 @@ mod listing;
 mod manifest;
 mod recorder;
 
-pub use entry_writer::MAX_LISTED_ENTRIES;
 
 use feed::{Carried, FeedError, feed_sources};
 use recorder::{Note, PgLedger, Recorder};

@@ -17,7 +17,7 @@ use zipkit_test_support::store_proxy::StoreProxy;
 
 use crate::harness::Harness;
 
-use super::pseudo_random;
+use super::{bucket_object as object, pseudo_random};
 
 const MIB: usize = 1024 * 1024;
 
@@ -67,16 +67,6 @@ async fn put(harness: &Harness, key: &str, bytes: Vec<u8>, checksum: bool) {
         .send()
         .await
         .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
-}
-
-fn object(bucket: &Bucket, key: &str, name: &str) -> NewZipEntry {
-    NewZipEntry {
-        url: SourceUrl::bucket_object(&bucket.name, key).unwrap(),
-        filename: EntryName::parse(name).unwrap(),
-        given_filename: None,
-        modified_at: None,
-        declared_size: None,
-    }
 }
 
 /// The archive at `key`, in a file for the readers; removed when dropped.

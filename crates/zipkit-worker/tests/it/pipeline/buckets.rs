@@ -10,17 +10,7 @@ use zipkit_test_support::sources::{Behaviour, SourceServer};
 
 use crate::harness::Harness;
 
-use super::{pseudo_random, read_with_python};
-
-fn object(bucket: &Bucket, key: &str, name: &str) -> NewZipEntry {
-    NewZipEntry {
-        url: SourceUrl::bucket_object(&bucket.name, key).unwrap(),
-        filename: EntryName::parse(name).unwrap(),
-        given_filename: None,
-        modified_at: None,
-        declared_size: None,
-    }
-}
+use super::{bucket_object as object, pseudo_random, read_with_python};
 
 fn prefix(
     item_index: i32,

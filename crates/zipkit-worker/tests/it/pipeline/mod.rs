@@ -40,6 +40,21 @@ pub(super) fn read_with_python(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
     entries.into_iter().collect()
 }
 
+/// An entry of one object of `bucket` (`s3://<bucket>/<key>`), named `name`.
+pub(super) fn bucket_object(
+    bucket: &zipkit_domain::models::Bucket,
+    key: &str,
+    name: &str,
+) -> NewZipEntry {
+    NewZipEntry {
+        url: SourceUrl::bucket_object(&bucket.name, key).unwrap(),
+        filename: EntryName::parse(name).unwrap(),
+        given_filename: None,
+        modified_at: None,
+        declared_size: None,
+    }
+}
+
 pub(super) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed;
     (0..len)
