@@ -9,7 +9,6 @@ mod listing;
 mod manifest;
 mod recorder;
 
-
 use feed::{Carried, FeedError, feed_sources};
 use recorder::{Note, PgLedger, Recorder};
 
