@@ -111,10 +111,11 @@ pub struct Uploaded {
     pub resumed_parts: usize,
 }
 
-/// Uploads everything `chunks` yields, in parts cut by `plan`, several at once as `memory`
-/// allows (the job's floor, and more parts only while the worker's budget has them free). When
-/// the chunks end, `finished` says whether the archive is whole: only then is the last part sent and the upload completed; otherwise nothing more is
-/// sent. With `resume`, continues that upload after checking the bytes of its parts. Whatever
+/// Uploads everything `chunks` yields, in parts cut by `plan` (and before and after each copied
+/// range, which the store makes a part of its own), several at once as `memory` allows (the
+/// job's floor, and more parts only while the worker's budget has them free). When the chunks
+/// end, `finished` says whether the archive is whole: only then is the last part sent and the
+/// upload completed; otherwise nothing more is sent. With `resume`, continues that upload after checking the bytes of its parts. Whatever
 /// stops an upload early aborts it (except a divergence: the caller decides), so no job leaves
 /// parts behind that it knows of.
 pub async fn upload(
