@@ -165,6 +165,10 @@ struct Seen {
     ending: Option<Ending>,
 }
 
+/// A full part held back for a header's values: its number, where it starts in the archive, and
+/// its bytes.
+type HeldPart = (i32, u64, PartBuffer<PartPermit>);
+
 /// Parts on their way to the store.
 type Uploading = JoinSet<Result<UploadedPart, StoreFailure>>;
 
@@ -391,7 +395,7 @@ async fn stream(
     // The header still without its values, the full parts it is in (held back), and the
     // recorded parts it is in whose check waits for it (with the CRC-32 of what they were given).
     let mut header: Option<HeaderHold> = None;
-    let mut held: Vec<(i32, u64, PartBuffer<PartPermit>)> = Vec::new();
+    let mut held: Vec<HeldPart> = Vec::new();
     let mut unchecked: Vec<(UploadedPart, u64, u32)> = Vec::new();
     // The worker's lane, while parts are held back and no other memory was free.
     let mut pass: Option<LanePass> = None;
@@ -465,18 +469,11 @@ async fn stream(
                             filling.len()
                         ))));
                     }
-                    let end = filling_start + filling.len() as u64;
-                    if header
-                        .as_ref()
-                        .is_some_and(|hold| hold.overlaps(filling_start, end))
-                    {
-                        held.push((next_number, filling_start, filling));
-                    } else {
-                        let part = (next_number, filling.freeze());
-                        new_part
-                            .send(seen, &mut uploading, &mut parts, part, lost)
-                            .await?;
-                    }
+                    let part = (next_number, filling_start, filling);
+                    let sending = (&mut *seen, &mut uploading, &mut parts);
+                    new_part
+                        .end(sending, (header.as_ref(), &mut held), part, lost)
+                        .await?;
                     next_number += 1;
                 }
                 new_part
@@ -584,18 +581,11 @@ async fn stream(
             let _ = chunk.split_to(take);
             if filling.len() == filling.capacity() {
                 let full = buffer.take().expect("a buffer is being filled");
-                let end = filling_start + full.len() as u64;
-                if header
-                    .as_ref()
-                    .is_some_and(|hold| hold.overlaps(filling_start, end))
-                {
-                    held.push((next_number, filling_start, full));
-                } else {
-                    let part = (next_number, full.freeze());
-                    new_part
-                        .send(seen, &mut uploading, &mut parts, part, lost)
-                        .await?;
-                }
+                let part = (next_number, filling_start, full);
+                let sending = (&mut *seen, &mut uploading, &mut parts);
+                new_part
+                    .end(sending, (header.as_ref(), &mut held), part, lost)
+                    .await?;
                 next_number += 1;
             }
         }
@@ -672,6 +662,24 @@ impl<L: Ledger> NewPart<'_, L> {
             .send(uploading, parts, number, Body::Sent(body))
             .await
             .map_err(lost)
+    }
+
+    /// A part that ends here (`number`, starting at archive offset `start`): held back while a
+    /// header in it waits for its values, sent otherwise.
+    async fn end(
+        &self,
+        (seen, uploading, parts): (&mut Seen, &mut Uploading, &mut Vec<UploadedPart>),
+        (header, held): (Option<&HeaderHold>, &mut Vec<HeldPart>),
+        (number, start, part): HeldPart,
+        lost: impl Fn(StoreFailure) -> UploadError,
+    ) -> Result<(), UploadError> {
+        let end = start + part.len() as u64;
+        if header.is_some_and(|hold| hold.overlaps(start, end)) {
+            held.push((number, start, part));
+            return Ok(());
+        }
+        self.send(seen, uploading, parts, (number, part.freeze()), lost)
+            .await
     }
 
     /// Has the store copy `range` as part `number`.
