@@ -172,7 +172,10 @@ pub(super) async fn feed_sources(
         };
         let entry = (index, download.entry.filename.as_str());
         let written = match started.stored {
-            Some(_) => feed.copied(entry, started, events).await?,
+            Some(stored) => {
+                feed.copied(entry, (stored, started.modified), events)
+                    .await?
+            }
             None => feed.streamed(entry, started, continued, events).await?,
         };
         let Some(summary) = written else {
@@ -381,12 +384,9 @@ impl Feed<'_> {
     async fn copied(
         &mut self,
         (index, name): (i32, &str),
-        started: Started,
+        (stored, modified): (Stored, EntryTime),
         (events, cancelled): Events<'_>,
     ) -> Result<Option<EntrySummary>, FeedError> {
-        let Some(stored) = started.stored else {
-            return Err(JobFailure::internal("an entry to copy without its object").into());
-        };
         let object = &stored.object;
         self.count(index, object.size)?;
         let zip64 = zipkit_zip::format::needs_zip64_room(Some(object.size), 0);
@@ -398,7 +398,7 @@ impl Feed<'_> {
         let archive = &mut self.archive;
         archive.settle().await?;
         archive
-            .start_entry(index, name, Method::Stored, started.modified, zip64, false)
+            .start_entry(index, name, Method::Stored, modified, zip64, false)
             .await?;
         let head = archive.head_before_copy()?;
         let (mut read, mut sent) = (0u64, 0u64);
