@@ -11,7 +11,7 @@ use diesel_async::AsyncPgConnection;
 use secrecy::ExposeSecret;
 use zipkit_domain::Service;
 use zipkit_domain::crypto::KeyRing;
-use zipkit_domain::models::{Bucket, Zip};
+use zipkit_domain::models::{Bucket, BucketCapabilities, Zip};
 use zipkit_storage::{BucketClients, BucketLocation};
 
 use crate::download::SourceError;
@@ -30,30 +30,28 @@ pub struct SourceBucket {
 #[derive(Debug, Clone, Default)]
 pub struct SourceBuckets {
     by_name: HashMap<String, SourceBucket>,
-    /// The archive's store and keys, when its bucket was found to take UploadPartCopy.
-    copies_into: Option<CopyTarget>,
+    /// The archive's bucket, when it was found to take UploadPartCopy.
+    copies_into: Option<OpenedBucket>,
 }
 
-/// Where an archive goes, as far as copying into it goes: its store, and the keys that sign
-/// the copies (which read the source with them).
+/// A bucket's client with its own keys, where it is, and which key signs for it.
 #[derive(Debug, Clone)]
-struct CopyTarget {
-    store: (Service, String, Option<String>, Option<String>),
+pub struct OpenedBucket {
+    pub location: BucketLocation,
+    pub client: aws_sdk_s3::Client,
     access_key_id: String,
 }
 
-impl CopyTarget {
-    fn of(bucket: &Bucket, keyring: &KeyRing) -> Option<Self> {
-        let credentials = bucket.credentials(keyring).ok()?;
-        Some(Self {
-            store: (
-                bucket.service,
-                bucket.region.clone(),
-                bucket.endpoint_url.clone(),
-                bucket.r2_account_id.clone(),
-            ),
-            access_key_id: credentials.access_key_id.expose_secret().to_owned(),
-        })
+impl OpenedBucket {
+    /// Whether `other` is on the same store and read with the same key: then a copy signed for
+    /// this bucket can read `other`'s objects.
+    fn shares_store_and_key(&self, other: &OpenedBucket) -> bool {
+        let (a, b) = (&self.location, &other.location);
+        a.service == b.service
+            && a.region == b.region
+            && a.endpoint_url == b.endpoint_url
+            && a.r2_account_id == b.r2_account_id
+            && self.access_key_id == other.access_key_id
     }
 }
 
@@ -63,7 +61,7 @@ pub fn open(
     keyring: &KeyRing,
     clients: &BucketClients,
     bucket: &Bucket,
-) -> Result<(BucketLocation, aws_sdk_s3::Client), JobFailure> {
+) -> Result<OpenedBucket, JobFailure> {
     let credentials = bucket.credentials(keyring).map_err(|e| {
         JobFailure::new(
             "bucket_credentials_unreadable",
@@ -81,7 +79,11 @@ pub fn open(
             Retry::Never,
         )
     })?;
-    Ok((location, client))
+    Ok(OpenedBucket {
+        location,
+        client,
+        access_key_id: credentials.access_key_id.expose_secret().to_owned(),
+    })
 }
 
 /// The longest a presigned GET may live (SigV4's limit).
@@ -92,17 +94,15 @@ impl SourceBuckets {
     /// into it where the store allows (the bucket test found UploadPartCopy works; never on R2,
     /// whose parts must all be the same size) and the source is in the same store, read with
     /// the same keys.
-    pub fn for_destination(destination: &Bucket, keyring: &KeyRing) -> Self {
-        let takes_copies = destination
-            .capabilities
-            .as_ref()
-            .is_some_and(|c| c.upload_part_copy)
-            && destination.service != Service::R2;
+    pub fn for_destination(
+        destination: &OpenedBucket,
+        capabilities: Option<&BucketCapabilities>,
+    ) -> Self {
+        let takes_copies = capabilities.is_some_and(|c| c.upload_part_copy)
+            && destination.location.service != Service::R2;
         Self {
             by_name: HashMap::new(),
-            copies_into: takes_copies
-                .then(|| CopyTarget::of(destination, keyring))
-                .flatten(),
+            copies_into: takes_copies.then(|| destination.clone()),
         }
     }
 
@@ -142,17 +142,16 @@ impl SourceBuckets {
                     Retry::Never,
                 ));
             }
-            let (location, client) = open(keyring, clients, &bucket)?;
-            let copies = self.copies_into.as_ref().is_some_and(|target| {
-                CopyTarget::of(&bucket, keyring).is_some_and(|source| {
-                    source.store == target.store && source.access_key_id == target.access_key_id
-                })
-            });
+            let opened = open(keyring, clients, &bucket)?;
+            let copies = self
+                .copies_into
+                .as_ref()
+                .is_some_and(|target| target.shares_store_and_key(&opened));
             self.by_name.insert(
                 name.to_owned(),
                 SourceBucket {
-                    location,
-                    client,
+                    location: opened.location,
+                    client: opened.client,
                     copies,
                 },
             );

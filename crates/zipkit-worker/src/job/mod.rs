@@ -87,10 +87,10 @@ async fn prepare(
                 Retry::Never,
             )
         })?;
-    let (location, client) = source_buckets::open(&ctx.keyring, &ctx.buckets, &bucket)?;
+    let opened = source_buckets::open(&ctx.keyring, &ctx.buckets, &bucket)?;
     drop(conn);
     // The buckets listed are those most entries then read: opened once for both.
-    let mut source_buckets = SourceBuckets::for_destination(&bucket, &ctx.keyring);
+    let mut source_buckets = SourceBuckets::for_destination(&opened, bucket.capabilities.as_ref());
     listing::list_prefixes(ctx, zip, bucket.service, &mut source_buckets).await?;
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     // Read a page at a time, keeping only what downloads need: the rows as loaded take
@@ -131,8 +131,8 @@ async fn prepare(
         .map_err(JobFailure::database)?;
     drop(conn);
     let destination = Destination::new(
-        client,
-        location,
+        opened.client,
+        opened.location,
         bucket.capabilities,
         (zip.object_key.clone(), settings),
         zip.id,

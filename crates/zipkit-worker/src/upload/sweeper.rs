@@ -96,14 +96,14 @@ impl OrphanSweeper {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the bucket was removed")?;
-        let (location, client) = crate::source_buckets::open(&self.keyring, &self.buckets, &bucket)
+        let opened = crate::source_buckets::open(&self.keyring, &self.buckets, &bucket)
             .map_err(|failure| failure.message)?;
         // To abort or delete: what the object would have been told does not matter.
         let object = (key, ResultSettings::default());
         let capabilities = bucket.capabilities;
         Ok(Destination::new(
-            client,
-            location,
+            opened.client,
+            opened.location,
             capabilities,
             object,
             zip_id,
