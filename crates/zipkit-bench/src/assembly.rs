@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::CompletedPart;
 use bytes::Bytes;
 use zipkit_domain::Compression;
 use zipkit_domain::models::{Bucket, BucketTestResult, NewZipEntry};
@@ -170,18 +170,7 @@ async fn store_copy(bench: &Bench, keys: &[String]) -> anyhow::Result<Duration> 
         )
     });
     let parts = futures_util::future::try_join_all(copies).await?;
-    client
-        .complete_multipart_upload()
-        .bucket(bucket)
-        .key(target)
-        .upload_id(upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await?;
+    bench.complete_upload(target, upload_id, parts).await?;
     let took = started.elapsed();
     bench.delete(target).await;
     Ok(took)

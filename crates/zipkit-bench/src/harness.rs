@@ -364,19 +364,31 @@ impl Bench {
             .buffered(PARTS_IN_FLIGHT)
             .try_collect()
             .await?;
-        client
+        self.complete_upload(key, &upload_id, completed).await?;
+        self.delete(key).await;
+        Ok(())
+    }
+
+    /// Completes a multipart upload of the bench's bucket from its parts.
+    pub async fn complete_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<aws_sdk_s3::types::CompletedPart>,
+    ) -> anyhow::Result<()> {
+        self.store
+            .client()
             .complete_multipart_upload()
             .bucket(self.store.name())
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(
                 aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
+                    .set_parts(Some(parts))
                     .build(),
             )
             .send()
             .await?;
-        self.delete(key).await;
         Ok(())
     }
 
