@@ -2,24 +2,63 @@
 //! nothing but a skipped source can change it. Entries written are counted with their actual
 //! sizes; the entry being written counts when it is stored and its source gave its length; the
 //! sources not reached yet count when each is stored by its name and its size was given
-//! (`PlannedEntry::certain`). A deflated entry counts once it is compressed. A skipped source
-//! makes the size be worked out again.
+//! (`PlannedEntry::certain`): the job's `CertainTail`. A deflated entry counts once it is
+//! compressed. A skipped source makes the size be worked out again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use zipkit_domain::Compression;
-use zipkit_zip::format::Method;
+use zipkit_zip::format::{Method, NameCost};
 use zipkit_zip::layout::{Layouter, PlannedEntry};
 
 use crate::archive::{Placement, WrittenSoFar};
-use crate::prefetch::Source;
+
+/// The sources at the end of a job that are all certain (`PlannedEntry::certain`), as the size
+/// needs them: 16 bytes each, not the sources themselves, so a job of a million keeps 16 MiB
+/// at most (none when its last source is not certain).
+#[derive(Debug, Default)]
+pub struct CertainTail {
+    /// The last source that is not certain: the size can be known once a build reaches it.
+    last_uncertain: Option<i32>,
+    /// The certain sources after it, in order.
+    entries: Vec<TailEntry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TailEntry {
+    index: i32,
+    name: NameCost,
+    length: u64,
+}
+
+impl CertainTail {
+    /// Counts the job's next source, in order.
+    pub fn push(&mut self, compression: Compression, index: i32, name: &str, size: Option<u64>) {
+        match PlannedEntry::certain(compression, name, size) {
+            Some(planned) => self.entries.push(TailEntry {
+                index,
+                name: NameCost::of(name.as_bytes()),
+                length: planned.length,
+            }),
+            None => {
+                self.last_uncertain = Some(index);
+                self.entries.clear();
+            }
+        }
+    }
+
+    /// Gives back what the longest run before the last uncertain source took.
+    pub fn shrink(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+}
 
 /// An entry in the archive whose bytes are not all out yet.
 #[derive(Debug)]
 struct Open {
     entry: i32,
-    name: Box<str>,
+    name: NameCost,
     zip64: bool,
     length: Option<u64>,
     /// Known for a stored entry with its length; for a deflated one once it is placed.
@@ -29,13 +68,10 @@ struct Open {
 
 #[derive(Debug)]
 pub struct ExpectedSize {
-    compression: Compression,
-    /// The sources this build takes, in order.
-    sources: Arc<[Source]>,
-    /// How many of them it has reached (started, skipped or continued).
-    reached: usize,
-    /// From this source on, every one is certain.
-    certain_from: usize,
+    tail: Arc<CertainTail>,
+    /// The last source this build has reached (started, skipped or continued), or the last one
+    /// an earlier build kept.
+    reached: i32,
     /// The entries whose bytes are all out, with their sizes, in archive order.
     settled: Layouter,
     open: VecDeque<Open>,
@@ -45,19 +81,16 @@ pub struct ExpectedSize {
 }
 
 impl ExpectedSize {
-    /// For a build of `sources` that continues the archive `written` (empty for a new one).
-    pub fn new(compression: Compression, sources: Arc<[Source]>, written: &WrittenSoFar) -> Self {
-        let certain = |s: &Source| {
-            PlannedEntry::certain(compression, s.filename.as_str(), s.declared_size).is_some()
-        };
-        let certain_from = sources.len() - sources.iter().rev().take_while(|s| certain(s)).count();
+    /// For a build that takes the sources after entry `after` and continues the archive
+    /// `written` (`after` -1 and `written` empty for a new one).
+    pub fn new(tail: Arc<CertainTail>, after: i32, written: &WrittenSoFar) -> Self {
         let mut open = VecDeque::new();
         let settled = match &written.open {
             // The continued entry's header is in the archive; its length is known when it ends.
             Some(o) => {
                 open.push_back(Open {
                     entry: o.entry,
-                    name: String::from_utf8_lossy(&o.name).into(),
+                    name: NameCost::of(&o.name),
                     zip64: o.zip64,
                     length: None,
                     compressed: None,
@@ -68,10 +101,8 @@ impl ExpectedSize {
             None => Layouter::after(written.offset, &written.directory),
         };
         let mut expected = Self {
-            compression,
-            sources,
-            reached: 0,
-            certain_from,
+            tail,
+            reached: after,
             settled,
             open,
             known: None,
@@ -84,20 +115,21 @@ impl ExpectedSize {
     }
 
     fn reach(&mut self, entry: i32) {
-        let at = self.sources.partition_point(|s| s.index <= entry);
-        self.reached = self.reached.max(at);
+        self.reached = self.reached.max(entry);
     }
 
     /// An entry started in the archive; `length` is its source's, if it gave one.
-    pub fn started(&mut self, entry: i32, method: Method, zip64: bool, length: Option<u64>) {
+    pub fn started(
+        &mut self,
+        (entry, name): (i32, &str),
+        method: Method,
+        zip64: bool,
+        length: Option<u64>,
+    ) {
         self.reach(entry);
-        let name = match self.sources.binary_search_by_key(&entry, |s| s.index) {
-            Ok(at) => self.sources[at].filename.as_str().into(),
-            Err(_) => Box::default(),
-        };
         self.open.push_back(Open {
             entry,
-            name,
+            name: NameCost::of(name.as_bytes()),
             zip64,
             length,
             compressed: length.filter(|_| method == Method::Stored),
@@ -138,12 +170,8 @@ impl ExpectedSize {
         while let Some(front) = self.open.front() {
             match (front.finished, front.length, front.compressed) {
                 (true, Some(length), Some(compressed)) => {
-                    self.settled.add_written(
-                        front.name.as_bytes(),
-                        front.zip64,
-                        length,
-                        compressed,
-                    );
+                    self.settled
+                        .add_written(front.name, front.zip64, length, compressed);
                     self.open.pop_front();
                 }
                 _ => break,
@@ -152,7 +180,10 @@ impl ExpectedSize {
         if self.known.is_some() && !self.stale {
             return None;
         }
-        let rest_certain = self.reached >= self.certain_from;
+        let rest_certain = self
+            .tail
+            .last_uncertain
+            .is_none_or(|last| last <= self.reached);
         if !rest_certain || self.open.iter().any(|o| o.compressed.is_none()) {
             return None;
         }
@@ -160,16 +191,12 @@ impl ExpectedSize {
         for open in &self.open {
             let compressed = open.compressed.unwrap_or_default();
             let length = open.length.unwrap_or(compressed);
-            laid.add_written(open.name.as_bytes(), open.zip64, length, compressed);
+            laid.add_written(open.name, open.zip64, length, compressed);
         }
-        for source in &self.sources[self.reached..] {
-            if let Some(planned) = PlannedEntry::certain(
-                self.compression,
-                source.filename.as_str(),
-                source.declared_size,
-            ) {
-                laid.add_planned(planned);
-            }
+        let entries = &self.tail.entries;
+        let unreached = entries.partition_point(|t| t.index <= self.reached);
+        for t in &entries[unreached..] {
+            laid.add_certain(t.name, t.length);
         }
         self.stale = false;
         let laid = laid.layout();
@@ -192,18 +219,14 @@ mod tests {
     use crate::archive::{ArchiveOptions, ArchiveWriter, EntryTime, Piece, assemble};
     use bytes::Bytes;
     use tokio::sync::mpsc;
-    use zipkit_domain::values::{EntryName, SourceUrl};
     use zipkit_zip::format;
 
-    fn source(index: i32, filename: &str, declared_size: Option<u64>) -> Source {
-        Source {
-            index,
-            url: SourceUrl::parse(&format!("https://example.com/{index}")).unwrap(),
-            filename: EntryName::parse(filename).unwrap(),
-            modified_at: None,
-            declared_size,
-            copy: false,
+    fn tail(compression: Compression, sources: &[(i32, &str, Option<u64>)]) -> Arc<CertainTail> {
+        let mut tail = CertainTail::default();
+        for (index, name, size) in sources {
+            tail.push(compression, *index, name, *size);
         }
+        Arc::new(tail)
     }
 
     /// Feeds the writer's placements to `expected` and notes each size it reports.
@@ -220,14 +243,17 @@ mod tests {
             .collect();
         // `auto`: the text is deflated (its name does not decide, so it is not certain), the
         // photos are stored by their names with their sizes given.
-        let sources: Arc<[Source]> = Arc::from(vec![
-            source(0, "notes.txt", None),
-            source(1, "photo.jpg", Some(300_000)),
-            source(2, "cut.jpg", Some(100_000)),
-            source(3, "last.jpg", Some(50_000)),
-        ]);
-        let mut expected =
-            ExpectedSize::new(Compression::Auto, sources.clone(), &WrittenSoFar::default());
+        let sources = [
+            (0, "notes.txt", None),
+            (1, "photo.jpg", Some(300_000)),
+            (2, "cut.jpg", Some(100_000)),
+            (3, "last.jpg", Some(50_000)),
+        ];
+        let mut expected = ExpectedSize::new(
+            tail(Compression::Auto, &sources),
+            -1,
+            &WrittenSoFar::default(),
+        );
         let (out, mut rx) = mpsc::channel::<Piece>(4);
         let collector = tokio::spawn(async move {
             let mut pieces = Vec::new();
@@ -244,7 +270,7 @@ mod tests {
         let mut seen = Vec::new();
         let start = async |writer: &mut ArchiveWriter, id: i32, name: &str, method: Method| {
             // Room for ZIP64 as the worker decides it: by the length, if known.
-            let length = sources[id as usize].declared_size;
+            let length = sources[id as usize].2;
             let zip64 = format::needs_zip64_room(length, 0);
             writer
                 .start_entry(id, name, method, EntryTime::default(), zip64, false)
@@ -254,7 +280,7 @@ mod tests {
 
         // The deflated entry: nothing is certain until it is compressed.
         start(&mut writer, 0, "notes.txt", Method::Deflated).await;
-        expected.started(0, Method::Deflated, true, None);
+        expected.started((0, "notes.txt"), Method::Deflated, true, None);
         writer.write(text.clone()).await.unwrap();
         report(&mut writer, &mut expected, &mut seen);
         assert!(
@@ -268,7 +294,7 @@ mod tests {
         // size is certain.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         start(&mut writer, 1, "photo.jpg", Method::Stored).await;
-        expected.started(1, Method::Stored, false, Some(300_000));
+        expected.started((1, "photo.jpg"), Method::Stored, false, Some(300_000));
         for chunk in noise.chunks(64 * 1024) {
             writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();
             report(&mut writer, &mut expected, &mut seen);
@@ -280,7 +306,7 @@ mod tests {
 
         // A source that fails part way is left out: the size is worked out again.
         start(&mut writer, 2, "cut.jpg", Method::Stored).await;
-        expected.started(2, Method::Stored, false, Some(100_000));
+        expected.started((2, "cut.jpg"), Method::Stored, false, Some(100_000));
         writer
             .write(Bytes::copy_from_slice(&noise[..40_000]))
             .await
@@ -292,7 +318,7 @@ mod tests {
         assert_eq!(seen.len(), 2, "{seen:?}");
 
         start(&mut writer, 3, "last.jpg", Method::Stored).await;
-        expected.started(3, Method::Stored, false, Some(50_000));
+        expected.started((3, "last.jpg"), Method::Stored, false, Some(50_000));
         writer
             .write(Bytes::copy_from_slice(&noise[..50_000]))
             .await
@@ -317,10 +343,7 @@ mod tests {
     fn a_build_taken_over_counts_what_the_earlier_build_wrote() {
         // Continuing an open stored entry: its length is known when it ends; the rest is
         // certain.
-        let sources: Arc<[Source]> = Arc::from(vec![
-            source(4, "open.bin", None),
-            source(5, "next.bin", Some(10)),
-        ]);
+        let sources = [(4, "open.bin", None), (5, "next.bin", Some(10))];
         let record = format::CentralRecord {
             name: Bytes::from_static(b"kept.bin"),
             method: Method::Stored,
@@ -347,7 +370,7 @@ mod tests {
                 header: Bytes::new(),
             }),
         };
-        let mut expected = ExpectedSize::new(Compression::Store, sources, &written);
+        let mut expected = ExpectedSize::new(tail(Compression::Store, &sources), 3, &written);
         assert_eq!(
             expected.update(),
             None,
@@ -355,8 +378,8 @@ mod tests {
         );
         expected.finished(4, Method::Stored, 2000);
         let mut laid = Layouter::default();
-        laid.add_written(b"kept.bin", false, 1000, 1000);
-        laid.add_written(b"open.bin", true, 2000, 2000);
+        laid.add_written(NameCost::of(b"kept.bin"), false, 1000, 1000);
+        laid.add_written(NameCost::of(b"open.bin"), true, 2000, 2000);
         laid.add_planned(PlannedEntry {
             name: "next.bin",
             method: Method::Stored,
@@ -368,11 +391,12 @@ mod tests {
 
     #[test]
     fn no_size_is_given_for_an_archive_of_nothing() {
-        let sources: Arc<[Source]> = Arc::from(vec![
-            source(0, "a.jpg", Some(5)),
-            source(1, "b.jpg", Some(7)),
-        ]);
-        let mut expected = ExpectedSize::new(Compression::Store, sources, &WrittenSoFar::default());
+        let sources = [(0, "a.jpg", Some(5)), (1, "b.jpg", Some(7))];
+        let mut expected = ExpectedSize::new(
+            tail(Compression::Store, &sources),
+            -1,
+            &WrittenSoFar::default(),
+        );
         expected.skipped(0);
         assert!(expected.update().is_some(), "the other source is certain");
         expected.skipped(1);

@@ -24,6 +24,7 @@ use zipkit_domain::values::{EntryName, SourceLocation, SourceUrl};
 use zipkit_runtime::metrics as metrics_names;
 
 use crate::download::{self, ATTEMPTS, Resume, SourceError};
+use crate::failure::JobFailure;
 use crate::memory::{BufferBudget, Reservation};
 use crate::source_buckets::SourceBuckets;
 use crate::upload::MIN_PART;
@@ -166,20 +167,24 @@ pub struct Continue {
     pub validator: String,
 }
 
-/// A job's sources (one copy for all its builds) and the buckets some of them are read from.
-#[derive(Debug, Clone)]
+/// A build's sources in order, as the job reads them from its rows (`job::sources`); a failure
+/// to read them ends the build.
+pub type SourceFeed = mpsc::Receiver<Result<Source, JobFailure>>;
+
+/// A build's sources and the buckets some of them are read from.
+#[derive(Debug)]
 pub struct Sources {
-    pub entries: Arc<[Source]>,
+    pub entries: SourceFeed,
     pub buckets: Arc<SourceBuckets>,
 }
 
 /// Starts downloads ahead and yields them in request order.
 #[derive(Debug)]
 pub struct Prefetcher {
-    /// The job's sources, and the next to start.
-    entries: Arc<[Source]>,
+    /// The build's sources not started yet, and how many have been.
+    entries: SourceFeed,
     buckets: Arc<SourceBuckets>,
-    next: usize,
+    started: usize,
     /// For the first source: where its download starts.
     first_from: Option<Continue>,
     running: VecDeque<Download>,
@@ -194,7 +199,7 @@ impl Prefetcher {
         Self {
             entries: sources.entries,
             buckets: sources.buckets,
-            next: 0,
+            started: 0,
             first_from: None,
             running: VecDeque::new(),
             http,
@@ -210,72 +215,86 @@ impl Prefetcher {
     }
 
     /// The next entry in order, its download already under way; later ones start meanwhile.
-    pub fn next_download(&mut self) -> Option<Download> {
-        self.fill();
+    /// `None` once every source was taken.
+    pub async fn next_download(&mut self) -> Result<Option<Download>, JobFailure> {
+        if self.running.is_empty() {
+            // Only here does the build wait for its sources to be read.
+            match self.entries.recv().await {
+                Some(source) => self.start(source?),
+                None => return Ok(None),
+            }
+        }
+        self.fill()?;
         let next = self.running.pop_front();
         if let Some(next) = &next {
             next.writing.send_replace(true);
         }
-        self.fill();
-        next
+        self.fill()?;
+        Ok(next)
     }
 
-    fn fill(&mut self) {
+    /// Starts the sources read so far, up to `ahead` downloading at once.
+    fn fill(&mut self) -> Result<(), JobFailure> {
         while self.running.len() < self.limits.ahead {
-            let Some(entry) = self.entries.get(self.next).cloned() else {
-                return;
-            };
-            self.next += 1;
-            // Capacity is not the bound (the byte budget is); it only has to exceed the chunks
-            // the budget can hold.
-            let (tx, events) = mpsc::channel(1024);
-            // The host only: a source URL's path and query may carry a signature. A bucket
-            // object's span names its bucket.
-            let span = tracing::info_span!(
-                "download",
-                otel.kind = "client",
-                entry.index = entry.index,
-                source.host = tracing::field::Empty,
-                source.bucket = tracing::field::Empty,
-            );
-            match entry.url.location() {
-                SourceLocation::Web(url) => {
-                    span.record("source.host", url.host_str().unwrap_or_default());
-                }
-                SourceLocation::Bucket { bucket, .. } => {
-                    span.record("source.bucket", bucket);
-                }
+            match self.entries.try_recv() {
+                Ok(source) => self.start(source?),
+                Err(_) => break,
             }
-            let from = if self.next == 1 {
-                self.first_from.take()
-            } else {
-                None
-            };
-            let (writing, written) = watch::channel(false);
-            let address = Address {
-                url: entry.url.clone(),
-                buckets: self.buckets.clone(),
-                copy: entry.copy,
-            };
-            let task = tokio::spawn(
-                download(
-                    self.http.clone(),
-                    address,
-                    self.limits.clone(),
-                    (self.budget.clone(), written),
-                    tx,
-                    from,
-                    entry.declared_size,
-                )
-                .instrument(span),
-            );
-            self.running.push_back(Download {
-                entry,
-                events,
-                writing,
-                task,
-            });
         }
+        Ok(())
+    }
+
+    fn start(&mut self, entry: Source) {
+        self.started += 1;
+        // Capacity is not the bound (the byte budget is); it only has to exceed the chunks
+        // the budget can hold.
+        let (tx, events) = mpsc::channel(1024);
+        // The host only: a source URL's path and query may carry a signature. A bucket
+        // object's span names its bucket.
+        let span = tracing::info_span!(
+            "download",
+            otel.kind = "client",
+            entry.index = entry.index,
+            source.host = tracing::field::Empty,
+            source.bucket = tracing::field::Empty,
+        );
+        match entry.url.location() {
+            SourceLocation::Web(url) => {
+                span.record("source.host", url.host_str().unwrap_or_default());
+            }
+            SourceLocation::Bucket { bucket, .. } => {
+                span.record("source.bucket", bucket);
+            }
+        }
+        let from = if self.started == 1 {
+            self.first_from.take()
+        } else {
+            None
+        };
+        let (writing, written) = watch::channel(false);
+        let address = Address {
+            url: entry.url.clone(),
+            buckets: self.buckets.clone(),
+            copy: entry.copy,
+        };
+        let task = tokio::spawn(
+            download(
+                self.http.clone(),
+                address,
+                self.limits.clone(),
+                (self.budget.clone(), written),
+                tx,
+                from,
+                entry.declared_size,
+            )
+            .instrument(span),
+        );
+        self.running.push_back(Download {
+            entry,
+            events,
+            writing,
+            task,
+        });
     }
 }
 
@@ -824,18 +843,19 @@ mod tests {
             limits.ahead,
             &limits.egress,
         );
-        let entries: Arc<[Source]> = ["a", "b", "c"]
-            .iter()
-            .enumerate()
-            .map(|(i, name)| Source {
+        let (feed, entries) = mpsc::channel(3);
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let source = Source {
                 index: i as i32,
                 url: SourceUrl::parse(&sources.url(name)).unwrap(),
                 filename: EntryName::parse(name).unwrap(),
                 modified_at: None,
                 declared_size: None,
                 copy: false,
-            })
-            .collect();
+            };
+            feed.try_send(Ok(source)).unwrap();
+        }
+        drop(feed);
         let sources = Sources {
             entries,
             buckets: Default::default(),
@@ -843,7 +863,7 @@ mod tests {
         let mut prefetcher = Prefetcher::new(http, limits, sources);
         // The entry being written holds bytes beyond its own share from the job budget until
         // it is read; once it is, the budget is the connections'.
-        let mut first = prefetcher.next_download().expect("a");
+        let mut first = prefetcher.next_download().await.unwrap().expect("a");
         assert_eq!(drain(&mut first).await, 1 << 20);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut reading = Vec::new();
@@ -865,7 +885,7 @@ mod tests {
         // `b` is written next while `c`, after it, holds the budget: it goes on all the same,
         // and `c` after it.
         for _ in 0..2 {
-            let mut next = prefetcher.next_download().expect("b, c");
+            let mut next = prefetcher.next_download().await.unwrap().expect("b, c");
             // What was taken off the channel above is not counted here.
             let rest = drain(&mut next).await;
             assert!(rest > 0 && rest <= 1 << 20, "{rest}");

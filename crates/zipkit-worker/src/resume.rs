@@ -18,18 +18,19 @@ use zipkit_domain::EntryState;
 use zipkit_domain::models::RecordedEntry;
 
 use crate::archive::{CentralRecord, EntryTime, LocalHeader, Method, OpenSoFar, WrittenSoFar};
-use crate::prefetch::{Continue, Source};
+use crate::prefetch::Continue;
 use crate::upload::{UploadedPart, crc32_concat, crc32_of, crc32_tail};
 
 /// Where a taken-over build starts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Continuation {
     /// The archive as the earlier build wrote it up to where this one starts, with the entry it
     /// continues, if any.
     pub written: WrittenSoFar,
     /// How many of the job's entries (from the first) are kept whole: not downloaded, not
-    /// recorded again.
+    /// recorded again; and the last of them (-1 for none): the build starts after it.
     pub kept: usize,
+    pub last_kept: i32,
     /// Of those, the entries in the archive, and their sources' bytes (with those of the
     /// continued entry already written).
     pub files: i32,
@@ -43,6 +44,21 @@ pub struct Continuation {
     /// The end of the kept run and the archive's CRC-32 there, where a build that does not
     /// continue the entry after it starts.
     run_end: (u64, u32),
+}
+
+impl Default for Continuation {
+    fn default() -> Self {
+        Self {
+            written: WrittenSoFar::default(),
+            kept: 0,
+            last_kept: -1,
+            files: 0,
+            bytes: 0,
+            continuing: None,
+            times: Vec::new(),
+            run_end: (0, 0),
+        }
+    }
 }
 
 impl Continuation {
@@ -65,7 +81,6 @@ impl Continuation {
 /// or CRC-32) ends the run there: the rest is built again and checked against the parts.
 pub fn continuation(
     recorded: &[RecordedEntry],
-    sources: &[Source],
     parts: &[UploadedPart],
     created: EntryTime,
 ) -> Continuation {
@@ -73,10 +88,7 @@ pub fn continuation(
     let mut found = Continuation::default();
     // Every entry pushed here is kept in the same turn of the loop.
     let mut directory = Vec::new();
-    for (position, (entry, source)) in recorded.iter().zip(sources).enumerate() {
-        if entry.index != source.index {
-            break;
-        }
+    for (position, entry) in recorded.iter().enumerate() {
         let Some((placed, end)) = entry.placement.as_ref().and_then(|p| Some((p, p.end?))) else {
             if entry.state == EntryState::Skipped && entry.placement.is_none() {
                 continue;
@@ -99,7 +111,7 @@ pub fn continuation(
                     break;
                 };
                 directory.push(CentralRecord {
-                    name: Bytes::copy_from_slice(source.filename.as_str().as_bytes()),
+                    name: Bytes::copy_from_slice(entry.filename.as_str().as_bytes()),
                     method: if placed.deflated {
                         Method::Deflated
                     } else {
@@ -121,6 +133,7 @@ pub fn continuation(
         found.written.offset = end_offset;
         found.written.crc32 = end.archive_crc32;
         found.kept = position + 1;
+        found.last_kept = entry.index;
     }
     found.written.directory = directory;
     found.run_end = (found.written.offset, found.written.crc32);
@@ -129,8 +142,8 @@ pub fn continuation(
         .skip(found.kept)
         .filter_map(|e| Some((e.index, e.placement.as_ref()?.entry_time?)))
         .collect();
-    if let (Some(entry), Some(source)) = (recorded.get(found.kept), sources.get(found.kept)) {
-        continue_entry(&mut found, entry, source, parts, created);
+    if let Some(entry) = recorded.get(found.kept) {
+        continue_entry(&mut found, entry, parts, created);
     }
     found
 }
@@ -147,7 +160,6 @@ fn time_of(placed: &zipkit_domain::models::EntryPlacement, created: EntryTime) -
 fn continue_entry(
     found: &mut Continuation,
     entry: &RecordedEntry,
-    source: &Source,
     parts: &[UploadedPart],
     created: EntryTime,
 ) {
@@ -164,7 +176,7 @@ fn continue_entry(
         return;
     };
     let at_run_end = u64::try_from(placed.offset).ok() == Some(found.written.offset);
-    if entry.index != source.index || placed.deflated || !at_run_end {
+    if placed.deflated || !at_run_end {
         return;
     }
     // The header in the bucket carries the entry's CRC-32 and size (the part it is in went up
@@ -175,7 +187,7 @@ fn continue_entry(
     let (Ok(size), Ok(entry_crc32)) = (u64::try_from(size), u32::try_from(crc32)) else {
         return;
     };
-    let name = Bytes::copy_from_slice(source.filename.as_str().as_bytes());
+    let name = Bytes::copy_from_slice(entry.filename.as_str().as_bytes());
     let modified = time_of(placed, created);
     let header = LocalHeader {
         name: name.clone(),
@@ -221,22 +233,16 @@ fn continue_entry(
 mod tests {
     use super::*;
     use zipkit_domain::models::{EntryPlacement, PlacedEnd};
-    use zipkit_domain::values::{EntryName, SourceUrl};
+    use zipkit_domain::values::EntryName;
 
-    fn source(index: i32) -> Source {
-        Source {
-            index,
-            url: SourceUrl::parse(&format!("https://example.com/{index}")).unwrap(),
-            filename: EntryName::parse(&format!("f{index}.bin")).unwrap(),
-            modified_at: None,
-            declared_size: None,
-            copy: false,
-        }
+    fn name(index: i32) -> EntryName {
+        EntryName::parse(&format!("f{index}.bin")).unwrap()
     }
 
     fn done(index: i32, offset: i64, end: i64, crc: u32) -> RecordedEntry {
         RecordedEntry {
             index,
+            filename: name(index),
             state: EntryState::Done,
             size: Some(end - offset - 50),
             crc32: Some(i64::from(index) + 100),
@@ -259,6 +265,7 @@ mod tests {
     fn unplaced(index: i32, state: EntryState) -> RecordedEntry {
         RecordedEntry {
             index,
+            filename: name(index),
             state,
             size: None,
             crc32: None,
@@ -281,7 +288,6 @@ mod tests {
 
     #[test]
     fn entries_placed_wholly_inside_the_uploaded_bytes_are_kept_with_their_directory_records() {
-        let sources: Vec<Source> = (0..5).map(source).collect();
         let recorded = vec![
             done(0, 0, 1000, 11),
             unplaced(1, EntryState::Skipped),
@@ -289,9 +295,10 @@ mod tests {
             done(3, 3000, 6000, 33),
             done(4, 6000, 9000, 44),
         ];
-        let kept = continuation(&recorded, &sources, &parts(&[6500]), EntryTime::default());
+        let kept = continuation(&recorded, &parts(&[6500]), EntryTime::default());
         assert_eq!(
-            kept.kept, 4,
+            (kept.kept, kept.last_kept),
+            (4, 3),
             "entry 3 ends at 6,000, entry 4 at 9,000 > 6,500"
         );
         assert_eq!((kept.written.offset, kept.written.crc32), (6000, 33));
@@ -309,7 +316,6 @@ mod tests {
     #[test]
     fn kept_entries_keep_their_recorded_time_and_those_built_again_are_told_theirs() {
         use chrono::TimeZone;
-        let sources: Vec<Source> = (0..4).map(source).collect();
         let at = |day| {
             chrono::Utc
                 .with_ymd_and_hms(2026, 3, day, 9, 30, 1)
@@ -329,7 +335,7 @@ mod tests {
             timed(done(3, 6000, 9000, 44), 4),
         ];
         let created = EntryTime::from_utc(at(28));
-        let kept = continuation(&recorded, &sources, &parts(&[6500]), created);
+        let kept = continuation(&recorded, &parts(&[6500]), created);
         assert_eq!(kept.kept, 3);
         let times: Vec<EntryTime> = kept.written.directory.iter().map(|r| r.modified).collect();
         assert_eq!(
@@ -345,28 +351,27 @@ mod tests {
 
     #[test]
     fn the_run_ends_at_the_first_entry_that_does_not_line_up() {
-        let sources: Vec<Source> = (0..4).map(source).collect();
         let parts = parts(&[1000]);
         let none = EntryTime::default();
         // A skipped entry with no later placed entry may have been left out after its bytes
         // went in: it is built again.
         let trailing_skip = vec![done(0, 0, 100, 1), unplaced(1, EntryState::Skipped)];
-        let kept = continuation(&trailing_skip, &sources, &parts, none);
+        let kept = continuation(&trailing_skip, &parts, none);
         assert_eq!((kept.kept, kept.written.offset), (1, 100));
         // An offset that does not follow the previous end (an earlier build's leftover).
         let gap = vec![done(0, 0, 100, 1), done(1, 150, 300, 2)];
-        assert_eq!(continuation(&gap, &sources, &parts, none).kept, 1);
+        assert_eq!(continuation(&gap, &parts, none).kept, 1);
         // Done but not placed yet (its bytes were still on their way out).
         let pending = vec![unplaced(0, EntryState::Done), done(1, 0, 100, 1)];
-        let kept = continuation(&pending, &sources, &parts, none);
+        let kept = continuation(&pending, &parts, none);
         assert_eq!(
             (kept.kept, kept.written.offset, kept.written.crc32),
             (0, 0, 0)
         );
         // Nothing uploaded: nothing kept.
         let all = vec![done(0, 0, 100, 1), done(1, 100, 200, 2)];
-        assert_eq!(continuation(&all, &sources, &[], none).kept, 0);
-        assert_eq!(continuation(&all, &sources, &parts, none).kept, 2);
+        assert_eq!(continuation(&all, &[], none).kept, 0);
+        assert_eq!(continuation(&all, &parts, none).kept, 2);
     }
 
     #[test]
@@ -402,6 +407,7 @@ mod tests {
             first,
             RecordedEntry {
                 index: 1,
+                filename: name(1),
                 state: EntryState::Done,
                 size: Some(20_000),
                 crc32: Some(i64::from(crc32fast::hash(&data))),
@@ -416,8 +422,7 @@ mod tests {
                 }),
             },
         ];
-        let sources: Vec<Source> = (0..2).map(source).collect();
-        let found = continuation(&recorded, &sources, &uploaded, modified);
+        let found = continuation(&recorded, &uploaded, modified);
         assert_eq!(found.kept, 1);
         let data_start = 1000 + header.len();
         let written = 2 * 4096 - data_start;
@@ -453,7 +458,7 @@ mod tests {
         (unfinished[1].state, unfinished[1].size, unfinished[1].crc32) =
             (EntryState::Pending, None, None);
         assert!(
-            continuation(&unfinished, &sources, &uploaded, modified)
+            continuation(&unfinished, &uploaded, modified)
                 .continuing
                 .is_none()
         );
@@ -462,17 +467,17 @@ mod tests {
         let mut deflated = recorded.clone();
         deflated[1].placement.as_mut().unwrap().deflated = true;
         assert!(
-            continuation(&deflated, &sources, &uploaded, modified)
+            continuation(&deflated, &uploaded, modified)
                 .continuing
                 .is_none()
         );
 
-        let found = continuation(&recorded, &sources, &uploaded[..1], modified);
+        let found = continuation(&recorded, &uploaded[..1], modified);
         assert!(found.continuing.is_none(), "f1.bin's data starts in part 1");
         // Nor one whose source gave no validator to send as If-Range.
         let mut unvalidated = recorded.clone();
         unvalidated[1].placement.as_mut().unwrap().source_validator = None;
-        let found = continuation(&unvalidated, &sources, &uploaded, modified);
+        let found = continuation(&unvalidated, &uploaded, modified);
         assert!(found.continuing.is_none());
     }
 }

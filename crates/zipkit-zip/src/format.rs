@@ -250,10 +250,27 @@ impl LocalHeader {
     }
 }
 
+/// What an entry's name takes in each of its headers: the name and the extra fields it brings
+/// (the timestamp, and a Unicode path for a name that is not ASCII). A plan counts entries by it
+/// without keeping their names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameCost(u32);
+
+impl NameCost {
+    pub fn of(name: &[u8]) -> Self {
+        Self(name.len() as u32 + u32::from(common_extras_len(name)))
+    }
+}
+
 /// The length of a local header for `name`, with room for a ZIP64 field or not.
 pub fn local_header_len(name: &[u8], zip64_room: bool) -> usize {
+    local_header_len_by(NameCost::of(name), zip64_room)
+}
+
+/// `local_header_len` by the name's cost.
+pub fn local_header_len_by(name: NameCost, zip64_room: bool) -> usize {
     let room = if zip64_room { 20 } else { 0 };
-    30 + name.len() + room + usize::from(common_extras_len(name))
+    30 + name.0 as usize + room
 }
 
 /// Whether an entry's local header has room for a ZIP64 field: its size may pass 4 GiB, or the
@@ -264,13 +281,23 @@ pub fn needs_zip64_room(length_at_most: Option<u64>, offset: u64) -> bool {
 
 /// The length of an entry's central directory header.
 pub fn central_header_len(name: &[u8], uncompressed: u64, compressed: u64, offset: u64) -> usize {
+    central_header_len_by(NameCost::of(name), uncompressed, compressed, offset)
+}
+
+/// `central_header_len` by the name's cost.
+pub fn central_header_len_by(
+    name: NameCost,
+    uncompressed: u64,
+    compressed: u64,
+    offset: u64,
+) -> usize {
     let overflowing = zip64_fields(uncompressed, compressed, offset).count();
     let zip64 = if overflowing > 0 {
         4 + 8 * overflowing
     } else {
         0
     };
-    46 + name.len() + zip64 + usize::from(common_extras_len(name))
+    46 + name.0 as usize + zip64
 }
 
 /// The values of a central header that overflow the classic fields: they go into its ZIP64

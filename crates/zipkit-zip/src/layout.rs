@@ -5,7 +5,7 @@
 
 use zipkit_domain::Compression;
 
-use crate::format::{self, CentralRecord, MAX32, Method};
+use crate::format::{self, CentralRecord, MAX32, Method, NameCost};
 use crate::method::method_by_name;
 
 /// Uncompressed bytes per deflate block: the worker compresses each block on its own, ended with
@@ -108,7 +108,7 @@ impl Layouter {
     /// (`zip64_room`; the writer adds room to a header past 4 GiB).
     pub fn add_written(
         &mut self,
-        name: &[u8],
+        name: NameCost,
         zip64_room: bool,
         uncompressed: u64,
         compressed: u64,
@@ -116,8 +116,8 @@ impl Layouter {
         let room = zip64_room || self.offset >= MAX32;
         self.zip64 |= compressed >= MAX32 || uncompressed >= MAX32 || self.offset >= MAX32;
         self.directory +=
-            format::central_header_len(name, uncompressed, compressed, self.offset) as u64;
-        self.offset += format::local_header_len(name, room) as u64 + compressed;
+            format::central_header_len_by(name, uncompressed, compressed, self.offset) as u64;
+        self.offset += format::local_header_len_by(name, room) as u64 + compressed;
         self.entries += 1;
     }
 
@@ -132,7 +132,18 @@ impl Layouter {
             }
         };
         let room = format::needs_zip64_room(Some(entry.length), 0);
-        self.add_written(entry.name.as_bytes(), room, entry.length, compressed);
+        self.add_written(
+            NameCost::of(entry.name.as_bytes()),
+            room,
+            entry.length,
+            compressed,
+        );
+    }
+
+    /// A stored entry not written yet, counted by its name's cost (`PlannedEntry::certain`).
+    pub fn add_certain(&mut self, name: NameCost, length: u64) {
+        let room = format::needs_zip64_room(Some(length), 0);
+        self.add_written(name, room, length, length);
     }
 
     /// The archive these entries make, with its central directory and end records.

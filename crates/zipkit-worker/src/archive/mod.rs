@@ -3,6 +3,7 @@
 //! `zipkit_zip`, which the API's dry run shares.
 
 pub mod deflate;
+pub mod directory;
 pub mod writer;
 
 pub use writer::{
@@ -87,7 +88,7 @@ mod tests {
         let collector = collect(rx);
         let options = ArchiveOptions { level: 6 };
         let compressors = deflate::Compressors::new(2).unwrap();
-        let mut writer = ArchiveWriter::resume(options, compressors, out, so_far);
+        let mut writer = ArchiveWriter::resume(options, compressors, out, so_far).unwrap();
         let mut placed = Vec::new();
         for chunk in open_rest.chunks(50_000) {
             writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::deflate::{BLOCK, CompressedBlock, Compressors, WINDOW};
+use super::directory::Directory;
 use zipkit_zip::format::{self, CentralRecord, EntryTime, LocalHeader, Method, ZIP64_THRESHOLD};
 use zipkit_zip::parts::PartCuts;
 
@@ -74,6 +75,9 @@ pub enum ArchiveError {
     /// upload's parts are cut (`with_cuts`), with nothing queued before it.
     #[error("a range cannot be copied here: {0}")]
     NoCopy(&'static str),
+    /// The central directory's temporary file failed (`directory`).
+    #[error("keeping the central directory: {0}")]
+    Directory(std::io::Error),
 }
 
 /// How the writer compresses.
@@ -219,10 +223,9 @@ pub struct ArchiveWriter {
     /// Entries whose bytes are all out, not yet taken by the caller.
     placed: Vec<Placement>,
     open: Option<OpenEntry>,
-    /// The central directory so far, as its bytes (about 70 per entry: a job of 70,000 entries
-    /// kept twice that as records), and how many entries it lists.
-    directory: BytesMut,
-    listed: u64,
+    /// The central directory so far, as its bytes (about 100 per entry), past the first
+    /// megabyte in a temporary file.
+    directory: Directory,
     /// Where the upload's parts are cut, when some may be copied (`with_cuts`); and as they were
     /// where the last header went out, for an entry left out after it.
     cuts: Option<PartCuts>,
@@ -233,7 +236,7 @@ impl std::fmt::Debug for ArchiveWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArchiveWriter")
             .field("offset", &self.offset)
-            .field("entries", &self.listed)
+            .field("entries", &self.directory.listed())
             .finish_non_exhaustive()
     }
 }
@@ -244,7 +247,13 @@ impl ArchiveWriter {
         compressors: Compressors,
         out: mpsc::Sender<Piece>,
     ) -> Self {
-        Self::resume(options, compressors, out, WrittenSoFar::default())
+        Self::continuing(
+            options,
+            compressors,
+            out,
+            WrittenSoFar::default(),
+            Directory::default(),
+        )
     }
 
     /// A writer that continues an archive an earlier build wrote up to `so_far.offset`: its
@@ -254,11 +263,24 @@ impl ArchiveWriter {
         compressors: Compressors,
         out: mpsc::Sender<Piece>,
         so_far: WrittenSoFar,
+    ) -> Result<Self, ArchiveError> {
+        let directory = Directory::with(&so_far.directory).map_err(ArchiveError::Directory)?;
+        Ok(Self::continuing(
+            options,
+            compressors,
+            out,
+            so_far,
+            directory,
+        ))
+    }
+
+    fn continuing(
+        options: ArchiveOptions,
+        compressors: Compressors,
+        out: mpsc::Sender<Piece>,
+        so_far: WrittenSoFar,
+        directory: Directory,
     ) -> Self {
-        let mut directory = BytesMut::new();
-        for record in &so_far.directory {
-            format::central_header(&mut directory, record);
-        }
         let draining = so_far
             .open
             .as_ref()
@@ -293,7 +315,6 @@ impl ArchiveWriter {
             placed: Vec::new(),
             open,
             directory,
-            listed: so_far.directory.len() as u64,
             cuts: None,
             cuts_at_header: None,
         }
@@ -519,13 +540,18 @@ impl ArchiveWriter {
             self.drain_one().await?;
         }
         let directory_offset = self.offset;
-        let mut directory = std::mem::take(&mut self.directory).freeze();
-        while !directory.is_empty() {
-            let piece = directory.split_to(OUTPUT_CHUNK.min(directory.len()));
+        let listed = self.directory.listed();
+        let mut directory = std::mem::take(&mut self.directory)
+            .into_reader()
+            .map_err(ArchiveError::Directory)?;
+        while let Some(piece) = directory
+            .next_chunk(OUTPUT_CHUNK)
+            .map_err(ArchiveError::Directory)?
+        {
             self.emit(piece).await?;
         }
         let directory_size = self.offset - directory_offset;
-        let end = format::end_records(self.listed, directory_offset, directory_size);
+        let end = format::end_records(listed, directory_offset, directory_size);
         self.emit(end).await?;
         self.flush().await?;
         Ok(Finished {
@@ -656,10 +682,8 @@ impl ArchiveWriter {
                         archive_crc32: self.crc.clone().finalize(),
                     }),
                 });
-                self.listed += 1;
-                format::central_header(
-                    &mut self.directory,
-                    &CentralRecord {
+                self.directory
+                    .push(&CentralRecord {
                         name: end.header.name,
                         method: end.header.method,
                         modified: end.header.modified,
@@ -667,9 +691,8 @@ impl ArchiveWriter {
                         compressed,
                         uncompressed: end.uncompressed,
                         header_offset,
-                    },
-                );
-                Ok(())
+                    })
+                    .map_err(ArchiveError::Directory)
             }
         }
     }

@@ -41,6 +41,13 @@ impl From<ArchiveError> for FeedError {
             ArchiveError::OutputClosed => FeedError::OutputClosed,
             // The continued entry is not the one in the bucket: build it from its start.
             ArchiveError::Changed(_) => FeedError::Uncontinued,
+            // The worker's temporary file (a full disk?): another attempt may find room.
+            e @ ArchiveError::Directory(_) => FeedError::Failed(JobFailure::new(
+                "archive_failed",
+                e.to_string(),
+                Blame::Service,
+                Retry::Later,
+            )),
             e => FeedError::Failed(JobFailure::new(
                 "archive_failed",
                 e.to_string(),
@@ -132,7 +139,7 @@ pub(super) async fn feed_sources(
         total: carried.bytes,
         unreported: 0,
     };
-    while let Some(mut download) = downloads.next_download() {
+    while let Some(mut download) = downloads.next_download().await? {
         let index = download.entry.index;
         // Only the first entry can be one the archive has open already.
         let continued = std::mem::take(&mut continuing);
@@ -333,7 +340,7 @@ impl Feed<'_> {
                 .await?;
             self.placements
                 .expected
-                .started(index, method, zip64, content_length);
+                .started((index, name), method, zip64, content_length);
             self.report().await;
         }
         loop {
@@ -392,7 +399,7 @@ impl Feed<'_> {
         let zip64 = zipkit_zip::format::needs_zip64_room(Some(object.size), 0);
         self.placements
             .expected
-            .started(index, Method::Stored, zip64, Some(object.size));
+            .started((index, name), Method::Stored, zip64, Some(object.size));
         // Where the copy starts depends on where the parts are cut: at an offset the writer
         // knows once everything queued is out.
         let archive = &mut self.archive;

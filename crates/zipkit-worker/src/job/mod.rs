@@ -8,9 +8,11 @@ mod feed;
 mod listing;
 mod manifest;
 mod recorder;
+mod sources;
 
 use feed::{Carried, FeedError, feed_sources};
 use recorder::{Note, PgLedger, Recorder};
+use sources::Survey;
 
 use std::sync::Arc;
 
@@ -19,22 +21,20 @@ use tracing::Instrument;
 use zipkit_domain::crypto::KeyRing;
 use zipkit_domain::db::PgPool;
 use zipkit_domain::models::{Bucket, Zip};
-use zipkit_domain::values::SourceLocation;
 use zipkit_domain::{Service, ZipStatus};
 
 use crate::archive::deflate::Compressors;
-use crate::archive::{ArchiveOptions, ArchiveWriter, EntryTime, Method, Piece};
-use crate::expected::ExpectedSize;
+use crate::archive::{ArchiveOptions, ArchiveWriter, EntryTime, Piece};
+use crate::expected::{CertainTail, ExpectedSize};
 use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
 use crate::memory::{BufferBudget, PartMemory};
-use crate::prefetch::{self, DownloadLimits, Source, Sources};
+use crate::prefetch::{DownloadLimits, Sources};
 use crate::resume::{self, Continuation};
 use crate::source_buckets::{self, SourceBuckets};
 use crate::upload::{
     self, Destination, Ending, PartCuts, PartPlan, Resume, StoreTimeouts, UploadError, UploadedPart,
 };
-use zipkit_zip::method::method_by_name;
 
 /// Everything a job needs from the worker.
 #[derive(Debug, Clone)]
@@ -69,12 +69,12 @@ pub struct Built {
     pub entries: i32,
 }
 
-/// The bucket's row, credentials and client, and the job's sources (its prefixes listed into
-/// entries first) with the buckets they are read from.
+/// The bucket's row, credentials and client, what the builds need to know of the job's sources
+/// (its prefixes listed into entries first), and the buckets they are read from.
 async fn prepare(
     ctx: &JobContext,
     zip: &Zip,
-) -> Result<(Destination, Service, Arc<[Source]>, SourceBuckets), JobFailure> {
+) -> Result<(Destination, Service, Survey, SourceBuckets), JobFailure> {
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
     let bucket = Bucket::find_any(&mut conn, zip.bucket_id)
         .await
@@ -92,40 +92,17 @@ async fn prepare(
     // The buckets listed are those most entries then read: opened once for both.
     let mut source_buckets = SourceBuckets::for_destination(&opened, bucket.capabilities.as_ref());
     listing::list_prefixes(ctx, zip, bucket.service, &mut source_buckets).await?;
+    let survey = sources::survey(&ctx.pool, zip).await?;
     let mut conn = ctx.pool.get().await.map_err(JobFailure::database)?;
-    // Read a page at a time, keeping only what downloads need: the rows as loaded take
-    // about twice as much.
-    let mut entries = Vec::with_capacity(usize::try_from(zip.files_total).unwrap_or(0));
-    let mut read = std::collections::BTreeSet::new();
-    loop {
-        let after = entries.last().map_or(-1, |e: &Source| e.index);
-        let page = Zip::entry_sources(&mut conn, zip.id, after, ENTRY_PAGE)
-            .await
-            .map_err(JobFailure::database)?;
-        let last_page = page.len() < ENTRY_PAGE as usize;
-        for entry in page {
-            if let SourceLocation::Bucket { bucket, .. } = entry.url.location()
-                && !read.contains(bucket)
-            {
-                read.insert(bucket.to_owned());
-            }
-            entries.push(Source::from(entry));
-        }
-        if last_page {
-            break;
-        }
-    }
     source_buckets
         .add(
             &mut conn,
             (&ctx.keyring, &ctx.buckets),
             zip,
             bucket.service,
-            read.iter().map(String::as_str),
+            survey.read.iter().map(String::as_str),
         )
         .await?;
-    mark_copies(zip, &source_buckets, &mut entries);
-    let entries: Arc<[Source]> = entries.into();
     let settings = Zip::result_settings(&mut conn, zip.id)
         .await
         .map_err(JobFailure::database)?;
@@ -138,39 +115,7 @@ async fn prepare(
         zip.id,
         ctx.store_timeouts,
     );
-    Ok((destination, bucket.service, entries, source_buckets))
-}
-
-/// At most this many entries of a job are copied in the store: each takes up to two part
-/// numbers of the 10,000 an upload has.
-const MAX_COPIED_ENTRIES: usize = 2_000;
-
-/// Marks the entries the store may copy into the archive (server-side assembly): objects of a
-/// bucket in the archive's store read with the same keys (`SourceBucket::copies`), stored as
-/// they are by their name alone (a `store` job, or `auto` and a compressed format's
-/// extension), of a size worth copying when it is known already. Whether the store keeps the
-/// object's CRC-32 is asked when its download starts. Decided from the job's entries alone, so
-/// every build of the job decides the same.
-fn mark_copies(zip: &Zip, buckets: &SourceBuckets, entries: &mut [Source]) {
-    let mut marked = 0;
-    for entry in entries {
-        if marked == MAX_COPIED_ENTRIES {
-            return;
-        }
-        let copies = match entry.url.location() {
-            SourceLocation::Bucket { bucket, .. } => buckets.get(bucket).is_some_and(|b| b.copies),
-            SourceLocation::Web(_) => false,
-        };
-        let stored =
-            method_by_name(zip.compression, entry.filename.as_str()) == Some(Method::Stored);
-        let size_fits = entry
-            .declared_size
-            .is_none_or(|size| prefetch::COPIED_SIZES.contains(&size));
-        if copies && stored && size_fits {
-            entry.copy = true;
-            marked += 1;
-        }
-    }
+    Ok((destination, bucket.service, survey, source_buckets))
 }
 
 /// Builds the archive for a claimed job. Never panics on bad input. A job taken over from a
@@ -181,9 +126,8 @@ pub async fn run(
     zip: &Zip,
     cancelled: watch::Receiver<Interrupt>,
 ) -> Result<Built, JobFailure> {
-    // One copy for both builds, of what downloads need; what loading them took is given back
-    // before the job's buffers fill up.
-    let (destination, service, entries, source_buckets) = prepare(ctx, zip).await?;
+    // What surveying the sources took is given back before the job's buffers fill up.
+    let (destination, service, survey, source_buckets) = prepare(ctx, zip).await?;
     zipkit_runtime::allocator::release_free_memory();
     let plan = PartPlan::new(
         ctx.part_size,
@@ -192,7 +136,7 @@ pub async fn run(
         (service == Service::R2).then_some(ctx.max_archive_bytes),
     );
     // Everything that decides the archive's bytes and where its parts are cut.
-    let copies = entries.iter().any(|e| e.copy);
+    let copies = survey.copies(&source_buckets);
     let description = format!(
         "{} level {} {}{}",
         ARCHIVE_FORMAT,
@@ -200,7 +144,7 @@ pub async fn run(
         plan.describe(),
         if copies { " copies" } else { "" }
     );
-    let resume = resume_point(ctx, zip, &destination, &description, &entries)
+    let resume = resume_point(ctx, zip, &destination, &description)
         .await?
         .map(|(resume, kept)| (Resume { copies, ..resume }, kept));
     let resuming = resume.as_ref().map(|(r, _)| r.upload_id.clone());
@@ -212,9 +156,10 @@ pub async fn run(
         copies,
         description: &description,
         source_buckets: Arc::new(source_buckets),
+        tail: Arc::new(survey.tail),
     };
 
-    let mut built = job.build(entries.clone(), cancelled.clone(), resume).await;
+    let mut built = job.build(cancelled.clone(), resume).await;
     if let Err(Restart::Uncontinued) = built {
         tracing::info!(
             zip.id = %zip.id,
@@ -222,7 +167,7 @@ pub async fn run(
              building its entry again from its start"
         );
         // The same as before (the build recorded nothing), without continuing that entry.
-        let resume = resume_point(ctx, zip, &destination, &description, &entries)
+        let resume = resume_point(ctx, zip, &destination, &description)
             .await?
             .map(|(resume, kept)| {
                 let kept = kept.without_continuing();
@@ -235,7 +180,7 @@ pub async fn run(
                 };
                 (resume, kept)
             });
-        built = job.build(entries.clone(), cancelled.clone(), resume).await;
+        built = job.build(cancelled.clone(), resume).await;
     }
     match built {
         Err(Restart::Diverged { part }) => {
@@ -268,7 +213,7 @@ pub async fn run(
         }
         Ok(built) => return Ok(built),
     }
-    match job.build(entries, cancelled, None).await {
+    match job.build(cancelled, None).await {
         Ok(built) => Ok(built),
         Err(Restart::Not(failure) | Restart::Lost(failure)) => Err(failure),
 
@@ -277,9 +222,6 @@ pub async fn run(
         )),
     }
 }
-
-/// Entries read per statement when a job starts.
-const ENTRY_PAGE: i64 = 10_000;
 
 /// The version of the archive writer's output: a worker resumes another's upload only when it
 /// writes the same bytes. Bump it with any change to what `archive` emits.
@@ -293,7 +235,6 @@ async fn resume_point(
     zip: &Zip,
     destination: &Destination,
     description: &str,
-    entries: &[Source],
 ) -> Result<Option<(Resume, Continuation)>, JobFailure> {
     let Some(upload_id) = zip.upload_id.clone() else {
         return Ok(None);
@@ -339,12 +280,7 @@ async fn resume_point(
         .await
         .map_err(JobFailure::database)?;
     drop(conn);
-    let kept = resume::continuation(
-        &recorded,
-        entries,
-        &parts,
-        EntryTime::from_utc(zip.created_at),
-    );
+    let kept = resume::continuation(&recorded, &parts, EntryTime::from_utc(zip.created_at));
     drop(recorded);
     zipkit_runtime::allocator::release_free_memory();
     tracing::info!(
@@ -437,12 +373,13 @@ struct Attempt<'a> {
     description: &'a str,
     /// The buckets the job's sources are read from.
     source_buckets: Arc<SourceBuckets>,
+    /// What the archive's size needs of the sources at the end.
+    tail: Arc<CertainTail>,
 }
 
 impl Attempt<'_> {
     async fn build(
         &self,
-        entries: Arc<[Source]>,
         cancelled: watch::Receiver<Interrupt>,
         resume: Option<(Resume, Continuation)>,
     ) -> Result<Built, Restart> {
@@ -463,6 +400,25 @@ impl Attempt<'_> {
                 (None, Continuation::default())
             }
         };
+        let expected = ExpectedSize::new(self.tail.clone(), kept.last_kept, &kept.written);
+        let (chunks_tx, chunks_rx) = mpsc::channel::<Piece>(8);
+        let options = ArchiveOptions {
+            level: ctx.deflate_level,
+        };
+        let archive =
+            ArchiveWriter::resume(options, ctx.compressors.clone(), chunks_tx, kept.written)
+                .map_err(|e| {
+                    JobFailure::new(
+                        "archive_failed",
+                        e.to_string(),
+                        Blame::Service,
+                        Retry::Later,
+                    )
+                })?;
+        let archive = match self.copies {
+            true => archive.with_cuts(PartCuts::new(self.plan, cuts.0, cuts.1)),
+            false => archive,
+        };
         // Before the first download: a job that has started can always finish.
         let memory = PartMemory::reserve(&ctx.buffers, self.plan.size(1)).await;
         let (recorder, notes) = Recorder::start(ctx.pool.clone(), zip.id, ctx.owner.clone());
@@ -476,7 +432,6 @@ impl Attempt<'_> {
                 })
                 .await;
         }
-        let (chunks_tx, chunks_rx) = mpsc::channel::<Piece>(8);
         let (finished, finished_rx) = tokio::sync::oneshot::channel::<Ending>();
         let ledger = PgLedger {
             pool: ctx.pool.clone(),
@@ -501,42 +456,22 @@ impl Attempt<'_> {
             }
             .instrument(tracing::Span::current()),
         );
-        let written = kept.written;
-        let rest: Arc<[Source]> = match (kept.kept, kept.times.is_empty()) {
-            (0, true) => entries,
-            (kept, true) => Arc::from(&entries[kept..]),
-            // Entries placed before keep the time the earlier build gave them.
-            (kept_count, false) => {
-                let times: std::collections::HashMap<_, _> = kept.times.into_iter().collect();
-                entries[kept_count..]
-                    .iter()
-                    .map(|source| Source {
-                        modified_at: times.get(&source.index).copied().or(source.modified_at),
-                        ..source.clone()
-                    })
-                    .collect()
-            }
-        };
         let carried = Carried {
             files: kept.files,
             bytes: kept.bytes,
             continuing: kept.continuing,
-            expected: ExpectedSize::new(zip.compression, rest.clone(), &written),
+            expected,
         };
-        let archive = ArchiveWriter::resume(
-            ArchiveOptions {
-                level: ctx.deflate_level,
-            },
-            ctx.compressors.clone(),
-            chunks_tx,
-            written,
+        // Entries placed before keep the time the earlier build gave them.
+        let entries = sources::read(
+            ctx.pool.clone(),
+            zip,
+            self.source_buckets.clone(),
+            kept.last_kept,
+            kept.times.into_iter().collect(),
         );
-        let archive = match self.copies {
-            true => archive.with_cuts(PartCuts::new(self.plan, cuts.0, cuts.1)),
-            false => archive,
-        };
         let sources = Sources {
-            entries: rest,
+            entries,
             buckets: self.source_buckets.clone(),
         };
         let feed = feed_sources(

@@ -101,6 +101,7 @@ pub struct PlacedEnd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedEntry {
     pub index: i32,
+    pub filename: EntryName,
     pub state: EntryState,
     pub size: Option<i64>,
     pub crc32: Option<i64>,
@@ -275,7 +276,7 @@ impl Zip {
         id: ZipId,
     ) -> QueryResult<Vec<RecordedEntry>> {
         type Row = (
-            (i32, EntryState, Option<i64>, Option<i64>),
+            (i32, EntryName, EntryState, Option<i64>, Option<i64>),
             (
                 Option<i64>,
                 Option<bool>,
@@ -291,6 +292,7 @@ impl Zip {
             .select((
                 (
                     zip_entries::entry_index,
+                    zip_entries::filename,
                     zip_entries::state,
                     zip_entries::size,
                     zip_entries::crc32,
@@ -313,7 +315,7 @@ impl Zip {
         Ok(rows
             .into_iter()
             .map(
-                |((index, state, size, crc32), start, (end, compressed, archive))| {
+                |((index, filename, state, size, crc32), start, (end, compressed, archive))| {
                     let end = match (end, compressed, archive.map(u32::try_from)) {
                         (Some(end), Some(compressed_size), Some(Ok(archive_crc32))) => {
                             Some(PlacedEnd {
@@ -344,6 +346,7 @@ impl Zip {
                     };
                     RecordedEntry {
                         index,
+                        filename,
                         state,
                         size,
                         crc32,
