@@ -723,11 +723,14 @@ fn keys_the_operators_ca_and_the_escape_hatches_reach_every_zipkit_pod() {
             .iter()
             .map(|m| m["mountPath"].as_str().expect("a path"))
             .collect();
-        assert_eq!(
-            mounts,
-            ["/etc/zipkit/crypto-keys", "/etc/zipkit/ca", "/scratch"],
-            "{what}"
-        );
+        // The worker's own /tmp, for a large archive's central directory (the root is
+        // read-only), sized as the values say.
+        let mut expected = vec!["/etc/zipkit/crypto-keys", "/etc/zipkit/ca", "/scratch"];
+        if what.ends_with("-worker") {
+            expected.push("/tmp");
+            assert_eq!(volume("tmp")["emptyDir"]["sizeLimit"], "256Mi", "{what}");
+        }
+        assert_eq!(mounts, expected, "{what}");
         assert!(
             container["env"]
                 .as_array()
