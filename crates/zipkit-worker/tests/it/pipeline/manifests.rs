@@ -315,65 +315,90 @@ async fn a_manifest_of_a_million_lines_is_recorded_within_the_workers_memory_bud
 }
 
 /// A manifest of 100,000 sources built into one archive by the worker binary, within its
-/// documented memory budget (~27 MiB, `buffer_mib`, ~0.2 KiB per entry).
+/// documented memory budget (~27 MiB and `buffer_mib`), and with no more memory than one of
+/// 10,000: the entries do not show in it (their sources are read a page at a time, the
+/// central directory past its first megabyte waits in a temporary file).
 #[tokio::test]
-async fn a_manifest_of_100_000_sources_is_built_within_the_workers_memory_budget() {
-    const LINES: usize = 100_000;
+async fn a_manifest_of_100_000_sources_is_built_in_the_memory_one_of_10_000_takes() {
     let harness = Harness::services_only().await;
     let bucket = harness.readable_bucket().await;
+    // 3 KiB each, so both archives span several parts and use all the part buffers they may
+    // (`buffer_mib`): what is left to compare is what the entries cost.
+    let body = "a small source of three kilobytes\n".repeat(93);
     let sources = SourceServer::start(vec![(
-        "tiny.txt",
-        Behaviour::Serve(b"tiny source\n".to_vec()),
+        "small.txt",
+        Behaviour::Serve(body.clone().into_bytes()),
     )])
     .await;
-    let tiny = sources.url("tiny.txt");
-    let mut jsonl = String::with_capacity(LINES * 90);
-    for i in 0..LINES {
-        jsonl.push_str(&format!(
-            "{{\"url\":\"{tiny}?n={i}\",\"filename\":\"part-{:02}/item-{i:06}.txt\"}}\n",
-            i / 10_000
-        ));
-    }
-    let served =
-        SourceServer::start(vec![("list.jsonl", Behaviour::Serve(jsonl.into_bytes()))]).await;
-    let worker = harness.spawn_binary();
-    let asked = manifest(
-        &served.url("list.jsonl"),
-        ManifestFormat::JsonLines,
-        LINES as i32,
-    );
-    let id = harness
-        .submit_listing(
-            &bucket,
-            "hundred-thousand.zip",
-            (vec![], vec![], Some(asked)),
-            (Compression::Store, OnError::Fail, ResultSettings::default()),
-        )
-        .await;
-    let zip = harness
-        .wait_finished_within(id, std::time::Duration::from_secs(900))
-        .await;
-    let peak = memory_mib(worker.0.id(), "VmHWM");
-    drop(worker);
-    assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
-    assert_eq!(zip.result_entries, Some(LINES as i32));
-    let summary: serde_json::Value = super::python_json(
-        &harness.store.get("hundred-thousand.zip").await,
-        r#"
+    let tiny = sources.url("small.txt");
+    let lines = |count: usize| {
+        let mut jsonl = String::with_capacity(count * 90);
+        for i in 0..count {
+            jsonl.push_str(&format!(
+                "{{\"url\":\"{tiny}?n={i}\",\"filename\":\"part-{:02}/item-{i:06}.txt\"}}\n",
+                i / 10_000
+            ));
+        }
+        jsonl.into_bytes()
+    };
+    let served = SourceServer::start(vec![
+        ("ten-thousand.jsonl", Behaviour::Serve(lines(10_000))),
+        ("hundred-thousand.jsonl", Behaviour::Serve(lines(100_000))),
+    ])
+    .await;
+    let mut peaks = Vec::new();
+    for (count, name) in [(10_000, "ten-thousand"), (100_000, "hundred-thousand")] {
+        // A worker of its own for each: its peak is this job's.
+        let worker = harness.spawn_binary();
+        let asked = manifest(
+            &served.url(&format!("{name}.jsonl")),
+            ManifestFormat::JsonLines,
+            count as i32,
+        );
+        let key = format!("{name}.zip");
+        let id = harness
+            .submit_listing(
+                &bucket,
+                &key,
+                (vec![], vec![], Some(asked)),
+                (Compression::Store, OnError::Fail, ResultSettings::default()),
+            )
+            .await;
+        let zip = harness
+            .wait_finished_within(id, std::time::Duration::from_secs(900))
+            .await;
+        let peak = memory_mib(worker.0.id(), "VmHWM");
+        drop(worker);
+        assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+        assert_eq!(zip.result_entries, Some(count as i32));
+        let summary: serde_json::Value = super::python_json(
+            &harness.store.get(&key).await,
+            r#"
 import zipfile, sys, json
 z = zipfile.ZipFile(sys.argv[1])
 names = z.namelist()
-print(json.dumps({"count": len(names), "last": names[-1], "sample": z.read(names[54321]).decode(), "bad": z.testzip()}))
+print(json.dumps({"count": len(names), "last": names[-1], "sample": z.read(names[4321]).decode(), "bad": z.testzip()}))
 "#,
-    );
-    assert_eq!(summary["count"], LINES);
-    assert_eq!(summary["last"], "part-09/item-099999.txt");
-    assert_eq!(summary["sample"], "tiny source\n");
-    assert_eq!(summary["bad"], serde_json::Value::Null);
-    let budget = 27.0 + 48.0 + LINES as f64 * 0.2 / 1024.0;
-    eprintln!("worker peak RSS {peak:.1} MiB building {LINES} entries (budget {budget:.1} MiB)");
+        );
+        assert_eq!(summary["count"], count);
+        let last = count - 1;
+        assert_eq!(
+            summary["last"],
+            format!("part-{:02}/item-{last:06}.txt", last / 10_000)
+        );
+        assert_eq!(summary["sample"], body);
+        assert_eq!(summary["bad"], serde_json::Value::Null);
+        eprintln!("worker peak RSS {peak:.1} MiB building {count} entries");
+        peaks.push(peak);
+    }
+    // The process, `buffer_mib` (48), and a few MiB whatever the entries: the directory's
+    // first megabyte, the sources read ahead, the names' hashes while the manifest is read.
+    let budget = 27.0 + 48.0 + 4.0;
+    let (small, large) = (peaks[0], peaks[1]);
+    assert!(large < budget, "peak RSS {large:.1} MiB over {budget:.1} MiB");
+    // 90,000 entries more: 4 MiB would be 47 bytes each (their URLs and names alone take ~110).
     assert!(
-        peak < budget,
-        "peak RSS {peak:.1} MiB over the budget of {budget:.1} MiB"
+        large - small < 4.0,
+        "100,000 entries took {large:.1} MiB, 10,000 took {small:.1} MiB"
     );
 }
