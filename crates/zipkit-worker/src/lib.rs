@@ -235,6 +235,7 @@ impl Worker {
         );
         let context = JobContext {
             pool,
+            database: settings.database.clone(),
             keyring: Arc::new(keyring),
             http: download::client(
                 Duration::from_secs(w.source_connect_timeout_secs),

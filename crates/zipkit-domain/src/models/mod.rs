@@ -22,10 +22,10 @@ pub use session::{LoginThrottle, RecentFailures, Session, SessionError};
 pub use webhook::{NewWebhookEndpoint, WebhookEndpoint};
 pub use webhook_delivery::{AttemptResult, DeliveryAttempt, WebhookDelivery};
 pub use zip::{
-    DEFAULT_DOWNLOAD_URL_TTL_SECS, DownloadSource, Encryption, EntryOutcome, EntryPlacement,
-    EntrySource, ExpiredArchive, JobError, ManifestFormat, NewListing, NewManifest, NewZip,
-    NewZipEntry, OrphanedUpload, PlacedEnd, RecordedEntry, ResultSettings, Zip, ZipEntry,
-    ZipListing, ZipOutcome, ZipPage, ZipPart, ZipWithBucket,
+    DEFAULT_DOWNLOAD_URL_TTL_SECS, DownloadSource, Encryption, EntryLoad, EntryOutcome,
+    EntryPlacement, EntrySource, ExpiredArchive, JobError, LoadError, ManifestFormat, NewListing,
+    NewManifest, NewZip, NewZipEntry, OrphanedUpload, PlacedEnd, RecordedEntry, ResultSettings,
+    Zip, ZipEntry, ZipListing, ZipOutcome, ZipPage, ZipPart, ZipWithBucket,
 };
 
 /// Errors of the model layer: a row that would take a name already taken, the query failed, or

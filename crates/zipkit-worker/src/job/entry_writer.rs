@@ -1,12 +1,11 @@
-//! The entries a job's prefixes and manifest become, written in batches in archive order inside
-//! the transaction that lists them, no two landing on the same file; and why that transaction
-//! was rolled back.
+//! The entries a job's prefixes and manifest become, copied in batches in archive order inside
+//! the transaction that lists them (`EntryLoad`), no two landing on the same file; and why that
+//! transaction was rolled back.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 
-use diesel_async::AsyncPgConnection;
-use zipkit_domain::models::{EntrySource, NewZipEntry, Zip};
+use zipkit_domain::models::{EntryLoad, EntrySource, LoadError, NewZipEntry};
 
 use crate::failure::{Blame, JobFailure, Retry};
 
@@ -14,18 +13,18 @@ use crate::failure::{Blame, JobFailure, Retry};
 /// takes more; this keeps a job within what one worker builds in reasonable time and memory).
 pub const MAX_LISTED_ENTRIES: usize = 1_000_000;
 
-/// Entries written per statement.
+/// Entries copied per statement.
 const BATCH: usize = 5_000;
 
 /// Why the listing's transaction was rolled back.
 pub(super) enum Failed {
-    Query(diesel::result::Error),
+    Database(LoadError),
     Job(JobFailure),
 }
 
-impl From<diesel::result::Error> for Failed {
-    fn from(e: diesel::result::Error) -> Self {
-        Self::Query(e)
+impl From<LoadError> for Failed {
+    fn from(e: LoadError) -> Self {
+        Self::Database(e)
     }
 }
 
@@ -36,8 +35,8 @@ impl From<JobFailure> for Failed {
 }
 
 /// Entries written in batches, numbered in order, no two landing on the same file.
-pub(super) struct Writer<'a> {
-    zip: &'a Zip,
+pub(super) struct Writer {
+    load: EntryLoad,
     batch: Vec<NewZipEntry>,
     /// Entries written or batched so far.
     total: usize,
@@ -48,20 +47,20 @@ pub(super) struct Writer<'a> {
     hasher: RandomState,
 }
 
-impl<'a> Writer<'a> {
+impl Writer {
     /// Entries written or batched so far.
     pub(super) fn total(&self) -> usize {
         self.total
     }
 
-    pub(super) fn new(zip: &'a Zip, waiting: &[EntrySource]) -> Self {
+    pub(super) fn new(load: EntryLoad, waiting: &[EntrySource]) -> Self {
         let hasher = RandomState::new();
         let names = waiting
             .iter()
             .map(|e| hasher.hash_one(e.filename.collision_key()))
             .collect();
         Self {
-            zip,
+            load,
             batch: Vec::with_capacity(BATCH),
             total: 0,
             names,
@@ -73,7 +72,6 @@ impl<'a> Writer<'a> {
     /// named at that param (a waiting one's was checked when the job was requested).
     pub(super) async fn push(
         &mut self,
-        conn: &mut AsyncPgConnection,
         entry: NewZipEntry,
         listed: Option<String>,
     ) -> Result<(), Failed> {
@@ -110,16 +108,25 @@ impl<'a> Writer<'a> {
         self.batch.push(entry);
         self.total += 1;
         if self.batch.len() >= BATCH {
-            self.flush(conn).await?;
+            self.flush().await?;
         }
         Ok(())
     }
 
-    pub(super) async fn flush(&mut self, conn: &mut AsyncPgConnection) -> Result<(), Failed> {
+    async fn flush(&mut self) -> Result<(), Failed> {
         let first = self.total - self.batch.len();
         let first = i32::try_from(first).unwrap_or(i32::MAX);
-        Zip::insert_entries(conn, self.zip.id, first, &self.batch).await?;
+        self.load.copy(first, &self.batch).await?;
         self.batch.clear();
         Ok(())
+    }
+
+    /// Writes the last batch, ends the listing with the job counting its entries, and commits;
+    /// returns how many there are.
+    pub(super) async fn commit(mut self) -> Result<usize, Failed> {
+        self.flush().await?;
+        let total = i32::try_from(self.total).unwrap_or(i32::MAX);
+        self.load.commit(total).await?;
+        Ok(self.total)
     }
 }

@@ -6,9 +6,8 @@
 //! again. What the listing holds in memory is one page, one batch, and 8 bytes per name (to find
 //! two that would extract to the same file), however many objects the prefix has.
 
-use diesel_async::{AsyncConnection, AsyncPgConnection};
 use zipkit_domain::Service;
-use zipkit_domain::models::{NewZipEntry, Zip, ZipListing};
+use zipkit_domain::models::{EntryLoad, NewZipEntry, Zip, ZipListing};
 use zipkit_domain::values::{EntryName, KeyFilter, SourceUrl};
 
 use super::JobContext;
@@ -41,41 +40,40 @@ pub async fn list_prefixes(
     buckets
         .add(&mut conn, (&ctx.keyring, &ctx.buckets), zip, service, names)
         .await?;
-    let buckets = &*buckets;
-    let listed: Result<usize, Failed> = conn
-        .transaction(async |conn| write_listing(ctx, conn, zip, &listings, buckets).await)
-        .await;
+    drop(conn);
+    let listed = write_listing(ctx, zip, &listings, buckets).await;
     match listed {
         Ok(total) => {
             tracing::info!(zip.id = %zip.id, entries = total, "sources listed");
             Ok(())
         }
-        Err(Failed::Query(e)) => Err(JobFailure::database(e)),
+        Err(Failed::Database(e)) => Err(JobFailure::database(e)),
         Err(Failed::Job(failure)) => Err(failure),
     }
 }
 
-/// The entries in archive order: the waiting ones at their items, each prefix's objects at its.
+/// The entries in archive order: the waiting ones at their items, each prefix's objects at its,
+/// in one transaction.
 async fn write_listing(
     ctx: &JobContext,
-    conn: &mut AsyncPgConnection,
     zip: &Zip,
     listings: &[ZipListing],
     buckets: &SourceBuckets,
 ) -> Result<usize, Failed> {
-    let waiting = Zip::take_waiting_entries(conn, zip.id).await?;
-    let mut out = Writer::new(zip, &waiting);
+    let mut load = EntryLoad::begin(&ctx.database, zip.id).await?;
+    let waiting = load.take_waiting().await?;
+    let mut out = Writer::new(load, &waiting);
     let mut waiting = waiting.into_iter().peekable();
     for listing in listings {
         while let Some(entry) = waiting.next_if(|e| e.entry_index < listing.item_index) {
-            out.push(conn, entry.into(), None).await?;
+            out.push(entry.into(), None).await?;
         }
         if let Some(manifest) = listing.manifest() {
-            super::manifest::read(ctx, conn, &mut out, manifest, buckets).await?;
+            super::manifest::read(ctx, &mut out, manifest, buckets).await?;
             continue;
         }
         let before = out.total();
-        list_one(conn, &mut out, listing, buckets).await?;
+        list_one(&mut out, listing, buckets).await?;
         if out.total() == before {
             return Err(request_failure(
                 "source_prefix_empty",
@@ -90,18 +88,14 @@ async fn write_listing(
         }
     }
     for entry in waiting {
-        out.push(conn, entry.into(), None).await?;
+        out.push(entry.into(), None).await?;
     }
-    out.flush(conn).await?;
-    let total = i32::try_from(out.total()).unwrap_or(i32::MAX);
-    Zip::finish_listing(conn, zip.id, total).await?;
-    Ok(out.total())
+    out.commit().await
 }
 
 /// One prefix, page by page.
 async fn list_one(
-    conn: &mut AsyncPgConnection,
-    out: &mut Writer<'_>,
+    out: &mut Writer,
     listing: &ZipListing,
     buckets: &SourceBuckets,
 ) -> Result<(), Failed> {
@@ -154,7 +148,7 @@ async fn list_one(
             }
             let entry = listed_entry(listing, &object)?;
             let at = format!("urls[{}].url", listing.item_index);
-            out.push(conn, entry, Some(at)).await?;
+            out.push(entry, Some(at)).await?;
         }
         match next {
             Some(token) => after = Some(token),

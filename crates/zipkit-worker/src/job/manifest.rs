@@ -27,8 +27,7 @@ const LINK_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Reads the manifest `url` into entries written by `out`.
 pub(super) async fn read(
     ctx: &JobContext,
-    conn: &mut diesel_async::AsyncPgConnection,
-    out: &mut Writer<'_>,
+    out: &mut Writer,
     (url, format, max): (&SourceUrl, ManifestFormat, i32),
     buckets: &SourceBuckets,
 ) -> Result<(), Failed> {
@@ -81,7 +80,7 @@ pub(super) async fn read(
         while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
             let line = &pending[start..start + end];
             if let Some(entry) = lines.entry(line)? {
-                out.push(conn, entry, Some(format!("manifest:{}", lines.number)))
+                out.push(entry, Some(format!("manifest:{}", lines.number)))
                     .await?;
             }
             start += end + 1;
@@ -95,7 +94,7 @@ pub(super) async fn read(
     }
     if let Some(entry) = lines.entry(&pending)? {
         let at = format!("manifest:{}", lines.number);
-        out.push(conn, entry, Some(at)).await?;
+        out.push(entry, Some(at)).await?;
     }
     if lines.entries == 0 {
         return Err(JobFailure::new(

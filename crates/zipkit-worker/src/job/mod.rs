@@ -40,6 +40,9 @@ use crate::upload::{
 #[derive(Debug, Clone)]
 pub struct JobContext {
     pub pool: PgPool,
+    /// How the pool connects: a listing's transaction opens a connection of its own
+    /// (`EntryLoad`).
+    pub database: zipkit_domain::db::DatabaseSettings,
     pub keyring: Arc<KeyRing>,
     pub http: reqwest::Client,
     /// Clients for the jobs' buckets, under the egress policy.

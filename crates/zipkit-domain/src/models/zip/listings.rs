@@ -7,10 +7,10 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::ids::ZipId;
-use crate::schema::{zip_entries, zip_listings, zips};
+use crate::schema::{zip_entries, zip_listings};
 use crate::values::{BucketName, SourceUrl};
 
-use super::{EntrySource, NewZipEntry, Zip};
+use super::{NewZipEntry, Zip};
 
 /// A prefix to list for a new job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,51 +107,6 @@ impl Zip {
             .select(ZipListing::as_select())
             .load(conn)
             .await
-    }
-
-    /// Takes the entries waiting at their items' indices out of the table, in request order,
-    /// to be written again in archive order (`insert_entries`). Meant for the transaction that
-    /// writes the listing.
-    pub async fn take_waiting_entries(
-        conn: &mut AsyncPgConnection,
-        id: ZipId,
-    ) -> QueryResult<Vec<EntrySource>> {
-        let mut waiting = diesel::delete(zip_entries::table.filter(zip_entries::zip_id.eq(id)))
-            .returning(EntrySource::as_returning())
-            .get_results(conn)
-            .await?;
-        waiting.sort_unstable_by_key(|e| e.entry_index);
-        Ok(waiting)
-    }
-
-    /// Writes entries numbered from `first_index` on.
-    pub async fn insert_entries(
-        conn: &mut AsyncPgConnection,
-        id: ZipId,
-        first_index: i32,
-        entries: &[NewZipEntry],
-    ) -> QueryResult<()> {
-        let numbered = (first_index..).zip(entries);
-        insert_numbered(conn, id, numbered).await
-    }
-
-    /// Ends the listing: the prefixes are gone and the job counts `files_total` entries.
-    pub async fn finish_listing(
-        conn: &mut AsyncPgConnection,
-        id: ZipId,
-        files_total: i32,
-    ) -> QueryResult<()> {
-        diesel::delete(zip_listings::table.filter(zip_listings::zip_id.eq(id)))
-            .execute(conn)
-            .await?;
-        diesel::update(zips::table.find(id))
-            .set((
-                zips::files_total.eq(files_total),
-                zips::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(conn)
-            .await
-            .map(drop)
     }
 }
 

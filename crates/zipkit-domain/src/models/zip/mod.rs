@@ -3,12 +3,14 @@
 //! its upload and what it asks of its result (and when that expires) are the submodules.
 
 mod entries;
+mod entry_load;
 mod lifecycle;
 mod listings;
 mod result;
 mod upload;
 
 pub use entries::{EntryOutcome, EntryPlacement, EntrySource, PlacedEnd, RecordedEntry, ZipEntry};
+pub use entry_load::{EntryLoad, LoadError};
 pub use lifecycle::{JobError, ZipOutcome};
 pub use listings::{ManifestFormat, NewListing, NewManifest, ZipListing};
 pub use result::{

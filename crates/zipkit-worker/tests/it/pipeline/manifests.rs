@@ -170,6 +170,16 @@ async fn a_bad_line_fails_the_job_naming_its_line_and_a_long_manifest_its_limit(
             "manifest:3",
         ),
         ("\n\n".to_owned(), 1000, "manifest_empty", "manifest"),
+        // After a batch of 5,000 entries was copied in: the whole listing is rolled back.
+        (
+            format!(
+                "{}{{\"url\": \"{a}\", \"filename\": \"../up.txt\"}}\n",
+                (1..=6000).map(good).collect::<String>()
+            ),
+            10_000,
+            "manifest_line_invalid",
+            "manifest:6001",
+        ),
     ];
     let served: Vec<(String, Behaviour)> = cases
         .iter()
@@ -395,7 +405,10 @@ print(json.dumps({"count": len(names), "last": names[-1], "sample": z.read(names
     // first megabyte, the sources read ahead, the names' hashes while the manifest is read.
     let budget = 27.0 + 48.0 + 4.0;
     let (small, large) = (peaks[0], peaks[1]);
-    assert!(large < budget, "peak RSS {large:.1} MiB over {budget:.1} MiB");
+    assert!(
+        large < budget,
+        "peak RSS {large:.1} MiB over {budget:.1} MiB"
+    );
     // 90,000 entries more: 4 MiB would be 47 bytes each (their URLs and names alone take ~110).
     assert!(
         large - small < 4.0,
