@@ -30,15 +30,21 @@ macro_rules! text_value {
     ($name:ident, $error:ty) => {
         $crate::values::text_value!($name, $error, custom_read);
 
-        /// Read back as stored: only parsed values are ever written, so the text is not
-        /// checked again (a rule made stricter later must not make old rows unreadable).
+        impl $name {
+            /// Read back as stored: only parsed values are ever written, so the text is not
+            /// checked again (a rule made stricter later must not make old rows unreadable).
+            pub(crate) fn from_stored(text: String) -> Self {
+                Self(text.into())
+            }
+        }
+
         impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
             fn from_sql(value: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
                 let text = <String as diesel::deserialize::FromSql<
                     diesel::sql_types::Text,
                     diesel::pg::Pg,
                 >>::from_sql(value)?;
-                Ok(Self(text.into()))
+                Ok(Self::from_stored(text))
             }
         }
     };

@@ -125,6 +125,13 @@ text_value!(SourceUrl, SourceUrlError, custom_read);
 impl FromSql<Text, Pg> for SourceUrl {
     fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
         let text = <String as FromSql<Text, Pg>>::from_sql(value)?;
+        Ok(Self::from_stored(text)?)
+    }
+}
+
+impl SourceUrl {
+    /// A stored source as `FromSql` reads it.
+    pub(crate) fn from_stored(text: String) -> Result<Self, url::ParseError> {
         if text.starts_with(BUCKET_SCHEME) {
             return Ok(Self(text.into()));
         }

@@ -94,8 +94,8 @@ impl EntryLoad {
             let filename: String = row.try_get(2)?;
             waiting.push(EntrySource {
                 entry_index: index,
-                url: SourceUrl::try_from(url).map_err(|e| bad(e.to_string()))?,
-                filename: EntryName::try_from(filename).map_err(|e| bad(e.to_string()))?,
+                url: SourceUrl::from_stored(url).map_err(|e| bad(e.to_string()))?,
+                filename: EntryName::from_stored(filename),
                 given_filename: row.try_get(3)?,
                 modified_at: row.try_get(4)?,
                 declared_size: row.try_get(5)?,
