@@ -123,7 +123,7 @@ mod tests {
     fn record(i: u64) -> CentralRecord {
         CentralRecord {
             name: Bytes::from(format!("folder-{:03}/entry-{i:07}.bin", i / 1000)),
-            method: if i % 3 == 0 {
+            method: if i.is_multiple_of(3) {
                 Method::Deflated
             } else {
                 Method::Stored

@@ -357,7 +357,10 @@ async fn a_manifest_of_100_000_sources_is_built_in_the_memory_one_of_10_000_take
     ])
     .await;
     let mut peaks = Vec::new();
-    for (count, name) in [(10_000, "ten-thousand"), (100_000, "hundred-thousand")] {
+    for (count, name) in [
+        (10_000_usize, "ten-thousand"),
+        (100_000, "hundred-thousand"),
+    ] {
         // A worker of its own for each: its peak is this job's.
         let worker = harness.spawn_binary();
         let asked = manifest(
