@@ -75,8 +75,8 @@ pub struct Held {
     _worker: Option<Reservation>,
 }
 
-/// What a download needs of an entry: a job holds these for its whole life (70,000 full rows
-/// took ~20 MiB, these about half).
+/// What a download needs of an entry: a build holds these only a page or two ahead of its
+/// downloads (`job::sources`).
 #[derive(Debug, Clone)]
 pub struct Source {
     pub index: i32,
@@ -244,6 +244,7 @@ impl Prefetcher {
         Ok(())
     }
 
+    /// Starts `entry`'s download on a task of its own.
     fn start(&mut self, entry: Source) {
         self.started += 1;
         // Capacity is not the bound (the byte budget is); it only has to exceed the chunks
