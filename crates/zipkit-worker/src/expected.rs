@@ -12,6 +12,7 @@ use zipkit_domain::Compression;
 use zipkit_zip::format::{Method, NameCost};
 use zipkit_zip::layout::{Layouter, PlannedEntry};
 
+use crate::archive::directory::Directory;
 use crate::archive::{Placement, WrittenSoFar};
 
 /// The sources at the end of a job that are all certain (`PlannedEntry::certain`), as the size
@@ -80,6 +81,11 @@ pub struct ExpectedSize {
     stale: bool,
 }
 
+/// What the layout needs of a directory written so far.
+fn listed(directory: &Directory) -> (u64, u64, bool) {
+    (directory.listed(), directory.len(), directory.zip64())
+}
+
 impl ExpectedSize {
     /// For a build that takes the sources after entry `after` and continues the archive
     /// `written` (`after` -1 and `written` empty for a new one).
@@ -96,9 +102,9 @@ impl ExpectedSize {
                     compressed: None,
                     finished: false,
                 });
-                Layouter::after(o.header_offset, &written.directory)
+                Layouter::after(o.header_offset, listed(&written.directory))
             }
-            None => Layouter::after(written.offset, &written.directory),
+            None => Layouter::after(written.offset, listed(&written.directory)),
         };
         let mut expected = Self {
             tail,
@@ -357,7 +363,7 @@ mod tests {
         let written = WrittenSoFar {
             offset: header_offset + 500,
             crc32: 0,
-            directory: vec![record.clone()],
+            directory: Directory::with(std::slice::from_ref(&record)).unwrap(),
             open: Some(crate::archive::OpenSoFar {
                 entry: 4,
                 name: Bytes::from_static(b"open.bin"),

@@ -22,7 +22,7 @@ use crate::prefetch::Continue;
 use crate::upload::{UploadedPart, crc32_concat, crc32_of, crc32_tail};
 
 /// Where a taken-over build starts.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Continuation {
     /// The archive as the earlier build wrote it up to where this one starts, with the entry it
     /// continues, if any.
@@ -79,73 +79,128 @@ impl Continuation {
 /// does), and the stored entry after them when it can be continued. Anything that does not line
 /// up (an offset that does not follow the previous entry's end, a listed entry without its size
 /// or CRC-32) ends the run there: the rest is built again and checked against the parts.
-pub fn continuation(
-    recorded: &[RecordedEntry],
-    parts: &[UploadedPart],
+///
+/// Worked out from the recorded entries in order, a page at a time (`push`), holding none of
+/// them: the run's central directory records go straight into its `Directory`.
+#[derive(Debug)]
+pub struct Scan<'p> {
+    parts: &'p [UploadedPart],
     created: EntryTime,
-) -> Continuation {
-    let uploaded: u64 = parts.iter().map(|p| p.size as u64).sum();
-    let mut found = Continuation::default();
-    // Every entry pushed here is kept in the same turn of the loop.
-    let mut directory = Vec::new();
-    for (position, entry) in recorded.iter().enumerate() {
+    /// The parts' bytes.
+    uploaded: u64,
+    found: Continuation,
+    /// Entries pushed so far.
+    seen: usize,
+    /// The run has ended.
+    ended: bool,
+    /// The first entry after the kept run, once pushed.
+    after_run: Option<RecordedEntry>,
+}
+
+/// What an entry does to the run.
+enum Turn {
+    Kept,
+    /// Skipped without a byte written: kept if a later entry is.
+    Passed,
+    Ends,
+}
+
+impl<'p> Scan<'p> {
+    pub fn new(parts: &'p [UploadedPart], created: EntryTime) -> Self {
+        Self {
+            parts,
+            created,
+            uploaded: parts.iter().map(|p| p.size as u64).sum(),
+            found: Continuation::default(),
+            seen: 0,
+            ended: false,
+            after_run: None,
+        }
+    }
+
+    /// The job's next recorded entry, in index order.
+    pub fn push(&mut self, entry: RecordedEntry) -> std::io::Result<()> {
+        let position = self.seen;
+        self.seen += 1;
+        if !self.ended {
+            match self.turn(&entry)? {
+                Turn::Kept => {
+                    self.found.kept = position + 1;
+                    self.found.last_kept = entry.index;
+                    self.after_run = None;
+                    return Ok(());
+                }
+                Turn::Passed => {
+                    self.after_run.get_or_insert(entry);
+                    return Ok(());
+                }
+                Turn::Ends => self.ended = true,
+            }
+        }
+        // After the run: the times the earlier build gave the entries it placed.
+        if let Some(time) = entry.placement.as_ref().and_then(|p| p.entry_time) {
+            self.found.times.push((entry.index, time));
+        }
+        self.after_run.get_or_insert(entry);
+        Ok(())
+    }
+
+    fn turn(&mut self, entry: &RecordedEntry) -> std::io::Result<Turn> {
+        let found = &mut self.found;
         let Some((placed, end)) = entry.placement.as_ref().and_then(|p| Some((p, p.end?))) else {
             if entry.state == EntryState::Skipped && entry.placement.is_none() {
-                continue;
+                return Ok(Turn::Passed);
             }
-            break;
+            return Ok(Turn::Ends);
         };
         let (Ok(offset), Ok(end_offset), Ok(compressed)) = (
             u64::try_from(placed.offset),
             u64::try_from(end.end),
             u64::try_from(end.compressed_size),
         ) else {
-            break;
+            return Ok(Turn::Ends);
         };
-        if offset != found.written.offset || end_offset > uploaded {
-            break;
+        if offset != found.written.offset || end_offset > self.uploaded {
+            return Ok(Turn::Ends);
         }
         match (entry.state, entry.size, entry.crc32) {
             (EntryState::Done, Some(size), Some(crc32)) => {
                 let (Ok(size), Ok(crc32)) = (u64::try_from(size), u32::try_from(crc32)) else {
-                    break;
+                    return Ok(Turn::Ends);
                 };
-                directory.push(CentralRecord {
+                found.written.directory.push(&CentralRecord {
                     name: Bytes::copy_from_slice(entry.filename.as_str().as_bytes()),
                     method: if placed.deflated {
                         Method::Deflated
                     } else {
                         Method::Stored
                     },
-                    modified: time_of(placed, created),
+                    modified: time_of(placed, self.created),
                     crc32,
                     compressed,
                     uncompressed: size,
                     header_offset: offset,
-                });
+                })?;
                 found.files += 1;
                 found.bytes += size;
             }
             // Started, then left out (`on_error: skip`): in the archive, not in the directory.
             (EntryState::Skipped, ..) => {}
-            _ => break,
+            _ => return Ok(Turn::Ends),
         }
         found.written.offset = end_offset;
         found.written.crc32 = end.archive_crc32;
-        found.kept = position + 1;
-        found.last_kept = entry.index;
+        Ok(Turn::Kept)
     }
-    found.written.directory = directory;
-    found.run_end = (found.written.offset, found.written.crc32);
-    found.times = recorded
-        .iter()
-        .skip(found.kept)
-        .filter_map(|e| Some((e.index, e.placement.as_ref()?.entry_time?)))
-        .collect();
-    if let Some(entry) = recorded.get(found.kept) {
-        continue_entry(&mut found, entry, parts, created);
+
+    /// Where the build starts, once every recorded entry was pushed.
+    pub fn finish(mut self) -> Continuation {
+        self.found.run_end = (self.found.written.offset, self.found.written.crc32);
+        if let Some(entry) = self.after_run.take() {
+            continue_entry(&mut self.found, &entry, self.parts, self.created);
+        }
+        self.found
     }
-    found
 }
 
 /// The time in a placed entry's headers: as recorded, or the job's creation time for an entry
@@ -239,6 +294,50 @@ mod tests {
         EntryName::parse(&format!("f{index}.bin")).unwrap()
     }
 
+    /// Where a build taken over starts, the recorded entries pushed one by one.
+    fn continuation(
+        recorded: &[RecordedEntry],
+        parts: &[UploadedPart],
+        created: EntryTime,
+    ) -> Continuation {
+        let mut scan = Scan::new(parts, created);
+        for entry in recorded {
+            scan.push(entry.clone()).unwrap();
+        }
+        scan.finish()
+    }
+
+    /// The directory's bytes, and those of the records it should list.
+    fn listing(directory: crate::archive::directory::Directory) -> Vec<u8> {
+        let mut reader = directory.into_reader().unwrap();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = reader.next_chunk(1 << 16).unwrap() {
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes
+    }
+
+    /// Records of `done` entries: index, offset, end, method, time.
+    fn expected(records: &[(i32, u64, u64, Method, EntryTime)]) -> Vec<u8> {
+        let mut bytes = bytes::BytesMut::new();
+        for (index, offset, end, method, modified) in records {
+            let size = end - offset - 50;
+            crate::archive::format::central_header(
+                &mut bytes,
+                &CentralRecord {
+                    name: Bytes::from(format!("f{index}.bin")),
+                    method: *method,
+                    modified: *modified,
+                    crc32: *index as u32 + 100,
+                    compressed: size,
+                    uncompressed: size,
+                    header_offset: *offset,
+                },
+            );
+        }
+        bytes.to_vec()
+    }
+
     fn done(index: i32, offset: i64, end: i64, crc: u32) -> RecordedEntry {
         RecordedEntry {
             index,
@@ -304,13 +403,20 @@ mod tests {
         assert_eq!((kept.written.offset, kept.written.crc32), (6000, 33));
         assert_eq!((kept.files, kept.bytes), (3, 950 + 1950 + 2950));
         assert!(kept.continuing.is_none(), "entry 4 is not being written");
-        let directory = &kept.written.directory;
-        assert_eq!(directory.len(), 3, "the skipped entry is not listed");
-        assert_eq!(directory[1].name, Bytes::from_static(b"f2.bin"));
-        assert_eq!(directory[1].header_offset, 1000);
-        assert_eq!(directory[1].method, Method::Stored);
-        assert_eq!(directory[2].method, Method::Deflated);
-        assert_eq!((directory[2].crc32, directory[2].compressed), (103, 2950));
+        assert_eq!(
+            kept.written.directory.listed(),
+            3,
+            "the skipped entry is not listed"
+        );
+        let none = EntryTime::default();
+        assert!(
+            listing(kept.written.directory)
+                == expected(&[
+                    (0, 0, 1000, Method::Stored, none),
+                    (2, 1000, 3000, Method::Stored, none),
+                    (3, 3000, 6000, Method::Deflated, none),
+                ])
+        );
     }
 
     #[test]
@@ -337,16 +443,15 @@ mod tests {
         let created = EntryTime::from_utc(at(28));
         let kept = continuation(&recorded, &parts(&[6500]), created);
         assert_eq!(kept.kept, 3);
-        let times: Vec<EntryTime> = kept.written.directory.iter().map(|r| r.modified).collect();
-        assert_eq!(
-            times,
-            [
-                EntryTime::from_utc(at(1)),
-                created,
-                EntryTime::from_utc(at(3))
-            ]
-        );
         assert_eq!(kept.times, [(3, at(4))]);
+        assert!(
+            listing(kept.written.directory)
+                == expected(&[
+                    (0, 0, 1000, Method::Stored, EntryTime::from_utc(at(1))),
+                    (1, 1000, 3000, Method::Deflated, created),
+                    (2, 3000, 6000, Method::Stored, EntryTime::from_utc(at(3))),
+                ])
+        );
     }
 
     #[test]

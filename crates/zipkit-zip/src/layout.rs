@@ -5,7 +5,7 @@
 
 use zipkit_domain::Compression;
 
-use crate::format::{self, CentralRecord, MAX32, Method, NameCost};
+use crate::format::{self, MAX32, Method, NameCost};
 use crate::method::method_by_name;
 
 /// Uncompressed bytes per deflate block: the worker compresses each block on its own, ended with
@@ -80,28 +80,21 @@ pub struct Layouter {
 
 impl Default for Layouter {
     fn default() -> Self {
-        Self::after(0, &[])
+        Self::after(0, (0, 0, false))
     }
 }
 
 impl Layouter {
-    /// Continues an archive written up to `offset`, whose central directory lists `directory`.
-    pub fn after(offset: u64, directory: &[CentralRecord]) -> Self {
-        let mut laid = Self {
+    /// Continues an archive written up to `offset`, whose central directory lists `entries` in
+    /// `len` bytes, one of them with ZIP64 fields or not.
+    pub fn after(offset: u64, (entries, len, zip64): (u64, u64, bool)) -> Self {
+        Self {
             offset,
-            directory: 0,
-            entries: directory.len() as u64,
+            directory: len,
+            entries,
             exact: true,
-            zip64: false,
-        };
-        for r in directory {
-            laid.directory +=
-                format::central_header_len(&r.name, r.uncompressed, r.compressed, r.header_offset)
-                    as u64;
-            laid.zip64 |=
-                r.compressed >= MAX32 || r.uncompressed >= MAX32 || r.header_offset >= MAX32;
+            zip64,
         }
-        laid
     }
 
     /// An entry whose sizes are known: its header was started with room for ZIP64 or not

@@ -591,13 +591,17 @@ async fn placements_are_recorded_by_the_owner_only_kept_with_their_validator_and
     let placed = |entries: Vec<zipkit_domain::models::RecordedEntry>| -> Vec<_> {
         entries.into_iter().map(|e| e.placement).collect()
     };
-    let recorded = Zip::recorded_entries(conn, zip.id).await.unwrap();
+    let recorded = Zip::recorded_entries(conn, zip.id, -1, i64::MAX)
+        .await
+        .unwrap();
     assert_eq!(placed(recorded), [None, None]);
 
     Zip::record_placements(conn, zip.id, "worker-1", &[first.clone(), start.clone()])
         .await
         .unwrap();
-    let recorded = Zip::recorded_entries(conn, zip.id).await.unwrap();
+    let recorded = Zip::recorded_entries(conn, zip.id, -1, i64::MAX)
+        .await
+        .unwrap();
     assert_eq!(placed(recorded), [Some(first.clone()), Some(start.clone())]);
     // The end of entry 1 keeps the validator recorded with its start.
     let end = EntryPlacement {
@@ -612,7 +616,9 @@ async fn placements_are_recorded_by_the_owner_only_kept_with_their_validator_and
     Zip::record_placements(conn, zip.id, "worker-1", std::slice::from_ref(&end))
         .await
         .unwrap();
-    let recorded = Zip::recorded_entries(conn, zip.id).await.unwrap();
+    let recorded = Zip::recorded_entries(conn, zip.id, -1, i64::MAX)
+        .await
+        .unwrap();
     let ended = EntryPlacement {
         source_validator: start.source_validator.clone(),
         ..end
@@ -620,7 +626,9 @@ async fn placements_are_recorded_by_the_owner_only_kept_with_their_validator_and
     assert_eq!(placed(recorded), [Some(first), Some(ended)]);
 
     Zip::clear_placements(conn, zip.id).await.unwrap();
-    let recorded = Zip::recorded_entries(conn, zip.id).await.unwrap();
+    let recorded = Zip::recorded_entries(conn, zip.id, -1, i64::MAX)
+        .await
+        .unwrap();
     assert_eq!(placed(recorded), [None, None]);
 }
 

@@ -22,10 +22,14 @@ pub struct Directory {
     /// No temporary file could be made: everything stays in memory.
     in_memory_only: bool,
     listed: u64,
+    /// Its length in bytes, and whether a record needed ZIP64.
+    len: u64,
+    zip64: bool,
 }
 
 impl Directory {
-    /// A directory listing `records` already (a build taken over).
+    /// A directory listing `records` already.
+    #[cfg(test)]
     pub fn with(records: &[CentralRecord]) -> std::io::Result<Self> {
         let mut directory = Self::default();
         for record in records {
@@ -39,9 +43,28 @@ impl Directory {
         self.listed
     }
 
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listed == 0
+    }
+
+    /// Whether a record has a value past the classic fields (the archive needs ZIP64 end records).
+    pub fn zip64(&self) -> bool {
+        self.zip64
+    }
+
     /// Lists one more entry.
     pub fn push(&mut self, record: &CentralRecord) -> std::io::Result<()> {
+        let before = self.memory.len();
         format::central_header(&mut self.memory, record);
+        self.len += (self.memory.len() - before) as u64;
+        self.zip64 |= [record.compressed, record.uncompressed, record.header_offset]
+            .iter()
+            .any(|v| *v >= format::MAX32);
         self.listed += 1;
         if self.memory.len() >= IN_MEMORY && !self.in_memory_only {
             self.spill()?;

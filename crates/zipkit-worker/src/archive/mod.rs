@@ -88,7 +88,7 @@ mod tests {
         let collector = collect(rx);
         let options = ArchiveOptions { level: 6 };
         let compressors = deflate::Compressors::new(2).unwrap();
-        let mut writer = ArchiveWriter::resume(options, compressors, out, so_far).unwrap();
+        let mut writer = ArchiveWriter::resume(options, compressors, out, so_far);
         let mut placed = Vec::new();
         for chunk in open_rest.chunks(50_000) {
             writer.write(Bytes::copy_from_slice(chunk)).await.unwrap();
@@ -211,7 +211,7 @@ mod tests {
             let so_far = WrittenSoFar {
                 offset: last.end,
                 crc32: last.archive_crc32,
-                directory: directory(kept),
+                directory: directory::Directory::with(&directory(kept)).unwrap(),
                 open: None,
             };
             let (rest, ..) = resumed_build(&[], &entries[kept..], kept as i32, so_far).await;
@@ -235,7 +235,7 @@ mod tests {
             let so_far = WrittenSoFar {
                 offset: at,
                 crc32: crc32fast::hash(&whole[..at as usize]),
-                directory: directory(1),
+                directory: directory::Directory::with(&directory(1)).unwrap(),
                 open: Some(OpenSoFar {
                     entry: 1,
                     name: Bytes::from_static(b"two.bin"),

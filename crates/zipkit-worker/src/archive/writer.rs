@@ -122,11 +122,11 @@ pub struct PlacedEnd {
 /// The state of an archive written up to `offset` by an earlier build: where the next byte
 /// goes, the CRC-32 of the bytes before it, the central directory records of the entries
 /// listed so far, and the stored entry still open there, if any.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct WrittenSoFar {
     pub offset: u64,
     pub crc32: u32,
-    pub directory: Vec<CentralRecord>,
+    pub directory: Directory,
     pub open: Option<OpenSoFar>,
 }
 
@@ -247,13 +247,7 @@ impl ArchiveWriter {
         compressors: Compressors,
         out: mpsc::Sender<Piece>,
     ) -> Self {
-        Self::continuing(
-            options,
-            compressors,
-            out,
-            WrittenSoFar::default(),
-            Directory::default(),
-        )
+        Self::resume(options, compressors, out, WrittenSoFar::default())
     }
 
     /// A writer that continues an archive an earlier build wrote up to `so_far.offset`: its
@@ -263,23 +257,6 @@ impl ArchiveWriter {
         compressors: Compressors,
         out: mpsc::Sender<Piece>,
         so_far: WrittenSoFar,
-    ) -> Result<Self, ArchiveError> {
-        let directory = Directory::with(&so_far.directory).map_err(ArchiveError::Directory)?;
-        Ok(Self::continuing(
-            options,
-            compressors,
-            out,
-            so_far,
-            directory,
-        ))
-    }
-
-    fn continuing(
-        options: ArchiveOptions,
-        compressors: Compressors,
-        out: mpsc::Sender<Piece>,
-        so_far: WrittenSoFar,
-        directory: Directory,
     ) -> Self {
         let draining = so_far
             .open
@@ -314,7 +291,7 @@ impl ArchiveWriter {
             draining,
             placed: Vec::new(),
             open,
-            directory,
+            directory: so_far.directory,
             cuts: None,
             cuts_at_header: None,
         }

@@ -226,6 +226,9 @@ pub async fn run(
     }
 }
 
+/// Recorded entries read per statement when a job is taken over.
+const RECORDED_PAGE: i64 = 1_000;
+
 /// The version of the archive writer's output: a worker resumes another's upload only when it
 /// writes the same bytes. Bump it with any change to what `archive` emits.
 const ARCHIVE_FORMAT: &str = "zipkit-archive/2";
@@ -279,12 +282,31 @@ async fn resume_point(
         });
     }
     let uploaded = parts.iter().map(|p| p.size as u64).sum::<u64>();
-    let recorded = Zip::recorded_entries(&mut conn, zip.id)
-        .await
-        .map_err(JobFailure::database)?;
+    // The recorded entries, a page at a time: a job of a million is never held whole.
+    let mut scan = resume::Scan::new(&parts, EntryTime::from_utc(zip.created_at));
+    let mut after = -1;
+    loop {
+        let page = Zip::recorded_entries(&mut conn, zip.id, after, RECORDED_PAGE)
+            .await
+            .map_err(JobFailure::database)?;
+        let last_page = page.len() < RECORDED_PAGE as usize;
+        for entry in page {
+            after = entry.index;
+            scan.push(entry).map_err(|e| {
+                JobFailure::new(
+                    "archive_failed",
+                    format!("keeping the central directory: {e}"),
+                    Blame::Service,
+                    Retry::Later,
+                )
+            })?;
+        }
+        if last_page {
+            break;
+        }
+    }
     drop(conn);
-    let kept = resume::continuation(&recorded, &parts, EntryTime::from_utc(zip.created_at));
-    drop(recorded);
+    let kept = scan.finish();
     zipkit_runtime::allocator::release_free_memory();
     tracing::info!(
         zip.id = %zip.id,
@@ -409,15 +431,7 @@ impl Attempt<'_> {
             level: ctx.deflate_level,
         };
         let archive =
-            ArchiveWriter::resume(options, ctx.compressors.clone(), chunks_tx, kept.written)
-                .map_err(|e| {
-                    JobFailure::new(
-                        "archive_failed",
-                        e.to_string(),
-                        Blame::Service,
-                        Retry::Later,
-                    )
-                })?;
+            ArchiveWriter::resume(options, ctx.compressors.clone(), chunks_tx, kept.written);
         let archive = match self.copies {
             true => archive.with_cuts(PartCuts::new(self.plan, cuts.0, cuts.1)),
             false => archive,

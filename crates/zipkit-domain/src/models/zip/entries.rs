@@ -270,10 +270,13 @@ impl Zip {
             .map(drop)
     }
 
-    /// The job's entries as recorded so far, by index: what a worker taking it over needs.
+    /// Up to `limit` of the job's entries after entry `after`, as recorded so far, by index: what
+    /// a worker taking it over needs, a page at a time.
     pub async fn recorded_entries(
         conn: &mut AsyncPgConnection,
         id: ZipId,
+        after: i32,
+        limit: i64,
     ) -> QueryResult<Vec<RecordedEntry>> {
         type Row = (
             (i32, EntryName, EntryState, Option<i64>, Option<i64>),
@@ -288,7 +291,9 @@ impl Zip {
         );
         let rows: Vec<Row> = zip_entries::table
             .filter(zip_entries::zip_id.eq(id))
+            .filter(zip_entries::entry_index.gt(after))
             .order(zip_entries::entry_index.asc())
+            .limit(limit)
             .select((
                 (
                     zip_entries::entry_index,

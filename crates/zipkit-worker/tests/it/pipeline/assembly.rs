@@ -230,7 +230,7 @@ async fn a_server_side_job_taken_over_continues_its_upload_without_copying_a_par
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
-        let done = Zip::recorded_entries(&mut conn, id)
+        let done = Zip::recorded_entries(&mut conn, id, -1, i64::MAX)
             .await
             .unwrap()
             .iter()

@@ -266,7 +266,7 @@ async fn takeover_after_parts(
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
         let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
-        let c_done = Zip::recorded_entries(&mut conn, id)
+        let c_done = Zip::recorded_entries(&mut conn, id, -1, i64::MAX)
             .await
             .unwrap()
             .iter()
