@@ -109,7 +109,7 @@ async fn eight_objects_of_256_mib_in_the_archives_store_are_copied_with_under_2_
         let job = (Compression::Auto, OnError::Fail, ResultSettings::default());
         let id = harness.submit_asking(&bucket, &out, entries, job).await;
         let zip = harness
-            .wait_finished_within(id, Duration::from_secs(300))
+            .wait_finished_within(id, Duration::from_secs(900))
             .await;
         assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
         let size = zip.result_size.expect("a size") as u64;
@@ -227,7 +227,7 @@ async fn a_server_side_job_taken_over_continues_its_upload_without_copying_a_par
     // recorded, and the three entries done, before the kill.
     let mut conn = harness.db.connect().await;
     let mut upload_id = None;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
     while std::time::Instant::now() < deadline {
         let zip = Zip::find_any(&mut conn, id).await.unwrap().unwrap();
         let done = Zip::recorded_entries(&mut conn, id, -1, i64::MAX)
@@ -260,7 +260,7 @@ async fn a_server_side_job_taken_over_continues_its_upload_without_copying_a_par
 
     let _second = harness.spawn_binary();
     let zip = harness
-        .wait_finished_within(id, Duration::from_secs(120))
+        .wait_finished_within(id, Duration::from_secs(600))
         .await;
     assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
     assert_eq!(zip.attempts, 2, "claimed once by each worker");
