@@ -217,7 +217,10 @@ async fn detail(
     } = Zip::find_with_bucket(&mut conn, member.id(), id)
         .await?
         .ok_or(PageError::NotFound)?;
-    let entries = Zip::entries(&mut conn, zip.id).await?;
+    let entries = Zip::first_entries(&mut conn, zip.id, ENTRIES_SHOWN as i64).await?;
+    let total = usize::try_from(zip.files_total)
+        .unwrap_or(0)
+        .max(entries.len());
     // A fresh link on each view, where the bucket's keys may read (as GET /v1/zips/{id}).
     let source = match zip.status {
         ZipStatus::Succeeded => Zip::download_sources(&mut conn, &[zip.id]).await?.pop(),
@@ -280,8 +283,8 @@ async fn detail(
         }
         div.card {
             h2 { "Entries" }
-            @if entries.len() > ENTRIES_SHOWN {
-                p.muted { "The first " (ENTRIES_SHOWN) " of " (entries.len()) " entries." }
+            @if total > entries.len() {
+                p.muted { "The first " (entries.len()) " of " (total) " entries." }
             }
             @if entries.iter().any(|e| e.given_filename.is_some()) {
                 p.rule {
@@ -292,7 +295,7 @@ async fn detail(
             table.list.entries {
                 thead { tr { th { "#" } th { "File name" } th { "Source" } th { "State" } th { "Size" } th { "CRC-32" } } }
                 tbody {
-                    @for e in entries.iter().take(ENTRIES_SHOWN) {
+                    @for e in &entries {
                         tr {
                             td data-label="#" { (e.entry_index) }
                             td data-label="File name" {

@@ -1044,3 +1044,38 @@ async fn a_zips_page_says_when_its_archive_expires_and_that_it_was_deleted() {
         page.body
     );
 }
+
+/// A job of many entries shows its first 500, says how many it has, and loads no more of them.
+#[tokio::test]
+async fn a_zips_page_shows_the_first_entries_of_a_large_job_and_counts_the_rest() {
+    use zipkit_domain::models::{NewZipEntry, ResultSettings};
+    use zipkit_domain::values::{EntryName, SourceUrl};
+
+    let (db, _broker, app) = common::start().await;
+    let (_, project) = user_with_project(&db, "ann@example.com", "Ann's project").await;
+    let bucket = app.bucket(&db, project, Service::S3, "ann-archives").await;
+    let mut conn = db.connect().await;
+    let mut new = one_file_job(&bucket, "large.zip", ResultSettings::default());
+    new.entries = (0..1_200)
+        .map(|i| NewZipEntry {
+            url: SourceUrl::parse(&format!("https://example.com/{i}.pdf")).expect("url"),
+            filename: EntryName::parse(&format!("scan-{i:04}.pdf")).expect("name"),
+            given_filename: None,
+            modified_at: None,
+            declared_size: None,
+        })
+        .collect();
+    let zip = Zip::create(&mut conn, new).await.expect("zip");
+    let (mut ann, _) = signed_in(&app, "ann@example.com").await;
+    let page = ann
+        .get(&format!("/dashboard/projects/{project}/zips/{}", zip.id))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("The first 500 of 1200 entries."),
+        "{}",
+        page.body
+    );
+    assert_eq!(page.body.matches("data-label=\"#\"").count(), 500);
+    assert!(page.body.contains("scan-0499.pdf") && !page.body.contains("scan-0500.pdf"));
+}

@@ -118,6 +118,22 @@ impl Zip {
             .await
     }
 
+    /// The job's first `limit` entries, by index (a page that shows some of a job's entries
+    /// never loads a million).
+    pub async fn first_entries(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        limit: i64,
+    ) -> QueryResult<Vec<ZipEntry>> {
+        zip_entries::table
+            .filter(zip_entries::zip_id.eq(id))
+            .order(zip_entries::entry_index.asc())
+            .limit(limit)
+            .select(ZipEntry::as_select())
+            .load(conn)
+            .await
+    }
+
     /// Up to `limit` entries' sources after `after` (an entry index), in order: a job of a
     /// million entries is read a page at a time, never as a million full rows at once.
     pub async fn entry_sources(
