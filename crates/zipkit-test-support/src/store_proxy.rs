@@ -21,8 +21,8 @@ pub struct StoreCall {
     pub part: Option<i32>,
     pub upload_id: Option<String>,
     pub status: u16,
-    /// What the call asked of the object: its `x-amz-*` headers (signing ones aside) and
-    /// `cache-control`, lower-case names.
+    /// What the call asked of the object: its `x-amz-*` headers (signing ones aside),
+    /// `cache-control` and `range`, lower-case names.
     pub headers: BTreeMap<String, String>,
     /// The bytes of the request's body: what the caller sent the store.
     pub body: u64,
@@ -35,7 +35,7 @@ fn object_headers(request: &HttpRequest) -> BTreeMap<String, String> {
         .iter()
         .filter(|(name, _)| {
             let name = name.as_str();
-            (name.starts_with("x-amz-") || name == "cache-control")
+            (name.starts_with("x-amz-") || name == "cache-control" || name == "range")
                 && !matches!(
                     name,
                     "x-amz-date" | "x-amz-content-sha256" | "x-amz-user-agent"
