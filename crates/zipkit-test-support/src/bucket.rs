@@ -170,21 +170,40 @@ impl TestBucket {
 
     /// The bytes of an object in this bucket.
     pub async fn get(&self, key: &str) -> Vec<u8> {
-        let object = self
-            .client
-            .get_object()
-            .bucket(&self.name)
-            .key(key)
-            .send()
+        self.get_object(key)
             .await
-            .expect("get object");
-        object
             .body
             .collect()
             .await
             .expect("read object body")
             .into_bytes()
             .to_vec()
+    }
+
+    /// Writes an object of this bucket to the file at `path` as it arrives (for objects too
+    /// large to hold); returns its size.
+    pub async fn get_to_file(&self, key: &str, path: &std::path::Path) -> u64 {
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .expect("create the file");
+        let mut body = self.get_object(key).await.body.into_async_read();
+        let written = tokio::io::copy(&mut body, &mut file)
+            .await
+            .expect("read object body");
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .expect("flush the file");
+        written
+    }
+
+    async fn get_object(&self, key: &str) -> aws_sdk_s3::operation::get_object::GetObjectOutput {
+        self.client
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .expect("get object")
     }
 }
 

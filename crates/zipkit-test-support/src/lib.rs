@@ -7,6 +7,7 @@ pub mod bucket;
 pub mod canned_http;
 pub mod chart;
 pub mod database;
+pub mod exclusive;
 pub mod internal;
 pub mod leftovers;
 pub mod otlp;

@@ -115,8 +115,9 @@ pub enum Event {
         /// The source's Last-Modified.
         last_modified: Option<chrono::DateTime<chrono::Utc>>,
         /// An object to copy into the archive in the store: what the store said of it. Its
-        /// bytes follow only as far as the writer needs them: the first `MIN_PART` when the
-        /// store keeps its CRC-32, all of them (to compute it) otherwise.
+        /// bytes follow only as far as the writer needs them: when the store keeps its CRC-32,
+        /// the first `MIN_PART` (and, past 5 GiB, those before its last copied range), all of
+        /// them (to compute it) otherwise.
         stored: Option<Stored>,
     },
     /// Bytes, with the budget they hold until consumed.
@@ -136,9 +137,17 @@ pub struct Stored {
     pub object: zipkit_storage::StoredObject,
 }
 
-/// Objects copied in the store are those from `2 × MIN_PART` (the bytes sent before the copy
-/// and the copied part each at least `MIN_PART`) to one part's largest.
-pub const COPIED_SIZES: std::ops::RangeInclusive<u64> = 2 * MIN_PART..=MAX_PART;
+/// Objects copied in the store are from `2 × MIN_PART` (the bytes sent before the copy and the
+/// copied part each at least `MIN_PART`).
+pub const SMALLEST_COPIED: u64 = 2 * MIN_PART;
+
+/// Whether an object of `size` bytes is copied: up to one part's largest always; larger, in
+/// several ranges, only when the request declared that size, since the part numbers a job's
+/// copies take are counted from the declared sizes before any object is looked at
+/// (`job::sources`).
+pub fn copied_size(size: u64, declared: Option<u64>) -> bool {
+    size >= SMALLEST_COPIED && (size <= MAX_PART || declared == Some(size))
+}
 
 /// An entry whose download runs in the background; dropping it stops the download.
 #[derive(Debug)]
@@ -408,8 +417,11 @@ async fn request_url(
 }
 
 /// For an object the store may copy into the archive: what the store says of it (HeadObject
-/// with its checksum), when its size is one to copy (`COPIED_SIZES`); `None` for one to stream.
-async fn copied_object(address: &Address) -> Result<Option<Stored>, SourceError> {
+/// with its checksum), when its size is one to copy (`copied_size`); `None` for one to stream.
+async fn copied_object(
+    address: &Address,
+    declared: Option<u64>,
+) -> Result<Option<Stored>, SourceError> {
     let SourceLocation::Bucket { bucket, key } = address.url.location() else {
         return Ok(None);
     };
@@ -435,7 +447,7 @@ async fn copied_object(address: &Address) -> Result<Option<Stored>, SourceError>
                 ),
             ),
         })?;
-    Ok(COPIED_SIZES.contains(&object.size).then(|| Stored {
+    Ok(copied_size(object.size, declared).then(|| Stored {
         bucket: bucket.to_owned(),
         key: key.to_owned(),
         object,
@@ -451,18 +463,19 @@ async fn download(
     from: Option<Continue>,
     declared: Option<u64>,
 ) {
-    let stored = match copied_object(&address).await {
+    let stored = match copied_object(&address, declared).await {
         Ok(stored) => stored,
         Err(error) => {
             let _ = tx.send(Event::Failed(error)).await;
             return;
         }
     };
-    // With the object's CRC-32 from the store, only the bytes sent before the copy are read.
+    // With the object's CRC-32 from the store, only the bytes sent before the copy, and
+    // those of any range copied before the last, are read.
     let head_only = stored
         .as_ref()
         .filter(|s| s.object.crc32.is_some())
-        .map(|_| MIN_PART);
+        .map(|s| zipkit_zip::parts::read_before_last_copy(s.object.size));
     let url = match request_url(&address, &limits).await {
         Ok(url) => url,
         Err(error) => {
@@ -790,6 +803,16 @@ fn stalled_error(limits: &DownloadLimits) -> SourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_over_a_part_are_copied_only_at_a_declared_size() {
+        assert!(!copied_size(SMALLEST_COPIED - 1, None));
+        assert!(copied_size(SMALLEST_COPIED, None));
+        assert!(copied_size(MAX_PART, None));
+        assert!(!copied_size(MAX_PART + 1, None));
+        assert!(!copied_size(MAX_PART + 1, Some(MAX_PART)));
+        assert!(copied_size(MAX_PART + 1, Some(MAX_PART + 1)));
+    }
     use zipkit_test_support::sources::{Behaviour, SourceServer};
 
     fn limits(job_bytes: usize) -> DownloadLimits {

@@ -1,5 +1,7 @@
 //! How an archive is cut into the parts of a multipart upload.
 
+use std::ops::Range;
+
 /// The first part's size in MiB: S3's smallest part to its largest.
 pub const PART_MIB_RANGE: std::ops::RangeInclusive<u32> = 5..=5 * 1024;
 
@@ -98,13 +100,14 @@ impl PartCuts {
         }
     }
 
-    /// How many of an object's first bytes to send before copying the rest of it from archive
-    /// offset `at` on (its local header ends there), so that the part before the copy is empty
-    /// or at least `MIN_PART`; `None` when a copy there would leave too few part numbers.
-    pub fn head_before_copy(&mut self, at: u64) -> Option<u64> {
+    /// How many of an object's first bytes to send before copying the rest of it, in `copies`
+    /// ranges, from archive offset `at` on (its local header ends there), so that the part
+    /// before the copy is empty or at least `MIN_PART`; `None` when the copies there would
+    /// leave too few part numbers.
+    pub fn head_before_copy(&mut self, at: u64, copies: u64) -> Option<u64> {
         self.advance(at);
-        // The part before, the copied part, and room for the archive's end.
-        if self.number as u64 + 2 >= MAX_PARTS {
+        // The part before, the copied parts, and room for the archive's end.
+        if self.number as u64 + copies + 1 >= MAX_PARTS {
             return None;
         }
         let filled = at - self.start;
@@ -125,6 +128,46 @@ impl PartCuts {
         self.number += 1;
         self.start = at + len;
     }
+}
+
+/// The ranges of an object of `size` bytes the store copies into the archive after its first
+/// `head` bytes were sent: parts of their own, each from `MIN_PART` to `MAX_PART` (an object up
+/// to `MAX_PART` is one range). Past `MAX_PART` the last range is as large as a part may be and
+/// the bytes before it are split evenly, so where the object's CRC-32 is known only the bytes
+/// before the last range must be read to know every range's (`read_before_last_copy`).
+/// `head` is under `MIN_PART` and `size` at least twice it, as `PartCuts::head_before_copy` and
+/// the sizes worth copying make them.
+pub fn copied_ranges(head: u64, size: u64) -> Vec<Range<u64>> {
+    let last = last_copy_start(size).max(head);
+    let before = last - head;
+    let pieces = before.div_ceil(MAX_PART);
+    let mut ranges: Vec<Range<u64>> = (0..pieces)
+        .map(|i| head + before * i / pieces..head + before * (i + 1) / pieces)
+        .collect();
+    ranges.push(last..size);
+    ranges
+}
+
+/// Where the last copied range of an object of `size` bytes starts, for any head.
+fn last_copy_start(size: u64) -> u64 {
+    if size <= MAX_PART {
+        0
+    } else {
+        size - MAX_PART.min(size - 2 * MIN_PART)
+    }
+}
+
+/// How many of an object's first bytes are read when the store keeps its CRC-32: those sent
+/// before the copy and those of every copied range but the last, whose CRC-32 follows from the
+/// object's.
+pub fn read_before_last_copy(size: u64) -> u64 {
+    MIN_PART.max(last_copy_start(size))
+}
+
+/// The part numbers copying an object of `size` bytes takes at most: its ranges, and the part
+/// before them cut short.
+pub fn copy_part_numbers(size: u64) -> u64 {
+    copied_ranges(0, size).len() as u64 + 1
 }
 
 #[cfg(test)]
@@ -163,27 +206,83 @@ mod tests {
         let plan = PartPlan::new(8 * MIB, 4, None);
         let mut cuts = PartCuts::new(plan, 0, 1);
         // A header of 100 bytes, then an object: 5 MiB less those 100 bytes go first.
-        assert_eq!(cuts.head_before_copy(100), Some(MIN_PART - 100));
+        assert_eq!(cuts.head_before_copy(100, 1), Some(MIN_PART - 100));
         cuts.copied(MIN_PART, 300 * MIB as u64);
         let after = MIN_PART + 300 * MIB as u64;
         // Parts 1 (header and head) and 2 (the copy); part 3 starts behind it.
         assert_eq!((cuts.start, cuts.number), (after, 3));
         // 6 MiB streamed after it fill part 3 past 5 MiB: nothing more is sent first.
-        assert_eq!(cuts.head_before_copy(after + 6 * MIB as u64), Some(0));
+        assert_eq!(cuts.head_before_copy(after + 6 * MIB as u64, 1), Some(0));
         // 20 MiB streamed: part 3 is full at 8 MiB, part 4 too, part 5 holds 4 MiB.
         let mut later = PartCuts::new(plan, after, 3);
         assert_eq!(
-            later.head_before_copy(after + 20 * MIB as u64),
+            later.head_before_copy(after + 20 * MIB as u64, 1),
             Some(MIN_PART - 4 * MIB as u64)
         );
         assert_eq!(later.number, 5);
         // Exactly at a part's end: the copy starts the next part, nothing is sent first.
         let mut exact = PartCuts::new(plan, 0, 1);
-        assert_eq!(exact.head_before_copy(8 * MIB as u64), Some(0));
+        assert_eq!(exact.head_before_copy(8 * MIB as u64, 1), Some(0));
         exact.copied(8 * MIB as u64, 10 * MIB as u64);
         assert_eq!(exact.number, 3);
         // Without part numbers left, no copy.
         let mut last = PartCuts::new(plan, 0, MAX_PARTS as i32 - 2);
-        assert_eq!(last.head_before_copy(100), None);
+        assert_eq!(last.head_before_copy(100, 1), None);
+        // Three copied ranges need three part numbers more than one does.
+        let mut room = PartCuts::new(plan, 0, MAX_PARTS as i32 - 4);
+        assert_eq!(room.head_before_copy(100, 1), Some(MIN_PART - 100));
+        assert_eq!(room.head_before_copy(100, 3), None);
+    }
+
+    #[test]
+    fn an_object_up_to_a_part_is_one_range_and_a_larger_one_ends_with_the_largest_part() {
+        let gib = 1024 * MIB as u64;
+        // Up to 5 GiB: one range after the head.
+        let one = |r: Range<u64>| std::iter::once(r).collect::<Vec<_>>();
+        assert_eq!(
+            copied_ranges(100, 256 * MIB as u64),
+            one(100..256 * MIB as u64)
+        );
+        assert_eq!(copied_ranges(0, MAX_PART), one(0..MAX_PART));
+        assert_eq!(read_before_last_copy(MAX_PART), MIN_PART);
+        assert_eq!(copy_part_numbers(MAX_PART), 2);
+        // Just over 5 GiB: the last range leaves 10 MiB before it, so the range between the
+        // head and it is at least 5 MiB whatever the head.
+        let just_over = MAX_PART + 1;
+        for head in [0, 1, MIN_PART - 1] {
+            let ranges = copied_ranges(head, just_over);
+            assert_eq!(ranges.len(), 2, "{ranges:?}");
+            assert_eq!(ranges[0].start, head);
+            assert_eq!(ranges[1], 2 * MIN_PART..just_over);
+        }
+        assert_eq!(read_before_last_copy(just_over), 2 * MIN_PART);
+        // 23 GiB: the last 5 GiB, and 18 GiB before it in four even ranges.
+        let size = 23 * gib;
+        let ranges = copied_ranges(4096, size);
+        assert_eq!(ranges.len(), 5);
+        assert_eq!(ranges[4], 18 * gib..size);
+        assert_eq!(read_before_last_copy(size), 18 * gib);
+        assert!(copy_part_numbers(size) > ranges.len() as u64);
+        for (a, b) in ranges.iter().zip(&ranges[1..]) {
+            assert_eq!(a.end, b.start, "{ranges:?}");
+        }
+        for size in [
+            2 * MIN_PART,
+            3 * gib,
+            MAX_PART + 7,
+            11 * gib,
+            5 * 1024 * gib,
+        ] {
+            for head in [0, 777, MIN_PART - 1] {
+                let ranges = copied_ranges(head, size);
+                assert_eq!(ranges.first().unwrap().start, head);
+                assert_eq!(ranges.last().unwrap().end, size);
+                assert!((ranges.len() as u64) < copy_part_numbers(size));
+                for r in &ranges {
+                    let len = r.end - r.start;
+                    assert!((MIN_PART..=MAX_PART).contains(&len), "{size} {head}: {r:?}");
+                }
+            }
+        }
     }
 }

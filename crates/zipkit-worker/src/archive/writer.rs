@@ -314,8 +314,9 @@ impl ArchiveWriter {
     }
 
     /// For the stored entry just started, with nothing queued: how many of its first bytes to
-    /// write before copying the rest, so the part they end is large enough (`PartCuts`).
-    pub fn head_before_copy(&mut self) -> Result<u64, ArchiveError> {
+    /// write before copying the rest in `copies` ranges, so the part they end is large enough
+    /// (`PartCuts`).
+    pub fn head_before_copy(&mut self, copies: u64) -> Result<u64, ArchiveError> {
         if !self.queue.is_empty() {
             return Err(ArchiveError::NoCopy("output is still queued"));
         }
@@ -323,7 +324,7 @@ impl ArchiveWriter {
             .cuts
             .as_mut()
             .ok_or(ArchiveError::NoCopy("parts are not cut for copies"))?;
-        cuts.head_before_copy(self.offset)
+        cuts.head_before_copy(self.offset, copies)
             .ok_or(ArchiveError::NoCopy("the upload has no part numbers left"))
     }
 

@@ -18,6 +18,7 @@ use crate::failure::{Blame, JobFailure, Retry};
 use crate::lease::Interrupt;
 use crate::prefetch::{Continue, Event, Prefetcher, Sources, Stored};
 use crate::upload::crc32_tail;
+use zipkit_zip::parts::{copied_ranges, copy_part_numbers};
 
 /// Why feeding the sources stopped early.
 pub(super) enum FeedError {
@@ -385,9 +386,10 @@ impl Feed<'_> {
 
     /// Writes an entry whose object the store copies into the archive: its header, the
     /// object's first bytes as far as the part before the copy needs them
-    /// (`head_before_copy`), and the rest as a copied range, whose CRC-32 comes from the
-    /// object's: the store's checksum, or one read of all its bytes (read, not sent). `None`
-    /// when it was left out.
+    /// (`head_before_copy`), and the rest as copied ranges (one up to 5 GiB, more past it:
+    /// `copied_ranges`), whose CRC-32s come from reading the object (read, not sent): the bytes
+    /// before the last range when the store keeps the object's checksum, all of them
+    /// otherwise. `None` when it was left out.
     async fn copied(
         &mut self,
         (index, name): (i32, &str),
@@ -407,25 +409,30 @@ impl Feed<'_> {
         archive
             .start_entry(index, name, Method::Stored, modified, zip64, false)
             .await?;
-        let head = archive.head_before_copy()?;
-        let (mut read, mut sent) = (0u64, 0u64);
-        let (mut all, mut head_crc) = (crc32fast::Hasher::new(), crc32fast::Hasher::new());
+        let head = archive.head_before_copy(copy_part_numbers(object.size) - 1)?;
+        let ranges = copied_ranges(head, object.size);
+        // The object's CRC-32 up to each range's start and end, as far as it is read.
+        let mut crc_at = CrcAt::new(head, &ranges);
+        let needed = match object.crc32 {
+            Some(_) => ranges.last().map_or(head, |r| r.start),
+            None => object.size,
+        };
+        let mut read = 0u64;
         let mut failed = None;
-        while object.crc32.is_none() || sent < head {
+        // Without the store's checksum, read to the end: the object must be exactly its size.
+        while object.crc32.is_none() || read < needed {
             match next_event(events, cancelled).await? {
-                Some(Event::Data(bytes, _permit)) => {
+                Some(Event::Data(mut bytes, _permit)) => {
+                    while !bytes.is_empty() && read < needed {
+                        let piece = bytes.split_to(crc_at.before_next(read, needed, bytes.len()));
+                        if read < head {
+                            archive.write(piece.clone()).await?;
+                        }
+                        crc_at.update(&piece);
+                        read += piece.len() as u64;
+                        crc_at.mark(read);
+                    }
                     read += bytes.len() as u64;
-                    if object.crc32.is_none() {
-                        all.update(&bytes);
-                    }
-                    let left = usize::try_from(head - sent).unwrap_or(usize::MAX);
-                    let take = left.min(bytes.len());
-                    if take > 0 {
-                        let first = bytes.slice(..take);
-                        head_crc.update(&first);
-                        sent += take as u64;
-                        archive.write(first).await?;
-                    }
                 }
                 Some(Event::Failed(error)) => {
                     failed = Some(error);
@@ -437,8 +444,8 @@ impl Feed<'_> {
         }
         self.unreported += read;
         let whole = match (failed, object.crc32) {
-            (None, Some(crc32)) if sent == head => crc32,
-            (None, None) if read == object.size => all.finalize(),
+            (None, Some(crc32)) if read >= needed => crc32,
+            (None, None) if read == object.size => crc_at.so_far(),
             (failed, _) => {
                 let error = failed.unwrap_or_else(|| {
                     SourceError::size_mismatch(object.size, &format!("sent {read}"))
@@ -448,21 +455,95 @@ impl Feed<'_> {
                 return Ok(None);
             }
         };
-        let len = object.size - head;
-        let range = CopiedRange {
-            bucket: stored.bucket,
-            key: stored.key,
-            etag: stored.object.etag,
-            start: head,
-            len,
-            crc32: crc32_tail(whole, head_crc.finalize(), len),
-        };
-        self.archive.copy(range).await?;
+        crc_at.mark_end(object.size, whole);
+        for (range, crc32) in ranges.iter().zip(crc_at.of_ranges()) {
+            let range = CopiedRange {
+                bucket: stored.bucket.clone(),
+                key: stored.key.clone(),
+                etag: stored.object.etag.clone(),
+                start: range.start,
+                len: range.end - range.start,
+                crc32,
+            };
+            self.archive.copy(range).await?;
+        }
         let summary = self.archive.finish_entry().await?;
         self.placements
             .expected
             .finished(index, Method::Stored, summary.size);
         Ok(Some(summary))
+    }
+}
+
+/// An object's CRC-32 at the offsets where its copied ranges start and end, taken as its bytes
+/// are read; a range's CRC-32 follows from those at its ends (`crc32_tail`).
+struct CrcAt {
+    /// Offsets: the first range's start, then each range's end.
+    offsets: Vec<u64>,
+    /// The CRC-32 of the object's bytes before each offset reached.
+    at: Vec<u32>,
+    running: crc32fast::Hasher,
+}
+
+impl CrcAt {
+    fn new(head: u64, ranges: &[std::ops::Range<u64>]) -> Self {
+        let offsets: Vec<u64> = std::iter::once(head)
+            .chain(ranges.iter().map(|r| r.end))
+            .collect();
+        let mut crc_at = Self {
+            at: Vec::with_capacity(offsets.len()),
+            offsets,
+            running: crc32fast::Hasher::new(),
+        };
+        crc_at.mark(0);
+        crc_at
+    }
+
+    /// How many of `available` bytes read from offset `read` on go before the next offset (or
+    /// `needed`), so that no piece spans one.
+    fn before_next(&self, read: u64, needed: u64, available: usize) -> usize {
+        let next = self
+            .offsets
+            .iter()
+            .copied()
+            .find(|o| *o > read)
+            .unwrap_or(u64::MAX)
+            .min(needed);
+        usize::try_from(next - read).map_or(available, |n| n.min(available))
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.running.update(bytes);
+    }
+
+    /// Notes the CRC-32 so far if `read` is the next offset.
+    fn mark(&mut self, read: u64) {
+        if self.offsets.get(self.at.len()) == Some(&read) {
+            self.at.push(self.running.clone().finalize());
+        }
+    }
+
+    fn so_far(&self) -> u32 {
+        self.running.clone().finalize()
+    }
+
+    /// The whole object's CRC-32, `crc32`, at its end `size` (the last offset), when it was not
+    /// read that far.
+    fn mark_end(&mut self, size: u64, crc32: u32) {
+        if self.at.len() + 1 == self.offsets.len() && self.offsets.last() == Some(&size) {
+            self.at.push(crc32);
+        }
+    }
+
+    /// Each range's CRC-32, from those at its start and end.
+    fn of_ranges(&self) -> impl Iterator<Item = u32> + '_ {
+        self.offsets
+            .windows(2)
+            .zip(self.at.windows(2))
+            .map(|(o, crc)| {
+                let len = o[1] - o[0];
+                crc32_tail(crc[1], crc[0], len)
+            })
     }
 }
 
@@ -474,5 +555,50 @@ async fn next_event(
     tokio::select! {
         event = events.recv() => Ok(event),
         _ = cancelled.wait_for(|c| *c != Interrupt::None) => Err(JobFailure::cancelled().into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CRC-32 of each copied range, from an object read in uneven chunks: as far as the last
+    /// range's start with the object's checksum given, and all of it without.
+    #[test]
+    fn each_ranges_crc32_follows_from_the_objects_at_its_ends() {
+        let object: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let ranges = [300..40_000, 40_000..71_000, 71_000..100_000];
+        let expected: Vec<u32> = ranges
+            .iter()
+            .map(|r| crc32fast::hash(&object[r.start as usize..r.end as usize]))
+            .collect();
+        for known in [true, false] {
+            let mut crc_at = CrcAt::new(300, &ranges);
+            let needed = if known { 71_000 } else { 100_000 };
+            let mut read = 0u64;
+            for chunk in object.chunks(7_777) {
+                let mut bytes = bytes::Bytes::copy_from_slice(chunk);
+                while !bytes.is_empty() && read < needed {
+                    let piece = bytes.split_to(crc_at.before_next(read, needed, bytes.len()));
+                    crc_at.update(&piece);
+                    read += piece.len() as u64;
+                    crc_at.mark(read);
+                }
+            }
+            if known {
+                crc_at.mark_end(100_000, crc32fast::hash(&object));
+            } else {
+                assert_eq!(crc_at.so_far(), crc32fast::hash(&object));
+            }
+            assert_eq!(crc_at.of_ranges().collect::<Vec<_>>(), expected, "{known}");
+        }
+        // A copy from the object's first byte.
+        let whole = std::iter::once(0..100_000).collect::<Vec<_>>();
+        let mut from_start = CrcAt::new(0, &whole);
+        from_start.mark_end(100_000, crc32fast::hash(&object));
+        assert_eq!(
+            from_start.of_ranges().collect::<Vec<_>>(),
+            [crc32fast::hash(&object)]
+        );
     }
 }

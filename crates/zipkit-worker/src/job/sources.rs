@@ -14,6 +14,7 @@ use zipkit_domain::ids::ZipId;
 use zipkit_domain::models::{EntrySource, Zip};
 use zipkit_domain::values::SourceLocation;
 use zipkit_zip::method::method_by_name;
+use zipkit_zip::parts::{MAX_PART, copy_part_numbers};
 
 use crate::archive::Method;
 use crate::expected::CertainTail;
@@ -24,9 +25,10 @@ use crate::source_buckets::SourceBuckets;
 /// Entry rows read per statement.
 const PAGE: i64 = 1_000;
 
-/// At most this many entries of a job are copied in the store: each takes up to two part
-/// numbers of the 10,000 an upload has.
-pub(super) const MAX_COPIED_ENTRIES: usize = 2_000;
+/// A job's copies in the store take at most this many of the 10,000 part numbers an upload has:
+/// an object up to 5 GiB two (the part before it and its own), a larger one a part more per
+/// 5 GiB (`copy_part_numbers`).
+pub(super) const COPY_PART_NUMBERS: u64 = 4_000;
 
 /// What a job's builds need to know of all its sources before the first download.
 #[derive(Debug, Default)]
@@ -82,9 +84,10 @@ pub(super) async fn survey(pool: &PgPool, zip: &Zip) -> Result<Survey, JobFailur
 }
 
 /// The job's sources after entry `after`, in order, read on a task of its own a page ahead of
-/// the build. Those the store copies into the archive are marked: the first
-/// `MAX_COPIED_ENTRIES` of the job that are `copyable` from a bucket that copies
-/// (`SourceBucket::copies`), counted from its first entry so every build decides the same. An
+/// the build. Those the store copies into the archive are marked: those of the job that are
+/// `copyable` from a bucket that copies (`SourceBucket::copies`) while their part numbers fit
+/// in `COPY_PART_NUMBERS`, counted from its first entry so every build decides the same (an
+/// object of unknown size counts as 5 GiB: larger ones are copied only at a declared size). An
 /// entry in `times` gets that time (an earlier build placed it with it).
 pub(super) fn read(
     pool: PgPool,
@@ -97,7 +100,7 @@ pub(super) fn read(
     let (id, compression) = (zip.id, zip.compression);
     let reader = async move {
         let mut last = -1;
-        let mut marked = 0;
+        let mut numbers = 0;
         loop {
             let page = match page(&pool, id, last).await {
                 Ok(page) => page,
@@ -110,14 +113,15 @@ pub(super) fn read(
             for entry in page {
                 last = entry.entry_index;
                 let mut source = Source::from(entry);
-                if marked < MAX_COPIED_ENTRIES && copyable(compression, &source) {
+                let cost = copy_part_numbers(source.declared_size.unwrap_or(MAX_PART));
+                if numbers + cost <= COPY_PART_NUMBERS && copyable(compression, &source) {
                     source.copy = match source.url.location() {
                         SourceLocation::Bucket { bucket, .. } => {
                             buckets.get(bucket).is_some_and(|b| b.copies)
                         }
                         SourceLocation::Web(_) => false,
                     };
-                    marked += usize::from(source.copy);
+                    numbers += if source.copy { cost } else { 0 };
                 }
                 if source.index <= after {
                     continue;
@@ -149,7 +153,7 @@ fn copyable(compression: Compression, source: &Source) -> bool {
     let stored = method_by_name(compression, source.filename.as_str()) == Some(Method::Stored);
     let size_fits = source
         .declared_size
-        .is_none_or(|size| prefetch::COPIED_SIZES.contains(&size));
+        .is_none_or(|size| size >= prefetch::SMALLEST_COPIED);
     bucket && stored && size_fits
 }
 

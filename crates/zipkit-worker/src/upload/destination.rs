@@ -62,7 +62,17 @@ const ROUND_TRIP: Duration = Duration::from_secs(30);
 /// Attempts the SDK makes at one call (its standard retry policy: 5xx, throttling, timeouts).
 const SDK_ATTEMPTS: u32 = 3;
 
+/// How many times faster than `min_rate` a store that assembles an object by copying its parts
+/// still counts as working.
+const ASSEMBLY_SPEEDUP: u64 = 64;
+
 impl StoreTimeouts {
+    /// The limits for completing an upload of `size` bytes: what a body of a 64th of it may
+    /// take (a 5 GiB archive 30 s + 320 s at the default rate), per attempt.
+    fn for_assembly(self, size: u64) -> TimeoutConfig {
+        self.for_body(usize::try_from(size / ASSEMBLY_SPEEDUP).unwrap_or(usize::MAX))
+    }
+
     /// The limits for one call carrying `body` bytes.
     fn for_body(self, body: usize) -> TimeoutConfig {
         let attempt = ROUND_TRIP + Duration::from_secs(body as u64 / self.min_rate);
@@ -376,8 +386,15 @@ impl Destination {
                     .build(),
             )
             .customize()
-            // The store assembles the parts before it answers.
-            .config_override(self.config(0))
+            // The store assembles the parts before it answers, which on a store that copies
+            // them into one file takes time with the archive's size.
+            .config_override(
+                aws_sdk_s3::config::Builder::default().timeout_config(
+                    self.inner
+                        .timeouts
+                        .for_assembly(parts.iter().map(|p| p.size as u64).sum()),
+                ),
+            )
             .send()
             .instrument(span)
             .await

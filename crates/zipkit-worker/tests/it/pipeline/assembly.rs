@@ -11,6 +11,7 @@ use zipkit_domain::values::{EntryName, SourceUrl};
 use zipkit_domain::{Compression, OnError, ZipStatus};
 use zipkit_egress::EgressPolicy;
 use zipkit_storage::{BucketClients, BucketLocation};
+use zipkit_test_support::exclusive::exclusive;
 use zipkit_test_support::readers::{Seen, assert_every_reader_sees_file};
 use zipkit_test_support::services::loopback_egress;
 use zipkit_test_support::store_proxy::StoreProxy;
@@ -20,6 +21,9 @@ use crate::harness::Harness;
 use super::{bucket_object as object, pseudo_random};
 
 const MIB: usize = 1024 * 1024;
+
+/// The tests that move gigabytes through the store and count its calls run one at a time.
+const GIGABYTES_IN_THE_STORE: &str = "gigabytes-in-the-store";
 
 /// A bucket on the store behind `proxy` whose keys the real bucket test has checked (so a job
 /// knows the store takes UploadPartCopy), letting jobs read their sources from it.
@@ -55,15 +59,24 @@ async fn tested_bucket(harness: &Harness, proxy: &StoreProxy) -> Bucket {
 /// Stores `bytes` under `key` straight in the store (not through the proxy), with their CRC-32
 /// as the object's checksum when `checksum`.
 async fn put(harness: &Harness, key: &str, bytes: Vec<u8>, checksum: bool) {
-    let crc = crc32fast::hash(&bytes).to_be_bytes();
+    let crc = checksum.then(|| crc32fast::hash(&bytes));
+    put_body(harness, key, bytes.into(), crc).await;
+}
+
+async fn put_body(
+    harness: &Harness,
+    key: &str,
+    body: aws_sdk_s3::primitives::ByteStream,
+    crc32: Option<u32>,
+) {
     harness
         .store
         .client()
         .put_object()
         .bucket(harness.store.name())
         .key(key)
-        .set_checksum_crc32(checksum.then(|| aws_smithy_types::base64::encode(crc)))
-        .body(bytes.into())
+        .set_checksum_crc32(crc32.map(|c| aws_smithy_types::base64::encode(c.to_be_bytes())))
+        .body(body)
         .send()
         .await
         .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
@@ -89,6 +102,8 @@ impl Drop for ArchiveFile {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_objects_of_256_mib_in_the_archives_store_are_copied_with_under_2_percent_sent() {
+    // Each object read exactly once is a count the 5 GiB test beside it would disturb.
+    let _alone = exclusive(GIGABYTES_IN_THE_STORE).await;
     let harness = Harness::start().await;
     let proxy = StoreProxy::start().await;
     let bucket = tested_bucket(&harness, &proxy).await;
@@ -155,7 +170,9 @@ async fn eight_objects_of_256_mib_in_the_archives_store_are_copied_with_under_2_
             .count();
         assert_eq!(
             from_start, 8,
-            "{folder}: each object read once from its start; reads: {ranges:?}"
+            "{folder}: each object read once from its start; reads: {ranges:?}; attempts: {}, \
+             last failure: {:?}",
+            zip.attempts, zip.last_failure
         );
 
         // Read: the objects' first bytes with their checksums, all of them without.
@@ -168,6 +185,125 @@ async fn eight_objects_of_256_mib_in_the_archives_store_are_copied_with_under_2_
 
         let file = ArchiveFile::of(&harness, &out).await;
         assert_every_reader_sees_file(&file.0, &expected);
+    }
+}
+
+/// Writes `size` bytes to `path` (each MiB different from the others, so a range copied to the
+/// wrong place shows), without holding them; returns their CRC-32.
+fn write_object_file(path: &std::path::Path, size: u64) -> u32 {
+    use std::io::Write;
+    let pattern = pseudo_random(MIB, 77);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut crc = crc32fast::Hasher::new();
+    let mut chunk = pattern.clone();
+    let mut written = 0u64;
+    for i in 0u64.. {
+        let len = usize::try_from(size - written).unwrap_or(MIB).min(MIB);
+        if len == 0 {
+            break;
+        }
+        chunk[..8].copy_from_slice(&i.to_le_bytes());
+        file.write_all(&chunk[..len]).unwrap();
+        crc.update(&chunk[..len]);
+        written += len as u64;
+    }
+    file.flush().unwrap();
+    crc.finalize()
+}
+
+/// Stores the file at `path` under `key` straight in the store, with `crc32` as the object's
+/// checksum when given.
+async fn put_file(harness: &Harness, key: &str, path: &std::path::Path, crc32: Option<u32>) {
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+        .await
+        .unwrap();
+    put_body(harness, key, body, crc32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_over_5_gib_is_copied_in_ranges_no_larger_than_a_part() {
+    const MIN_PART: u64 = 5 * MIB as u64;
+    let _alone = exclusive(GIGABYTES_IN_THE_STORE).await;
+    let harness = Harness::start().await;
+    let proxy = StoreProxy::start().await;
+    let bucket = tested_bucket(&harness, &proxy).await;
+    // Over S3's largest part: it cannot be one copied part.
+    let size = 5 * 1024 * MIB as u64 + 24 * MIB as u64;
+    let file = ArchiveFile(std::env::temp_dir().join(format!(
+        "zipkit-assembly-{}-footage.mov",
+        std::process::id()
+    )));
+    let crc32 = tokio::task::spawn_blocking({
+        let path = file.0.clone();
+        move || write_object_file(&path, size)
+    })
+    .await
+    .unwrap();
+    let expected = [Seen {
+        name: "footage.mov".into(),
+        size,
+        crc32,
+    }];
+    for checksum in [true, false] {
+        let key = "large/footage.mov";
+        put_file(&harness, key, &file.0, checksum.then_some(crc32)).await;
+        // A size the request declares (as a prefix's listing does): the job's copies are
+        // counted in part numbers before any object is looked at.
+        let entry = NewZipEntry {
+            declared_size: Some(size as i64),
+            ..object(&bucket, key, "footage.mov")
+        };
+        let (sent_before, calls_before) = (proxy.body_bytes(), proxy.calls().len());
+        let out = format!("out/large-{checksum}.zip");
+        let job = (Compression::Store, OnError::Fail, ResultSettings::default());
+        let id = harness.submit_asking(&bucket, &out, vec![entry], job).await;
+        let zip = harness
+            .wait_finished_within(id, Duration::from_secs(1200))
+            .await;
+        assert_eq!(zip.status, ZipStatus::Succeeded, "{:?}", zip.error_message);
+        let archive_size = zip.result_size.expect("a size") as u64;
+
+        // Two copied parts: the last 5 GiB, and the range between the bytes sent first and it
+        // (at least 5 MiB, so every part but the archive's last is large enough).
+        let ranges: Vec<String> = proxy.calls()[calls_before..]
+            .iter()
+            .filter(|c| c.operation == "UploadPartCopy")
+            .map(|c| c.headers["x-amz-copy-source-range"].clone())
+            .collect();
+        assert_eq!(ranges.len(), 2, "{ranges:?}");
+        let first: Vec<u64> = ranges[0]["bytes=".len()..]
+            .split('-')
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let last_start = size - 5 * 1024 * MIB as u64;
+        assert!(first[0] < MIN_PART, "{ranges:?}");
+        assert_eq!(first[1], last_start - 1, "{ranges:?}");
+        assert_eq!(
+            ranges[1],
+            format!("bytes={last_start}-{}", size - 1),
+            "the last 5 GiB"
+        );
+
+        let sent = proxy.body_bytes() - sent_before;
+        eprintln!(
+            "checksum {checksum}: archive {archive_size} bytes, {sent} sent, {} read",
+            zip.bytes_downloaded
+        );
+        assert!((sent as f64) < archive_size as f64 * 0.02, "{sent} sent");
+        // Read: with the store's checksum, the bytes before the last range; without, all.
+        let read = zip.bytes_downloaded as u64;
+        if checksum {
+            assert_eq!(read, last_start);
+        } else {
+            assert_eq!(read, size);
+        }
+
+        let archive = ArchiveFile(file.0.with_extension(format!("{checksum}.zip")));
+        assert_eq!(
+            harness.store.get_to_file(&out, &archive.0).await,
+            archive_size
+        );
+        assert_every_reader_sees_file(&archive.0, &expected);
     }
 }
 
