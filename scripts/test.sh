@@ -33,6 +33,10 @@ ZIPKIT_TEST_HELM3=$(scripts/tools.sh helm3)
 ZIPKIT_TEST_KUBERNETES_VALIDATE=$(scripts/tools.sh kubernetes-validate)
 ZIPKIT_TEST_KUBERNETES_MODELS=$(scripts/tools.sh kubernetes-models)
 export ZIPKIT_TEST_HELM4 ZIPKIT_TEST_HELM3 ZIPKIT_TEST_KUBERNETES_VALIDATE ZIPKIT_TEST_KUBERNETES_MODELS
+# The GitHub workflows, the release's included (crates/zipkit-api/tests/it/release.rs):
+# actionlint and shellcheck.
+ZIPKIT_TEST_ACTIONLINT=$(scripts/tools.sh actionlint)
+export ZIPKIT_TEST_ACTIONLINT
 # The container test (crates/zipkit-api/tests/it/container.rs): a private Docker engine with no
 # bridge network, stopped by its PID when the tests end, and zipkit's image built from
 # deploy/Dockerfile on Debian base images made with debootstrap.

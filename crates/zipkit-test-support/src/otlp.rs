@@ -23,6 +23,8 @@ pub struct ReceivedSpan {
     /// Empty for a root span.
     pub parent_span_id: String,
     pub attributes: HashMap<String, String>,
+    /// The attributes of the resource that sent it (`service.name`, `service.version`, …).
+    pub resource: HashMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -52,13 +54,16 @@ async fn traces(body: web::Bytes, spans: web::Data<Arc<Mutex<Vec<ReceivedSpan>>>
     };
     let mut received = Vec::new();
     for resource in request.resource_spans {
-        let service = resource
+        let attributes: HashMap<String, String> = resource
             .resource
             .iter()
             .flat_map(|r| &r.attributes)
-            .find(|a| a.key == "service.name")
-            .map(|a| text(a.value.as_ref().and_then(|v| v.value.as_ref())))
-            .unwrap_or_default();
+            .map(|a| {
+                let value = text(a.value.as_ref().and_then(|v| v.value.as_ref()));
+                (a.key.clone(), value)
+            })
+            .collect();
+        let service = attributes.get("service.name").cloned().unwrap_or_default();
         for scope in resource.scope_spans {
             for span in scope.spans {
                 received.push(ReceivedSpan {
@@ -72,6 +77,7 @@ async fn traces(body: web::Bytes, spans: web::Data<Arc<Mutex<Vec<ReceivedSpan>>>
                         .into_iter()
                         .map(|a| (a.key, text(a.value.as_ref().and_then(|v| v.value.as_ref()))))
                         .collect(),
+                    resource: attributes.clone(),
                 });
             }
         }

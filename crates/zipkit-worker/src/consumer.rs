@@ -47,6 +47,7 @@ pub async fn consume(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(usize::from(settings.concurrency)));
+    metrics::gauge!(names::WORKER_SLOTS).set(f64::from(settings.concurrency));
     'connection: loop {
         if *stop.borrow() {
             break;
@@ -308,6 +309,11 @@ async fn process(
     } else {
         metrics::counter!(names::JOBS_FINISHED, "outcome" => outcome_label, "code" => code)
             .increment(1);
+        let since_created = (chrono::Utc::now() - zip.created_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!(names::JOB_END_TO_END, "outcome" => outcome_label)
+            .record(since_created.as_secs_f64());
     }
     let outcome = match result {
         Ok(built) => ZipOutcome::Succeeded {

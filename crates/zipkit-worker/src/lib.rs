@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod download;
 pub mod expected;
 pub mod failure;
+pub mod gauges;
 pub mod job;
 pub mod lease;
 pub mod memory;
@@ -225,6 +226,7 @@ impl Worker {
         settings.worker.validate()?;
         zipkit_runtime::metrics::install("zipkit-worker");
         let pool: PgPool = zipkit_domain::db::pool(&settings.database);
+        zipkit_runtime::metrics::record_pool_size(settings.database.max_connections);
         let broker = Broker::start(settings.broker);
         let w = &settings.worker;
         let egress = EgressPolicy::new(&settings.egress);
@@ -353,6 +355,11 @@ impl Worker {
             stop_rx.clone(),
         ));
         let dispatching = tokio::spawn(self.dispatcher.clone().run(stop_rx.clone()));
+        let gauges = gauges::Gauges {
+            broker: self.broker.clone(),
+            pool: self.context.pool.clone(),
+        };
+        let reading = tokio::spawn(gauges.run(stop_rx.clone()));
         let sweeping = tokio::spawn(self.sweeper.clone().run(stop_rx));
         let probes = self.probes.start();
         let announce_ready = async {
@@ -370,6 +377,7 @@ impl Worker {
         let _ = consuming.await;
         let _ = dispatching.await;
         let _ = sweeping.await;
+        let _ = reading.await;
         if let Some(probes) = probes {
             probes.stop(true).await;
         }

@@ -597,6 +597,8 @@ async fn download(
             }
             Ok(Some(Ok(mut chunk))) => {
                 metrics::counter!(metrics_names::BYTES_DOWNLOADED).increment(chunk.len() as u64);
+                metrics::counter!(metrics_names::BYTES_DOWNLOADED_DEPRECATED)
+                    .increment(chunk.len() as u64);
                 // Replayed and new bytes alike count for the stall rule.
                 let stalled = stall.check(chunk.len() as u64).is_err();
                 if let Some((left, crc)) = &mut replay {

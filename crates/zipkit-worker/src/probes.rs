@@ -43,7 +43,8 @@ async fn readyz(state: web::Data<ProbeState>) -> HttpResponse {
     }
 }
 
-async fn metrics() -> HttpResponse {
+async fn metrics(state: web::Data<ProbeState>) -> HttpResponse {
+    zipkit_runtime::metrics::record_pool(&state.pool.state());
     HttpResponse::Ok()
         .content_type(zipkit_runtime::metrics::CONTENT_TYPE)
         .body(zipkit_runtime::metrics::render())

@@ -91,6 +91,9 @@ SSL_CERT_DIR: /etc/zipkit/ca
 {{- with .Values.telemetry.otlpEndpoint }}
 ZIPKIT__TELEMETRY__OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
+{{- with .Values.telemetry.environment }}
+ZIPKIT__TELEMETRY__ENVIRONMENT: {{ . | quote }}
+{{- end }}
 {{- range $section, $settings := .Values.config }}
 {{- range $key, $value := $settings }}
 {{ printf "ZIPKIT__%s__%s" ($section | upper) ($key | upper) }}: {{ if kindIs "slice" $value }}{{ join "," $value | quote }}{{ else }}{{ $value | toString | quote }}{{ end }}

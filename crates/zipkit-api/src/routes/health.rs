@@ -34,7 +34,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-pub async fn metrics() -> HttpResponse {
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    zipkit_runtime::metrics::record_pool(&state.pool.state());
     HttpResponse::Ok()
         .content_type(zipkit_runtime::metrics::CONTENT_TYPE)
         .body(zipkit_runtime::metrics::render())

@@ -100,7 +100,13 @@ fn the_chart_lints_renders_and_validates_with_helm_4_and_helm_3_for_every_values
                 .filter(|o| {
                     o["apiVersion"] != "v1"
                         && o["kind"].as_str().is_some_and(|k| {
-                            ["ScaledObject", "TriggerAuthentication", "ServiceMonitor"].contains(&k)
+                            [
+                                "ScaledObject",
+                                "TriggerAuthentication",
+                                "ServiceMonitor",
+                                "PrometheusRule",
+                            ]
+                            .contains(&k)
                         })
                 })
                 .count();
@@ -109,7 +115,10 @@ fn the_chart_lints_renders_and_validates_with_helm_4_and_helm_3_for_every_values
                 "{out}"
             );
             if *name == "everything" {
-                assert_eq!(custom, 3, "KEDA's two objects and the ServiceMonitor");
+                assert_eq!(
+                    custom, 4,
+                    "KEDA's two objects, the ServiceMonitor and the PrometheusRule"
+                );
             }
         }
     }

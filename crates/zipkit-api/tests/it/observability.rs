@@ -152,13 +152,35 @@ async fn both_metrics_endpoints_pass_promtool_and_count_a_real_job() {
         Some(1.0)
     );
     assert_eq!(sample(&worker, "zipkit_jobs_in_flight", &[]), Some(0.0));
+    // The byte counters, under their names with the unit last and, for one release, their old
+    // ones.
+    for name in [
+        "zipkit_source_downloaded_bytes_total",
+        "zipkit_source_bytes_downloaded_total",
+    ] {
+        assert_eq!(
+            sample(&worker, name, &[]),
+            Some((small.len() + large.len()) as f64),
+            "{name}"
+        );
+    }
+    for name in [
+        "zipkit_archive_uploaded_bytes_total",
+        "zipkit_archive_bytes_uploaded_total",
+    ] {
+        assert_eq!(
+            sample(&worker, name, &[]),
+            Some(archive.len() as f64),
+            "{name}"
+        );
+    }
     assert_eq!(
-        sample(&worker, "zipkit_source_bytes_downloaded_total", &[]),
-        Some((small.len() + large.len()) as f64)
-    );
-    assert_eq!(
-        sample(&worker, "zipkit_archive_bytes_uploaded_total", &[]),
-        Some(archive.len() as f64)
+        sample(
+            &worker,
+            "zipkit_job_end_to_end_seconds_count",
+            &[("outcome", "succeeded")]
+        ),
+        Some(1.0)
     );
     assert_eq!(
         sample(&worker, "zipkit_parts_uploaded_total", &[]),
@@ -179,6 +201,146 @@ async fn both_metrics_endpoints_pass_promtool_and_count_a_real_job() {
 }
 
 /// The spans of `trace` by name (the first of each name), from the receiver.
+/// The figures an operator reads in an incident, from both binaries while jobs wait: queue depth,
+/// busy and free slots, buffer-memory waits, the pool, the process, and each job's time from
+/// creation to its end. A worker of 3 slots whose buffer holds two jobs' parts: of 4 slow jobs,
+/// two run, the third waits for buffer memory and the fourth in the queue.
+#[tokio::test]
+async fn the_saturation_figures_show_jobs_waiting_in_the_queue_and_for_memory() {
+    let (db, vhost, bucket) = (
+        TestDatabase::migrated(zipkit_domain::db::MIGRATIONS).await,
+        TestBroker::new().await,
+        TestBucket::new().await,
+    );
+    // About 25 s a job: longer than the worker's 15 s between readings of the queue.
+    let slow = || Behaviour::Slow {
+        chunk: 64 * 1024,
+        chunks: 28,
+        pause: Duration::from_millis(900),
+    };
+    let sources = SourceServer::start(vec![
+        ("0.bin", slow()),
+        ("1.bin", slow()),
+        ("2.bin", slow()),
+        ("3.bin", slow()),
+    ])
+    .await;
+    let worker = sibling_binary(BINARY, "zipkit-worker");
+    let env = [
+        ("ZIPKIT__WORKER__CONCURRENCY", "3"),
+        // Parts of 8 MiB: two for the lane, two for two jobs' first parts.
+        ("ZIPKIT__WORKER__BUFFER_MIB", "32"),
+    ];
+    let stack = Stack::start(BINARY, &worker, db.url(), &vhost.url(), &env).await;
+    let tenant = stack.tenant(bucket.name());
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let body = json!({
+            "urls": [{"url": sources.url(&format!("{i}.bin")), "filename": "slow.bin"}],
+            "bucket_name": tenant.bucket,
+            "key": format!("slow-{i}.zip"),
+        });
+        ids.push(stack.create_job(&tenant.token, &body, &[]).await);
+    }
+
+    // While they run: one job waits in the queue, three hold slots.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let busy = loop {
+        let figures = scrape(&stack.worker_url("/metrics")).await;
+        let waiting = sample(&figures, "zipkit_queue_messages", &[("queue", "jobs")]);
+        if waiting.is_some_and(|n| n >= 1.0) {
+            break figures;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no job seen waiting in the queue: {figures}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    promtool_check(&busy);
+    assert_eq!(sample(&busy, "zipkit_worker_slots", &[]), Some(3.0));
+    assert_eq!(
+        sample(&busy, "zipkit_jobs_in_flight", &[]),
+        Some(3.0),
+        "{busy}"
+    );
+    assert_eq!(
+        sample(&busy, "zipkit_queue_messages", &[("queue", "dead")]),
+        Some(0.0)
+    );
+    assert!(sample(&busy, "zipkit_queue_messages", &[("queue", "retry")]).is_some());
+    assert!(sample(&busy, "zipkit_webhook_backlog", &[]).is_some_and(|n| n >= 0.0));
+
+    for id in &ids {
+        let job = stack
+            .wait_for_job(&tenant.token, id, Duration::from_secs(180))
+            .await;
+        assert_eq!(
+            job["status"],
+            "succeeded",
+            "{job}
+{}",
+            stack.logs()
+        );
+    }
+    let worker = scrape(&stack.worker_url("/metrics")).await;
+    let api = scrape(&stack.api_url("/metrics")).await;
+    promtool_check(&worker);
+    promtool_check(&api);
+    // Once per finished job, from its creation: at least the 25 s its source took.
+    assert_eq!(
+        sample(
+            &worker,
+            "zipkit_job_end_to_end_seconds_count",
+            &[("outcome", "succeeded")]
+        ),
+        Some(4.0),
+        "{worker}"
+    );
+    let total = sample(
+        &worker,
+        "zipkit_job_end_to_end_seconds_sum",
+        &[("outcome", "succeeded")],
+    )
+    .unwrap();
+    assert!(total >= 4.0 * 20.0, "{total}");
+    // The fourth job waited for a slot, the third for buffer memory: as long as a job takes.
+    let waits = sample(&worker, "zipkit_buffer_wait_seconds_count", &[]).unwrap_or(0.0);
+    let waited = sample(&worker, "zipkit_buffer_wait_seconds_sum", &[]).unwrap_or(0.0);
+    assert!(
+        waits >= 1.0 && waited >= 10.0,
+        "{waits} waits, {waited} s\n{worker}"
+    );
+    // The pools, and the processes, in both binaries.
+    for (figures, max) in [(&worker, 10.0), (&api, 10.0)] {
+        let in_use = sample(
+            figures,
+            "zipkit_db_pool_connections",
+            &[("state", "in_use")],
+        );
+        let idle = sample(figures, "zipkit_db_pool_connections", &[("state", "idle")]);
+        let open = in_use.unwrap() + idle.unwrap();
+        assert!((1.0..=max).contains(&open), "{open} open");
+        assert_eq!(
+            sample(figures, "zipkit_db_pool_max_connections", &[]),
+            Some(max)
+        );
+        assert!(sample(figures, "zipkit_db_pool_waits_total", &[]).is_some());
+        assert!(sample(figures, "zipkit_db_pool_timeouts_total", &[]).is_some());
+        let rss = sample(figures, "process_resident_memory_bytes", &[]).unwrap();
+        assert!((1e6..1e9).contains(&rss), "RSS {rss}");
+        assert!(sample(figures, "process_open_fds", &[]).unwrap() > 3.0);
+        assert!(sample(figures, "process_cpu_seconds_total", &[]).unwrap() >= 0.0);
+        assert!(sample(figures, "process_threads", &[]).unwrap() >= 2.0);
+        let started = sample(figures, "process_start_time_seconds", &[]).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((now - 600.0..=now).contains(&started), "{started}");
+    }
+}
+
 fn by_name<'a>(spans: &'a [ReceivedSpan], trace: &str, name: &str) -> &'a ReceivedSpan {
     spans
         .iter()
@@ -264,6 +426,7 @@ async fn spans_of_the_job(
 fn traced_env(receiver: &OtlpReceiver) -> Vec<(&'static str, String)> {
     vec![
         ("ZIPKIT__TELEMETRY__OTLP_ENDPOINT", receiver.endpoint()),
+        ("ZIPKIT__TELEMETRY__ENVIRONMENT", "staging".to_owned()),
         // The SDK's batch exporter reads its standard variable: send every 100 ms, not 5 s.
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
     ]
@@ -354,6 +517,22 @@ async fn one_trace_runs_from_the_request_through_the_queue_to_the_last_part_and_
     assert_eq!(hooks.wait_for(1, Duration::from_secs(20)).await.len(), 1);
     let (spans, request) = spans_of_the_job(&receiver, &stack, &["webhook delivery"]).await;
     assert_eq!(request.service, "zipkit-api");
+    // Every span says which build and which deployment sent it.
+    for span in &spans {
+        assert_eq!(
+            span.resource.get("service.version").map(String::as_str),
+            Some(env!("CARGO_PKG_VERSION")),
+            "{span:?}"
+        );
+        assert_eq!(
+            span.resource
+                .get("deployment.environment.name")
+                .map(String::as_str),
+            Some("staging"),
+            "{span:?}"
+        );
+    }
+    assert!(spans.iter().any(|s| s.service == "zipkit-worker"));
     assert_eq!(request.parent_span_id, "", "the request span is the root");
     assert_eq!(request.attributes["http.route"], "/v1/zips");
     assert_eq!(request.attributes["http.response.status_code"], "202");

@@ -138,6 +138,15 @@ impl WebhookDelivery {
         .await
     }
 
+    /// Deliveries not yet made, due now or waiting for a retry (the metrics' webhook backlog).
+    pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
+        webhook_deliveries::table
+            .filter(webhook_deliveries::state.eq("pending"))
+            .count()
+            .get_result(conn)
+            .await
+    }
+
     /// Records an attempt and moves the delivery on: delivered, retried later, or failed.
     pub async fn record_attempt(
         conn: &mut AsyncPgConnection,

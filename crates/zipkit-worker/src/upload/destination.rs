@@ -172,6 +172,7 @@ pub fn signs_bodies(location: &BucketLocation) -> bool {
 fn count_sent(bytes: usize) {
     metrics::counter!(zipkit_runtime::metrics::PARTS_UPLOADED).increment(1);
     metrics::counter!(zipkit_runtime::metrics::BYTES_UPLOADED).increment(bytes as u64);
+    metrics::counter!(zipkit_runtime::metrics::BYTES_UPLOADED_DEPRECATED).increment(bytes as u64);
 }
 
 impl Destination {
