@@ -805,6 +805,7 @@ fn stalled_error(limits: &DownloadLimits) -> SourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zipkit_test_support::sources::{Behaviour, SourceServer};
 
     #[test]
     fn objects_over_a_part_are_copied_only_at_a_declared_size() {
@@ -815,7 +816,6 @@ mod tests {
         assert!(!copied_size(MAX_PART + 1, Some(MAX_PART)));
         assert!(copied_size(MAX_PART + 1, Some(MAX_PART + 1)));
     }
-    use zipkit_test_support::sources::{Behaviour, SourceServer};
 
     fn limits(job_bytes: usize) -> DownloadLimits {
         let egress = EgressPolicy::new(&zipkit_test_support::services::loopback_egress());
