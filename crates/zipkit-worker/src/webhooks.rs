@@ -39,7 +39,10 @@ pub async fn enqueue_completed(
         },
         None => return Ok(0),
     };
-    let skipped = Zip::skipped_entries(conn, &[zip.id]).await?;
+    let skipped = Zip::skipped_entries(conn, &[zip.id])
+        .await?
+        .remove(&zip.id)
+        .unwrap_or_default();
     let expected_size = Zip::expected_size(conn, zip.id).await?;
     // The link lives from now: a delivery retried later carries the same one.
     let source = Zip::download_sources(conn, &[zip.id]).await?.pop();

@@ -40,6 +40,11 @@ fn v1(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(allowing("GET, HEAD"))),
         )
         .service(
+            web::resource("/zips/{uuid}/skipped")
+                .route(web::get().to(zips::skipped))
+                .default_service(web::to(allowing("GET, HEAD"))),
+        )
+        .service(
             web::resource("/zips/{uuid}/cancel")
                 .route(web::post().to(zips::cancel))
                 .default_service(web::to(allowing("POST"))),

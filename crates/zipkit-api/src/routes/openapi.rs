@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorEnvelope};
-use crate::routes::zips::{CreateAnswer, ZipList, ZipResponse};
+use crate::routes::zips::{CreateAnswer, SkippedList, ZipList, ZipResponse};
 use crate::zips::dry_run::{DryRun, DryRunResponse, Failure, Problem};
 use crate::zips::request::{CreateZipBody, UrlItem};
 use zipkit_domain::views::{
@@ -22,10 +22,11 @@ use zipkit_domain::views::{
         crate::routes::zips::get,
         crate::routes::zips::list,
         crate::routes::zips::cancel,
+        crate::routes::zips::skipped,
     ),
     components(schemas(
         CreateZipBody, UrlItem, ZipObject, BucketRef, Progress, ZipResult, Skipped, ZipError,
-        ZipResponse, ZipList, ErrorEnvelope, ErrorBody, Event, EventData, CreateAnswer,
+        ZipResponse, ZipList, SkippedList, ErrorEnvelope, ErrorBody, Event, EventData, CreateAnswer,
         DryRunResponse, DryRun, Problem, Failure,
     )),
     modifiers(&BearerAuth),
@@ -206,6 +207,7 @@ pub fn served(limits: crate::zips::request::Limits) -> serde_json::Value {
         ("/v1/zips", "get"),
         ("/v1/zips/{uuid}", "get"),
         ("/v1/zips/{uuid}/cancel", "post"),
+        ("/v1/zips/{uuid}/skipped", "get"),
     ] {
         let operation = &mut doc["paths"][path][method];
         let responses = &mut operation["responses"];
@@ -227,10 +229,20 @@ pub fn served(limits: crate::zips::request::Limits) -> serde_json::Value {
         }
         if let Some(parameters) = operation["parameters"].as_array_mut() {
             for parameter in parameters {
+                let skipped = path.ends_with("/skipped");
                 match parameter["name"].as_str() {
                     Some("limit") => {
                         parameter["schema"]["minimum"] = json!(1);
-                        parameter["schema"]["maximum"] = json!(crate::routes::zips::MAX_PAGE);
+                        parameter["schema"]["maximum"] = json!(if skipped {
+                            crate::routes::zips::MAX_SKIPPED_PAGE
+                        } else {
+                            crate::routes::zips::MAX_PAGE
+                        });
+                    }
+                    // A source's index.
+                    Some("starting_after") if skipped => {
+                        parameter["schema"]["minimum"] = json!(0);
+                        parameter["schema"]["maximum"] = json!(i32::MAX);
                     }
                     Some("starting_after") => parameter["schema"]["format"] = json!("uuid"),
                     Some("Idempotency-Key") => {

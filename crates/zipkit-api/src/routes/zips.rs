@@ -1,13 +1,17 @@
-//! `/v1/zips`: create, get, list and cancel zip jobs of the caller's project.
+//! `/v1/zips`: create, get, list and cancel zip jobs of the caller's project, and page through
+//! the sources a job left out.
 
 use crate::publisher::PublishedBy;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
+
 use zipkit_domain::models::{
-    Bucket, Encryption, ModelError, NewZip, ResultSettings, Zip, ZipPage, ZipWithBucket,
+    Bucket, Encryption, ModelError, NewZip, ResultSettings, SkippedEntries, Zip, ZipPage,
+    ZipWithBucket,
 };
 use zipkit_domain::{ZipId, ZipStatus};
 
@@ -18,7 +22,7 @@ use crate::state::AppState;
 use crate::zips::dry_run::DryRunResponse;
 use crate::zips::request::{CreateZipBody, ValidZip, parse_body, validate};
 use crate::zips::strict_json::StrictJson;
-use zipkit_domain::views::{BucketRef, ZipObject};
+use zipkit_domain::views::{BucketRef, Skipped, ZipObject};
 
 /// `{"data": <zip object>}`
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,6 +50,19 @@ pub struct ZipList {
     /// Pass as `starting_after` to get the next page; null on the last page.
     #[schema(value_type = Option<String>, format = Uuid)]
     pub next_cursor: Option<ZipId>,
+}
+
+/// One page of the sources a job left out, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedList {
+    /// Always `list`.
+    #[schema(value_type = String, example = "list")]
+    pub object: &'static str,
+    pub data: Vec<Skipped>,
+    pub has_more: bool,
+    /// Pass as `starting_after` to get the next page (the last source's `index`); null on the
+    /// last page.
+    pub next_cursor: Option<i32>,
 }
 
 const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -103,7 +120,7 @@ async fn objects(
         .map(|row| row.zip.id)
         .collect();
     let mut skipped = if with_results.is_empty() {
-        Vec::new()
+        HashMap::new()
     } else {
         Zip::skipped_entries(conn, &with_results).await?
     };
@@ -119,10 +136,7 @@ async fn objects(
     };
     let mut objects = Vec::with_capacity(rows.len());
     for row in rows {
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut skipped)
-            .into_iter()
-            .partition(|e| e.zip_id == row.zip.id);
-        skipped = rest;
+        let mine = skipped.remove(&row.zip.id).unwrap_or_default();
         let source = downloads.iter().find(|d| d.zip_id == row.zip.id);
         let link = match source {
             Some(source) => {
@@ -433,7 +447,7 @@ pub async fn create(
             name: bucket.name,
         },
         expected_size,
-        Vec::new(),
+        SkippedEntries::default(),
     );
     Ok(HttpResponse::Accepted().json(ZipResponse { data: object }))
 }
@@ -586,5 +600,82 @@ pub async fn cancel(
     }
     Ok(HttpResponse::Ok().json(ZipResponse {
         data: object(&state, &mut conn, caller, id).await?,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SkippedQuery {
+    /// 1 to 1000, default 100.
+    limit: Option<i64>,
+    /// The `index` of the last source of the previous page.
+    starting_after: Option<i64>,
+}
+
+pub const DEFAULT_SKIPPED_PAGE: i64 = 100;
+pub const MAX_SKIPPED_PAGE: i64 = 1_000;
+
+/// Page through the sources a job left out (`on_error: skip`), in order, each with its reason:
+/// all of them, where the zip object lists the first 100.
+#[utoipa::path(
+    get, path = "/v1/zips/{uuid}/skipped", tag = "zips",
+    params(
+        ("uuid" = String, Path, format = Uuid, description = "The zip's uuid"),
+        SkippedQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of the sources left out", body = SkippedList),
+        (status = 400, description = "Not a uuid, or an invalid query parameter", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid token", body = ErrorEnvelope),
+        (status = 404, description = "No such zip in the caller's project", body = ErrorEnvelope),
+    ),
+)]
+pub async fn skipped(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    KnownQuery(query): KnownQuery<SkippedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_zip_id(&path)?;
+    let limit = query.limit.unwrap_or(DEFAULT_SKIPPED_PAGE);
+    if !(1..=MAX_SKIPPED_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "parameter_invalid",
+            format!("`limit` must be between 1 and {MAX_SKIPPED_PAGE}"),
+            "limit".to_owned(),
+        ));
+    }
+    let after = match query.starting_after {
+        None => -1,
+        Some(index) => i32::try_from(index)
+            .ok()
+            .filter(|i| *i >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "parameter_invalid",
+                    "`starting_after` must be a source's index (0 or more)",
+                    "starting_after".to_owned(),
+                )
+            })?,
+    };
+    let mut conn = state.conn().await?;
+    Zip::find_with_bucket(&mut conn, caller.project_id, id)
+        .await?
+        .ok_or_else(|| zip_not_found(id))?;
+    // One more than asked tells whether another page follows.
+    let mut rows = Zip::skipped_page(&mut conn, id, after, limit + 1).await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let data: Vec<Skipped> = rows.into_iter().map(Skipped::from).collect();
+    let next_cursor = if has_more {
+        data.last().map(|s| s.index)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(SkippedList {
+        object: "list",
+        data,
+        has_more,
+        next_cursor,
     }))
 }

@@ -40,6 +40,7 @@ async fn the_openapi_document_describes_every_route_and_the_real_response_shapes
         "get /v1/zips",
         "get /v1/zips/{uuid}",
         "post /v1/zips/{uuid}/cancel",
+        "get /v1/zips/{uuid}/skipped",
     ]
     .map(String::from)
     .into();

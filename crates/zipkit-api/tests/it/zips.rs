@@ -864,7 +864,7 @@ async fn cancel_moves_a_pending_job_to_cancelled_idempotently_and_refuses_finish
     // No link: the bucket was saved without a test, so nobody knows its keys may read.
     assert_eq!(
         fetched["data"]["result"],
-        json!({"size": 10, "etag": "\"e\"", "entries": 1, "skipped": [],
+        json!({"size": 10, "etag": "\"e\"", "entries": 1, "skipped": [], "skipped_count": 0,
                "download_url": null, "download_url_expires_at": null,
                "expires_at": null, "deleted_at": null})
     );
@@ -1099,6 +1099,117 @@ async fn a_job_that_failed_with_every_source_skipped_lists_each_with_its_reason(
         .collect();
     assert_eq!(reported, [(0, "source_not_found"), (1, "source_not_found")]);
     assert!(body["data"]["result"].is_null());
+    app.stop().await;
+}
+
+/// A job that left out most of its many sources lists only the first 100 on the zip object
+/// (the API's and the webhook's), with the count; the rest are paged through in order.
+#[tokio::test]
+async fn a_job_that_skipped_many_sources_lists_the_first_and_pages_through_all() {
+    let (db, _broker, app) = common::start_adjusted(|s| s.api.max_urls = 250).await;
+    let (project, token) = app.project(&db, "Acme").await;
+    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+        .await;
+    let (_, created) = app
+        .send(app.post_zip(&token, &zip_body("my-zipkit-archives", 250)))
+        .await;
+    let id: ZipId = created["data"]["uuid"].as_str().unwrap().parse().unwrap();
+    let mut conn = db.connect().await;
+    Zip::claim(&mut conn, id, "w1", chrono::Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let outcomes: Vec<EntryOutcome> = (0..250)
+        .map(|index| EntryOutcome {
+            index,
+            state: EntryState::Skipped,
+            size: None,
+            crc32: None,
+            error_code: Some("source_not_found".into()),
+            error_message: Some(format!("urls[{index}] answered 404")),
+        })
+        .collect();
+    Zip::record_entries(&mut conn, id, &outcomes).await.unwrap();
+    let failure = JobError {
+        error_type: "invalid_request_error".into(),
+        code: "all_sources_skipped".into(),
+        message: "every source failed and was skipped".into(),
+        param: None,
+    };
+    Zip::finish(&mut conn, id, "w1", &ZipOutcome::Failed(failure))
+        .await
+        .unwrap()
+        .unwrap();
+    let indexes = |list: &Value| -> Vec<i64> {
+        list.as_array()
+            .expect("a list of skipped sources")
+            .iter()
+            .map(|s| s["index"].as_i64().unwrap())
+            .collect()
+    };
+
+    let (status, body) = app.get_as(&token, &format!("/v1/zips/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let error = &body["data"]["error"];
+    assert_eq!(error["skipped_count"], 250, "{body}");
+    assert_eq!(indexes(&error["skipped"]), (0..100).collect::<Vec<_>>());
+    let (_, listed) = app.get_as(&token, "/v1/zips").await;
+    assert_eq!(listed["data"][0]["error"]["skipped_count"], 250);
+    assert_eq!(indexes(&listed["data"][0]["error"]["skipped"]).len(), 100);
+
+    // Every one, in order, a page at a time.
+    let (status, first) = app
+        .get_as(&token, &format!("/v1/zips/{id}/skipped?limit=120"))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["object"], "list");
+    assert_eq!(indexes(&first["data"]), (0..120).collect::<Vec<_>>());
+    assert_eq!(first["data"][7]["code"], "source_not_found");
+    assert_eq!(first["data"][7]["message"], "urls[7] answered 404");
+    assert_eq!(first["data"][7]["filename"], "docs/f7.pdf");
+    assert_eq!(first["has_more"], true);
+    assert_eq!(first["next_cursor"], 119);
+    let (_, rest) = app
+        .get_as(
+            &token,
+            &format!("/v1/zips/{id}/skipped?starting_after=119&limit=1000"),
+        )
+        .await;
+    assert_eq!(indexes(&rest["data"]), (120..250).collect::<Vec<_>>());
+    assert_eq!(rest["has_more"], false);
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+    let (_, default_page) = app.get_as(&token, &format!("/v1/zips/{id}/skipped")).await;
+    assert_eq!(indexes(&default_page["data"]).len(), 100);
+
+    // Bad queries, and a zip of another project.
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("starting_after=-1", "starting_after"),
+        ("starting_after=4294967296", "starting_after"),
+    ] {
+        let (status, body) = app
+            .get_as(&token, &format!("/v1/zips/{id}/skipped?{query}"))
+            .await;
+        assert_error(
+            status,
+            &body,
+            400,
+            "invalid_request_error",
+            "parameter_invalid",
+            Some(param),
+        );
+    }
+    let (_, other) = app.project(&db, "Other").await;
+    let (status, body) = app.get_as(&other, &format!("/v1/zips/{id}/skipped")).await;
+    assert_error(
+        status,
+        &body,
+        404,
+        "invalid_request_error",
+        "zip_not_found",
+        Some("uuid"),
+    );
     app.stop().await;
 }
 

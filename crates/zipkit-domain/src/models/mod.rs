@@ -25,7 +25,8 @@ pub use zip::{
     DEFAULT_DOWNLOAD_URL_TTL_SECS, DownloadSource, Encryption, EntryLoad, EntryOutcome,
     EntryPlacement, EntrySource, ExpiredArchive, JobError, LoadError, ManifestFormat, NewListing,
     NewManifest, NewZip, NewZipEntry, OrphanedUpload, PlacedEnd, RecordedEntry, ResultSettings,
-    Zip, ZipEntry, ZipListing, ZipOutcome, ZipPage, ZipPart, ZipWithBucket,
+    SKIPPED_LISTED, SkippedEntries, Zip, ZipEntry, ZipListing, ZipOutcome, ZipPage, ZipPart,
+    ZipWithBucket,
 };
 
 /// Errors of the model layer: a row that would take a name already taken, the query failed, or

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::models::{DownloadSource, Zip, ZipEntry};
+use crate::models::{DownloadSource, SkippedEntries, Zip, ZipEntry};
 use crate::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use crate::{Compression, EntryState, OnError, Service, ZipId, ZipStatus};
 
@@ -68,7 +68,11 @@ pub struct ZipResult {
     pub size: i64,
     pub etag: Option<String>,
     pub entries: i32,
+    /// The first 100 sources left out (`on_error: skip`), in order, each with its reason;
+    /// `GET /v1/zips/{uuid}/skipped` pages through all of them.
     pub skipped: Vec<Skipped>,
+    /// How many sources were left out in all.
+    pub skipped_count: i64,
     /// A presigned GET of the archive, made when this object was (each read makes a new one),
     /// living `download_url_ttl_secs`; it downloads under the key's file name. `null` when the
     /// bucket's keys may not read (its last test), or the link could not be made.
@@ -106,36 +110,47 @@ pub struct ZipError {
     pub code: String,
     pub message: String,
     pub param: Option<String>,
-    /// Sources left out before the job failed (`on_error: skip`), each with its reason: with
-    /// `all_sources_skipped`, every one of them.
+    /// The first 100 sources left out before the job failed (`on_error: skip`), in order, each
+    /// with its reason; `GET /v1/zips/{uuid}/skipped` pages through all of them.
     pub skipped: Vec<Skipped>,
+    /// How many sources were left out in all: with `all_sources_skipped`, every one.
+    pub skipped_count: i64,
+}
+
+impl From<ZipEntry> for Skipped {
+    fn from(e: ZipEntry) -> Self {
+        Self {
+            index: e.entry_index,
+            url: e.url,
+            filename: e.filename,
+            code: e.error_code,
+            message: e.error_message,
+        }
+    }
 }
 
 impl ZipObject {
-    /// `skipped` holds the job's entries in state `skipped` (any order; sorted here).
+    /// `skipped`: the job's entries in state `skipped` (`Zip::skipped_entries`).
     pub fn new(
         zip: Zip,
         bucket: BucketRef,
         expected_size: Option<i64>,
-        mut skipped: Vec<ZipEntry>,
+        skipped: SkippedEntries,
     ) -> Self {
-        skipped.retain(|e| e.state == EntryState::Skipped);
-        skipped.sort_by_key(|e| e.entry_index);
+        let count = skipped.count;
         let mut skipped: Vec<Skipped> = skipped
+            .first
             .into_iter()
-            .map(|e| Skipped {
-                index: e.entry_index,
-                url: e.url,
-                filename: e.filename,
-                code: e.error_code,
-                message: e.error_message,
-            })
+            .filter(|e| e.state == EntryState::Skipped)
+            .map(Skipped::from)
             .collect();
+        skipped.sort_by_key(|s| s.index);
         let result = zip.result_size.map(|size| ZipResult {
             size,
             etag: zip.result_etag.clone(),
             entries: zip.result_entries.unwrap_or_default(),
             skipped: std::mem::take(&mut skipped),
+            skipped_count: count,
             download_url: None,
             download_url_expires_at: None,
             expires_at: None,
@@ -148,6 +163,7 @@ impl ZipObject {
                 message,
                 param: zip.error_param,
                 skipped,
+                skipped_count: count,
             }),
             _ => None,
         };

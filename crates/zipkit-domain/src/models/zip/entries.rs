@@ -1,6 +1,8 @@
 //! The job's entries: what each source became (written, skipped, failed) and where its bytes
 //! sit in the archive, recorded in batches so a worker taking the job over can rebuild it.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -30,6 +32,17 @@ pub struct ZipEntry {
     pub modified_at: Option<DateTime<Utc>>,
     /// The source's size as the request declared it.
     pub declared_size: Option<i64>,
+}
+
+/// How many skipped entries a job object lists; the rest are paged through on their own.
+pub const SKIPPED_LISTED: i64 = 100;
+
+/// A job's entries left out by `on_error: skip`: how many, and the first `SKIPPED_LISTED` in
+/// order.
+#[derive(Debug, Clone, Default)]
+pub struct SkippedEntries {
+    pub count: i64,
+    pub first: Vec<ZipEntry>,
 }
 
 /// What a worker needs of an entry to fetch and name it (and, to write it again in archive
@@ -152,14 +165,40 @@ impl Zip {
             .await
     }
 
-    /// Entries left out by `on_error: skip`, for the jobs given.
+    /// Entries left out by `on_error: skip`, for the jobs given: how many each has, and its
+    /// first `SKIPPED_LISTED` in order (a job of a million entries may skip most of them).
     pub async fn skipped_entries(
         conn: &mut AsyncPgConnection,
         ids: &[ZipId],
-    ) -> QueryResult<Vec<ZipEntry>> {
-        zip_entries::table
+    ) -> QueryResult<HashMap<ZipId, SkippedEntries>> {
+        let counts: Vec<(ZipId, i64)> = zip_entries::table
             .filter(zip_entries::zip_id.eq_any(ids))
             .filter(zip_entries::state.eq(EntryState::Skipped))
+            .group_by(zip_entries::zip_id)
+            .select((zip_entries::zip_id, diesel::dsl::count_star()))
+            .load(conn)
+            .await?;
+        let mut skipped = HashMap::with_capacity(counts.len());
+        for (id, count) in counts {
+            let first = Self::skipped_page(conn, id, -1, SKIPPED_LISTED).await?;
+            skipped.insert(id, SkippedEntries { count, first });
+        }
+        Ok(skipped)
+    }
+
+    /// Up to `limit` of a job's skipped entries after entry index `after`, in order.
+    pub async fn skipped_page(
+        conn: &mut AsyncPgConnection,
+        id: ZipId,
+        after: i32,
+        limit: i64,
+    ) -> QueryResult<Vec<ZipEntry>> {
+        zip_entries::table
+            .filter(zip_entries::zip_id.eq(id))
+            .filter(zip_entries::state.eq(EntryState::Skipped))
+            .filter(zip_entries::entry_index.gt(after))
+            .order(zip_entries::entry_index.asc())
+            .limit(limit)
             .select(ZipEntry::as_select())
             .load(conn)
             .await

@@ -9,7 +9,10 @@ mod listings;
 mod result;
 mod upload;
 
-pub use entries::{EntryOutcome, EntryPlacement, EntrySource, PlacedEnd, RecordedEntry, ZipEntry};
+pub use entries::{
+    EntryOutcome, EntryPlacement, EntrySource, PlacedEnd, RecordedEntry, SKIPPED_LISTED,
+    SkippedEntries, ZipEntry,
+};
 pub use entry_load::{EntryLoad, LoadError};
 pub use lifecycle::{JobError, ZipOutcome};
 pub use listings::{ManifestFormat, NewListing, NewManifest, ZipListing};

@@ -1,0 +1,1 @@
+DROP INDEX zip_entries_skipped_idx;
