@@ -162,12 +162,22 @@ s3_up() {
     cargo install "s3s-fs@$S3S_FS_VERSION" --locked --features binary --quiet
     bin=$(cargo_bin s3s-fs)
   fi
-  if ! port_open "$S3_PORT"; then
+  # Our own s3s-fs, still running: keep it (on the port it took).
+  if [ -f "$STATE/s3/pid" ] && kill -0 "$(cat "$STATE/s3/pid")" 2>/dev/null; then
+    [ ! -f "$STATE/s3/port" ] || S3_PORT=$(cat "$STATE/s3/port")
+  else
+    # The port is another checkout's store (or anything else): never share it, take the next
+    # free one, unless the port was asked for.
+    if port_open "$S3_PORT"; then
+      [ -z "${ZIPKIT_S3_PORT:-}" ] || die "S3: 127.0.0.1:$S3_PORT (ZIPKIT_S3_PORT) is taken"
+      while port_open "$S3_PORT"; do S3_PORT=$((S3_PORT + 1)); done
+    fi
     mkdir -p "$STATE/s3/data"
-    log "S3: starting s3s-fs over $STATE/s3/data"
+    log "S3: starting s3s-fs on 127.0.0.1:$S3_PORT over $STATE/s3/data"
     "${CLEAN_ENV[@]}" nohup "$bin" --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" \
       "$STATE/s3/data" >"$STATE/s3/s3s-fs.log" 2>&1 &
     echo $! >"$STATE/s3/pid"
+    echo "$S3_PORT" >"$STATE/s3/port"
   fi
   wait_port "$S3_PORT" 20 s3s-fs
   S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
@@ -179,7 +189,7 @@ s3_down() {
   pid=$(cat "$STATE/s3/pid")
   kill "$pid" 2>/dev/null || true
   for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  rm -f "$STATE/s3/pid"
+  rm -f "$STATE/s3/pid" "$STATE/s3/port"
   log "S3: stopped s3s-fs"
 }
 
@@ -198,6 +208,7 @@ ENV
 
 status() {
   local name port
+  [ ! -f "$STATE/s3/port" ] || S3_PORT=$(cat "$STATE/s3/port")
   for pair in "PostgreSQL:5432" "PostgreSQL(own):$OWN_PG_PORT" "RabbitMQ:5672" "RabbitMQ(own):$OWN_AMQP_PORT" \
     "RabbitMQ-management:15672" "RabbitMQ-management(own):$OWN_MGMT_PORT" "S3(s3s-fs):$S3_PORT"; do
     name=${pair%%:*} port=${pair##*:}
