@@ -490,6 +490,19 @@ pub struct ListQuery {
 pub const DEFAULT_PAGE: i64 = 20;
 pub const MAX_PAGE: i64 = 100;
 
+/// A list's `limit`: `default` when not given, else 1 to `max`.
+fn page_limit(given: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let limit = given.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "parameter_invalid",
+            format!("`limit` must be between 1 and {max}"),
+            "limit".to_owned(),
+        ));
+    }
+    Ok(limit)
+}
+
 /// List the project's zip jobs, newest first.
 #[utoipa::path(
     get, path = "/v1/zips", tag = "zips",
@@ -505,14 +518,7 @@ pub async fn list(
     caller: Caller,
     KnownQuery(query): KnownQuery<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "parameter_invalid",
-            format!("`limit` must be between 1 and {MAX_PAGE}"),
-            "limit".to_owned(),
-        ));
-    }
+    let limit = page_limit(query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let status = query
         .status
         .as_deref()
@@ -637,14 +643,7 @@ pub async fn skipped(
     KnownQuery(query): KnownQuery<SkippedQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_zip_id(&path)?;
-    let limit = query.limit.unwrap_or(DEFAULT_SKIPPED_PAGE);
-    if !(1..=MAX_SKIPPED_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "parameter_invalid",
-            format!("`limit` must be between 1 and {MAX_SKIPPED_PAGE}"),
-            "limit".to_owned(),
-        ));
-    }
+    let limit = page_limit(query.limit, DEFAULT_SKIPPED_PAGE, MAX_SKIPPED_PAGE)?;
     let after = match query.starting_after {
         None => -1,
         Some(index) => i32::try_from(index)

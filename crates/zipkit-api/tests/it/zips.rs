@@ -1047,32 +1047,41 @@ async fn concurrent_creates_beyond_the_pool_size_are_all_published_at_once() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_job_that_failed_with_every_source_skipped_lists_each_with_its_reason() {
-    let (db, _broker, app) = start().await;
-    let (project, token) = app.project(&db, "Acme").await;
-    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
+/// A job of `sources` sources in a new project, every one left out (`source_not_found`) and the
+/// job failed with `all_sources_skipped`, as a worker records them; with the project's token.
+async fn failed_skipping_every_source(
+    db: &TestDatabase,
+    app: &TestApp,
+    sources: usize,
+) -> (ZipId, String) {
+    let (project, token) = app.project(db, "Acme").await;
+    app.bucket(db, project, Service::S3, "my-zipkit-archives")
         .await;
     let (_, created) = app
-        .send(app.post_zip(&token, &zip_body("my-zipkit-archives", 2)))
+        .send(app.post_zip(&token, &zip_body("my-zipkit-archives", sources)))
         .await;
-    let id: ZipId = created["data"]["uuid"].as_str().unwrap().parse().unwrap();
+    let id: ZipId = created["data"]["uuid"]
+        .as_str()
+        .and_then(|u| u.parse().ok())
+        .expect("the job's uuid");
     let mut conn = db.connect().await;
     Zip::claim(&mut conn, id, "w1", chrono::Duration::seconds(30))
         .await
-        .unwrap()
-        .unwrap();
-    let skipped = |index| EntryOutcome {
-        index,
-        state: EntryState::Skipped,
-        size: None,
-        crc32: None,
-        error_code: Some("source_not_found".into()),
-        error_message: Some(format!("urls[{index}] answered 404")),
-    };
-    Zip::record_entries(&mut conn, id, &[skipped(0), skipped(1)])
+        .expect("claim")
+        .expect("the job is free");
+    let outcomes: Vec<EntryOutcome> = (0..i32::try_from(sources).expect("a count of sources"))
+        .map(|index| EntryOutcome {
+            index,
+            state: EntryState::Skipped,
+            size: None,
+            crc32: None,
+            error_code: Some("source_not_found".into()),
+            error_message: Some(format!("urls[{index}] answered 404")),
+        })
+        .collect();
+    Zip::record_entries(&mut conn, id, &outcomes)
         .await
-        .unwrap();
+        .expect("record");
     let failure = JobError {
         error_type: "invalid_request_error".into(),
         code: "all_sources_skipped".into(),
@@ -1081,8 +1090,15 @@ async fn a_job_that_failed_with_every_source_skipped_lists_each_with_its_reason(
     };
     Zip::finish(&mut conn, id, "w1", &ZipOutcome::Failed(failure))
         .await
-        .unwrap()
-        .unwrap();
+        .expect("finish")
+        .expect("the job was ours");
+    (id, token)
+}
+
+#[tokio::test]
+async fn a_job_that_failed_with_every_source_skipped_lists_each_with_its_reason() {
+    let (db, _broker, app) = start().await;
+    let (id, token) = failed_skipping_every_source(&db, &app, 2).await;
     let get = app
         .http
         .get(format!("{}/v1/zips/{id}", app.base))
@@ -1107,39 +1123,7 @@ async fn a_job_that_failed_with_every_source_skipped_lists_each_with_its_reason(
 #[tokio::test]
 async fn a_job_that_skipped_many_sources_lists_the_first_and_pages_through_all() {
     let (db, _broker, app) = common::start_adjusted(|s| s.api.max_urls = 250).await;
-    let (project, token) = app.project(&db, "Acme").await;
-    app.bucket(&db, project, Service::S3, "my-zipkit-archives")
-        .await;
-    let (_, created) = app
-        .send(app.post_zip(&token, &zip_body("my-zipkit-archives", 250)))
-        .await;
-    let id: ZipId = created["data"]["uuid"].as_str().unwrap().parse().unwrap();
-    let mut conn = db.connect().await;
-    Zip::claim(&mut conn, id, "w1", chrono::Duration::seconds(30))
-        .await
-        .unwrap()
-        .unwrap();
-    let outcomes: Vec<EntryOutcome> = (0..250)
-        .map(|index| EntryOutcome {
-            index,
-            state: EntryState::Skipped,
-            size: None,
-            crc32: None,
-            error_code: Some("source_not_found".into()),
-            error_message: Some(format!("urls[{index}] answered 404")),
-        })
-        .collect();
-    Zip::record_entries(&mut conn, id, &outcomes).await.unwrap();
-    let failure = JobError {
-        error_type: "invalid_request_error".into(),
-        code: "all_sources_skipped".into(),
-        message: "every source failed and was skipped".into(),
-        param: None,
-    };
-    Zip::finish(&mut conn, id, "w1", &ZipOutcome::Failed(failure))
-        .await
-        .unwrap()
-        .unwrap();
+    let (id, token) = failed_skipping_every_source(&db, &app, 250).await;
     let indexes = |list: &Value| -> Vec<i64> {
         list.as_array()
             .expect("a list of skipped sources")

@@ -11,7 +11,7 @@ use zipkit_domain::db::DatabaseSettings;
 use zipkit_domain::messages::JobMessage;
 use zipkit_domain::models::{
     Bucket, BucketCredentials, NewBucket, NewListing, NewManifest, NewZip, NewZipEntry, Project,
-    ResultSettings, Zip,
+    ResultSettings, Zip, ZipEntry,
 };
 use zipkit_domain::values::{BucketName, EntryName, ObjectKey, SourceUrl};
 use zipkit_domain::{Compression, OnError, Service, ZipId};
@@ -401,6 +401,17 @@ impl Harness {
             stale: Duration::from_secs(3600),
             every: Duration::from_secs(300),
         }
+    }
+
+    /// The first of the job's skipped entries (`Zip::skipped_entries`), in order.
+    pub async fn skipped(&self, id: ZipId) -> Vec<ZipEntry> {
+        let mut conn = self.db.connect().await;
+        Zip::skipped_entries(&mut conn, &[id])
+            .await
+            .unwrap()
+            .remove(&id)
+            .unwrap_or_default()
+            .first
     }
 
     pub async fn wait_finished(&self, id: ZipId) -> Zip {

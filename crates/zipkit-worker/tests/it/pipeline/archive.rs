@@ -409,12 +409,7 @@ async fn a_declared_size_decides_zip64_and_the_source_must_send_exactly_that() {
         ]
     );
     let mut conn = harness.db.connect().await;
-    let left_out = Zip::skipped_entries(&mut conn, &[id])
-        .await
-        .unwrap()
-        .remove(&id)
-        .unwrap_or_default()
-        .first;
+    let left_out = harness.skipped(id).await;
     let mut reasons: Vec<(String, Option<String>, Option<String>)> = left_out
         .into_iter()
         .map(|e| (e.filename.into_string(), e.error_code, e.error_message))

@@ -44,12 +44,7 @@ async fn a_missing_source_fails_the_job_with_its_param_or_is_skipped_when_asked(
     let read = read_with_python(&harness.store.get("skip.zip").await);
     assert_eq!(read.keys().collect::<Vec<_>>(), ["a.txt"]);
     let mut conn = harness.db.connect().await;
-    let left_out = Zip::skipped_entries(&mut conn, &[skipped.id])
-        .await
-        .unwrap()
-        .remove(&skipped.id)
-        .unwrap_or_default()
-        .first;
+    let left_out = harness.skipped(skipped.id).await;
     assert_eq!(left_out.len(), 1);
     assert_eq!(left_out[0].error_code.as_deref(), Some("source_not_found"));
 
@@ -285,13 +280,7 @@ async fn with_skip_a_source_that_stops_before_its_length_is_left_out_and_reporte
                 "{compression:?}, cut at {cut}"
             );
             assert_eq!(read["c.txt"], b"gamma".repeat(1000));
-            let mut conn = harness.db.connect().await;
-            let left_out = Zip::skipped_entries(&mut conn, &[id])
-                .await
-                .unwrap()
-                .remove(&id)
-                .unwrap_or_default()
-                .first;
+            let left_out = harness.skipped(id).await;
             assert_eq!(left_out.len(), 1);
             assert_eq!(
                 left_out[0].error_code.as_deref(),
@@ -507,13 +496,7 @@ async fn sources_over_the_size_limit_are_refused_by_length_or_while_streaming() 
         "{:?}",
         skipped.error_message
     );
-    let mut conn = harness.db.connect().await;
-    let left_out = Zip::skipped_entries(&mut conn, &[skipped.id])
-        .await
-        .unwrap()
-        .remove(&skipped.id)
-        .unwrap_or_default()
-        .first;
+    let left_out = harness.skipped(skipped.id).await;
     assert_eq!(left_out[0].error_code.as_deref(), Some("source_too_large"));
     let read = read_with_python(&harness.store.get("skip.zip").await);
     assert_eq!(read.keys().collect::<Vec<_>>(), ["ok.txt"]);
