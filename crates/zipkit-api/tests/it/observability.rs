@@ -200,11 +200,11 @@ async fn both_metrics_endpoints_pass_promtool_and_count_a_real_job() {
     );
 }
 
-/// The spans of `trace` by name (the first of each name), from the receiver.
 /// The figures an operator reads in an incident, from both binaries while jobs wait: queue depth,
-/// busy and free slots, buffer-memory waits, the pool, the process, and each job's time from
-/// creation to its end. A worker of 3 slots whose buffer holds two jobs' parts: of 4 slow jobs,
-/// two run, the third waits for buffer memory and the fourth in the queue.
+/// busy and free slots, buffer-memory waits, the pool, the process, each job's time from
+/// creation to its end, and the webhook backlog. A worker of 3 slots whose buffer holds two jobs'
+/// parts: of 4 slow jobs, two run, the third waits for buffer memory and the fourth in the queue;
+/// their `zip.completed` events go to a receiver that answers 500, so all four wait for a retry.
 #[tokio::test]
 async fn the_saturation_figures_show_jobs_waiting_in_the_queue_and_for_memory() {
     let (db, vhost, bucket) = (
@@ -233,6 +233,18 @@ async fn the_saturation_figures_show_jobs_waiting_in_the_queue_and_for_memory() 
     ];
     let stack = Stack::start(BINARY, &worker, db.url(), &vhost.url(), &env).await;
     let tenant = stack.tenant(bucket.name());
+    let receiver = WebhookReceiver::start(usize::MAX).await;
+    stack.cli(
+        &[
+            "webhook",
+            "add",
+            "--project",
+            tenant.project_id.as_str(),
+            "--url",
+            receiver.url(),
+        ],
+        "",
+    );
     let mut ids = Vec::new();
     for i in 0..4 {
         let body = json!({
@@ -268,8 +280,11 @@ async fn the_saturation_figures_show_jobs_waiting_in_the_queue_and_for_memory() 
         sample(&busy, "zipkit_queue_messages", &[("queue", "dead")]),
         Some(0.0)
     );
-    assert!(sample(&busy, "zipkit_queue_messages", &[("queue", "retry")]).is_some());
-    assert!(sample(&busy, "zipkit_webhook_backlog", &[]).is_some_and(|n| n >= 0.0));
+    assert_eq!(
+        sample(&busy, "zipkit_queue_messages", &[("queue", "retry")]),
+        Some(0.0)
+    );
+    assert_eq!(sample(&busy, "zipkit_webhook_backlog", &[]), Some(0.0));
 
     for id in &ids {
         let job = stack
@@ -325,8 +340,11 @@ async fn the_saturation_figures_show_jobs_waiting_in_the_queue_and_for_memory() 
             sample(figures, "zipkit_db_pool_max_connections", &[]),
             Some(max)
         );
-        assert!(sample(figures, "zipkit_db_pool_waits_total", &[]).is_some());
-        assert!(sample(figures, "zipkit_db_pool_timeouts_total", &[]).is_some());
+        assert!(sample(figures, "zipkit_db_pool_waits_total", &[]).is_some_and(|n| n >= 0.0));
+        assert_eq!(
+            sample(figures, "zipkit_db_pool_timeouts_total", &[]),
+            Some(0.0)
+        );
         let rss = sample(figures, "process_resident_memory_bytes", &[]).unwrap();
         assert!((1e6..1e9).contains(&rss), "RSS {rss}");
         assert!(sample(figures, "process_open_fds", &[]).unwrap() > 3.0);
@@ -339,8 +357,24 @@ async fn the_saturation_figures_show_jobs_waiting_in_the_queue_and_for_memory() 
             .as_secs_f64();
         assert!((now - 600.0..=now).contains(&started), "{started}");
     }
+    // Each job's event was tried, refused and waits for its retry: four in the backlog, as the
+    // worker's next reading of it shows.
+    receiver.wait_for(4, Duration::from_secs(30)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let figures = scrape(&stack.worker_url("/metrics")).await;
+        if sample(&figures, "zipkit_webhook_backlog", &[]) == Some(4.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlog never showed the four events waiting: {figures}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
+/// The spans of `trace` by name (the first of each name), from the receiver.
 fn by_name<'a>(spans: &'a [ReceivedSpan], trace: &str, name: &str) -> &'a ReceivedSpan {
     spans
         .iter()
