@@ -77,13 +77,7 @@ impl BufferBudget {
     /// Waits until `bytes` are free (first come, first served) and takes them; at most the whole
     /// budget is taken for a larger request.
     pub async fn reserve(&self, bytes: usize) -> Reservation {
-        let units = self.units(bytes);
-        let permit = match self.units.clone().try_acquire_many_owned(units) {
-            Ok(permit) => permit,
-            Err(_) => waited_for(self.units.clone().acquire_many_owned(units))
-                .await
-                .expect("the budget's semaphore is never closed"),
-        };
+        let permit = waiting_for_memory(&self.units, self.units(bytes)).await;
         Reservation {
             _permit: permit,
             bytes,
@@ -104,14 +98,21 @@ impl BufferBudget {
     }
 }
 
-/// Awaits buffer memory that was not free at once, recording how long that took
-/// (`zipkit_buffer_wait_seconds`).
-async fn waited_for<T>(wait: impl Future<Output = T>) -> T {
+/// Takes `units` of a semaphore of buffer memory, waiting when they are not free at once and
+/// recording how long that took (`zipkit_buffer_wait_seconds`).
+async fn waiting_for_memory(semaphore: &Arc<Semaphore>, units: u32) -> OwnedSemaphorePermit {
+    if let Ok(permit) = semaphore.clone().try_acquire_many_owned(units) {
+        return permit;
+    }
     let started = std::time::Instant::now();
-    let got = wait.await;
+    let permit = semaphore
+        .clone()
+        .acquire_many_owned(units)
+        .await
+        .expect("the buffer memory's semaphores are never closed");
     metrics::histogram!(zipkit_runtime::metrics::BUFFER_WAIT)
         .record(started.elapsed().as_secs_f64());
-    got
+    permit
 }
 
 /// A job's part buffers: its floor, one part reserved from the budget before the job starts,
@@ -183,14 +184,7 @@ impl PartMemory {
     /// Waits for the lane's pass: for a job whose floor is held back while its entry goes on
     /// (first come, first served; the job in the lane needs nothing more to finish).
     pub async fn lane_pass(&self) -> LanePass {
-        let pass = &self.budget.lane_pass;
-        let permit = match pass.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => waited_for(pass.clone().acquire_owned())
-                .await
-                .expect("the lane's semaphore is never closed"),
-        };
-        LanePass(permit)
+        LanePass(waiting_for_memory(&self.budget.lane_pass, 1).await)
     }
 
     /// One of the lane's buffers, for the job with the pass: free, or soon (the job's own, or
