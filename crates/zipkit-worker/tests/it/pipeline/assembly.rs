@@ -18,12 +18,15 @@ use zipkit_test_support::store_proxy::StoreProxy;
 
 use crate::harness::Harness;
 
-use super::{bucket_object as object, pseudo_random};
+use super::{HEAVY_ON_THE_STORE, bucket_object as object, pseudo_random};
 
 const MIB: usize = 1024 * 1024;
 
-/// The tests that move gigabytes through the store and count its calls run one at a time.
-const GIGABYTES_IN_THE_STORE: &str = "gigabytes-in-the-store";
+/// The shipped read timeout (30 s) instead of the harness's 5: these tests count what crosses
+/// the worker, and a store busy with gigabytes may pause longer than 5 s between reads.
+fn shipped_read_timeout(worker: &mut zipkit_worker::WorkerSettings) {
+    worker.source_read_timeout_secs = 30;
+}
 
 /// A bucket on the store behind `proxy` whose keys the real bucket test has checked (so a job
 /// knows the store takes UploadPartCopy), letting jobs read their sources from it.
@@ -103,8 +106,8 @@ impl Drop for ArchiveFile {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_objects_of_256_mib_in_the_archives_store_are_copied_with_under_2_percent_sent() {
     // Each object read exactly once is a count the 5 GiB test beside it would disturb.
-    let _alone = exclusive(GIGABYTES_IN_THE_STORE).await;
-    let harness = Harness::start().await;
+    let _alone = exclusive(HEAVY_ON_THE_STORE).await;
+    let harness = Harness::start_configured(shipped_read_timeout).await;
     let proxy = StoreProxy::start().await;
     let bucket = tested_bucket(&harness, &proxy).await;
     for checksum in [true, false] {
@@ -223,8 +226,8 @@ async fn put_file(harness: &Harness, key: &str, path: &std::path::Path, crc32: O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_over_5_gib_is_copied_in_ranges_no_larger_than_a_part() {
     const MIN_PART: u64 = 5 * MIB as u64;
-    let _alone = exclusive(GIGABYTES_IN_THE_STORE).await;
-    let harness = Harness::start().await;
+    let _alone = exclusive(HEAVY_ON_THE_STORE).await;
+    let harness = Harness::start_configured(shipped_read_timeout).await;
     let proxy = StoreProxy::start().await;
     let bucket = tested_bucket(&harness, &proxy).await;
     // Over S3's largest part: it cannot be one copied part.

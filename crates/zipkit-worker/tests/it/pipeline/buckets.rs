@@ -6,11 +6,12 @@
 use zipkit_domain::models::{Bucket, NewListing, NewZipEntry, ResultSettings, Zip};
 use zipkit_domain::values::{BucketName, EntryName, SourceUrl};
 use zipkit_domain::{Compression, OnError, ZipStatus};
+use zipkit_test_support::exclusive::exclusive;
 use zipkit_test_support::sources::{Behaviour, SourceServer};
 
 use crate::harness::Harness;
 
-use super::{bucket_object as object, pseudo_random, read_with_python};
+use super::{HEAVY_ON_THE_STORE, bucket_object as object, pseudo_random, read_with_python};
 
 fn prefix(
     item_index: i32,
@@ -202,6 +203,7 @@ async fn a_bucket_that_stopped_letting_jobs_read_it_an_empty_prefix_and_a_clash_
 async fn a_prefix_of_100_000_objects_is_listed_and_built_within_the_workers_memory_budget() {
     use futures_util::StreamExt;
     const OBJECTS: usize = 100_000;
+    let _alone = exclusive(HEAVY_ON_THE_STORE).await;
     let harness = Harness::services_only().await;
     let bucket = harness.readable_bucket().await;
     // Nested folders, names of realistic length, a few bytes each (the entries cost the memory,

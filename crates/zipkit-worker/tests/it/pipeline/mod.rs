@@ -19,6 +19,11 @@ use zipkit_domain::values::{EntryName, SourceUrl};
 use zipkit_test_support::readers::{Seen, assert_every_reader_sees};
 use zipkit_test_support::sources::SourceServer;
 
+/// The tests that load the store for minutes (gigabytes through it, or 100,000 objects listed)
+/// run one at a time: beside each other the store answers so slowly that their call counts and
+/// deadlines would measure the contention, not the worker.
+pub(super) const HEAVY_ON_THE_STORE: &str = "heavy-on-the-store";
+
 /// Every entry's name and bytes as Python's zipfile reads them, after its CRC check (`testzip`);
 /// and every other reader people use sees the same entries, sizes and CRC-32s
 /// (`zipkit_test_support::readers`).
