@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::models::{DownloadSource, SkippedEntries, Zip, ZipEntry};
 use crate::values::{BucketName, EntryName, ObjectKey, SourceUrl};
-use crate::{Compression, EntryState, OnError, Service, ZipId, ZipStatus};
+use crate::{Compression, OnError, Service, ZipId, ZipStatus};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ZipObject {
@@ -130,7 +130,7 @@ impl From<ZipEntry> for Skipped {
 }
 
 impl ZipObject {
-    /// `skipped`: the job's entries in state `skipped` (`Zip::skipped_entries`).
+    /// `skipped`: the job's skipped entries, the first in order (`Zip::skipped_entries`).
     pub fn new(
         zip: Zip,
         bucket: BucketRef,
@@ -138,13 +138,7 @@ impl ZipObject {
         skipped: SkippedEntries,
     ) -> Self {
         let count = skipped.count;
-        let mut skipped: Vec<Skipped> = skipped
-            .first
-            .into_iter()
-            .filter(|e| e.state == EntryState::Skipped)
-            .map(Skipped::from)
-            .collect();
-        skipped.sort_by_key(|s| s.index);
+        let mut skipped: Vec<Skipped> = skipped.first.into_iter().map(Skipped::from).collect();
         let result = zip.result_size.map(|size| ZipResult {
             size,
             etag: zip.result_etag.clone(),
